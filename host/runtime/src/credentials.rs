@@ -1,0 +1,514 @@
+//! Host side of `switchyard:plugin/credentials`, and the code that attaches
+//! credentials to outbound requests.
+//!
+//! Secrets live only here, in `secrecy` types. A plugin names a credential;
+//! [`CredentialsCtx::authorize`] returns the headers to attach, and only when
+//! the destination is one the credential is bound to. OAuth2 tokens are
+//! cached per credential, refreshed before they expire, fetched by at most
+//! one caller at a time, and dropped when an upstream answers 401.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::credentials::{self, CredentialInfo, Error, Host, Kind, Verification};
+use crate::egress::{self, Destination, EgressPolicy};
+
+/// Longest a token endpoint may take to answer.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest token response read; real ones are a few hundred bytes.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+/// Refresh a token this long before it expires (or at half its lifetime if
+/// that is shorter), so a request never leaves with a token about to lapse.
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// A credential bound to an instance, with its secret material.
+pub struct CredentialSpec {
+    /// The name plugins use.
+    pub name: String,
+    /// Destinations (`scheme://host[:port]`, `*.` wildcards, IP/CIDR) the
+    /// credential may be sent to.
+    pub hosts: Vec<String>,
+    /// How to authenticate, with the secrets.
+    pub secret: CredentialSecret,
+}
+
+/// A header whose value is secret, e.g. UEM's `aw-tenant-code`.
+pub struct SecretHeader {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: SecretString,
+}
+
+/// How a token endpoint expects the client to authenticate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// HTTP Basic with client id and secret (RFC 6749's preferred form).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Body,
+}
+
+/// Secret material of a credential, by kind.
+pub enum CredentialSecret {
+    /// OAuth2 client credentials grant.
+    OAuth2 {
+        /// Token endpoint; must pass the instance's egress policy.
+        token_url: String,
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: SecretString,
+        /// Requested scope.
+        scope: Option<String>,
+        /// How the client authenticates to the token endpoint.
+        client_auth: ClientAuth,
+        /// A header sent alongside the bearer token.
+        extra_header: Option<SecretHeader>,
+    },
+    /// HTTP Basic.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: SecretString,
+        /// A header sent alongside, e.g. `aw-tenant-code`.
+        extra_header: Option<SecretHeader>,
+    },
+    /// An API key in a header.
+    ApiKey {
+        /// Header name, e.g. `X-API-Key`.
+        header: String,
+        /// The key.
+        key: SecretString,
+    },
+    /// A static bearer token.
+    Bearer {
+        /// The token.
+        token: SecretString,
+    },
+}
+
+/// Why a credential could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// No credential of that name.
+    #[error("no credential named `{0}` is bound to this instance")]
+    NotFound(String),
+    /// The destination is not one the credential is bound to.
+    #[error("credential `{name}` is not bound to {dest}")]
+    NotBound {
+        /// Credential name.
+        name: String,
+        /// Refused destination.
+        dest: String,
+    },
+    /// The token endpoint refused.
+    #[error("token endpoint for `{name}` refused: {reason}")]
+    Rejected {
+        /// Credential name.
+        name: String,
+        /// Status and error code.
+        reason: String,
+    },
+    /// The token endpoint could not be used.
+    #[error("token endpoint for `{name}` unavailable: {reason}")]
+    Unavailable {
+        /// Credential name.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+struct Token {
+    value: SecretString,
+    refresh_at: Instant,
+    expires_at_ms: u64,
+    scope: Option<String>,
+}
+
+struct Credential {
+    name: String,
+    bound: EgressPolicy,
+    hosts: Vec<String>,
+    secret: CredentialSecret,
+    /// Held across the fetch: concurrent callers wait for one fetch.
+    token: tokio::sync::Mutex<Option<Arc<Token>>>,
+}
+
+impl Credential {
+    fn kind(&self) -> Kind {
+        match self.secret {
+            CredentialSecret::OAuth2 { .. } => Kind::Oauth2ClientCredentials,
+            CredentialSecret::Basic { .. } => Kind::Basic,
+            CredentialSecret::ApiKey { .. } => Kind::ApiKey,
+            CredentialSecret::Bearer { .. } => Kind::Bearer,
+        }
+    }
+}
+
+/// Headers to attach for one request, and the token they carry (to drop it
+/// if the upstream answers 401).
+pub struct Authorization {
+    /// Headers, values marked sensitive.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    token: Option<Arc<Token>>,
+}
+
+/// The credentials of one instance. Built once per instance.
+pub struct CredentialsCtx {
+    by_name: BTreeMap<String, Credential>,
+    client: reqwest::Client,
+    policy: Arc<EgressPolicy>,
+}
+
+fn sensitive(value: &str, what: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| format!("{what} contains characters not allowed in an HTTP header"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+fn header_name(name: &str, cred: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("credential `{cred}`: `{name}` is not a valid header name"))
+}
+
+impl CredentialsCtx {
+    /// Validates `specs` and builds the context. `client` and `policy` are the
+    /// instance's: token requests obey the same egress rules as the plugin's.
+    pub fn new(
+        specs: Vec<CredentialSpec>,
+        client: reqwest::Client,
+        policy: Arc<EgressPolicy>,
+    ) -> Result<Self, String> {
+        let mut by_name = BTreeMap::new();
+        for spec in specs {
+            let name = spec.name.clone();
+            let bound = EgressPolicy::parse(&spec.hosts)
+                .map_err(|e| format!("credential `{name}`: hosts: {e}"))?;
+            if spec.hosts.is_empty() {
+                return Err(format!("credential `{name}` is bound to no hosts"));
+            }
+            match &spec.secret {
+                CredentialSecret::OAuth2 {
+                    token_url,
+                    extra_header,
+                    ..
+                } => {
+                    let url = Url::parse(token_url)
+                        .map_err(|e| format!("credential `{name}`: token URL: {e}"))?;
+                    egress::destination(&url)
+                        .map_err(|e| format!("credential `{name}`: token URL: {e}"))?;
+                    if let Some(h) = extra_header {
+                        header_name(&h.name, &name)?;
+                    }
+                }
+                CredentialSecret::Basic { extra_header, .. } => {
+                    if let Some(h) = extra_header {
+                        header_name(&h.name, &name)?;
+                    }
+                }
+                CredentialSecret::ApiKey { header, .. } => {
+                    header_name(header, &name)?;
+                }
+                CredentialSecret::Bearer { .. } => {}
+            }
+            let cred = Credential {
+                name: name.clone(),
+                bound,
+                hosts: spec.hosts,
+                secret: spec.secret,
+                token: tokio::sync::Mutex::new(None),
+            };
+            if by_name.insert(name.clone(), cred).is_some() {
+                return Err(format!("credential `{name}` is defined twice"));
+            }
+        }
+        Ok(Self {
+            by_name,
+            client,
+            policy,
+        })
+    }
+
+    /// Names of headers a guest may not set when it names credential `name`.
+    pub fn reserved_headers(&self, name: &str) -> Vec<HeaderName> {
+        let mut out = vec![AUTHORIZATION];
+        if let Some(c) = self.by_name.get(name) {
+            let extra = match &c.secret {
+                CredentialSecret::OAuth2 { extra_header, .. }
+                | CredentialSecret::Basic { extra_header, .. } => {
+                    extra_header.as_ref().map(|h| h.name.as_str())
+                }
+                CredentialSecret::ApiKey { header, .. } => Some(header.as_str()),
+                CredentialSecret::Bearer { .. } => None,
+            };
+            out.extend(extra.and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()));
+        }
+        out
+    }
+
+    /// Returns the headers that authenticate a request to `dest` with
+    /// credential `name`, fetching a token if needed.
+    pub async fn authorize(
+        &self,
+        name: &str,
+        dest: &Destination,
+    ) -> Result<Authorization, CredentialError> {
+        let cred = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| CredentialError::NotFound(name.to_owned()))?;
+        if !cred.bound.allows(dest) {
+            return Err(CredentialError::NotBound {
+                name: name.to_owned(),
+                dest: dest.to_string(),
+            });
+        }
+        let bad = |reason: String| CredentialError::Unavailable {
+            name: name.to_owned(),
+            reason,
+        };
+        let mut headers = Vec::with_capacity(2);
+        let mut token = None;
+        let extra = match &cred.secret {
+            CredentialSecret::OAuth2 { extra_header, .. } => {
+                let t = self.token(cred).await?;
+                let value = format!("Bearer {}", t.value.expose_secret());
+                headers.push((AUTHORIZATION, sensitive(&value, "token").map_err(bad)?));
+                token = Some(t);
+                extra_header.as_ref()
+            }
+            CredentialSecret::Basic {
+                username,
+                password,
+                extra_header,
+            } => {
+                use base64::Engine;
+                let raw = format!("{username}:{}", password.expose_secret());
+                let value = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                );
+                headers.push((AUTHORIZATION, sensitive(&value, "password").map_err(bad)?));
+                extra_header.as_ref()
+            }
+            CredentialSecret::ApiKey { header, key } => {
+                let hn = header_name(header, name).map_err(bad)?;
+                headers.push((hn, sensitive(key.expose_secret(), "API key").map_err(bad)?));
+                None
+            }
+            CredentialSecret::Bearer { token } => {
+                let value = format!("Bearer {}", token.expose_secret());
+                headers.push((AUTHORIZATION, sensitive(&value, "token").map_err(bad)?));
+                None
+            }
+        };
+        if let Some(h) = extra {
+            let hn = header_name(&h.name, name).map_err(bad)?;
+            headers.push((hn, sensitive(h.value.expose_secret(), &h.name).map_err(bad)?));
+        }
+        Ok(Authorization { headers, token })
+    }
+
+    /// Drops the cached token that `auth` carried, if it is still the cached
+    /// one; returns whether a retry with a fresh token makes sense.
+    pub async fn invalidate(&self, name: &str, auth: &Authorization) -> bool {
+        let (Some(cred), Some(used)) = (self.by_name.get(name), &auth.token) else {
+            return false;
+        };
+        let mut slot = cred.token.lock().await;
+        if slot.as_ref().is_some_and(|t| Arc::ptr_eq(t, used)) {
+            *slot = None;
+        }
+        true
+    }
+
+    async fn token(&self, cred: &Credential) -> Result<Arc<Token>, CredentialError> {
+        let mut slot = cred.token.lock().await;
+        if let Some(t) = slot.as_ref()
+            && Instant::now() < t.refresh_at
+        {
+            return Ok(t.clone());
+        }
+        let fresh = Arc::new(self.fetch_token(cred).await?);
+        *slot = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn fetch_token(&self, cred: &Credential) -> Result<Token, CredentialError> {
+        let CredentialSecret::OAuth2 {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+            client_auth,
+            ..
+        } = &cred.secret
+        else {
+            unreachable!("fetch_token is only called for OAuth2 credentials");
+        };
+        let name = &cred.name;
+        let unavailable = |reason: String| CredentialError::Unavailable {
+            name: name.clone(),
+            reason,
+        };
+        // Parsed and checked in `new`; checked against the policy here so
+        // that the token endpoint is an egress hop like any other.
+        let url = Url::parse(token_url).map_err(|e| unavailable(e.to_string()))?;
+        let dest = egress::destination(&url).map_err(|e| unavailable(e.to_string()))?;
+        self.policy
+            .check(&dest)
+            .map_err(|e| unavailable(format!("token URL refused by egress policy: {e}")))?;
+
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        let mut req = self.client.post(url).timeout(TOKEN_TIMEOUT);
+        match client_auth {
+            ClientAuth::Basic => {
+                req = req.basic_auth(client_id, Some(client_secret.expose_secret()));
+            }
+            ClientAuth::Body => {
+                form.push(("client_id", client_id));
+                form.push(("client_secret", client_secret.expose_secret()));
+            }
+        }
+        let resp = req
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| unavailable(crate::http::describe_reqwest_error(&e)))?;
+        let status = resp.status();
+        let body = crate::http::read_capped(resp, MAX_TOKEN_RESPONSE)
+            .await
+            .map_err(|e| unavailable(format!("reading the token response: {e}")))?;
+
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            access_token: Option<String>,
+            expires_in: Option<serde_json::Value>,
+            scope: Option<String>,
+            error: Option<String>,
+        }
+        let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
+        if !status.is_success() {
+            // Only the OAuth error code is echoed: descriptions sometimes
+            // repeat what the client sent.
+            let code = parsed
+                .and_then(|p| p.error)
+                .map(|c| format!(" ({})", c.chars().take(64).collect::<String>()))
+                .unwrap_or_default();
+            let reason = format!("HTTP {}{code}", status.as_u16());
+            return Err(if status.is_client_error() {
+                CredentialError::Rejected {
+                    name: name.clone(),
+                    reason,
+                }
+            } else {
+                unavailable(reason)
+            });
+        }
+        let parsed = parsed.ok_or_else(|| unavailable("token response is not JSON".into()))?;
+        let value = parsed
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unavailable("token response has no access_token".into()))?;
+        // Some servers send expires_in as a string; absent means "unknown",
+        // treated as one hour (the common lifetime) so the cache still expires.
+        let lifetime = match parsed.expires_in {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .map_or(Duration::from_secs(3600), Duration::from_secs);
+        let margin = REFRESH_MARGIN.min(lifetime / 2);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        tracing::debug!(credential = %name, lifetime_s = lifetime.as_secs(), "fetched OAuth2 token");
+        Ok(Token {
+            value: SecretString::from(value),
+            refresh_at: Instant::now() + (lifetime - margin),
+            expires_at_ms: now_ms + lifetime.as_millis() as u64,
+            scope: parsed.scope,
+        })
+    }
+}
+
+/// What a `credentials` call sees.
+pub struct CredentialsCtxView<'a> {
+    /// The instance's credentials.
+    pub ctx: &'a CredentialsCtx,
+}
+
+/// Implemented by store data that can hand out a [`CredentialsCtxView`].
+pub trait CredentialsView: Send {
+    /// Borrows the instance's credentials for one host call.
+    fn credentials(&mut self) -> CredentialsCtxView<'_>;
+}
+
+impl Host for CredentialsCtxView<'_> {
+    async fn list(&mut self) -> wasmtime::Result<Vec<CredentialInfo>> {
+        Ok(self
+            .ctx
+            .by_name
+            .values()
+            .map(|c| CredentialInfo {
+                name: c.name.clone(),
+                kind: c.kind(),
+                hosts: c.hosts.clone(),
+            })
+            .collect())
+    }
+
+    async fn verify(&mut self, name: String) -> wasmtime::Result<Result<Verification, Error>> {
+        let Some(cred) = self.ctx.by_name.get(&name) else {
+            return Ok(Err(Error::NotFound(format!(
+                "no credential named `{name}` is bound to this instance"
+            ))));
+        };
+        let kind = cred.kind();
+        if !matches!(kind, Kind::Oauth2ClientCredentials) {
+            return Ok(Ok(Verification {
+                kind,
+                expires_at_ms: None,
+                scope: None,
+            }));
+        }
+        Ok(match self.ctx.token(cred).await {
+            Ok(t) => Ok(Verification {
+                kind,
+                expires_at_ms: Some(t.expires_at_ms),
+                scope: t.scope.clone(),
+            }),
+            Err(e @ CredentialError::Rejected { .. }) => Err(Error::Rejected(e.to_string())),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
+        })
+    }
+}
+
+struct HasCredentials;
+
+impl HasData for HasCredentials {
+    type Data<'a> = CredentialsCtxView<'a>;
+}
+
+/// Adds `switchyard:plugin/credentials` to `linker`.
+pub fn add_to_linker<T: CredentialsView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    credentials::add_to_linker::<T, HasCredentials>(linker, T::credentials)
+}

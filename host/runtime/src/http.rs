@@ -1,0 +1,463 @@
+//! Host side of `switchyard:plugin/http`: outbound requests under the
+//! instance's egress policy.
+//!
+//! Checks happen in this order, each failure a typed error to the guest:
+//! request budget, URL and scheme ([`egress::destination`]), allowlist,
+//! headers, body size, credential binding. The reqwest client is built per
+//! instance with a DNS resolver that drops restricted addresses (so the
+//! address checked is the address connected to: no DNS-rebinding window),
+//! no proxy, no redirects and the instance's extra CA certificates.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+use url::Url;
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::http::{self, Error, Header, Host, Method, Request, Response};
+use crate::credentials::{CredentialError, CredentialsCtx};
+use crate::egress::{self, EgressError, EgressPolicy};
+use crate::state::CallState;
+
+/// Headers a guest may send at most.
+const MAX_HEADERS: usize = 100;
+
+/// Headers a guest may never set: they would let it pick another virtual
+/// host on an allowed address or desynchronise message framing.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+    "keep-alive",
+];
+
+/// One outbound request, as the audit log records it: never bodies, query
+/// strings or headers, which may carry personal data or secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EgressRecord {
+    /// HTTP method.
+    pub method: String,
+    /// `scheme://host:port`, or the raw URL's start when it did not parse.
+    pub destination: String,
+    /// URL path.
+    pub path: String,
+    /// Upstream status, when there was an answer.
+    pub status: Option<u16>,
+    /// Time taken.
+    pub duration_ms: u64,
+    /// `ok`, `denied`, or the error kind.
+    pub outcome: String,
+}
+
+/// Outbound HTTP for one instance. Built once per instance.
+pub struct HttpCtx {
+    client: reqwest::Client,
+    policy: Arc<EgressPolicy>,
+}
+
+impl HttpCtx {
+    /// Builds the instance's client: `policy` decides which resolved
+    /// addresses may be used, `extra_ca_pem` adds trusted roots (for
+    /// upstreams with private CAs).
+    pub fn new(policy: Arc<EgressPolicy>, extra_ca_pem: &[String]) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(PolicyResolver {
+                policy: policy.clone(),
+            }))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+        for (i, pem) in extra_ca_pem.iter().enumerate() {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| format!("CA certificate #{}: {e}", i + 1))?;
+            if certs.is_empty() {
+                return Err(format!("CA certificate #{}: no PEM certificate found", i + 1));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        Ok(Self { client, policy })
+    }
+
+    /// The instance's client (shared with the credentials context).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+/// Resolves names and keeps only addresses the policy allows.
+struct PolicyResolver {
+    policy: Arc<EgressPolicy>,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let mut allowed: Vec<SocketAddr> = Vec::new();
+            let mut refusal = None;
+            for addr in addrs {
+                match policy.check_resolved(addr.ip()) {
+                    Ok(()) => allowed.push(addr),
+                    Err(e) => refusal = Some(e),
+                }
+            }
+            if allowed.is_empty() {
+                let err = refusal.unwrap_or_else(|| {
+                    EgressError::Denied(format!("{host} resolved to no address"))
+                });
+                let err = match err {
+                    EgressError::Denied(m) => EgressError::Denied(format!("{host}: {m}")),
+                    other => other,
+                };
+                return Err(Box::new(err) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Describes a reqwest error by its kind and innermost cause, without the
+/// URL (which may carry a token in its query).
+pub(crate) fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let kind = if e.is_connect() {
+        "connect failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "reading the body failed"
+    } else {
+        "request failed"
+    };
+    if std::ptr::addr_eq(cause, e as &dyn std::error::Error) {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}
+
+fn find_egress_denial(e: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if let Some(EgressError::Denied(m)) = c.downcast_ref::<EgressError>() {
+            return Some(m.clone());
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// Why reading a body stopped.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    TooLarge(u64),
+    Failed(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge(limit) => write!(f, "body exceeds {limit} bytes"),
+            Self::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Reads a response body, stopping as soon as it exceeds `limit` bytes.
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ReadError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge(limit as u64));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ReadError::Failed(describe_reqwest_error(&e)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge(limit as u64));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn method(m: Method) -> reqwest::Method {
+    match m {
+        Method::Get => reqwest::Method::GET,
+        Method::Head => reqwest::Method::HEAD,
+        Method::Post => reqwest::Method::POST,
+        Method::Put => reqwest::Method::PUT,
+        Method::Patch => reqwest::Method::PATCH,
+        Method::Delete => reqwest::Method::DELETE,
+        Method::Options => reqwest::Method::OPTIONS,
+    }
+}
+
+fn guest_headers(headers: Vec<Header>) -> Result<HeaderMap, Error> {
+    if headers.len() > MAX_HEADERS {
+        return Err(Error::InvalidRequest(format!(
+            "{} headers; at most {MAX_HEADERS} are allowed",
+            headers.len()
+        )));
+    }
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| Error::InvalidRequest(format!("invalid header name `{}`", h.name)))?;
+        if FORBIDDEN_HEADERS.contains(&name.as_str()) {
+            return Err(Error::InvalidRequest(format!(
+                "header `{name}` is set by the host and may not be sent by a plugin"
+            )));
+        }
+        let value = HeaderValue::from_str(&h.value)
+            .map_err(|_| Error::InvalidRequest(format!("invalid value for header `{name}`")))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// What an `http` call sees.
+pub struct HttpCtxView<'a> {
+    /// The instance's HTTP client and policy.
+    pub ctx: &'a HttpCtx,
+    /// The instance's credentials.
+    pub credentials: &'a CredentialsCtx,
+    /// Per-invocation budget, deadline and audit records.
+    pub call: &'a mut CallState,
+}
+
+/// Implemented by store data that can hand out an [`HttpCtxView`].
+pub trait HttpView: Send {
+    /// Borrows what one `http` call needs.
+    fn http(&mut self) -> HttpCtxView<'_>;
+}
+
+impl HttpCtxView<'_> {
+    async fn send_checked(
+        &mut self,
+        req: Request,
+        record: &mut EgressRecord,
+    ) -> Result<Response, Error> {
+        let limits = self.call.limits;
+        if self.call.http_requests >= limits.http_requests {
+            return Err(Error::LimitExceeded(format!(
+                "this invocation already sent {} requests, its limit",
+                limits.http_requests
+            )));
+        }
+        self.call.http_requests += 1;
+
+        let url = Url::parse(&req.url)
+            .map_err(|e| Error::InvalidRequest(format!("invalid URL: {e}")))?;
+        let dest = egress::destination(&url).map_err(|e| match e {
+            EgressError::Invalid(m) => Error::InvalidRequest(m),
+            EgressError::Denied(m) => Error::Denied(m),
+        })?;
+        record.destination = dest.to_string();
+        record.path = url.path().to_owned();
+        self.ctx
+            .policy
+            .check(&dest)
+            .map_err(|e| Error::Denied(e.to_string()))?;
+
+        let mut headers = guest_headers(req.headers)?;
+        if let Some(body) = &req.body
+            && body.len() > limits.http_request_bytes
+        {
+            return Err(Error::TooLarge(limits.http_request_bytes as u64));
+        }
+        let auth = match &req.credential {
+            None => None,
+            Some(name) => {
+                for reserved in self.credentials.reserved_headers(name) {
+                    if headers.contains_key(&reserved) {
+                        return Err(Error::InvalidRequest(format!(
+                            "header `{reserved}` may not be set on a request that names \
+                             credential `{name}`; the host sets it"
+                        )));
+                    }
+                }
+                Some(
+                    self.credentials
+                        .authorize(name, &dest)
+                        .await
+                        .map_err(|e| Error::Credential(e.to_string()))?,
+                )
+            }
+        };
+        if let Some(auth) = &auth {
+            for (k, v) in &auth.headers {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
+
+        let left = self.call.deadline.saturating_duration_since(Instant::now());
+        let timeout = req
+            .timeout_ms
+            .map_or(limits.http_timeout, |ms| Duration::from_millis(ms.into()))
+            .min(limits.http_timeout)
+            .min(left);
+        if timeout.is_zero() {
+            return Err(Error::Timeout);
+        }
+        let started = Instant::now();
+        let send = |headers: HeaderMap, timeout: Duration| {
+            let mut rb = self
+                .ctx
+                .client
+                .request(method(req.method), url.clone())
+                .headers(headers)
+                .timeout(timeout);
+            if let Some(body) = &req.body {
+                rb = rb.body(body.clone());
+            }
+            rb.send()
+        };
+        let mut resp = send(headers.clone(), timeout).await.map_err(map_send_error)?;
+        // One retry with a fresh token when an OAuth2 token was refused: it
+        // may have been revoked or rotated before its stated expiry.
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let (Some(name), Some(auth)) = (&req.credential, &auth)
+            && self.credentials.invalidate(name, auth).await
+        {
+            let fresh = self
+                .credentials
+                .authorize(name, &dest)
+                .await
+                .map_err(|e: CredentialError| Error::Credential(e.to_string()))?;
+            for (k, v) in fresh.headers {
+                headers.insert(k, v);
+            }
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(Error::Timeout);
+            }
+            resp = send(headers, left).await.map_err(map_send_error)?;
+        }
+        record.status = Some(resp.status().as_u16());
+        let status = resp.status().as_u16();
+        let resp_headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| Header {
+                name: k.as_str().to_owned(),
+                value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            })
+            .collect();
+        let left = timeout.saturating_sub(started.elapsed());
+        let body = match tokio::time::timeout(left, read_capped(resp, limits.http_response_bytes))
+            .await
+        {
+            Err(_) => return Err(Error::Timeout),
+            Ok(Err(ReadError::TooLarge(limit))) => return Err(Error::TooLarge(limit)),
+            Ok(Err(ReadError::Failed(m))) => return Err(Error::Connection(m)),
+            Ok(Ok(body)) => body,
+        };
+        Ok(Response {
+            status,
+            headers: resp_headers,
+            body,
+        })
+    }
+}
+
+fn map_send_error(e: reqwest::Error) -> Error {
+    if let Some(m) = find_egress_denial(&e) {
+        return Error::Denied(m);
+    }
+    if e.is_timeout() {
+        return Error::Timeout;
+    }
+    Error::Connection(describe_reqwest_error(&e))
+}
+
+fn outcome_name(e: &Error) -> &'static str {
+    match e {
+        Error::Denied(_) => "denied",
+        Error::InvalidRequest(_) => "invalid-request",
+        Error::Credential(_) => "credential",
+        Error::Timeout => "timeout",
+        Error::Connection(_) => "connection",
+        Error::TooLarge(_) => "too-large",
+        Error::LimitExceeded(_) => "limit-exceeded",
+    }
+}
+
+impl Host for HttpCtxView<'_> {
+    async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, Error>> {
+        let started = Instant::now();
+        let mut record = EgressRecord {
+            method: method(req.method).to_string(),
+            destination: req.url.chars().take(64).collect(),
+            path: String::new(),
+            status: None,
+            duration_ms: 0,
+            outcome: String::new(),
+        };
+        // Before parsing, the raw URL may carry a query with secrets; keep
+        // only what precedes it in the record.
+        if let Some(i) = record.destination.find(['?', '#']) {
+            record.destination.truncate(i);
+        }
+        let result = self.send_checked(req, &mut record).await;
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        record.outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => outcome_name(e).to_owned(),
+        };
+        tracing::debug!(
+            tenant = %self.call.tenant,
+            instance = %self.call.instance,
+            request_id = %self.call.request_id,
+            method = %record.method,
+            destination = %record.destination,
+            path = %record.path,
+            status = ?record.status,
+            outcome = %record.outcome,
+            duration_ms = record.duration_ms,
+            "egress"
+        );
+        // A guest looping past its request budget must not grow this list:
+        // once the budget is spent, further refusals are not recorded.
+        if self.call.egress.len() <= self.call.limits.http_requests as usize {
+            self.call.egress.push(record);
+        }
+        Ok(result)
+    }
+}
+
+struct HasHttp;
+
+impl HasData for HasHttp {
+    type Data<'a> = HttpCtxView<'a>;
+}
+
+/// Adds `switchyard:plugin/http` to `linker`.
+pub fn add_to_linker<T: HttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    http::add_to_linker::<T, HasHttp>(linker, T::http)
+}

@@ -1,0 +1,681 @@
+//! Plugin instances (a plugin enabled for one tenant) and the bounded path
+//! every call takes: fresh Store, instantiate from `InstancePre`, call, drop.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use switchyard_store::{KvBackend, Namespace, Quota, SqliteStore};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use crate::bindings::{Plugin as Bindings, PluginPre, types};
+use crate::config::ConfigCtx;
+use crate::credentials::{CredentialSpec, CredentialsCtx};
+use crate::egress::EgressPolicy;
+use crate::http::{EgressRecord, HttpCtx};
+use crate::limits::{Limiter, Limits};
+use crate::log::{LogRecord, Progress};
+use crate::manifest::{Manifest, kind_name};
+use crate::runtime::{EPOCH_TICK, Plugin, Runtime};
+use crate::state::{CallState, StoreState};
+use crate::storage::StorageCtx;
+
+/// How much of the guest's stderr (where Rust panics print) is kept to
+/// explain a trap.
+const STDERR_CAPTURE_BYTES: usize = 16 * 1024;
+
+/// Everything the host needs to run a plugin for one tenant. Secrets arrive
+/// here already resolved; the daemon or CLI reads them from the secret store.
+pub struct InstanceSpec {
+    /// Tenant id.
+    pub tenant: String,
+    /// Instance id, unique within the tenant.
+    pub instance: String,
+    /// Configuration values (validated against the manifest).
+    pub config: BTreeMap<String, String>,
+    /// Egress allowlist entries.
+    pub egress: Vec<String>,
+    /// Extra trusted CA certificates, PEM.
+    pub ca_certs_pem: Vec<String>,
+    /// Bound credentials.
+    pub credentials: Vec<CredentialSpec>,
+    /// Execution limits.
+    pub limits: Limits,
+    /// Storage quota.
+    pub quota: Quota,
+}
+
+impl InstanceSpec {
+    /// A spec with no configuration, no egress and no credentials.
+    pub fn new(tenant: impl Into<String>, instance: impl Into<String>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            instance: instance.into(),
+            config: BTreeMap::new(),
+            egress: Vec::new(),
+            ca_certs_pem: Vec::new(),
+            credentials: Vec::new(),
+            limits: Limits::default(),
+            quota: Quota::default(),
+        }
+    }
+}
+
+/// An instance spec that does not fit the plugin's manifest; every problem
+/// found is listed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("instance {tenant}/{instance}: {}", problems.join("; "))]
+pub struct SpecError {
+    /// Tenant id.
+    pub tenant: String,
+    /// Instance id.
+    pub instance: String,
+    /// What is wrong, one entry per problem.
+    pub problems: Vec<String>,
+}
+
+pub(crate) struct InstanceCtx {
+    pub(crate) tenant: String,
+    pub(crate) instance: String,
+    pub(crate) limits: Limits,
+    pub(crate) http: HttpCtx,
+    pub(crate) credentials: CredentialsCtx,
+    pub(crate) storage: StorageCtx,
+    pub(crate) config: ConfigCtx,
+}
+
+/// Who asked, as the caller authenticated them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// Actor id (user name, system id).
+    pub id: String,
+    /// E-mail address, when known.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Roles after the tenant's role mapping.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Per-call options.
+#[derive(Default)]
+pub struct CallOptions {
+    /// Request id for logs and audit; generated when empty.
+    pub request_id: String,
+    /// The actor, for actions.
+    pub actor: Option<Actor>,
+    /// Receives progress reports while the call runs.
+    pub progress: Option<tokio::sync::watch::Sender<Option<Progress>>>,
+}
+
+/// What an invocation did besides its result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Request id used.
+    pub request_id: String,
+    /// Wall-clock time of the call, instantiation included.
+    pub duration_ms: u64,
+    /// Outbound requests, denied ones included.
+    pub egress: Vec<EgressRecord>,
+    /// Log records kept.
+    pub logs: Vec<LogRecord>,
+    /// Log records dropped over the budget.
+    pub logs_dropped: u32,
+    /// Last progress report.
+    pub progress: Option<Progress>,
+}
+
+/// The result of a call and its report (which exists even when it failed:
+/// the egress records of a trapped call still go to the audit log).
+#[derive(Debug)]
+pub struct Invocation<T> {
+    /// What the plugin returned, or why it did not.
+    pub result: Result<T, InvokeError>,
+    /// What happened on the way.
+    pub report: Report,
+}
+
+/// An error the plugin returned on purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PluginError {
+    /// Malformed input.
+    #[error("invalid input: {message}")]
+    InvalidInput {
+        /// Explanation.
+        message: String,
+    },
+    /// Target not found.
+    #[error("not found: {message}")]
+    NotFound {
+        /// Explanation.
+        message: String,
+    },
+    /// The plugin's policy refuses.
+    #[error("forbidden: {message}")]
+    Forbidden {
+        /// Explanation.
+        message: String,
+    },
+    /// The target's state does not allow it.
+    #[error("conflict: {message}")]
+    Conflict {
+        /// Explanation.
+        message: String,
+    },
+    /// An upstream failed.
+    #[error("upstream failed{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Upstream {
+        /// Upstream status.
+        status: Option<u16>,
+        /// Explanation.
+        message: String,
+        /// When to retry.
+        retry_after_secs: Option<u32>,
+    },
+    /// A bug in the plugin.
+    #[error("plugin internal error: {message}")]
+    Internal {
+        /// Explanation.
+        message: String,
+    },
+}
+
+impl From<types::PluginError> for PluginError {
+    fn from(e: types::PluginError) -> Self {
+        use types::PluginError as W;
+        match e {
+            W::InvalidInput(message) => Self::InvalidInput { message },
+            W::NotFound(message) => Self::NotFound { message },
+            W::Forbidden(message) => Self::Forbidden { message },
+            W::Conflict(message) => Self::Conflict { message },
+            W::Upstream(u) => Self::Upstream {
+                status: u.status,
+                message: u.message,
+                retry_after_secs: u.retry_after_secs,
+            },
+            W::Internal(message) => Self::Internal { message },
+        }
+    }
+}
+
+/// Why a call did not produce a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    /// The manifest has no such action, route or job.
+    #[error("plugin `{plugin}` has no {what} named `{name}`")]
+    Unknown {
+        /// Plugin id.
+        plugin: String,
+        /// `action`, `webhook route` or `job`.
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// The input was refused before the plugin ran.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The plugin returned an error.
+    #[error(transparent)]
+    Plugin(PluginError),
+    /// The plugin returned something malformed.
+    #[error("the plugin returned invalid output: {0}")]
+    BadOutput(String),
+    /// The wall-clock deadline passed.
+    #[error("the invocation exceeded its deadline of {} ms and was stopped", .0.as_millis())]
+    Deadline(Duration),
+    /// A memory, table or resource limit was hit.
+    #[error("the invocation was stopped: {0}")]
+    LimitExceeded(String),
+    /// The plugin trapped (a bug in the plugin: panic, unreachable, …).
+    #[error("the plugin crashed: {0}")]
+    Trap(String),
+    /// Every invocation slot is in use.
+    #[error("the host is at its concurrency limit; retry shortly ({0})")]
+    Busy(String),
+}
+
+impl InvokeError {
+    /// The HTTP status the daemon answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Unknown { .. } => 404,
+            Self::InvalidInput(_) => 400,
+            Self::Plugin(p) => match p {
+                PluginError::InvalidInput { .. } => 422,
+                PluginError::NotFound { .. } => 404,
+                PluginError::Forbidden { .. } => 403,
+                PluginError::Conflict { .. } => 409,
+                PluginError::Upstream {
+                    status: Some(429), ..
+                } => 503,
+                PluginError::Upstream { .. } => 502,
+                PluginError::Internal { .. } => 500,
+            },
+            Self::BadOutput(_) | Self::Trap(_) | Self::LimitExceeded(_) => 500,
+            Self::Deadline(_) => 504,
+            Self::Busy(_) => 503,
+        }
+    }
+}
+
+fn validate_spec(
+    manifest: &Manifest,
+    spec: &InstanceSpec,
+) -> Result<BTreeMap<String, String>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut values = BTreeMap::new();
+    for key in spec.config.keys() {
+        if !manifest.config.iter().any(|c| &c.key == key) {
+            problems.push(format!(
+                "config key `{key}` is not declared by plugin `{}`",
+                manifest.id
+            ));
+        }
+    }
+    for c in &manifest.config {
+        match spec.config.get(&c.key).or(c.default.as_ref()) {
+            Some(v) => {
+                values.insert(c.key.clone(), v.clone());
+            }
+            None if c.required => {
+                problems.push(format!("required config key `{}` is not set", c.key))
+            }
+            None => {}
+        }
+    }
+    for cred in &spec.credentials {
+        let Some(slot) = manifest.credentials.iter().find(|s| s.name == cred.name) else {
+            problems.push(format!(
+                "credential `{}` is bound but plugin `{}` declares no such slot",
+                cred.name, manifest.id
+            ));
+            continue;
+        };
+        let kind = kind_name(match cred.secret {
+            crate::credentials::CredentialSecret::OAuth2 { .. } => {
+                crate::bindings::credentials::Kind::Oauth2ClientCredentials
+            }
+            crate::credentials::CredentialSecret::Basic { .. } => {
+                crate::bindings::credentials::Kind::Basic
+            }
+            crate::credentials::CredentialSecret::ApiKey { .. } => {
+                crate::bindings::credentials::Kind::ApiKey
+            }
+            crate::credentials::CredentialSecret::Bearer { .. } => {
+                crate::bindings::credentials::Kind::Bearer
+            }
+        });
+        if !slot.kinds.contains(&kind) {
+            problems.push(format!(
+                "credential `{}` is of kind {kind}; the plugin accepts {}",
+                cred.name,
+                slot.kinds.join(", ")
+            ));
+        }
+    }
+    for slot in manifest.credentials.iter().filter(|s| s.required) {
+        if !spec.credentials.iter().any(|c| c.name == slot.name) {
+            problems.push(format!("required credential `{}` is not bound", slot.name));
+        }
+    }
+    if problems.is_empty() {
+        Ok(values)
+    } else {
+        Err(problems)
+    }
+}
+
+/// A plugin enabled for one tenant: its capabilities are built once here;
+/// each call gets a fresh Store.
+#[derive(Clone)]
+pub struct Instance {
+    engine: Engine,
+    plugin: Arc<Plugin>,
+    ctx: Arc<InstanceCtx>,
+}
+
+impl Instance {
+    /// Validates `spec` against the plugin's manifest and builds the
+    /// instance's capabilities. `backend` holds its storage.
+    pub fn new(
+        runtime: &Runtime,
+        plugin: Arc<Plugin>,
+        spec: InstanceSpec,
+        backend: Arc<dyn KvBackend>,
+    ) -> Result<Self, SpecError> {
+        let fail = |problems: Vec<String>| SpecError {
+            tenant: spec.tenant.clone(),
+            instance: spec.instance.clone(),
+            problems,
+        };
+        let config = validate_spec(plugin.manifest(), &spec).map_err(fail)?;
+        let policy =
+            Arc::new(EgressPolicy::parse(&spec.egress).map_err(|e| fail(vec![e.to_string()]))?);
+        let http = HttpCtx::new(policy.clone(), &spec.ca_certs_pem).map_err(|e| fail(vec![e]))?;
+        let credentials = CredentialsCtx::new(spec.credentials, http.client().clone(), policy)
+            .map_err(|e| SpecError {
+                tenant: spec.tenant.clone(),
+                instance: spec.instance.clone(),
+                problems: vec![e],
+            })?;
+        let storage = StorageCtx::new(
+            backend,
+            Namespace::new(&spec.tenant, &spec.instance),
+            spec.quota,
+        );
+        Ok(Self {
+            engine: runtime.engine.clone(),
+            plugin,
+            ctx: Arc::new(InstanceCtx {
+                tenant: spec.tenant,
+                instance: spec.instance,
+                limits: spec.limits,
+                http,
+                credentials,
+                storage,
+                config: ConfigCtx::new(config),
+            }),
+        })
+    }
+
+    /// The plugin this instance runs.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Runs `action` with `input` (JSON text) and returns the plugin's JSON.
+    pub async fn invoke(&self, action: &str, input: &str, opts: CallOptions) -> Invocation<String> {
+        let manifest = self.plugin.manifest();
+        if manifest.action(action).is_none() {
+            return self.refused(opts, InvokeError::Unknown {
+                plugin: manifest.id.clone(),
+                what: "action",
+                name: action.to_owned(),
+            });
+        }
+        if input.len() > self.ctx.limits.input_bytes {
+            return self.refused(opts, InvokeError::InvalidInput(format!(
+                "input is {} bytes; the limit is {}",
+                input.len(),
+                self.ctx.limits.input_bytes
+            )));
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
+            return self.refused(opts, InvokeError::InvalidInput(format!("input is not JSON: {e}")));
+        }
+        let output_limit = self.ctx.limits.output_bytes;
+        let (action, input) = (action.to_owned(), input.to_owned());
+        let mut inv = self
+            .call(opts, move |b, store, ctx| {
+                Box::pin(async move { b.call_invoke(store, &ctx, &action, &input).await })
+            })
+            .await;
+        inv.result = inv.result.and_then(|out| {
+            if out.len() > output_limit {
+                return Err(InvokeError::BadOutput(format!(
+                    "output is {} bytes; the limit is {output_limit}",
+                    out.len()
+                )));
+            }
+            serde_json::from_str::<serde::de::IgnoredAny>(&out)
+                .map_err(|e| InvokeError::BadOutput(format!("output is not JSON: {e}")))?;
+            Ok(out)
+        });
+        inv
+    }
+
+    /// Hands a verified webhook delivery to the plugin.
+    pub async fn handle_webhook(
+        &self,
+        route: &str,
+        request: types::WebhookRequest,
+        opts: CallOptions,
+    ) -> Invocation<types::WebhookResponse> {
+        let manifest = self.plugin.manifest();
+        if !manifest.webhooks.iter().any(|w| w.route == route) {
+            return self.refused(opts, InvokeError::Unknown {
+                plugin: manifest.id.clone(),
+                what: "webhook route",
+                name: route.to_owned(),
+            });
+        }
+        let route = route.to_owned();
+        self.call(opts, move |b, store, ctx| {
+            Box::pin(async move { b.call_handle_webhook(store, &ctx, &route, &request).await })
+        })
+        .await
+    }
+
+    /// Runs job `job` once.
+    pub async fn run_job(&self, job: &str, opts: CallOptions) -> Invocation<String> {
+        let manifest = self.plugin.manifest();
+        if !manifest.jobs.iter().any(|j| j.name == job) {
+            return self.refused(opts, InvokeError::Unknown {
+                plugin: manifest.id.clone(),
+                what: "job",
+                name: job.to_owned(),
+            });
+        }
+        let job = job.to_owned();
+        self.call(opts, move |b, store, ctx| {
+            Box::pin(async move { b.call_run_job(store, &ctx, &job).await })
+        })
+        .await
+    }
+
+    fn refused<T>(&self, opts: CallOptions, err: InvokeError) -> Invocation<T> {
+        Invocation {
+            result: Err(err),
+            report: Report {
+                request_id: request_id(opts.request_id),
+                ..Report::default()
+            },
+        }
+    }
+
+    /// The bounded call path shared by every entry point.
+    async fn call<R, F>(&self, opts: CallOptions, f: F) -> Invocation<R>
+    where
+        F: for<'a> FnOnce(
+            Bindings,
+            &'a mut Store<StoreState>,
+            types::Context,
+        ) -> Pin<
+            Box<dyn Future<Output = wasmtime::Result<Result<R, types::PluginError>>> + Send + 'a>,
+        >,
+        R: Send,
+    {
+        let started = Instant::now();
+        let limits = self.ctx.limits;
+        let request_id = request_id(opts.request_id);
+        let context = types::Context {
+            tenant: self.ctx.tenant.clone(),
+            instance: self.ctx.instance.clone(),
+            request_id: request_id.clone(),
+            actor: opts.actor.map(|a| types::Actor {
+                id: a.id,
+                email: a.email,
+                roles: a.roles,
+            }),
+        };
+        let call = CallState {
+            tenant: self.ctx.tenant.clone(),
+            instance: self.ctx.instance.clone(),
+            request_id: request_id.clone(),
+            limits,
+            deadline: started + limits.deadline,
+            http_requests: 0,
+            egress: Vec::new(),
+            logs: Vec::new(),
+            logs_dropped: 0,
+            progress: None,
+            progress_sink: opts.progress,
+        };
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+        let mut store = new_store(&self.engine, self.ctx.clone(), call, stderr.clone());
+
+        let pre = &self.plugin.pre;
+        let run = async {
+            let bindings = pre.instantiate_async(&mut store).await?;
+            f(bindings, &mut store, context).await
+        };
+        // The epoch deadline stops a guest that computes; this timeout stops
+        // one that waits in a host call. Dropping the future drops the Store.
+        let outcome = tokio::time::timeout(limits.deadline, run).await;
+        let result = match outcome {
+            Err(_) => Err(InvokeError::Deadline(limits.deadline)),
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(InvokeError::Plugin(e.into())),
+            Ok(Err(e)) => Err(classify(e, &store, &stderr, limits.deadline)),
+        };
+        let state = store.into_data();
+        let call = state.call;
+        Invocation {
+            result,
+            report: Report {
+                request_id,
+                duration_ms: started.elapsed().as_millis() as u64,
+                egress: call.egress,
+                logs: call.logs,
+                logs_dropped: call.logs_dropped,
+                progress: call.progress,
+            },
+        }
+    }
+}
+
+fn request_id(given: String) -> String {
+    if !given.is_empty() {
+        return given;
+    }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    format!("req-{now:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn new_store(
+    engine: &Engine,
+    inst: Arc<InstanceCtx>,
+    call: CallState,
+    stderr: MemoryOutputPipe,
+) -> Store<StoreState> {
+    let limits = call.limits;
+    // No preopens, no environment, no arguments, no network: a plugin's only
+    // ways out are the switchyard interfaces. stderr is captured to explain
+    // panics; stdin is empty and stdout discarded.
+    let wasi = WasiCtxBuilder::new()
+        .stderr(stderr)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(limits.resources);
+    let mut store = Store::new(
+        engine,
+        StoreState {
+            wasi,
+            table,
+            limiter: Limiter::new(&limits),
+            inst,
+            call,
+        },
+    );
+    store.limiter(|s| &mut s.limiter);
+    let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+    store
+}
+
+fn classify(
+    err: wasmtime::Error,
+    store: &Store<StoreState>,
+    stderr: &MemoryOutputPipe,
+    deadline: Duration,
+) -> InvokeError {
+    if let Some(msg) = &store.data().limiter.exceeded {
+        return InvokeError::LimitExceeded(msg.clone());
+    }
+    if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
+        return InvokeError::Deadline(deadline);
+    }
+    let text = format!("{err:?}");
+    if text.contains("resource table has no free capacity") {
+        return InvokeError::LimitExceeded(format!(
+            "the plugin holds too many host resources (limit {})",
+            store.data().call.limits.resources
+        ));
+    }
+    if text.contains("maximum concurrent") || text.contains("pooling allocator") {
+        return InvokeError::Busy(text.lines().next().unwrap_or_default().to_owned());
+    }
+    let captured = stderr.contents();
+    let panic = String::from_utf8_lossy(&captured);
+    let panic = panic.trim();
+    if panic.is_empty() {
+        InvokeError::Trap(text)
+    } else {
+        InvokeError::Trap(format!("{panic}\n{text}"))
+    }
+}
+
+/// Reads a plugin's manifest in a Store that grants nothing.
+pub(crate) async fn read_manifest(
+    engine: &Engine,
+    pre: &PluginPre<StoreState>,
+) -> Result<Manifest, String> {
+    let backend = Arc::new(SqliteStore::open_in_memory().map_err(|e| e.to_string())?);
+    let policy = Arc::new(EgressPolicy::default());
+    let http = HttpCtx::new(policy.clone(), &[])?;
+    let credentials = CredentialsCtx::new(Vec::new(), http.client().clone(), policy)?;
+    let limits = Limits {
+        deadline: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let inst = Arc::new(InstanceCtx {
+        tenant: String::new(),
+        instance: String::new(),
+        limits,
+        http,
+        credentials,
+        storage: StorageCtx::new(backend, Namespace::new("", ""), Quota::default()),
+        config: ConfigCtx::default(),
+    });
+    let call = CallState {
+        tenant: String::new(),
+        instance: String::new(),
+        request_id: "manifest".into(),
+        limits,
+        deadline: Instant::now() + limits.deadline,
+        http_requests: limits.http_requests, // budget spent: no requests
+        egress: Vec::new(),
+        logs: Vec::new(),
+        logs_dropped: 0,
+        progress: None,
+        progress_sink: None,
+    };
+    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+    let mut store = new_store(engine, inst, call, stderr.clone());
+    let run = async {
+        let b = pre.instantiate_async(&mut store).await?;
+        b.call_manifest(&mut store).await
+    };
+    let manifest = match tokio::time::timeout(limits.deadline, run).await {
+        Err(_) => return Err("manifest() did not return within 10 s".into()),
+        Ok(Err(e)) => return Err(classify(e, &store, &stderr, limits.deadline).to_string()),
+        Ok(Ok(m)) => m,
+    };
+    Manifest::from_wit(manifest)
+}

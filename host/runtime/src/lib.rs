@@ -1,0 +1,58 @@
+//! The Switchyard plugin runtime.
+//!
+//! One [`Runtime`] per process holds the wasmtime engine (async, pooling
+//! allocator, epoch interruption ticked from a dedicated thread) and a
+//! linker with Switchyard's WIT interfaces. [`Runtime::load`] compiles a
+//! component once per version (cached on disk), pre-instantiates it and
+//! reads its manifest. An [`Instance`] is that plugin enabled for one
+//! tenant: its egress policy, credentials, storage namespace, configuration
+//! and limits are built once; every call then gets a fresh, bounded Store.
+//!
+//! Host side of each interface, one module each: [`http`] (egress policy in
+//! [`egress`]), [`credentials`], [`storage`], [`log`], [`config`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use switchyard_runtime::{CallOptions, Instance, InstanceSpec, Runtime, RuntimeConfig};
+//! use switchyard_store::SqliteStore;
+//!
+//! # async fn demo(wasm: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let plugin = runtime.load(wasm).await?;
+//! let mut spec = InstanceSpec::new("acme", "echo-1");
+//! spec.egress.push("https://api.example.com".into());
+//! let store = Arc::new(SqliteStore::open_in_memory()?);
+//! let instance = Instance::new(&runtime, plugin, spec, store)?;
+//! let call = instance.invoke("echo", r#"{"text":"hi"}"#, CallOptions::default()).await;
+//! println!("{}", call.result?);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+// Generated code: its docs come from the WIT comments, which do not cover
+// every field.
+#[allow(missing_docs)]
+mod bindings;
+pub mod config;
+pub mod credentials;
+pub mod egress;
+pub mod http;
+mod instance;
+mod limits;
+pub mod log;
+mod manifest;
+mod runtime;
+mod state;
+pub mod storage;
+
+pub use bindings::types::{Header as WebhookHeader, WebhookRequest, WebhookResponse};
+pub use instance::{
+    Actor, CallOptions, Instance, InstanceSpec, Invocation, InvokeError, PluginError, Report,
+    SpecError,
+};
+pub use limits::Limits;
+pub use manifest::{
+    ActionSpec, ConfigSpec, CredentialSlot, EgressNeed, JobSpec, Manifest, WebhookSpec,
+};
+pub use runtime::{LoadError, Plugin, Runtime, RuntimeConfig};
+pub use state::CallState;

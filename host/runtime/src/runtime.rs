@@ -1,0 +1,240 @@
+//! The engine: one per process, shared by every plugin and tenant.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::PluginPre;
+use crate::manifest::Manifest;
+use crate::state::StoreState;
+
+/// How often the epoch advances. Deadlines are enforced to this precision.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Process-wide runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached (`<sha256>.cwasm`). None keeps
+    /// them in memory only. The directory must be writable only by the
+    /// daemon: cached code is loaded without re-validation.
+    pub cache_dir: Option<PathBuf>,
+    /// Invocations that may run at once across all tenants; the pooling
+    /// allocator reserves slots for this many Stores.
+    pub max_concurrent_invocations: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_concurrent_invocations: 100,
+        }
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a valid component.
+    #[error("not a valid wasm component: {0}")]
+    Compile(String),
+    /// The component imports something the host does not provide, or does
+    /// not export the `plugin` world.
+    #[error("the component does not fit the switchyard:plugin world: {0}")]
+    World(String),
+    /// `manifest()` trapped or returned an invalid manifest.
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+    /// The compiled-code cache could not be written.
+    #[error("compile cache: {0}")]
+    Cache(String),
+}
+
+/// A compiled plugin version: compiled once, pre-instantiated, shared by
+/// every tenant that enables it.
+pub struct Plugin {
+    pub(crate) pre: PluginPre<StoreState>,
+    manifest: Manifest,
+    digest: String,
+}
+
+impl Plugin {
+    /// The manifest the plugin declared.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// SHA-256 of the component bytes, hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // A dedicated thread, not a tokio task: a busy executor must not be
+        // able to delay the tick that stops a spinning guest.
+        let thread = std::thread::Builder::new()
+            .name("switchyard-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The wasmtime engine, the linker with Switchyard's interfaces, and the
+/// compile cache.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    linker: Linker<StoreState>,
+    cache_dir: Option<PathBuf>,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and linker.
+    pub fn new(config: RuntimeConfig) -> wasmtime::Result<Self> {
+        let n = config.max_concurrent_invocations.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust wasm32-wasip2 component has a handful of core instances, one
+        // or two memories and a few tables; these totals leave headroom.
+        pool.total_component_instances(n)
+            .total_core_instances(n * 16)
+            .total_memories(n * 2)
+            .total_tables(n * 8)
+            .total_stacks(n);
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg)?;
+
+        let mut linker = Linker::new(&engine);
+        // WASI is linked because std-built guests import it; the WasiCtx of
+        // every Store grants nothing (see `instance::new_store`).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::http::add_to_linker(&mut linker)?;
+        crate::credentials::add_to_linker(&mut linker)?;
+        crate::storage::add_to_linker(&mut linker)?;
+        crate::log::add_to_linker(&mut linker)?;
+        crate::config::add_to_linker(&mut linker)?;
+
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Self {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            cache_dir: config.cache_dir,
+        })
+    }
+
+    /// Compiles (or loads from the cache), links and pre-instantiates a
+    /// component, then reads its manifest.
+    pub async fn load(&self, wasm: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        let digest = hex::encode(Sha256::digest(wasm));
+        let engine = self.engine.clone();
+        let cache = self.cache_path(&digest);
+        let bytes = wasm.to_vec();
+        // Compilation is seconds of CPU: keep it off the async workers.
+        let component = tokio::task::spawn_blocking(move || compile_cached(&engine, &bytes, cache))
+            .await
+            .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))??;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let pre = PluginPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let manifest = crate::instance::read_manifest(&self.engine, &pre)
+            .await
+            .map_err(LoadError::Manifest)?;
+        Ok(Arc::new(Plugin {
+            pre,
+            manifest,
+            digest,
+        }))
+    }
+
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        // Compiled code is only valid for the same wasmtime and settings.
+        let mut h = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        Some(dir.join(format!("{digest}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// The wasmtime engine (for embedders and benchmarks).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+fn compile_cached(
+    engine: &Engine,
+    wasm: &[u8],
+    cache: Option<PathBuf>,
+) -> Result<Component, LoadError> {
+    let Some(path) = cache else {
+        return Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
+    };
+    if path.exists() {
+        // SAFETY: the file was written by `write_cache` below from
+        // `Engine::precompile_component` output for this engine's settings
+        // (its name carries the compatibility hash), in a directory only the
+        // daemon writes to.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cache entry")
+            }
+        }
+    }
+    let compiled = engine
+        .precompile_component(wasm)
+        .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    write_cache(&path, &compiled)?;
+    // SAFETY: the bytes were just produced by this engine.
+    unsafe { Component::deserialize(engine, &compiled) }
+        .map_err(|e| LoadError::Compile(format!("{e:#}")))
+}
+
+fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    // Write then rename, so a concurrent reader or a crash never sees half
+    // a file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| LoadError::Cache(format!("writing {}: {e}", path.display())))
+}

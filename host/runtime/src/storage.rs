@@ -1,0 +1,137 @@
+//! Host side of `switchyard:plugin/storage`: a key-value store scoped by the
+//! host to (tenant, instance).
+//!
+//! The guest passes keys only; the namespace comes from [`StorageCtx`], which
+//! the host built from its own configuration, so no key a guest can write
+//! reaches another tenant's or instance's data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_store::{KvBackend, Namespace, Quota, StoreError};
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::storage::{self, Error, Host, KeyPage};
+
+/// How long one storage call may take before the guest gets `unavailable`.
+const STORAGE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Storage for one instance. Built once per instance.
+#[derive(Clone)]
+pub struct StorageCtx {
+    backend: Arc<dyn KvBackend>,
+    namespace: Namespace,
+    quota: Quota,
+}
+
+impl StorageCtx {
+    /// Scopes `backend` to `namespace` with `quota`.
+    pub fn new(backend: Arc<dyn KvBackend>, namespace: Namespace, quota: Quota) -> Self {
+        Self {
+            backend,
+            namespace,
+            quota,
+        }
+    }
+}
+
+/// What a `storage` call sees.
+pub struct StorageCtxView<'a> {
+    /// The instance's storage.
+    pub ctx: &'a StorageCtx,
+}
+
+/// Implemented by store data that can hand out a [`StorageCtxView`].
+pub trait StorageView: Send {
+    /// Borrows the instance's storage for one host call.
+    fn storage(&mut self) -> StorageCtxView<'_>;
+}
+
+fn to_wit(e: StoreError) -> Error {
+    match e {
+        StoreError::InvalidKey(m) => Error::InvalidKey(m),
+        e @ StoreError::ValueTooLarge { .. } => Error::TooLarge(e.to_string()),
+        StoreError::QuotaExceeded(m) => Error::QuotaExceeded(m),
+        StoreError::Backend(m) => {
+            // The backend's text may name files or the database; the guest
+            // gets a generic message, the operator the details.
+            tracing::warn!(error = %m, "storage backend failed");
+            Error::Unavailable("the storage backend failed; retry later".into())
+        }
+    }
+}
+
+async fn bounded<T>(
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> wasmtime::Result<Result<T, Error>> {
+    Ok(match tokio::time::timeout(STORAGE_CALL_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(to_wit),
+        Err(_) => Err(Error::Unavailable(format!(
+            "storage call took longer than {}s",
+            STORAGE_CALL_TIMEOUT.as_secs()
+        ))),
+    })
+}
+
+impl Host for StorageCtxView<'_> {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        let c = self.ctx;
+        bounded(c.backend.get(&c.namespace, &key)).await
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+        let c = self.ctx;
+        bounded(c.backend.set(&c.namespace, &key, &value, &c.quota)).await
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, Error>> {
+        let c = self.ctx;
+        bounded(c.backend.delete(&c.namespace, &key)).await
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<KeyPage, Error>> {
+        let c = self.ctx;
+        let limit = limit.clamp(1, switchyard_store::MAX_LIST_LIMIT);
+        let page = bounded(c.backend.list(&c.namespace, &prefix, cursor.as_deref(), limit)).await?;
+        Ok(page.map(|keys| {
+            // A full page may have more after it; the last key is the cursor.
+            let cursor = (keys.len() == limit as usize)
+                .then(|| keys.last().cloned())
+                .flatten();
+            KeyPage { keys, cursor }
+        }))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> wasmtime::Result<Result<bool, Error>> {
+        let c = self.ctx;
+        bounded(c.backend.compare_and_swap(
+            &c.namespace,
+            &key,
+            expected.as_deref(),
+            new.as_deref(),
+            &c.quota,
+        ))
+        .await
+    }
+}
+
+struct HasStorage;
+
+impl HasData for HasStorage {
+    type Data<'a> = StorageCtxView<'a>;
+}
+
+/// Adds `switchyard:plugin/storage` to `linker`.
+pub fn add_to_linker<T: StorageView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    storage::add_to_linker::<T, HasStorage>(linker, T::storage)
+}

@@ -1,0 +1,412 @@
+//! The embedded default backend: one SQLite database in WAL mode.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::{
+    KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, validate_key, validate_value,
+};
+
+/// SQLite-backed store. Cheap to clone; clones share one connection.
+///
+/// Keys are stored as BLOBs so that a prefix scan is a plain index range
+/// `prefix <= key < prefix || 0xFF` (0xFF never occurs in UTF-8).
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv (
+    tenant   TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    key      BLOB NOT NULL,
+    value    BLOB NOT NULL,
+    PRIMARY KEY (tenant, instance, key)
+) WITHOUT ROWID;
+-- Running totals per namespace, updated in the same transaction as kv, so a
+-- quota check is one row read instead of a scan.
+CREATE TABLE IF NOT EXISTS kv_usage (
+    tenant   TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    bytes    INTEGER NOT NULL,
+    keys     INTEGER NOT NULL,
+    PRIMARY KEY (tenant, instance)
+) WITHOUT ROWID;
+";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|e| {
+            StoreError::Backend(format!("cannot open SQLite database {}: {e}", path.display()))
+        })?;
+        Self::init(conn)
+    }
+
+    /// Opens a private in-memory database (tests, `plugin run`).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        // WAL lets readers proceed during a write; NORMAL sync is durable
+        // across process crashes (only an OS crash can lose the last commit).
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection off the async executor.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic in another closure poisons the lock but leaves the
+            // connection usable: every write is a transaction that rolled back.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Writes `new` (None deletes) under `key` inside `tx`, keeping kv_usage
+/// exact and refusing growth past `quota`. Shrinking is always allowed, so a
+/// namespace that is over quota (after the quota was lowered) can recover.
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    ns: &Namespace,
+    key: &str,
+    new: Option<&[u8]>,
+    quota: &Quota,
+) -> Result<(), StoreError> {
+    let old_len: Option<i64> = tx
+        .query_row(
+            "SELECT length(value) FROM kv WHERE tenant=?1 AND instance=?2 AND key=?3",
+            params![ns.tenant, ns.instance, key.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    let usage = read_usage(tx, ns)?;
+    let key_len = key.len() as u64;
+    let old_bytes = old_len.map_or(0, |v| v as u64 + key_len);
+    let new_bytes = new.map_or(0, |v| v.len() as u64 + key_len);
+    let bytes = usage.bytes - old_bytes.min(usage.bytes) + new_bytes;
+    let keys = usage.keys - u64::from(old_len.is_some()).min(usage.keys) + u64::from(new.is_some());
+    if bytes > quota.max_total_bytes && bytes > usage.bytes {
+        return Err(StoreError::QuotaExceeded(format!(
+            "namespace {ns} would hold {bytes} bytes; the quota is {} bytes",
+            quota.max_total_bytes
+        )));
+    }
+    if keys > quota.max_keys && keys > usage.keys {
+        return Err(StoreError::QuotaExceeded(format!(
+            "namespace {ns} would hold {keys} keys; the quota is {} keys",
+            quota.max_keys
+        )));
+    }
+    match new {
+        Some(value) => tx.execute(
+            "INSERT INTO kv (tenant, instance, key, value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, instance, key) DO UPDATE SET value = excluded.value",
+            params![ns.tenant, ns.instance, key.as_bytes(), value],
+        ),
+        None => tx.execute(
+            "DELETE FROM kv WHERE tenant=?1 AND instance=?2 AND key=?3",
+            params![ns.tenant, ns.instance, key.as_bytes()],
+        ),
+    }
+    .map_err(backend)?;
+    tx.execute(
+        "INSERT INTO kv_usage (tenant, instance, bytes, keys) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (tenant, instance) DO UPDATE SET bytes = excluded.bytes, keys = excluded.keys",
+        params![ns.tenant, ns.instance, bytes as i64, keys as i64],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn read_usage(conn: &Connection, ns: &Namespace) -> Result<Usage, StoreError> {
+    conn.query_row(
+        "SELECT bytes, keys FROM kv_usage WHERE tenant=?1 AND instance=?2",
+        params![ns.tenant, ns.instance],
+        |r| {
+            Ok(Usage {
+                bytes: r.get::<_, i64>(0)? as u64,
+                keys: r.get::<_, i64>(1)? as u64,
+            })
+        },
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+    .map_err(backend)
+}
+
+fn read_value(conn: &Connection, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    conn.query_row(
+        "SELECT value FROM kv WHERE tenant=?1 AND instance=?2 AND key=?3",
+        params![ns.tenant, ns.instance, key.as_bytes()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(backend)
+}
+
+#[async_trait]
+impl KvBackend for SqliteStore {
+    async fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        validate_key(key)?;
+        let (ns, key) = (ns.clone(), key.to_owned());
+        self.with_conn(move |c| read_value(c, &ns, &key)).await
+    }
+
+    async fn set(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        value: &[u8],
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
+        validate_key(key)?;
+        validate_value(value, quota)?;
+        let (ns, key, value, quota) = (ns.clone(), key.to_owned(), value.to_vec(), *quota);
+        self.with_conn(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            apply(&tx, &ns, &key, Some(&value), &quota)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete(&self, ns: &Namespace, key: &str) -> Result<bool, StoreError> {
+        validate_key(key)?;
+        let (ns, key) = (ns.clone(), key.to_owned());
+        self.with_conn(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let existed = read_value(&tx, &ns, &key)?.is_some();
+            if existed {
+                // Deleting only shrinks, so the quota passed here is never hit.
+                apply(&tx, &ns, &key, None, &Quota::default())?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        if prefix.len() > crate::MAX_KEY_BYTES {
+            return Err(StoreError::InvalidKey(format!(
+                "prefix is {} bytes long; the limit is {}",
+                prefix.len(),
+                crate::MAX_KEY_BYTES
+            )));
+        }
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let ns = ns.clone();
+        let lower = prefix.as_bytes().to_vec();
+        let mut upper = lower.clone();
+        upper.push(0xFF);
+        let after = after.map(|a| a.as_bytes().to_vec());
+        self.with_conn(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT key FROM kv WHERE tenant=?1 AND instance=?2
+                     AND key >= ?3 AND key < ?4 AND (?5 IS NULL OR key > ?5)
+                     ORDER BY key LIMIT ?6",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(
+                    params![ns.tenant, ns.instance, lower, upper, after, limit],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .map_err(backend)?;
+            rows.map(|r| {
+                let bytes = r.map_err(backend)?;
+                String::from_utf8(bytes)
+                    .map_err(|_| StoreError::Backend("stored key is not UTF-8".into()))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        quota: &Quota,
+    ) -> Result<bool, StoreError> {
+        validate_key(key)?;
+        if let Some(v) = new {
+            validate_value(v, quota)?;
+        }
+        let (ns, key, quota) = (ns.clone(), key.to_owned(), *quota);
+        let expected = expected.map(<[u8]>::to_vec);
+        let new = new.map(<[u8]>::to_vec);
+        self.with_conn(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let current = read_value(&tx, &ns, &key)?;
+            if current != expected {
+                return Ok(false);
+            }
+            if current.is_some() || new.is_some() {
+                apply(&tx, &ns, &key, new.as_deref(), &quota)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError> {
+        let ns = ns.clone();
+        self.with_conn(move |c| read_usage(c, &ns)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(t: &str) -> Namespace {
+        Namespace::new(t, "inst")
+    }
+
+    #[tokio::test]
+    async fn set_get_delete_round_trip() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let q = Quota::default();
+        s.set(&ns("a"), "k", b"v1", &q).await.unwrap();
+        s.set(&ns("a"), "k", b"v2", &q).await.unwrap();
+        assert_eq!(s.get(&ns("a"), "k").await.unwrap(), Some(b"v2".to_vec()));
+        assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage { bytes: 3, keys: 1 });
+        assert!(s.delete(&ns("a"), "k").await.unwrap());
+        assert!(!s.delete(&ns("a"), "k").await.unwrap());
+        assert_eq!(s.get(&ns("a"), "k").await.unwrap(), None);
+        assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage::default());
+    }
+
+    #[tokio::test]
+    async fn namespaces_are_disjoint() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let q = Quota::default();
+        s.set(&ns("a"), "shared", b"from-a", &q).await.unwrap();
+        assert_eq!(s.get(&ns("b"), "shared").await.unwrap(), None);
+        assert!(s.list(&ns("b"), "", None, 100).await.unwrap().is_empty());
+        assert!(!s.delete(&ns("b"), "shared").await.unwrap());
+        let other_instance = Namespace::new("a", "other");
+        assert_eq!(s.get(&other_instance, "shared").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn list_pages_by_prefix_and_cursor() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let q = Quota::default();
+        for k in ["dev/1", "dev/2", "dev/3", "devx", "other", "dev"] {
+            s.set(&ns("a"), k, b"x", &q).await.unwrap();
+        }
+        let page = s.list(&ns("a"), "dev/", None, 2).await.unwrap();
+        assert_eq!(page, ["dev/1", "dev/2"]);
+        let page = s.list(&ns("a"), "dev/", Some("dev/2"), 2).await.unwrap();
+        assert_eq!(page, ["dev/3"]);
+        let all = s.list(&ns("a"), "", None, 10_000).await.unwrap();
+        assert_eq!(all, ["dev", "dev/1", "dev/2", "dev/3", "devx", "other"]);
+        // Non-ASCII keys sort bytewise and prefix-match exactly.
+        s.set(&ns("a"), "é/1", b"x", &q).await.unwrap();
+        assert_eq!(s.list(&ns("a"), "é", None, 10).await.unwrap(), ["é/1"]);
+    }
+
+    #[tokio::test]
+    async fn quota_refuses_growth_but_allows_shrinking() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let q = Quota {
+            max_value_bytes: 100,
+            max_total_bytes: 20,
+            max_keys: 2,
+        };
+        s.set(&ns("a"), "k1", &[0; 10], &q).await.unwrap(); // 12 bytes
+        let err = s.set(&ns("a"), "k2", &[0; 10], &q).await.unwrap_err();
+        assert!(matches!(err, StoreError::QuotaExceeded(_)), "{err}");
+        s.set(&ns("a"), "k1", &[0; 2], &q).await.unwrap(); // shrink: 4 bytes
+        s.set(&ns("a"), "k2", &[0; 2], &q).await.unwrap(); // 8 bytes, 2 keys
+        let err = s.set(&ns("a"), "k3", b"", &q).await.unwrap_err();
+        assert!(err.to_string().contains("keys"), "{err}");
+        let err = s.set(&ns("a"), "big", &[0; 101], &q).await.unwrap_err();
+        assert_eq!(err, StoreError::ValueTooLarge { size: 101, limit: 100 });
+        // Nothing failed half-way: usage matches what is stored.
+        assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage { bytes: 8, keys: 2 });
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_semantics() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let q = Quota::default();
+        let n = ns("a");
+        assert!(s.compare_and_swap(&n, "c", None, Some(b"1"), &q).await.unwrap());
+        assert!(!s.compare_and_swap(&n, "c", None, Some(b"2"), &q).await.unwrap());
+        assert!(!s.compare_and_swap(&n, "c", Some(b"0"), Some(b"2"), &q).await.unwrap());
+        assert!(s.compare_and_swap(&n, "c", Some(b"1"), Some(b"2"), &q).await.unwrap());
+        assert_eq!(s.get(&n, "c").await.unwrap(), Some(b"2".to_vec()));
+        assert!(s.compare_and_swap(&n, "c", Some(b"2"), None, &q).await.unwrap());
+        assert_eq!(s.get(&n, "c").await.unwrap(), None);
+        assert_eq!(s.usage(&n).await.unwrap(), Usage::default());
+    }
+
+    #[tokio::test]
+    async fn bad_keys_are_refused() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let q = Quota::default();
+        for key in [String::new(), "a\0b".into(), "k".repeat(513)] {
+            let err = s.set(&ns("a"), &key, b"v", &q).await.unwrap_err();
+            assert!(matches!(err, StoreError::InvalidKey(_)), "{err}");
+        }
+        s.set(&ns("a"), &"k".repeat(512), b"v", &q).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.set(&ns("a"), "k", b"v", &Quota::default()).await.unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.get(&ns("a"), "k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage { bytes: 2, keys: 1 });
+    }
+}
