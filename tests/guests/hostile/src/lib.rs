@@ -1,1 +1,160 @@
-//! placeholder
+//! A hostile plugin for tests: each action attacks one of the host's bounds.
+//! Every attack must end in a clear error (or a typed refusal) without
+//! harming the daemon or other tenants.
+
+use serde_json::{Value, json};
+use switchyard_sdk::http::{self, Request};
+use switchyard_sdk::{ActionSpec, Context, Error, Manifest, Plugin, Result, log, storage};
+
+struct Hostile;
+
+const ACTIONS: &[&str] = &[
+    "spin",
+    "sleep-in-host",
+    "memory-bomb",
+    "stack-overflow",
+    "panic",
+    "resource-bomb",
+    "egress",
+    "credential-misuse",
+    "storage-escape",
+    "log-flood",
+    "http-flood",
+    "huge-output",
+    "bad-output",
+];
+
+impl Plugin for Hostile {
+    fn manifest() -> Manifest {
+        ACTIONS.iter().fold(
+            Manifest::new("hostile", "0.1.0", "Attacks the host's limits, for tests")
+                .credential(switchyard_sdk::CredentialSlot::new(
+                    "upstream",
+                    "any credential",
+                    &[
+                        switchyard_sdk::CredentialKind::Bearer,
+                        switchyard_sdk::CredentialKind::Basic,
+                    ],
+                ).optional()),
+            |m, a| m.action(ActionSpec::new(a, "attack")),
+        )
+    }
+
+    fn invoke(_ctx: &Context, action: &str, input: Value) -> Result<Value> {
+        match action {
+            "spin" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "sleep-in-host" => {
+                // Waits in a host call (an upstream that never answers).
+                let url = input["url"].as_str().unwrap_or_default();
+                let r = Request::get(url).timeout(std::time::Duration::from_secs(3600)).send();
+                Ok(json!(format!("{r:?}")))
+            }
+            "memory-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "stack-overflow" => Ok(json!(recurse(std::hint::black_box(1)))),
+            "panic" => panic!("hostile plugin panicked on purpose"),
+            "resource-bomb" => {
+                let mut held = Vec::new();
+                loop {
+                    held.push(wasip2::cli::stdout::get_stdout());
+                }
+            }
+            "egress" => Ok(try_urls(&input)),
+            "credential-misuse" => Ok(credential_misuse(&input)),
+            "storage-escape" => storage_escape(),
+            "log-flood" => {
+                for i in 0..100_000u32 {
+                    log::info(format!("flood {i}"));
+                }
+                Ok(json!("flooded"))
+            }
+            "http-flood" => {
+                let url = input["url"].as_str().unwrap_or("https://denied.invalid/");
+                let mut last = String::new();
+                for _ in 0..10_000 {
+                    if let Err(e) = Request::get(url).send() {
+                        last = format!("{e:?}");
+                    }
+                }
+                Ok(json!(last))
+            }
+            "huge-output" => Ok(json!("x".repeat(input["bytes"].as_u64().unwrap_or(1 << 24) as usize))),
+            "bad-output" => Err(Error::internal("unreachable: bad-output is tested via raw bindings")),
+            other => Err(Error::not_found(format!("no action `{other}`"))),
+        }
+    }
+}
+
+// Unbounded on purpose: the host must stop it with a stack-overflow trap.
+#[allow(unconditional_recursion)]
+fn recurse(n: u64) -> u64 {
+    let pad = std::hint::black_box([n; 64]);
+    recurse(pad[3] + 1) + pad[7]
+}
+
+fn outcome(r: std::result::Result<http::Response, http::Error>) -> Value {
+    match r {
+        Ok(resp) => json!({ "status": resp.status, "body": resp.text() }),
+        Err(e) => json!({ "error": format!("{e:?}") }),
+    }
+}
+
+fn try_urls(input: &Value) -> Value {
+    let urls = input["urls"].as_array().cloned().unwrap_or_default();
+    Value::Array(
+        urls.iter()
+            .map(|u| {
+                let url = u.as_str().unwrap_or_default();
+                json!({ "url": url, "outcome": outcome(Request::get(url).send()) })
+            })
+            .collect(),
+    )
+}
+
+fn credential_misuse(input: &Value) -> Value {
+    let bound = input["bound_url"].as_str().unwrap_or_default();
+    let unbound = input["unbound_url"].as_str().unwrap_or_default();
+    json!({
+        // The credential is bound to another host: the host must refuse.
+        "unbound_host": outcome(Request::get(unbound).credential("upstream").send()),
+        // Setting our own Authorization next to a named credential.
+        "own_authorization": outcome(
+            Request::get(bound).credential("upstream").header("Authorization", "Bearer forged").send()
+        ),
+        // A credential that does not exist.
+        "unknown_credential": outcome(Request::get(bound).credential("nope").send()),
+        // What `list` reveals: metadata only.
+        "listed": format!("{:?}", switchyard_sdk::credentials::list()),
+        "verified": format!("{:?}", switchyard_sdk::credentials::verify("upstream")),
+    })
+}
+
+fn storage_escape() -> Result<Value> {
+    let probe = |key: &str| match storage::get(key) {
+        Ok(v) => json!({ "key": key, "value": v.map(|b| String::from_utf8_lossy(&b).into_owned()) }),
+        Err(e) => json!({ "key": key, "error": format!("{e:?}") }),
+    };
+    Ok(json!({
+        "visible_keys": storage::list("")?,
+        "probes": [
+            probe("secret"),
+            probe("../victim/secret"),
+            probe("victim/secret"),
+            probe("victim\u{0}secret"),
+            probe("/victim/echo/secret"),
+            probe(&"k".repeat(600)),
+        ],
+    }))
+}
+
+switchyard_sdk::register!(Hostile);

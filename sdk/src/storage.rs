@@ -1,0 +1,85 @@
+//! This instance's private key-value store.
+//!
+//! Keys are 1-512 bytes of UTF-8 without NUL. The host scopes every key to
+//! the tenant and instance; there is no way to name another namespace.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::bindings::switchyard::plugin::storage as wit;
+pub use wit::Error;
+
+impl From<Error> for crate::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidKey(m) => crate::Error::Internal(format!("storage key: {m}")),
+            Error::TooLarge(m) => crate::Error::Internal(format!("storage: {m}")),
+            Error::QuotaExceeded(m) => crate::Error::Conflict(format!("storage: {m}")),
+            Error::Unavailable(m) => crate::Error::upstream(format!("storage: {m}")),
+        }
+    }
+}
+
+/// The value of `key`.
+pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
+    wit::get(key)
+}
+
+/// Stores `value` under `key`.
+pub fn set(key: &str, value: &[u8]) -> Result<(), Error> {
+    wit::set(key, value)
+}
+
+/// Deletes `key`; returns whether it existed.
+pub fn delete(key: &str) -> Result<bool, Error> {
+    wit::delete(key)
+}
+
+/// Replaces `key`'s value with `new` (None deletes) if it currently is
+/// `expected` (None: absent). Returns whether it swapped.
+pub fn compare_and_swap(
+    key: &str,
+    expected: Option<&[u8]>,
+    new: Option<&[u8]>,
+) -> Result<bool, Error> {
+    wit::compare_and_swap(key, expected, new)
+}
+
+/// One page of keys starting with `prefix`, after `cursor`.
+pub fn list_page(
+    prefix: &str,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<(Vec<String>, Option<String>), Error> {
+    let page = wit::list_keys(prefix, cursor, limit)?;
+    Ok((page.keys, page.cursor))
+}
+
+/// Every key starting with `prefix`, fetched page by page.
+pub fn list(prefix: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (keys, next) = list_page(prefix, cursor.as_deref(), 1000)?;
+        out.extend(keys);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// The value of `key` decoded from JSON.
+pub fn get_json<T: DeserializeOwned>(key: &str) -> crate::Result<Option<T>> {
+    match get(key)? {
+        None => Ok(None),
+        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+            crate::Error::internal(format!("stored value of `{key}` is not valid JSON: {e}"))
+        })?)),
+    }
+}
+
+/// Stores `value` as JSON under `key`.
+pub fn set_json<T: Serialize + ?Sized>(key: &str, value: &T) -> crate::Result<()> {
+    Ok(set(key, &serde_json::to_vec(value)?)?)
+}
