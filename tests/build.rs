@@ -9,7 +9,12 @@ fn main() {
     for (package, path) in switchyard_wasm_build::build(GUESTS) {
         let name = package.replace('-', "_").to_uppercase();
         writeln!(out, "/// Path of the `{package}` component.").unwrap();
-        writeln!(out, "pub const {name}: &str = {:?};", path.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "pub const {name}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("guests.rs");
     std::fs::write(dest, out).unwrap();

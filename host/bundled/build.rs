@@ -5,11 +5,20 @@ const PLUGINS: &[&str] = &["plugin-echo"];
 
 fn main() {
     let mut out = String::new();
-    writeln!(out, "/// Every bundled plugin: (plugin crate name, component bytes).").unwrap();
+    writeln!(
+        out,
+        "/// Every bundled plugin: (plugin crate name, component bytes)."
+    )
+    .unwrap();
     writeln!(out, "pub const ALL: &[(&str, &[u8])] = &[").unwrap();
     for (package, path) in switchyard_wasm_build::build(PLUGINS) {
         let name = package.trim_start_matches("plugin-");
-        writeln!(out, "    ({name:?}, include_bytes!({:?})),", path.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     writeln!(out, "];").unwrap();
     let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("bundled.rs");

@@ -279,16 +279,34 @@ mod tests {
     #[test]
     fn locations_resolve_against_the_base() {
         let base = "https://a.example/x/y?q=1";
-        assert_eq!(resolve_location(base, "https://b.example/z").unwrap(), "https://b.example/z");
-        assert_eq!(resolve_location(base, "//c.example/z").unwrap(), "https://c.example/z");
-        assert_eq!(resolve_location(base, "/root").unwrap(), "https://a.example/root");
-        assert_eq!(resolve_location(base, "sib").unwrap(), "https://a.example/x/sib");
-        assert_eq!(resolve_location("https://a.example", "p").unwrap(), "https://a.example/p");
+        assert_eq!(
+            resolve_location(base, "https://b.example/z").unwrap(),
+            "https://b.example/z"
+        );
+        assert_eq!(
+            resolve_location(base, "//c.example/z").unwrap(),
+            "https://c.example/z"
+        );
+        assert_eq!(
+            resolve_location(base, "/root").unwrap(),
+            "https://a.example/root"
+        );
+        assert_eq!(
+            resolve_location(base, "sib").unwrap(),
+            "https://a.example/x/sib"
+        );
+        assert_eq!(
+            resolve_location("https://a.example", "p").unwrap(),
+            "https://a.example/p"
+        );
     }
 
     #[test]
     fn origins() {
-        assert_eq!(origin("https://a.example:8443/x?y"), "https://a.example:8443");
+        assert_eq!(
+            origin("https://a.example:8443/x?y"),
+            "https://a.example:8443"
+        );
         assert_eq!(origin("http://a.example"), "http://a.example");
     }
 

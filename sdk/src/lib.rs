@@ -189,7 +189,9 @@ pub trait Plugin {
     /// JSON; the returned JSON goes back to the caller.
     fn invoke(ctx: &Context, action: &str, input: Value) -> Result<Value> {
         let _ = (ctx, input);
-        Err(Error::not_found(format!("this plugin has no action `{action}`")))
+        Err(Error::not_found(format!(
+            "this plugin has no action `{action}`"
+        )))
     }
 
     /// Handles a webhook delivery the host has verified.
@@ -199,7 +201,9 @@ pub trait Plugin {
         request: WebhookRequest,
     ) -> Result<WebhookResponse> {
         let _ = (ctx, request);
-        Err(Error::not_found(format!("this plugin has no webhook route `{route}`")))
+        Err(Error::not_found(format!(
+            "this plugin has no webhook route `{route}`"
+        )))
     }
 
     /// Runs a scheduled job once; returns a one-line summary.
@@ -210,9 +214,18 @@ pub trait Plugin {
 }
 
 /// Exports a [`Plugin`] implementation as the component's entry points.
+/// Use it once per plugin crate.
 ///
-/// ```ignore
-/// switchyard_sdk::register!(MyPlugin);
+/// ```no_run
+/// struct Minimal;
+///
+/// impl switchyard_sdk::Plugin for Minimal {
+///     fn manifest() -> switchyard_sdk::Manifest {
+///         switchyard_sdk::Manifest::new("minimal", "0.1.0", "Offers nothing yet")
+///     }
+/// }
+///
+/// switchyard_sdk::register!(Minimal);
 /// ```
 #[macro_export]
 macro_rules! register {
@@ -253,7 +266,8 @@ macro_rules! register {
 
 #[doc(hidden)]
 pub mod __private {
-    #[allow(missing_docs, unsafe_op_in_unsafe_fn)]
+    // Generated code: its shape follows the WIT, not our lint rules.
+    #[allow(missing_docs, unsafe_op_in_unsafe_fn, clippy::too_many_arguments)]
     pub mod bindings {
         wit_bindgen::generate!({
             path: "../wit",
@@ -265,8 +279,8 @@ pub mod __private {
         });
     }
 
-    pub use bindings::Guest;
     pub use crate::bindings::switchyard::plugin::types::PluginError;
+    pub use bindings::Guest;
     pub use wit_bindgen;
 
     use crate::{Context, Error, Plugin};

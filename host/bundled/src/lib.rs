@@ -12,5 +12,7 @@ include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
 /// The component bytes of bundled plugin `name` (e.g. `echo`).
 pub fn get(name: &str) -> Option<&'static [u8]> {
-    ALL.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
+    ALL.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
 }

@@ -317,7 +317,10 @@ impl CredentialsCtx {
         };
         if let Some(h) = extra {
             let hn = header_name(&h.name, name).map_err(bad)?;
-            headers.push((hn, sensitive(h.value.expose_secret(), &h.name).map_err(bad)?));
+            headers.push((
+                hn,
+                sensitive(h.value.expose_secret(), &h.name).map_err(bad)?,
+            ));
         }
         Ok(Authorization { headers, token })
     }

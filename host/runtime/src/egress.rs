@@ -92,9 +92,10 @@ impl std::str::FromStr for EgressRule {
             .ok_or_else(|| err("expected scheme://host[:port]"))?;
         let scheme = Scheme::parse(&scheme.to_ascii_lowercase())
             .ok_or_else(|| err("scheme must be http or https"))?;
-        if rest.contains(['/', '@', '?', '#']) && !rest.starts_with('[') && !looks_like_cidr(rest)
-        {
-            return Err(err("only scheme://host[:port] is allowed (no path, user info or query)"));
+        if rest.contains(['/', '@', '?', '#']) && !rest.starts_with('[') && !looks_like_cidr(rest) {
+            return Err(err(
+                "only scheme://host[:port] is allowed (no path, user info or query)",
+            ));
         }
         let (host, port) = split_host_port(rest).map_err(|r| err(&r))?;
         let port = match port {
@@ -181,9 +182,7 @@ fn normalise_domain(name: &str) -> Result<String, String> {
 
 fn normalise_ip(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -191,8 +190,9 @@ fn normalise_ip(ip: IpAddr) -> IpAddr {
 fn normalise_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
-            Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96)
-                .expect("prefix length in range"),
+            Some(v4) => {
+                IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).expect("prefix length in range")
+            }
             None => net,
         },
         _ => net.trunc(),
@@ -494,7 +494,11 @@ mod tests {
         }
         // And an explicit loopback entry matches every encoding.
         let p = policy(&["http://127.0.0.1:*"]);
-        for url in ["http://2130706433/", "http://0x7f.1:9/", "http://[::ffff:127.0.0.1]/"] {
+        for url in [
+            "http://2130706433/",
+            "http://0x7f.1:9/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
             assert!(check(&p, url).is_ok(), "{url}");
         }
     }
@@ -503,21 +507,35 @@ mod tests {
     fn user_info_is_refused() {
         let p = policy(&["https://evil.com", "https://allowed.com"]);
         for url in ["https://allowed.com@evil.com/", "https://u:p@allowed.com/"] {
-            assert!(matches!(check(&p, url), Err(EgressError::Invalid(_))), "{url}");
+            assert!(
+                matches!(check(&p, url), Err(EgressError::Invalid(_))),
+                "{url}"
+            );
         }
     }
 
     #[test]
     fn only_http_schemes() {
         let p = policy(&["https://api.example.com"]);
-        for url in ["file:///etc/passwd", "ftp://api.example.com/", "gopher://api.example.com/"] {
-            assert!(matches!(check(&p, url), Err(EgressError::Invalid(_))), "{url}");
+        for url in [
+            "file:///etc/passwd",
+            "ftp://api.example.com/",
+            "gopher://api.example.com/",
+        ] {
+            assert!(
+                matches!(check(&p, url), Err(EgressError::Invalid(_))),
+                "{url}"
+            );
         }
     }
 
     #[test]
     fn cidr_entries() {
-        let p = policy(&["https://10.0.0.0/8:*", "http://[fd00::/8]:8080", "http://192.168.1.5"]);
+        let p = policy(&[
+            "https://10.0.0.0/8:*",
+            "http://[fd00::/8]:8080",
+            "http://192.168.1.5",
+        ]);
         assert!(check(&p, "https://10.20.30.40:9000/").is_ok());
         assert!(check(&p, "https://11.0.0.1/").is_err());
         assert!(check(&p, "http://[fd12::1]:8080/").is_ok());
@@ -553,7 +571,11 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(p.check_resolved(ip).is_err(), "{ip} must be refused");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "64:ff9b::5db8:d822"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "64:ff9b::5db8:d822",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(p.check_resolved(ip).is_ok(), "{ip} is public");
         }

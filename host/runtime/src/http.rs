@@ -82,7 +82,10 @@ impl HttpCtx {
             let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
                 .map_err(|e| format!("CA certificate #{}: {e}", i + 1))?;
             if certs.is_empty() {
-                return Err(format!("CA certificate #{}: no PEM certificate found", i + 1));
+                return Err(format!(
+                    "CA certificate #{}: no PEM certificate found",
+                    i + 1
+                ));
             }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
@@ -272,8 +275,8 @@ impl HttpCtxView<'_> {
         }
         self.call.http_requests += 1;
 
-        let url = Url::parse(&req.url)
-            .map_err(|e| Error::InvalidRequest(format!("invalid URL: {e}")))?;
+        let url =
+            Url::parse(&req.url).map_err(|e| Error::InvalidRequest(format!("invalid URL: {e}")))?;
         let dest = egress::destination(&url).map_err(|e| match e {
             EgressError::Invalid(m) => Error::InvalidRequest(m),
             EgressError::Denied(m) => Error::Denied(m),
@@ -338,7 +341,9 @@ impl HttpCtxView<'_> {
             }
             rb.send()
         };
-        let mut resp = send(headers.clone(), timeout).await.map_err(map_send_error)?;
+        let mut resp = send(headers.clone(), timeout)
+            .await
+            .map_err(map_send_error)?;
         // One retry with a fresh token when an OAuth2 token was refused: it
         // may have been revoked or rotated before its stated expiry.
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED
@@ -370,14 +375,13 @@ impl HttpCtxView<'_> {
             })
             .collect();
         let left = timeout.saturating_sub(started.elapsed());
-        let body = match tokio::time::timeout(left, read_capped(resp, limits.http_response_bytes))
-            .await
-        {
-            Err(_) => return Err(Error::Timeout),
-            Ok(Err(ReadError::TooLarge(limit))) => return Err(Error::TooLarge(limit)),
-            Ok(Err(ReadError::Failed(m))) => return Err(Error::Connection(m)),
-            Ok(Ok(body)) => body,
-        };
+        let body =
+            match tokio::time::timeout(left, read_capped(resp, limits.http_response_bytes)).await {
+                Err(_) => return Err(Error::Timeout),
+                Ok(Err(ReadError::TooLarge(limit))) => return Err(Error::TooLarge(limit)),
+                Ok(Err(ReadError::Failed(m))) => return Err(Error::Connection(m)),
+                Ok(Ok(body)) => body,
+            };
         Ok(Response {
             status,
             headers: resp_headers,
@@ -446,6 +450,9 @@ impl Host for HttpCtxView<'_> {
         // once the budget is spent, further refusals are not recorded.
         if self.call.egress.len() <= self.call.limits.http_requests as usize {
             self.call.egress.push(record);
+        }
+        if matches!(result, Err(Error::Timeout)) && Instant::now() >= self.call.deadline {
+            return Err(wasmtime::Error::new(crate::limits::DeadlineReached));
         }
         Ok(result)
     }

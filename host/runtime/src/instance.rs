@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use switchyard_store::{KvBackend, Namespace, Quota, SqliteStore};
-use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::component::{ResourceTable, ResourceTableError};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
@@ -22,7 +22,7 @@ use crate::http::{EgressRecord, HttpCtx};
 use crate::limits::{Limiter, Limits};
 use crate::log::{LogRecord, Progress};
 use crate::manifest::{Manifest, kind_name};
-use crate::runtime::{EPOCH_TICK, Plugin, Runtime};
+use crate::runtime::{Plugin, Runtime};
 use crate::state::{CallState, StoreState};
 use crate::storage::StorageCtx;
 
@@ -394,21 +394,30 @@ impl Instance {
     pub async fn invoke(&self, action: &str, input: &str, opts: CallOptions) -> Invocation<String> {
         let manifest = self.plugin.manifest();
         if manifest.action(action).is_none() {
-            return self.refused(opts, InvokeError::Unknown {
-                plugin: manifest.id.clone(),
-                what: "action",
-                name: action.to_owned(),
-            });
+            return self.refused(
+                opts,
+                InvokeError::Unknown {
+                    plugin: manifest.id.clone(),
+                    what: "action",
+                    name: action.to_owned(),
+                },
+            );
         }
         if input.len() > self.ctx.limits.input_bytes {
-            return self.refused(opts, InvokeError::InvalidInput(format!(
-                "input is {} bytes; the limit is {}",
-                input.len(),
-                self.ctx.limits.input_bytes
-            )));
+            return self.refused(
+                opts,
+                InvokeError::InvalidInput(format!(
+                    "input is {} bytes; the limit is {}",
+                    input.len(),
+                    self.ctx.limits.input_bytes
+                )),
+            );
         }
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
-            return self.refused(opts, InvokeError::InvalidInput(format!("input is not JSON: {e}")));
+            return self.refused(
+                opts,
+                InvokeError::InvalidInput(format!("input is not JSON: {e}")),
+            );
         }
         let output_limit = self.ctx.limits.output_bytes;
         let (action, input) = (action.to_owned(), input.to_owned());
@@ -440,11 +449,14 @@ impl Instance {
     ) -> Invocation<types::WebhookResponse> {
         let manifest = self.plugin.manifest();
         if !manifest.webhooks.iter().any(|w| w.route == route) {
-            return self.refused(opts, InvokeError::Unknown {
-                plugin: manifest.id.clone(),
-                what: "webhook route",
-                name: route.to_owned(),
-            });
+            return self.refused(
+                opts,
+                InvokeError::Unknown {
+                    plugin: manifest.id.clone(),
+                    what: "webhook route",
+                    name: route.to_owned(),
+                },
+            );
         }
         let route = route.to_owned();
         self.call(opts, move |b, store, ctx| {
@@ -457,11 +469,14 @@ impl Instance {
     pub async fn run_job(&self, job: &str, opts: CallOptions) -> Invocation<String> {
         let manifest = self.plugin.manifest();
         if !manifest.jobs.iter().any(|j| j.name == job) {
-            return self.refused(opts, InvokeError::Unknown {
-                plugin: manifest.id.clone(),
-                what: "job",
-                name: job.to_owned(),
-            });
+            return self.refused(
+                opts,
+                InvokeError::Unknown {
+                    plugin: manifest.id.clone(),
+                    what: "job",
+                    name: job.to_owned(),
+                },
+            );
         }
         let job = job.to_owned();
         self.call(opts, move |b, store, ctx| {
@@ -593,9 +608,18 @@ fn new_store(
         },
     );
     store.limiter(|s| &mut s.limiter);
-    let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
-    store.set_epoch_deadline(ticks);
-    store.epoch_deadline_trap();
+    // Every epoch tick the guest yields to the executor, so a guest that
+    // computes cannot starve other invocations on the same worker; once the
+    // wall-clock deadline has passed, the next tick traps it.
+    let deadline = store.data().call.deadline;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(wasmtime::Error::new(crate::limits::DeadlineReached))
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
     store
 }
 
@@ -611,24 +635,64 @@ fn classify(
     if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
         return InvokeError::Deadline(deadline);
     }
+    if err
+        .downcast_ref::<crate::limits::DeadlineReached>()
+        .is_some()
+    {
+        return InvokeError::Deadline(deadline);
+    }
     let text = format!("{err:?}");
-    if text.contains("resource table has no free capacity") {
+    if let Some(ResourceTableError::Full) = err.downcast_ref::<ResourceTableError>() {
         return InvokeError::LimitExceeded(format!(
             "the plugin holds too many host resources (limit {})",
             store.data().call.limits.resources
         ));
     }
-    if text.contains("maximum concurrent") || text.contains("pooling allocator") {
-        return InvokeError::Busy(text.lines().next().unwrap_or_default().to_owned());
+    if let Some(e) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return InvokeError::Busy(e.to_string());
     }
+    InvokeError::Trap(describe_trap(&err, &text, stderr))
+}
+
+/// Backtrace frames kept in a trap's description; a stack overflow has
+/// thousands, and the first few say where it happened.
+const TRAP_FRAMES: usize = 8;
+
+/// "What trapped, what the guest printed (a Rust panic's message), where".
+fn describe_trap(err: &wasmtime::Error, debug_text: &str, stderr: &MemoryOutputPipe) -> String {
+    let mut out = match err.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => err.root_cause().to_string(),
+    };
     let captured = stderr.contents();
-    let panic = String::from_utf8_lossy(&captured);
-    let panic = panic.trim();
-    if panic.is_empty() {
-        InvokeError::Trap(text)
-    } else {
-        InvokeError::Trap(format!("{panic}\n{text}"))
+    let printed = String::from_utf8_lossy(&captured);
+    if !printed.trim().is_empty() {
+        out.push('\n');
+        out.push_str(printed.trim());
     }
+    let frames: Vec<&str> = debug_text
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .split(':')
+                .next()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .collect();
+    if !frames.is_empty() {
+        out.push_str("\nwasm backtrace:");
+        for f in frames.iter().take(TRAP_FRAMES) {
+            out.push('\n');
+            out.push_str(f);
+        }
+        if frames.len() > TRAP_FRAMES {
+            out.push_str(&format!(
+                "\n    … {} more frames",
+                frames.len() - TRAP_FRAMES
+            ));
+        }
+    }
+    out
 }
 
 /// Reads a plugin's manifest in a Store that grants nothing.

@@ -126,3 +126,17 @@ impl wasmtime::ResourceLimiter for Limiter {
         Ok(true)
     }
 }
+
+/// Raised (as a trap) by a host call that stopped waiting because the
+/// invocation's deadline passed, so the call ends as "deadline exceeded"
+/// instead of handing the guest a timeout it could ignore.
+#[derive(Debug)]
+pub(crate) struct DeadlineReached;
+
+impl std::fmt::Display for DeadlineReached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the invocation's deadline passed during a host call")
+    }
+}
+
+impl std::error::Error for DeadlineReached {}

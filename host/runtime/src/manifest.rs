@@ -153,14 +153,16 @@ impl Manifest {
         unique("webhook route", m.webhooks.iter().map(|w| w.route.as_str()))?;
         unique("job", m.jobs.iter().map(|j| j.name.as_str()))?;
         unique("config key", m.config.iter().map(|c| c.key.as_str()))?;
-        unique("credential slot", m.credentials.iter().map(|c| c.name.as_str()))?;
+        unique(
+            "credential slot",
+            m.credentials.iter().map(|c| c.name.as_str()),
+        )?;
         let actions = m
             .actions
             .into_iter()
             .map(|a| {
-                let input_schema = serde_json::from_str(&a.input_schema).map_err(|e| {
-                    format!("action `{}`: input schema is not JSON: {e}", a.name)
-                })?;
+                let input_schema = serde_json::from_str(&a.input_schema)
+                    .map_err(|e| format!("action `{}`: input schema is not JSON: {e}", a.name))?;
                 Ok(ActionSpec {
                     name: a.name,
                     description: a.description,

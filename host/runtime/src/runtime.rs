@@ -15,8 +15,9 @@ use crate::bindings::PluginPre;
 use crate::manifest::Manifest;
 use crate::state::StoreState;
 
-/// How often the epoch advances. Deadlines are enforced to this precision.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances: deadlines are enforced to this precision,
+/// and a computing guest yields to the executor this often.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Process-wide runtime settings.
 #[derive(Debug, Clone)]
@@ -231,9 +232,12 @@ fn compile_cached(
 }
 
 fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
-    // Write then rename, so a concurrent reader or a crash never sees half
-    // a file.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Write then rename, so a concurrent reader or
+    // a crash never sees half a file. The temporary name is unique per
+    // write: two tenants loading the same plugin at once must not collide.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| LoadError::Cache(format!("writing {}: {e}", path.display())))

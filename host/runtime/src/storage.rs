@@ -64,13 +64,15 @@ fn to_wit(e: StoreError) -> Error {
 async fn bounded<T>(
     fut: impl Future<Output = Result<T, StoreError>>,
 ) -> wasmtime::Result<Result<T, Error>> {
-    Ok(match tokio::time::timeout(STORAGE_CALL_TIMEOUT, fut).await {
-        Ok(r) => r.map_err(to_wit),
-        Err(_) => Err(Error::Unavailable(format!(
-            "storage call took longer than {}s",
-            STORAGE_CALL_TIMEOUT.as_secs()
-        ))),
-    })
+    Ok(
+        match tokio::time::timeout(STORAGE_CALL_TIMEOUT, fut).await {
+            Ok(r) => r.map_err(to_wit),
+            Err(_) => Err(Error::Unavailable(format!(
+                "storage call took longer than {}s",
+                STORAGE_CALL_TIMEOUT.as_secs()
+            ))),
+        },
+    )
 }
 
 impl Host for StorageCtxView<'_> {
@@ -97,7 +99,11 @@ impl Host for StorageCtxView<'_> {
     ) -> wasmtime::Result<Result<KeyPage, Error>> {
         let c = self.ctx;
         let limit = limit.clamp(1, switchyard_store::MAX_LIST_LIMIT);
-        let page = bounded(c.backend.list(&c.namespace, &prefix, cursor.as_deref(), limit)).await?;
+        let page = bounded(
+            c.backend
+                .list(&c.namespace, &prefix, cursor.as_deref(), limit),
+        )
+        .await?;
         Ok(page.map(|keys| {
             // A full page may have more after it; the last key is the cursor.
             let cursor = (keys.len() == limit as usize)

@@ -126,7 +126,9 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
         )));
     }
     if key.contains('\0') {
-        return Err(StoreError::InvalidKey("key contains a NUL character".into()));
+        return Err(StoreError::InvalidKey(
+            "key contains a NUL character".into(),
+        ));
     }
     Ok(())
 }

@@ -42,7 +42,10 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(|e| {
-            StoreError::Backend(format!("cannot open SQLite database {}: {e}", path.display()))
+            StoreError::Backend(format!(
+                "cannot open SQLite database {}: {e}",
+                path.display()
+            ))
         })?;
         Self::init(conn)
     }
@@ -55,8 +58,10 @@ impl SqliteStore {
     fn init(conn: Connection) -> Result<Self, StoreError> {
         // WAL lets readers proceed during a write; NORMAL sync is durable
         // across process crashes (only an OS crash can lose the last commit).
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
@@ -313,7 +318,10 @@ mod tests {
         s.set(&ns("a"), "k", b"v1", &q).await.unwrap();
         s.set(&ns("a"), "k", b"v2", &q).await.unwrap();
         assert_eq!(s.get(&ns("a"), "k").await.unwrap(), Some(b"v2".to_vec()));
-        assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage { bytes: 3, keys: 1 });
+        assert_eq!(
+            s.usage(&ns("a")).await.unwrap(),
+            Usage { bytes: 3, keys: 1 }
+        );
         assert!(s.delete(&ns("a"), "k").await.unwrap());
         assert!(!s.delete(&ns("a"), "k").await.unwrap());
         assert_eq!(s.get(&ns("a"), "k").await.unwrap(), None);
@@ -366,9 +374,18 @@ mod tests {
         let err = s.set(&ns("a"), "k3", b"", &q).await.unwrap_err();
         assert!(err.to_string().contains("keys"), "{err}");
         let err = s.set(&ns("a"), "big", &[0; 101], &q).await.unwrap_err();
-        assert_eq!(err, StoreError::ValueTooLarge { size: 101, limit: 100 });
+        assert_eq!(
+            err,
+            StoreError::ValueTooLarge {
+                size: 101,
+                limit: 100
+            }
+        );
         // Nothing failed half-way: usage matches what is stored.
-        assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage { bytes: 8, keys: 2 });
+        assert_eq!(
+            s.usage(&ns("a")).await.unwrap(),
+            Usage { bytes: 8, keys: 2 }
+        );
     }
 
     #[tokio::test]
@@ -376,12 +393,32 @@ mod tests {
         let s = SqliteStore::open_in_memory().unwrap();
         let q = Quota::default();
         let n = ns("a");
-        assert!(s.compare_and_swap(&n, "c", None, Some(b"1"), &q).await.unwrap());
-        assert!(!s.compare_and_swap(&n, "c", None, Some(b"2"), &q).await.unwrap());
-        assert!(!s.compare_and_swap(&n, "c", Some(b"0"), Some(b"2"), &q).await.unwrap());
-        assert!(s.compare_and_swap(&n, "c", Some(b"1"), Some(b"2"), &q).await.unwrap());
+        assert!(
+            s.compare_and_swap(&n, "c", None, Some(b"1"), &q)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.compare_and_swap(&n, "c", None, Some(b"2"), &q)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.compare_and_swap(&n, "c", Some(b"0"), Some(b"2"), &q)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.compare_and_swap(&n, "c", Some(b"1"), Some(b"2"), &q)
+                .await
+                .unwrap()
+        );
         assert_eq!(s.get(&n, "c").await.unwrap(), Some(b"2".to_vec()));
-        assert!(s.compare_and_swap(&n, "c", Some(b"2"), None, &q).await.unwrap());
+        assert!(
+            s.compare_and_swap(&n, "c", Some(b"2"), None, &q)
+                .await
+                .unwrap()
+        );
         assert_eq!(s.get(&n, "c").await.unwrap(), None);
         assert_eq!(s.usage(&n).await.unwrap(), Usage::default());
     }
@@ -407,6 +444,9 @@ mod tests {
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.get(&ns("a"), "k").await.unwrap(), Some(b"v".to_vec()));
-        assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage { bytes: 2, keys: 1 });
+        assert_eq!(
+            s.usage(&ns("a")).await.unwrap(),
+            Usage { bytes: 2, keys: 1 }
+        );
     }
 }

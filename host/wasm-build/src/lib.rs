@@ -19,7 +19,8 @@ use std::process::Command;
 /// The workspace root: the nearest ancestor of the calling crate's manifest
 /// directory whose `Cargo.toml` declares `[workspace]`.
 pub fn workspace_root() -> PathBuf {
-    let start = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run from a build script"));
+    let start =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run from a build script"));
     start
         .ancestors()
         .find(|dir| {
@@ -61,7 +62,13 @@ pub fn build(packages: &[&str]) -> Vec<(String, PathBuf)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir)
         // Guests ship without debug info: smaller files, same code. Function
         // names stay (the name section), so traps still show a backtrace.
@@ -80,12 +87,12 @@ pub fn build(packages: &[&str]) -> Vec<(String, PathBuf)> {
     let out = cmd.output().expect("running cargo for the wasm guests");
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let hint = if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed")
-        {
-            "\nhint: run `rustup target add wasm32-wasip2` (rust-toolchain.toml lists it)"
-        } else {
-            ""
-        };
+        let hint =
+            if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
+                "\nhint: run `rustup target add wasm32-wasip2` (rust-toolchain.toml lists it)"
+            } else {
+                ""
+            };
         panic!("building wasm guests {packages:?} failed:\n{stderr}{hint}");
     }
     packages
@@ -93,7 +100,11 @@ pub fn build(packages: &[&str]) -> Vec<(String, PathBuf)> {
         .map(|p| {
             let file = format!("{}.wasm", p.replace('-', "_"));
             let path = target_dir.join("wasm32-wasip2/release").join(file);
-            assert!(path.exists(), "cargo succeeded but {} is missing", path.display());
+            assert!(
+                path.exists(),
+                "cargo succeeded but {} is missing",
+                path.display()
+            );
             (p.to_string(), path)
         })
         .collect()

@@ -83,7 +83,10 @@ impl Plugin for Echo {
             "credentials" => Ok(creds(&input)),
             "log" => Ok(emit_logs(&input)),
             "config" => Ok(Value::Object(
-                config::all().into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+                config::all()
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
             )),
             other => Err(Error::not_found(format!("no action `{other}`"))),
         }
@@ -209,9 +212,8 @@ fn run_storage(input: &Value) -> Result<Value> {
     for op in ops {
         let key = op["key"].as_str().unwrap_or_default();
         let out = match op["op"].as_str().unwrap_or_default() {
-            "get" => storage::get(key).map(|v| {
-                json!(v.map(|b| String::from_utf8_lossy(&b).into_owned()))
-            }),
+            "get" => storage::get(key)
+                .map(|v| json!(v.map(|b| String::from_utf8_lossy(&b).into_owned()))),
             "set" => {
                 // `repeat` builds large values without shipping them as input.
                 let value = match op["repeat"].as_u64() {
@@ -228,7 +230,11 @@ fn run_storage(input: &Value) -> Result<Value> {
                 bytes(&op["new"]).as_deref(),
             )
             .map(|swapped| json!(swapped)),
-            other => return Err(Error::invalid_input(format!("unknown storage op `{other}`"))),
+            other => {
+                return Err(Error::invalid_input(format!(
+                    "unknown storage op `{other}`"
+                )));
+            }
         };
         results.push(out.unwrap_or_else(|e| storage_error(&e)));
     }
@@ -240,10 +246,12 @@ fn creds(input: &Value) -> Value {
         .into_iter()
         .map(|c| json!({ "name": c.name, "kind": format!("{:?}", c.kind), "hosts": c.hosts }))
         .collect();
-    let verified = input["verify"].as_str().map(|name| match credentials::verify(name) {
-        Ok(v) => json!({ "ok": { "expires_at_ms": v.expires_at_ms, "scope": v.scope } }),
-        Err(e) => json!({ "error": format!("{e:?}") }),
-    });
+    let verified = input["verify"]
+        .as_str()
+        .map(|name| match credentials::verify(name) {
+            Ok(v) => json!({ "ok": { "expires_at_ms": v.expires_at_ms, "scope": v.scope } }),
+            Err(e) => json!({ "error": format!("{e:?}") }),
+        });
     json!({ "credentials": list, "verified": verified })
 }
 

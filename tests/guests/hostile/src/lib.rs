@@ -21,21 +21,22 @@ const ACTIONS: &[&str] = &[
     "log-flood",
     "http-flood",
     "huge-output",
-    "bad-output",
 ];
 
 impl Plugin for Hostile {
     fn manifest() -> Manifest {
         ACTIONS.iter().fold(
-            Manifest::new("hostile", "0.1.0", "Attacks the host's limits, for tests")
-                .credential(switchyard_sdk::CredentialSlot::new(
+            Manifest::new("hostile", "0.1.0", "Attacks the host's limits, for tests").credential(
+                switchyard_sdk::CredentialSlot::new(
                     "upstream",
                     "any credential",
                     &[
                         switchyard_sdk::CredentialKind::Bearer,
                         switchyard_sdk::CredentialKind::Basic,
                     ],
-                ).optional()),
+                )
+                .optional(),
+            ),
             |m, a| m.action(ActionSpec::new(a, "attack")),
         )
     }
@@ -51,7 +52,9 @@ impl Plugin for Hostile {
             "sleep-in-host" => {
                 // Waits in a host call (an upstream that never answers).
                 let url = input["url"].as_str().unwrap_or_default();
-                let r = Request::get(url).timeout(std::time::Duration::from_secs(3600)).send();
+                let r = Request::get(url)
+                    .timeout(std::time::Duration::from_secs(3600))
+                    .send();
                 Ok(json!(format!("{r:?}")))
             }
             "memory-bomb" => {
@@ -88,8 +91,9 @@ impl Plugin for Hostile {
                 }
                 Ok(json!(last))
             }
-            "huge-output" => Ok(json!("x".repeat(input["bytes"].as_u64().unwrap_or(1 << 24) as usize))),
-            "bad-output" => Err(Error::internal("unreachable: bad-output is tested via raw bindings")),
+            "huge-output" => Ok(json!(
+                "x".repeat(input["bytes"].as_u64().unwrap_or(1 << 24) as usize)
+            )),
             other => Err(Error::not_found(format!("no action `{other}`"))),
         }
     }
@@ -141,7 +145,9 @@ fn credential_misuse(input: &Value) -> Value {
 
 fn storage_escape() -> Result<Value> {
     let probe = |key: &str| match storage::get(key) {
-        Ok(v) => json!({ "key": key, "value": v.map(|b| String::from_utf8_lossy(&b).into_owned()) }),
+        Ok(v) => {
+            json!({ "key": key, "value": v.map(|b| String::from_utf8_lossy(&b).into_owned()) })
+        }
         Err(e) => json!({ "key": key, "error": format!("{e:?}") }),
     };
     Ok(json!({

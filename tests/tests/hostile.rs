@@ -1,0 +1,316 @@
+//! Hostile components: each attack is stopped or refused with a clear
+//! error, and the host keeps serving everyone else.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use switchyard_runtime::{Instance, InstanceSpec, InvokeError};
+use switchyard_store::{KvBackend, Namespace, Quota, SqliteStore};
+use switchyard_tests::{Recorder, guests};
+
+enum Expect {
+    Deadline,
+    Limit(&'static str),
+    Trap(&'static str),
+    BadOutput(&'static str),
+    /// The plugin returned normally; the check inspects output and report.
+    Returns(fn(&Value, &switchyard_runtime::Report)),
+}
+
+struct Case {
+    action: &'static str,
+    input: Value,
+    expect: Expect,
+}
+
+fn cases(up: &Recorder) -> Vec<Case> {
+    vec![
+        Case {
+            action: "spin",
+            input: json!({}),
+            expect: Expect::Deadline,
+        },
+        Case {
+            action: "sleep-in-host",
+            input: json!({"url": up.url("/slow?ms=60000")}),
+            expect: Expect::Deadline,
+        },
+        Case {
+            action: "memory-bomb",
+            input: json!({}),
+            expect: Expect::Limit("memory limit exceeded"),
+        },
+        // Rust keeps its frames on a shadow stack in linear memory; running
+        // off its end is an out-of-bounds access, caught by the sandbox.
+        Case {
+            action: "stack-overflow",
+            input: json!({}),
+            expect: Expect::Trap("wasm trap: out of bounds memory access\nwasm backtrace:"),
+        },
+        Case {
+            action: "panic",
+            input: json!({}),
+            expect: Expect::Trap("hostile plugin panicked on purpose"),
+        },
+        Case {
+            action: "resource-bomb",
+            input: json!({}),
+            expect: Expect::Limit("host resources"),
+        },
+        Case {
+            action: "egress",
+            input: json!({"urls": ["http://169.254.169.254/", "https://evil.example/"]}),
+            expect: Expect::Returns(|out, report| {
+                for o in out.as_array().unwrap() {
+                    assert!(
+                        o["outcome"]["error"]
+                            .as_str()
+                            .unwrap()
+                            .starts_with("Error::Denied(")
+                    );
+                }
+                assert!(report.egress.iter().all(|r| r.outcome == "denied"));
+                assert_eq!(report.egress.len(), 2);
+            }),
+        },
+        Case {
+            action: "credential-misuse",
+            input: json!({"bound_url": "https://bound.example.com/", "unbound_url": "https://other.example.com/"}),
+            expect: Expect::Returns(|out, _| {
+                // No credential is bound: every use is refused.
+                assert!(
+                    out["unbound_host"]["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("no credential")
+                );
+                assert_eq!(out["listed"], "[]");
+            }),
+        },
+        Case {
+            action: "storage-escape",
+            input: json!({}),
+            expect: Expect::Returns(|out, _| {
+                assert_eq!(out["visible_keys"], json!(["mine"]), "{out}");
+                for probe in out["probes"].as_array().unwrap() {
+                    assert!(
+                        probe["value"].is_null() || probe["error"].is_string(),
+                        "probe leaked: {probe}"
+                    );
+                }
+                assert!(
+                    out["probes"][3]["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("InvalidKey")
+                );
+                assert!(
+                    out["probes"][5]["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("InvalidKey")
+                );
+            }),
+        },
+        Case {
+            action: "log-flood",
+            input: json!({}),
+            expect: Expect::Returns(|_, report| {
+                assert_eq!(report.logs.len(), 1000);
+                assert_eq!(report.logs_dropped, 99_000);
+            }),
+        },
+        Case {
+            action: "http-flood",
+            input: json!({}),
+            expect: Expect::Returns(|out, report| {
+                assert!(
+                    out.as_str().unwrap().starts_with("Error::LimitExceeded("),
+                    "{out}"
+                );
+                assert!(report.egress.len() <= 201, "{}", report.egress.len());
+            }),
+        },
+        Case {
+            action: "huge-output",
+            input: json!({"bytes": 2_000_000}),
+            expect: Expect::BadOutput("limit"),
+        },
+    ]
+}
+
+fn spec(tenant: &str, upstream: &Recorder) -> InstanceSpec {
+    let mut spec = InstanceSpec::new(tenant, "hostile");
+    spec.egress.push("https://*.example.com".into());
+    spec.egress.push(upstream.origin());
+    spec.limits.deadline = Duration::from_millis(1500);
+    spec.limits.memory_bytes = 32 << 20;
+    spec.limits.resources = 200;
+    spec.limits.output_bytes = 1 << 20;
+    spec
+}
+
+async fn hostile_instance(
+    tenant: &str,
+    upstream: &Recorder,
+    store: std::sync::Arc<dyn KvBackend>,
+) -> Instance {
+    instance_with_store(
+        load(guests::GUEST_HOSTILE).await,
+        spec(tenant, upstream),
+        store,
+    )
+}
+
+fn check(action: &str, expect: &Expect, inv: &switchyard_runtime::Invocation<String>) {
+    let err = inv.result.as_ref().err();
+    let text = err.map(ToString::to_string).unwrap_or_default();
+    match expect {
+        Expect::Deadline => {
+            assert!(
+                matches!(err, Some(InvokeError::Deadline(_))),
+                "{action}: {:?}",
+                inv.result
+            );
+            assert_eq!(err.unwrap().http_status(), 504);
+        }
+        Expect::Limit(needle) => {
+            assert!(
+                matches!(err, Some(InvokeError::LimitExceeded(_))),
+                "{action}: {:?}",
+                inv.result
+            );
+            assert!(text.contains(needle), "{action}: {text}");
+        }
+        Expect::Trap(needle) => {
+            assert!(
+                matches!(err, Some(InvokeError::Trap(_))),
+                "{action}: {:?}",
+                inv.result
+            );
+            assert!(text.contains(needle), "{action}: {text}");
+        }
+        Expect::BadOutput(needle) => {
+            assert!(
+                matches!(err, Some(InvokeError::BadOutput(_))),
+                "{action}: {:?}",
+                inv.result
+            );
+            assert!(text.contains(needle), "{action}: {text}");
+        }
+        Expect::Returns(check) => {
+            let out: Value = serde_json::from_str(
+                inv.result
+                    .as_ref()
+                    .unwrap_or_else(|e| panic!("{action}: {e}")),
+            )
+            .unwrap();
+            check(&out, &inv.report);
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_hostile_action_is_covered() {
+    let up = Recorder::start().await;
+    let hostile = load(guests::GUEST_HOSTILE).await;
+    let declared: BTreeSet<_> = hostile
+        .manifest()
+        .actions
+        .iter()
+        .map(|a| a.name.clone())
+        .collect();
+    let tested: BTreeSet<_> = cases(&up).iter().map(|c| c.action.to_owned()).collect();
+    assert_eq!(
+        declared, tested,
+        "every hostile action needs a case in this file"
+    );
+}
+
+#[tokio::test]
+async fn attacks_are_stopped_and_the_host_keeps_working() {
+    let up = Recorder::start().await;
+    let store: std::sync::Arc<dyn KvBackend> =
+        std::sync::Arc::new(SqliteStore::open_in_memory().unwrap());
+    // A victim tenant's data, and one key of the attacker's own.
+    let q = Quota::default();
+    store
+        .set(
+            &Namespace::new("victim", "hostile"),
+            "secret",
+            b"victim-data",
+            &q,
+        )
+        .await
+        .unwrap();
+    store
+        .set(
+            &Namespace::new("victim", "echo"),
+            "secret",
+            b"victim-data",
+            &q,
+        )
+        .await
+        .unwrap();
+    store
+        .set(&Namespace::new("attacker", "hostile"), "mine", b"x", &q)
+        .await
+        .unwrap();
+    let inst = hostile_instance("attacker", &up, store.clone()).await;
+    for case in cases(&up) {
+        let inv = inst
+            .invoke(case.action, &case.input.to_string(), Default::default())
+            .await;
+        check(case.action, &case.expect, &inv);
+        // The benign plugin still works in the same process after each attack.
+        let echo = instance(
+            load(guests::PLUGIN_ECHO).await,
+            InstanceSpec::new("acme", "echo"),
+        );
+        assert_eq!(
+            ok(&echo, "echo", json!({"n": 1})).await["input"]["n"],
+            1,
+            "after {}",
+            case.action
+        );
+    }
+    // The victim's data is untouched.
+    assert_eq!(
+        store
+            .get(&Namespace::new("victim", "hostile"), "secret")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"victim-data"[..])
+    );
+}
+
+#[tokio::test]
+async fn a_spinning_tenant_does_not_block_another() {
+    let up = Recorder::start().await;
+    let spinner = hostile_instance("noisy", &up, memory_store()).await;
+    let spinning =
+        tokio::spawn(async move { spinner.invoke("spin", "{}", Default::default()).await });
+    let echo = instance(
+        load(guests::PLUGIN_ECHO).await,
+        InstanceSpec::new("quiet", "echo"),
+    );
+    // Several calls by the quiet tenant complete while the spinner runs.
+    for i in 0..5 {
+        assert_eq!(ok(&echo, "echo", json!({"i": i})).await["input"]["i"], i);
+    }
+    assert!(
+        !spinning.is_finished(),
+        "the spinner should still be running"
+    );
+    let inv = spinning.await.unwrap();
+    assert!(
+        matches!(inv.result, Err(InvokeError::Deadline(_))),
+        "{:?}",
+        inv.result
+    );
+}

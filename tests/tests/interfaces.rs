@@ -1,0 +1,277 @@
+//! Each host interface exercised through the real `echo` component.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use switchyard_runtime::{
+    Actor, CallOptions, InstanceSpec, InvokeError, WebhookHeader, WebhookRequest,
+};
+use switchyard_store::Quota;
+use switchyard_tests::guests;
+
+#[tokio::test]
+async fn manifest_is_read_and_validated() {
+    let echo = load(guests::PLUGIN_ECHO).await;
+    let m = echo.manifest();
+    assert_eq!(m.id, "echo");
+    let names: Vec<_> = m.actions.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["echo", "fetch", "storage", "credentials", "log", "config"]
+    );
+    assert_eq!(
+        m.action("fetch").unwrap().required_role.as_deref(),
+        Some("operator")
+    );
+    assert_eq!(
+        m.action("fetch").unwrap().input_schema["required"],
+        json!(["url"])
+    );
+    assert_eq!(m.webhooks[0].mode, "synchronous");
+    assert_eq!(m.jobs[0].default_interval_secs, 300);
+    assert_eq!(m.credentials[0].kinds.len(), 4);
+    assert_eq!(echo.digest().len(), 64);
+}
+
+#[tokio::test]
+async fn echo_returns_input_context_and_config() {
+    let echo = load(guests::PLUGIN_ECHO).await;
+    let mut spec = InstanceSpec::new("acme", "echo-1");
+    spec.config.insert("greeting".into(), "hej".into());
+    let inst = instance(echo, spec);
+    let inv = inst
+        .invoke(
+            "echo",
+            r#"{"text":"hi"}"#,
+            CallOptions {
+                request_id: "req-42".into(),
+                actor: Some(Actor {
+                    id: "u1".into(),
+                    email: Some("u1@acme.test".into()),
+                    roles: vec!["agent".into()],
+                }),
+                progress: None,
+            },
+        )
+        .await;
+    let out: serde_json::Value = serde_json::from_str(&inv.result.unwrap()).unwrap();
+    assert_eq!(
+        out,
+        json!({
+            "input": {"text": "hi"},
+            "greeting": "hej",
+            "context": {
+                "tenant": "acme", "instance": "echo-1", "request_id": "req-42",
+                "actor": {"id": "u1", "email": "u1@acme.test", "roles": ["agent"]}
+            }
+        })
+    );
+    assert_eq!(inv.report.request_id, "req-42");
+}
+
+#[tokio::test]
+async fn bad_calls_are_refused_before_the_plugin_runs() {
+    let inst = instance(
+        load(guests::PLUGIN_ECHO).await,
+        InstanceSpec::new("acme", "e"),
+    );
+    let inv = inst.invoke("nope", "{}", CallOptions::default()).await;
+    let err = inv.result.unwrap_err();
+    assert_eq!(err.to_string(), "plugin `echo` has no action named `nope`");
+    assert_eq!(err.http_status(), 404);
+    let inv = inst
+        .invoke("echo", "{not json", CallOptions::default())
+        .await;
+    assert!(
+        matches!(&inv.result, Err(InvokeError::InvalidInput(m)) if m.contains("not JSON")),
+        "{:?}",
+        inv.result
+    );
+    let job = inst.run_job("nope", CallOptions::default()).await;
+    assert!(matches!(
+        job.result,
+        Err(InvokeError::Unknown { what: "job", .. })
+    ));
+}
+
+#[tokio::test]
+async fn spec_is_checked_against_the_manifest() {
+    let echo = load(guests::PLUGIN_ECHO).await;
+    let mut spec = InstanceSpec::new("acme", "e");
+    spec.config.insert("colour".into(), "red".into());
+    spec.egress.push("ftp://x".into());
+    let err = switchyard_runtime::Instance::new(runtime(), echo.clone(), spec, memory_store())
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.problems,
+        ["config key `colour` is not declared by plugin `echo`"]
+    );
+
+    let mut spec = InstanceSpec::new("acme", "e");
+    spec.egress.push("ftp://x".into());
+    let err = switchyard_runtime::Instance::new(runtime(), echo.clone(), spec, memory_store())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("egress entry `ftp://x`"), "{err}");
+
+    let mut spec = InstanceSpec::new("acme", "e");
+    spec.credentials
+        .push(switchyard_runtime::credentials::CredentialSpec {
+            name: "other".into(),
+            hosts: vec!["https://x.example".into()],
+            secret: switchyard_runtime::credentials::CredentialSecret::Bearer {
+                token: "t".to_owned().into(),
+            },
+        });
+    let err = switchyard_runtime::Instance::new(runtime(), echo, spec, memory_store())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("declares no such slot"), "{err}");
+}
+
+#[tokio::test]
+async fn config_includes_defaults() {
+    let inst = instance(
+        load(guests::PLUGIN_ECHO).await,
+        InstanceSpec::new("acme", "e"),
+    );
+    assert_eq!(
+        ok(&inst, "config", json!({})).await,
+        json!({"base_url": "", "greeting": "hello"})
+    );
+}
+
+#[tokio::test]
+async fn storage_round_trip_and_typed_errors() {
+    let mut spec = InstanceSpec::new("acme", "e");
+    spec.quota = Quota {
+        max_value_bytes: 1000,
+        max_total_bytes: 3000,
+        max_keys: 100,
+    };
+    let inst = instance(load(guests::PLUGIN_ECHO).await, spec);
+    let out = ok(
+        &inst,
+        "storage",
+        json!({"ops": [
+            {"op": "set", "key": "dev/1", "value": "a"},
+            {"op": "set", "key": "dev/2", "value": "b"},
+            {"op": "set", "key": "other", "value": "c"},
+            {"op": "get", "key": "dev/1"},
+            {"op": "get", "key": "missing"},
+            {"op": "list", "prefix": "dev/"},
+            {"op": "cas", "key": "dev/1", "expected": "zzz", "new": "x"},
+            {"op": "cas", "key": "dev/1", "expected": "a", "new": "x"},
+            {"op": "get", "key": "dev/1"},
+            {"op": "delete", "key": "dev/2"},
+            {"op": "delete", "key": "dev/2"},
+            {"op": "list", "prefix": ""},
+            {"op": "get", "key": ""},
+            {"op": "set", "key": "big", "repeat": 1001},
+            {"op": "set", "key": "b1", "repeat": 1000},
+            {"op": "set", "key": "b2", "repeat": 1000},
+            {"op": "set", "key": "b3", "repeat": 1000},
+        ]}),
+    )
+    .await;
+    let kind = |i: usize| out[i]["error"]["kind"].clone();
+    assert_eq!(out[0], "ok");
+    assert_eq!(out[3], "a");
+    assert_eq!(out[4], json!(null));
+    assert_eq!(out[5], json!(["dev/1", "dev/2"]));
+    assert_eq!(out[6], json!(false));
+    assert_eq!(out[7], json!(true));
+    assert_eq!(out[8], "x");
+    assert_eq!(out[9], json!(true));
+    assert_eq!(out[10], json!(false));
+    assert_eq!(out[11], json!(["dev/1", "other"]));
+    assert_eq!(kind(12), "invalid-key");
+    assert_eq!(kind(13), "too-large");
+    assert_eq!(out[14], "ok");
+    assert_eq!(out[15], "ok");
+    assert_eq!(kind(16), "quota-exceeded");
+    assert!(
+        out[16]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quota")
+    );
+}
+
+#[tokio::test]
+async fn storage_persists_across_invocations_and_jobs() {
+    let inst = instance(
+        load(guests::PLUGIN_ECHO).await,
+        InstanceSpec::new("acme", "e"),
+    );
+    for n in 1..=3 {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let run = inst
+            .run_job(
+                "tick",
+                CallOptions {
+                    progress: Some(tx),
+                    ..CallOptions::default()
+                },
+            )
+            .await;
+        assert_eq!(run.result.unwrap(), format!("tick run {n}"));
+        assert_eq!(rx.borrow().as_ref().unwrap().note, "counted");
+        assert_eq!(run.report.progress.unwrap().done, 1);
+    }
+}
+
+#[tokio::test]
+async fn logs_are_captured_labelled_and_bounded() {
+    let mut spec = InstanceSpec::new("acme", "e");
+    spec.limits.log_records = 5;
+    let inst = instance(load(guests::PLUGIN_ECHO).await, spec);
+    let inv = call(&inst, "log", json!({"count": 3})).await;
+    assert_eq!(inv.result.unwrap(), json!({"emitted": 3}));
+    let logs = &inv.report.logs;
+    assert_eq!(logs.len(), 3);
+    assert_eq!(logs[2].level, "info");
+    assert_eq!(logs[2].message, "record 2");
+    assert_eq!(
+        logs[2].fields,
+        [
+            ("index".to_owned(), "2".to_owned()),
+            ("plugin".to_owned(), "echo".to_owned())
+        ]
+    );
+    assert_eq!(inv.report.progress.as_ref().unwrap().total, Some(3));
+
+    let inv = call(&inst, "log", json!({"count": 8})).await;
+    assert!(inv.result.is_ok());
+    assert_eq!(inv.report.logs.len(), 5);
+    assert_eq!(inv.report.logs_dropped, 3);
+}
+
+#[tokio::test]
+async fn webhook_is_delivered() {
+    let inst = instance(
+        load(guests::PLUGIN_ECHO).await,
+        InstanceSpec::new("acme", "e"),
+    );
+    let inv = inst
+        .handle_webhook(
+            "inbound",
+            WebhookRequest {
+                method: "POST".into(),
+                query: "a=1".into(),
+                headers: vec![WebhookHeader {
+                    name: "content-type".into(),
+                    value: "text/plain".into(),
+                }],
+                body: b"payload".to_vec(),
+            },
+            CallOptions::default(),
+        )
+        .await;
+    let resp = inv.result.unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"payload");
+    assert_eq!(resp.headers[0].value, "POST");
+}
