@@ -267,6 +267,13 @@ mod tests {
             })
             .collect();
         assert_eq!(secrets, ["tok", "pass"]);
+        // Debug output (e.g. in a panic or a log) never shows them.
+        let debug = format!("{spec:?}");
+        assert!(debug.contains("REDACTED"), "{debug}");
+        assert!(
+            !debug.contains("pass\"") && !debug.contains("\"tok\""),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 /// that is shorter), so a request never leaves with a token about to lapse.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
-/// A credential bound to an instance, with its secret material.
+/// A credential bound to an instance, with its secret material. `Debug`
+/// prints `[REDACTED]` for every secret (secrecy's formatting).
+#[derive(Debug)]
 pub struct CredentialSpec {
     /// The name plugins use.
     pub name: String,
@@ -40,6 +42,7 @@ pub struct CredentialSpec {
 }
 
 /// A header whose value is secret, e.g. UEM's `aw-tenant-code`.
+#[derive(Debug)]
 pub struct SecretHeader {
     /// Header name.
     pub name: String,
@@ -59,6 +62,7 @@ pub enum ClientAuth {
 }
 
 /// Secret material of a credential, by kind.
+#[derive(Debug)]
 pub enum CredentialSecret {
     /// OAuth2 client credentials grant.
     OAuth2 {

@@ -32,6 +32,7 @@ const STDERR_CAPTURE_BYTES: usize = 16 * 1024;
 
 /// Everything the host needs to run a plugin for one tenant. Secrets arrive
 /// here already resolved; the daemon or CLI reads them from the secret store.
+#[derive(Debug)]
 pub struct InstanceSpec {
     /// Tenant id.
     pub tenant: String,
