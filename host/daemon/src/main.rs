@@ -76,11 +76,19 @@ enum PluginCommand {
     },
 }
 
-/// Where compiled components are cached between CLI runs.
+/// Where compiled components are cached between CLI runs: a directory of
+/// this user's (the runtime refuses one that others can write).
 fn cache_dir() -> PathBuf {
-    std::env::var_os("SWITCHYARD_CACHE_DIR")
+    if let Some(dir) = std::env::var_os("SWITCHYARD_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("switchyard-compile-cache"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    match base {
+        Some(base) => base.join("switchyard").join("compiled"),
+        None => std::env::temp_dir().join("switchyard-compiled"),
+    }
 }
 
 fn runtime() -> anyhow::Result<Runtime> {

@@ -152,7 +152,7 @@ impl Runtime {
         crate::config::add_to_linker(&mut linker)?;
 
         if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir)?;
+            prepare_cache_dir(dir)?;
         }
         Ok(Self {
             _ticker: EpochTicker::start(engine.clone()),
@@ -202,6 +202,33 @@ impl Runtime {
     }
 }
 
+/// Creates the cache directory private to this user, and refuses one that
+/// others can write: whoever can write there can make the daemon run any
+/// native code, since cached code is loaded without re-validation.
+fn prepare_cache_dir(dir: &Path) -> wasmtime::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| wasmtime::format_err!("creating compile cache {}: {e}", dir.display()))?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(wasmtime::format_err!(
+                "compile cache {} is writable by group or others (mode {:o}); \
+                 use a directory only this user can write (chmod 700)",
+                dir.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
 fn compile_cached(
     engine: &Engine,
     wasm: &[u8],
@@ -241,4 +268,27 @@ fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| LoadError::Cache(format!("writing {}: {e}", path.display())))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::prepare_cache_dir;
+
+    #[test]
+    fn cache_dir_is_private_and_shared_ones_are_refused() {
+        let base = std::env::temp_dir().join(format!("sy-cache-test-{}", std::process::id()));
+        let private = base.join("private");
+        prepare_cache_dir(&private).unwrap();
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        let shared = base.join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = prepare_cache_dir(&shared).unwrap_err().to_string();
+        assert!(err.contains("writable by group or others"), "{err}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
