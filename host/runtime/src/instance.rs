@@ -395,14 +395,7 @@ impl Instance {
     pub async fn invoke(&self, action: &str, input: &str, opts: CallOptions) -> Invocation<String> {
         let manifest = self.plugin.manifest();
         if manifest.action(action).is_none() {
-            return self.refused(
-                opts,
-                InvokeError::Unknown {
-                    plugin: manifest.id.clone(),
-                    what: "action",
-                    name: action.to_owned(),
-                },
-            );
+            return self.refused(opts, self.unknown("action", action));
         }
         if input.len() > self.ctx.limits.input_bytes {
             return self.refused(
@@ -450,14 +443,7 @@ impl Instance {
     ) -> Invocation<types::WebhookResponse> {
         let manifest = self.plugin.manifest();
         if !manifest.webhooks.iter().any(|w| w.route == route) {
-            return self.refused(
-                opts,
-                InvokeError::Unknown {
-                    plugin: manifest.id.clone(),
-                    what: "webhook route",
-                    name: route.to_owned(),
-                },
-            );
+            return self.refused(opts, self.unknown("webhook route", route));
         }
         let route = route.to_owned();
         self.call(opts, move |b, store, ctx| {
@@ -470,20 +456,21 @@ impl Instance {
     pub async fn run_job(&self, job: &str, opts: CallOptions) -> Invocation<String> {
         let manifest = self.plugin.manifest();
         if !manifest.jobs.iter().any(|j| j.name == job) {
-            return self.refused(
-                opts,
-                InvokeError::Unknown {
-                    plugin: manifest.id.clone(),
-                    what: "job",
-                    name: job.to_owned(),
-                },
-            );
+            return self.refused(opts, self.unknown("job", job));
         }
         let job = job.to_owned();
         self.call(opts, move |b, store, ctx| {
             Box::pin(async move { b.call_run_job(store, &ctx, &job).await })
         })
         .await
+    }
+
+    fn unknown(&self, what: &'static str, name: &str) -> InvokeError {
+        InvokeError::Unknown {
+            plugin: self.plugin.manifest().id.clone(),
+            what,
+            name: name.to_owned(),
+        }
     }
 
     fn refused<T>(&self, opts: CallOptions, err: InvokeError) -> Invocation<T> {
@@ -521,19 +508,14 @@ impl Instance {
                 roles: a.roles,
             }),
         };
-        let call = CallState {
-            tenant: self.ctx.tenant.clone(),
-            instance: self.ctx.instance.clone(),
-            request_id: request_id.clone(),
+        let call = CallState::new(
+            &self.ctx.tenant,
+            &self.ctx.instance,
+            request_id.clone(),
             limits,
-            deadline: started + limits.deadline,
-            http_requests: 0,
-            egress: Vec::new(),
-            logs: Vec::new(),
-            logs_dropped: 0,
-            progress: None,
-            progress_sink: opts.progress,
-        };
+            started,
+            opts.progress,
+        );
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
         let mut store = new_store(&self.engine, self.ctx.clone(), call, stderr.clone());
 
@@ -718,19 +700,9 @@ pub(crate) async fn read_manifest(
         storage: StorageCtx::new(backend, Namespace::new("", ""), Quota::default()),
         config: ConfigCtx::default(),
     });
-    let call = CallState {
-        tenant: String::new(),
-        instance: String::new(),
-        request_id: "manifest".into(),
-        limits,
-        deadline: Instant::now() + limits.deadline,
-        http_requests: limits.http_requests, // budget spent: no requests
-        egress: Vec::new(),
-        logs: Vec::new(),
-        logs_dropped: 0,
-        progress: None,
-        progress_sink: None,
-    };
+    let mut call = CallState::new("", "", "manifest".into(), limits, Instant::now(), None);
+    // The budget starts spent: `manifest()` must not make requests.
+    call.http_requests = limits.http_requests;
     let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
     let mut store = new_store(engine, inst, call, stderr.clone());
     let run = async {

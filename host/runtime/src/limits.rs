@@ -87,6 +87,16 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// Records `msg` and traps: trapping (rather than failing the grow)
+    /// ends the invocation at once with a clear cause instead of a
+    /// guest-side abort.
+    fn exceed(&mut self, msg: String) -> wasmtime::Result<bool> {
+        self.exceeded = Some(msg.clone());
+        Err(wasmtime::Error::msg(msg))
+    }
+}
+
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
@@ -95,15 +105,11 @@ impl wasmtime::ResourceLimiter for Limiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
-            let msg = format!(
+            return self.exceed(format!(
                 "memory limit exceeded: the plugin asked for {desired} bytes of linear memory; \
                  the limit is {} bytes",
                 self.memory_bytes
-            );
-            self.exceeded = Some(msg.clone());
-            // Trapping (rather than failing the grow) ends the invocation at
-            // once with a clear cause instead of a guest-side abort.
-            return Err(wasmtime::Error::msg(msg));
+            ));
         }
         Ok(true)
     }
@@ -115,13 +121,11 @@ impl wasmtime::ResourceLimiter for Limiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.table_elements {
-            let msg = format!(
+            return self.exceed(format!(
                 "table limit exceeded: the plugin asked for {desired} table elements; \
                  the limit is {}",
                 self.table_elements
-            );
-            self.exceeded = Some(msg.clone());
-            return Err(wasmtime::Error::msg(msg));
+            ));
         }
         Ok(true)
     }

@@ -30,6 +30,32 @@ pub struct CallState {
     pub(crate) progress_sink: Option<tokio::sync::watch::Sender<Option<Progress>>>,
 }
 
+impl CallState {
+    /// A fresh state for one invocation starting `started`.
+    pub(crate) fn new(
+        tenant: &str,
+        instance: &str,
+        request_id: String,
+        limits: Limits,
+        started: Instant,
+        progress_sink: Option<tokio::sync::watch::Sender<Option<Progress>>>,
+    ) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            instance: instance.to_owned(),
+            request_id,
+            limits,
+            deadline: started + limits.deadline,
+            http_requests: 0,
+            egress: Vec::new(),
+            logs: Vec::new(),
+            logs_dropped: 0,
+            progress: None,
+            progress_sink,
+        }
+    }
+}
+
 pub(crate) struct StoreState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
