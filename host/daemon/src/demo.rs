@@ -150,7 +150,11 @@ pub async fn run(_once: bool) -> anyhow::Result<()> {
         .await;
     let raw = inv.result.context("fetch")?;
     let out: Value = serde_json::from_str(&raw)?;
-    println!("   upstream answered {} {}", out["status"], out["body"]);
+    println!(
+        "   upstream answered {} {}",
+        out["status"],
+        out["body"].as_str().unwrap_or_default()
+    );
     let leaked = raw.contains(secret.expose_secret())
         || format!("{:?}", inv.report).contains(secret.expose_secret());
     println!("   secret visible to the plugin or in the audit record: {leaked}");

@@ -1,0 +1,81 @@
+//! The `switchyard` binary, run as a user would.
+
+use std::process::{Command, Output};
+
+fn switchyard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env(
+            "SWITCHYARD_CACHE_DIR",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
+        )
+        .output()
+        .expect("running switchyard")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn demo_runs_every_step() {
+    let out = switchyard(&["demo", "--once"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for needle in [
+        "greeting=\"welcome\"",
+        "\"authenticated\":true",
+        "secret visible to the plugin or in the audit record: false",
+        "\"denied\"",
+        "tick run 2",
+        "All steps passed",
+    ] {
+        assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
+    }
+}
+
+#[test]
+fn inspect_prints_the_manifest_as_json() {
+    let out = switchyard(&["plugin", "inspect", "bundled:echo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(manifest["id"], "echo");
+    assert_eq!(manifest["actions"][1]["required_role"], "operator");
+}
+
+#[test]
+fn run_prints_output_and_reports_errors_clearly() {
+    let out = switchyard(&[
+        "plugin",
+        "run",
+        "bundled:echo",
+        "echo",
+        "--input",
+        r#"{"x":1}"#,
+        "--role",
+        "agent",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["input"]["x"], 1);
+    assert_eq!(v["context"]["actor"]["roles"][0], "agent");
+
+    let out = switchyard(&["plugin", "run", "bundled:echo", "nope"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("plugin `echo` has no action named `nope`"));
+
+    let out = switchyard(&["plugin", "inspect", "/nonexistent.wasm"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot read plugin /nonexistent.wasm"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"not wasm").unwrap();
+    let out = switchyard(&["plugin", "inspect", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not a valid wasm component"),
+        "{}",
+        text(&out.stderr)
+    );
+}
