@@ -23,8 +23,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod secrets;
 mod sqlite;
 
+pub use secrets::{MasterKey, SecretError, SecretMeta, SecretStore};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

@@ -36,6 +36,19 @@ CREATE TABLE IF NOT EXISTS kv_usage (
     keys     INTEGER NOT NULL,
     PRIMARY KEY (tenant, instance)
 ) WITHOUT ROWID;
+-- Envelope encryption (see secrets.rs): per-tenant data keys wrapped by the
+-- master key, and secrets sealed under their tenant's data key.
+CREATE TABLE IF NOT EXISTS tenant_keys (
+    tenant  TEXT PRIMARY KEY,
+    wrapped BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS secrets (
+    tenant     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    sealed     BLOB NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
 ";
 
 impl SqliteStore {
@@ -71,7 +84,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the connection off the async executor.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -88,7 +101,7 @@ impl SqliteStore {
     }
 }
 
-fn backend(e: rusqlite::Error) -> StoreError {
+pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
