@@ -5,9 +5,12 @@
 //!   for plugin authors; `--instance <file.json>` supplies configuration,
 //!   egress allowlist and credentials (see [`instance_file`]).
 //! - `switchyard demo` runs a scripted scenario on the bundled plugins.
+//! - `switchyard check --config <dir>` validates a configuration directory
+//!   (see [`config`]) and prints `file:line: field: problem` for each problem.
 //!
 //! `<plugin>` is a path to a `.wasm` component or `bundled:<name>`.
 
+mod config;
 mod demo;
 mod instance_file;
 
@@ -37,11 +40,69 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Validate a configuration directory, including against plugin manifests.
+    Check {
+        /// The configuration directory (holds switchyard.toml and tenants/).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run an action of a configured instance.
+    Invoke {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        /// Tenant id.
+        tenant: String,
+        /// Instance id.
+        instance: String,
+        /// Action name.
+        action: String,
+        /// Action input (JSON).
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Actor id.
+        #[arg(long, default_value = "cli")]
+        actor: String,
+        /// Actor roles (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Manage a tenant's secrets (encrypted at rest in the data directory).
+    Secret {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Run the demo scenario on the bundled plugins.
     Demo {
         /// Run the scenario and exit (0 when every step succeeded).
         #[arg(long)]
         once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Store a secret; the value is read from standard input.
+    Set {
+        /// Tenant id.
+        tenant: String,
+        /// Secret name (referenced as `secret:<name>` in tenant files).
+        name: String,
+    },
+    /// List a tenant's secret names (never values).
+    List {
+        /// Tenant id.
+        tenant: String,
+    },
+    /// Delete a secret.
+    Delete {
+        /// Tenant id.
+        tenant: String,
+        /// Secret name.
+        name: String,
     },
 }
 
@@ -196,7 +257,239 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { once } => demo::run(once).await,
+        Command::Check { config } => check(&config).await,
+        Command::Secret { config, command } => secret(&config, command).await,
+        Command::Invoke {
+            config,
+            tenant,
+            instance,
+            action,
+            input,
+            actor,
+            roles,
+        } => {
+            let cfg = load_config(&config)?;
+            let (db, secrets) = open_state(&cfg)?;
+            let t = cfg
+                .tenants
+                .get(&tenant)
+                .with_context(|| format!("no tenant `{tenant}` in {}", config.display()))?;
+            let index = t
+                .instances
+                .iter()
+                .position(|i| i.get_ref().id.get_ref() == &instance)
+                .with_context(|| format!("tenant `{tenant}` has no instance `{instance}`"))?;
+            let inst_cfg = t.instances[index].get_ref();
+            let rt = runtime()?;
+            let (plugins, _) = available_plugins(&rt, &cfg.plugin_dir).await;
+            let plugin_id = inst_cfg.plugin.get_ref();
+            let plugin = plugins
+                .get(plugin_id)
+                .and_then(|versions| match &inst_cfg.version {
+                    None => versions.last(),
+                    Some(v) => versions
+                        .iter()
+                        .find(|p| &p.manifest().version == v.get_ref()),
+                })
+                .cloned()
+                .with_context(|| {
+                    format!("plugin `{plugin_id}` is not installed; run `switchyard check`")
+                })?;
+            let secrets = Arc::new(secrets);
+            let spec = cfg
+                .instance_spec(t, index, |name| {
+                    let secrets = secrets.clone();
+                    let tenant = tenant.clone();
+                    async move { Ok(secrets.get(&tenant, &name).await?) }
+                })
+                .await?;
+            let inst = Instance::new(&rt, plugin, spec, Arc::new(db))?;
+            let inv = inst
+                .invoke(
+                    &action,
+                    &input,
+                    CallOptions {
+                        actor: Some(Actor {
+                            id: actor,
+                            email: None,
+                            roles,
+                        }),
+                        ..CallOptions::default()
+                    },
+                )
+                .await;
+            print_report(&inv.report);
+            let out: serde_json::Value = serde_json::from_str(&inv.result?)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
     }
+}
+
+/// Loads every available plugin: the bundled ones and each `.wasm` in the
+/// plugin directory. Returns manifests by plugin id, and the problems of
+/// files that are not usable plugins.
+async fn available_plugins(
+    rt: &Runtime,
+    plugin_dir: &std::path::Path,
+) -> (
+    std::collections::BTreeMap<String, Vec<Arc<Plugin>>>,
+    Vec<config::Problem>,
+) {
+    let mut plugins: std::collections::BTreeMap<String, Vec<Arc<Plugin>>> = Default::default();
+    let mut problems = Vec::new();
+    for (name, bytes) in switchyard_bundled::ALL {
+        match rt.load(bytes).await {
+            Ok(p) => plugins.entry(p.manifest().id.clone()).or_default().push(p),
+            Err(e) => problems.push(config::Problem {
+                file: format!("bundled:{name}").into(),
+                line: 0,
+                field: "(plugin)".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    let mut files: Vec<_> = std::fs::read_dir(plugin_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    files.sort();
+    for path in files {
+        let loaded = match std::fs::read(&path) {
+            Ok(bytes) => rt.load(&bytes).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match loaded {
+            Ok(p) => plugins.entry(p.manifest().id.clone()).or_default().push(p),
+            Err(message) => problems.push(config::Problem {
+                file: path,
+                line: 0,
+                field: "(plugin)".into(),
+                message,
+            }),
+        }
+    }
+    (plugins, problems)
+}
+
+async fn check(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut problems = match config::Config::parse(dir) {
+        Err(problems) => problems,
+        Ok((cfg, mut problems)) => {
+            let rt = runtime()?;
+            let (plugins, plugin_problems) = available_plugins(&rt, &cfg.plugin_dir).await;
+            problems.extend(plugin_problems);
+            let manifests = plugins
+                .iter()
+                .map(|(id, ps)| {
+                    (
+                        id.clone(),
+                        ps.iter().map(|p| p.manifest().clone()).collect(),
+                    )
+                })
+                .collect();
+            problems.extend(cfg.check_against(&manifests));
+            if problems.is_empty() {
+                for line in cfg.summary() {
+                    println!("{line}");
+                }
+                let instances: usize = cfg.tenants.values().map(|t| t.instances.len()).sum();
+                println!(
+                    "{}: OK ({} tenant(s), {instances} instance(s); listen {}, {} mode)",
+                    dir.display(),
+                    cfg.tenants.len(),
+                    cfg.listen,
+                    match cfg.mode {
+                        config::Mode::Production => "production",
+                        config::Mode::Development => "development",
+                    }
+                );
+                return Ok(());
+            }
+            problems
+        }
+    };
+    problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    for p in &problems {
+        println!("{p}");
+    }
+    bail!("{} problem(s) in {}", problems.len(), dir.display())
+}
+
+fn load_config(dir: &std::path::Path) -> anyhow::Result<config::Config> {
+    config::Config::load(dir).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "invalid configuration (run `switchyard check`):\n{}",
+            lines.join("\n")
+        )
+    })
+}
+
+/// Opens the data directory: the SQLite store and the secret store, whose
+/// master key comes from `SWITCHYARD_MASTER_KEY` or `<data_dir>/master.key`
+/// (created 0600 on first use).
+fn open_state(
+    cfg: &config::Config,
+) -> anyhow::Result<(SqliteStore, switchyard_store::SecretStore)> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let db = SqliteStore::open(&cfg.data_dir.join("switchyard.db"))?;
+    let master = switchyard_store::MasterKey::from_env_or_file(
+        "SWITCHYARD_MASTER_KEY",
+        &cfg.data_dir.join("master.key"),
+    )?;
+    Ok((db.clone(), switchyard_store::SecretStore::new(db, master)))
+}
+
+async fn secret(dir: &std::path::Path, command: SecretCommand) -> anyhow::Result<()> {
+    let cfg = load_config(dir)?;
+    let (_, secrets) = open_state(&cfg)?;
+    let known = |tenant: &str| -> anyhow::Result<()> {
+        if cfg.tenants.contains_key(tenant) {
+            Ok(())
+        } else {
+            bail!("no tenant `{tenant}` in {}", dir.display())
+        }
+    };
+    match command {
+        SecretCommand::Set { tenant, name } => {
+            known(&tenant)?;
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                .context("reading the secret from standard input")?;
+            let value = value.trim_end_matches(['\r', '\n']);
+            if value.is_empty() {
+                bail!("no secret value on standard input");
+            }
+            secrets
+                .set(
+                    &tenant,
+                    &name,
+                    &secrecy::SecretString::from(value.to_owned()),
+                )
+                .await?;
+            eprintln!(
+                "stored secret `{name}` for tenant `{tenant}` (reference it as secret:{name})"
+            );
+        }
+        SecretCommand::List { tenant } => {
+            known(&tenant)?;
+            for m in secrets.list(&tenant).await? {
+                println!("{}\tupdated {}", m.name, m.updated_at);
+            }
+        }
+        SecretCommand::Delete { tenant, name } => {
+            known(&tenant)?;
+            if !secrets.delete(&tenant, &name).await? {
+                bail!("tenant `{tenant}` has no secret `{name}`");
+            }
+            eprintln!("deleted secret `{name}` of tenant `{tenant}`");
+        }
+    }
+    Ok(())
 }
 
 /// Prints what a call did (logs, egress) to stderr, leaving stdout for the

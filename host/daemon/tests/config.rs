@@ -1,0 +1,264 @@
+//! `switchyard check`, `secret` and `invoke` on configuration directories.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn switchyard(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args(args)
+        .env(
+            "SWITCHYARD_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
+        )
+        .env_remove("SWITCHYARD_MASTER_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const SERVER: &str = "listen = \"127.0.0.1:9090\"\ndata_dir = \"data\"\n";
+
+const GOOD_TENANT: &str = r#"[roles]
+"ITIL Agent" = ["operator"]
+
+[[instance]]
+id = "echo-1"
+plugin = "echo"
+egress = ["https://api.example.com"]
+
+[instance.config]
+greeting = "hej"
+
+[instance.credentials.upstream]
+kind = "bearer"
+hosts = ["https://api.example.com"]
+token = "secret:echo-token"
+
+[instance.jobs.tick]
+interval = 600
+"#;
+
+fn config_dir(server: &str, tenants: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("switchyard.toml"), server).unwrap();
+    std::fs::create_dir(dir.path().join("tenants")).unwrap();
+    for (name, body) in tenants {
+        std::fs::write(
+            dir.path().join("tenants").join(format!("{name}.toml")),
+            body,
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn check(dir: &Path) -> (bool, String) {
+    let out = switchyard(&["check", "--config", dir.to_str().unwrap()], None, &[]);
+    (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+}
+
+#[test]
+fn a_good_configuration_passes_with_a_summary() {
+    let dir = config_dir(SERVER, &[("acme", GOOD_TENANT)]);
+    let (ok, out) = check(dir.path());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("acme/echo-1: plugin echo, 1 role mapping(s), jobs: tick every 600 s"),
+        "{out}"
+    );
+    assert!(
+        out.contains("OK (1 tenant(s), 1 instance(s); listen 127.0.0.1:9090, production mode)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn broken_configurations_are_reported_with_file_line_and_field() {
+    /// (what, switchyard.toml, tenant files, expected lines or fragments)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            "server syntax error",
+            "listen = \"127.0.0.1:9090\"\ndata_dir = [\n",
+            &[],
+            &["switchyard.toml:2: (file): "],
+        ),
+        (
+            "bad listen address",
+            "listen = \"localhost\"\n",
+            &[],
+            &["switchyard.toml:1: listen: `localhost` is not an address like 127.0.0.1:8080"],
+        ),
+        (
+            "unknown field",
+            SERVER,
+            &[(
+                "acme",
+                "[[instance]]\nid = \"e\"\nplugin = \"echo\"\negres = []\n",
+            )],
+            &["tenants/acme.toml:", "egres", "unknown field"],
+        ),
+        (
+            "unknown config key, interval out of range, literal secret",
+            SERVER,
+            &[(
+                "acme",
+                "[[instance]]\nid = \"e\"\nplugin = \"echo\"\n\n[instance.config]\ncolour = \"red\"\n\n\
+                 [instance.credentials.upstream]\nkind = \"bearer\"\nhosts = [\"https://a.example.com\"]\ntoken = \"hunter2\"\n\n\
+                 [instance.jobs.tick]\ninterval = 30\n",
+            )],
+            &[
+                "tenants/acme.toml:6: instance[0].config.colour: plugin `echo` has no config key `colour`",
+                "tenants/acme.toml:8: instance[0].credentials.upstream.token: literal secrets are not allowed in production mode",
+            ],
+        ),
+        (
+            "manifest checks",
+            SERVER,
+            &[(
+                "acme",
+                "[[instance]]\nid = \"e\"\nplugin = \"echo\"\n\n[instance.config]\ncolour = \"red\"\n\n\
+                 [instance.jobs.tick]\ninterval = 30\n\n[instance.jobs.nightly]\ninterval = 600\n\n\
+                 [[instance]]\nid = \"x\"\nplugin = \"nope\"\n",
+            )],
+            &[
+                "tenants/acme.toml:6: instance[0].config.colour: plugin `echo` has no config key `colour`",
+                "tenants/acme.toml:9: instance[0].jobs.tick.interval: 30 s is outside the allowed range 60..=3600 s",
+                "instance[0].jobs.nightly: plugin `echo` has no job `nightly`",
+                "tenants/acme.toml:16: instance[1].plugin: no plugin `nope` is installed (available: echo)",
+            ],
+        ),
+        (
+            "egress, duplicate id, bad tenant name",
+            SERVER,
+            &[
+                (
+                    "acme",
+                    "[[instance]]\nid = \"e\"\nplugin = \"echo\"\negress = [\"ftp://x.example.com\"]\n\n\
+                     [[instance]]\nid = \"e\"\nplugin = \"echo\"\n",
+                ),
+                ("Bad Name", ""),
+            ],
+            &[
+                "tenants/acme.toml:4: instance[0].egress[0]: egress entry `ftp://x.example.com`: scheme must be http or https",
+                "tenants/acme.toml:7: instance[1].id: `e` is already used by instance[0]",
+                "tenants/Bad Name.toml:1: (file name): tenant id `Bad Name`",
+            ],
+        ),
+    ];
+    for (what, server, tenants, needles) in cases {
+        let dir = config_dir(server, tenants);
+        let (ok, out) = check(dir.path());
+        assert!(!ok, "{what}: check passed:\n{out}");
+        for needle in *needles {
+            assert!(
+                out.contains(needle),
+                "{what}: missing `{needle}` in:\n{out}"
+            );
+        }
+        assert!(
+            !out.contains("hunter2"),
+            "{what}: a literal secret was echoed:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn secrets_feed_configured_instances() {
+    let dir = config_dir(SERVER, &[("acme", GOOD_TENANT)]);
+    let cfg = dir.path().to_str().unwrap();
+
+    // Before the secret exists, invoking says which one is missing.
+    let out = switchyard(
+        &["invoke", "--config", cfg, "acme", "echo-1", "credentials"],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("secret `echo-token` is not in the secret store"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = switchyard(
+        &["secret", "--config", cfg, "set", "acme", "echo-token"],
+        Some("tok-value\n"),
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = dir.path().join("data/master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let db = std::fs::read(dir.path().join("data/switchyard.db")).unwrap();
+    assert!(
+        !db.windows(9).any(|w| w == b"tok-value"),
+        "the secret is stored in plain text"
+    );
+
+    let out = switchyard(&["secret", "--config", cfg, "list", "acme"], None, &[]);
+    assert!(
+        text(&out.stdout).starts_with("echo-token\t"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!text(&out.stdout).contains("tok-value"));
+
+    let out = switchyard(
+        &["invoke", "--config", cfg, "acme", "echo-1", "config"],
+        None,
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["greeting"], "hej");
+
+    let out = switchyard(
+        &["invoke", "--config", cfg, "acme", "echo-1", "credentials"],
+        None,
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["credentials"][0]["name"], "upstream");
+    assert!(!text(&out.stdout).contains("tok-value"));
+
+    // Another tenant cannot be addressed, and deletion works once.
+    let out = switchyard(
+        &["secret", "--config", cfg, "set", "globex", "x"],
+        Some("v"),
+        &[],
+    );
+    assert!(text(&out.stderr).contains("no tenant `globex`"));
+    let out = switchyard(
+        &["secret", "--config", cfg, "delete", "acme", "echo-token"],
+        None,
+        &[],
+    );
+    assert!(out.status.success());
+    let out = switchyard(
+        &["secret", "--config", cfg, "delete", "acme", "echo-token"],
+        None,
+        &[],
+    );
+    assert!(text(&out.stderr).contains("has no secret `echo-token`"));
+}
