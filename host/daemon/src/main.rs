@@ -5,6 +5,9 @@
 //!   for plugin authors; `--instance <file.json>` supplies configuration,
 //!   egress allowlist and credentials (see [`instance_file`]).
 //! - `switchyard demo` runs a scripted scenario on the bundled plugins.
+//! - `switchyard serve --config <dir>` runs the HTTP API (see [`server`]).
+//! - `switchyard token create|list|revoke` manages tenant API tokens;
+//!   `switchyard audit` prints a tenant's audit log.
 //! - `switchyard check --config <dir>` validates a configuration directory
 //!   (see [`config`]) and prints `file:line: field: problem` for each problem.
 //!
@@ -13,6 +16,7 @@
 mod config;
 mod demo;
 mod instance_file;
+mod server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +43,34 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Serve the HTTP API for the configured tenants.
+    Serve {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        /// Listen address, overriding switchyard.toml (port 0: any free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Manage a tenant's API tokens (stored hashed).
+    Token {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print a tenant's audit log, newest first, as JSON lines.
+    Audit {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        /// Tenant id.
+        tenant: String,
+        /// Entries to print.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
     /// Validate a configuration directory, including against plugin manifests.
     Check {
@@ -80,6 +112,30 @@ enum Command {
         /// Run the scenario and exit (0 when every step succeeded).
         #[arg(long)]
         once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed once and only its hash is stored.
+    Create {
+        /// Tenant id.
+        tenant: String,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List a tenant's tokens (ids and labels).
+    List {
+        /// Tenant id.
+        tenant: String,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// Tenant id.
+        tenant: String,
+        /// Token id (from `token list`).
+        id: String,
     },
 }
 
@@ -258,6 +314,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { once } => demo::run(once).await,
         Command::Check { config } => check(&config).await,
+        Command::Serve { config, listen } => {
+            let cfg = load_config(&config)?;
+            let (db, secrets) = open_state(&cfg)?;
+            let rt = Arc::new(runtime()?);
+            let state = server::AppState::build(&cfg, rt, db, Arc::new(secrets)).await?;
+            server::serve(Arc::new(state), listen.unwrap_or(cfg.listen)).await
+        }
+        Command::Token { config, command } => token(&config, command).await,
+        Command::Audit {
+            config,
+            tenant,
+            limit,
+        } => {
+            let cfg = load_config(&config)?;
+            let (db, _) = open_state(&cfg)?;
+            for e in db.audit(&tenant, limit).await? {
+                println!("{}", serde_json::to_string(&e)?);
+            }
+            Ok(())
+        }
         Command::Secret { config, command } => secret(&config, command).await,
         Command::Invoke {
             config,
@@ -282,19 +358,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let inst_cfg = t.instances[index].get_ref();
             let rt = runtime()?;
             let (plugins, _) = available_plugins(&rt, &cfg.plugin_dir).await;
-            let plugin_id = inst_cfg.plugin.get_ref();
-            let plugin = plugins
-                .get(plugin_id)
-                .and_then(|versions| match &inst_cfg.version {
-                    None => versions.last(),
-                    Some(v) => versions
-                        .iter()
-                        .find(|p| &p.manifest().version == v.get_ref()),
-                })
-                .cloned()
-                .with_context(|| {
-                    format!("plugin `{plugin_id}` is not installed; run `switchyard check`")
-                })?;
+            let plugin = pick_plugin(&plugins, inst_cfg)?;
             let secrets = Arc::new(secrets);
             let spec = cfg
                 .instance_spec(t, index, |name| {
@@ -416,6 +480,65 @@ async fn check(dir: &std::path::Path) -> anyhow::Result<()> {
         println!("{p}");
     }
     bail!("{} problem(s) in {}", problems.len(), dir.display())
+}
+
+/// The plugin an instance runs: its pinned version, or the newest loaded.
+fn pick_plugin(
+    plugins: &std::collections::BTreeMap<String, Vec<Arc<Plugin>>>,
+    inst: &config::InstanceConfig,
+) -> anyhow::Result<Arc<Plugin>> {
+    let id = inst.plugin.get_ref();
+    plugins
+        .get(id)
+        .and_then(|versions| match &inst.version {
+            None => versions.last(),
+            Some(v) => versions
+                .iter()
+                .find(|p| &p.manifest().version == v.get_ref()),
+        })
+        .cloned()
+        .with_context(|| {
+            format!(
+                "instance `{}`: plugin `{id}` is not installed; run `switchyard check`",
+                inst.id.get_ref()
+            )
+        })
+}
+
+async fn token(dir: &std::path::Path, command: TokenCommand) -> anyhow::Result<()> {
+    let cfg = load_config(dir)?;
+    let (db, _) = open_state(&cfg)?;
+    let tenant = match &command {
+        TokenCommand::Create { tenant, .. }
+        | TokenCommand::List { tenant }
+        | TokenCommand::Revoke { tenant, .. } => tenant,
+    };
+    if !cfg.tenants.contains_key(tenant) {
+        bail!("no tenant `{tenant}` in {}", dir.display());
+    }
+    match command {
+        TokenCommand::Create { tenant, label } => {
+            let (info, token) = db.create_token(&tenant, &label).await?;
+            use secrecy::ExposeSecret;
+            println!("{}", token.expose_secret());
+            eprintln!(
+                "created token {} for tenant `{tenant}`; it is shown only this once",
+                info.id
+            );
+        }
+        TokenCommand::List { tenant } => {
+            for t in db.list_tokens(&tenant).await? {
+                println!("{}\t{}\tcreated {}", t.id, t.label, t.created_at);
+            }
+        }
+        TokenCommand::Revoke { tenant, id } => {
+            if !db.revoke_token(&tenant, &id).await? {
+                bail!("tenant `{tenant}` has no token `{id}`");
+            }
+            eprintln!("revoked token {id} of tenant `{tenant}`");
+        }
+    }
+    Ok(())
 }
 
 fn load_config(dir: &std::path::Path) -> anyhow::Result<config::Config> {

@@ -23,9 +23,11 @@
 //! ```
 #![deny(missing_docs)]
 
+mod admin;
 mod secrets;
 mod sqlite;
 
+pub use admin::{AuditEntry, TOKEN_PREFIX, TokenInfo};
 pub use secrets::{MasterKey, SecretError, SecretMeta, SecretStore};
 pub use sqlite::SqliteStore;
 

@@ -42,6 +42,28 @@ CREATE TABLE IF NOT EXISTS tenant_keys (
     tenant  TEXT PRIMARY KEY,
     wrapped BLOB NOT NULL
 ) WITHOUT ROWID;
+-- API tokens: only the SHA-256 of a token is kept.
+CREATE TABLE IF NOT EXISTS api_tokens (
+    hash       BLOB PRIMARY KEY,
+    id         TEXT NOT NULL,
+    tenant     TEXT NOT NULL,
+    label      TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Append-only audit log: never bodies, tokens or secrets.
+CREATE TABLE IF NOT EXISTS audit (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    time        INTEGER NOT NULL,
+    tenant      TEXT NOT NULL,
+    instance    TEXT,
+    actor       TEXT,
+    kind        TEXT NOT NULL,
+    what        TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    request_id  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, seq);
 CREATE TABLE IF NOT EXISTS secrets (
     tenant     TEXT NOT NULL,
     name       TEXT NOT NULL,

@@ -1,0 +1,441 @@
+//! `switchyard serve`: the HTTP API over the configured tenants.
+//!
+//! Implemented so far:
+//! - `POST /v1/tenants/{tenant}/instances/{instance}/actions/{action}` with
+//!   `Authorization: Bearer <tenant API token>` and `{"input": …, "actor":
+//!   {"id", "email", "roles"}}`. The actor's roles go through the tenant's
+//!   role mapping and the action's required role is enforced before the
+//!   plugin runs. Answers `{"request_id", "output"}` or `{"request_id",
+//!   "error": {"code", "message"}}` with 400, 401, 403, 404, 409, 413, 422,
+//!   500, 502, 503 or 504.
+//! - `GET /healthz` (the process is up) and `GET /readyz` (configuration
+//!   and plugins loaded).
+//!
+//! Every action and every egress request it made is appended to the audit
+//! log (never bodies, tokens or secrets).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_runtime::{Actor, CallOptions, Instance, InvokeError, Runtime};
+use switchyard_store::{AuditEntry, SecretStore, SqliteStore};
+
+use crate::config::Config;
+
+/// Largest action request body accepted.
+const MAX_ACTION_BODY: usize = 4 << 20;
+
+struct InstanceState {
+    instance: Instance,
+    paused: bool,
+}
+
+struct TenantState {
+    roles: BTreeMap<String, Vec<String>>,
+    instances: BTreeMap<String, InstanceState>,
+}
+
+/// What the handlers share.
+pub struct AppState {
+    tenants: BTreeMap<String, TenantState>,
+    db: SqliteStore,
+    // Holds the engine's epoch ticker: without it deadlines stop advancing.
+    _runtime: Arc<Runtime>,
+}
+
+impl AppState {
+    /// Builds every configured instance: plugins loaded, secrets resolved.
+    pub async fn build(
+        cfg: &Config,
+        runtime: Arc<Runtime>,
+        db: SqliteStore,
+        secrets: Arc<SecretStore>,
+    ) -> anyhow::Result<Self> {
+        let (plugins, problems) = crate::available_plugins(&runtime, &cfg.plugin_dir).await;
+        if let Some(p) = problems.first() {
+            anyhow::bail!("{p}");
+        }
+        let mut tenants = BTreeMap::new();
+        for (tid, t) in &cfg.tenants {
+            let mut instances = BTreeMap::new();
+            for (index, inst) in t.instances.iter().enumerate() {
+                let ic = inst.get_ref();
+                let plugin = crate::pick_plugin(&plugins, ic)?;
+                let spec = cfg
+                    .instance_spec(t, index, |name| {
+                        let secrets = secrets.clone();
+                        let tenant = tid.clone();
+                        async move { Ok(secrets.get(&tenant, &name).await?) }
+                    })
+                    .await?;
+                let instance = Instance::new(&runtime, plugin, spec, Arc::new(db.clone()))?;
+                instances.insert(
+                    ic.id.get_ref().clone(),
+                    InstanceState {
+                        instance,
+                        paused: ic.paused,
+                    },
+                );
+            }
+            tenants.insert(
+                tid.clone(),
+                TenantState {
+                    roles: t.roles.clone(),
+                    instances,
+                },
+            );
+        }
+        Ok(Self {
+            tenants,
+            db,
+            _runtime: runtime,
+        })
+    }
+}
+
+/// The API router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route(
+            "/v1/tenants/{tenant}/instances/{instance}/actions/{action}",
+            post(action),
+        )
+        .layer(DefaultBodyLimit::max(MAX_ACTION_BODY))
+        .with_state(state)
+}
+
+/// Serves until Ctrl-C or SIGTERM; in-flight requests finish first.
+pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find an ephemeral port.
+    println!("switchyard listening on http://{addr}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    eprintln!("switchyard stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>, request_id: &str) -> Response {
+    let mut resp = (
+        status,
+        axum::Json(json!({
+            "request_id": request_id,
+            "error": { "code": code, "message": message.into() },
+        })),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+    }
+    resp
+}
+
+fn invoke_error_code(e: &InvokeError) -> &'static str {
+    use switchyard_runtime::PluginError as P;
+    match e {
+        InvokeError::Unknown { .. } => "not_found",
+        InvokeError::InvalidInput(_) => "invalid_input",
+        InvokeError::Plugin(P::InvalidInput { .. }) => "invalid_input",
+        InvokeError::Plugin(P::NotFound { .. }) => "not_found",
+        InvokeError::Plugin(P::Forbidden { .. }) => "forbidden",
+        InvokeError::Plugin(P::Conflict { .. }) => "conflict",
+        InvokeError::Plugin(P::Upstream { .. }) => "upstream_failed",
+        InvokeError::Plugin(P::Internal { .. }) => "plugin_error",
+        InvokeError::BadOutput(_) => "bad_output",
+        InvokeError::Deadline(_) => "deadline_exceeded",
+        InvokeError::LimitExceeded(_) => "limit_exceeded",
+        InvokeError::Trap(_) => "plugin_crashed",
+        InvokeError::Busy(_) => "busy",
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionRequest {
+    #[serde(default = "empty_object")]
+    input: Value,
+    actor: Actor,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+fn bearer(headers: &HeaderMap) -> Option<SecretString> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(SecretString::from(token.trim().to_owned()))
+}
+
+/// The plugin roles the tenant grants for `tenant_roles`.
+fn mapped_roles(map: &BTreeMap<String, Vec<String>>, tenant_roles: &[String]) -> Vec<String> {
+    let set: BTreeSet<&String> = tenant_roles
+        .iter()
+        .filter_map(|r| map.get(r))
+        .flatten()
+        .collect();
+    set.into_iter().cloned().collect()
+}
+
+async fn action(
+    State(st): State<Arc<AppState>>,
+    Path((tenant, instance, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let request_id = format!(
+        "req-{:x}-{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros(),
+        next_seq()
+    );
+    let rid = request_id.as_str();
+
+    let Some(token) = bearer(&headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <token>`",
+            rid,
+        );
+    };
+    let token_tenant = match st.db.verify_token(&token).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the API token is not valid",
+                rid,
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "verifying an API token");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the token store failed; retry",
+                rid,
+            );
+        }
+    };
+    if token_tenant != tenant {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the API token is not valid for tenant `{tenant}`"),
+            rid,
+        );
+    }
+    let Some(t) = st.tenants.get(&tenant) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no tenant `{tenant}`"),
+            rid,
+        );
+    };
+    let Some(inst) = t.instances.get(&instance) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("tenant `{tenant}` has no instance `{instance}`"),
+            rid,
+        );
+    };
+    let req: ActionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("request body: {e}"),
+                rid,
+            );
+        }
+    };
+    let manifest = inst.instance.plugin().manifest();
+    let Some(spec) = manifest.action(&action) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("plugin `{}` has no action `{action}`", manifest.id),
+            rid,
+        );
+    };
+    let actor_id = req.actor.id.clone();
+    // Refusals of an authenticated caller are audited like outcomes.
+    let refused = |code: &str| AuditEntry {
+        seq: 0,
+        time: 0,
+        tenant: tenant.clone(),
+        instance: Some(instance.clone()),
+        actor: Some(actor_id.clone()),
+        kind: "action".into(),
+        what: action.clone(),
+        outcome: code.to_owned(),
+        duration_ms: started.elapsed().as_millis() as i64,
+        request_id: request_id.clone(),
+    };
+    if inst.paused {
+        append_audit(&st.db, vec![refused("paused")], rid).await;
+        return error(
+            StatusCode::CONFLICT,
+            "paused",
+            format!("instance `{instance}` is paused"),
+            rid,
+        );
+    }
+    let roles = mapped_roles(&t.roles, &req.actor.roles);
+    if let Some(required) = &spec.required_role
+        && !roles.contains(required)
+    {
+        append_audit(&st.db, vec![refused("forbidden")], rid).await;
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "action `{action}` requires role `{required}`; the actor's roles map to [{}]",
+                roles.join(", ")
+            ),
+            rid,
+        );
+    }
+    let inv = inst
+        .instance
+        .invoke(
+            &action,
+            &req.input.to_string(),
+            CallOptions {
+                request_id: request_id.clone(),
+                actor: Some(Actor { roles, ..req.actor }),
+                progress: None,
+            },
+        )
+        .await;
+
+    let outcome = match &inv.result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => invoke_error_code(e).to_owned(),
+    };
+    let mut audit = vec![refused(&outcome)];
+    audit.extend(inv.report.egress.iter().map(|e| {
+        AuditEntry {
+            seq: 0,
+            time: 0,
+            tenant: tenant.clone(),
+            instance: Some(instance.clone()),
+            actor: Some(actor_id.clone()),
+            kind: "egress".into(),
+            what: format!("{} {}{}", e.method, e.destination, e.path),
+            outcome: e
+                .status
+                .map_or_else(|| e.outcome.clone(), |s| s.to_string()),
+            duration_ms: e.duration_ms as i64,
+            request_id: request_id.clone(),
+        }
+    }));
+    append_audit(&st.db, audit, rid).await;
+
+    match inv.result {
+        Ok(out) => {
+            let output: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+            (
+                StatusCode::OK,
+                axum::Json(json!({ "request_id": rid, "output": output })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error(status, invoke_error_code(&e), e.to_string(), rid)
+        }
+    }
+}
+
+/// Appends to the audit log; a failure is logged, not shown to the caller
+/// (the action itself already happened).
+async fn append_audit(db: &SqliteStore, entries: Vec<AuditEntry>, request_id: &str) {
+    if let Err(e) = db.append_audit(entries).await {
+        tracing::error!(error = %e, request_id, "writing the audit log");
+    }
+}
+
+fn next_seq() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mapped_roles;
+
+    #[test]
+    fn roles_map_through_the_tenant_mapping_only() {
+        let map = [
+            (
+                "ITIL Agent".to_owned(),
+                vec!["operator".to_owned(), "standard".to_owned()],
+            ),
+            (
+                "Admin".to_owned(),
+                vec!["operator".to_owned(), "advanced".to_owned()],
+            ),
+        ]
+        .into();
+        let got = mapped_roles(
+            &map,
+            &["ITIL Agent".into(), "Admin".into(), "operator".into()],
+        );
+        assert_eq!(got, ["advanced", "operator", "standard"]);
+        // A plugin role name sent directly grants nothing.
+        assert!(mapped_roles(&map, &["operator".into()]).is_empty());
+    }
+}
