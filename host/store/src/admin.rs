@@ -255,7 +255,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored, [token_hash(token.expose_secret())]);
-        assert_eq!(db.list_tokens("acme").await.unwrap(), std::slice::from_ref(&info));
+        assert_eq!(
+            db.list_tokens("acme").await.unwrap(),
+            std::slice::from_ref(&info)
+        );
         assert!(db.revoke_token("acme", &info.id).await.unwrap());
         assert_eq!(db.verify_token(&token).await.unwrap(), None);
     }

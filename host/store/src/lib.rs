@@ -24,10 +24,12 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod queue;
 mod secrets;
 mod sqlite;
 
 pub use admin::{AuditEntry, TOKEN_PREFIX, TokenInfo};
+pub use queue::{Enqueued, Job, JobState, NewJob, backoff_ms};
 pub use secrets::{MasterKey, SecretError, SecretMeta, SecretStore};
 pub use sqlite::SqliteStore;
 

@@ -64,6 +64,25 @@ CREATE TABLE IF NOT EXISTS audit (
     request_id  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, seq);
+-- The durable job queue (see queue.rs).
+CREATE TABLE IF NOT EXISTS jobs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant          TEXT NOT NULL,
+    instance        TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    idempotency_key TEXT,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    max_attempts    INTEGER NOT NULL,
+    run_after       INTEGER NOT NULL,
+    lease_until     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    UNIQUE (tenant, instance, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, run_after);
 CREATE TABLE IF NOT EXISTS secrets (
     tenant     TEXT NOT NULL,
     name       TEXT NOT NULL,
