@@ -29,6 +29,10 @@ async fn manifest_is_read_and_validated() {
         json!(["url"])
     );
     assert_eq!(m.webhooks[0].mode, "synchronous");
+    assert_eq!(
+        (m.webhooks[1].route.as_str(), m.webhooks[1].mode),
+        ("events", "queued")
+    );
     assert_eq!(m.jobs[0].default_interval_secs, 300);
     assert_eq!(m.credentials[0].kinds.len(), 4);
     assert_eq!(echo.digest().len(), 64);

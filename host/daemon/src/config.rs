@@ -250,6 +250,54 @@ fn yes() -> bool {
     true
 }
 
+/// How deliveries to one webhook route are verified. At least one of
+/// `token`, `hmac_secret` and `allowed_ips` must be set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Shared token (a secret reference), compared in constant time.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Header carrying the token (default `x-switchyard-token`)...
+    #[serde(default)]
+    pub token_header: Option<String>,
+    /// ...or a query / form parameter carrying it (e.g. BeyondTrust's
+    /// `outbound_event_token`). It is removed before the plugin sees the
+    /// request.
+    #[serde(default)]
+    pub token_param: Option<String>,
+    /// HMAC-SHA256 key (a secret reference) for the body signature.
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    /// Header with the signature: hex, optionally prefixed `sha256=`.
+    #[serde(default = "default_signature_header")]
+    pub signature_header: String,
+    /// Source addresses allowed (IPs or CIDRs); empty allows any.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` is believed; empty means it is
+    /// ignored and the connection's peer address is the source.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Header holding the event id used to drop duplicate deliveries...
+    #[serde(default)]
+    pub event_id_header: Option<String>,
+    /// ...or a top-level JSON / form field holding it.
+    #[serde(default)]
+    pub event_id_field: Option<String>,
+    /// Largest body accepted.
+    #[serde(default = "default_webhook_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_signature_header() -> String {
+    "x-switchyard-signature".into()
+}
+
+fn default_webhook_body() -> usize {
+    1 << 20
+}
+
 /// One plugin instance of a tenant.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -282,6 +330,9 @@ pub struct InstanceConfig {
     /// Job schedules by job name.
     #[serde(default)]
     pub jobs: BTreeMap<String, Spanned<JobConfig>>,
+    /// Webhook routes exposed, by route name, with their verification.
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, Spanned<WebhookConfig>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -607,12 +658,63 @@ fn check_tenant(
                 }
             }
         }
+        for (route, hook) in &inst.webhooks {
+            let h = hook.get_ref();
+            let field = |x: &str| f(&format!("webhooks.{route}.{x}"));
+            if h.token.is_none() && h.hmac_secret.is_none() && h.allowed_ips.is_empty() {
+                report.at(
+                    &hook.span(),
+                    f(&format!("webhooks.{route}")),
+                    "set at least one of token, hmac_secret and allowed_ips: an unverified webhook is refused",
+                );
+            }
+            if h.token.is_some() && h.token_header.is_some() && h.token_param.is_some() {
+                report.at(
+                    &hook.span(),
+                    field("token_param"),
+                    "set token_header or token_param, not both",
+                );
+            }
+            for (name, value) in [("token", &h.token), ("hmac_secret", &h.hmac_secret)] {
+                if let Some(v) = value
+                    && mode == Mode::Production
+                    && matches!(SecretSource::parse(v), SecretSource::Literal(_))
+                {
+                    report.at(
+                        &hook.span(),
+                        field(name),
+                        "literal secrets are not allowed in production mode; use `secret:NAME` or `env:VAR`",
+                    );
+                }
+            }
+            for (list, entries) in [
+                ("allowed_ips", &h.allowed_ips),
+                ("trusted_proxies", &h.trusted_proxies),
+            ] {
+                for (j, e) in entries.iter().enumerate() {
+                    if parse_net(e).is_none() {
+                        report.at(
+                            &hook.span(),
+                            field(&format!("{list}[{j}]")),
+                            format!("`{e}` is not an IP address or CIDR block"),
+                        );
+                    }
+                }
+            }
+        }
         if let (Some(over), Some(base)) = (&inst.limits, default_limits)
             && let Err(e) = merge_limits(base, over)
         {
             report.at(&inst_span, f("limits"), e);
         }
     }
+}
+
+/// An IP address or CIDR block.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 fn check_instance_manifest(
@@ -708,6 +810,15 @@ fn check_instance_manifest(
             );
         }
     }
+    for (route, hook) in &inst.webhooks {
+        if !manifest.webhooks.iter().any(|w| &w.route == route) {
+            report.at(
+                &hook.span(),
+                f(&format!("webhooks.{route}")),
+                format!("plugin `{plugin}` has no webhook route `{route}`"),
+            );
+        }
+    }
     for (name, job) in &inst.jobs {
         let Some(spec) = manifest.jobs.iter().find(|j| &j.name == name) else {
             report.at(
@@ -735,7 +846,7 @@ fn check_instance_manifest(
 
 /// Resolves one secret reference. Store references go through `lookup`
 /// (the tenant's secret store); the value never appears in an error.
-async fn resolve_secret<F, Fut>(
+pub(crate) async fn resolve_secret<F, Fut>(
     source: &str,
     what: &str,
     lookup: &F,

@@ -17,6 +17,7 @@ mod config;
 mod demo;
 mod instance_file;
 mod server;
+mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +61,14 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// List or retry a tenant's queued, running, done and dead jobs.
+    Jobs {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: JobsCommand,
     },
     /// Print a tenant's audit log, newest first, as JSON lines.
     Audit {
@@ -112,6 +121,28 @@ enum Command {
         /// Run the scenario and exit (0 when every step succeeded).
         #[arg(long)]
         once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs, newest first, as JSON lines.
+    List {
+        /// Tenant id.
+        tenant: String,
+        /// Only jobs in this state: queued, running, done or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// Jobs to print.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Put a dead job back in the queue with fresh attempts.
+    Retry {
+        /// Tenant id.
+        tenant: String,
+        /// Job id.
+        id: i64,
     },
 }
 
@@ -322,6 +353,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server::serve(Arc::new(state), listen.unwrap_or(cfg.listen)).await
         }
         Command::Token { config, command } => token(&config, command).await,
+        Command::Jobs { config, command } => {
+            let cfg = load_config(&config)?;
+            let (db, _) = open_state(&cfg)?;
+            match command {
+                JobsCommand::List {
+                    tenant,
+                    state,
+                    limit,
+                } => {
+                    let state = match state.as_deref() {
+                        None => None,
+                        Some("queued") => Some(switchyard_store::JobState::Queued),
+                        Some("running") => Some(switchyard_store::JobState::Running),
+                        Some("done") => Some(switchyard_store::JobState::Done),
+                        Some("dead") => Some(switchyard_store::JobState::Dead),
+                        Some(other) => {
+                            bail!("unknown job state `{other}`: use queued, running, done or dead")
+                        }
+                    };
+                    for job in db.list_jobs(&tenant, state, limit).await? {
+                        println!("{}", serde_json::to_string(&job)?);
+                    }
+                }
+                JobsCommand::Retry { tenant, id } => {
+                    if !db.retry_job(&tenant, id, server::now_ms()).await? {
+                        bail!("tenant `{tenant}` has no dead job {id}");
+                    }
+                    eprintln!("job {id} is queued again");
+                }
+            }
+            Ok(())
+        }
         Command::Audit {
             config,
             tenant,

@@ -40,6 +40,7 @@ const MAX_ACTION_BODY: usize = 4 << 20;
 struct InstanceState {
     instance: Instance,
     paused: bool,
+    routes: crate::webhook::Routes,
 }
 
 struct TenantState {
@@ -50,7 +51,7 @@ struct TenantState {
 /// What the handlers share.
 pub struct AppState {
     tenants: BTreeMap<String, TenantState>,
-    db: SqliteStore,
+    pub(crate) db: SqliteStore,
     // Holds the engine's epoch ticker: without it deadlines stop advancing.
     _runtime: Arc<Runtime>,
 }
@@ -80,12 +81,35 @@ impl AppState {
                         async move { Ok(secrets.get(&tenant, &name).await?) }
                     })
                     .await?;
+                let lookup = |name: String| {
+                    let secrets = secrets.clone();
+                    let tenant = tid.clone();
+                    async move { Ok(secrets.get(&tenant, &name).await?) }
+                };
+                let mut routes = crate::webhook::Routes::new();
+                for (route, hook) in &ic.webhooks {
+                    let synchronous = plugin
+                        .manifest()
+                        .webhooks
+                        .iter()
+                        .find(|w| &w.route == route)
+                        .with_context(|| format!("plugin has no webhook route `{route}`"))?
+                        .mode
+                        == "synchronous";
+                    let what = format!("{tid}/{} webhooks.{route}", ic.id.get_ref());
+                    routes.insert(
+                        route.clone(),
+                        crate::webhook::route_config(hook.get_ref(), synchronous, &lookup, &what)
+                            .await?,
+                    );
+                }
                 let instance = Instance::new(&runtime, plugin, spec, Arc::new(db.clone()))?;
                 instances.insert(
                     ic.id.get_ref().clone(),
                     InstanceState {
                         instance,
                         paused: ic.paused,
+                        routes,
                     },
                 );
             }
@@ -103,6 +127,72 @@ impl AppState {
             _runtime: runtime,
         })
     }
+
+    /// The instance `instance` of `tenant`.
+    pub(crate) fn instance(&self, tenant: &str, instance: &str) -> Option<&Instance> {
+        Some(&self.tenants.get(tenant)?.instances.get(instance)?.instance)
+    }
+
+    /// A configured webhook route and its instance.
+    pub(crate) fn webhook_route(
+        &self,
+        tenant: &str,
+        instance: &str,
+        route: &str,
+    ) -> Option<(&Instance, &crate::webhook::RouteConfig)> {
+        let i = self.tenants.get(tenant)?.instances.get(instance)?;
+        Some((&i.instance, i.routes.get(route)?))
+    }
+
+    /// The longest invocation deadline of any instance, in milliseconds.
+    pub(crate) fn max_deadline_ms(&self) -> i64 {
+        self.tenants
+            .values()
+            .flat_map(|t| t.instances.values())
+            .map(|i| i.instance.limits().deadline.as_millis() as i64)
+            .max()
+            .unwrap_or(30_000)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
+/// A fresh request id.
+pub(crate) fn request_id() -> String {
+    format!("req-{:x}-{:x}", now_ms(), next_seq())
+}
+
+/// Audit entries for the egress requests an invocation made.
+pub(crate) fn egress_audit(
+    tenant: &str,
+    instance: &str,
+    actor: &str,
+    report: &switchyard_runtime::Report,
+) -> Vec<AuditEntry> {
+    report
+        .egress
+        .iter()
+        .map(|e| AuditEntry {
+            seq: 0,
+            time: 0,
+            tenant: tenant.to_owned(),
+            instance: Some(instance.to_owned()),
+            actor: (!actor.is_empty()).then(|| actor.to_owned()),
+            kind: "egress".into(),
+            what: format!("{} {}{}", e.method, e.destination, e.path),
+            outcome: e
+                .status
+                .map_or_else(|| e.outcome.clone(), |s| s.to_string()),
+            duration_ms: e.duration_ms as i64,
+            request_id: report.request_id.clone(),
+        })
+        .collect()
 }
 
 /// The API router.
@@ -113,6 +203,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/tenants/{tenant}/instances/{instance}/actions/{action}",
             post(action),
+        )
+        .route(
+            "/hooks/{tenant}/{instance}/{route}",
+            axum::routing::any(crate::webhook::handle),
         )
         .layer(DefaultBodyLimit::max(MAX_ACTION_BODY))
         .with_state(state)
@@ -128,9 +222,24 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> anyhow::Result<(
     println!("switchyard listening on http://{addr}");
     use std::io::Write;
     std::io::stdout().flush()?;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The embedded store belongs to this process alone: jobs a previous,
+    // crashed process left running are re-queued now rather than after
+    // their lease.
+    let reclaimed = state.db.reclaim_running_jobs(now_ms()).await?;
+    if reclaimed > 0 {
+        eprintln!("re-queued {reclaimed} job(s) left running by a previous process");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(crate::webhook::worker(state.clone(), stop_rx, 4));
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    // Requests have drained; let running jobs finish, leave queued ones.
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
     eprintln!("switchyard stopped");
     Ok(())
 }
@@ -154,7 +263,12 @@ async fn shutdown_signal() {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>, request_id: &str) -> Response {
+pub(crate) fn error(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    request_id: &str,
+) -> Response {
     let mut resp = (
         status,
         axum::Json(json!({
@@ -170,7 +284,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>, request_id:
     resp
 }
 
-fn invoke_error_code(e: &InvokeError) -> &'static str {
+pub(crate) fn invoke_error_code(e: &InvokeError) -> &'static str {
     use switchyard_runtime::PluginError as P;
     match e {
         InvokeError::Unknown { .. } => "not_found",
@@ -226,14 +340,7 @@ async fn action(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let request_id = format!(
-        "req-{:x}-{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros(),
-        next_seq()
-    );
+    let request_id = request_id();
     let rid = request_id.as_str();
 
     let Some(token) = bearer(&headers) else {
@@ -364,22 +471,7 @@ async fn action(
         Err(e) => invoke_error_code(e).to_owned(),
     };
     let mut audit = vec![refused(&outcome)];
-    audit.extend(inv.report.egress.iter().map(|e| {
-        AuditEntry {
-            seq: 0,
-            time: 0,
-            tenant: tenant.clone(),
-            instance: Some(instance.clone()),
-            actor: Some(actor_id.clone()),
-            kind: "egress".into(),
-            what: format!("{} {}{}", e.method, e.destination, e.path),
-            outcome: e
-                .status
-                .map_or_else(|| e.outcome.clone(), |s| s.to_string()),
-            duration_ms: e.duration_ms as i64,
-            request_id: request_id.clone(),
-        }
-    }));
+    audit.extend(egress_audit(&tenant, &instance, &actor_id, &inv.report));
     append_audit(&st.db, audit, rid).await;
 
     match inv.result {
@@ -401,7 +493,7 @@ async fn action(
 
 /// Appends to the audit log; a failure is logged, not shown to the caller
 /// (the action itself already happened).
-async fn append_audit(db: &SqliteStore, entries: Vec<AuditEntry>, request_id: &str) {
+pub(crate) async fn append_audit(db: &SqliteStore, entries: Vec<AuditEntry>, request_id: &str) {
     if let Err(e) = db.append_audit(entries).await {
         tracing::error!(error = %e, request_id, "writing the audit log");
     }

@@ -1,9 +1,13 @@
 //! The daemon started for real on an ephemeral port and driven over HTTP.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use common::*;
+
+/// POSTs an action request (no extra headers).
+async fn act(d: &Daemon, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    post(d, path, token, &[], body).await
+}
 use serde_json::{Value, json};
 
 const TENANT: &str = r#"[roles]
@@ -21,91 +25,6 @@ id = "frozen"
 plugin = "echo"
 paused = true
 "#;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    c.env(
-        "SWITCHYARD_CACHE_DIR",
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
-    )
-    .env_remove("SWITCHYARD_MASTER_KEY");
-    c
-}
-
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(cfg: &Path) -> Daemon {
-    let mut child = bin()
-        .args([
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("switchyard listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    Daemon { child, base }
-}
-
-fn token(cfg: &Path, tenant: &str) -> String {
-    let out = bin()
-        .args([
-            "token",
-            "--config",
-            cfg.to_str().unwrap(),
-            "create",
-            tenant,
-            "--label",
-            "test",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-async fn post(d: &Daemon, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .post(format!("{}{path}", d.base))
-        .header("content-type", "application/json")
-        .body(body.to_owned());
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 #[tokio::test]
 async fn actions_are_authenticated_role_checked_and_audited() {
@@ -126,7 +45,7 @@ async fn actions_are_authenticated_role_checked_and_audited() {
     let employee = r#""actor": {"id": "emp", "roles": ["Employee", "operator"]}"#;
 
     // An action without a required role.
-    let (status, body) = post(
+    let (status, body) = act(
         &d,
         &format!("{path}/echo"),
         Some(&acme),
@@ -140,7 +59,7 @@ async fn actions_are_authenticated_role_checked_and_audited() {
     assert_eq!(body["output"]["context"]["actor"]["roles"], json!([]));
 
     // `fetch` requires "operator": refused for the employee before the plugin runs...
-    let (status, body) = post(
+    let (status, body) = act(
         &d,
         &format!("{path}/fetch"),
         Some(&acme),
@@ -157,7 +76,7 @@ async fn actions_are_authenticated_role_checked_and_audited() {
     );
     // ...and allowed for the agent, whose tenant role maps to it. The plugin
     // then meets the (empty) egress allowlist and reports it as data.
-    let (status, body) = post(
+    let (status, body) = act(
         &d,
         &format!("{path}/fetch"),
         Some(&acme),
@@ -169,16 +88,16 @@ async fn actions_are_authenticated_role_checked_and_audited() {
 
     // Authentication and addressing.
     let echo = format!(r#"{{"input": {{}}, {agent}}}"#);
-    let (status, body) = post(&d, &format!("{path}/echo"), None, &echo).await;
+    let (status, body) = act(&d, &format!("{path}/echo"), None, &echo).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (401, Some("unauthorized"))
     );
-    let (status, _) = post(&d, &format!("{path}/echo"), Some("syt_forged"), &echo).await;
+    let (status, _) = act(&d, &format!("{path}/echo"), Some("syt_forged"), &echo).await;
     assert_eq!(status, 401);
-    let (status, body) = post(&d, &format!("{path}/echo"), Some(&globex), &echo).await;
+    let (status, body) = act(&d, &format!("{path}/echo"), Some(&globex), &echo).await;
     assert_eq!(status, 403, "{body}");
-    let (status, _) = post(
+    let (status, _) = act(
         &d,
         "/v1/tenants/acme/instances/nope/actions/echo",
         Some(&acme),
@@ -186,16 +105,16 @@ async fn actions_are_authenticated_role_checked_and_audited() {
     )
     .await;
     assert_eq!(status, 404);
-    let (status, body) = post(&d, &format!("{path}/nope"), Some(&acme), &echo).await;
+    let (status, body) = act(&d, &format!("{path}/nope"), Some(&acme), &echo).await;
     assert_eq!(status, 404, "{body}");
-    let (status, body) = post(&d, &format!("{path}/echo"), Some(&acme), "{not json").await;
+    let (status, body) = act(&d, &format!("{path}/echo"), Some(&acme), "{not json").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_request"))
     );
-    let (status, body) = post(&d, &format!("{path}/echo"), Some(&acme), r#"{"input": {}}"#).await;
+    let (status, body) = act(&d, &format!("{path}/echo"), Some(&acme), r#"{"input": {}}"#).await;
     assert_eq!(status, 400, "an actor is required: {body}");
-    let (status, body) = post(
+    let (status, body) = act(
         &d,
         "/v1/tenants/acme/instances/frozen/actions/echo",
         Some(&acme),

@@ -391,6 +391,11 @@ impl Instance {
         &self.plugin
     }
 
+    /// The instance's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.ctx.limits
+    }
+
     /// Runs `action` with `input` (JSON text) and returns the plugin's JSON.
     pub async fn invoke(&self, action: &str, input: &str, opts: CallOptions) -> Invocation<String> {
         let manifest = self.plugin.manifest();

@@ -154,6 +154,27 @@ impl SqliteStore {
         .await
     }
 
+    /// Records that event `key` of an instance was received; returns false
+    /// when it had been seen before (a duplicate delivery).
+    pub async fn mark_event_seen(
+        &self,
+        tenant: &str,
+        instance: &str,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let (t, i, k) = (tenant.to_owned(), instance.to_owned(), key.to_owned());
+        self.with_conn(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO seen_events (tenant, instance, key, seen_at)
+                 VALUES (?1, ?2, ?3, unixepoch())",
+                params![t, i, k],
+            )
+            .map(|n| n == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
     /// Appends audit entries in one transaction (`seq` and `time` are set
     /// by the store).
     pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
@@ -261,6 +282,15 @@ mod tests {
         );
         assert!(db.revoke_token("acme", &info.id).await.unwrap());
         assert_eq!(db.verify_token(&token).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn events_are_seen_once_per_instance() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        assert!(db.mark_event_seen("acme", "i", "e1").await.unwrap());
+        assert!(!db.mark_event_seen("acme", "i", "e1").await.unwrap());
+        assert!(db.mark_event_seen("acme", "j", "e1").await.unwrap());
+        assert!(db.mark_event_seen("globex", "i", "e1").await.unwrap());
     }
 
     #[tokio::test]

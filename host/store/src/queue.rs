@@ -287,6 +287,20 @@ impl SqliteStore {
         .await
     }
 
+    /// Re-queues every job left running. Only for a store one process owns
+    /// (the embedded SQLite default), at start-up: whatever was running
+    /// belonged to a process that is gone. Returns how many were re-queued.
+    pub async fn reclaim_running_jobs(&self, now_ms: i64) -> Result<usize, StoreError> {
+        self.with_conn(move |c| {
+            c.execute(
+                "UPDATE jobs SET state='queued', lease_until=NULL, run_after=?1 WHERE state='running'",
+                params![now_ms],
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
     /// Marks a leased job done.
     pub async fn complete_job(&self, id: i64) -> Result<(), StoreError> {
         self.with_conn(move |c| {
@@ -454,6 +468,16 @@ mod tests {
         assert_eq!(db.lease(0, 1000, 10, 10).await.unwrap().len(), 1);
         assert!(db.lease(999, 1000, 10, 10).await.unwrap().is_empty());
         let again = db.lease(1001, 1000, 10, 10).await.unwrap();
+        assert_eq!((again[0].id, again[0].attempts), (e.id, 2));
+    }
+
+    #[tokio::test]
+    async fn running_jobs_are_reclaimed_at_start_up() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        let e = db.enqueue(job("acme", None), 0).await.unwrap();
+        db.lease(0, 3_600_000, 1, 1).await.unwrap();
+        assert_eq!(db.reclaim_running_jobs(5).await.unwrap(), 1);
+        let again = db.lease(5, 1000, 1, 1).await.unwrap();
         assert_eq!((again[0].id, again[0].attempts), (e.id, 2));
     }
 

@@ -64,6 +64,14 @@ CREATE TABLE IF NOT EXISTS audit (
     request_id  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, seq);
+-- Event ids of synchronous webhook deliveries, to drop duplicates.
+CREATE TABLE IF NOT EXISTS seen_events (
+    tenant   TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    seen_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, instance, key)
+) WITHOUT ROWID;
 -- The durable job queue (see queue.rs).
 CREATE TABLE IF NOT EXISTS jobs (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -13,8 +13,10 @@
 //! - `log` `{count}` → emits `count` records and a progress report.
 //! - `config` → every configuration value.
 //!
-//! Webhook `inbound` (synchronous) answers with the body it received; job
-//! `tick` counts its runs in storage.
+//! Webhook `inbound` (synchronous) answers with the body it received;
+//! webhook `events` (queued) records each event `{"id", "delay_ms"?}` under
+//! `events/<id>` with the number of times it was processed; job `tick`
+//! counts its runs in storage.
 
 use serde_json::{Map, Value, json};
 use switchyard_sdk::http::{self, Method, Request};
@@ -56,6 +58,7 @@ impl Plugin for Echo {
         .action(ActionSpec::new("log", "Emits log records and a progress report"))
         .action(ActionSpec::new("config", "Returns the configuration"))
         .webhook(WebhookSpec::synchronous("inbound", "Answers with the body it received"))
+        .webhook(WebhookSpec::queued("events", "Records each event it processes"))
         .job(JobSpec::new("tick", "Counts its runs", 60, 300, 3600))
         .config(ConfigSpec::optional("greeting", "Word to greet with", "hello"))
         .config(ConfigSpec::optional("base_url", "Upstream base URL", ""))
@@ -97,8 +100,10 @@ impl Plugin for Echo {
         route: &str,
         request: WebhookRequest,
     ) -> Result<WebhookResponse> {
-        if route != "inbound" {
-            return Err(Error::not_found(format!("no route `{route}`")));
+        match route {
+            "inbound" => {}
+            "events" => return record_event(&request),
+            _ => return Err(Error::not_found(format!("no route `{route}`"))),
         }
         Ok(WebhookResponse {
             status: 200,
@@ -119,6 +124,37 @@ impl Plugin for Echo {
         log::progress(1, Some(1), "counted");
         Ok(format!("tick run {runs}"))
     }
+}
+
+/// Counts how often event `id` was processed (compare-and-swap, so
+/// concurrent deliveries cannot lose a count).
+fn record_event(request: &WebhookRequest) -> Result<WebhookResponse> {
+    let event: Value = serde_json::from_slice(&request.body)
+        .map_err(|e| Error::invalid_input(format!("event body is not JSON: {e}")))?;
+    let id = event["id"]
+        .as_str()
+        .ok_or_else(|| Error::invalid_input("event has no string `id`"))?;
+    if let Some(ms) = event["delay_ms"].as_u64() {
+        // Simulates slow processing (the host's deadline still applies).
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
+    }
+    let key = format!("events/{id}");
+    loop {
+        let current = storage::get(&key)?;
+        let count: u64 = current
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
+            .unwrap_or(0);
+        let next = (count + 1).to_string();
+        if storage::compare_and_swap(&key, current.as_deref(), Some(next.as_bytes()))? {
+            break;
+        }
+    }
+    Ok(WebhookResponse {
+        status: 200,
+        headers: Vec::new(),
+        body: b"recorded".to_vec(),
+    })
 }
 
 fn echo(ctx: &Context, input: Value) -> Value {

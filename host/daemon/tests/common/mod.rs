@@ -1,0 +1,137 @@
+//! Starting the real daemon and talking to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    c.env(
+        "SWITCHYARD_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
+    )
+    .env_remove("SWITCHYARD_MASTER_KEY");
+    c
+}
+
+/// A configuration directory with `switchyard.toml` and tenant files.
+pub fn config_dir(server: &str, tenants: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("switchyard.toml"), server).unwrap();
+    std::fs::create_dir(dir.path().join("tenants")).unwrap();
+    for (name, body) in tenants {
+        std::fs::write(dir.path().join(format!("tenants/{name}.toml")), body).unwrap();
+    }
+    dir
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` on an ephemeral port and waits until it listens.
+pub fn start(cfg: &Path) -> Daemon {
+    let mut child = bin()
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("switchyard listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    Daemon { child, base }
+}
+
+/// Runs the CLI and returns stdout, panicking on failure.
+pub fn cli(args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn token(cfg: &Path, tenant: &str) -> String {
+    cli(
+        &[
+            "token",
+            "--config",
+            cfg.to_str().unwrap(),
+            "create",
+            tenant,
+            "--label",
+            "test",
+        ],
+        None,
+    )
+    .trim()
+    .to_owned()
+}
+
+/// POSTs `body` with optional bearer token and extra headers.
+pub async fn post(
+    d: &Daemon,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", d.base))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
