@@ -39,7 +39,10 @@ const MAX_ACTION_BODY: usize = 4 << 20;
 
 struct InstanceState {
     instance: Instance,
-    paused: bool,
+    /// Starts as configured; pause/resume through the API persist.
+    paused: std::sync::atomic::AtomicBool,
+    /// Scheduled jobs: name → interval in seconds.
+    jobs: BTreeMap<String, u32>,
     routes: crate::webhook::Routes,
 }
 
@@ -103,12 +106,24 @@ impl AppState {
                             .await?,
                     );
                 }
+                // Only the jobs the tenant file schedules run on a schedule.
+                let scheduled = ic
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.get_ref().enabled)
+                    .filter_map(|(name, j)| {
+                        let spec = plugin.manifest().jobs.iter().find(|s| &s.name == name)?;
+                        let every = j.get_ref().interval.as_ref().map(|i| *i.get_ref());
+                        Some((name.clone(), every.unwrap_or(spec.default_interval_secs)))
+                    })
+                    .collect();
                 let instance = Instance::new(&runtime, plugin, spec, Arc::new(db.clone()))?;
                 instances.insert(
                     ic.id.get_ref().clone(),
                     InstanceState {
                         instance,
-                        paused: ic.paused,
+                        paused: ic.paused.into(),
+                        jobs: scheduled,
                         routes,
                     },
                 );
@@ -121,11 +136,44 @@ impl AppState {
                 },
             );
         }
+        // Pauses set through the API outlive restarts.
+        for (t, i, paused) in db.paused_states().await? {
+            if let Some(inst) = tenants.get(&t).and_then(|ts| ts.instances.get(&i)) {
+                inst.paused
+                    .store(paused, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         Ok(Self {
             tenants,
             db,
             _runtime: runtime,
         })
+    }
+
+    /// Whether an instance is paused (unknown instances count as paused).
+    pub(crate) fn is_paused(&self, tenant: &str, instance: &str) -> bool {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.instances.get(instance))
+            .is_none_or(|i| i.paused.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// The schedules the configuration asks for.
+    pub(crate) fn wanted_schedules(&self) -> Vec<switchyard_store::WantedSchedule> {
+        let mut out = Vec::new();
+        for (t, ts) in &self.tenants {
+            for (i, inst) in &ts.instances {
+                for (job, secs) in &inst.jobs {
+                    out.push(switchyard_store::WantedSchedule {
+                        tenant: t.clone(),
+                        instance: i.clone(),
+                        job: job.clone(),
+                        interval_ms: i64::from(*secs) * 1000,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// The instance `instance` of `tenant`.
@@ -205,6 +253,31 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(action),
         )
         .route(
+            "/v1/tenants/{tenant}/instances/{instance}/pause",
+            post(
+                |State(st): State<Arc<AppState>>,
+                 Path((t, i)): Path<(String, String)>,
+                 h: HeaderMap| async move { set_paused(&st, &h, t, i, true).await },
+            ),
+        )
+        .route(
+            "/v1/tenants/{tenant}/instances/{instance}/resume",
+            post(
+                |State(st): State<Arc<AppState>>,
+                 Path((t, i)): Path<(String, String)>,
+                 h: HeaderMap| async move { set_paused(&st, &h, t, i, false).await },
+            ),
+        )
+        .route(
+            "/v1/tenants/{tenant}/instances/{instance}/status",
+            get(status),
+        )
+        .route(
+            "/v1/tenants/{tenant}/instances/{instance}/jobs/{job}/run",
+            post(run_now),
+        )
+        .route("/v1/tenants/{tenant}/audit", get(audit))
+        .route(
             "/hooks/{tenant}/{instance}/{route}",
             axum::routing::any(crate::webhook::handle),
         )
@@ -229,8 +302,13 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> anyhow::Result<(
     if reclaimed > 0 {
         eprintln!("re-queued {reclaimed} job(s) left running by a previous process");
     }
+    state
+        .db
+        .sync_schedules(state.wanted_schedules(), now_ms())
+        .await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(crate::webhook::worker(state.clone(), stop_rx, 4));
+    let worker = tokio::spawn(crate::webhook::worker(state.clone(), stop_rx.clone(), 4));
+    let scheduler = tokio::spawn(scheduler(state.clone(), stop_rx));
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -239,7 +317,7 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> anyhow::Result<(
     .await?;
     // Requests have drained; let running jobs finish, leave queued ones.
     let _ = stop_tx.send(true);
-    let _ = worker.await;
+    let _ = tokio::join!(worker, scheduler);
     eprintln!("switchyard stopped");
     Ok(())
 }
@@ -323,6 +401,272 @@ fn bearer(headers: &HeaderMap) -> Option<SecretString> {
     Some(SecretString::from(token.trim().to_owned()))
 }
 
+/// Checks the bearer token is valid for `tenant`.
+async fn authorize(
+    st: &AppState,
+    headers: &HeaderMap,
+    tenant: &str,
+    rid: &str,
+) -> Result<(), Response> {
+    let Some(token) = bearer(headers) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <token>`",
+            rid,
+        ));
+    };
+    match st.db.verify_token(&token).await {
+        Ok(Some(t)) if t == tenant => Ok(()),
+        Ok(Some(_)) => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the API token is not valid for tenant `{tenant}`"),
+            rid,
+        )),
+        Ok(None) => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the API token is not valid",
+            rid,
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "verifying an API token");
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the token store failed; retry",
+                rid,
+            ))
+        }
+    }
+}
+
+/// `POST .../pause` and `.../resume`.
+async fn set_paused(
+    st: &AppState,
+    headers: &HeaderMap,
+    tenant: String,
+    instance: String,
+    paused: bool,
+) -> Response {
+    let rid = request_id();
+    if let Err(resp) = authorize(st, headers, &tenant, &rid).await {
+        return resp;
+    }
+    let Some(inst) = st
+        .tenants
+        .get(&tenant)
+        .and_then(|t| t.instances.get(&instance))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("tenant `{tenant}` has no instance `{instance}`"),
+            &rid,
+        );
+    };
+    if let Err(e) = st.db.set_paused(&tenant, &instance, paused).await {
+        tracing::error!(error = %e, "persisting a pause");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "could not record the change; retry",
+            &rid,
+        );
+    }
+    inst.paused
+        .store(paused, std::sync::atomic::Ordering::SeqCst);
+    let what = if paused { "pause" } else { "resume" };
+    append_audit(
+        &st.db,
+        vec![AuditEntry {
+            seq: 0,
+            time: 0,
+            tenant: tenant.clone(),
+            instance: Some(instance.clone()),
+            actor: None,
+            kind: "admin".into(),
+            what: what.into(),
+            outcome: "ok".into(),
+            duration_ms: 0,
+            request_id: rid.clone(),
+        }],
+        &rid,
+    )
+    .await;
+    axum::Json(json!({ "request_id": rid, "paused": paused })).into_response()
+}
+
+/// `POST .../jobs/{job}/run`: queues a run now.
+async fn run_now(
+    State(st): State<Arc<AppState>>,
+    Path((tenant, instance, job)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let rid = request_id();
+    if let Err(resp) = authorize(&st, &headers, &tenant, &rid).await {
+        return resp;
+    }
+    let Some(inst) = st.instance(&tenant, &instance) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("tenant `{tenant}` has no instance `{instance}`"),
+            &rid,
+        );
+    };
+    if !inst.plugin().manifest().jobs.iter().any(|j| j.name == job) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("the plugin has no job `{job}`"),
+            &rid,
+        );
+    }
+    let new = switchyard_store::NewJob {
+        tenant,
+        instance,
+        kind: "job".into(),
+        name: job,
+        payload: Vec::new(),
+        idempotency_key: None,
+        max_attempts: 1,
+    };
+    match st.db.enqueue(new, now_ms()).await {
+        Ok(e) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "request_id": rid, "job_id": e.id })),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "enqueuing a run");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "could not queue the run; retry",
+                &rid,
+            )
+        }
+    }
+}
+
+/// `GET .../status`: paused, plugin, schedules, queue and recent failures.
+async fn status(
+    State(st): State<Arc<AppState>>,
+    Path((tenant, instance)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let rid = request_id();
+    if let Err(resp) = authorize(&st, &headers, &tenant, &rid).await {
+        return resp;
+    }
+    let Some(inst) = st.instance(&tenant, &instance) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("tenant `{tenant}` has no instance `{instance}`"),
+            &rid,
+        );
+    };
+    let (schedules, counts, dead) = match tokio::try_join!(
+        st.db.schedules(&tenant, &instance),
+        st.db.queue_counts(&tenant, &instance),
+        st.db
+            .list_jobs(&tenant, Some(switchyard_store::JobState::Dead), 5),
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "reading status");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "could not read the status; retry",
+                &rid,
+            );
+        }
+    };
+    let m = inst.plugin().manifest();
+    let last_error = dead
+        .iter()
+        .find(|j| j.instance == instance)
+        .and_then(|j| j.last_error.clone());
+    axum::Json(json!({
+        "request_id": rid,
+        "tenant": tenant,
+        "instance": instance,
+        "plugin": { "id": m.id, "version": m.version },
+        "paused": st.is_paused(&tenant, &instance),
+        "jobs": schedules.iter().map(|s| json!({
+            "name": s.job,
+            "interval_secs": s.interval_ms / 1000,
+            "last_run_ms": s.last_fired_ms,
+            "next_run_ms": s.next_run_ms,
+        })).collect::<Vec<_>>(),
+        "queue": { "queued": counts.0, "running": counts.1, "dead": counts.2 },
+        "last_error": last_error,
+    }))
+    .into_response()
+}
+
+/// `GET /v1/tenants/{tenant}/audit?limit=N`.
+async fn audit(
+    State(st): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let rid = request_id();
+    if let Err(resp) = authorize(&st, &headers, &tenant, &rid).await {
+        return resp;
+    }
+    let limit = match q.get("limit").map(|l| l.parse::<u32>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "limit must be 1-10000",
+                &rid,
+            );
+        }
+    };
+    match st.db.audit(&tenant, limit).await {
+        Ok(entries) => axum::Json(json!({ "request_id": rid, "entries": entries })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the audit log");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "could not read the audit log; retry",
+                &rid,
+            )
+        }
+    }
+}
+
+/// Fires due schedules of unpaused instances until `stop` is set. A paused
+/// instance's schedule stays due and fires once on resume.
+pub(crate) async fn scheduler(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match st.db.due_schedules(now_ms()).await {
+            Ok(due) => {
+                for s in due.iter().filter(|s| !st.is_paused(&s.tenant, &s.instance)) {
+                    if let Err(e) = st.db.fire_schedule(s, 3, now_ms()).await {
+                        tracing::error!(error = %e, job = %s.job, "firing a schedule");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading schedules"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// The plugin roles the tenant grants for `tenant_roles`.
 fn mapped_roles(map: &BTreeMap<String, Vec<String>>, tenant_roles: &[String]) -> Vec<String> {
     let set: BTreeSet<&String> = tenant_roles
@@ -343,41 +687,8 @@ async fn action(
     let request_id = request_id();
     let rid = request_id.as_str();
 
-    let Some(token) = bearer(&headers) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing `Authorization: Bearer <token>`",
-            rid,
-        );
-    };
-    let token_tenant = match st.db.verify_token(&token).await {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the API token is not valid",
-                rid,
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "verifying an API token");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the token store failed; retry",
-                rid,
-            );
-        }
-    };
-    if token_tenant != tenant {
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("the API token is not valid for tenant `{tenant}`"),
-            rid,
-        );
+    if let Err(resp) = authorize(&st, &headers, &tenant, rid).await {
+        return resp;
     }
     let Some(t) = st.tenants.get(&tenant) else {
         return error(
@@ -429,7 +740,7 @@ async fn action(
         duration_ms: started.elapsed().as_millis() as i64,
         request_id: request_id.clone(),
     };
-    if inst.paused {
+    if inst.paused.load(std::sync::atomic::Ordering::SeqCst) {
         append_audit(&st.db, vec![refused("paused")], rid).await;
         return error(
             StatusCode::CONFLICT,

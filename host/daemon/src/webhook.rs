@@ -473,6 +473,14 @@ pub async fn worker(
 }
 
 async fn run_job(st: &AppState, job: switchyard_store::Job) {
+    if st.is_paused(&job.tenant, &job.instance) && st.instance(&job.tenant, &job.instance).is_some()
+    {
+        // Held, not failed: it runs after the instance is resumed.
+        if let Err(e) = st.db.release_job(job.id, now_ms() + 1000).await {
+            tracing::error!(error = %e, job = job.id, "holding a job of a paused instance");
+        }
+        return;
+    }
     let started = Instant::now();
     let rid = crate::server::request_id();
     let Some(inst) = st.instance(&job.tenant, &job.instance) else {

@@ -25,11 +25,13 @@
 
 mod admin;
 mod queue;
+mod schedule;
 mod secrets;
 mod sqlite;
 
 pub use admin::{AuditEntry, TOKEN_PREFIX, TokenInfo};
 pub use queue::{Enqueued, Job, JobState, NewJob, backoff_ms};
+pub use schedule::{Schedule, WantedSchedule};
 pub use secrets::{MasterKey, SecretError, SecretMeta, SecretStore};
 pub use sqlite::SqliteStore;
 

@@ -64,6 +64,22 @@ CREATE TABLE IF NOT EXISTS audit (
     request_id  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, seq);
+-- Job schedules and paused states (see schedule.rs).
+CREATE TABLE IF NOT EXISTS schedules (
+    tenant      TEXT NOT NULL,
+    instance    TEXT NOT NULL,
+    job         TEXT NOT NULL,
+    interval_ms INTEGER NOT NULL,
+    next_run    INTEGER NOT NULL,
+    last_fired  INTEGER,
+    PRIMARY KEY (tenant, instance, job)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS instance_state (
+    tenant   TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    paused   INTEGER NOT NULL,
+    PRIMARY KEY (tenant, instance)
+) WITHOUT ROWID;
 -- Event ids of synchronous webhook deliveries, to drop duplicates.
 CREATE TABLE IF NOT EXISTS seen_events (
     tenant   TEXT NOT NULL,

@@ -1,0 +1,134 @@
+//! Scheduler, pause/resume, run-now, status and audit through the daemon,
+//! across restarts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const TENANT: &str = r#"[[instance]]
+id = "echo-1"
+plugin = "echo"
+
+[instance.jobs.tick]
+interval = 60
+"#;
+
+const BASE: &str = "/v1/tenants/acme/instances/echo-1";
+
+/// How many times the `tick` job has run (the plugin counts in storage).
+async fn runs(d: &Daemon, token: &str) -> Option<u64> {
+    let body = json!({"input": {"ops": [{"op": "get", "key": "tick/runs"}]}, "actor": {"id": "t"}});
+    let (status, out) = post(
+        d,
+        &format!("{BASE}/actions/storage"),
+        Some(token),
+        &[],
+        &body.to_string(),
+    )
+    .await;
+    if status != 200 {
+        return None;
+    }
+    out["output"][0].as_str().map(|s| s.parse().unwrap())
+}
+
+#[tokio::test]
+async fn schedules_fire_once_and_pauses_hold_across_restarts() {
+    let dir = config_dir("data_dir = \"data\"\n", &[("acme", TENANT)]);
+    let api = token(dir.path(), "acme");
+
+    // A new schedule is due at once; the first run happens.
+    let (next_run, first_run) = {
+        let d = start(dir.path());
+        eventually("the first scheduled run", || async {
+            runs(&d, &api).await.filter(|n| *n == 1)
+        })
+        .await;
+        let (status, st) = get(&d, &format!("{BASE}/status"), Some(&api)).await;
+        assert_eq!(status, 200, "{st}");
+        assert_eq!(st["plugin"]["id"], "echo");
+        assert_eq!(st["paused"], false);
+        assert_eq!(st["jobs"][0]["name"], "tick");
+        assert_eq!(st["jobs"][0]["interval_secs"], 60);
+        let last = st["jobs"][0]["last_run_ms"].as_i64().unwrap();
+        let next = st["jobs"][0]["next_run_ms"].as_i64().unwrap();
+        assert_eq!(next - last, 60_000);
+        (next, last)
+    };
+
+    // After a restart within the interval, the slot does not fire again.
+    let d = start(dir.path());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(runs(&d, &api).await, Some(1));
+    let (_, st) = get(&d, &format!("{BASE}/status"), Some(&api)).await;
+    assert_eq!(st["jobs"][0]["next_run_ms"].as_i64(), Some(next_run));
+    assert_eq!(st["jobs"][0]["last_run_ms"].as_i64(), Some(first_run));
+
+    // Pause: actions are refused, a manual run is held, not lost.
+    let (status, _) = post(&d, &format!("{BASE}/pause"), Some(&api), &[], "").await;
+    assert_eq!(status, 200);
+    let echo = r#"{"input": {}, "actor": {"id": "t"}}"#;
+    let (status, _) = post(&d, &format!("{BASE}/actions/echo"), Some(&api), &[], echo).await;
+    assert_eq!(status, 409);
+    let (status, queued) = post(&d, &format!("{BASE}/jobs/tick/run"), Some(&api), &[], "").await;
+    assert_eq!(status, 202, "{queued}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, st) = get(&d, &format!("{BASE}/status"), Some(&api)).await;
+    assert_eq!(st["paused"], true);
+    assert_eq!(st["queue"]["queued"], 1, "{st}");
+    drop(d);
+
+    // The pause survives a restart; resuming runs the held job.
+    let d = start(dir.path());
+    let (_, st) = get(&d, &format!("{BASE}/status"), Some(&api)).await;
+    assert_eq!(st["paused"], true);
+    let (status, _) = post(&d, &format!("{BASE}/resume"), Some(&api), &[], "").await;
+    assert_eq!(status, 200);
+    eventually("the held run after resume", || async {
+        runs(&d, &api).await.filter(|n| *n == 2)
+    })
+    .await;
+
+    // Operations need the tenant's token; the audit log records them.
+    let (status, _) = get(&d, &format!("{BASE}/status"), None).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        &d,
+        "/v1/tenants/acme/instances/nope/pause",
+        Some(&api),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, audit) = get(&d, "/v1/tenants/acme/audit?limit=50", Some(&api)).await;
+    assert_eq!(status, 200);
+    let whats: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["kind"].as_str().unwrap(),
+                e["what"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in ["admin:pause", "admin:resume"] {
+        assert!(
+            whats.iter().any(|w| w == expected),
+            "{expected} missing from {whats:?}"
+        );
+    }
+    assert_eq!(
+        whats.iter().filter(|w| w.starts_with("job:tick")).count(),
+        2,
+        "{whats:?}"
+    );
+    let (status, _) = get(&d, "/v1/tenants/acme/audit?limit=0", Some(&api)).await;
+    assert_eq!(status, 400);
+}

@@ -1,0 +1,349 @@
+//! Job schedules and the paused state of instances, persisted so that a
+//! restart neither double-fires a run nor forgets a pause.
+//!
+//! Firing a schedule enqueues a job whose idempotency key is the scheduled
+//! slot (`schedule:<job>:<due time>`) in the same transaction that moves the
+//! schedule forward, so a slot fires once even if two processes race or one
+//! crashes half-way. The next run is counted from when the run fired, so a
+//! daemon that was down for many intervals fires once, not once per missed
+//! interval (missed runs coalesce).
+
+use rusqlite::params;
+
+use crate::sqlite::backend;
+use crate::{SqliteStore, StoreError};
+
+/// A job schedule of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Schedule {
+    /// Tenant.
+    pub tenant: String,
+    /// Instance.
+    pub instance: String,
+    /// Job name.
+    pub job: String,
+    /// Interval in milliseconds.
+    pub interval_ms: i64,
+    /// Next run (ms since the epoch).
+    pub next_run_ms: i64,
+    /// Last time it fired, if ever.
+    pub last_fired_ms: Option<i64>,
+}
+
+/// A schedule the configuration asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedSchedule {
+    /// Tenant.
+    pub tenant: String,
+    /// Instance.
+    pub instance: String,
+    /// Job name.
+    pub job: String,
+    /// Interval in milliseconds.
+    pub interval_ms: i64,
+}
+
+fn row_to_schedule(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
+    Ok(Schedule {
+        tenant: r.get(0)?,
+        instance: r.get(1)?,
+        job: r.get(2)?,
+        interval_ms: r.get(3)?,
+        next_run_ms: r.get(4)?,
+        last_fired_ms: r.get(5)?,
+    })
+}
+
+const SCHEDULE_COLUMNS: &str = "tenant, instance, job, interval_ms, next_run, last_fired";
+
+impl SqliteStore {
+    /// Makes the stored schedules match `wanted`: new ones are due now,
+    /// existing ones keep their next run (moved earlier if the interval
+    /// shrank), others are removed.
+    pub async fn sync_schedules(
+        &self,
+        wanted: Vec<WantedSchedule>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with_conn(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            tx.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (tenant, instance, job)", [])
+                .map_err(backend)?;
+            tx.execute("DELETE FROM temp.wanted", []).map_err(backend)?;
+            for w in &wanted {
+                tx.execute(
+                    "INSERT INTO temp.wanted VALUES (?1, ?2, ?3)",
+                    params![w.tenant, w.instance, w.job],
+                )
+                .map_err(backend)?;
+                tx.execute(
+                    "INSERT INTO schedules (tenant, instance, job, interval_ms, next_run)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (tenant, instance, job) DO UPDATE SET
+                       interval_ms = excluded.interval_ms,
+                       next_run = min(next_run, coalesce(last_fired, next_run) + excluded.interval_ms)",
+                    params![w.tenant, w.instance, w.job, w.interval_ms, now_ms],
+                )
+                .map_err(backend)?;
+            }
+            tx.execute(
+                "DELETE FROM schedules WHERE (tenant, instance, job) NOT IN
+                 (SELECT tenant, instance, job FROM temp.wanted)",
+                [],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    /// Schedules whose next run has come.
+    pub async fn due_schedules(&self, now_ms: i64) -> Result<Vec<Schedule>, StoreError> {
+        self.with_conn(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_run <= ?1 ORDER BY next_run"
+                ))
+                .map_err(backend)?;
+            let rows = st.query_map(params![now_ms], row_to_schedule).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    /// Schedules of one instance.
+    pub async fn schedules(
+        &self,
+        tenant: &str,
+        instance: &str,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        let (t, i) = (tenant.to_owned(), instance.to_owned());
+        self.with_conn(move |c| {
+            let mut st = c
+                .prepare(&format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant=?1 AND instance=?2 ORDER BY job"
+                ))
+                .map_err(backend)?;
+            let rows = st.query_map(params![t, i], row_to_schedule).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    /// Fires `s` if it is still due: enqueues its job (keyed by the slot)
+    /// and schedules the next run one interval from `now_ms`. Returns the
+    /// job id, or None when the slot was already fired.
+    pub async fn fire_schedule(
+        &self,
+        s: &Schedule,
+        max_attempts: u32,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let s = s.clone();
+        self.with_conn(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let moved = tx
+                .execute(
+                    "UPDATE schedules SET next_run = ?5, last_fired = ?6
+                     WHERE tenant=?1 AND instance=?2 AND job=?3 AND next_run=?4",
+                    params![
+                        s.tenant,
+                        s.instance,
+                        s.job,
+                        s.next_run_ms,
+                        now_ms + s.interval_ms,
+                        now_ms
+                    ],
+                )
+                .map_err(backend)?;
+            if moved == 0 {
+                return Ok(None); // another process fired this slot
+            }
+            let inserted = tx
+                .execute(
+                    "INSERT INTO jobs (tenant, instance, kind, name, payload, idempotency_key,
+                                       state, attempts, max_attempts, run_after, created_at)
+                     VALUES (?1, ?2, 'job', ?3, x'', ?4, 'queued', 0, ?5, ?6, ?6)
+                     ON CONFLICT (tenant, instance, idempotency_key) DO NOTHING",
+                    params![
+                        s.tenant,
+                        s.instance,
+                        s.job,
+                        format!("schedule:{}:{}", s.job, s.next_run_ms),
+                        max_attempts.max(1),
+                        now_ms
+                    ],
+                )
+                .map_err(backend)?;
+            let id = (inserted == 1).then(|| tx.last_insert_rowid());
+            tx.commit().map_err(backend)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Persists whether an instance is paused (overriding its configuration).
+    pub async fn set_paused(
+        &self,
+        tenant: &str,
+        instance: &str,
+        paused: bool,
+    ) -> Result<(), StoreError> {
+        let (t, i) = (tenant.to_owned(), instance.to_owned());
+        self.with_conn(move |c| {
+            c.execute(
+                "INSERT INTO instance_state (tenant, instance, paused) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, instance) DO UPDATE SET paused = excluded.paused",
+                params![t, i, paused],
+            )
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    /// Persisted pause states: `(tenant, instance, paused)`.
+    pub async fn paused_states(&self) -> Result<Vec<(String, String, bool)>, StoreError> {
+        self.with_conn(|c| {
+            let mut st = c
+                .prepare("SELECT tenant, instance, paused FROM instance_state")
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    /// Puts a leased job back without counting the attempt (its instance is
+    /// paused), to be looked at again at `run_after_ms`.
+    pub async fn release_job(&self, id: i64, run_after_ms: i64) -> Result<(), StoreError> {
+        self.with_conn(move |c| {
+            c.execute(
+                "UPDATE jobs SET state='queued', lease_until=NULL, attempts=max(attempts-1, 0),
+                 run_after=?2 WHERE id=?1 AND state='running'",
+                params![id, run_after_ms],
+            )
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    /// Jobs of an instance by state: `(queued, running, dead)`.
+    pub async fn queue_counts(
+        &self,
+        tenant: &str,
+        instance: &str,
+    ) -> Result<(i64, i64, i64), StoreError> {
+        let (t, i) = (tenant.to_owned(), instance.to_owned());
+        self.with_conn(move |c| {
+            c.query_row(
+                "SELECT count(*) FILTER (WHERE state='queued'), count(*) FILTER (WHERE state='running'),
+                        count(*) FILTER (WHERE state='dead')
+                 FROM jobs WHERE tenant=?1 AND instance=?2",
+                params![t, i],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(job: &str, interval_ms: i64) -> WantedSchedule {
+        WantedSchedule {
+            tenant: "acme".into(),
+            instance: "i".into(),
+            job: job.into(),
+            interval_ms,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slot_fires_once_and_missed_runs_coalesce() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        db.sync_schedules(vec![want("tick", 60_000)], 1_000)
+            .await
+            .unwrap();
+        let due = db.due_schedules(1_000).await.unwrap();
+        assert_eq!(due.len(), 1);
+        let id = db.fire_schedule(&due[0], 3, 1_000).await.unwrap();
+        assert!(id.is_some());
+        // The same slot again (a second process, or a retry): nothing.
+        assert_eq!(db.fire_schedule(&due[0], 3, 1_000).await.unwrap(), None);
+        assert!(db.due_schedules(60_999).await.unwrap().is_empty());
+        // Down for ten intervals: one run, then the next a full interval later.
+        let due = db.due_schedules(661_000).await.unwrap();
+        assert_eq!(due.len(), 1);
+        db.fire_schedule(&due[0], 3, 661_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            db.schedules("acme", "i").await.unwrap()[0].next_run_ms,
+            721_000
+        );
+        assert_eq!(db.list_jobs("acme", None, 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn sync_keeps_progress_and_removes_what_is_gone() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        db.sync_schedules(vec![want("a", 60_000), want("b", 60_000)], 0)
+            .await
+            .unwrap();
+        let due = db.due_schedules(0).await.unwrap();
+        db.fire_schedule(&due[0], 3, 0).await.unwrap();
+        // Restart with the same config: `a` keeps its next run; `b` is gone.
+        db.sync_schedules(vec![want("a", 60_000)], 5_000)
+            .await
+            .unwrap();
+        let s = db.schedules("acme", "i").await.unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].job.as_str(), s[0].next_run_ms), ("a", 60_000));
+        // A shorter interval pulls the next run in.
+        db.sync_schedules(vec![want("a", 10_000)], 5_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.schedules("acme", "i").await.unwrap()[0].next_run_ms,
+            10_000
+        );
+    }
+
+    #[tokio::test]
+    async fn pause_states_persist_and_released_jobs_keep_their_attempts() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        db.set_paused("acme", "i", true).await.unwrap();
+        db.set_paused("acme", "i", false).await.unwrap();
+        db.set_paused("acme", "j", true).await.unwrap();
+        let mut states = db.paused_states().await.unwrap();
+        states.sort();
+        assert_eq!(
+            states,
+            [
+                ("acme".into(), "i".into(), false),
+                ("acme".into(), "j".into(), true)
+            ]
+        );
+        db.sync_schedules(vec![want("tick", 1000)], 0)
+            .await
+            .unwrap();
+        let due = db.due_schedules(0).await.unwrap();
+        let id = db.fire_schedule(&due[0], 3, 0).await.unwrap().unwrap();
+        let leased = db.lease(0, 1000, 1, 1).await.unwrap();
+        assert_eq!(leased[0].attempts, 1);
+        db.release_job(id, 500).await.unwrap();
+        assert_eq!(db.queue_counts("acme", "i").await.unwrap(), (1, 0, 0));
+        let again = db.lease(500, 1000, 1, 1).await.unwrap();
+        assert_eq!(again[0].attempts, 1, "a release does not use up an attempt");
+    }
+}
