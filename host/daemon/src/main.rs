@@ -16,6 +16,7 @@
 mod config;
 mod demo;
 mod instance_file;
+mod metrics;
 mod server;
 mod webhook;
 

@@ -55,6 +55,7 @@ struct TenantState {
 pub struct AppState {
     tenants: BTreeMap<String, TenantState>,
     pub(crate) db: SqliteStore,
+    pub(crate) metrics: crate::metrics::Metrics,
     // Holds the engine's epoch ticker: without it deadlines stop advancing.
     _runtime: Arc<Runtime>,
 }
@@ -146,6 +147,7 @@ impl AppState {
         Ok(Self {
             tenants,
             db,
+            metrics: crate::metrics::Metrics::default(),
             _runtime: runtime,
         })
     }
@@ -277,6 +279,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(run_now),
         )
         .route("/v1/tenants/{tenant}/audit", get(audit))
+        .route("/metrics", get(metrics))
         .route(
             "/hooks/{tenant}/{instance}/{route}",
             axum::routing::any(crate::webhook::handle),
@@ -646,6 +649,26 @@ async fn audit(
     }
 }
 
+/// `GET /metrics`: Prometheus text format (queue depth read at scrape).
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    for (t, ts) in &st.tenants {
+        for i in ts.instances.keys() {
+            match st.db.queue_counts(t, i).await {
+                Ok((q, r, d)) => st.metrics.set_queue(t, i, q, r, d),
+                Err(e) => tracing::warn!(error = %e, "reading queue depth for metrics"),
+            }
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
 /// Fires due schedules of unpaused instances until `stop` is set. A paused
 /// instance's schedule stays due and fires once on resume.
 pub(crate) async fn scheduler(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -781,6 +804,14 @@ async fn action(
         Ok(_) => "ok".to_owned(),
         Err(e) => invoke_error_code(e).to_owned(),
     };
+    st.metrics.record(
+        &tenant,
+        &instance,
+        &manifest.id,
+        "action",
+        &outcome,
+        &inv.report,
+    );
     let mut audit = vec![refused(&outcome)];
     audit.extend(egress_audit(&tenant, &instance, &actor_id, &inv.report));
     append_audit(&st.db, audit, rid).await;

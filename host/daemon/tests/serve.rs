@@ -159,4 +159,19 @@ async fn actions_are_authenticated_role_checked_and_audited() {
     assert_eq!(entries[2]["actor"], "jdoe");
     assert_eq!(entries[3]["actor"], "emp");
     assert!(!audit.contains(&acme));
+
+    // Metrics count what ran, per tenant and plugin, denials included.
+    let metrics = reqwest::get(format!("{}/metrics", d.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"switchyard_invocations_total{tenant="acme",instance="echo-1",plugin="echo",kind="action",outcome="ok"} 2"#,
+        r#"switchyard_egress_requests_total{tenant="acme",instance="echo-1",plugin="echo",outcome="denied"} 1"#,
+        r#"switchyard_queue_jobs{tenant="acme",instance="echo-1",state="queued"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
 }

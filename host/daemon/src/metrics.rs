@@ -1,0 +1,188 @@
+//! Prometheus metrics, per tenant, instance and plugin: invocations by kind
+//! and outcome, their durations, egress requests by outcome (denials
+//! included), and queue depth.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Call {
+    tenant: String,
+    instance: String,
+    plugin: String,
+    kind: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Target {
+    tenant: String,
+    instance: String,
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Egress {
+    tenant: String,
+    instance: String,
+    plugin: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Queue {
+    tenant: String,
+    instance: String,
+    state: String,
+}
+
+/// The daemon's metrics.
+pub struct Metrics {
+    registry: Registry,
+    invocations: Family<Call, Counter>,
+    durations: Family<Target, Histogram>,
+    egress: Family<Egress, Counter>,
+    queue: Family<Queue, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let invocations = Family::<Call, Counter>::default();
+        let durations = Family::<Target, Histogram>::new_with_constructor(|| {
+            // 1 ms to ~33 s.
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        let egress = Family::<Egress, Counter>::default();
+        let queue = Family::<Queue, Gauge>::default();
+        let mut registry = Registry::with_prefix("switchyard");
+        registry.register(
+            "invocations",
+            "Plugin invocations by kind (action, webhook, job) and outcome",
+            invocations.clone(),
+        );
+        registry.register(
+            "invocation_duration_seconds",
+            "Wall-clock time of plugin invocations",
+            durations.clone(),
+        );
+        registry.register(
+            "egress_requests",
+            "Outbound requests by outcome (ok, denied, timeout, ...)",
+            egress.clone(),
+        );
+        registry.register(
+            "queue_jobs",
+            "Jobs in the durable queue by state",
+            queue.clone(),
+        );
+        Self {
+            registry,
+            invocations,
+            durations,
+            egress,
+            queue,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one invocation and the egress requests it made.
+    pub fn record(
+        &self,
+        tenant: &str,
+        instance: &str,
+        plugin: &str,
+        kind: &str,
+        outcome: &str,
+        report: &switchyard_runtime::Report,
+    ) {
+        self.invocations
+            .get_or_create(&Call {
+                tenant: tenant.into(),
+                instance: instance.into(),
+                plugin: plugin.into(),
+                kind: kind.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.durations
+            .get_or_create(&Target {
+                tenant: tenant.into(),
+                instance: instance.into(),
+                plugin: plugin.into(),
+            })
+            .observe(report.duration_ms as f64 / 1000.0);
+        for e in &report.egress {
+            self.egress
+                .get_or_create(&Egress {
+                    tenant: tenant.into(),
+                    instance: instance.into(),
+                    plugin: plugin.into(),
+                    outcome: e.outcome.clone(),
+                })
+                .inc();
+        }
+    }
+
+    /// Sets the queue depth gauges of one instance.
+    pub fn set_queue(&self, tenant: &str, instance: &str, queued: i64, running: i64, dead: i64) {
+        for (state, n) in [("queued", queued), ("running", running), ("dead", dead)] {
+            self.queue
+                .get_or_create(&Queue {
+                    tenant: tenant.into(),
+                    instance: instance.into(),
+                    state: state.into(),
+                })
+                .set(n);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_labelled_counters() {
+        let m = Metrics::default();
+        let report = switchyard_runtime::Report {
+            duration_ms: 12,
+            egress: vec![switchyard_runtime::http::EgressRecord {
+                method: "GET".into(),
+                destination: "https://x:443".into(),
+                path: "/".into(),
+                status: None,
+                duration_ms: 1,
+                outcome: "denied".into(),
+            }],
+            ..Default::default()
+        };
+        m.record("acme", "echo-1", "echo", "action", "ok", &report);
+        m.set_queue("acme", "echo-1", 3, 1, 0);
+        let text = m.render();
+        assert!(text.contains(r#"switchyard_invocations_total{tenant="acme",instance="echo-1",plugin="echo",kind="action",outcome="ok"} 1"#), "{text}");
+        assert!(text.contains(r#"switchyard_egress_requests_total{tenant="acme",instance="echo-1",plugin="echo",outcome="denied"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"switchyard_queue_jobs{tenant="acme",instance="echo-1",state="queued"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchyard_invocation_duration_seconds_count"),
+            "{text}"
+        );
+    }
+}
