@@ -1,26 +1,26 @@
-//! `switchyard demo`: a scripted scenario on the bundled `echo` plugin that
-//! shows what the host does — the plugin's capabilities, a credential the
-//! plugin uses but never sees, an egress denial and a job that keeps state.
-//! Each step checks its outcome; any failure exits non-zero.
+//! `switchyard demo`: the daemon on the embedded default (SQLite in a
+//! temporary data directory) with a sample tenant, driven over HTTP by a
+//! scripted scenario that shows what the host does. Each step checks its
+//! outcome; any failure exits non-zero. Afterwards the daemon keeps serving
+//! until Ctrl-C, or exits at once with `--once`.
 //!
-//! The daemon (`serve`) does not exist yet, so the demo runs the scenario in
-//! process and exits; `--once` is accepted now so that the command in the
-//! README keeps working when the demo starts serving.
+//! The sample tenant `acme` runs the bundled `echo` plugin with a bearer
+//! credential for a loopback stand-in API, a verified queued webhook and a
+//! scheduled job. As first-party plugins and simulators land, the scenario
+//! grows to show them.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use switchyard_runtime::credentials::{CredentialSecret, CredentialSpec};
-use switchyard_runtime::{CallOptions, Instance, InstanceSpec};
-use switchyard_store::SqliteStore;
 
-use crate::{ensure_step, load, runtime};
+use crate::{ensure_step, open_state, runtime};
 
 /// A loopback stand-in for an upstream API: it says whether the request
 /// carried the expected bearer token, without echoing any token.
@@ -48,160 +48,328 @@ async fn start_upstream(expected: SecretString) -> anyhow::Result<String> {
     Ok(origin)
 }
 
+fn tenant_file(upstream: &str) -> String {
+    format!(
+        r#"[roles]
+"ITIL Agent" = ["operator"]
+
+[[instance]]
+id = "echo-1"
+plugin = "echo"
+egress = ["{upstream}"]
+
+[instance.config]
+greeting = "welcome"
+
+[instance.credentials.upstream]
+kind = "bearer"
+hosts = ["{upstream}"]
+token = "secret:upstream-token"
+
+[instance.webhooks.events]
+token = "secret:hook-token"
+event_id_field = "id"
+
+[instance.jobs.tick]
+interval = 300
+"#
+    )
+}
+
+/// A per-run random secret, so nothing printed can be a real credential.
+fn fresh_secret(what: &str) -> SecretString {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    SecretString::from(format!("{what}-{nanos:x}-{}", std::process::id()))
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    async fn action(
+        &self,
+        action: &str,
+        input: Value,
+        roles: &[&str],
+    ) -> anyhow::Result<(u16, Value)> {
+        let body = json!({ "input": input, "actor": { "id": "jdoe", "email": "jdoe@acme.example", "roles": roles } });
+        self.send(
+            self.http
+                .post(format!(
+                    "{}/v1/tenants/acme/instances/echo-1/actions/{action}",
+                    self.base
+                ))
+                .bearer_auth(&self.token)
+                .json(&body),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token),
+        )
+        .await
+    }
+}
+
 fn step(n: u32, title: &str) {
     println!("\n{n}. {title}");
 }
 
-async fn call(inst: &Instance, action: &str, input: Value) -> anyhow::Result<Value> {
-    let inv = inst
-        .invoke(action, &input.to_string(), CallOptions::default())
-        .await;
-    let out = inv.result.with_context(|| format!("action `{action}`"))?;
-    Ok(serde_json::from_str(&out)?)
-}
-
-/// Runs the scenario.
-pub async fn run(_once: bool) -> anyhow::Result<()> {
+/// Runs the demo.
+pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     let started = Instant::now();
-    let rt = runtime()?;
-    let echo = load(&rt, "bundled:echo").await?;
-    let m = echo.manifest();
-    println!("Switchyard demo");
-    println!(
-        "plugin `{}` {} (sha256 {}…), loaded in {} ms: {} actions, {} webhook route(s), {} job(s)",
-        m.id,
-        m.version,
-        &echo.digest()[..12],
-        started.elapsed().as_millis(),
-        m.actions.len(),
-        m.webhooks.len(),
-        m.jobs.len()
-    );
+    let upstream_token = fresh_secret("upstream");
+    let hook_token = fresh_secret("hook");
+    let upstream = start_upstream(upstream_token.clone()).await?;
 
-    // A per-run secret: the plugin names it, the host attaches it.
-    let secret = SecretString::from(format!(
-        "demo-{:x}-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos(),
-        std::process::id()
-    ));
-    let upstream = start_upstream(secret.clone()).await?;
-
+    // A configuration directory like an operator's, in a temporary place.
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(SqliteStore::open(&dir.path().join("demo.db"))?);
-    let mut spec = InstanceSpec::new("acme", "echo-1");
-    spec.config.insert("greeting".into(), "welcome".into());
-    spec.egress.push(upstream.clone());
-    spec.credentials.push(CredentialSpec {
-        name: "upstream".into(),
-        hosts: vec![upstream.clone()],
-        secret: CredentialSecret::Bearer {
-            token: secret.clone(),
-        },
-    });
-    let inst = Instance::new(&rt, echo, spec, store)?;
-    println!("tenant `acme`, instance `echo-1`, egress allowlist [{upstream}]");
+    std::fs::write(dir.path().join("switchyard.toml"), "data_dir = \"data\"\n")?;
+    std::fs::create_dir(dir.path().join("tenants"))?;
+    std::fs::write(dir.path().join("tenants/acme.toml"), tenant_file(&upstream))?;
+    let cfg = crate::load_config(dir.path())?;
+    let (db, secrets) = open_state(&cfg)?;
+    secrets
+        .set("acme", "upstream-token", &upstream_token)
+        .await?;
+    secrets.set("acme", "hook-token", &hook_token).await?;
+    let (_, api_token) = db.create_token("acme", "demo").await?;
 
-    step(
-        1,
-        "invoke `echo` — the host supplies the context and configuration",
-    );
-    let out = call(&inst, "echo", json!({"ticket": "INC0010001"})).await?;
+    let rt = Arc::new(runtime()?);
+    let state = Arc::new(crate::server::AppState::build(&cfg, rt, db, Arc::new(secrets)).await?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = stop_rx => {},
+            () = crate::server::shutdown_signal() => {},
+        }
+    };
+    let server = tokio::spawn(crate::server::serve_on(state, listener, shutdown));
     println!(
-        "   tenant={} greeting={} input={}",
-        out["context"]["tenant"], out["greeting"], out["input"]
+        "Switchyard demo: daemon on {base} (SQLite in {})",
+        dir.path().display()
     );
-    ensure_step(
-        out["greeting"] == "welcome",
-        "echo returns the configured greeting",
-    )?;
+    println!("tenant `acme`, instance `echo-1` (bundled plugin echo), stand-in API at {upstream}");
 
-    step(2, "storage — keys are private to (tenant, instance)");
-    let out = call(
-        &inst,
-        "storage",
-        json!({"ops": [
-            {"op": "set", "key": "device/42", "value": "locked"},
-            {"op": "get", "key": "device/42"},
-            {"op": "list", "prefix": "device/"},
-            {"op": "get", "key": ""}
-        ]}),
-    )
-    .await?;
-    println!("   set → {}, get → {}, list → {}", out[0], out[1], out[2]);
-    println!("   empty key → {}", out[3]["error"]);
-    ensure_step(out[1] == "locked", "stored value reads back")?;
-    ensure_step(
-        out[3]["error"]["kind"] == "invalid-key",
-        "bad key is a typed error",
-    )?;
-
-    step(
-        3,
-        "credential injection — the plugin names `upstream`, the host attaches it",
-    );
-    let inv = inst
-        .invoke(
-            "fetch",
-            &json!({"url": format!("{upstream}/api/whoami"), "credential": "upstream"}).to_string(),
-            CallOptions::default(),
-        )
-        .await;
-    let raw = inv.result.context("fetch")?;
-    let out: Value = serde_json::from_str(&raw)?;
-    println!(
-        "   upstream answered {} {}",
-        out["status"],
-        out["body"].as_str().unwrap_or_default()
-    );
-    let leaked = raw.contains(secret.expose_secret())
-        || format!("{:?}", inv.report).contains(secret.expose_secret());
-    println!("   secret visible to the plugin or in the audit record: {leaked}");
-    ensure_step(
-        out["body"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("\"authenticated\":true"),
-        "upstream saw the credential",
-    )?;
-    ensure_step(!leaked, "the secret stays in the host")?;
-
-    step(4, "egress policy — a request to the cloud metadata address");
-    let out = call(
-        &inst,
-        "fetch",
-        json!({"url": "http://169.254.169.254/latest/meta-data/"}),
-    )
-    .await?;
-    println!("   {}: {}", out["error"]["kind"], out["error"]["message"]);
-    ensure_step(
-        out["error"]["kind"] == "denied",
-        "metadata address is denied",
-    )?;
-
-    step(5, "job `tick` twice — state survives between invocations");
-    for _ in 0..2 {
-        let run = inst.run_job("tick", CallOptions::default()).await;
-        let summary = run.result.context("job tick")?;
-        println!("   {summary}");
-    }
-
-    step(6, "logging — records carry tenant, instance and request id");
-    let inv = inst
-        .invoke("log", r#"{"count": 2}"#, CallOptions::default())
-        .await;
-    inv.result.context("log")?;
-    for log in &inv.report.logs {
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+        token: api_token.expose_secret().to_owned(),
+    };
+    let scenario = async {
+        step(
+            1,
+            "an agent invokes `echo` — the host supplies context and configuration",
+        );
+        let (status, out) = c
+            .action("echo", json!({"ticket": "INC0010001"}), &["ITIL Agent"])
+            .await?;
+        ensure_step(status == 200, &format!("echo answered {status}: {out}"))?;
+        let o = &out["output"];
         println!(
-            "   [{}] {} ({})",
-            log.level, log.message, inv.report.request_id
+            "   {status}: tenant={} greeting={} roles={}",
+            o["context"]["tenant"], o["greeting"], o["context"]["actor"]["roles"]
+        );
+        ensure_step(
+            o["greeting"] == "welcome",
+            "echo returns the configured greeting",
+        )?;
+
+        step(
+            2,
+            "`fetch` needs role `operator`: an employee is refused before the plugin runs",
+        );
+        let url = format!("{upstream}/api/whoami");
+        let (status, out) = c
+            .action(
+                "fetch",
+                json!({"url": url, "credential": "upstream"}),
+                &["Employee"],
+            )
+            .await?;
+        println!(
+            "   {status}: {}",
+            out["error"]["message"].as_str().unwrap_or_default()
+        );
+        ensure_step(status == 403, "the role check refuses the employee")?;
+
+        step(
+            3,
+            "the agent's role maps to `operator`; the host attaches the credential",
+        );
+        let (status, out) = c
+            .action(
+                "fetch",
+                json!({"url": url, "credential": "upstream"}),
+                &["ITIL Agent"],
+            )
+            .await?;
+        println!(
+            "   {status}: upstream says {}",
+            out["output"]["body"].as_str().unwrap_or_default()
+        );
+        let leaked = out.to_string().contains(upstream_token.expose_secret());
+        println!("   secret visible to the plugin or the caller: {leaked}");
+        ensure_step(
+            out["output"]["body"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("\"authenticated\":true"),
+            "upstream saw the credential",
+        )?;
+        ensure_step(!leaked, "the secret stays in the host")?;
+
+        step(
+            4,
+            "egress policy — the plugin tries the cloud metadata address",
+        );
+        let (_, out) = c
+            .action(
+                "fetch",
+                json!({"url": "http://169.254.169.254/latest/meta-data/"}),
+                &["ITIL Agent"],
+            )
+            .await?;
+        println!(
+            "   {}: {}",
+            out["output"]["error"]["kind"], out["output"]["error"]["message"]
+        );
+        ensure_step(
+            out["output"]["error"]["kind"] == "denied",
+            "metadata address is denied",
+        )?;
+
+        step(
+            5,
+            "a verified webhook is queued durably; its duplicate is not processed twice",
+        );
+        let hook = format!("{base}/hooks/acme/echo-1/events");
+        for attempt in ["first", "again"] {
+            let (status, out) = c
+                .send(
+                    c.http
+                        .post(&hook)
+                        .header("x-switchyard-token", hook_token.expose_secret())
+                        .json(&json!({"id": "evt-1"})),
+                )
+                .await?;
+            println!(
+                "   {attempt}: {status} job {} duplicate={}",
+                out["job_id"], out["duplicate"]
+            );
+        }
+        let (status, _) = c
+            .send(
+                c.http
+                    .post(&hook)
+                    .header("x-switchyard-token", "wrong")
+                    .json(&json!({"id": "evt-2"})),
+            )
+            .await?;
+        println!("   wrong token: {status}");
+        ensure_step(status == 401, "a wrong webhook token is refused")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let count = loop {
+            let (_, out) = c
+                .action(
+                    "storage",
+                    json!({"ops": [{"op": "get", "key": "events/evt-1"}]}),
+                    &[],
+                )
+                .await?;
+            if let Some(n) = out["output"][0].as_str() {
+                break n.to_owned();
+            }
+            if Instant::now() > deadline {
+                bail!("demo step failed: the queued webhook was not processed");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        println!("   processed by the plugin {count} time(s)");
+        ensure_step(count == "1", "the event was processed exactly once")?;
+
+        step(
+            6,
+            "status — the scheduled job `tick` ran at start-up and is due again in 300 s",
+        );
+        let (_, st) = c.get("/v1/tenants/acme/instances/echo-1/status").await?;
+        println!(
+            "   paused={} jobs={} queue={}",
+            st["paused"], st["jobs"], st["queue"]
+        );
+
+        step(7, "audit log (newest first; no bodies, tokens or secrets)");
+        let (_, audit) = c.get("/v1/tenants/acme/audit?limit=8").await?;
+        for e in audit["entries"].as_array().into_iter().flatten() {
+            println!(
+                "   {:<7} {:<45} {}",
+                e["kind"].as_str().unwrap_or(""),
+                e["what"].as_str().unwrap_or(""),
+                e["outcome"].as_str().unwrap_or("")
+            );
+        }
+
+        step(8, "metrics (Prometheus)");
+        let text = c
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        for line in text.lines().filter(|l| {
+            l.starts_with("switchyard_invocations_total")
+                || l.starts_with("switchyard_egress_requests_total")
+        }) {
+            println!("   {line}");
+        }
+        anyhow::Ok(())
+    };
+    let result = scenario.await;
+    match &result {
+        Ok(()) => println!(
+            "\nAll steps passed in {} ms.",
+            started.elapsed().as_millis()
+        ),
+        Err(_) => {
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            return result;
+        }
+    }
+    if once {
+        let _ = stop_tx.send(());
+    } else {
+        println!("\nThe daemon keeps serving at {base}; Ctrl-C stops it. Try:");
+        println!(
+            "  curl -s -X POST {base}/v1/tenants/acme/instances/echo-1/actions/echo \\\n    -H 'authorization: Bearer {}' \\\n    -d '{{\"input\":{{\"hi\":1}},\"actor\":{{\"id\":\"me\",\"roles\":[]}}}}'",
+            api_token.expose_secret()
         );
     }
-
-    println!(
-        "\nAll steps passed in {} ms.",
-        started.elapsed().as_millis()
-    );
+    server.await.context("the demo daemon task")??;
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! - `switchyard plugin run <plugin> <action> --input <json>` runs one action,
 //!   for plugin authors; `--instance <file.json>` supplies configuration,
 //!   egress allowlist and credentials (see [`instance_file`]).
-//! - `switchyard demo` runs a scripted scenario on the bundled plugins.
+//! - `switchyard demo` starts the daemon with a sample tenant and runs a
+//!   scripted scenario over HTTP.
 //! - `switchyard serve --config <dir>` runs the HTTP API (see [`server`]).
 //! - `switchyard token create|list|revoke` manages tenant API tokens;
 //!   `switchyard audit` prints a tenant's audit log.
@@ -117,11 +118,15 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
-    /// Run the demo scenario on the bundled plugins.
+    /// Start the daemon with a sample tenant, run a scripted scenario over
+    /// HTTP, then keep serving until Ctrl-C.
     Demo {
         /// Run the scenario and exit (0 when every step succeeded).
         #[arg(long)]
         once: bool,
+        /// Listen address (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -344,7 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&pretty)?);
             Ok(())
         }
-        Command::Demo { once } => demo::run(once).await,
+        Command::Demo { once, listen } => demo::run(once, listen).await,
         Command::Check { config } => check(&config).await,
         Command::Serve { config, listen } => {
             let cfg = load_config(&config)?;

@@ -293,11 +293,22 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> anyhow::Result<(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    let addr = listener.local_addr()?;
     // Tests and scripts read this line to find an ephemeral port.
-    println!("switchyard listening on http://{addr}");
+    println!("switchyard listening on http://{}", listener.local_addr()?);
     use std::io::Write;
     std::io::stdout().flush()?;
+    serve_on(state, listener, shutdown_signal()).await?;
+    eprintln!("switchyard stopped");
+    Ok(())
+}
+
+/// Serves on `listener` with the worker and scheduler until `shutdown`
+/// completes; then requests drain, running jobs finish and queued ones stay.
+pub async fn serve_on(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     // The embedded store belongs to this process alone: jobs a previous,
     // crashed process left running are re-queued now rather than after
     // their lease.
@@ -316,16 +327,15 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> anyhow::Result<(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(shutdown)
     .await?;
-    // Requests have drained; let running jobs finish, leave queued ones.
     let _ = stop_tx.send(true);
     let _ = tokio::join!(worker, scheduler);
-    eprintln!("switchyard stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

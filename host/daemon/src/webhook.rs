@@ -392,6 +392,15 @@ pub async fn handle(
         Ok(r) => r.status.to_string(),
         Err(e) => crate::server::invoke_error_code(e).to_owned(),
     };
+    let plugin = inst.plugin().manifest().id.clone();
+    st.metrics.record(
+        &tenant,
+        &instance,
+        &plugin,
+        "webhook",
+        &outcome,
+        &inv.report,
+    );
     let mut entries = vec![audit(&outcome)];
     entries.extend(crate::server::egress_audit(
         &tenant,
@@ -560,6 +569,16 @@ async fn run_job(st: &AppState, job: switchyard_store::Job) {
         request_id: rid.clone(),
     }];
     if let Some(report) = report {
+        let plugin = &inst.plugin().manifest().id;
+        let result = if result.is_ok() { "ok" } else { "error" };
+        st.metrics.record(
+            &job.tenant,
+            &job.instance,
+            plugin,
+            &job.kind,
+            result,
+            &report,
+        );
         entries.extend(crate::server::egress_audit(
             &job.tenant,
             &job.instance,

@@ -24,10 +24,18 @@ fn demo_runs_every_step() {
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     for needle in [
         "greeting=\"welcome\"",
+        "403: action `fetch` requires role `operator`",
         "\"authenticated\":true",
-        "secret visible to the plugin or in the audit record: false",
+        "secret visible to the plugin or the caller: false",
         "\"denied\"",
-        "tick run 2",
+        "first: 202",
+        "again: 200",
+        "duplicate=true",
+        "wrong token: 401",
+        "processed by the plugin 1 time(s)",
+        "kind=\"action\",outcome=\"ok\"} 5",
+        "kind=\"webhook\",outcome=\"ok\"} 1",
+        "kind=\"job\",outcome=\"ok\"} 1",
         "All steps passed",
     ] {
         assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
