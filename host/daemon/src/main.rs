@@ -329,25 +329,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => Arc::new(SqliteStore::open_in_memory()?),
             };
             let inst = Instance::new(&rt, plugin, spec, store)?;
-            let inv = inst
-                .invoke(
-                    &action,
-                    &input,
-                    CallOptions {
-                        actor: Some(Actor {
-                            id: actor,
-                            email: None,
-                            roles,
-                        }),
-                        ..CallOptions::default()
-                    },
-                )
-                .await;
-            print_report(&inv.report);
-            let out = inv.result?;
-            let pretty: serde_json::Value = serde_json::from_str(&out)?;
-            println!("{}", serde_json::to_string_pretty(&pretty)?);
-            Ok(())
+            run_action(&inst, &action, &input, actor, roles).await
         }
         Command::Demo { once, listen } => demo::run(once, listen).await,
         Command::Check { config } => check(&config).await,
@@ -437,24 +419,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await?;
             let inst = Instance::new(&rt, plugin, spec, Arc::new(db))?;
-            let inv = inst
-                .invoke(
-                    &action,
-                    &input,
-                    CallOptions {
-                        actor: Some(Actor {
-                            id: actor,
-                            email: None,
-                            roles,
-                        }),
-                        ..CallOptions::default()
-                    },
-                )
-                .await;
-            print_report(&inv.report);
-            let out: serde_json::Value = serde_json::from_str(&inv.result?)?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(())
+            run_action(&inst, &action, &input, actor, roles).await
         }
     }
 }
@@ -681,6 +646,30 @@ async fn secret(dir: &std::path::Path, command: SecretCommand) -> anyhow::Result
             eprintln!("deleted secret `{name}` of tenant `{tenant}`");
         }
     }
+    Ok(())
+}
+
+/// Invokes `action` as `actor`, prints the report to stderr and the JSON
+/// output to stdout.
+async fn run_action(
+    inst: &Instance,
+    action: &str,
+    input: &str,
+    actor: String,
+    roles: Vec<String>,
+) -> anyhow::Result<()> {
+    let opts = CallOptions {
+        actor: Some(Actor {
+            id: actor,
+            email: None,
+            roles,
+        }),
+        ..CallOptions::default()
+    };
+    let inv = inst.invoke(action, input, opts).await;
+    print_report(&inv.report);
+    let out: serde_json::Value = serde_json::from_str(&inv.result?)?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 

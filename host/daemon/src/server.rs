@@ -455,6 +455,28 @@ async fn authorize(
     }
 }
 
+/// Checks the token is valid for `tenant` and finds the instance (404).
+async fn authorized_instance<'a>(
+    st: &'a AppState,
+    headers: &HeaderMap,
+    tenant: &str,
+    instance: &str,
+    rid: &str,
+) -> Result<&'a InstanceState, Response> {
+    authorize(st, headers, tenant, rid).await?;
+    st.tenants
+        .get(tenant)
+        .and_then(|t| t.instances.get(instance))
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("tenant `{tenant}` has no instance `{instance}`"),
+                rid,
+            )
+        })
+}
+
 /// `POST .../pause` and `.../resume`.
 async fn set_paused(
     st: &AppState,
@@ -464,20 +486,9 @@ async fn set_paused(
     paused: bool,
 ) -> Response {
     let rid = request_id();
-    if let Err(resp) = authorize(st, headers, &tenant, &rid).await {
-        return resp;
-    }
-    let Some(inst) = st
-        .tenants
-        .get(&tenant)
-        .and_then(|t| t.instances.get(&instance))
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("tenant `{tenant}` has no instance `{instance}`"),
-            &rid,
-        );
+    let inst = match authorized_instance(st, headers, &tenant, &instance, &rid).await {
+        Ok(i) => i,
+        Err(resp) => return resp,
     };
     if let Err(e) = st.db.set_paused(&tenant, &instance, paused).await {
         tracing::error!(error = %e, "persisting a pause");
@@ -518,16 +529,9 @@ async fn run_now(
     headers: HeaderMap,
 ) -> Response {
     let rid = request_id();
-    if let Err(resp) = authorize(&st, &headers, &tenant, &rid).await {
-        return resp;
-    }
-    let Some(inst) = st.instance(&tenant, &instance) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("tenant `{tenant}` has no instance `{instance}`"),
-            &rid,
-        );
+    let inst = match authorized_instance(&st, &headers, &tenant, &instance, &rid).await {
+        Ok(i) => &i.instance,
+        Err(resp) => return resp,
     };
     if !inst.plugin().manifest().jobs.iter().any(|j| j.name == job) {
         return error(
@@ -571,16 +575,9 @@ async fn status(
     headers: HeaderMap,
 ) -> Response {
     let rid = request_id();
-    if let Err(resp) = authorize(&st, &headers, &tenant, &rid).await {
-        return resp;
-    }
-    let Some(inst) = st.instance(&tenant, &instance) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("tenant `{tenant}` has no instance `{instance}`"),
-            &rid,
-        );
+    let inst = match authorized_instance(&st, &headers, &tenant, &instance, &rid).await {
+        Ok(i) => &i.instance,
+        Err(resp) => return resp,
     };
     let (schedules, counts, dead) = match tokio::try_join!(
         st.db.schedules(&tenant, &instance),
