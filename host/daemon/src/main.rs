@@ -18,6 +18,7 @@ mod config;
 mod demo;
 mod instance_file;
 mod metrics;
+mod openapi;
 mod server;
 mod webhook;
 

@@ -8,6 +8,7 @@
 //!   plugin runs. Answers `{"request_id", "output"}` or `{"request_id",
 //!   "error": {"code", "message"}}` with 400, 401, 403, 404, 409, 413, 422,
 //!   500, 502, 503 or 504.
+//! - `GET /openapi.json`: the OpenAPI 3.1 document of this API.
 //! - `GET /healthz` (the process is up) and `GET /readyz` (configuration
 //!   and plugins loaded).
 //!
@@ -33,6 +34,7 @@ use switchyard_runtime::{Actor, CallOptions, Instance, InvokeError, Runtime};
 use switchyard_store::{AuditEntry, SecretStore, SqliteStore};
 
 use crate::config::Config;
+use crate::openapi;
 
 /// Largest action request body accepted.
 const MAX_ACTION_BODY: usize = 4 << 20;
@@ -248,14 +250,15 @@ pub(crate) fn egress_audit(
 /// The API router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route(openapi::HEALTHZ, get(|| async { "ok" }))
+        .route(openapi::READYZ, get(|| async { "ready" }))
         .route(
-            "/v1/tenants/{tenant}/instances/{instance}/actions/{action}",
-            post(action),
+            openapi::OPENAPI,
+            get(|| async { axum::Json(openapi::document()) }),
         )
+        .route(openapi::ACTION, post(action))
         .route(
-            "/v1/tenants/{tenant}/instances/{instance}/pause",
+            openapi::PAUSE,
             post(
                 |State(st): State<Arc<AppState>>,
                  Path((t, i)): Path<(String, String)>,
@@ -263,27 +266,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             ),
         )
         .route(
-            "/v1/tenants/{tenant}/instances/{instance}/resume",
+            openapi::RESUME,
             post(
                 |State(st): State<Arc<AppState>>,
                  Path((t, i)): Path<(String, String)>,
                  h: HeaderMap| async move { set_paused(&st, &h, t, i, false).await },
             ),
         )
-        .route(
-            "/v1/tenants/{tenant}/instances/{instance}/status",
-            get(status),
-        )
-        .route(
-            "/v1/tenants/{tenant}/instances/{instance}/jobs/{job}/run",
-            post(run_now),
-        )
-        .route("/v1/tenants/{tenant}/audit", get(audit))
-        .route("/metrics", get(metrics))
-        .route(
-            "/hooks/{tenant}/{instance}/{route}",
-            axum::routing::any(crate::webhook::handle),
-        )
+        .route(openapi::STATUS, get(status))
+        .route(openapi::RUN_JOB, post(run_now))
+        .route(openapi::AUDIT, get(audit))
+        .route(openapi::METRICS, get(metrics))
+        .route(openapi::HOOK, axum::routing::any(crate::webhook::handle))
         .layer(DefaultBodyLimit::max(MAX_ACTION_BODY))
         .with_state(state)
 }

@@ -39,6 +39,17 @@ async fn actions_are_authenticated_role_checked_and_audited() {
 
     let health = reqwest::get(format!("{}/healthz", d.base)).await.unwrap();
     assert_eq!(health.status(), 200);
+    let doc: Value = reqwest::get(format!("{}/openapi.json", d.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(
+        doc["paths"]["/v1/tenants/{tenant}/instances/{instance}/actions/{action}"]["post"]
+            .is_object()
+    );
 
     let path = "/v1/tenants/acme/instances/echo-1/actions";
     let agent = r#""actor": {"id": "jdoe", "email": "jdoe@acme.test", "roles": ["ITIL Agent"]}"#;

@@ -1,0 +1,183 @@
+//! The OpenAPI 3.1 document of the daemon's HTTP API, served at
+//! `GET /openapi.json`. Paths are the constants the router uses, and a test
+//! checks that every routed path is documented.
+
+use serde_json::{Value, json};
+
+/// `POST`: run an action.
+pub const ACTION: &str = "/v1/tenants/{tenant}/instances/{instance}/actions/{action}";
+/// `POST`: pause an instance.
+pub const PAUSE: &str = "/v1/tenants/{tenant}/instances/{instance}/pause";
+/// `POST`: resume an instance.
+pub const RESUME: &str = "/v1/tenants/{tenant}/instances/{instance}/resume";
+/// `GET`: an instance's status.
+pub const STATUS: &str = "/v1/tenants/{tenant}/instances/{instance}/status";
+/// `POST`: run a job now.
+pub const RUN_JOB: &str = "/v1/tenants/{tenant}/instances/{instance}/jobs/{job}/run";
+/// `GET`: the tenant's audit log.
+pub const AUDIT: &str = "/v1/tenants/{tenant}/audit";
+/// Any method: a webhook delivery.
+pub const HOOK: &str = "/hooks/{tenant}/{instance}/{route}";
+/// `GET`: Prometheus metrics.
+pub const METRICS: &str = "/metrics";
+/// `GET`: liveness.
+pub const HEALTHZ: &str = "/healthz";
+/// `GET`: readiness.
+pub const READYZ: &str = "/readyz";
+/// `GET`: this document.
+pub const OPENAPI: &str = "/openapi.json";
+
+fn param(name: &str, what: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "description": what, "schema": { "type": "string" } })
+}
+
+fn errors(codes: &[&str]) -> Value {
+    let mut out = serde_json::Map::new();
+    for code in codes {
+        out.insert(
+            (*code).into(),
+            json!({ "$ref": "#/components/responses/Error" }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The document.
+pub fn document() -> Value {
+    let tenant = param("tenant", "Tenant id");
+    let instance = param("instance", "Plugin instance id");
+    let auth = json!([{ "bearer": [] }]);
+    let ok_json = |desc: &str| json!({ "description": desc, "content": { "application/json": { "schema": { "type": "object" } } } });
+    let mut action_responses = errors(&[
+        "400", "401", "403", "404", "409", "413", "422", "500", "502", "503", "504",
+    ]);
+    action_responses["200"] = json!({
+        "description": "The plugin's output",
+        "content": { "application/json": { "schema": {
+            "type": "object", "required": ["request_id", "output"],
+            "properties": { "request_id": { "type": "string" }, "output": {} }
+        } } }
+    });
+    let mut admin_responses = errors(&["401", "403", "404", "503"]);
+    admin_responses["200"] = ok_json("Done");
+    let mut run_responses = errors(&["401", "403", "404", "503"]);
+    run_responses["202"] = ok_json("Queued; `job_id` names it");
+    let mut status_responses = errors(&["401", "403", "404", "503"]);
+    status_responses["200"] = ok_json("Plugin, paused, schedules, queue counts and last failure");
+    let mut audit_responses = errors(&["400", "401", "403", "503"]);
+    audit_responses["200"] = ok_json("`entries`, newest first");
+    let mut hook_responses = errors(&["401", "403", "404", "413", "503"]);
+    hook_responses["200"] =
+        json!({ "description": "Handled synchronously (the plugin's answer), or a duplicate" });
+    hook_responses["202"] = ok_json("Stored in the durable queue; `job_id` names it");
+    let text = |desc: &str| json!({ "200": { "description": desc, "content": { "text/plain": { "schema": { "type": "string" } } } } });
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchyard",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Multi-tenant WebAssembly plugin host for IT-service-management integrations. \
+                            Tenant API tokens (`switchyard token create`) authenticate /v1 requests; \
+                            webhooks are verified per route as the tenant file configures."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object", "required": ["request_id", "error"],
+                    "properties": {
+                        "request_id": { "type": "string" },
+                        "error": { "type": "object", "required": ["code", "message"], "properties": {
+                            "code": { "type": "string", "examples": ["forbidden", "not_found", "deadline_exceeded"] },
+                            "message": { "type": "string" }
+                        } }
+                    }
+                },
+                "Actor": {
+                    "type": "object", "required": ["id"],
+                    "properties": {
+                        "id": { "type": "string" },
+                        "email": { "type": ["string", "null"] },
+                        "roles": { "type": "array", "items": { "type": "string" },
+                                   "description": "Tenant roles; mapped to plugin roles by the tenant's [roles] table" }
+                    }
+                }
+            },
+            "responses": {
+                "Error": { "description": "An error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+            }
+        },
+        "paths": {
+            ACTION: { "post": {
+                "summary": "Run an action of a plugin instance",
+                "security": auth,
+                "parameters": [tenant, instance, param("action", "Action name from the plugin's manifest")],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["actor"],
+                    "properties": { "input": { "description": "The action's input" }, "actor": { "$ref": "#/components/schemas/Actor" } }
+                } } } },
+                "responses": action_responses
+            } },
+            PAUSE: { "post": { "summary": "Pause an instance (persisted)", "security": auth, "parameters": [tenant, instance], "responses": admin_responses } },
+            RESUME: { "post": { "summary": "Resume an instance", "security": auth, "parameters": [tenant, instance], "responses": admin_responses } },
+            STATUS: { "get": { "summary": "Status of an instance", "security": auth, "parameters": [tenant, instance], "responses": status_responses } },
+            RUN_JOB: { "post": { "summary": "Queue a run of a job now", "security": auth,
+                                 "parameters": [tenant, instance, param("job", "Job name from the plugin's manifest")], "responses": run_responses } },
+            AUDIT: { "get": { "summary": "The tenant's audit log", "security": auth,
+                              "parameters": [tenant, { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 100 } }],
+                              "responses": audit_responses } },
+            HOOK: { "post": { "summary": "Deliver a webhook (verified by token, HMAC and/or source address)",
+                              "parameters": [tenant, instance, param("route", "Webhook route from the plugin's manifest")],
+                              "requestBody": { "content": { "*/*": {} } },
+                              "responses": hook_responses } },
+            METRICS: { "get": { "summary": "Prometheus metrics", "responses": text("Text exposition format") } },
+            HEALTHZ: { "get": { "summary": "Liveness", "responses": text("ok") } },
+            READYZ: { "get": { "summary": "Readiness", "responses": text("ready") } },
+            OPENAPI: { "get": { "summary": "This document", "responses": { "200": ok_json("OpenAPI 3.1") } } }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_with_its_parameters() {
+        let doc = document();
+        for path in [
+            ACTION, PAUSE, RESUME, STATUS, RUN_JOB, AUDIT, HOOK, METRICS, HEALTHZ, READYZ, OPENAPI,
+        ] {
+            let item = &doc["paths"][path];
+            assert!(item.is_object(), "{path} is not documented");
+            // Every {param} in the path is declared on each operation.
+            let wanted: Vec<&str> = path
+                .split('{')
+                .skip(1)
+                .filter_map(|p| p.split('}').next())
+                .collect();
+            for (method, op) in item.as_object().unwrap() {
+                let declared: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .filter(|p| p["in"] == "path")
+                            .filter_map(|p| p["name"].as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                assert_eq!(declared, wanted, "{method} {path}");
+                assert!(
+                    op["responses"].is_object(),
+                    "{method} {path} has no responses"
+                );
+            }
+        }
+        assert_eq!(
+            doc["paths"].as_object().unwrap().len(),
+            11,
+            "a documented path has no route"
+        );
+    }
+}
