@@ -156,7 +156,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     let (_, api_token) = db.create_token("acme", "demo").await?;
 
     let rt = Arc::new(runtime()?);
-    let state = Arc::new(crate::server::AppState::build(&cfg, rt, db, Arc::new(secrets)).await?);
+    let state = crate::server::Live::start(&cfg, rt, db, Arc::new(secrets)).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -155,6 +155,12 @@ enum JobsCommand {
 
 #[derive(Subcommand)]
 enum TokenCommand {
+    /// Create an operator token (for /v1/admin endpoints such as reload).
+    CreateOperator {
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
     /// Create a token; it is printed once and only its hash is stored.
     Create {
         /// Tenant id.
@@ -338,8 +344,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&config)?;
             let (db, secrets) = open_state(&cfg)?;
             let rt = Arc::new(runtime()?);
-            let state = server::AppState::build(&cfg, rt, db, Arc::new(secrets)).await?;
-            server::serve(Arc::new(state), listen.unwrap_or(cfg.listen)).await
+            let live = server::Live::start(&cfg, rt, db, Arc::new(secrets)).await?;
+            server::serve(live, listen.unwrap_or(cfg.listen)).await
         }
         Command::Token { config, command } => token(&config, command).await,
         Command::Jobs { config, command } => {
@@ -473,6 +479,21 @@ async fn available_plugins(
     (plugins, problems)
 }
 
+/// Manifests by plugin id, for configuration checks.
+fn manifests_of(
+    plugins: &std::collections::BTreeMap<String, Vec<Arc<Plugin>>>,
+) -> std::collections::BTreeMap<String, Vec<switchyard_runtime::Manifest>> {
+    plugins
+        .iter()
+        .map(|(id, ps)| {
+            (
+                id.clone(),
+                ps.iter().map(|p| p.manifest().clone()).collect(),
+            )
+        })
+        .collect()
+}
+
 async fn check(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut problems = match config::Config::parse(dir) {
         Err(problems) => problems,
@@ -480,15 +501,7 @@ async fn check(dir: &std::path::Path) -> anyhow::Result<()> {
             let rt = runtime()?;
             let (plugins, plugin_problems) = available_plugins(&rt, &cfg.plugin_dir).await;
             problems.extend(plugin_problems);
-            let manifests = plugins
-                .iter()
-                .map(|(id, ps)| {
-                    (
-                        id.clone(),
-                        ps.iter().map(|p| p.manifest().clone()).collect(),
-                    )
-                })
-                .collect();
+            let manifests = manifests_of(&plugins);
             problems.extend(cfg.check_against(&manifests));
             if problems.is_empty() {
                 for line in cfg.summary() {
@@ -544,14 +557,24 @@ async fn token(dir: &std::path::Path, command: TokenCommand) -> anyhow::Result<(
     let cfg = load_config(dir)?;
     let (db, _) = open_state(&cfg)?;
     let tenant = match &command {
+        TokenCommand::CreateOperator { .. } => server::OPERATOR,
         TokenCommand::Create { tenant, .. }
         | TokenCommand::List { tenant }
         | TokenCommand::Revoke { tenant, .. } => tenant,
     };
-    if !cfg.tenants.contains_key(tenant) {
+    if tenant != server::OPERATOR && !cfg.tenants.contains_key(tenant) {
         bail!("no tenant `{tenant}` in {}", dir.display());
     }
     match command {
+        TokenCommand::CreateOperator { label } => {
+            let (info, token) = db.create_token(server::OPERATOR, &label).await?;
+            use secrecy::ExposeSecret;
+            println!("{}", token.expose_secret());
+            eprintln!(
+                "created operator token {}; it is shown only this once",
+                info.id
+            );
+        }
         TokenCommand::Create { tenant, label } => {
             let (info, token) = db.create_token(&tenant, &label).await?;
             use secrecy::ExposeSecret;

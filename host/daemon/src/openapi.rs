@@ -18,6 +18,8 @@ pub const RUN_JOB: &str = "/v1/tenants/{tenant}/instances/{instance}/jobs/{job}/
 pub const AUDIT: &str = "/v1/tenants/{tenant}/audit";
 /// Any method: a webhook delivery.
 pub const HOOK: &str = "/hooks/{tenant}/{instance}/{route}";
+/// `POST`: reload the configuration (operator token).
+pub const RELOAD: &str = "/v1/admin/reload";
 /// `GET`: Prometheus metrics.
 pub const METRICS: &str = "/metrics";
 /// `GET`: liveness.
@@ -131,6 +133,11 @@ pub fn document() -> Value {
                               "parameters": [tenant, instance, param("route", "Webhook route from the plugin's manifest")],
                               "requestBody": { "content": { "*/*": {} } },
                               "responses": hook_responses } },
+            RELOAD: { "post": { "summary": "Reload the configuration directory; a bad one is refused and the running one stays (operator token)",
+                                "security": auth,
+                                "responses": { "200": ok_json("`reloaded`: what now runs"), "401": { "$ref": "#/components/responses/Error" },
+                                               "403": { "$ref": "#/components/responses/Error" },
+                                               "422": { "$ref": "#/components/responses/Error" } } } },
             METRICS: { "get": { "summary": "Prometheus metrics", "responses": text("Text exposition format") } },
             HEALTHZ: { "get": { "summary": "Liveness", "responses": text("ok") } },
             READYZ: { "get": { "summary": "Readiness", "responses": text("ready") } },
@@ -147,7 +154,8 @@ mod tests {
     fn every_route_is_documented_with_its_parameters() {
         let doc = document();
         for path in [
-            ACTION, PAUSE, RESUME, STATUS, RUN_JOB, AUDIT, HOOK, METRICS, HEALTHZ, READYZ, OPENAPI,
+            ACTION, PAUSE, RESUME, STATUS, RUN_JOB, AUDIT, RELOAD, HOOK, METRICS, HEALTHZ, READYZ,
+            OPENAPI,
         ] {
             let item = &doc["paths"][path];
             assert!(item.is_object(), "{path} is not documented");
@@ -176,7 +184,7 @@ mod tests {
         }
         assert_eq!(
             doc["paths"].as_object().unwrap().len(),
-            11,
+            12,
             "a documented path has no route"
         );
     }

@@ -57,7 +57,7 @@ struct TenantState {
 pub struct AppState {
     tenants: BTreeMap<String, TenantState>,
     pub(crate) db: SqliteStore,
-    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     // Holds the engine's epoch ticker: without it deadlines stop advancing.
     _runtime: Arc<Runtime>,
 }
@@ -69,10 +69,13 @@ impl AppState {
         runtime: Arc<Runtime>,
         db: SqliteStore,
         secrets: Arc<SecretStore>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Self> {
-        let (plugins, problems) = crate::available_plugins(&runtime, &cfg.plugin_dir).await;
-        if let Some(p) = problems.first() {
-            anyhow::bail!("{p}");
+        let (plugins, mut problems) = crate::available_plugins(&runtime, &cfg.plugin_dir).await;
+        problems.extend(cfg.check_against(&crate::manifests_of(&plugins)));
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::bail!("{}", lines.join("\n"));
         }
         let mut tenants = BTreeMap::new();
         for (tid, t) in &cfg.tenants {
@@ -149,7 +152,7 @@ impl AppState {
         Ok(Self {
             tenants,
             db,
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             _runtime: runtime,
         })
     }
@@ -207,6 +210,121 @@ impl AppState {
     }
 }
 
+/// The running state, swapped whole on reload. A request works on the
+/// snapshot it started with, so in-flight invocations finish on the old
+/// configuration while new ones see the new.
+pub struct Live {
+    state: arc_swap::ArcSwap<AppState>,
+    dir: std::path::PathBuf,
+    runtime: Arc<Runtime>,
+    db: SqliteStore,
+    secrets: Arc<SecretStore>,
+    metrics: Arc<crate::metrics::Metrics>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    /// Builds the first state from `cfg` (loaded from `cfg.dir`).
+    pub async fn start(
+        cfg: &Config,
+        runtime: Arc<Runtime>,
+        db: SqliteStore,
+        secrets: Arc<SecretStore>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let state = AppState::build(
+            cfg,
+            runtime.clone(),
+            db.clone(),
+            secrets.clone(),
+            metrics.clone(),
+        )
+        .await?;
+        Ok(Arc::new(Self {
+            state: arc_swap::ArcSwap::from_pointee(state),
+            dir: cfg.dir.clone(),
+            runtime,
+            db,
+            secrets,
+            metrics,
+            reloading: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The current state.
+    pub fn current(&self) -> Arc<AppState> {
+        self.state.load_full()
+    }
+
+    /// Loads the configuration directory again and swaps it in, or returns
+    /// every problem and keeps the running state.
+    pub async fn reload(&self) -> Result<String, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let cfg = Config::load(&self.dir).map_err(|problems| {
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+        let state = AppState::build(
+            &cfg,
+            self.runtime.clone(),
+            self.db.clone(),
+            self.secrets.clone(),
+            self.metrics.clone(),
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+        self.db
+            .sync_schedules(state.wanted_schedules(), now_ms())
+            .await
+            .map_err(|e| e.to_string())?;
+        let tenants = state.tenants.len();
+        let instances: usize = state.tenants.values().map(|t| t.instances.len()).sum();
+        self.state.store(Arc::new(state));
+        Ok(format!("{tenants} tenant(s), {instances} instance(s)"))
+    }
+}
+
+/// Extracts the current state snapshot.
+pub struct Snapshot(pub Arc<AppState>);
+
+impl axum::extract::FromRequestParts<Arc<Live>> for Snapshot {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        live: &Arc<Live>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(live.current()))
+    }
+}
+
+/// The tenant id operator tokens carry; no tenant can have it (tenant ids
+/// are file names of a-z, 0-9, - and _).
+pub const OPERATOR: &str = "*";
+
+/// `POST /v1/admin/reload` (operator token): reload the configuration.
+async fn reload(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
+    let rid = request_id();
+    let st = live.current();
+    if let Err(resp) = authorize(&st, &headers, OPERATOR, &rid).await {
+        return resp;
+    }
+    match live.reload().await {
+        Ok(summary) => {
+            axum::Json(json!({ "request_id": rid, "reloaded": summary })).into_response()
+        }
+        Err(problems) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_config",
+            problems,
+            &rid,
+        ),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -248,7 +366,7 @@ pub(crate) fn egress_audit(
 }
 
 /// The API router.
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<Live>) -> Router {
     Router::new()
         .route(openapi::HEALTHZ, get(|| async { "ok" }))
         .route(openapi::READYZ, get(|| async { "ready" }))
@@ -260,7 +378,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             openapi::PAUSE,
             post(
-                |State(st): State<Arc<AppState>>,
+                |Snapshot(st): Snapshot,
                  Path((t, i)): Path<(String, String)>,
                  h: HeaderMap| async move { set_paused(&st, &h, t, i, true).await },
             ),
@@ -268,7 +386,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             openapi::RESUME,
             post(
-                |State(st): State<Arc<AppState>>,
+                |Snapshot(st): Snapshot,
                  Path((t, i)): Path<(String, String)>,
                  h: HeaderMap| async move { set_paused(&st, &h, t, i, false).await },
             ),
@@ -276,6 +394,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(openapi::STATUS, get(status))
         .route(openapi::RUN_JOB, post(run_now))
         .route(openapi::AUDIT, get(audit))
+        .route(openapi::RELOAD, post(reload))
         .route(openapi::METRICS, get(metrics))
         .route(openapi::HOOK, axum::routing::any(crate::webhook::handle))
         .layer(DefaultBodyLimit::max(MAX_ACTION_BODY))
@@ -283,7 +402,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Serves until Ctrl-C or SIGTERM; in-flight requests finish first.
-pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn serve(state: Arc<Live>, listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -291,6 +410,27 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> anyhow::Result<(
     println!("switchyard listening on http://{}", listener.local_addr()?);
     use std::io::Write;
     std::io::stdout().flush()?;
+    #[cfg(unix)]
+    {
+        // SIGHUP reloads the configuration; a bad one is refused and the
+        // running configuration stays.
+        let live = state.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match live.reload().await {
+                    Ok(summary) => eprintln!("configuration reloaded: {summary}"),
+                    Err(e) => eprintln!(
+                        "configuration reload refused; the running configuration stays:\n{e}"
+                    ),
+                }
+            }
+        });
+    }
     serve_on(state, listener, shutdown_signal()).await?;
     eprintln!("switchyard stopped");
     Ok(())
@@ -299,13 +439,14 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> anyhow::Result<(
 /// Serves on `listener` with the worker and scheduler until `shutdown`
 /// completes; then requests drain, running jobs finish and queued ones stay.
 pub async fn serve_on(
-    state: Arc<AppState>,
+    live: Arc<Live>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // The embedded store belongs to this process alone: jobs a previous,
     // crashed process left running are re-queued now rather than after
     // their lease.
+    let state = live.current();
     let reclaimed = state.db.reclaim_running_jobs(now_ms()).await?;
     if reclaimed > 0 {
         eprintln!("re-queued {reclaimed} job(s) left running by a previous process");
@@ -315,11 +456,12 @@ pub async fn serve_on(
         .sync_schedules(state.wanted_schedules(), now_ms())
         .await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(crate::webhook::worker(state.clone(), stop_rx.clone(), 4));
-    let scheduler = tokio::spawn(scheduler(state.clone(), stop_rx));
+    drop(state);
+    let worker = tokio::spawn(crate::webhook::worker(live.clone(), stop_rx.clone(), 4));
+    let scheduler = tokio::spawn(scheduler(live.clone(), stop_rx));
     axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(live).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await?;
@@ -518,7 +660,7 @@ async fn set_paused(
 
 /// `POST .../jobs/{job}/run`: queues a run now.
 async fn run_now(
-    State(st): State<Arc<AppState>>,
+    Snapshot(st): Snapshot,
     Path((tenant, instance, job)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -564,7 +706,7 @@ async fn run_now(
 
 /// `GET .../status`: paused, plugin, schedules, queue and recent failures.
 async fn status(
-    State(st): State<Arc<AppState>>,
+    Snapshot(st): Snapshot,
     Path((tenant, instance)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -615,7 +757,7 @@ async fn status(
 
 /// `GET /v1/tenants/{tenant}/audit?limit=N`.
 async fn audit(
-    State(st): State<Arc<AppState>>,
+    Snapshot(st): Snapshot,
     Path(tenant): Path<String>,
     axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
     headers: HeaderMap,
@@ -651,7 +793,7 @@ async fn audit(
 }
 
 /// `GET /metrics`: Prometheus text format (queue depth read at scrape).
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+async fn metrics(Snapshot(st): Snapshot) -> Response {
     for (t, ts) in &st.tenants {
         for i in ts.instances.keys() {
             match st.db.queue_counts(t, i).await {
@@ -672,8 +814,9 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 
 /// Fires due schedules of unpaused instances until `stop` is set. A paused
 /// instance's schedule stays due and fires once on resume.
-pub(crate) async fn scheduler(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn scheduler(live: Arc<Live>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
+        let st = live.current();
         match st.db.due_schedules(now_ms()).await {
             Ok(due) => {
                 for s in due.iter().filter(|s| !st.is_paused(&s.tenant, &s.instance)) {
@@ -702,7 +845,7 @@ fn mapped_roles(map: &BTreeMap<String, Vec<String>>, tenant_roles: &[String]) ->
 }
 
 async fn action(
-    State(st): State<Arc<AppState>>,
+    Snapshot(st): Snapshot,
     Path((tenant, instance, action)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Bytes,

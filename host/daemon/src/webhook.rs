@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 use switchyard_runtime::{CallOptions, WebhookHeader, WebhookRequest};
 use switchyard_store::{AuditEntry, NewJob};
 
-use crate::server::{AppState, append_audit, error, now_ms};
+use crate::server::{AppState, Live, Snapshot, append_audit, error, now_ms};
 
 /// Attempts a queued delivery gets before it is dead-lettered.
 pub const WEBHOOK_MAX_ATTEMPTS: u32 = 8;
@@ -203,7 +203,7 @@ impl StoredDelivery {
 
 /// `ANY /hooks/{tenant}/{instance}/{route}`.
 pub async fn handle(
-    State(st): State<Arc<AppState>>,
+    Snapshot(st): Snapshot,
     Path((tenant, instance, route)): Path<(String, String, String)>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
@@ -437,11 +437,7 @@ pub async fn handle(
 }
 
 /// Drains the queue until `stop` is set, then waits for running jobs.
-pub async fn worker(
-    st: Arc<AppState>,
-    stop: tokio::sync::watch::Receiver<bool>,
-    per_tenant: usize,
-) {
+pub async fn worker(live: Arc<Live>, stop: tokio::sync::watch::Receiver<bool>, per_tenant: usize) {
     let mut running = tokio::task::JoinSet::new();
     let capacity = 16usize;
     loop {
@@ -449,6 +445,7 @@ pub async fn worker(
             break;
         }
         while running.try_join_next().is_some() {}
+        let st = live.current();
         let free = capacity.saturating_sub(running.len());
         let leased = if free == 0 {
             Vec::new()
