@@ -58,6 +58,7 @@ pub struct AppState {
     tenants: BTreeMap<String, TenantState>,
     pub(crate) db: SqliteStore,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) running: Arc<RunningJobs>,
     // Holds the engine's epoch ticker: without it deadlines stop advancing.
     _runtime: Arc<Runtime>,
 }
@@ -70,6 +71,7 @@ impl AppState {
         db: SqliteStore,
         secrets: Arc<SecretStore>,
         metrics: Arc<crate::metrics::Metrics>,
+        running: Arc<RunningJobs>,
     ) -> anyhow::Result<Self> {
         let (plugins, mut problems) = crate::available_plugins(&runtime, &cfg.plugin_dir).await;
         problems.extend(cfg.check_against(&crate::manifests_of(&plugins)));
@@ -153,6 +155,7 @@ impl AppState {
             tenants,
             db,
             metrics,
+            running,
             _runtime: runtime,
         })
     }
@@ -220,6 +223,7 @@ pub struct Live {
     db: SqliteStore,
     secrets: Arc<SecretStore>,
     metrics: Arc<crate::metrics::Metrics>,
+    running: Arc<RunningJobs>,
     reloading: tokio::sync::Mutex<()>,
 }
 
@@ -232,12 +236,14 @@ impl Live {
         secrets: Arc<SecretStore>,
     ) -> anyhow::Result<Arc<Self>> {
         let metrics = Arc::new(crate::metrics::Metrics::default());
+        let running = Arc::new(RunningJobs::default());
         let state = AppState::build(
             cfg,
             runtime.clone(),
             db.clone(),
             secrets.clone(),
             metrics.clone(),
+            running.clone(),
         )
         .await?;
         Ok(Arc::new(Self {
@@ -247,6 +253,7 @@ impl Live {
             db,
             secrets,
             metrics,
+            running,
             reloading: tokio::sync::Mutex::new(()),
         }))
     }
@@ -273,6 +280,7 @@ impl Live {
             self.db.clone(),
             self.secrets.clone(),
             self.metrics.clone(),
+            self.running.clone(),
         )
         .await
         .map_err(|e| format!("{e:#}"))?;
@@ -286,6 +294,18 @@ impl Live {
         Ok(format!("{tenants} tenant(s), {instances} instance(s)"))
     }
 }
+
+/// A job the worker is running, with its latest progress report.
+pub(crate) struct RunningJob {
+    pub(crate) tenant: String,
+    pub(crate) instance: String,
+    pub(crate) name: String,
+    pub(crate) started_ms: i64,
+    pub(crate) progress: tokio::sync::watch::Receiver<Option<switchyard_runtime::log::Progress>>,
+}
+
+/// Jobs running now, by job id. Shared across reloads, like the metrics.
+pub(crate) type RunningJobs = std::sync::Mutex<BTreeMap<i64, RunningJob>>;
 
 /// Extracts the current state snapshot.
 pub struct Snapshot(pub Arc<AppState>);
@@ -733,6 +753,21 @@ async fn status(
         }
     };
     let m = inst.plugin().manifest();
+    let running: Vec<Value> = st
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, r)| r.tenant == tenant && r.instance == instance)
+        .map(|(id, r)| {
+            json!({
+                "job_id": id,
+                "name": r.name,
+                "started_ms": r.started_ms,
+                "progress": *r.progress.borrow(),
+            })
+        })
+        .collect();
     let last_error = dead
         .iter()
         .find(|j| j.instance == instance)
@@ -750,6 +785,7 @@ async fn status(
             "next_run_ms": s.next_run_ms,
         })).collect::<Vec<_>>(),
         "queue": { "queued": counts.0, "running": counts.1, "dead": counts.2 },
+        "running": running,
         "last_error": last_error,
     }))
     .into_response()

@@ -501,8 +501,11 @@ async fn run_job(st: &AppState, job: switchyard_store::Job) {
             .await;
         return;
     };
+    let (progress, watch) = tokio::sync::watch::channel(None);
+    let _registered = Registered::new(st, &job, watch);
     let opts = CallOptions {
         request_id: rid.clone(),
+        progress: Some(progress),
         ..CallOptions::default()
     };
     let (result, report) = match job.kind.as_str() {
@@ -584,6 +587,43 @@ async fn run_job(st: &AppState, job: switchyard_store::Job) {
         ));
     }
     append_audit(&st.db, entries, &rid).await;
+}
+
+/// Lists a job among the running ones for as long as it lives, so that the
+/// status shows it (and its progress) and forgets it however the run ends.
+struct Registered<'a> {
+    st: &'a AppState,
+    id: i64,
+}
+
+impl<'a> Registered<'a> {
+    fn new(
+        st: &'a AppState,
+        job: &switchyard_store::Job,
+        progress: tokio::sync::watch::Receiver<Option<switchyard_runtime::log::Progress>>,
+    ) -> Self {
+        st.running.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            job.id,
+            crate::server::RunningJob {
+                tenant: job.tenant.clone(),
+                instance: job.instance.clone(),
+                name: job.name.clone(),
+                started_ms: now_ms(),
+                progress,
+            },
+        );
+        Self { st, id: job.id }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.st
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 fn retry_info(e: &switchyard_runtime::InvokeError) -> (String, Option<i64>) {

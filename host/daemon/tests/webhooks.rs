@@ -250,3 +250,38 @@ async fn a_killed_daemon_loses_no_accepted_delivery() {
     assert_eq!(jobs(&cfg, "done").len(), ids.len());
     assert!(jobs(&cfg, "queued").is_empty() && jobs(&cfg, "dead").is_empty());
 }
+
+#[tokio::test]
+async fn status_shows_the_progress_of_a_running_job() {
+    let (dir, _cfg) = setup();
+    let api = token(dir.path(), "acme");
+    let d = start(dir.path());
+    let body = json!({"id": "slow-1", "delay_ms": 2000}).to_string();
+    let (status, queued) = post(
+        &d,
+        "/hooks/acme/echo-1/events",
+        None,
+        &[("x-switchyard-token", "hook-t0ken")],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    let status_path = "/v1/tenants/acme/instances/echo-1/status";
+    let running = eventually("the job to report progress", || async {
+        let (_, st) = get(&d, status_path, Some(&api)).await;
+        let r = st["running"][0].clone();
+        (r["progress"]["note"] == "processing slow-1").then_some(r)
+    })
+    .await;
+    assert_eq!(running["job_id"], queued["job_id"]);
+    assert_eq!(running["name"], "events");
+    assert_eq!(running["progress"]["done"], 0);
+    assert_eq!(running["progress"]["total"], 1);
+    // When it ends, it leaves the list and its effect is there.
+    eventually("the job to finish", || async {
+        let (_, st) = get(&d, status_path, Some(&api)).await;
+        st["running"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(processed(&d, &api, "slow-1").await, 1);
+}

@@ -134,6 +134,7 @@ fn record_event(request: &WebhookRequest) -> Result<WebhookResponse> {
     let id = event["id"]
         .as_str()
         .ok_or_else(|| Error::invalid_input("event has no string `id`"))?;
+    log::progress(0, Some(1), format!("processing {id}"));
     if let Some(ms) = event["delay_ms"].as_u64() {
         // Simulates slow processing (the host's deadline still applies).
         std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
