@@ -343,12 +343,9 @@ pub async fn handle(
         };
     }
 
-    if let Some(e) = &event {
-        match st
-            .db
-            .mark_event_seen(&tenant, &instance, &format!("webhook:{route}:{e}"))
-            .await
-        {
+    let seen_key = event.as_ref().map(|e| format!("webhook:{route}:{e}"));
+    if let Some(key) = &seen_key {
+        match st.db.mark_event_seen(&tenant, &instance, key).await {
             Ok(false) => {
                 append_audit(&st.db, vec![audit("duplicate")], &rid).await;
                 return (
@@ -392,6 +389,14 @@ pub async fn handle(
         Ok(r) => r.status.to_string(),
         Err(e) => crate::server::invoke_error_code(e).to_owned(),
     };
+    // The sender retries a failed delivery: it must then be processed, not
+    // dropped as a duplicate of the attempt that failed.
+    let failed = inv.result.as_ref().map_or(true, |r| r.status >= 500);
+    if let (true, Some(key)) = (failed, &seen_key)
+        && let Err(e) = st.db.forget_event(&tenant, &instance, key).await
+    {
+        tracing::error!(error = %e, "forgetting the event id of a failed delivery");
+    }
     let plugin = inst.plugin().manifest().id.clone();
     st.metrics.record(
         &tenant,

@@ -167,6 +167,22 @@ async fn deliveries_are_verified_deduplicated_and_processed() {
     )
     .await;
     assert_eq!((status, &answer["duplicate"]), (200, &json!(true)));
+    // A delivery the plugin fails is not remembered: its retry is processed.
+    let failing = [
+        ("x-switchyard-signature", sign(body)),
+        ("x-event-id", "s-2".to_owned()),
+        ("x-echo-fail", "1".to_owned()),
+    ];
+    let failing: Vec<(&str, &str)> = failing.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, answer) = post(&d, inbound, None, &failing, body).await;
+    assert_eq!(status, 502, "{answer}");
+    let retry = [
+        ("x-switchyard-signature", sign(body)),
+        ("x-event-id", "s-2".to_owned()),
+    ];
+    let retry: Vec<(&str, &str)> = retry.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, answer) = post(&d, inbound, None, &retry, body).await;
+    assert_eq!((status, answer), (200, json!({"hello": "world"})));
     let (status, answer) = post(
         &d,
         inbound,

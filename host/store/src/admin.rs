@@ -175,6 +175,26 @@ impl SqliteStore {
         .await
     }
 
+    /// Forgets event `key` again, so that a redelivery is processed (the
+    /// first delivery failed after it was recorded).
+    pub async fn forget_event(
+        &self,
+        tenant: &str,
+        instance: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let (t, i, k) = (tenant.to_owned(), instance.to_owned(), key.to_owned());
+        self.with_conn(move |c| {
+            c.execute(
+                "DELETE FROM seen_events WHERE tenant = ?1 AND instance = ?2 AND key = ?3",
+                params![t, i, k],
+            )
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
     /// Appends audit entries in one transaction (`seq` and `time` are set
     /// by the store).
     pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
@@ -291,6 +311,8 @@ mod tests {
         assert!(!db.mark_event_seen("acme", "i", "e1").await.unwrap());
         assert!(db.mark_event_seen("acme", "j", "e1").await.unwrap());
         assert!(db.mark_event_seen("globex", "i", "e1").await.unwrap());
+        db.forget_event("acme", "i", "e1").await.unwrap();
+        assert!(db.mark_event_seen("acme", "i", "e1").await.unwrap());
     }
 
     #[tokio::test]

@@ -13,7 +13,8 @@
 //! - `log` `{count}` → emits `count` records and a progress report.
 //! - `config` → every configuration value.
 //!
-//! Webhook `inbound` (synchronous) answers with the body it received;
+//! Webhook `inbound` (synchronous) answers with the body it received (or
+//! fails as an upstream error when the request has an `x-echo-fail` header);
 //! webhook `events` (queued) records each event `{"id", "delay_ms"?}` under
 //! `events/<id>` with the number of times it was processed; job `tick`
 //! counts its runs in storage.
@@ -101,7 +102,11 @@ impl Plugin for Echo {
         request: WebhookRequest,
     ) -> Result<WebhookResponse> {
         match route {
-            "inbound" => {}
+            "inbound" => {
+                if request.headers.iter().any(|h| h.name == "x-echo-fail") {
+                    return Err(Error::upstream("failing on request (x-echo-fail)"));
+                }
+            }
             "events" => return record_event(&request),
             _ => return Err(Error::not_found(format!("no route `{route}`"))),
         }
