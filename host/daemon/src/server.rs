@@ -930,8 +930,9 @@ async fn action(
         );
     };
     let actor_id = req.actor.id.clone();
-    // Refusals of an authenticated caller are audited like outcomes.
-    let refused = |code: &str| AuditEntry {
+    // One audit entry per action: refusals of an authenticated caller
+    // (paused, forbidden) are recorded like outcomes.
+    let audit_entry = |outcome: &str| AuditEntry {
         seq: 0,
         time: 0,
         tenant: tenant.clone(),
@@ -939,12 +940,12 @@ async fn action(
         actor: Some(actor_id.clone()),
         kind: "action".into(),
         what: action.clone(),
-        outcome: code.to_owned(),
+        outcome: outcome.to_owned(),
         duration_ms: started.elapsed().as_millis() as i64,
         request_id: request_id.clone(),
     };
     if inst.paused.load(std::sync::atomic::Ordering::SeqCst) {
-        append_audit(&st.db, vec![refused("paused")], rid).await;
+        append_audit(&st.db, vec![audit_entry("paused")], rid).await;
         return error(
             StatusCode::CONFLICT,
             "paused",
@@ -956,7 +957,7 @@ async fn action(
     if let Some(required) = &spec.required_role
         && !roles.contains(required)
     {
-        append_audit(&st.db, vec![refused("forbidden")], rid).await;
+        append_audit(&st.db, vec![audit_entry("forbidden")], rid).await;
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -992,7 +993,7 @@ async fn action(
         &outcome,
         &inv.report,
     );
-    let mut audit = vec![refused(&outcome)];
+    let mut audit = vec![audit_entry(&outcome)];
     audit.extend(egress_audit(&tenant, &instance, &actor_id, &inv.report));
     append_audit(&st.db, audit, rid).await;
 
