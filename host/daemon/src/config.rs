@@ -7,12 +7,19 @@
 //! data_dir = "data"           # relative to the config directory
 //! plugin_dir = "plugins"      # extra .wasm plugins; bundled ones are always there
 //! mode = "production"         # or "development": allows literal secrets
+//! [storage]
+//! backend = "sqlite"          # the embedded default (the only backend so far)
+//! path = "switchyard.db"      # relative to data_dir
+//! [jobs]
+//! workers = 16                # jobs running at once in this daemon
+//! per_tenant = 4              # jobs one tenant may run at once (fairness)
 //! [limits]                    # defaults for every instance
 //! deadline = 30000
 //! ```
 //!
 //! ```toml
 //! # tenants/acme.toml — the tenant id is the file name
+//! max_concurrent_jobs = 8     # optional: overrides [jobs] per_tenant
 //! [roles]                     # tenant role → plugin roles
 //! "ITIL Agent" = ["operator"]
 //!
@@ -93,7 +100,64 @@ struct ServerFile {
     #[serde(default)]
     mode: Mode,
     #[serde(default)]
+    storage: StorageConfig,
+    #[serde(default)]
+    jobs: Option<Spanned<JobsConfig>>,
+    #[serde(default)]
     limits: Limits,
+}
+
+/// Where the daemon keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// One SQLite database file (WAL mode) for one daemon process.
+    Sqlite {
+        /// Database file, relative to the data directory.
+        #[serde(default = "default_sqlite_path")]
+        path: PathBuf,
+    },
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self::Sqlite {
+            path: default_sqlite_path(),
+        }
+    }
+}
+
+fn default_sqlite_path() -> PathBuf {
+    "switchyard.db".into()
+}
+
+/// How many queued jobs (webhook deliveries, scheduled runs) run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Jobs running at once in this daemon.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Jobs one tenant may run at once, unless its file sets
+    /// `max_concurrent_jobs`. Keeps a busy tenant from starving the others.
+    #[serde(default = "default_per_tenant")]
+    pub per_tenant: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            per_tenant: default_per_tenant(),
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    16
+}
+fn default_per_tenant() -> usize {
+    4
 }
 
 fn default_listen() -> Spanned<String> {
@@ -339,6 +403,8 @@ pub struct InstanceConfig {
 #[serde(deny_unknown_fields)]
 struct TenantFile {
     #[serde(default)]
+    max_concurrent_jobs: Option<Spanned<usize>>,
+    #[serde(default)]
     roles: BTreeMap<String, Vec<String>>,
     #[serde(default, rename = "instance")]
     instances: Vec<Spanned<InstanceConfig>>,
@@ -351,6 +417,8 @@ pub struct TenantConfig {
     pub id: String,
     /// The file, relative to the config directory.
     pub file: PathBuf,
+    /// Jobs this tenant may run at once (None: the `[jobs]` default).
+    pub max_concurrent_jobs: Option<usize>,
     /// Tenant role → plugin roles.
     pub roles: BTreeMap<String, Vec<String>>,
     /// Enabled instances.
@@ -372,6 +440,10 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     /// Mode.
     pub mode: Mode,
+    /// State backend.
+    pub storage: StorageConfig,
+    /// Job concurrency.
+    pub jobs: JobsConfig,
     /// Default limits.
     pub limits: Limits,
     /// Tenants by id.
@@ -477,6 +549,16 @@ impl Config {
             }
         }
         let mode = server.as_ref().map(|s| s.mode).unwrap_or_default();
+        if let Some(jobs) = server.as_ref().and_then(|s| s.jobs.as_ref()) {
+            for (field, value) in [
+                ("jobs.workers", jobs.get_ref().workers),
+                ("jobs.per_tenant", jobs.get_ref().per_tenant),
+            ] {
+                if value == 0 {
+                    report.at(&jobs.span(), field, "must be at least 1");
+                }
+            }
+        }
 
         let mut tenants = BTreeMap::new();
         let tenants_dir = dir.join("tenants");
@@ -534,6 +616,7 @@ impl Config {
                 TenantConfig {
                     id,
                     file: rel,
+                    max_concurrent_jobs: parsed.max_concurrent_jobs.map(Spanned::into_inner),
                     roles: parsed.roles,
                     instances: parsed.instances,
                     text,
@@ -549,10 +632,24 @@ impl Config {
             data_dir: dir.join(server.data_dir),
             plugin_dir: dir.join(server.plugin_dir),
             mode,
+            storage: server.storage,
+            jobs: server.jobs.map(Spanned::into_inner).unwrap_or_default(),
             limits: server.limits,
             tenants,
         };
         Ok((config, problems))
+    }
+
+    /// The job concurrency of every tenant.
+    pub fn tenant_concurrency(&self) -> switchyard_store::TenantConcurrency {
+        switchyard_store::TenantConcurrency {
+            default: self.jobs.per_tenant,
+            tenants: self
+                .tenants
+                .values()
+                .filter_map(|t| Some((t.id.clone(), t.max_concurrent_jobs?)))
+                .collect(),
+        }
     }
 
     /// Checks every instance against its plugin's manifest. `manifests`
@@ -591,6 +688,11 @@ fn check_tenant(
     dir: &Path,
     report: &mut Report<'_>,
 ) {
+    if let Some(n) = &t.max_concurrent_jobs
+        && *n.get_ref() == 0
+    {
+        report.at(&n.span(), "max_concurrent_jobs", "must be at least 1");
+    }
     let mut seen = BTreeMap::new();
     for (i, inst) in t.instances.iter().enumerate() {
         let inst_span = inst.span();
@@ -1033,5 +1135,29 @@ mod tests {
         assert_eq!(merged.memory_bytes, base.memory_bytes);
         let bad: toml::Table = toml::from_str("deadlin = 5").unwrap();
         assert!(merge_limits(&base, &bad).unwrap_err().contains("deadlin"));
+    }
+
+    #[test]
+    fn storage_and_job_concurrency_come_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("switchyard.toml"),
+            "[storage]\nbackend = \"sqlite\"\npath = \"state.db\"\n[jobs]\nworkers = 8\nper_tenant = 2\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("tenants")).unwrap();
+        std::fs::write(dir.path().join("tenants/big.toml"), "max_concurrent_jobs = 6\n").unwrap();
+        std::fs::write(dir.path().join("tenants/small.toml"), "").unwrap();
+        let (cfg, problems) = Config::parse(dir.path()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            cfg.storage,
+            StorageConfig::Sqlite {
+                path: "state.db".into()
+            }
+        );
+        assert_eq!(cfg.jobs.workers, 8);
+        let c = cfg.tenant_concurrency();
+        assert_eq!((c.of("big"), c.of("small"), c.of("unknown")), (6, 2, 2));
     }
 }

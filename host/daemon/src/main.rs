@@ -28,7 +28,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use switchyard_runtime::{Actor, CallOptions, Instance, Plugin, Runtime, RuntimeConfig};
-use switchyard_store::{KvBackend, SqliteStore};
+use switchyard_store::SqliteStore;
+use switchyard_store::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -425,7 +426,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     async move { Ok(secrets.get(&tenant, &name).await?) }
                 })
                 .await?;
-            let inst = Instance::new(&rt, plugin, spec, Arc::new(db))?;
+            let inst = Instance::new(&rt, plugin, spec, db)?;
             run_action(&inst, &action, &input, actor, roles).await
         }
     }
@@ -609,15 +610,17 @@ fn load_config(dir: &std::path::Path) -> anyhow::Result<config::Config> {
     })
 }
 
-/// Opens the data directory: the SQLite store and the secret store, whose
-/// master key comes from `SWITCHYARD_MASTER_KEY` or `<data_dir>/master.key`
+/// Opens the configured state backend and the secret store, whose master
+/// key comes from `SWITCHYARD_MASTER_KEY` or `<data_dir>/master.key`
 /// (created 0600 on first use).
-fn open_state(
-    cfg: &config::Config,
-) -> anyhow::Result<(SqliteStore, switchyard_store::SecretStore)> {
+fn open_state(cfg: &config::Config) -> anyhow::Result<(server::Db, switchyard_store::SecretStore)> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let db = SqliteStore::open(&cfg.data_dir.join("switchyard.db"))?;
+    let db: server::Db = match &cfg.storage {
+        config::StorageConfig::Sqlite { path } => {
+            Arc::new(SqliteStore::open(&cfg.data_dir.join(path))?)
+        }
+    };
     let master = switchyard_store::MasterKey::from_env_or_file(
         "SWITCHYARD_MASTER_KEY",
         &cfg.data_dir.join("master.key"),

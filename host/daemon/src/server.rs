@@ -31,7 +31,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_runtime::{Actor, CallOptions, Instance, InvokeError, Runtime};
-use switchyard_store::{AuditEntry, SecretStore, SqliteStore};
+use switchyard_store::prelude::*;
+use switchyard_store::{AuditEntry, SecretStore, TenantConcurrency};
 
 use crate::config::Config;
 use crate::openapi;
@@ -53,10 +54,16 @@ struct TenantState {
     instances: BTreeMap<String, InstanceState>,
 }
 
+/// The state backend the daemon was configured with.
+pub type Db = Arc<dyn StateBackend>;
+
 /// What the handlers share.
 pub struct AppState {
     tenants: BTreeMap<String, TenantState>,
-    pub(crate) db: SqliteStore,
+    pub(crate) db: Db,
+    /// Jobs running at once in this daemon, and per tenant.
+    pub(crate) workers: usize,
+    pub(crate) concurrency: TenantConcurrency,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) running: Arc<RunningJobs>,
     // Holds the engine's epoch ticker: without it deadlines stop advancing.
@@ -68,7 +75,7 @@ impl AppState {
     pub async fn build(
         cfg: &Config,
         runtime: Arc<Runtime>,
-        db: SqliteStore,
+        db: Db,
         secrets: Arc<SecretStore>,
         metrics: Arc<crate::metrics::Metrics>,
         running: Arc<RunningJobs>,
@@ -125,7 +132,7 @@ impl AppState {
                         Some((name.clone(), every.unwrap_or(spec.default_interval_secs)))
                     })
                     .collect();
-                let instance = Instance::new(&runtime, plugin, spec, Arc::new(db.clone()))?;
+                let instance = Instance::new(&runtime, plugin, spec, db.clone())?;
                 instances.insert(
                     ic.id.get_ref().clone(),
                     InstanceState {
@@ -154,6 +161,8 @@ impl AppState {
         Ok(Self {
             tenants,
             db,
+            workers: cfg.jobs.workers,
+            concurrency: cfg.tenant_concurrency(),
             metrics,
             running,
             _runtime: runtime,
@@ -220,7 +229,7 @@ pub struct Live {
     state: arc_swap::ArcSwap<AppState>,
     dir: std::path::PathBuf,
     runtime: Arc<Runtime>,
-    db: SqliteStore,
+    db: Db,
     secrets: Arc<SecretStore>,
     metrics: Arc<crate::metrics::Metrics>,
     running: Arc<RunningJobs>,
@@ -232,7 +241,7 @@ impl Live {
     pub async fn start(
         cfg: &Config,
         runtime: Arc<Runtime>,
-        db: SqliteStore,
+        db: Db,
         secrets: Arc<SecretStore>,
     ) -> anyhow::Result<Arc<Self>> {
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -477,7 +486,7 @@ pub async fn serve_on(
         .await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     drop(state);
-    let worker = tokio::spawn(crate::webhook::worker(live.clone(), stop_rx.clone(), 4));
+    let worker = tokio::spawn(crate::webhook::worker(live.clone(), stop_rx.clone()));
     let scheduler = tokio::spawn(scheduler(live.clone(), stop_rx));
     axum::serve(
         listener,
@@ -735,11 +744,10 @@ async fn status(
         Ok(i) => &i.instance,
         Err(resp) => return resp,
     };
-    let (schedules, counts, dead) = match tokio::try_join!(
+    let (schedules, counts, stats) = match tokio::try_join!(
         st.db.schedules(&tenant, &instance),
         st.db.queue_counts(&tenant, &instance),
-        st.db
-            .list_jobs(&tenant, Some(switchyard_store::JobState::Dead), 5),
+        st.db.run_stats(&tenant, &instance),
     ) {
         Ok(v) => v,
         Err(e) => {
@@ -768,24 +776,39 @@ async fn status(
             })
         })
         .collect();
-    let last_error = dead
+    // The most recent failure of anything on the instance.
+    let last_error = stats
         .iter()
-        .find(|j| j.instance == instance)
-        .and_then(|j| j.last_error.clone());
+        .filter_map(|s| Some((s.last_error_ms?, s)))
+        .max_by_key(|(at, _)| *at)
+        .map(|(at, s)| {
+            json!({
+                "kind": s.kind, "name": s.name, "at_ms": at, "message": s.last_error,
+            })
+        });
+    let job_stats = |name: &str| stats.iter().find(|s| s.kind == "job" && s.name == name);
     axum::Json(json!({
         "request_id": rid,
         "tenant": tenant,
         "instance": instance,
         "plugin": { "id": m.id, "version": m.version },
         "paused": st.is_paused(&tenant, &instance),
-        "jobs": schedules.iter().map(|s| json!({
-            "name": s.job,
-            "interval_secs": s.interval_ms / 1000,
-            "last_run_ms": s.last_fired_ms,
-            "next_run_ms": s.next_run_ms,
-        })).collect::<Vec<_>>(),
+        "jobs": schedules.iter().map(|s| {
+            let run = job_stats(&s.job);
+            json!({
+                "name": s.job,
+                "interval_secs": s.interval_ms / 1000,
+                "last_run_ms": s.last_fired_ms,
+                "next_run_ms": s.next_run_ms,
+                "runs": run.map_or(0, |r| r.runs),
+                "errors": run.map_or(0, |r| r.errors),
+                "last_outcome": run.map(|r| &r.last_outcome),
+                "last_error": run.and_then(|r| r.last_error.as_ref()),
+            })
+        }).collect::<Vec<_>>(),
         "queue": { "queued": counts.0, "running": counts.1, "dead": counts.2 },
         "running": running,
+        "invocations": stats,
         "last_error": last_error,
     }))
     .into_response()
@@ -830,13 +853,22 @@ async fn audit(
 
 /// `GET /metrics`: Prometheus text format (queue depth read at scrape).
 async fn metrics(Snapshot(st): Snapshot) -> Response {
-    for (t, ts) in &st.tenants {
-        for i in ts.instances.keys() {
-            match st.db.queue_counts(t, i).await {
-                Ok((q, r, d)) => st.metrics.set_queue(t, i, q, r, d),
-                Err(e) => tracing::warn!(error = %e, "reading queue depth for metrics"),
+    match st.db.queue_depths().await {
+        Ok(depths) => {
+            let depths: BTreeMap<(&str, &str), _> = depths
+                .iter()
+                .map(|d| ((d.tenant.as_str(), d.instance.as_str()), d))
+                .collect();
+            for (t, ts) in &st.tenants {
+                for i in ts.instances.keys() {
+                    let (q, r, d) = depths
+                        .get(&(t.as_str(), i.as_str()))
+                        .map_or((0, 0, 0), |d| (d.queued, d.running, d.dead));
+                    st.metrics.set_queue(t, i, q, r, d);
+                }
             }
         }
+        Err(e) => tracing::warn!(error = %e, "reading queue depths for metrics"),
     }
     (
         [(
@@ -985,14 +1017,19 @@ async fn action(
         Ok(_) => "ok".to_owned(),
         Err(e) => invoke_error_code(e).to_owned(),
     };
-    st.metrics.record(
+    let message = inv.result.as_ref().err().map(ToString::to_string);
+    record_outcome(
+        &st,
         &tenant,
         &instance,
         &manifest.id,
         "action",
+        &action,
         &outcome,
+        message.as_deref(),
         &inv.report,
-    );
+    )
+    .await;
     let mut audit = vec![audit_entry(&outcome)];
     audit.extend(egress_audit(&tenant, &instance, &actor_id, &inv.report));
     append_audit(&st.db, audit, rid).await;
@@ -1016,9 +1053,35 @@ async fn action(
 
 /// Appends to the audit log; a failure is logged, not shown to the caller
 /// (the action itself already happened).
-pub(crate) async fn append_audit(db: &SqliteStore, entries: Vec<AuditEntry>, request_id: &str) {
+pub(crate) async fn append_audit(db: &Db, entries: Vec<AuditEntry>, request_id: &str) {
     if let Err(e) = db.append_audit(entries).await {
         tracing::error!(error = %e, request_id, "writing the audit log");
+    }
+}
+
+/// Counts one invocation in the metrics and in the instance's run
+/// statistics (shown by the status endpoint). A failure to store them is
+/// logged: the invocation itself already happened.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_outcome(
+    st: &AppState,
+    tenant: &str,
+    instance: &str,
+    plugin: &str,
+    kind: &str,
+    name: &str,
+    outcome: &str,
+    error: Option<&str>,
+    report: &switchyard_runtime::Report,
+) {
+    st.metrics
+        .record(tenant, instance, plugin, kind, outcome, report);
+    if let Err(e) = st
+        .db
+        .record_run(tenant, instance, kind, name, outcome, error, now_ms())
+        .await
+    {
+        tracing::error!(error = %e, "recording run statistics");
     }
 }
 

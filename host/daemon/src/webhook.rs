@@ -398,14 +398,23 @@ pub async fn handle(
         tracing::error!(error = %e, "forgetting the event id of a failed delivery");
     }
     let plugin = inst.plugin().manifest().id.clone();
-    st.metrics.record(
+    let message = match &inv.result {
+        Ok(r) if r.status >= 500 => Some(format!("the plugin answered {}", r.status)),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    crate::server::record_outcome(
+        &st,
         &tenant,
         &instance,
         &plugin,
         "webhook",
+        &route,
         &outcome,
+        message.as_deref(),
         &inv.report,
-    );
+    )
+    .await;
     let mut entries = vec![audit(&outcome)];
     entries.extend(crate::server::egress_audit(
         &tenant,
@@ -442,23 +451,23 @@ pub async fn handle(
 }
 
 /// Drains the queue until `stop` is set, then waits for running jobs.
-pub async fn worker(live: Arc<Live>, stop: tokio::sync::watch::Receiver<bool>, per_tenant: usize) {
+pub async fn worker(live: Arc<Live>, stop: tokio::sync::watch::Receiver<bool>) {
     let mut running = tokio::task::JoinSet::new();
-    let capacity = 16usize;
     loop {
         if *stop.borrow() {
             break;
         }
         while running.try_join_next().is_some() {}
         let st = live.current();
-        let free = capacity.saturating_sub(running.len());
+        // Read per pass: a reload may change the limits.
+        let free = st.workers.saturating_sub(running.len());
         let leased = if free == 0 {
             Vec::new()
         } else {
             // The lease outlives the longest invocation, so a live worker's
             // job is never handed to another.
             let lease_ms = st.max_deadline_ms() + 30_000;
-            match st.db.lease(now_ms(), lease_ms, free, per_tenant).await {
+            match st.db.lease(now_ms(), lease_ms, free, &st.concurrency).await {
                 Ok(jobs) => jobs,
                 Err(e) => {
                     tracing::error!(error = %e, "leasing jobs");
@@ -573,17 +582,23 @@ async fn run_job(st: &AppState, job: switchyard_store::Job) {
         duration_ms: started.elapsed().as_millis() as i64,
         request_id: rid.clone(),
     }];
+    let (code, message) = match &result {
+        Ok(()) => ("ok", None),
+        Err((message, _)) => ("error", Some(message.as_str())),
+    };
+    crate::server::record_outcome(
+        st,
+        &job.tenant,
+        &job.instance,
+        &inst.plugin().manifest().id,
+        &job.kind,
+        &job.name,
+        code,
+        message,
+        report.as_ref().unwrap_or(&Default::default()),
+    )
+    .await;
     if let Some(report) = report {
-        let plugin = &inst.plugin().manifest().id;
-        let result = if result.is_ok() { "ok" } else { "error" };
-        st.metrics.record(
-            &job.tenant,
-            &job.instance,
-            plugin,
-            &job.kind,
-            result,
-            &report,
-        );
         entries.extend(crate::server::egress_audit(
             &job.tenant,
             &job.instance,

@@ -158,6 +158,21 @@ fn broken_configurations_are_reported_with_file_line_and_field() {
                 "tenants/Bad Name.toml:1: (file name): tenant id `Bad Name`",
             ],
         ),
+        (
+            "storage backend and job concurrency",
+            "data_dir = \"data\"\n[storage]\nbackend = \"postgres\"\n\n[jobs]\nper_tenant = 0\n",
+            &[("acme", "max_concurrent_jobs = 0\n")],
+            &[
+                "switchyard.toml:3: (file): unknown variant `postgres`, expected `sqlite`",
+                "tenants/acme.toml:1: max_concurrent_jobs: must be at least 1",
+            ],
+        ),
+        (
+            "zero workers",
+            "[jobs]\nworkers = 0\n",
+            &[],
+            &["switchyard.toml:1: jobs.workers: must be at least 1"],
+        ),
     ];
     for (what, server, tenants, needles) in cases {
         let dir = config_dir(server, tenants);

@@ -132,3 +132,60 @@ async fn schedules_fire_once_and_pauses_hold_across_restarts() {
     let (status, _) = get(&d, "/v1/tenants/acme/audit?limit=0", Some(&api)).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn status_counts_invocations_and_keeps_the_last_error() {
+    let dir = config_dir("data_dir = \"data\"\n", &[("acme", TENANT)]);
+    let api = token(dir.path(), "acme");
+    let d = start(dir.path());
+    let call = |body: serde_json::Value| {
+        let (d, api) = (&d, &api);
+        async move {
+            post(
+                d,
+                &format!("{BASE}/actions/storage"),
+                Some(api),
+                &[],
+                &body.to_string(),
+            )
+            .await
+        }
+    };
+    let actor = json!({"id": "t"});
+    for _ in 0..2 {
+        let (status, out) = call(json!({"input": {"ops": []}, "actor": actor})).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    let (status, out) = call(json!({"input": {"ops": [{"op": "bogus"}]}, "actor": actor})).await;
+    assert_eq!(status, 422, "{out}");
+    eventually("the first scheduled run", || async {
+        runs(&d, &api).await.filter(|n| *n == 1)
+    })
+    .await;
+
+    let (status, st) = get(&d, &format!("{BASE}/status"), Some(&api)).await;
+    assert_eq!(status, 200, "{st}");
+    let storage = st["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "action" && s["name"] == "storage")
+        .unwrap_or_else(|| panic!("no storage stats in {st}"));
+    // Three calls above plus the `runs` probes, one of which failed.
+    assert!(storage["runs"].as_i64().unwrap() >= 4, "{storage}");
+    assert_eq!(storage["errors"], 1, "{storage}");
+    assert_eq!(storage["last_outcome"], "ok", "{storage}");
+    assert_eq!(st["last_error"]["kind"], "action", "{st}");
+    assert_eq!(st["last_error"]["name"], "storage", "{st}");
+    let message = st["last_error"]["message"].as_str().unwrap();
+    assert!(message.contains("unknown storage op `bogus`"), "{message}");
+    assert_eq!(st["jobs"][0]["runs"], 1, "{st}");
+    assert_eq!(st["jobs"][0]["errors"], 0, "{st}");
+    assert_eq!(st["jobs"][0]["last_outcome"], "ok", "{st}");
+
+    // The counts are stored, not kept in memory: a restart shows them.
+    drop(d);
+    let d = start(dir.path());
+    let (_, st) = get(&d, &format!("{BASE}/status"), Some(&api)).await;
+    assert_eq!(st["last_error"]["name"], "storage", "{st}");
+}

@@ -2,6 +2,7 @@
 
 use aes_gcm::aead::OsRng;
 use aes_gcm::aead::rand_core::RngCore;
+use async_trait::async_trait;
 use base64::Engine;
 use rusqlite::{OptionalExtension, params};
 use secrecy::{ExposeSecret, SecretString};
@@ -56,10 +57,52 @@ pub struct AuditEntry {
     pub request_id: String,
 }
 
-impl SqliteStore {
+/// API tokens, delivered-event ids and the audit log.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
     /// Creates an API token for `tenant`. The token is returned once; only
     /// its SHA-256 is stored.
-    pub async fn create_token(
+    async fn create_token(
+        &self,
+        tenant: &str,
+        label: &str,
+    ) -> Result<(TokenInfo, SecretString), StoreError>;
+
+    /// The tenant a presented token acts for, if it is valid. The lookup is
+    /// by SHA-256, so comparing the stored value leaks nothing useful.
+    async fn verify_token(&self, token: &SecretString) -> Result<Option<String>, StoreError>;
+
+    /// Tokens of `tenant`.
+    async fn list_tokens(&self, tenant: &str) -> Result<Vec<TokenInfo>, StoreError>;
+
+    /// Revokes token `id` of `tenant`; returns whether it existed.
+    async fn revoke_token(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// Records that event `key` of an instance was received; returns false
+    /// when it had been seen before (a duplicate delivery).
+    async fn mark_event_seen(
+        &self,
+        tenant: &str,
+        instance: &str,
+        key: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Forgets event `key` again, so that a redelivery is processed (the
+    /// first delivery failed after it was recorded).
+    async fn forget_event(&self, tenant: &str, instance: &str, key: &str)
+    -> Result<(), StoreError>;
+
+    /// Appends audit entries in one transaction (`seq` and `time` are set
+    /// by the store).
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
+
+    /// The newest `limit` audit entries of `tenant`, newest first.
+    async fn audit(&self, tenant: &str, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+#[async_trait]
+impl AdminStore for SqliteStore {
+    async fn create_token(
         &self,
         tenant: &str,
         label: &str,
@@ -95,9 +138,7 @@ impl SqliteStore {
         ))
     }
 
-    /// The tenant a presented token acts for, if it is valid. The lookup is
-    /// by SHA-256, so comparing the stored value leaks nothing useful.
-    pub async fn verify_token(&self, token: &SecretString) -> Result<Option<String>, StoreError> {
+    async fn verify_token(&self, token: &SecretString) -> Result<Option<String>, StoreError> {
         let token = token.expose_secret();
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
             return Ok(None);
@@ -115,8 +156,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Tokens of `tenant`.
-    pub async fn list_tokens(&self, tenant: &str) -> Result<Vec<TokenInfo>, StoreError> {
+    async fn list_tokens(&self, tenant: &str) -> Result<Vec<TokenInfo>, StoreError> {
         let t = tenant.to_owned();
         self.with_conn(move |c| {
             let mut st = c
@@ -140,8 +180,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Revokes token `id` of `tenant`; returns whether it existed.
-    pub async fn revoke_token(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    async fn revoke_token(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let (t, i) = (tenant.to_owned(), id.to_owned());
         self.with_conn(move |c| {
             c.execute(
@@ -154,9 +193,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Records that event `key` of an instance was received; returns false
-    /// when it had been seen before (a duplicate delivery).
-    pub async fn mark_event_seen(
+    async fn mark_event_seen(
         &self,
         tenant: &str,
         instance: &str,
@@ -175,9 +212,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Forgets event `key` again, so that a redelivery is processed (the
-    /// first delivery failed after it was recorded).
-    pub async fn forget_event(
+    async fn forget_event(
         &self,
         tenant: &str,
         instance: &str,
@@ -195,9 +230,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Appends audit entries in one transaction (`seq` and `time` are set
-    /// by the store).
-    pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -230,8 +263,7 @@ impl SqliteStore {
         .await
     }
 
-    /// The newest `limit` audit entries of `tenant`, newest first.
-    pub async fn audit(&self, tenant: &str, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit(&self, tenant: &str, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let t = tenant.to_owned();
         let limit = limit.clamp(1, 10_000);
         self.with_conn(move |c| {

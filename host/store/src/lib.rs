@@ -29,11 +29,29 @@ mod schedule;
 mod secrets;
 mod sqlite;
 
-pub use admin::{AuditEntry, TOKEN_PREFIX, TokenInfo};
-pub use queue::{Enqueued, Job, JobState, NewJob, backoff_ms};
-pub use schedule::{Schedule, WantedSchedule};
-pub use secrets::{MasterKey, SecretError, SecretMeta, SecretStore};
+pub use admin::{AdminStore, AuditEntry, TOKEN_PREFIX, TokenInfo};
+pub use queue::{
+    Enqueued, Job, JobQueue, JobState, NewJob, QueueDepth, TenantConcurrency, backoff_ms,
+};
+pub use schedule::{InstanceStats, InstanceStore, Schedule, WantedSchedule};
+pub use secrets::{MasterKey, SecretError, SecretMeta, SecretRows, SecretStore};
 pub use sqlite::SqliteStore;
+
+/// Everything the daemon persists, as one object: plugin storage, the job
+/// queue, schedules and instance state, API tokens and audit, sealed secrets.
+///
+/// The daemon holds an `Arc<dyn StateBackend>` and never names a database, so
+/// a second backend (PostgreSQL, for replicas sharing one database) is a new
+/// implementation of the five traits and nothing else. Import the traits to
+/// call their methods: `use switchyard_store::prelude::*;`.
+pub trait StateBackend: KvBackend + JobQueue + InstanceStore + AdminStore + SecretRows {}
+
+impl<T: KvBackend + JobQueue + InstanceStore + AdminStore + SecretRows> StateBackend for T {}
+
+/// The backend traits, for `use switchyard_store::prelude::*`.
+pub mod prelude {
+    pub use crate::{AdminStore, InstanceStore, JobQueue, KvBackend, SecretRows, StateBackend};
+}
 
 use async_trait::async_trait;
 

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use aes_gcm::aead::OsRng;
 use aes_gcm::aead::rand_core::RngCore;
+use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use crate::sqlite::backend;
@@ -26,6 +27,45 @@ const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
 /// Candidates one lease call examines. Bounds the work per call; the rest
 /// wait for the next one.
 const LEASE_SCAN: u32 = 1000;
+
+/// How many jobs of one instance are in each live state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Tenant.
+    pub tenant: String,
+    /// Instance.
+    pub instance: String,
+    /// Waiting to run (including retries that are backing off).
+    pub queued: i64,
+    /// Leased by a worker.
+    pub running: i64,
+    /// Dead-lettered.
+    pub dead: i64,
+}
+
+/// How many jobs each tenant may have running at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantConcurrency {
+    /// The limit of tenants not listed.
+    pub default: usize,
+    /// Tenants with their own limit.
+    pub tenants: BTreeMap<String, usize>,
+}
+
+impl TenantConcurrency {
+    /// The same limit for every tenant.
+    pub fn uniform(limit: usize) -> Self {
+        Self {
+            default: limit,
+            tenants: BTreeMap::new(),
+        }
+    }
+
+    /// The limit of `tenant`.
+    pub fn of(&self, tenant: &str) -> usize {
+        self.tenants.get(tenant).copied().unwrap_or(self.default)
+    }
+}
 
 /// A job to enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,9 +185,75 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
-impl SqliteStore {
+/// The durable job queue (see the module docs for its guarantees).
+#[async_trait]
+pub trait JobQueue: Send + Sync {
     /// Stores a job, ready now. A repeated idempotency key adds nothing.
-    pub async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
+    async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<Enqueued, StoreError>;
+
+    /// Leases up to `limit` ready jobs for `lease_ms`: queued ones whose
+    /// time has come and running ones whose lease expired (their worker
+    /// died). Round-robin across tenants; a tenant never has more than
+    /// its `per_tenant` limit of jobs running.
+    async fn lease(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+        per_tenant: &TenantConcurrency,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Re-queues every job left running. Only for a store one process owns
+    /// (the embedded SQLite default), at start-up: whatever was running
+    /// belonged to a process that is gone. Returns how many were re-queued.
+    async fn reclaim_running_jobs(&self, now_ms: i64) -> Result<usize, StoreError>;
+
+    /// Marks a leased job done.
+    async fn complete_job(&self, id: i64) -> Result<(), StoreError>;
+
+    /// Records a failed attempt: back to the queue after a back-off, or dead
+    /// after the last attempt. `retry_after_ms` (an upstream's Retry-After)
+    /// overrides the back-off when longer. Returns the new state.
+    async fn fail_job(
+        &self,
+        id: i64,
+        error: &str,
+        now_ms: i64,
+        retry_after_ms: Option<i64>,
+    ) -> Result<JobState, StoreError>;
+
+    /// Puts a dead job back in the queue with a fresh set of attempts.
+    async fn retry_job(&self, tenant: &str, id: i64, now_ms: i64) -> Result<bool, StoreError>;
+
+    /// A job by id.
+    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError>;
+
+    /// Jobs of `tenant`, newest first, optionally in one state.
+    async fn list_jobs(
+        &self,
+        tenant: &str,
+        state: Option<JobState>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Puts a leased job back without counting the attempt (its instance is
+    /// paused), to be looked at again at `run_after_ms`.
+    async fn release_job(&self, id: i64, run_after_ms: i64) -> Result<(), StoreError>;
+
+    /// Jobs of an instance by state: `(queued, running, dead)`.
+    async fn queue_counts(
+        &self,
+        tenant: &str,
+        instance: &str,
+    ) -> Result<(i64, i64, i64), StoreError>;
+
+    /// [`JobQueue::queue_counts`] of every instance that has jobs, in one query.
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError>;
+}
+
+#[async_trait]
+impl JobQueue for SqliteStore {
+    async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
         self.with_conn(move |c| {
             let tx = c.transaction().map_err(backend)?;
             let inserted = tx
@@ -192,17 +298,14 @@ impl SqliteStore {
         .await
     }
 
-    /// Leases up to `limit` ready jobs for `lease_ms`: queued ones whose
-    /// time has come and running ones whose lease expired (their worker
-    /// died). Round-robin across tenants; a tenant never has more than
-    /// `per_tenant` jobs running.
-    pub async fn lease(
+    async fn lease(
         &self,
         now_ms: i64,
         lease_ms: i64,
         limit: usize,
-        per_tenant: usize,
+        per_tenant: &TenantConcurrency,
     ) -> Result<Vec<Job>, StoreError> {
+        let per_tenant = per_tenant.clone();
         self.with_conn(move |c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -254,7 +357,7 @@ impl SqliteStore {
                         break;
                     }
                     let n = running.entry(tenant.clone()).or_default();
-                    if *n >= per_tenant {
+                    if *n >= per_tenant.of(tenant) {
                         continue;
                     }
                     if let Some(id) = ids.pop_front() {
@@ -287,10 +390,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Re-queues every job left running. Only for a store one process owns
-    /// (the embedded SQLite default), at start-up: whatever was running
-    /// belonged to a process that is gone. Returns how many were re-queued.
-    pub async fn reclaim_running_jobs(&self, now_ms: i64) -> Result<usize, StoreError> {
+    async fn reclaim_running_jobs(&self, now_ms: i64) -> Result<usize, StoreError> {
         self.with_conn(move |c| {
             c.execute(
                 "UPDATE jobs SET state='queued', lease_until=NULL, run_after=?1 WHERE state='running'",
@@ -301,8 +401,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Marks a leased job done.
-    pub async fn complete_job(&self, id: i64) -> Result<(), StoreError> {
+    async fn complete_job(&self, id: i64) -> Result<(), StoreError> {
         self.with_conn(move |c| {
             c.execute(
                 "UPDATE jobs SET state='done', lease_until=NULL, last_error=NULL WHERE id=?1",
@@ -314,10 +413,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Records a failed attempt: back to the queue after a back-off, or dead
-    /// after the last attempt. `retry_after_ms` (an upstream's Retry-After)
-    /// overrides the back-off when longer. Returns the new state.
-    pub async fn fail_job(
+    async fn fail_job(
         &self,
         id: i64,
         error: &str,
@@ -351,8 +447,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Puts a dead job back in the queue with a fresh set of attempts.
-    pub async fn retry_job(&self, tenant: &str, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+    async fn retry_job(&self, tenant: &str, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         let t = tenant.to_owned();
         self.with_conn(move |c| {
             c.execute(
@@ -366,8 +461,7 @@ impl SqliteStore {
         .await
     }
 
-    /// A job by id.
-    pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         self.with_conn(move |c| {
             c.query_row(
                 &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id=?1"),
@@ -380,8 +474,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Jobs of `tenant`, newest first, optionally in one state.
-    pub async fn list_jobs(
+    async fn list_jobs(
         &self,
         tenant: &str,
         state: Option<JobState>,
@@ -398,6 +491,65 @@ impl SqliteStore {
                 .map_err(backend)?;
             let rows = st
                 .query_map(params![t, s, limit.clamp(1, 10_000)], row_to_job)
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn release_job(&self, id: i64, run_after_ms: i64) -> Result<(), StoreError> {
+        self.with_conn(move |c| {
+            c.execute(
+                "UPDATE jobs SET state='queued', lease_until=NULL, attempts=max(attempts-1, 0),
+                 run_after=?2 WHERE id=?1 AND state='running'",
+                params![id, run_after_ms],
+            )
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn queue_counts(
+        &self,
+        tenant: &str,
+        instance: &str,
+    ) -> Result<(i64, i64, i64), StoreError> {
+        let (t, i) = (tenant.to_owned(), instance.to_owned());
+        self.with_conn(move |c| {
+            c.query_row(
+                "SELECT count(*) FILTER (WHERE state='queued'), count(*) FILTER (WHERE state='running'),
+                        count(*) FILTER (WHERE state='dead')
+                 FROM jobs WHERE tenant=?1 AND instance=?2",
+                params![t, i],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT tenant, instance, count(*) FILTER (WHERE state='queued'),
+                            count(*) FILTER (WHERE state='running'),
+                            count(*) FILTER (WHERE state='dead')
+                     FROM jobs WHERE state IN ('queued', 'running', 'dead')
+                     GROUP BY tenant, instance",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(QueueDepth {
+                        tenant: r.get(0)?,
+                        instance: r.get(1)?,
+                        queued: r.get(2)?,
+                        running: r.get(3)?,
+                        dead: r.get(4)?,
+                    })
+                })
                 .map_err(backend)?;
             rows.collect::<Result<_, _>>().map_err(backend)
         })
@@ -426,14 +578,20 @@ mod tests {
         let db = SqliteStore::open_in_memory().unwrap();
         let e = db.enqueue(job("acme", None), 1000).await.unwrap();
         assert!(!e.duplicate);
-        let leased = db.lease(1000, 30_000, 10, 10).await.unwrap();
+        let leased = db
+            .lease(1000, 30_000, 10, &TenantConcurrency::uniform(10))
+            .await
+            .unwrap();
         assert_eq!(leased.len(), 1);
         assert_eq!(
             (leased[0].id, leased[0].state, leased[0].attempts),
             (e.id, JobState::Running, 1)
         );
         assert!(
-            db.lease(1000, 30_000, 10, 10).await.unwrap().is_empty(),
+            db.lease(1000, 30_000, 10, &TenantConcurrency::uniform(10))
+                .await
+                .unwrap()
+                .is_empty(),
             "leased jobs are not handed out twice"
         );
         db.complete_job(e.id).await.unwrap();
@@ -465,9 +623,23 @@ mod tests {
     async fn an_expired_lease_is_leased_again() {
         let db = SqliteStore::open_in_memory().unwrap();
         let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        assert_eq!(db.lease(0, 1000, 10, 10).await.unwrap().len(), 1);
-        assert!(db.lease(999, 1000, 10, 10).await.unwrap().is_empty());
-        let again = db.lease(1001, 1000, 10, 10).await.unwrap();
+        assert_eq!(
+            db.lease(0, 1000, 10, &TenantConcurrency::uniform(10))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            db.lease(999, 1000, 10, &TenantConcurrency::uniform(10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = db
+            .lease(1001, 1000, 10, &TenantConcurrency::uniform(10))
+            .await
+            .unwrap();
         assert_eq!((again[0].id, again[0].attempts), (e.id, 2));
     }
 
@@ -475,9 +647,14 @@ mod tests {
     async fn running_jobs_are_reclaimed_at_start_up() {
         let db = SqliteStore::open_in_memory().unwrap();
         let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        db.lease(0, 3_600_000, 1, 1).await.unwrap();
+        db.lease(0, 3_600_000, 1, &TenantConcurrency::uniform(1))
+            .await
+            .unwrap();
         assert_eq!(db.reclaim_running_jobs(5).await.unwrap(), 1);
-        let again = db.lease(5, 1000, 1, 1).await.unwrap();
+        let again = db
+            .lease(5, 1000, 1, &TenantConcurrency::uniform(1))
+            .await
+            .unwrap();
         assert_eq!((again[0].id, again[0].attempts), (e.id, 2));
     }
 
@@ -485,7 +662,9 @@ mod tests {
     async fn failures_back_off_then_dead_letter() {
         let db = SqliteStore::open_in_memory().unwrap();
         let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        db.lease(0, 1000, 1, 1).await.unwrap();
+        db.lease(0, 1000, 1, &TenantConcurrency::uniform(1))
+            .await
+            .unwrap();
         assert_eq!(
             db.fail_job(e.id, "boom 1", 0, None).await.unwrap(),
             JobState::Queued
@@ -498,22 +677,34 @@ mod tests {
         );
         assert_eq!(j.last_error.as_deref(), Some("boom 1"));
         assert!(
-            db.lease(700, 1000, 1, 1).await.unwrap().is_empty(),
+            db.lease(700, 1000, 1, &TenantConcurrency::uniform(1))
+                .await
+                .unwrap()
+                .is_empty(),
             "not before its back-off"
         );
-        db.lease(1200, 1000, 1, 1).await.unwrap();
+        db.lease(1200, 1000, 1, &TenantConcurrency::uniform(1))
+            .await
+            .unwrap();
         // An upstream's Retry-After wins over a shorter back-off.
         assert_eq!(
             db.fail_job(e.id, "429", 1200, Some(60_000)).await.unwrap(),
             JobState::Queued
         );
         assert_eq!(db.job(e.id).await.unwrap().unwrap().run_after_ms, 61_200);
-        db.lease(61_200, 1000, 1, 1).await.unwrap();
+        db.lease(61_200, 1000, 1, &TenantConcurrency::uniform(1))
+            .await
+            .unwrap();
         assert_eq!(
             db.fail_job(e.id, "boom 3", 61_200, None).await.unwrap(),
             JobState::Dead
         );
-        assert!(db.lease(10_000_000, 1000, 1, 1).await.unwrap().is_empty());
+        assert!(
+            db.lease(10_000_000, 1000, 1, &TenantConcurrency::uniform(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
             db.list_jobs("acme", Some(JobState::Dead), 10)
                 .await
@@ -526,7 +717,10 @@ mod tests {
             !db.retry_job("globex", e.id, 0).await.unwrap(),
             "only the owner can retry"
         );
-        let j = db.lease(0, 1000, 1, 1).await.unwrap();
+        let j = db
+            .lease(0, 1000, 1, &TenantConcurrency::uniform(1))
+            .await
+            .unwrap();
         assert_eq!(j[0].attempts, 1);
     }
 
@@ -537,7 +731,10 @@ mod tests {
             db.enqueue(job("noisy", None), 0).await.unwrap();
         }
         db.enqueue(job("quiet", None), 5).await.unwrap();
-        let leased = db.lease(10, 1000, 3, 2).await.unwrap();
+        let leased = db
+            .lease(10, 1000, 3, &TenantConcurrency::uniform(2))
+            .await
+            .unwrap();
         let tenants: Vec<_> = leased.iter().map(|j| j.tenant.as_str()).collect();
         assert_eq!(
             tenants.iter().filter(|t| **t == "noisy").count(),
@@ -546,9 +743,60 @@ mod tests {
         );
         assert!(tenants.contains(&"quiet"), "{tenants:?}");
         // The noisy tenant is at its limit until one of its jobs finishes.
-        assert!(db.lease(10, 1000, 3, 2).await.unwrap().is_empty());
+        assert!(
+            db.lease(10, 1000, 3, &TenantConcurrency::uniform(2))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         db.complete_job(leased[0].id).await.unwrap();
-        assert_eq!(db.lease(10, 1000, 3, 2).await.unwrap().len(), 1);
+        assert_eq!(
+            db.lease(10, 1000, 3, &TenantConcurrency::uniform(2))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tenant_can_have_its_own_limit() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        for t in ["big", "big", "big", "small", "small", "small"] {
+            db.enqueue(job(t, None), 0).await.unwrap();
+        }
+        let limits = TenantConcurrency {
+            default: 1,
+            tenants: [("big".to_owned(), 3)].into(),
+        };
+        let leased = db.lease(10, 1000, 10, &limits).await.unwrap();
+        let count = |t: &str| leased.iter().filter(|j| j.tenant == t).count();
+        assert_eq!((count("big"), count("small")), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn queue_depths_cover_every_instance_in_one_call() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        for t in ["a", "a", "b"] {
+            db.enqueue(job(t, None), 0).await.unwrap();
+        }
+        let leased = db
+            .lease(10, 1000, 1, &TenantConcurrency::uniform(1))
+            .await
+            .unwrap();
+        let mut depths = db.queue_depths().await.unwrap();
+        depths.sort_by(|x, y| x.tenant.cmp(&y.tenant));
+        let got: Vec<_> = depths
+            .iter()
+            .map(|d| (d.tenant.as_str(), d.queued, d.running, d.dead))
+            .collect();
+        assert_eq!(got, [("a", 1, 1, 0), ("b", 1, 0, 0)], "leased {leased:?}");
+        for d in &depths {
+            assert_eq!(
+                db.queue_counts(&d.tenant, &d.instance).await.unwrap(),
+                (d.queued, d.running, d.dead)
+            );
+        }
     }
 
     #[test]

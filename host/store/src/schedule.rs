@@ -8,6 +8,7 @@
 //! daemon that was down for many intervals fires once, not once per missed
 //! interval (missed runs coalesce).
 
+use async_trait::async_trait;
 use rusqlite::params;
 
 use crate::sqlite::backend;
@@ -54,13 +55,97 @@ fn row_to_schedule(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
     })
 }
 
+/// What happened to one action, webhook route or job of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceStats {
+    /// `action`, `webhook` or `job`.
+    pub kind: String,
+    /// Action name, webhook route or job name.
+    pub name: String,
+    /// Invocations so far.
+    pub runs: i64,
+    /// Invocations that failed.
+    pub errors: i64,
+    /// When it last ran (ms since the epoch).
+    pub last_run_ms: i64,
+    /// Outcome of the last run (`ok` or an error code).
+    pub last_outcome: String,
+    /// Message of the most recent failure, if any ever failed.
+    pub last_error: Option<String>,
+    /// When that failure happened.
+    pub last_error_ms: Option<i64>,
+}
+
+/// Longest stored error message; the rest is cut (they are for people, and
+/// a plugin's message length is not ours to choose).
+const MAX_ERROR_CHARS: usize = 1000;
+
 const SCHEDULE_COLUMNS: &str = "tenant, instance, job, interval_ms, next_run, last_fired";
 
-impl SqliteStore {
+/// Job schedules and the persisted paused state of instances.
+#[async_trait]
+pub trait InstanceStore: Send + Sync {
     /// Makes the stored schedules match `wanted`: new ones are due now,
     /// existing ones keep their next run (moved earlier if the interval
     /// shrank), others are removed.
-    pub async fn sync_schedules(
+    async fn sync_schedules(
+        &self,
+        wanted: Vec<WantedSchedule>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Schedules whose next run has come.
+    async fn due_schedules(&self, now_ms: i64) -> Result<Vec<Schedule>, StoreError>;
+
+    /// Schedules of one instance.
+    async fn schedules(&self, tenant: &str, instance: &str) -> Result<Vec<Schedule>, StoreError>;
+
+    /// Fires `s` if it is still due: enqueues its job (keyed by the slot)
+    /// and schedules the next run one interval from `now_ms`. Returns the
+    /// job id, or None when the slot was already fired.
+    async fn fire_schedule(
+        &self,
+        s: &Schedule,
+        max_attempts: u32,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Persists whether an instance is paused (overriding its configuration).
+    async fn set_paused(
+        &self,
+        tenant: &str,
+        instance: &str,
+        paused: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Persisted pause states: `(tenant, instance, paused)`.
+    async fn paused_states(&self) -> Result<Vec<(String, String, bool)>, StoreError>;
+
+    /// Counts one run of `kind`/`name`; `error` is the failure message, if
+    /// it failed.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_run(
+        &self,
+        tenant: &str,
+        instance: &str,
+        kind: &str,
+        name: &str,
+        outcome: &str,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// What ran on an instance, sorted by kind and name.
+    async fn run_stats(
+        &self,
+        tenant: &str,
+        instance: &str,
+    ) -> Result<Vec<InstanceStats>, StoreError>;
+}
+
+#[async_trait]
+impl InstanceStore for SqliteStore {
+    async fn sync_schedules(
         &self,
         wanted: Vec<WantedSchedule>,
         now_ms: i64,
@@ -97,8 +182,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Schedules whose next run has come.
-    pub async fn due_schedules(&self, now_ms: i64) -> Result<Vec<Schedule>, StoreError> {
+    async fn due_schedules(&self, now_ms: i64) -> Result<Vec<Schedule>, StoreError> {
         self.with_conn(move |c| {
             let mut st = c
                 .prepare_cached(&format!(
@@ -111,12 +195,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Schedules of one instance.
-    pub async fn schedules(
-        &self,
-        tenant: &str,
-        instance: &str,
-    ) -> Result<Vec<Schedule>, StoreError> {
+    async fn schedules(&self, tenant: &str, instance: &str) -> Result<Vec<Schedule>, StoreError> {
         let (t, i) = (tenant.to_owned(), instance.to_owned());
         self.with_conn(move |c| {
             let mut st = c
@@ -130,10 +209,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Fires `s` if it is still due: enqueues its job (keyed by the slot)
-    /// and schedules the next run one interval from `now_ms`. Returns the
-    /// job id, or None when the slot was already fired.
-    pub async fn fire_schedule(
+    async fn fire_schedule(
         &self,
         s: &Schedule,
         max_attempts: u32,
@@ -184,8 +260,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Persists whether an instance is paused (overriding its configuration).
-    pub async fn set_paused(
+    async fn set_paused(
         &self,
         tenant: &str,
         instance: &str,
@@ -204,8 +279,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Persisted pause states: `(tenant, instance, paused)`.
-    pub async fn paused_states(&self) -> Result<Vec<(String, String, bool)>, StoreError> {
+    async fn paused_states(&self) -> Result<Vec<(String, String, bool)>, StoreError> {
         self.with_conn(|c| {
             let mut st = c
                 .prepare("SELECT tenant, instance, paused FROM instance_state")
@@ -218,14 +292,35 @@ impl SqliteStore {
         .await
     }
 
-    /// Puts a leased job back without counting the attempt (its instance is
-    /// paused), to be looked at again at `run_after_ms`.
-    pub async fn release_job(&self, id: i64, run_after_ms: i64) -> Result<(), StoreError> {
+    async fn record_run(
+        &self,
+        tenant: &str,
+        instance: &str,
+        kind: &str,
+        name: &str,
+        outcome: &str,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (t, i, k, n, o) = (
+            tenant.to_owned(),
+            instance.to_owned(),
+            kind.to_owned(),
+            name.to_owned(),
+            outcome.to_owned(),
+        );
+        let error: Option<String> = error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect());
         self.with_conn(move |c| {
             c.execute(
-                "UPDATE jobs SET state='queued', lease_until=NULL, attempts=max(attempts-1, 0),
-                 run_after=?2 WHERE id=?1 AND state='running'",
-                params![id, run_after_ms],
+                "INSERT INTO run_stats (tenant, instance, kind, name, runs, errors, last_run,
+                                        last_outcome, last_error, last_error_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, CASE WHEN ?8 IS NULL THEN NULL ELSE ?6 END)
+                 ON CONFLICT (tenant, instance, kind, name) DO UPDATE SET
+                    runs = runs + 1, errors = errors + excluded.errors,
+                    last_run = excluded.last_run, last_outcome = excluded.last_outcome,
+                    last_error = coalesce(excluded.last_error, last_error),
+                    last_error_at = coalesce(excluded.last_error_at, last_error_at)",
+                params![t, i, k, n, i64::from(error.is_some()), now_ms, o, error],
             )
             .map(drop)
             .map_err(backend)
@@ -233,22 +328,35 @@ impl SqliteStore {
         .await
     }
 
-    /// Jobs of an instance by state: `(queued, running, dead)`.
-    pub async fn queue_counts(
+    async fn run_stats(
         &self,
         tenant: &str,
         instance: &str,
-    ) -> Result<(i64, i64, i64), StoreError> {
+    ) -> Result<Vec<InstanceStats>, StoreError> {
         let (t, i) = (tenant.to_owned(), instance.to_owned());
         self.with_conn(move |c| {
-            c.query_row(
-                "SELECT count(*) FILTER (WHERE state='queued'), count(*) FILTER (WHERE state='running'),
-                        count(*) FILTER (WHERE state='dead')
-                 FROM jobs WHERE tenant=?1 AND instance=?2",
-                params![t, i],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .map_err(backend)
+            let mut stmt = c
+                .prepare(
+                    "SELECT kind, name, runs, errors, last_run, last_outcome, last_error,
+                            last_error_at
+                     FROM run_stats WHERE tenant=?1 AND instance=?2 ORDER BY kind, name",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![t, i], |r| {
+                    Ok(InstanceStats {
+                        kind: r.get(0)?,
+                        name: r.get(1)?,
+                        runs: r.get(2)?,
+                        errors: r.get(3)?,
+                        last_run_ms: r.get(4)?,
+                        last_outcome: r.get(5)?,
+                        last_error: r.get(6)?,
+                        last_error_ms: r.get(7)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
         })
         .await
     }
@@ -257,6 +365,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{JobQueue, TenantConcurrency};
 
     fn want(job: &str, interval_ms: i64) -> WantedSchedule {
         WantedSchedule {
@@ -320,6 +429,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn run_stats_count_and_keep_the_last_error() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        db.record_run("acme", "i", "job", "tick", "ok", None, 10)
+            .await
+            .unwrap();
+        db.record_run(
+            "acme",
+            "i",
+            "job",
+            "tick",
+            "upstream",
+            Some("UEM said 503"),
+            20,
+        )
+        .await
+        .unwrap();
+        db.record_run("acme", "i", "job", "tick", "ok", None, 30)
+            .await
+            .unwrap();
+        db.record_run("acme", "i", "action", "lock", "ok", None, 40)
+            .await
+            .unwrap();
+        db.record_run("globex", "i", "job", "tick", "internal", Some("x"), 50)
+            .await
+            .unwrap();
+        let stats = db.run_stats("acme", "i").await.unwrap();
+        assert_eq!(stats.len(), 2);
+        assert_eq!(
+            (stats[0].kind.as_str(), stats[0].name.as_str()),
+            ("action", "lock")
+        );
+        assert_eq!(stats[0].last_error, None);
+        let tick = &stats[1];
+        assert_eq!((tick.runs, tick.errors), (3, 1));
+        assert_eq!(tick.last_run_ms, 30);
+        assert_eq!(tick.last_outcome, "ok");
+        // A later success does not erase when and why it last failed.
+        assert_eq!(tick.last_error.as_deref(), Some("UEM said 503"));
+        assert_eq!(tick.last_error_ms, Some(20));
+    }
+
+    #[tokio::test]
     async fn pause_states_persist_and_released_jobs_keep_their_attempts() {
         let db = SqliteStore::open_in_memory().unwrap();
         db.set_paused("acme", "i", true).await.unwrap();
@@ -339,11 +490,17 @@ mod tests {
             .unwrap();
         let due = db.due_schedules(0).await.unwrap();
         let id = db.fire_schedule(&due[0], 3, 0).await.unwrap().unwrap();
-        let leased = db.lease(0, 1000, 1, 1).await.unwrap();
+        let leased = db
+            .lease(0, 1000, 1, &TenantConcurrency::uniform(1))
+            .await
+            .unwrap();
         assert_eq!(leased[0].attempts, 1);
         db.release_job(id, 500).await.unwrap();
         assert_eq!(db.queue_counts("acme", "i").await.unwrap(), (1, 0, 0));
-        let again = db.lease(500, 1000, 1, 1).await.unwrap();
+        let again = db
+            .lease(500, 1000, 1, &TenantConcurrency::uniform(1))
+            .await
+            .unwrap();
         assert_eq!(again[0].attempts, 1, "a release does not use up an attempt");
     }
 }

@@ -9,9 +9,10 @@
 //!
 //! ```
 //! use secrecy::{ExposeSecret, SecretString};
+//! use std::sync::Arc;
 //! use switchyard_store::{MasterKey, SecretStore, SqliteStore};
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let secrets = SecretStore::new(SqliteStore::open_in_memory().unwrap(), MasterKey::generate());
+//! let secrets = SecretStore::new(Arc::new(SqliteStore::open_in_memory().unwrap()), MasterKey::generate());
 //! secrets.set("acme", "uem-password", &SecretString::from("hunter2")).await.unwrap();
 //! let value = secrets.get("acme", "uem-password").await.unwrap().unwrap();
 //! assert_eq!(value.expose_secret(), "hunter2");
@@ -20,13 +21,16 @@
 //! ```
 
 use std::path::Path;
+use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
+use async_trait::async_trait;
 use base64::Engine;
 use rusqlite::{OptionalExtension, params};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::sqlite::backend;
 use crate::{SqliteStore, StoreError};
 
 const NONCE_LEN: usize = 12;
@@ -211,57 +215,167 @@ pub struct SecretMeta {
     pub updated_at: i64,
 }
 
-/// Encrypted secrets in the SQLite store.
+/// Where the sealed rows live. The backend stores opaque bytes; all
+/// cryptography happens in [`SecretStore`], so a backend never holds a key or
+/// a plaintext.
+#[async_trait]
+pub trait SecretRows: Send + Sync {
+    /// The wrapped data key of `tenant`, if one was created.
+    async fn wrapped_key(&self, tenant: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores `wrapped` as `tenant`'s data key unless one exists, and returns
+    /// the stored one (two writers racing both get the winner's key).
+    async fn insert_wrapped_key(
+        &self,
+        tenant: &str,
+        wrapped: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError>;
+
+    /// Stores (or replaces) a sealed secret.
+    async fn put_sealed(&self, tenant: &str, name: &str, sealed: Vec<u8>)
+    -> Result<(), StoreError>;
+
+    /// A sealed secret.
+    async fn sealed(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The tenant's secret names with their update times, sorted by name.
+    async fn secret_names(&self, tenant: &str) -> Result<Vec<SecretMeta>, StoreError>;
+
+    /// Deletes a sealed secret; returns whether it existed.
+    async fn delete_sealed(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+impl SecretRows for SqliteStore {
+    async fn wrapped_key(&self, tenant: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = tenant.to_owned();
+        self.with_conn(move |c| {
+            c.query_row(
+                "SELECT wrapped FROM tenant_keys WHERE tenant = ?1",
+                params![t],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn insert_wrapped_key(
+        &self,
+        tenant: &str,
+        wrapped: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let t = tenant.to_owned();
+        self.with_conn(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO tenant_keys (tenant, wrapped) VALUES (?1, ?2)",
+                params![t, wrapped],
+            )
+            .map_err(backend)?;
+            c.query_row(
+                "SELECT wrapped FROM tenant_keys WHERE tenant = ?1",
+                params![t],
+                |r| r.get(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_sealed(
+        &self,
+        tenant: &str,
+        name: &str,
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (t, n) = (tenant.to_owned(), name.to_owned());
+        self.with_conn(move |c| {
+            c.execute(
+                "INSERT INTO secrets (tenant, name, sealed, updated_at)
+                 VALUES (?1, ?2, ?3, unixepoch())
+                 ON CONFLICT (tenant, name) DO UPDATE
+                 SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                params![t, n, sealed],
+            )
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn sealed(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (t, n) = (tenant.to_owned(), name.to_owned());
+        self.with_conn(move |c| {
+            c.query_row(
+                "SELECT sealed FROM secrets WHERE tenant = ?1 AND name = ?2",
+                params![t, n],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn secret_names(&self, tenant: &str) -> Result<Vec<SecretMeta>, StoreError> {
+        let t = tenant.to_owned();
+        self.with_conn(move |c| {
+            let mut stmt = c
+                .prepare("SELECT name, updated_at FROM secrets WHERE tenant = ?1 ORDER BY name")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![t], |r| {
+                    Ok(SecretMeta {
+                        name: r.get(0)?,
+                        updated_at: r.get(1)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_sealed(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        let (t, n) = (tenant.to_owned(), name.to_owned());
+        self.with_conn(move |c| {
+            c.execute(
+                "DELETE FROM secrets WHERE tenant = ?1 AND name = ?2",
+                params![t, n],
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+/// Encrypted secrets in any backend that keeps [`SecretRows`].
+#[derive(Clone)]
 pub struct SecretStore {
-    db: SqliteStore,
-    master: MasterKey,
+    db: Arc<dyn SecretRows>,
+    master: Arc<MasterKey>,
 }
 
 impl SecretStore {
     /// Secrets in `db`, protected by `master`.
-    pub fn new(db: SqliteStore, master: MasterKey) -> Self {
-        Self { db, master }
+    pub fn new(db: Arc<dyn SecretRows>, master: MasterKey) -> Self {
+        Self {
+            db,
+            master: Arc::new(master),
+        }
     }
 
     /// The tenant's data key, created on first use.
     async fn data_key(&self, tenant: &str, create: bool) -> Result<Option<Aes256Gcm>, SecretError> {
-        let t = tenant.to_owned();
-        let existing: Option<Vec<u8>> = self
-            .db
-            .with_conn(move |c| {
-                c.query_row(
-                    "SELECT wrapped FROM tenant_keys WHERE tenant = ?1",
-                    params![t],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(crate::sqlite::backend)
-            })
-            .await?;
-        let wrapped = match existing {
+        let wrapped = match self.db.wrapped_key(tenant).await? {
             Some(w) => w,
             None if !create => return Ok(None),
             None => {
                 let key = Aes256Gcm::generate_key(OsRng);
                 let wrapped = seal(&self.master.cipher(), key.as_slice(), &data_key_aad(tenant));
-                let t = tenant.to_owned();
-                // Two writers may race to create it: the first insert wins and
-                // both read back the same row.
-                self.db
-                    .with_conn(move |c| {
-                        c.execute(
-                            "INSERT OR IGNORE INTO tenant_keys (tenant, wrapped) VALUES (?1, ?2)",
-                            params![t, wrapped],
-                        )
-                        .map_err(crate::sqlite::backend)?;
-                        c.query_row(
-                            "SELECT wrapped FROM tenant_keys WHERE tenant = ?1",
-                            params![t],
-                            |r| r.get(0),
-                        )
-                        .map_err(crate::sqlite::backend)
-                    })
-                    .await?
+                self.db.insert_wrapped_key(tenant, wrapped).await?
             }
         };
         let key = open(&self.master.cipher(), &wrapped, &data_key_aad(tenant))
@@ -292,39 +406,13 @@ impl SecretStore {
             value.expose_secret().as_bytes(),
             &secret_aad(tenant, name),
         );
-        let (t, n) = (tenant.to_owned(), name.to_owned());
-        self.db
-            .with_conn(move |c| {
-                c.execute(
-                    "INSERT INTO secrets (tenant, name, sealed, updated_at)
-                     VALUES (?1, ?2, ?3, unixepoch())
-                     ON CONFLICT (tenant, name) DO UPDATE
-                     SET sealed = excluded.sealed, updated_at = excluded.updated_at",
-                    params![t, n, sealed],
-                )
-                .map_err(crate::sqlite::backend)
-            })
-            .await?;
-        Ok(())
+        Ok(self.db.put_sealed(tenant, name, sealed).await?)
     }
 
     /// The value of secret `name` of `tenant`.
     pub async fn get(&self, tenant: &str, name: &str) -> Result<Option<SecretString>, SecretError> {
         validate_name(name)?;
-        let (t, n) = (tenant.to_owned(), name.to_owned());
-        let sealed: Option<Vec<u8>> = self
-            .db
-            .with_conn(move |c| {
-                c.query_row(
-                    "SELECT sealed FROM secrets WHERE tenant = ?1 AND name = ?2",
-                    params![t, n],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(crate::sqlite::backend)
-            })
-            .await?;
-        let Some(sealed) = sealed else {
+        let Some(sealed) = self.db.sealed(tenant, name).await? else {
             return Ok(None);
         };
         let undecryptable = || SecretError::Undecryptable {
@@ -342,42 +430,13 @@ impl SecretStore {
 
     /// The names of `tenant`'s secrets, sorted.
     pub async fn list(&self, tenant: &str) -> Result<Vec<SecretMeta>, SecretError> {
-        let t = tenant.to_owned();
-        Ok(self
-            .db
-            .with_conn(move |c| {
-                let mut stmt = c
-                    .prepare("SELECT name, updated_at FROM secrets WHERE tenant = ?1 ORDER BY name")
-                    .map_err(crate::sqlite::backend)?;
-                let rows = stmt
-                    .query_map(params![t], |r| {
-                        Ok(SecretMeta {
-                            name: r.get(0)?,
-                            updated_at: r.get(1)?,
-                        })
-                    })
-                    .map_err(crate::sqlite::backend)?;
-                rows.collect::<Result<Vec<_>, _>>()
-                    .map_err(crate::sqlite::backend)
-            })
-            .await?)
+        Ok(self.db.secret_names(tenant).await?)
     }
 
     /// Deletes secret `name` of `tenant`; returns whether it existed.
     pub async fn delete(&self, tenant: &str, name: &str) -> Result<bool, SecretError> {
         validate_name(name)?;
-        let (t, n) = (tenant.to_owned(), name.to_owned());
-        Ok(self
-            .db
-            .with_conn(move |c| {
-                c.execute(
-                    "DELETE FROM secrets WHERE tenant = ?1 AND name = ?2",
-                    params![t, n],
-                )
-                .map(|n| n > 0)
-                .map_err(crate::sqlite::backend)
-            })
-            .await?)
+        Ok(self.db.delete_sealed(tenant, name).await?)
     }
 }
 
@@ -392,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn set_get_list_delete() {
         let store = SecretStore::new(
-            SqliteStore::open_in_memory().unwrap(),
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
             MasterKey::generate(),
         );
         store.set("acme", "b-token", &s("one")).await.unwrap();
@@ -426,7 +485,7 @@ mod tests {
     #[tokio::test]
     async fn stored_bytes_are_not_the_plaintext() {
         let db = SqliteStore::open_in_memory().unwrap();
-        let store = SecretStore::new(db.clone(), MasterKey::generate());
+        let store = SecretStore::new(Arc::new(db.clone()), MasterKey::generate());
         store
             .set("acme", "pw", &s("plain-text-marker"))
             .await
@@ -453,7 +512,7 @@ mod tests {
     #[tokio::test]
     async fn ciphertext_moved_to_another_tenant_or_name_does_not_decrypt() {
         let db = SqliteStore::open_in_memory().unwrap();
-        let store = SecretStore::new(db.clone(), MasterKey::generate());
+        let store = SecretStore::new(Arc::new(db.clone()), MasterKey::generate());
         store.set("acme", "pw", &s("acme-secret")).await.unwrap();
         store
             .set("globex", "pw", &s("globex-secret"))
@@ -492,11 +551,11 @@ mod tests {
     #[tokio::test]
     async fn a_different_master_key_cannot_read() {
         let db = SqliteStore::open_in_memory().unwrap();
-        SecretStore::new(db.clone(), MasterKey::generate())
+        SecretStore::new(Arc::new(db.clone()), MasterKey::generate())
             .set("acme", "pw", &s("v"))
             .await
             .unwrap();
-        let err = SecretStore::new(db, MasterKey::generate())
+        let err = SecretStore::new(Arc::new(db), MasterKey::generate())
             .get("acme", "pw")
             .await
             .unwrap_err();

@@ -74,6 +74,20 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_fired  INTEGER,
     PRIMARY KEY (tenant, instance, job)
 ) WITHOUT ROWID;
+-- Runs, failures and the last error per action, webhook route and job.
+CREATE TABLE IF NOT EXISTS run_stats (
+    tenant        TEXT NOT NULL,
+    instance      TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    runs          INTEGER NOT NULL,
+    errors        INTEGER NOT NULL,
+    last_run      INTEGER NOT NULL,
+    last_outcome  TEXT NOT NULL,
+    last_error    TEXT,
+    last_error_at INTEGER,
+    PRIMARY KEY (tenant, instance, kind, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS instance_state (
     tenant   TEXT NOT NULL,
     instance TEXT NOT NULL,
