@@ -1146,7 +1146,11 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir(dir.path().join("tenants")).unwrap();
-        std::fs::write(dir.path().join("tenants/big.toml"), "max_concurrent_jobs = 6\n").unwrap();
+        std::fs::write(
+            dir.path().join("tenants/big.toml"),
+            "max_concurrent_jobs = 6\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("tenants/small.toml"), "").unwrap();
         let (cfg, problems) = Config::parse(dir.path()).unwrap();
         assert!(problems.is_empty(), "{problems:?}");

@@ -65,7 +65,9 @@ pub fn document() -> Value {
     let mut run_responses = errors(&["401", "403", "404", "503"]);
     run_responses["202"] = ok_json("Queued; `job_id` names it");
     let mut status_responses = errors(&["401", "403", "404", "503"]);
-    status_responses["200"] = ok_json("Plugin, paused, schedules with run counts, queue counts, running jobs, runs and errors per action/webhook/job, latest failure");
+    status_responses["200"] = ok_json(
+        "Plugin, paused, schedules with run counts, queue counts, running jobs, runs and errors per action/webhook/job, latest failure",
+    );
     let mut audit_responses = errors(&["400", "401", "403", "503"]);
     audit_responses["200"] = ok_json("`entries`, newest first");
     let mut hook_responses = errors(&["401", "403", "404", "413", "503"]);
