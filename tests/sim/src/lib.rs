@@ -38,7 +38,10 @@
 // noise to a test-support crate.
 #![allow(clippy::result_large_err)]
 
+pub mod beyondtrust;
 pub mod common;
+pub mod identity;
+pub mod mtd;
 pub mod servicenow;
 pub mod slack;
 pub mod uem;

@@ -4,6 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use clap::{Parser, ValueEnum};
+use switchyard_sim::beyondtrust::{BeyondTrust, BtConfig};
+use switchyard_sim::identity::{Identity, IdentityConfig};
+use switchyard_sim::mtd::{Mtd, MtdConfig};
 use switchyard_sim::servicenow::{ServiceNow, ServiceNowConfig};
 use switchyard_sim::slack::{Slack, SlackConfig};
 use switchyard_sim::uem::{Uem, UemConfig};
@@ -14,10 +17,14 @@ enum Which {
     Uem,
     Servicenow,
     Slack,
+    Beyondtrust,
+    Mtd,
+    Identity,
 }
 
-/// Serves protocol-faithful simulators of UEM, ServiceNow and Slack on
-/// loopback ports until Ctrl-C.
+/// Serves protocol-faithful simulators of Workspace ONE UEM, ServiceNow,
+/// Slack, BeyondTrust Remote Support, a mobile threat defense service and an
+/// identity system on loopback ports until Ctrl-C.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -36,6 +43,12 @@ struct Args {
     /// Incidents in ServiceNow.
     #[arg(long, default_value_t = 20)]
     incidents: usize,
+    /// Finished support sessions in BeyondTrust (over the last 48 hours).
+    #[arg(long, default_value_t = 30)]
+    sessions: usize,
+    /// Access requests waiting in the identity system.
+    #[arg(long, default_value_t = 5)]
+    access_requests: usize,
     /// First port (each simulator takes the next); 0 picks free ones.
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -98,6 +111,43 @@ async fn main() -> anyhow::Result<()> {
             println!("slack       #{c}: {}", slack.webhook_url(c));
         }
         keep.push(Box::new(slack));
+    }
+    if want(Which::Beyondtrust) {
+        let cfg = BtConfig::default();
+        let bt = BeyondTrust::start_on(cfg.clone(), args.seed, args.sessions, addr()).await?;
+        println!(
+            "beyondtrust {}/api/reporting  ({} sessions)",
+            bt.url(),
+            args.sessions
+        );
+        println!(
+            "  oauth {}/oauth2/token id {} secret {}",
+            bt.url(),
+            cfg.client_id,
+            cfg.client_secret
+        );
+        keep.push(Box::new(bt));
+    }
+    if want(Which::Mtd) {
+        let cfg = MtdConfig::default();
+        let mtd = Mtd::start_on(cfg.clone(), addr()).await?;
+        println!("mtd         {}/api/v1/devices", mtd.url());
+        println!(
+            "  x-api-key {}; risk webhooks signed with {}",
+            cfg.api_key, cfg.webhook_secret
+        );
+        keep.push(Box::new(mtd));
+    }
+    if want(Which::Identity) {
+        let cfg = IdentityConfig::default();
+        let idm = Identity::start_on(cfg.clone(), args.seed, args.access_requests, addr()).await?;
+        println!(
+            "identity    {}/api/access-requests  ({} pending)",
+            idm.url(),
+            args.access_requests
+        );
+        println!("  bearer {}", cfg.token);
+        keep.push(Box::new(idm));
     }
     println!(
         "inspect: GET <url>/_sim/requests, GET <url>/_sim/state; faults: POST <url>/_sim/faults"

@@ -1,0 +1,302 @@
+//! Identity-system simulator: the access-request endpoint that the
+//! access-tickets integration reports ticket status to.
+//!
+//! A minimal API of our own (the fact sheet names no vendor protocol), and
+//! this documentation is its specification:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /api/access-requests?status=<s>` | `{"requests": [request...]}`, oldest first |
+//! | `GET /api/access-requests/{id}` | the request: `{id, requester, requester_email, resource, justification, status, ticket_number, ticket_state, history[]}` |
+//! | `POST /api/access-requests/{id}/ticket-status` JSON `{"ticket_number", "state", "comment"}` | 200 with the request |
+//!
+//! - `status`: `pending_manual` (needs a person, i.e. a ticket), `in_progress`,
+//!   `fulfilled`, `rejected`. A ticket state `closed_complete` fulfils the
+//!   request, `closed_incomplete`/`closed_rejected` rejects it, anything in
+//!   `new`, `in_progress`, `on_hold` marks it `in_progress`; other states are
+//!   refused with 400.
+//! - A request that is already fulfilled or rejected refuses further updates
+//!   (409).
+//! - Authentication: `Authorization: Bearer <token>`; otherwise 401.
+//! - Errors: `{"error": "<code>", "message": "..."}`.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use switchyard_sim::identity::{Identity, IdentityConfig};
+//! let idm = Identity::start(IdentityConfig::default(), 42, 5).await?;
+//! let first = &idm.requests()[0];
+//! assert_eq!(first.status, "pending_manual");
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::common::{self, Control, Flavor, SimServer, bearer_token};
+
+/// The API token.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Bearer token clients must send.
+    pub token: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            token: "idm-token".into(),
+        }
+    }
+}
+
+/// An access request.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessRequest {
+    /// Id.
+    pub id: String,
+    /// Requester's user name.
+    pub requester: String,
+    /// Requester's email (person `i` of the seed).
+    pub requester_email: String,
+    /// What is asked for.
+    pub resource: String,
+    /// Why.
+    pub justification: String,
+    /// See the module docs.
+    pub status: String,
+    /// The ticket reported for it.
+    pub ticket_number: Option<String>,
+    /// The ticket's last reported state.
+    pub ticket_state: Option<String>,
+    /// Every status update received: `{ticket_number, state, comment}`.
+    pub history: Vec<Value>,
+}
+
+struct Sim {
+    cfg: IdentityConfig,
+    requests: Mutex<Vec<AccessRequest>>,
+}
+
+/// A running identity-system simulator.
+pub struct Identity {
+    server: SimServer,
+    sim: Arc<Sim>,
+    control: Arc<Control>,
+}
+
+fn idm_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": code, "message": message})),
+    )
+        .into_response()
+}
+
+struct IdmFlavor;
+
+impl Flavor for IdmFlavor {
+    fn error(&self, status: StatusCode, message: &str) -> Response {
+        idm_error(status, "error", message)
+    }
+
+    fn rate_limited(&self, retry_after_secs: u64) -> Response {
+        let mut r = idm_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests",
+        );
+        r.headers_mut()
+            .insert("retry-after", retry_after_secs.into());
+        r
+    }
+
+    fn malformed(&self) -> Response {
+        (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            "{\"requests\":[",
+        )
+            .into_response()
+    }
+}
+
+type S = State<Arc<Sim>>;
+
+async fn gate(State(sim): S, req: Request, next: Next) -> Response {
+    if bearer_token(req.headers()).as_deref() != Some(sim.cfg.token.as_str()) {
+        return idm_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        );
+    }
+    next.run(req).await
+}
+
+async fn list(State(sim): S, Query(q): Query<HashMap<String, String>>) -> Response {
+    let requests: Vec<AccessRequest> = common::state(&sim.requests)
+        .iter()
+        .filter(|r| q.get("status").is_none_or(|s| &r.status == s))
+        .cloned()
+        .collect();
+    axum::Json(json!({ "requests": requests })).into_response()
+}
+
+async fn read(State(sim): S, Path(id): Path<String>) -> Response {
+    match common::state(&sim.requests).iter().find(|r| r.id == id) {
+        Some(r) => axum::Json(r).into_response(),
+        None => idm_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no access request `{id}`"),
+        ),
+    }
+}
+
+async fn ticket_status(State(sim): S, Path(id): Path<String>, body: Bytes) -> Response {
+    let update: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return idm_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body must be a JSON object",
+            );
+        }
+    };
+    let (Some(number), Some(state)) = (update["ticket_number"].as_str(), update["state"].as_str())
+    else {
+        return idm_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`ticket_number` and `state` are required strings",
+        );
+    };
+    let status = match state {
+        "new" | "in_progress" | "on_hold" => "in_progress",
+        "closed_complete" => "fulfilled",
+        "closed_incomplete" | "closed_rejected" => "rejected",
+        other => {
+            return idm_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("unknown ticket state `{other}`"),
+            );
+        }
+    };
+    let mut requests = common::state(&sim.requests);
+    let Some(r) = requests.iter_mut().find(|r| r.id == id) else {
+        return idm_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no access request `{id}`"),
+        );
+    };
+    if matches!(r.status.as_str(), "fulfilled" | "rejected") {
+        return idm_error(
+            StatusCode::CONFLICT,
+            "closed",
+            &format!("access request `{id}` is already {}", r.status),
+        );
+    }
+    r.ticket_number = Some(number.to_owned());
+    r.ticket_state = Some(state.to_owned());
+    r.status = status.to_owned();
+    r.history.push(update);
+    axum::Json(&*r).into_response()
+}
+
+impl Identity {
+    /// Starts with `n` access requests waiting for manual fulfilment.
+    pub async fn start(cfg: IdentityConfig, seed: u64, n: usize) -> std::io::Result<Self> {
+        Self::start_on(cfg, seed, n, common::loopback()).await
+    }
+
+    /// Like [`Identity::start`] on a given address.
+    pub async fn start_on(
+        cfg: IdentityConfig,
+        seed: u64,
+        n: usize,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<Self> {
+        const RESOURCES: &[&str] = &[
+            "SAP finance role",
+            "Shared drive //fin/reports",
+            "Salesforce admin",
+            "VPN split tunnel",
+        ];
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let requests = (0..n)
+            .map(|i| {
+                let p = common::person(i);
+                AccessRequest {
+                    id: format!("AR-{:05}", 1000 + i),
+                    requester: p.user_name,
+                    requester_email: p.email,
+                    resource: RESOURCES[rng.usize(0..RESOURCES.len())].into(),
+                    justification: "Needed for quarter-end close".into(),
+                    status: "pending_manual".into(),
+                    ticket_number: None,
+                    ticket_state: None,
+                    history: Vec::new(),
+                }
+            })
+            .collect();
+        let sim = Arc::new(Sim {
+            cfg,
+            requests: Mutex::new(requests),
+        });
+        let control = Arc::new(Control::default());
+        let router = Router::new()
+            .route("/api/access-requests", get(list))
+            .route("/api/access-requests/{id}", get(read))
+            .route(
+                "/api/access-requests/{id}/ticket-status",
+                post(ticket_status),
+            )
+            .layer(axum::middleware::from_fn_with_state(sim.clone(), gate))
+            .with_state(sim.clone());
+        let s = sim.clone();
+        let router = common::instrument(
+            router,
+            control.clone(),
+            Arc::new(IdmFlavor),
+            move || json!({ "requests": *common::state(&s.requests) }),
+        );
+        Ok(Self {
+            server: SimServer::start(router, addr).await?,
+            sim,
+            control,
+        })
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &IdentityConfig {
+        &self.sim.cfg
+    }
+
+    /// Request log and fault injection.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Every access request.
+    pub fn requests(&self) -> Vec<AccessRequest> {
+        common::state(&self.sim.requests).clone()
+    }
+}
