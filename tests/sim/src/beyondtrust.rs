@@ -203,7 +203,7 @@ struct Data {
 struct Sim {
     cfg: BtConfig,
     data: Mutex<Data>,
-    tokens: Tokens,
+    tokens: Arc<Tokens>,
     wake: tokio::sync::Notify,
 }
 
@@ -851,10 +851,11 @@ impl BeyondTrust {
         let sim = Arc::new(Sim {
             cfg,
             data: Mutex::new(Data::seed(seed, sessions, common::now_secs())),
-            tokens: Tokens::default(),
+            tokens: Arc::new(Tokens::default()),
             wake: tokio::sync::Notify::new(),
         });
         let control = Arc::new(Control::default());
+        control.expires(sim.tokens.clone());
         let router = Router::new()
             .route("/oauth2/token", post(token))
             .route("/api/command", get(command).post(command))

@@ -10,6 +10,7 @@
 //! | `DELETE /_sim/requests` | forget them |
 //! | `POST /_sim/faults` | add a [`Fault`] (JSON) |
 //! | `DELETE /_sim/faults` | clear all faults |
+//! | `POST /_sim/expire-tokens` | expire every issued token now (simulators with a token endpoint) |
 //! | `GET /_sim/state` | the simulator's own state (what it was told to do) |
 
 use std::net::SocketAddr;
@@ -178,6 +179,7 @@ pub trait Flavor: Send + Sync + 'static {
 pub struct Control {
     requests: Mutex<Vec<Recorded>>,
     faults: Mutex<Vec<Fault>>,
+    expire: Mutex<Option<Arc<Tokens>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -213,6 +215,22 @@ impl Control {
     /// Removes every fault.
     pub fn clear_faults(&self) {
         lock(&self.faults).clear();
+    }
+
+    /// Lets `POST /_sim/expire-tokens` expire these tokens.
+    pub fn expires(&self, tokens: Arc<Tokens>) {
+        *lock(&self.expire) = Some(tokens);
+    }
+
+    /// Expires every issued token now; false if there are none to expire.
+    pub fn expire_tokens(&self) -> bool {
+        match &*lock(&self.expire) {
+            Some(t) => {
+                t.expire_all();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The first live fault matching the request; consumes one of its uses.
@@ -310,6 +328,7 @@ pub fn instrument(
     let c2 = control.clone();
     let c3 = control.clone();
     let c4 = control.clone();
+    let c5 = control.clone();
     let state = Arc::new(state);
     router
         .route(
@@ -337,6 +356,16 @@ pub fn instrument(
             .delete(move || async move {
                 c4.clear_faults();
                 StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
+            "/_sim/expire-tokens",
+            axum::routing::post(move || async move {
+                if c5.expire_tokens() {
+                    StatusCode::NO_CONTENT
+                } else {
+                    StatusCode::NOT_FOUND
+                }
             }),
         )
         .route(

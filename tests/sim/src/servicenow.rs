@@ -144,7 +144,7 @@ struct Data {
 struct Sim {
     cfg: ServiceNowConfig,
     data: Mutex<Data>,
-    tokens: Tokens,
+    tokens: Arc<Tokens>,
     refresh: Tokens,
     limit: RateLimit,
     base: Mutex<String>,
@@ -1125,11 +1125,12 @@ impl ServiceNow {
             limit: RateLimit::new(cfg.rate_limit_per_minute, 60),
             cfg,
             data: Mutex::new(Data::seed(seed, users, incidents)),
-            tokens: Tokens::default(),
+            tokens: Arc::new(Tokens::default()),
             refresh: Tokens::default(),
             base: Mutex::new(String::new()),
         });
         let control = Arc::new(Control::default());
+        control.expires(sim.tokens.clone());
         let api = Router::new()
             .route("/api/now/table/{table}", get(list).post(create))
             .route(

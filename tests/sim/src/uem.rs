@@ -234,7 +234,7 @@ struct Data {
 struct Sim {
     cfg: UemConfig,
     data: Mutex<Data>,
-    tokens: Tokens,
+    tokens: Arc<Tokens>,
     limit: RateLimit,
 }
 
@@ -1238,9 +1238,10 @@ impl Uem {
             limit: RateLimit::new(cfg.rate_limit_per_minute, 60),
             cfg,
             data: Mutex::new(Data::generate(seed, devices)),
-            tokens: Tokens::default(),
+            tokens: Arc::new(Tokens::default()),
         });
         let control = Arc::new(Control::default());
+        control.expires(sim.tokens.clone());
         let gated =
             |r: Router<Arc<Sim>>| r.layer(axum::middleware::from_fn_with_state(sim.clone(), gate));
         let router = Router::new()

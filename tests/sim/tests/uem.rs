@@ -147,7 +147,13 @@ async fn oauth_tokens_work_until_they_expire() {
             .send()
     };
     assert_eq!(call().await.unwrap().status(), 200);
-    uem.expire_tokens();
+    // Token expiry, injected over HTTP as a standalone user would.
+    let r = http
+        .post(format!("{}/_sim/expire-tokens", uem.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
     let r = call().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_uem_error(&r.json().await.unwrap(), 1005);
