@@ -1043,12 +1043,25 @@ async fn action(
             )
                 .into_response()
         }
-        Err(e) => {
-            let status =
-                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            error(status, invoke_error_code(&e), e.to_string(), rid)
-        }
+        Err(e) => invoke_error_response(&e, rid),
     }
+}
+
+/// The caller's answer for a failed invocation. An upstream's retry time
+/// travels on as `Retry-After` and in the body, so the caller (a ServiceNow
+/// flow, an agent's UI) can wait instead of hammering.
+pub(crate) fn invoke_error_response(e: &InvokeError, rid: &str) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = error(status, invoke_error_code(e), e.to_string(), rid);
+    if let InvokeError::Plugin(switchyard_runtime::PluginError::Upstream {
+        retry_after_secs: Some(secs),
+        ..
+    }) = e
+    {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(*secs));
+    }
+    resp
 }
 
 /// Appends to the audit log; a failure is logged, not shown to the caller

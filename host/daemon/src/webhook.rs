@@ -437,16 +437,7 @@ pub async fn handle(
             }
             resp
         }
-        Err(e) => {
-            let status =
-                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            error(
-                status,
-                crate::server::invoke_error_code(&e),
-                e.to_string(),
-                &rid,
-            )
-        }
+        Err(e) => crate::server::invoke_error_response(&e, &rid),
     }
 }
 

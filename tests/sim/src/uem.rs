@@ -42,6 +42,10 @@
 //! - Rate limit: a fixed window per minute (default 600 requests).
 //! - Whether a Bearer call also needs `aw-tenant-code`: not required, but
 //!   checked when sent.
+//! - Device registration: `POST /api/system/users/{id}/registerdevice` with
+//!   `{"FriendlyName", "Ownership": "C|E|S", "PlatformId", "SerialNumber"?,
+//!   "MessageType"}` answers `{"Value": <registration id>}`; user ids are
+//!   those `users/search` returns.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -228,7 +232,21 @@ struct Data {
     devices: BTreeMap<i64, Device>,
     tags: Vec<Tag>,
     commands: Vec<Command>,
+    registrations: Vec<Registration>,
     next_id: i64,
+}
+
+/// A device registration (Add Device) the simulator accepted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Registration {
+    /// Registration id returned.
+    pub id: i64,
+    /// The user it is for (`users/search` id).
+    pub user_id: i64,
+    /// That user's email.
+    pub email: String,
+    /// The request body.
+    pub body: Value,
 }
 
 struct Sim {
@@ -1172,6 +1190,40 @@ async fn smart_groups_search(State(sim): S, Query(q): Q) -> Response {
     axum::Json(json!({ "SmartGroups": groups })).into_response()
 }
 
+async fn register_device(State(sim): S, Path(user_id): Path<i64>, body: Bytes) -> Response {
+    let body = match json_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if !body["PlatformId"].is_i64() {
+        return bad_request("PlatformId is required.");
+    }
+    if !body["Ownership"]
+        .as_str()
+        .is_some_and(|o| matches!(o, "C" | "E" | "S"))
+    {
+        return bad_request("Ownership must be C, E or S.");
+    }
+    let mut data = sim.data();
+    // User ids are 5000 + the id of the user's first device (users/search).
+    let Some(email) = data
+        .devices
+        .get(&(user_id - 5000))
+        .map(|d| d.user_email.clone())
+    else {
+        return uem_error(StatusCode::NOT_FOUND, 1000, "User not found.");
+    };
+    data.next_id += 1;
+    let id = data.next_id;
+    data.registrations.push(Registration {
+        id,
+        user_id,
+        email,
+        body,
+    });
+    axum::Json(json!({ "Value": id })).into_response()
+}
+
 async fn smart_group_devices(State(sim): S, Path(id): Path<i64>) -> Response {
     let data = sim.data();
     let Some(g) = data.smart_groups.iter().find(|g| g.id == id) else {
@@ -1191,6 +1243,7 @@ fn api_routes() -> Router<Arc<Sim>> {
         .route("/system/info", get(system_info))
         .route("/system/users/search", get(users_search))
         .route("/system/groups/search", get(groups_search))
+        .route("/system/users/{id}/registerdevice", post(register_device))
         .route("/mdm/devices", get(device_by_alternate))
         .route("/mdm/devices/search", get(search))
         .route("/mdm/devices/commands", post(command_by_alternate))
@@ -1299,6 +1352,11 @@ impl Uem {
     /// Commands accepted so far, oldest first.
     pub fn commands(&self) -> Vec<Command> {
         self.sim.data().commands.clone()
+    }
+
+    /// Device registrations (Add Device) accepted so far.
+    pub fn registrations(&self) -> Vec<Registration> {
+        self.sim.data().registrations.clone()
     }
 
     /// Tags and their devices.
