@@ -6,8 +6,9 @@
 //!
 //! The sample tenant `acme` runs the bundled `echo` plugin with a bearer
 //! credential for a loopback stand-in API, a verified queued webhook and a
-//! scheduled job. As first-party plugins and simulators land, the scenario
-//! grows to show them.
+//! scheduled job, and the `uem-actions` plugin against the Workspace ONE UEM
+//! and ServiceNow simulators (`tests/sim`). As first-party plugins land, the
+//! scenario grows to show them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,9 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+
+use switchyard_sim::servicenow::{ServiceNow, ServiceNowConfig};
+use switchyard_sim::uem::{Uem, UemConfig};
 
 use crate::{ensure_step, open_state, runtime};
 
@@ -48,10 +52,11 @@ async fn start_upstream(expected: SecretString) -> anyhow::Result<String> {
     Ok(origin)
 }
 
-fn tenant_file(upstream: &str) -> String {
+fn tenant_file(upstream: &str, uem: &Uem, sn: &ServiceNow) -> String {
     format!(
         r#"[roles]
-"ITIL Agent" = ["operator"]
+"ITIL Agent" = ["operator", "standard"]
+"Integration Admin" = ["admin"]
 
 [[instance]]
 id = "echo-1"
@@ -72,8 +77,53 @@ event_id_field = "id"
 
 [instance.jobs.tick]
 interval = 300
-"#
+
+[[instance]]
+id = "uem"
+plugin = "uem-actions"
+egress = ["{uem_url}", "{sn_url}"]
+
+[instance.config]
+api_url = "{uem_url}"
+servicenow_url = "{sn_url}"
+
+[instance.credentials.uem]
+kind = "basic"
+hosts = ["{uem_url}"]
+username = "{uem_user}"
+password = "secret:uem-password"
+extra_header = "aw-tenant-code"
+extra_header_value = "secret:uem-tenant-code"
+
+[instance.credentials.servicenow]
+kind = "basic"
+hosts = ["{sn_url}"]
+username = "{sn_user}"
+password = "secret:sn-password"
+"#,
+        uem_url = uem.url(),
+        sn_url = sn.url(),
+        uem_user = uem.config().username,
+        sn_user = sn.config().username,
     )
+}
+
+/// Opens an incident in the ServiceNow simulator for the user with `email`;
+/// returns its number.
+fn open_incident(sn: &ServiceNow, email: &str, what: &str) -> anyhow::Result<String> {
+    let user = sn
+        .records("sys_user")
+        .into_iter()
+        .find(|u| u["email"] == email)
+        .with_context(|| format!("no ServiceNow user {email}"))?;
+    let inc = sn.insert(
+        "incident",
+        &[
+            ("short_description", what),
+            ("caller_id", user["sys_id"].as_str().unwrap_or_default()),
+        ],
+    );
+    Ok(inc["number"].as_str().unwrap_or_default().to_owned())
 }
 
 /// A per-run random secret, so nothing printed can be a real credential.
@@ -108,11 +158,21 @@ impl Client {
         input: Value,
         roles: &[&str],
     ) -> anyhow::Result<(u16, Value)> {
+        self.action_on("echo-1", action, input, roles).await
+    }
+
+    async fn action_on(
+        &self,
+        instance: &str,
+        action: &str,
+        input: Value,
+        roles: &[&str],
+    ) -> anyhow::Result<(u16, Value)> {
         let body = json!({ "input": input, "actor": { "id": "jdoe", "email": "jdoe@acme.example", "roles": roles } });
         self.send(
             self.http
                 .post(format!(
-                    "{}/v1/tenants/acme/instances/echo-1/actions/{action}",
+                    "{}/v1/tenants/acme/instances/{instance}/actions/{action}",
                     self.base
                 ))
                 .bearer_auth(&self.token)
@@ -141,18 +201,34 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     let upstream_token = fresh_secret("upstream");
     let hook_token = fresh_secret("hook");
     let upstream = start_upstream(upstream_token.clone()).await?;
+    // Stand-ins for Workspace ONE UEM and ServiceNow, with seeded data: the
+    // same people own the devices and call in the incidents.
+    let uem = Uem::start(UemConfig::default(), 7, 24).await?;
+    let sn = ServiceNow::start(ServiceNowConfig::default(), 7, 12, 0).await?;
 
     // A configuration directory like an operator's, in a temporary place.
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("switchyard.toml"), "data_dir = \"data\"\n")?;
     std::fs::create_dir(dir.path().join("tenants"))?;
-    std::fs::write(dir.path().join("tenants/acme.toml"), tenant_file(&upstream))?;
+    std::fs::write(
+        dir.path().join("tenants/acme.toml"),
+        tenant_file(&upstream, &uem, &sn),
+    )?;
     let cfg = crate::load_config(dir.path())?;
     let (db, secrets) = open_state(&cfg)?;
     secrets
         .set("acme", "upstream-token", &upstream_token)
         .await?;
     secrets.set("acme", "hook-token", &hook_token).await?;
+    for (name, value) in [
+        ("uem-password", &uem.config().password),
+        ("uem-tenant-code", &uem.config().tenant_code),
+        ("sn-password", &sn.config().password),
+    ] {
+        secrets
+            .set("acme", name, &SecretString::from(value.clone()))
+            .await?;
+    }
     let (_, api_token) = db.create_token("acme", "demo").await?;
 
     let rt = Arc::new(runtime()?);
@@ -174,6 +250,11 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
         dir.path().display()
     );
     println!("tenant `acme`, instance `echo-1` (bundled plugin echo), stand-in API at {upstream}");
+    println!(
+        "tenant `acme`, instance `uem` (bundled plugin uem-actions): UEM simulator at {}, ServiceNow simulator at {}",
+        uem.url(),
+        sn.url()
+    );
 
     let c = Client {
         http: reqwest::Client::new(),
@@ -314,6 +395,139 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
 
         step(
             6,
+            "Workspace ONE UEM: Test Connection reports the UEM version",
+        );
+        let (status, out) = c
+            .action_on("uem", "test-connection", json!({}), &["Integration Admin"])
+            .await?;
+        println!("   {status}: UEM {}", out["output"]["version"]);
+        ensure_step(
+            status == 200,
+            &format!("test-connection answered {status}: {out}"),
+        )?;
+
+        let devices = uem.devices();
+        let phone = devices
+            .iter()
+            .find(|d| d.platform == "Apple")
+            .context("the seed has an iPhone")?;
+        let number = open_incident(&sn, &phone.user_email, "Lost my phone on the train")?;
+        step(
+            7,
+            &format!("from incident {number}, the agent locks the caller's iPhone"),
+        );
+        let (status, out) = c
+            .action_on(
+                "uem",
+                "lock-device",
+                json!({"device": {"id": phone.id}, "incident": {"number": number}}),
+                &["ITIL Agent"],
+            )
+            .await?;
+        ensure_step(
+            status == 200,
+            &format!("lock-device answered {status}: {out}"),
+        )?;
+        let o = &out["output"];
+        println!(
+            "   {status}: {} {} ({}) of {} — command {}",
+            o["device"]["model"].as_str().unwrap_or_default(),
+            o["device"]["id"],
+            o["device"]["os"].as_str().unwrap_or_default(),
+            o["device"]["email"].as_str().unwrap_or_default(),
+            o["result"]["command"]
+        );
+        let sent = uem.control().requests_to("/commands");
+        if let Some(r) = sent.last() {
+            println!(
+                "   UEM received: {} {}?{}",
+                r.method,
+                r.path,
+                r.query.as_deref().unwrap_or_default()
+            );
+        }
+        let note = uem
+            .device(phone.id)
+            .and_then(|d| d.notes.last().cloned())
+            .map(|n| n.note)
+            .unwrap_or_default();
+        println!("   note on the device: {note}");
+        let inc = sn
+            .records("incident")
+            .into_iter()
+            .find(|i| i["number"] == number.as_str())
+            .context("the incident exists")?;
+        let work = sn.work_notes("incident", inc["sys_id"].as_str().unwrap_or_default());
+        println!(
+            "   work note on {number}: {}",
+            work.last().map(String::as_str).unwrap_or("(none)")
+        );
+        ensure_step(
+            !note.is_empty() && !work.is_empty(),
+            "the device and the incident record the lock",
+        )?;
+
+        let mac = devices
+            .iter()
+            .find(|d| d.platform == "AppleOsX")
+            .context("the seed has a Mac")?;
+        let number = open_incident(&sn, &mac.user_email, "Forgot my FileVault password")?;
+        step(
+            8,
+            &format!(
+                "from incident {number}, the agent looks up the FileVault recovery key of the caller's Mac"
+            ),
+        );
+        let (status, out) = c
+            .action_on(
+                "uem",
+                "view-recovery-key",
+                json!({"device": {"serial": mac.serial}, "incident": {"number": number}}),
+                &["ITIL Agent"],
+            )
+            .await?;
+        ensure_step(
+            status == 200,
+            &format!("view-recovery-key answered {status}: {out}"),
+        )?;
+        println!(
+            "   {status}: {} key for {} {}: {}",
+            out["output"]["result"]["type"].as_str().unwrap_or_default(),
+            mac.model,
+            mac.serial,
+            out["output"]["result"]["keys"][0]["key"]
+                .as_str()
+                .unwrap_or_default()
+        );
+
+        step(
+            9,
+            "caller-email validation: the same Mac from an incident of another caller is refused",
+        );
+        let stranger = devices
+            .iter()
+            .find(|d| d.user_email != mac.user_email)
+            .context("the seed has two people")?;
+        let number = open_incident(&sn, &stranger.user_email, "Please unlock this laptop")?;
+        let (status, out) = c
+            .action_on(
+                "uem",
+                "view-recovery-key",
+                json!({"device": {"serial": mac.serial}, "incident": {"number": number}}),
+                &["ITIL Agent"],
+            )
+            .await?;
+        println!(
+            "   {status}: {}",
+            out["error"]["message"].as_str().unwrap_or_default()
+        );
+        ensure_step(
+            status == 403,
+            "the key is not shown for someone else's device",
+        )?;
+
+        step(
+            10,
             "status — the scheduled job `tick` ran at start-up and is due again in 300 s",
         );
         let (_, st) = c.get("/v1/tenants/acme/instances/echo-1/status").await?;
@@ -322,8 +536,8 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             st["paused"], st["jobs"], st["queue"]
         );
 
-        step(7, "audit log (newest first; no bodies, tokens or secrets)");
-        let (_, audit) = c.get("/v1/tenants/acme/audit?limit=8").await?;
+        step(11, "audit log (newest first; no bodies, tokens or secrets)");
+        let (_, audit) = c.get("/v1/tenants/acme/audit?limit=10").await?;
         for e in audit["entries"].as_array().into_iter().flatten() {
             println!(
                 "   {:<7} {:<45} {}",
@@ -333,7 +547,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             );
         }
 
-        step(8, "metrics (Prometheus)");
+        step(12, "metrics (Prometheus)");
         let text = c
             .http
             .get(format!("{base}/metrics"))
