@@ -245,14 +245,14 @@ impl Flavor for BtFlavor {
     }
 
     fn rate_limited(&self, retry_after_secs: u64) -> Response {
-        let mut r = xml_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            NS_COMMAND,
-            "Too many requests",
-        );
-        r.headers_mut()
-            .insert("retry-after", retry_after_secs.into());
-        r
+        common::with_retry_after(
+            xml_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                NS_COMMAND,
+                "Too many requests",
+            ),
+            retry_after_secs,
+        )
     }
 
     fn malformed(&self) -> Response {

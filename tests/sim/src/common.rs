@@ -174,6 +174,24 @@ pub trait Flavor: Send + Sync + 'static {
     fn malformed(&self) -> Response;
 }
 
+/// A 200 `application/json` answer whose body stops at `prefix` — the
+/// usual [`Flavor::malformed`].
+pub fn cut_json(prefix: &'static str) -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        prefix,
+    )
+        .into_response()
+}
+
+/// Adds `Retry-After: secs` to an answer.
+pub fn with_retry_after(mut r: Response, secs: u64) -> Response {
+    r.headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from(secs));
+    r
+}
+
 /// The request log and the fault list of one simulator.
 #[derive(Default)]
 pub struct Control {

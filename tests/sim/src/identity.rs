@@ -110,23 +110,18 @@ impl Flavor for IdmFlavor {
     }
 
     fn rate_limited(&self, retry_after_secs: u64) -> Response {
-        let mut r = idm_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests",
-        );
-        r.headers_mut()
-            .insert("retry-after", retry_after_secs.into());
-        r
+        common::with_retry_after(
+            idm_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests",
+            ),
+            retry_after_secs,
+        )
     }
 
     fn malformed(&self) -> Response {
-        (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            "{\"requests\":[",
-        )
-            .into_response()
+        common::cut_json("{\"requests\":[")
     }
 }
 

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -136,23 +136,18 @@ impl Flavor for MtdFlavor {
     }
 
     fn rate_limited(&self, retry_after_secs: u64) -> Response {
-        let mut r = mtd_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests",
-        );
-        r.headers_mut()
-            .insert("retry-after", HeaderValue::from(retry_after_secs));
-        r
+        common::with_retry_after(
+            mtd_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests",
+            ),
+            retry_after_secs,
+        )
     }
 
     fn malformed(&self) -> Response {
-        (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            "{\"devices\":[{\"id\":",
-        )
-            .into_response()
+        common::cut_json("{\"devices\":[{\"id\":")
     }
 }
 

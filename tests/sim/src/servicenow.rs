@@ -195,12 +195,7 @@ impl Flavor for SnFlavor {
     }
 
     fn malformed(&self) -> Response {
-        (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            "{\"result\":[{\"sys_id\":\"",
-        )
-            .into_response()
+        common::cut_json("{\"result\":[{\"sys_id\":\"")
     }
 }
 

@@ -28,7 +28,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
@@ -116,10 +116,10 @@ impl Flavor for SlackFlavor {
     }
 
     fn rate_limited(&self, retry_after_secs: u64) -> Response {
-        let mut r = plain(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-        r.headers_mut()
-            .insert("retry-after", HeaderValue::from(retry_after_secs));
-        r
+        common::with_retry_after(
+            plain(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            retry_after_secs,
+        )
     }
 
     fn malformed(&self) -> Response {

@@ -319,12 +319,7 @@ impl Flavor for UemFlavor {
     }
 
     fn malformed(&self) -> Response {
-        (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            "{\"Devices\":[{\"Id\":{\"Value\":",
-        )
-            .into_response()
+        common::cut_json("{\"Devices\":[{\"Id\":{\"Value\":")
     }
 }
 
