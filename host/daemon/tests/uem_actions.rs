@@ -38,6 +38,7 @@ egress = ["{uem}", "{sn}"]
 api_url = "{uem}"
 servicenow_url = "{sn}"
 console_url = "https://cn1.awmdm.example"
+assist_url = "https://assist.acme.example"
 email_exceptions = "kiosk@acme.example; shared@acme.example"
 
 [instance.credentials.uem]
@@ -424,7 +425,16 @@ async fn agent_actions_from_an_incident_send_exact_requests_and_leave_notes() {
             json!({"device": {"id": phone.id}}),
         )
         .await;
-    assert_eq!(status, 409, "no assist_url configured: {out}");
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        out["output"]["result"]["url"],
+        format!("https://assist.acme.example/devices/{}", phone.udid).as_str()
+    );
+    let notes = env.uem.device(phone.id).unwrap().notes;
+    assert!(
+        notes.last().unwrap().note.contains("Remote Assist by"),
+        "{notes:?}"
+    );
     let (status, out) = env
         .act("test-connection", &["Integration Admin"], json!({}))
         .await;
@@ -521,6 +531,15 @@ async fn refusals_roles_email_exceptions_os_and_wipes() {
     assert_eq!(status, 200);
     assert_eq!(sent(), before + 1);
     assert_eq!(env.uem.commands().last().unwrap().command, "DeviceWipe");
+    let (status, _) = env
+        .act(
+            "enterprise-wipe",
+            &["Desk Lead"],
+            json!({"device": {"id": phone.id}, "confirm": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(env.uem.commands().last().unwrap().command, "EnterpriseWipe");
 
     // Caller-email validation: the incident's caller is someone else.
     let other = env
