@@ -111,18 +111,9 @@ password = "secret:sn-password"
 /// Opens an incident in the ServiceNow simulator for the user with `email`;
 /// returns its number.
 fn open_incident(sn: &ServiceNow, email: &str, what: &str) -> anyhow::Result<String> {
-    let user = sn
-        .records("sys_user")
-        .into_iter()
-        .find(|u| u["email"] == email)
+    let inc = sn
+        .open_incident(email, what)
         .with_context(|| format!("no ServiceNow user {email}"))?;
-    let inc = sn.insert(
-        "incident",
-        &[
-            ("short_description", what),
-            ("caller_id", user["sys_id"].as_str().unwrap_or_default()),
-        ],
-    );
     Ok(inc["number"].as_str().unwrap_or_default().to_owned())
 }
 

@@ -178,19 +178,10 @@ impl Env {
 
     /// An incident whose caller is the user with `email`.
     fn incident_for(&self, email: &str) -> (String, String) {
-        let user = self
+        let inc = self
             .sn
-            .records("sys_user")
-            .into_iter()
-            .find(|u| u["email"] == email)
+            .open_incident(email, "Device problem")
             .unwrap_or_else(|| panic!("no ServiceNow user {email}"));
-        let inc = self.sn.insert(
-            "incident",
-            &[
-                ("short_description", "Device problem"),
-                ("caller_id", user["sys_id"].as_str().unwrap()),
-            ],
-        );
         (
             inc["sys_id"].as_str().unwrap().to_owned(),
             inc["number"].as_str().unwrap().to_owned(),

@@ -519,7 +519,7 @@ fn recovery_key(uem: &Uem, d: &Device, family: os::OsFamily) -> Result<Value> {
                 let Some(volume) = drive["VolumeId"].as_str() else {
                     continue;
                 };
-                let vol: String = url::form_urlencoded::byte_serialize(volume.as_bytes()).collect();
+                let vol = uem::enc(volume);
                 let p = uem
                     .get(
                         &format!("/mdm/devices/{}/bitlocker/drives/{vol}/protectors", d.uuid),
@@ -583,20 +583,10 @@ fn add_device(ctx: &Context, grant: Grant, uem: &Uem, input: &Value) -> Result<V
     if !matches!(ownership, "C" | "E" | "S") {
         return Err(Error::invalid_input("`ownership` must be C, E or S"));
     }
-    let users = uem
-        .get(
-            &format!(
-                "/system/users/search?email={}",
-                url::form_urlencoded::byte_serialize(email.as_bytes()).collect::<String>()
-            ),
-            &format!("the user {email}"),
-        )?
-        .unwrap_or(Value::Null);
-    let user = users["Users"]
-        .as_array()
+    let user = uem
+        .users_with_email(&email)?
         .into_iter()
-        .flatten()
-        .find(|u| u["Email"].as_str().is_some_and(|e| same_email(e, &email)))
+        .next()
         .ok_or_else(|| Error::not_found(format!("UEM has no user with email {email}")))?;
     let user_id = user["Id"]["Value"]
         .as_i64()

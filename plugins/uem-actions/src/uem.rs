@@ -113,7 +113,7 @@ impl Selector {
 }
 
 /// Percent-encodes a path segment or query value.
-fn enc(s: &str) -> String {
+pub fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -239,8 +239,8 @@ impl Uem {
         }
     }
 
-    /// Every device enrolled by the user with `email`.
-    pub fn devices_of(&self, email: &str) -> Result<Vec<Device>> {
+    /// The UEM users whose email is exactly `email`.
+    pub fn users_with_email(&self, email: &str) -> Result<Vec<Value>> {
         let Some(users) = self.get(
             &format!("/system/users/search?email={}", enc(email)),
             &format!("the user {email}"),
@@ -248,15 +248,24 @@ impl Uem {
         else {
             return Ok(Vec::new());
         };
+        // The search matches substrings; only the exact address counts.
+        Ok(users["Users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|u| {
+                u["Email"]
+                    .as_str()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// Every device enrolled by the user with `email`.
+    pub fn devices_of(&self, email: &str) -> Result<Vec<Device>> {
         let mut out = Vec::new();
-        for user in users["Users"].as_array().into_iter().flatten() {
-            // The search matches substrings; only the exact address counts.
-            if !user["Email"]
-                .as_str()
-                .is_some_and(|e| e.eq_ignore_ascii_case(email))
-            {
-                continue;
-            }
+        for user in self.users_with_email(email)? {
             let name = user["UserName"].as_str().unwrap_or_default();
             let mut page = 0;
             while let Some(p) = self.get(

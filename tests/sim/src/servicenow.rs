@@ -680,13 +680,7 @@ fn no_record() -> Response {
     )
 }
 
-fn render_opts<'a>(
-    sim: &'a Sim,
-    data: &'a Data,
-    q: &HashMap<String, String>,
-    base: &'a str,
-) -> Render<'a> {
-    let _ = sim;
+fn render_opts<'a>(data: &'a Data, q: &HashMap<String, String>, base: &'a str) -> Render<'a> {
     Render {
         data,
         base,
@@ -749,7 +743,7 @@ async fn list(State(sim): S, Path(table): Path<String>, Query(q): Q, uri: Uri) -
         });
     }
     let total = rows.len();
-    let render = render_opts(&sim, &data, &q, &base);
+    let render = render_opts(&data, &q, &base);
     let result: Vec<Value> = rows
         .iter()
         .skip(offset)
@@ -803,7 +797,7 @@ async fn read(
     let Some((t, row)) = data.find(&table, &sys_id) else {
         return no_record();
     };
-    let render = render_opts(&sim, &data, &q, &base);
+    let render = render_opts(&data, &q, &base);
     axum::Json(json!({ "result": render.row(t, row) })).into_response()
 }
 
@@ -841,7 +835,7 @@ async fn create(
     let mut data = sim.data();
     let row = data.insert(&table, &fields, &user);
     let sys_id = row["sys_id"].as_str().unwrap_or_default().to_owned();
-    let render = render_opts(&sim, &data, &q, &base);
+    let render = render_opts(&data, &q, &base);
     let mut resp = (
         StatusCode::CREATED,
         axum::Json(json!({ "result": render.row(&table, &row) })),
@@ -872,7 +866,7 @@ async fn write(
     let Some(row) = data.update(&table, &sys_id, &fields, &user) else {
         return no_record();
     };
-    let render = render_opts(&sim, &data, &q, &base);
+    let render = render_opts(&data, &q, &base);
     axum::Json(json!({ "result": render.row(&table, &row) })).into_response()
 }
 
@@ -1198,6 +1192,22 @@ impl ServiceNow {
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
             .collect();
         Value::Object(self.sim.data().insert(table, &fields, "admin"))
+    }
+
+    /// Opens an incident whose caller is the user with `caller_email`, as a
+    /// caller phoning the desk would; `None` if there is no such user.
+    pub fn open_incident(&self, caller_email: &str, short_description: &str) -> Option<Value> {
+        let caller = self
+            .records("sys_user")
+            .into_iter()
+            .find(|u| u["email"] == caller_email)?;
+        Some(self.insert(
+            "incident",
+            &[
+                ("short_description", short_description),
+                ("caller_id", caller["sys_id"].as_str()?),
+            ],
+        ))
     }
 
     /// The agent changes fields of a record (e.g. an incident's state).
