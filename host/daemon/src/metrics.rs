@@ -116,15 +116,20 @@ impl Metrics {
                 plugin: plugin.into(),
             })
             .observe(report.duration_ms as f64 / 1000.0);
-        for e in &report.egress {
+        let outcomes = report
+            .egress
+            .iter()
+            .map(|e| (&e.outcome, 1))
+            .chain(report.egress_omitted.iter().map(|(o, n)| (o, *n)));
+        for (outcome, n) in outcomes {
             self.egress
                 .get_or_create(&Egress {
                     tenant: tenant.into(),
                     instance: instance.into(),
                     plugin: plugin.into(),
-                    outcome: e.outcome.clone(),
+                    outcome: outcome.clone(),
                 })
-                .inc();
+                .inc_by(n);
         }
     }
 

@@ -367,31 +367,52 @@ pub(crate) fn request_id() -> String {
     format!("req-{:x}-{:x}", now_ms(), next_seq())
 }
 
-/// Audit entries for the egress requests an invocation made.
+/// Audit entries for the egress requests an invocation made: one per
+/// itemised request, and one that counts the rest by outcome.
 pub(crate) fn egress_audit(
     tenant: &str,
     instance: &str,
     actor: &str,
     report: &switchyard_runtime::Report,
 ) -> Vec<AuditEntry> {
-    report
+    let entry = |what: String, outcome: String, duration_ms: i64| AuditEntry {
+        seq: 0,
+        time: 0,
+        tenant: tenant.to_owned(),
+        instance: Some(instance.to_owned()),
+        actor: (!actor.is_empty()).then(|| actor.to_owned()),
+        kind: "egress".into(),
+        what,
+        outcome,
+        duration_ms,
+        request_id: report.request_id.clone(),
+    };
+    let mut out: Vec<AuditEntry> = report
         .egress
         .iter()
-        .map(|e| AuditEntry {
-            seq: 0,
-            time: 0,
-            tenant: tenant.to_owned(),
-            instance: Some(instance.to_owned()),
-            actor: (!actor.is_empty()).then(|| actor.to_owned()),
-            kind: "egress".into(),
-            what: format!("{} {}{}", e.method, e.destination, e.path),
-            outcome: e
-                .status
-                .map_or_else(|| e.outcome.clone(), |s| s.to_string()),
-            duration_ms: e.duration_ms as i64,
-            request_id: report.request_id.clone(),
+        .map(|e| {
+            entry(
+                format!("{} {}{}", e.method, e.destination, e.path),
+                e.status
+                    .map_or_else(|| e.outcome.clone(), |s| s.to_string()),
+                e.duration_ms as i64,
+            )
         })
-        .collect()
+        .collect();
+    if !report.egress_omitted.is_empty() {
+        let total: u64 = report.egress_omitted.values().sum();
+        let by_outcome: Vec<String> = report
+            .egress_omitted
+            .iter()
+            .map(|(o, n)| format!("{o}: {n}"))
+            .collect();
+        out.push(entry(
+            format!("{total} further requests (not itemised)"),
+            by_outcome.join(", "),
+            0,
+        ));
+    }
+    out
 }
 
 /// The API router.

@@ -446,10 +446,16 @@ impl Host for HttpCtxView<'_> {
             duration_ms = record.duration_ms,
             "egress"
         );
-        // A guest looping past its request budget must not grow this list:
-        // once the budget is spent, further refusals are not recorded.
-        if self.call.egress.len() <= self.call.limits.http_requests as usize {
+        // Bounded whatever the request budget: past the itemised records a
+        // request is only counted, so a job making many thousands of
+        // requests (or a guest looping past its budget) holds a fixed
+        // amount of memory.
+        let itemised =
+            crate::instance::EGRESS_ITEMISED.min(self.call.limits.http_requests as usize + 1);
+        if self.call.egress.len() < itemised {
             self.call.egress.push(record);
+        } else {
+            *self.call.egress_omitted.entry(record.outcome).or_default() += 1;
         }
         if matches!(result, Err(Error::Timeout)) && Instant::now() >= self.call.deadline {
             return Err(wasmtime::Error::new(crate::limits::DeadlineReached));

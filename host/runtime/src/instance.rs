@@ -115,6 +115,10 @@ pub struct CallOptions {
     pub progress: Option<tokio::sync::watch::Sender<Option<Progress>>>,
 }
 
+/// Outbound requests of one invocation recorded one by one (for the audit
+/// log); later ones are only counted by outcome.
+pub const EGRESS_ITEMISED: usize = 1_000;
+
 /// What an invocation did besides its result.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -122,8 +126,12 @@ pub struct Report {
     pub request_id: String,
     /// Wall-clock time of the call, instantiation included.
     pub duration_ms: u64,
-    /// Outbound requests, denied ones included.
+    /// Outbound requests, denied ones included: the first
+    /// [`EGRESS_ITEMISED`] of them.
     pub egress: Vec<EgressRecord>,
+    /// Outbound requests past the first [`EGRESS_ITEMISED`], counted by
+    /// outcome, so that a long job's memory does not grow with its requests.
+    pub egress_omitted: std::collections::BTreeMap<String, u64>,
     /// Log records kept.
     pub logs: Vec<LogRecord>,
     /// Log records dropped over the budget.
@@ -546,6 +554,7 @@ impl Instance {
                 request_id,
                 duration_ms: started.elapsed().as_millis() as u64,
                 egress: call.egress,
+                egress_omitted: call.egress_omitted,
                 logs: call.logs,
                 logs_dropped: call.logs_dropped,
                 progress: call.progress,

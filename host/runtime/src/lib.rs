@@ -47,8 +47,8 @@ pub mod storage;
 
 pub use bindings::types::{Header as WebhookHeader, WebhookRequest, WebhookResponse};
 pub use instance::{
-    Actor, CallOptions, Instance, InstanceSpec, Invocation, InvokeError, PluginError, Report,
-    SpecError,
+    Actor, CallOptions, EGRESS_ITEMISED, Instance, InstanceSpec, Invocation, InvokeError,
+    PluginError, Report, SpecError,
 };
 pub use limits::Limits;
 pub use manifest::{
