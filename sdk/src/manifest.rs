@@ -105,7 +105,15 @@ impl JobSpec {
             min_interval_secs: min,
             max_interval_secs: max,
             default_interval_secs: default,
+            exclusive_with_webhook: None,
         }
+    }
+
+    /// Declares that `route` does this job's work pushed instead of
+    /// pulled: a tenant may schedule the job or set up the route, not both.
+    pub fn exclusive_with_webhook(mut self, route: &str) -> Self {
+        self.exclusive_with_webhook = Some(route.into());
+        self
     }
 }
 

@@ -930,6 +930,20 @@ fn check_instance_manifest(
             );
             continue;
         };
+        if let Some(route) = &spec.exclusive_with_webhook
+            && job.get_ref().enabled
+            && inst.webhooks.contains_key(route)
+        {
+            report.at(
+                &job.span(),
+                f(&format!("jobs.{name}")),
+                format!(
+                    "plugin `{plugin}` does this job's work through webhooks.{route} too: \
+                     set up the job or the webhook route, not both \
+                     (with the route set up, remove this job)"
+                ),
+            );
+        }
         if let Some(iv) = &job.get_ref().interval {
             let secs = *iv.get_ref();
             if secs < spec.min_interval_secs || secs > spec.max_interval_secs {

@@ -68,6 +68,10 @@ pub struct JobSpec {
     pub max_interval_secs: u32,
     /// Interval used when the tenant sets none, seconds.
     pub default_interval_secs: u32,
+    /// A webhook route doing the same work pushed: a tenant sets up one or
+    /// the other, never both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive_with_webhook: Option<String>,
 }
 
 /// A configuration key.
@@ -171,10 +175,19 @@ impl Manifest {
                 })
             })
             .collect::<Result<_, String>>()?;
+        let routes: Vec<String> = m.webhooks.iter().map(|w| w.route.clone()).collect();
         let jobs = m
             .jobs
             .into_iter()
             .map(|j| {
+                if let Some(r) = &j.exclusive_with_webhook
+                    && !routes.contains(r)
+                {
+                    return Err(format!(
+                        "job `{}`: exclusive with webhook route `{r}`, which the manifest does not declare",
+                        j.name
+                    ));
+                }
                 let ok = j.min_interval_secs > 0
                     && j.min_interval_secs <= j.default_interval_secs
                     && j.default_interval_secs <= j.max_interval_secs;
@@ -191,6 +204,7 @@ impl Manifest {
                     min_interval_secs: j.min_interval_secs,
                     max_interval_secs: j.max_interval_secs,
                     default_interval_secs: j.default_interval_secs,
+                    exclusive_with_webhook: j.exclusive_with_webhook,
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -246,5 +260,51 @@ impl Manifest {
     /// The action called `name`.
     pub fn action(&self, name: &str) -> Option<&ActionSpec> {
         self.actions.iter().find(|a| a.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(exclusive_with: Option<&str>) -> types::Manifest {
+        types::Manifest {
+            id: "sessions".into(),
+            version: "1.0.0".into(),
+            description: "d".into(),
+            actions: vec![],
+            webhooks: vec![types::WebhookSpec {
+                route: "events".into(),
+                description: "d".into(),
+                mode: types::WebhookMode::Queued,
+            }],
+            jobs: vec![types::JobSpec {
+                name: "pull".into(),
+                description: "d".into(),
+                min_interval_secs: 60,
+                max_interval_secs: 600,
+                default_interval_secs: 300,
+                exclusive_with_webhook: exclusive_with.map(str::to_owned),
+            }],
+            config: vec![],
+            credentials: vec![],
+            egress: vec![],
+        }
+    }
+
+    #[test]
+    fn a_job_may_be_exclusive_only_with_a_declared_route() {
+        let m = Manifest::from_wit(manifest(Some("events"))).unwrap();
+        assert_eq!(m.jobs[0].exclusive_with_webhook.as_deref(), Some("events"));
+        assert!(
+            Manifest::from_wit(manifest(None)).unwrap().jobs[0]
+                .exclusive_with_webhook
+                .is_none()
+        );
+        let e = Manifest::from_wit(manifest(Some("nope"))).unwrap_err();
+        assert_eq!(
+            e,
+            "job `pull`: exclusive with webhook route `nope`, which the manifest does not declare"
+        );
     }
 }
