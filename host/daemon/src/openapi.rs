@@ -71,9 +71,8 @@ pub fn document() -> Value {
     let mut audit_responses = errors(&["400", "401", "403", "503"]);
     audit_responses["200"] = ok_json("`entries`, newest first");
     let mut hook_responses = errors(&["401", "403", "404", "413", "503"]);
-    hook_responses["200"] =
-        json!({ "description": "Handled synchronously (the plugin's answer), or a duplicate" });
-    hook_responses["202"] = ok_json("Stored in the durable queue; `job_id` names it");
+    hook_responses["200"] = json!({ "description": "Handled synchronously (the plugin's answer), \
+        stored in the durable queue (`queued: true`, `job_id` names it), or a duplicate" });
     let text = |desc: &str| json!({ "200": { "description": desc, "content": { "text/plain": { "schema": { "type": "string" } } } } });
 
     json!({

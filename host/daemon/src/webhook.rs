@@ -5,8 +5,8 @@
 //! token, HMAC signature — whichever the route configures), capped in size,
 //! stripped of the credentials it carried, and then, as the plugin's
 //! manifest says, handled while the sender waits or stored in the job queue
-//! and acknowledged with 202. A delivery whose event id was already seen is
-//! acknowledged and not processed again.
+//! and acknowledged with 200 (`"queued": true`). A delivery whose event id
+//! was already seen is acknowledged and not processed again.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -317,15 +317,14 @@ pub async fn handle(
                     &rid,
                 )
                 .await;
-                let status = if e.duplicate {
-                    StatusCode::OK
-                } else {
-                    StatusCode::ACCEPTED
-                };
+                // 200, not 202: some senders (BeyondTrust outbound events)
+                // count anything but 200 as a failure and hold every later
+                // event behind it. The body says it was queued.
                 (
-                    status,
+                    StatusCode::OK,
                     axum::Json(serde_json::json!({
-                        "request_id": rid, "job_id": e.id, "duplicate": e.duplicate
+                        "request_id": rid, "queued": true, "job_id": e.id,
+                        "duplicate": e.duplicate
                     })),
                 )
                     .into_response()
