@@ -173,7 +173,8 @@ pub struct SessionKey {
 /// An outbound event and its delivery attempts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outbound {
-    /// Form fields sent.
+    /// Form fields sent (each attempt adds the site's current
+    /// `outbound_event_token`).
     pub fields: Vec<(String, String)>,
     /// Attempts so far.
     pub attempts: u32,
@@ -805,13 +806,21 @@ async fn sender(sim: Arc<Sim>) {
     loop {
         let next = {
             let d = sim.data();
-            d.pending.front().cloned().zip(d.outbound_url.clone())
+            d.pending
+                .front()
+                .cloned()
+                .zip(d.outbound_url.clone())
+                .map(|(e, url)| (e, url, d.outbound_token.clone()))
         };
-        let Some((event, url)) = next else {
+        let Some((event, url, token)) = next else {
             sim.wake.notified().await;
             continue;
         };
-        let status = match http.post(&url).form(&event.fields).send().await {
+        // The token is the site's current one, as on a real site where it
+        // is part of the receiver's configuration, not of the event.
+        let mut fields = event.fields.clone();
+        fields.extend(token.map(|t| ("outbound_event_token".to_owned(), t)));
+        let status = match http.post(&url).form(&fields).send().await {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         };
@@ -951,7 +960,7 @@ impl BeyondTrust {
         if d.outbound_url.is_none() {
             return;
         }
-        let mut fields = vec![
+        let fields = vec![
             ("event".to_owned(), event.to_owned()),
             ("version".to_owned(), "3".to_owned()),
             ("timestamp".to_owned(), common::now_secs().to_string()),
@@ -962,9 +971,6 @@ impl BeyondTrust {
             ),
             ("site_id".to_owned(), "1".to_owned()),
         ];
-        if let Some(t) = &d.outbound_token {
-            fields.push(("outbound_event_token".to_owned(), t.clone()));
-        }
         d.pending.push_back(Outbound {
             fields,
             attempts: 0,

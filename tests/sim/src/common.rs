@@ -112,6 +112,10 @@ pub enum FaultKind {
     Malformed,
     /// Sends the status line and headers, then drops the connection.
     Reset,
+    /// Handles the request normally (what it writes stays written), then
+    /// drops the connection instead of answering: the client cannot tell
+    /// whether its request took effect.
+    LostAnswer,
 }
 
 /// A fault injected on the requests that match it.
@@ -299,9 +303,11 @@ async fn record_and_fault(State(l): State<Layer>, req: Request, next: Next) -> R
             .collect(),
         body: bytes.to_vec(),
     });
+    let mut lose_answer = false;
     match l.control.take_fault(&parts.method, parts.uri.path()) {
         None => {}
         Some(FaultKind::Latency { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Some(FaultKind::LostAnswer) => lose_answer = true,
         Some(FaultKind::Status { status, message }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = message.unwrap_or_else(|| {
@@ -318,8 +324,13 @@ async fn record_and_fault(State(l): State<Layer>, req: Request, next: Next) -> R
         Some(FaultKind::Malformed) => return l.flavor.malformed(),
         Some(FaultKind::Reset) => return reset(),
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let answer = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if lose_answer {
+        return reset();
+    }
+    answer
 }
 
 /// A 200 whose body fails after the headers: hyper aborts the connection,

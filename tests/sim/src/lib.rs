@@ -12,8 +12,9 @@
 //! - a **request log** (`control().requests()`, or `GET /_sim/requests`) so
 //!   tests assert the exact requests a plugin sent;
 //! - **fault injection** per endpoint (latency, status codes, rate limiting,
-//!   malformed bodies, connection resets; token expiry where there are
-//!   tokens), from Rust or `POST /_sim/faults`;
+//!   malformed bodies, connection resets before or after the request is
+//!   handled; token expiry where there are tokens), from Rust or
+//!   `POST /_sim/faults`;
 //! - **seeded data**: the same seed gives the same devices, users and
 //!   records, and person `i` has the same email in every simulator.
 //!

@@ -71,7 +71,8 @@ pub struct ServiceNowConfig {
     pub token_lifetime_secs: i64,
     /// Requests per minute before 429.
     pub rate_limit_per_minute: u32,
-    /// Tables besides the standard ones (e.g. a support-session table).
+    /// Tables besides the standard ones (by default the remote-support
+    /// session, event-type and issue tables).
     pub extra_tables: Vec<String>,
 }
 
@@ -84,7 +85,11 @@ impl Default for ServiceNowConfig {
             client_secret: "sn-client-secret".into(),
             token_lifetime_secs: 1799,
             rate_limit_per_minute: 1000,
-            extra_tables: vec!["x_bmgr_support_session".into()],
+            extra_tables: vec![
+                "x_bmgr_support_session".into(),
+                "x_bmgr_support_event_type".into(),
+                "x_bmgr_support_issue".into(),
+            ],
         }
     }
 }
@@ -470,8 +475,13 @@ impl Data {
         if let Some(n) = self.next_number(table) {
             row.insert("number".into(), json!(n));
         }
-        if TASK_TABLES.contains(&table) && table != "sc_request" {
-            row.insert("state".into(), json!("1"));
+        if TASK_TABLES.contains(&table) {
+            // Every task record names its concrete table, so a `task`
+            // query tells the caller where to write.
+            row.insert("sys_class_name".into(), json!(table));
+            if table != "sc_request" {
+                row.insert("state".into(), json!("1"));
+            }
         }
         for (k, v) in fields {
             if k == "sys_id" {
