@@ -1,7 +1,7 @@
 use std::fmt::Write;
 
 /// First-party plugins embedded in the `switchyard` binary.
-const PLUGINS: &[&str] = &["plugin-echo", "plugin-uem-actions"];
+const PLUGINS: &[&str] = &["plugin-echo", "plugin-uem-actions", "plugin-session-import"];
 
 fn main() {
     let mut out = String::new();

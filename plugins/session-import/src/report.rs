@@ -60,6 +60,16 @@ pub struct Session {
     pub events: Vec<SessionEvent>,
 }
 
+impl Session {
+    /// The customer field `key` (`name`, `hostname`, …), empty when absent.
+    pub fn customer(&self, key: &str) -> &str {
+        self.customer
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
 /// What a report held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -280,6 +290,101 @@ pub fn sessions<E>(
     }
 }
 
+/// A leaf element of a small XML answer (the Command API's): the path of
+/// element names from the root, each with its attributes, and its text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leaf {
+    /// `(local name, attributes)` from the root down to this element.
+    pub path: Vec<(String, Vec<(String, String)>)>,
+    /// Its text, entities resolved and trimmed.
+    pub text: String,
+}
+
+impl Leaf {
+    /// This element's local name.
+    pub fn name(&self) -> &str {
+        self.path.last().map_or("", |(n, _)| n.as_str())
+    }
+
+    /// Attribute `attr` of the nearest enclosing (or this) element called
+    /// `element`.
+    pub fn attr_of(&self, element: &str, attr: &str) -> Option<&str> {
+        self.path
+            .iter()
+            .rev()
+            .find(|(n, _)| n == element)
+            .and_then(|(_, attrs)| attrs.iter().find(|(k, _)| k == attr))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every leaf element of `xml`, in document order. For the Command API's
+/// answers, which are small; reports go through [`sessions`].
+pub fn leaves(xml: &[u8]) -> Result<Vec<Leaf>, ReportError> {
+    let mut reader = Reader::from_reader(xml);
+    let mut path: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut text = String::new();
+    let mut has_child = Vec::<bool>::new();
+    let mut out = Vec::new();
+    let attrs = |e: &BytesStart<'_>| -> Vec<(String, String)> {
+        e.attributes()
+            .flatten()
+            .filter_map(|a| {
+                Some((
+                    String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned(),
+                    a.unescape_value().ok()?.into_owned(),
+                ))
+            })
+            .collect()
+    };
+    loop {
+        let ev = reader.read_event().map_err(|e| {
+            ReportError::Malformed(format!("at byte {}: {e}", reader.buffer_position()))
+        })?;
+        match ev {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                if let Some(parent) = has_child.last_mut() {
+                    *parent = true;
+                }
+                path.push((local(e), attrs(e)));
+                text.clear();
+                if matches!(ev, Event::Empty(_)) {
+                    out.push(Leaf {
+                        path: path.clone(),
+                        text: String::new(),
+                    });
+                    path.pop();
+                } else {
+                    has_child.push(false);
+                }
+            }
+            Event::Text(t) => text.push_str(&t.decode().unwrap_or_default()),
+            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::GeneralRef(r) => push_ref(&mut text, &r),
+            Event::End(_) => {
+                if has_child.pop() == Some(false) {
+                    out.push(Leaf {
+                        path: path.clone(),
+                        text: std::mem::take(&mut text).trim().to_owned(),
+                    });
+                }
+                path.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !path.is_empty() {
+        return Err(ReportError::Malformed(
+            "the document ends inside an element".into(),
+        ));
+    }
+    if out.is_empty() {
+        return Err(ReportError::Malformed("the answer is empty".into()));
+    }
+    Ok(out)
+}
+
 /// Rep exit survey answers: `(lsid, question name, answer)`.
 pub fn survey_answers(xml: &[u8]) -> Result<Vec<(String, String, String)>, ReportError> {
     let mut reader = Reader::from_reader(xml);
@@ -359,6 +464,25 @@ mod tests {
 <event timestamp="1700000200" event_type="File Transfer"><performed_by>Jane Rep</performed_by><data><value name="Filename" value="a.zip"/></data></event>
 </session_details></session><session lsid="def456"><end_time timestamp="1700000700"/></session></session_list>"#
         )
+    }
+
+    #[test]
+    fn command_answers_read_as_leaves_with_their_ancestors() {
+        let xml = br#"<?xml version="1.0"?><support_teams xmlns="http://www.bomgar.com/namespaces/API/command">
+<support_team id="1"><name>Service &amp; Desk</name><issues><issue id="11"><code_name>printer</code_name>
+<description>Printers</description></issue></issues></support_team><empty flag="y"/></support_teams>"#;
+        let l = leaves(xml).unwrap();
+        let names: Vec<&str> = l.iter().map(Leaf::name).collect();
+        assert_eq!(names, ["name", "code_name", "description", "empty"]);
+        assert_eq!(l[0].text, "Service & Desk");
+        assert_eq!(l[1].attr_of("issue", "id"), Some("11"));
+        assert_eq!(l[1].attr_of("support_team", "id"), Some("1"));
+        assert_eq!(l[3].attr_of("empty", "flag"), Some("y"));
+        assert!(matches!(
+            leaves(b"<a><b>x</b>"),
+            Err(ReportError::Malformed(_))
+        ));
+        assert!(matches!(leaves(b""), Err(ReportError::Malformed(_))));
     }
 
     #[test]

@@ -1,0 +1,190 @@
+//! The scheduled pull: report windows from the cursor up to now.
+//!
+//! The cursor is the end time from which the next pull asks; it starts
+//! `first_pull_hours` back and moves only past windows whose every session
+//! is imported, so a malformed report, an upstream failure, a crash or a
+//! run that ran out of time leaves it where it was and the next run asks
+//! again (already-imported sessions are skipped by their markers). Windows
+//! are bounded (`window_minutes`, halved when an answer exceeds the host's
+//! response limit), so the answer held in memory at once is bounded too,
+//! and the reader keeps one parsed session at a time.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use switchyard_sdk::{Error, Result, log, storage};
+
+use crate::import::{Imported, Importer, glide_time, now_secs};
+use crate::net;
+use crate::report::{self, Outcome};
+
+/// Storage key of the cursor.
+pub const CURSOR_KEY: &str = "cursor";
+/// The cursor stays this far behind now: a session's archive can be
+/// written a little after it ended, and the overlap is cheap (markers).
+pub const SETTLE_SECS: i64 = 300;
+/// Shortest window asked for before giving up on an oversized answer.
+const MIN_WINDOW_SECS: i64 = 60;
+
+/// What a pull did.
+#[derive(Debug, Default, Serialize)]
+pub struct PullReport {
+    /// Where it started (Unix time).
+    pub from: i64,
+    /// Where the cursor is now.
+    pub cursor: i64,
+    /// Windows asked for.
+    pub windows: usize,
+    /// Sessions read from reports.
+    pub sessions: usize,
+    /// Whether work is left for the next run (out of time or budget, or a
+    /// session held by another run).
+    pub more: bool,
+    /// Why it stopped early, if it did.
+    pub stopped: Option<String>,
+}
+
+impl PullReport {
+    /// A one-line summary.
+    pub fn summary(&self, imp: &Importer) -> String {
+        let st = &imp.stats;
+        let mut s = format!(
+            "read {} session(s) in {} window(s) from {} UTC: imported {}, already imported {}, \
+             associated {}, work notes {}",
+            self.sessions,
+            self.windows,
+            glide_time(self.from),
+            st.imported,
+            st.already,
+            st.associated,
+            st.work_notes
+        );
+        if st.resumed > 0 {
+            s.push_str(&format!(
+                ", {} completed after an interrupted run",
+                st.resumed
+            ));
+        }
+        if st.invalid > 0 {
+            s.push_str(&format!(", {} skipped (unusable lsid)", st.invalid));
+        }
+        s.push_str(&format!("; cursor {} UTC", glide_time(self.cursor)));
+        if let Some(why) = &self.stopped {
+            s.push_str(&format!("; stopped early ({why}), the next run continues"));
+        }
+        s
+    }
+}
+
+enum Halt {
+    Stop(String),
+    Fail(Error),
+}
+
+/// Pulls sessions from the cursor to now, for at most the run budget.
+pub fn pull(imp: &mut Importer) -> Result<PullReport> {
+    let started = Instant::now();
+    let budget = Duration::from_secs(imp.settings.run_budget_secs);
+    let now = now_secs();
+    let cursor: Option<i64> = storage::get_json(CURSOR_KEY)?;
+    let mut cursor = cursor.unwrap_or(now - imp.settings.lookback_secs);
+    let horizon = now - SETTLE_SECS;
+    let mut rep = PullReport {
+        from: cursor,
+        cursor,
+        ..PullReport::default()
+    };
+    let total_secs = (now - cursor).max(1) as u64;
+    let mut window = imp.settings.window_secs;
+    while cursor < now {
+        if started.elapsed() >= budget {
+            rep.stopped = Some(format!(
+                "run budget of {} s used",
+                imp.settings.run_budget_secs
+            ));
+            break;
+        }
+        let secs = window.min(now - cursor);
+        let Some(body) = imp.bt.sessions_in(cursor, secs)? else {
+            if window <= MIN_WINDOW_SECS {
+                return Err(Error::upstream(format!(
+                    "BeyondTrust's report of the {MIN_WINDOW_SECS} s from {} UTC is larger than \
+                     this instance's response limit; raise limits.http_response_bytes",
+                    glide_time(cursor)
+                )));
+            }
+            window = (window / 2).max(MIN_WINDOW_SECS);
+            log::info(format!(
+                "report window too large; asking for {window} s at a time"
+            ));
+            continue;
+        };
+        rep.windows += 1;
+        let tasks = imp.bt.task_numbers_in(cursor, secs)?;
+        let mut busy = false;
+        let read = report::sessions(&body, |s| {
+            rep.sessions += 1;
+            if started.elapsed() >= budget || net::budget_spent() {
+                return Err(Halt::Stop(format!(
+                    "run budget of {} s used",
+                    imp.settings.run_budget_secs
+                )));
+            }
+            match imp.import(&s, tasks.get(&s.lsid).map(String::as_str)) {
+                Ok(Imported::Busy(_)) => {
+                    busy = true;
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(_) if net::budget_spent() => {
+                    Err(Halt::Stop("this run's request budget is used up".into()))
+                }
+                Err(e) => Err(Halt::Fail(e)),
+            }
+        });
+        match read {
+            Err(Halt::Fail(e)) => return Err(e),
+            Err(Halt::Stop(why)) => {
+                rep.stopped = Some(why);
+                break;
+            }
+            Ok(Err(e)) => {
+                return Err(Error::upstream(format!(
+                    "BeyondTrust's report of sessions ending {} to {} UTC: {e}; the cursor stays \
+                     at {} UTC and the next run asks again",
+                    glide_time(cursor),
+                    glide_time(cursor + secs),
+                    glide_time(cursor)
+                )));
+            }
+            Ok(Ok(Outcome::NoArchives | Outcome::Sessions(_))) => {}
+        }
+        if busy {
+            rep.stopped = Some("a session is being imported by another run".into());
+            break;
+        }
+        // The window is done: move past it, but not into the settling
+        // margin (that part is asked for again next run).
+        let next = (cursor + secs).min(horizon).max(cursor);
+        if next > cursor {
+            storage::set_json(CURSOR_KEY, &next)?;
+            rep.cursor = next;
+        }
+        let done = (cursor + secs - rep.from).max(0) as u64;
+        log::progress(
+            done.min(total_secs),
+            Some(total_secs),
+            format!(
+                "sessions to {} UTC: {} imported",
+                glide_time(cursor + secs),
+                imp.stats.imported
+            ),
+        );
+        cursor += secs;
+    }
+    rep.more = rep.stopped.is_some();
+    if let Err(e) = imp.prune(now, 500) {
+        log::warn(format!("pruning old session markers: {e}"));
+    }
+    Ok(rep)
+}
