@@ -6,9 +6,10 @@
 //!
 //! The sample tenant `acme` runs the bundled `echo` plugin with a bearer
 //! credential for a loopback stand-in API, a verified queued webhook and a
-//! scheduled job, and the `uem-actions` plugin against the Workspace ONE UEM
-//! and ServiceNow simulators (`tests/sim`). As first-party plugins land, the
-//! scenario grows to show them.
+//! scheduled job, the `uem-actions` plugin against the Workspace ONE UEM
+//! and ServiceNow simulators (`tests/sim`), and the `session-import` plugin
+//! against the BeyondTrust and ServiceNow simulators. As first-party plugins
+//! land, the scenario grows to show them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use axum::routing::get;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
+use switchyard_sim::beyondtrust::{BeyondTrust, BtConfig};
 use switchyard_sim::servicenow::{ServiceNow, ServiceNowConfig};
 use switchyard_sim::uem::{Uem, UemConfig};
 
@@ -52,10 +54,10 @@ async fn start_upstream(expected: SecretString) -> anyhow::Result<String> {
     Ok(origin)
 }
 
-fn tenant_file(upstream: &str, uem: &Uem, sn: &ServiceNow) -> String {
+fn tenant_file(upstream: &str, uem: &Uem, sn: &ServiceNow, bt: &BeyondTrust) -> String {
     format!(
         r#"[roles]
-"ITIL Agent" = ["operator", "standard"]
+"ITIL Agent" = ["operator", "standard", "agent"]
 "Integration Admin" = ["admin"]
 
 [[instance]]
@@ -100,7 +102,34 @@ kind = "basic"
 hosts = ["{sn_url}"]
 username = "{sn_user}"
 password = "secret:sn-password"
+
+[[instance]]
+id = "sessions"
+plugin = "session-import"
+egress = ["{bt_url}", "{sn_url}"]
+
+[instance.config]
+site_url = "{bt_url}"
+servicenow_url = "{sn_url}"
+associate_user = "true"
+
+[instance.credentials.beyondtrust]
+kind = "oauth2-client-credentials"
+hosts = ["{bt_url}"]
+token_url = "{bt_url}/oauth2/token"
+client_id = "{bt_id}"
+client_secret = "secret:bt-client-secret"
+
+[instance.credentials.servicenow]
+kind = "basic"
+hosts = ["{sn_url}"]
+username = "{sn_user}"
+password = "secret:sn-password"
+# In production, `[instance.jobs.pull]` pulls every 5 minutes; the demo
+# pulls on demand so that its output is the same every time.
 "#,
+        bt_url = bt.url(),
+        bt_id = bt.config().client_id,
         uem_url = uem.url(),
         sn_url = sn.url(),
         uem_user = uem.config().username,
@@ -196,6 +225,10 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     // same people own the devices and call in the incidents.
     let uem = Uem::start(UemConfig::default(), 7, 24).await?;
     let sn = ServiceNow::start(ServiceNowConfig::default(), 7, 12, 0).await?;
+    // A BeyondTrust support site with a day's finished sessions, and the
+    // account of one of its reps in ServiceNow.
+    let bt = BeyondTrust::start(BtConfig::default(), 7, 12).await?;
+    sn.insert("sys_user", &[("user_name", "jrep"), ("name", "Jane Rep")]);
 
     // A configuration directory like an operator's, in a temporary place.
     let dir = tempfile::tempdir()?;
@@ -203,7 +236,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     std::fs::create_dir(dir.path().join("tenants"))?;
     std::fs::write(
         dir.path().join("tenants/acme.toml"),
-        tenant_file(&upstream, &uem, &sn),
+        tenant_file(&upstream, &uem, &sn, &bt),
     )?;
     let cfg = crate::load_config(dir.path())?;
     let (db, secrets) = open_state(&cfg)?;
@@ -215,6 +248,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
         ("uem-password", &uem.config().password),
         ("uem-tenant-code", &uem.config().tenant_code),
         ("sn-password", &sn.config().password),
+        ("bt-client-secret", &bt.config().client_secret),
     ] {
         secrets
             .set("acme", name, &SecretString::from(value.clone()))
@@ -245,6 +279,10 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
         "tenant `acme`, instance `uem` (bundled plugin uem-actions): UEM simulator at {}, ServiceNow simulator at {}",
         uem.url(),
         sn.url()
+    );
+    println!(
+        "tenant `acme`, instance `sessions` (bundled plugin session-import): BeyondTrust simulator at {}",
+        bt.url()
     );
 
     let c = Client {
@@ -517,8 +555,106 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             "the key is not shown for someone else's device",
         )?;
 
+        let caller = uem
+            .devices()
+            .first()
+            .map(|d| d.user_email.clone())
+            .context("the seed has a device owner")?;
+        let number = open_incident(&sn, &caller, "Outlook keeps crashing")?;
         step(
             10,
+            &format!("from incident {number}, the agent generates a remote support session key"),
+        );
+        let (status, out) = c
+            .action_on(
+                "sessions",
+                "generate-session-key",
+                json!({"incident": number}),
+                &["ITIL Agent"],
+            )
+            .await?;
+        ensure_step(
+            status == 200,
+            &format!("generate-session-key answered {status}: {out}"),
+        )?;
+        println!(
+            "   {status}: key {} — the customer opens {}",
+            out["output"]["short_key"].as_str().unwrap_or_default(),
+            out["output"]["key_url"].as_str().unwrap_or_default()
+        );
+
+        step(
+            11,
+            "the session ends; Pull Sessions Now imports the last day's sessions into ServiceNow \
+             (the `pull` job does this every 5 minutes)",
+        );
+        let lsid = bt.complete_session(Some(&number), None);
+        // Reports hold sessions that ended before the second being asked.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (status, out) = c
+            .action_on(
+                "sessions",
+                "pull-sessions-now",
+                json!({}),
+                &["Integration Admin"],
+            )
+            .await?;
+        ensure_step(
+            status == 200,
+            &format!("pull-sessions-now answered {status}: {out}"),
+        )?;
+        println!(
+            "   {status}: {}",
+            out["output"]["summary"].as_str().unwrap_or_default()
+        );
+        let record = sn
+            .records("x_bmgr_support_session")
+            .into_iter()
+            .find(|r| r["u_lsid"] == lsid.as_str())
+            .context("the session has a record")?;
+        let inc = sn
+            .records("incident")
+            .into_iter()
+            .find(|i| i["number"] == number.as_str())
+            .context("the incident exists")?;
+        println!(
+            "   record for session {lsid}: rep {}, customer {}, {} s, attached to {number} by {}",
+            record["u_primary_rep_name"].as_str().unwrap_or_default(),
+            record["u_customer_name"].as_str().unwrap_or_default(),
+            record["u_duration"].as_str().unwrap_or_default(),
+            record["u_association"].as_str().unwrap_or_default(),
+        );
+        let work = sn.work_notes("incident", inc["sys_id"].as_str().unwrap_or_default());
+        for w in &work {
+            println!(
+                "   work note on {number}: {}",
+                w.lines().next().unwrap_or_default()
+            );
+        }
+        ensure_step(
+            record["u_task"] == inc["sys_id"] && work.len() >= 2,
+            "the session is attached to the incident, with work notes for the key and the session",
+        )?;
+        let (_, again) = c
+            .action_on(
+                "sessions",
+                "pull-sessions-now",
+                json!({}),
+                &["Integration Admin"],
+            )
+            .await?;
+        let total = sn.records("x_bmgr_support_session").len();
+        println!(
+            "   pulled again: {} new; {total} record(s) in all, one per session",
+            again["output"]["stats"]["imported"]
+        );
+        ensure_step(
+            again["output"]["stats"]["imported"] == 0,
+            "a second pull imports nothing twice",
+        )?;
+
+        step(
+            12,
             "status — the scheduled job `tick` ran at start-up and is due again in 300 s",
         );
         let (_, st) = c.get("/v1/tenants/acme/instances/echo-1/status").await?;
@@ -527,7 +663,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             st["paused"], st["jobs"], st["queue"]
         );
 
-        step(11, "audit log (newest first; no bodies, tokens or secrets)");
+        step(13, "audit log (newest first; no bodies, tokens or secrets)");
         let (_, audit) = c.get("/v1/tenants/acme/audit?limit=10").await?;
         for e in audit["entries"].as_array().into_iter().flatten() {
             println!(
@@ -538,7 +674,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             );
         }
 
-        step(12, "metrics (Prometheus)");
+        step(14, "metrics (Prometheus)");
         let text = c
             .http
             .get(format!("{base}/metrics"))

@@ -28,7 +28,7 @@ fn demo_runs_every_step() {
         "\"authenticated\":true",
         "secret visible to the plugin or the caller: false",
         "\"denied\"",
-        "first: 202",
+        "first: 200",
         "again: 200",
         "duplicate=true",
         "wrong token: 401",
@@ -36,6 +36,8 @@ fn demo_runs_every_step() {
         "kind=\"action\",outcome=\"ok\"} 5",
         "kind=\"webhook\",outcome=\"ok\"} 1",
         "kind=\"job\",outcome=\"ok\"} 1",
+        "by external key",
+        "pulled again: 0 new",
         "All steps passed",
     ] {
         assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");

@@ -140,13 +140,12 @@ async fn setup() -> Env {
 
 impl Env {
     async fn act(&self, action: &str, roles: &[&str], input: Value) -> (u16, Value) {
-        let body = json!({"input": input, "actor": {"id": "agent.smith", "email": "agent.smith@acme.example", "roles": roles}});
-        post(
+        act(
             &self.d,
+            &self.acme,
             &format!("{BASE}/{action}"),
-            Some(&self.acme),
-            &[],
-            &body.to_string(),
+            roles,
+            input,
         )
         .await
     }

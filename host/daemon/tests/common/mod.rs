@@ -136,6 +136,22 @@ pub async fn post(
     )
 }
 
+/// Invokes the action at `path` as the agent `agent.smith` holding `roles`;
+/// returns the status and the answer.
+pub async fn act(
+    d: &Daemon,
+    token: &str,
+    path: &str,
+    roles: &[&str],
+    input: Value,
+) -> (u16, Value) {
+    let body = serde_json::json!({
+        "input": input,
+        "actor": {"id": "agent.smith", "email": "agent.smith@acme.example", "roles": roles},
+    });
+    post(d, path, Some(token), &[], &body.to_string()).await
+}
+
 /// GETs `path` with an optional bearer token.
 pub async fn get(d: &Daemon, path: &str, token: Option<&str>) -> (u16, Value) {
     let mut req = reqwest::Client::new().get(format!("{}{path}", d.base));
@@ -168,4 +184,45 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// One `[[instance]]` of session-import against the BeyondTrust and
+/// ServiceNow simulators, with secrets `bt-secret` and `sn-password`;
+/// `config` adds config keys, `more` adds sections.
+pub fn session_import_instance(
+    bt: &switchyard_sim::beyondtrust::BeyondTrust,
+    sn: &switchyard_sim::servicenow::ServiceNow,
+    id: &str,
+    config: &str,
+    more: &str,
+) -> String {
+    format!(
+        r#"[[instance]]
+id = "{id}"
+plugin = "session-import"
+egress = ["{bt}", "{sn}"]
+
+[instance.config]
+site_url = "{bt}"
+servicenow_url = "{sn}"
+{config}
+
+[instance.credentials.beyondtrust]
+kind = "oauth2-client-credentials"
+hosts = ["{bt}"]
+token_url = "{bt}/oauth2/token"
+client_id = "{bt_id}"
+client_secret = "secret:bt-secret"
+
+[instance.credentials.servicenow]
+kind = "basic"
+hosts = ["{sn}"]
+username = "{sn_user}"
+password = "secret:sn-password"
+{more}"#,
+        bt = bt.url(),
+        sn = sn.url(),
+        bt_id = bt.config().client_id,
+        sn_user = sn.config().username,
+    )
 }
