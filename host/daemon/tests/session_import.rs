@@ -94,6 +94,15 @@ impl Env {
         act(&self.d, &self.token, &path, roles, input).await
     }
 
+    /// A Pull Sessions Now that fails with 502; its error message.
+    async fn failed_pull(&self) -> String {
+        let (status, out) = self
+            .act("pull-sessions-now", &["Integration Admin"], json!({}))
+            .await;
+        assert_eq!(status, 502, "{out}");
+        out["error"]["message"].as_str().unwrap().to_owned()
+    }
+
     async fn pull(&self) -> Value {
         let (status, out) = self
             .act("pull-sessions-now", &["Integration Admin"], json!({}))
@@ -512,17 +521,10 @@ async fn bad_upstream_answers_fail_clearly_and_keep_the_cursor() {
     .unwrap();
     let env = setup_with(bt, "", "", None).await;
     // A report cut off in the middle: a clear error, nothing lost.
-    env.bt.control().inject(Fault {
-        method: None,
-        path: "/api/reporting".into(),
-        times: Some(1),
-        kind: FaultKind::Malformed,
-    });
-    let (status, out) = env
-        .act("pull-sessions-now", &["Integration Admin"], json!({}))
-        .await;
-    assert_eq!(status, 502, "{out}");
-    let msg = out["error"]["message"].as_str().unwrap();
+    env.bt
+        .control()
+        .inject(Fault::on("/api/reporting", FaultKind::Malformed).times(1));
+    let msg = env.failed_pull().await;
     assert!(msg.contains("not well-formed"), "{msg}");
     assert!(msg.contains("the cursor stays"), "{msg}");
     // Rate limits and a 503 are waited out within the run.
@@ -535,12 +537,9 @@ async fn bad_upstream_answers_fail_clearly_and_keep_the_cursor() {
             message: None,
         },
     ] {
-        env.bt.control().inject(Fault {
-            method: None,
-            path: "/api/reporting".into(),
-            times: Some(1),
-            kind,
-        });
+        env.bt
+            .control()
+            .inject(Fault::on("/api/reporting", kind).times(1));
     }
     let out = env.pull().await;
     let (recent, _) = ended_within(&env.bt, 86_400);
@@ -558,17 +557,12 @@ async fn an_insert_whose_answer_was_lost_is_not_written_twice() {
     let env = setup(12, "").await;
     // ServiceNow writes the first record, but its answer never arrives: the
     // plugin cannot tell whether the insert took effect.
-    env.sn.control().inject(Fault {
-        method: Some("POST".into()),
-        path: format!("/api/now/table/{TABLE}"),
-        times: Some(1),
-        kind: FaultKind::LostAnswer,
-    });
-    let (status, out) = env
-        .act("pull-sessions-now", &["Integration Admin"], json!({}))
-        .await;
-    assert_eq!(status, 502, "{out}");
-    let msg = out["error"]["message"].as_str().unwrap();
+    env.sn.control().inject(
+        Fault::on(format!("/api/now/table/{TABLE}"), FaultKind::LostAnswer)
+            .method("POST")
+            .times(1),
+    );
+    let msg = env.failed_pull().await;
     assert!(msg.contains("ServiceNow"), "{msg}");
     // The run stopped there; the insert is not repeated blindly.
     assert_eq!(env.records().len(), 1);
@@ -747,12 +741,13 @@ async fn a_daemon_killed_mid_import_imports_every_session_exactly_once() {
     )
     .await;
     // ServiceNow answers slowly, so the kill lands mid-import.
-    env.sn.control().inject(Fault {
-        method: Some("POST".into()),
-        path: format!("/api/now/table/{TABLE}"),
-        times: None,
-        kind: FaultKind::Latency { ms: 40 },
-    });
+    env.sn.control().inject(
+        Fault::on(
+            format!("/api/now/table/{TABLE}"),
+            FaultKind::Latency { ms: 40 },
+        )
+        .method("POST"),
+    );
     let run = format!("{BASE}/jobs/pull/run");
     let (status, out) = post(&env.d, &run, Some(&env.token), &[], "{}").await;
     assert_eq!(status, 202, "{out}");
