@@ -94,6 +94,12 @@ impl Env {
         act(&self.d, &self.token, &path, roles, input).await
     }
 
+    /// Generate Session Key as an agent.
+    async fn generate_key(&self, input: Value) -> (u16, Value) {
+        self.act("generate-session-key", &["ITIL Agent"], input)
+            .await
+    }
+
     /// A Pull Sessions Now that fails with 502; its error message.
     async fn failed_pull(&self) -> String {
         let (status, out) = self
@@ -417,13 +423,7 @@ async fn event_filter_and_work_note_switches_decide_what_is_written() {
 async fn session_keys_come_from_open_incidents_only() {
     let env = setup(0, "").await;
     let inc = env.incident("INC0010002");
-    let (status, out) = env
-        .act(
-            "generate-session-key",
-            &["ITIL Agent"],
-            json!({"incident": "INC0010002"}),
-        )
-        .await;
+    let (status, out) = env.generate_key(json!({"incident": "INC0010002"})).await;
     assert_eq!(status, 200, "{out}");
     let out = &out["output"];
     let keys = env.bt.session_keys();
@@ -456,11 +456,7 @@ async fn session_keys_come_from_open_incidents_only() {
 
     // By sys_id too; a resolved incident is refused; an unknown one is 404.
     let (status, out) = env
-        .act(
-            "generate-session-key",
-            &["ITIL Agent"],
-            json!({"incident": inc["sys_id"], "queue_id": "team:1"}),
-        )
+        .generate_key(json!({"incident": inc["sys_id"], "queue_id": "team:1"}))
         .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(env.bt.session_keys()[1].queue_id, "team:1");
@@ -469,13 +465,7 @@ async fn session_keys_come_from_open_incidents_only() {
         inc["sys_id"].as_str().unwrap(),
         &[("state", "6")],
     );
-    let (status, out) = env
-        .act(
-            "generate-session-key",
-            &["ITIL Agent"],
-            json!({"incident": "INC0010002"}),
-        )
-        .await;
+    let (status, out) = env.generate_key(json!({"incident": "INC0010002"})).await;
     assert_eq!(status, 409, "{out}");
     assert!(
         out["error"]["message"]
@@ -489,13 +479,7 @@ async fn session_keys_come_from_open_incidents_only() {
         2,
         "no key for a resolved incident"
     );
-    let (status, _) = env
-        .act(
-            "generate-session-key",
-            &["ITIL Agent"],
-            json!({"incident": "INC0099999"}),
-        )
-        .await;
+    let (status, _) = env.generate_key(json!({"incident": "INC0099999"})).await;
     assert_eq!(status, 404);
     let (status, _) = env
         .act(

@@ -127,10 +127,11 @@ pub struct Report {
     /// Wall-clock time of the call, instantiation included.
     pub duration_ms: u64,
     /// Outbound requests, denied ones included: the first
-    /// [`EGRESS_ITEMISED`] of them.
+    /// [`EGRESS_ITEMISED`] of them (the first request budget + 1, if that
+    /// is fewer).
     pub egress: Vec<EgressRecord>,
-    /// Outbound requests past the first [`EGRESS_ITEMISED`], counted by
-    /// outcome, so that a long job's memory does not grow with its requests.
+    /// Outbound requests past the itemised ones, counted by outcome, so
+    /// that a long job's memory does not grow with its requests.
     pub egress_omitted: std::collections::BTreeMap<String, u64>,
     /// Log records kept.
     pub logs: Vec<LogRecord>,

@@ -26,7 +26,7 @@ use switchyard_sdk::{Error, Result, log, storage};
 use crate::bt::Site;
 use crate::report::{Session, SessionEvent};
 use crate::settings::Settings;
-use crate::snow::{ServiceNow, Task};
+use crate::snow::{self, ServiceNow, Task};
 
 /// Days a session's marker is kept after it ended.
 pub const RETENTION_DAYS: i64 = 30;
@@ -77,6 +77,24 @@ fn valid_lsid(lsid: &str) -> bool {
         && lsid
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// `map[key]`, fetched on a miss. The map is emptied when it is full, so
+/// it stays bounded however many sessions a run sees.
+fn cached<T: Clone>(
+    map: &mut HashMap<String, T>,
+    key: &str,
+    fetch: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if let Some(v) = map.get(key) {
+        return Ok(v.clone());
+    }
+    let v = fetch()?;
+    if map.len() >= CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(key.to_owned(), v.clone());
+    Ok(v)
 }
 
 /// What became of one session.
@@ -141,27 +159,11 @@ impl Importer {
     }
 
     fn task(&mut self, key: &str) -> Result<Option<Task>> {
-        if let Some(t) = self.tasks.get(key) {
-            return Ok(t.clone());
-        }
-        let t = self.sn.find_task("task", key)?;
-        if self.tasks.len() >= CACHE_ENTRIES {
-            self.tasks.clear();
-        }
-        self.tasks.insert(key.to_owned(), t.clone());
-        Ok(t)
+        cached(&mut self.tasks, key, || self.sn.find_task("task", key))
     }
 
     fn user(&mut self, user_name: &str) -> Result<Option<String>> {
-        if let Some(u) = self.users.get(user_name) {
-            return Ok(u.clone());
-        }
-        let u = self.sn.user(user_name)?;
-        if self.users.len() >= CACHE_ENTRIES {
-            self.users.clear();
-        }
-        self.users.insert(user_name.to_owned(), u.clone());
-        Ok(u)
+        cached(&mut self.users, user_name, || self.sn.user(user_name))
     }
 
     /// The task a session belongs to: by its external key, else by the rep
@@ -220,7 +222,6 @@ impl Importer {
         s: &Session,
         task: Option<&(Task, &'static str)>,
     ) -> Result<Map<String, Value>> {
-        let customer = |k: &str| s.customer(k);
         let primary_username = s
             .reps
             .iter()
@@ -256,7 +257,7 @@ impl Importer {
             .iter()
             .map(|r| format!("{} ({})", r.display_name, r.username))
             .collect();
-        let v = json!({
+        Ok(snow::row(json!({
             "u_lsid": s.lsid,
             "u_start_time": glide_time(s.start),
             "u_end_time": glide_time(s.end),
@@ -268,21 +269,17 @@ impl Importer {
             "u_primary_rep_username": primary_username,
             "u_primary_rep": primary_user,
             "u_representatives": reps.join(", "),
-            "u_customer_name": customer("name"),
-            "u_customer_username": customer("username"),
-            "u_customer_hostname": customer("hostname"),
-            "u_customer_os": customer("os"),
-            "u_customer_company": customer("company"),
-            "u_issue": customer("issue"),
+            "u_customer_name": s.customer("name"),
+            "u_customer_username": s.customer("username"),
+            "u_customer_hostname": s.customer("hostname"),
+            "u_customer_os": s.customer("os"),
+            "u_customer_company": s.customer("company"),
+            "u_issue": s.customer("issue"),
             "u_task": task.map_or("", |(t, _)| t.sys_id.as_str()),
             "u_association": task.map_or("", |(_, via)| *via),
             "u_event_count": kept.to_string(),
             "u_events": events,
-        });
-        Ok(match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        })
+        })))
     }
 
     /// The work note for the task, per the tenant's switches; None when
@@ -301,7 +298,6 @@ impl Importer {
             ));
         }
         if n.session_end {
-            let customer = |k: &str| s.customer(k);
             parts.push(format!(
                 "Remote support session {} ended {} UTC after {}. Representative: {}. \
                  Customer: {} ({}, {}). Record: {record}.",
@@ -309,9 +305,9 @@ impl Importer {
                 glide_time(s.end),
                 hms(s.end - s.start),
                 s.primary_rep.display_name,
-                customer("name"),
-                customer("hostname"),
-                customer("os"),
+                s.customer("name"),
+                s.customer("hostname"),
+                s.customer("os"),
             ));
         }
         if n.session_notes {

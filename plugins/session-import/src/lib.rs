@@ -390,19 +390,12 @@ fn upsert(
     Ok(n)
 }
 
-fn object(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
 fn load_issues(imp: &mut Importer) -> Result<Value> {
     let issues = imp.bt.support_issues()?;
     let rows = issues
         .iter()
         .map(|i| {
-            object(json!({
+            snow::row(json!({
                 "u_issue_id": i.id, "u_code_name": i.code_name,
                 "u_description": i.description, "u_team": i.team,
             }))
@@ -423,7 +416,7 @@ fn load_event_types(imp: &mut Importer) -> Result<Value> {
     let rows = KNOWN_EVENT_TYPES
         .iter()
         .map(|t| {
-            object(json!({
+            snow::row(json!({
                 "u_name": t,
                 "u_import": imp.settings.events.wants(t).to_string(),
             }))

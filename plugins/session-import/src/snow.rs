@@ -68,6 +68,14 @@ pub fn field(row: &Value, name: &str) -> String {
     }
 }
 
+/// The fields of a row to write, from a JSON object literal.
+pub fn row(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
 impl ServiceNow {
     /// The instance at `base` (`https://acme.service-now.com`).
     pub fn new(base: &str) -> Self {
