@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use switchyard_runtime::credentials::{CredentialSecret, CredentialSpec, SecretHeader};
+use switchyard_runtime::credentials::{CredentialSecret, CredentialSpec};
 use switchyard_runtime::{Actor, CallOptions, Instance, InstanceSpec, Runtime, RuntimeConfig};
 use switchyard_sim::uem::{Uem, UemConfig};
 use switchyard_store::SqliteStore;
@@ -110,10 +110,8 @@ fn main() {
             secret: CredentialSecret::Basic {
                 username: cfg.username.clone(),
                 password: SecretString::from(cfg.password.clone()),
-                extra_header: Some(SecretHeader {
-                    name: "aw-tenant-code".into(),
-                    value: SecretString::from(cfg.tenant_code.clone()),
-                }),
+                extra_header: Some("aw-tenant-code".into()),
+                extra_header_value: Some(SecretString::from(cfg.tenant_code.clone())),
             },
         });
         let inst = Instance::new(

@@ -7,7 +7,7 @@ use common::*;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use switchyard_runtime::InstanceSpec;
-use switchyard_runtime::credentials::{ClientAuth, CredentialSecret, CredentialSpec, SecretHeader};
+use switchyard_runtime::credentials::{ClientAuth, CredentialSecret, CredentialSpec};
 use switchyard_tests::{CLIENT_ID, CLIENT_SECRET, Recorder, guests};
 
 /// A spec allowed to reach `upstream` (loopback must be named explicitly).
@@ -24,10 +24,8 @@ fn basic_cred(hosts: Vec<String>) -> CredentialSpec {
         secret: CredentialSecret::Basic {
             username: "svc".into(),
             password: SecretString::from(CLIENT_SECRET),
-            extra_header: Some(SecretHeader {
-                name: "aw-tenant-code".into(),
-                value: SecretString::from("tenant-code-77"),
-            }),
+            extra_header: Some("aw-tenant-code".into()),
+            extra_header_value: Some(SecretString::from("tenant-code-77")),
         },
     }
 }
@@ -43,6 +41,7 @@ fn oauth_cred(upstream: &Recorder, auth: ClientAuth) -> CredentialSpec {
             scope: Some("devices.read".into()),
             client_auth: auth,
             extra_header: None,
+            extra_header_value: None,
         },
     }
 }

@@ -26,7 +26,16 @@ use switchyard_sim::beyondtrust::{BeyondTrust, BtConfig};
 use switchyard_sim::servicenow::{ServiceNow, ServiceNowConfig};
 use switchyard_sim::uem::{Uem, UemConfig};
 
-use crate::{ensure_step, open_state, runtime};
+use crate::boot::{load_config, open_state, runtime};
+use crate::state::Live;
+
+/// Fails with a message unless `cond` holds (a step's check).
+fn ensure_step(cond: bool, what: &str) -> anyhow::Result<()> {
+    if !cond {
+        bail!("demo step failed: {what}");
+    }
+    Ok(())
+}
 
 /// A loopback stand-in for an upstream API: it says whether the request
 /// carried the expected bearer token, without echoing any token.
@@ -238,7 +247,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
         dir.path().join("tenants/acme.toml"),
         tenant_file(&upstream, &uem, &sn, &bt),
     )?;
-    let cfg = crate::load_config(dir.path())?;
+    let cfg = load_config(dir.path())?;
     let (db, secrets) = open_state(&cfg)?;
     secrets
         .set("acme", "upstream-token", &upstream_token)
@@ -257,7 +266,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     let (_, api_token) = db.create_token("acme", "demo").await?;
 
     let rt = Arc::new(runtime()?);
-    let state = crate::server::Live::start(&cfg, rt, db, Arc::new(secrets)).await?;
+    let state = Live::start(&cfg, rt, db, Arc::new(secrets)).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

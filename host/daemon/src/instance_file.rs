@@ -1,10 +1,12 @@
 //! The instance file `switchyard plugin run --instance` reads: one plugin
 //! instance's configuration, egress allowlist, limits and credentials.
 //!
-//! Secrets are references, never literals: `env:NAME` reads an environment
-//! variable, `file:PATH` a file (trailing newline trimmed). A literal in a
-//! secret field is an error, so a secret cannot end up in a file that gets
-//! committed or pasted.
+//! Credentials have the same schema as in tenant files
+//! (`[instance.credentials.*]`). Secrets are references, never literals:
+//! `env:NAME` reads an environment variable, `file:PATH` a file relative to
+//! the instance file (trailing newline trimmed). A literal in a secret field
+//! is an error, so a secret cannot end up in a file that gets committed or
+//! pasted.
 //!
 //! ```json
 //! {
@@ -19,6 +21,14 @@
 //!       "token_url": "https://na.uemauth.workspaceone.com/connect/token",
 //!       "client_id": "my-client",
 //!       "client_secret": "env:UEM_CLIENT_SECRET"
+//!     },
+//!     "legacy": {
+//!       "kind": "basic",
+//!       "hosts": ["https://as123.awmdm.com"],
+//!       "username": "api-admin",
+//!       "password": "file:uem-password.txt",
+//!       "extra_header": "aw-tenant-code",
+//!       "extra_header_value": "env:UEM_TENANT_CODE"
 //!     }
 //!   },
 //!   "limits": { "deadline": 10000 }
@@ -28,77 +38,21 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
-use secrecy::SecretString;
+use anyhow::Context;
 use serde::Deserialize;
-use switchyard_runtime::credentials::{ClientAuth, CredentialSecret, CredentialSpec, SecretHeader};
 use switchyard_runtime::{InstanceSpec, Limits};
 
-/// A reference to a secret: `env:NAME` or `file:PATH`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(transparent)]
-pub struct SecretRef(String);
+use crate::config::CredentialConfig;
+use crate::config::secrets::{Allowed, Resolver};
+use crate::config::spec::resolve_credential;
 
-impl SecretRef {
-    /// Resolves the reference. `what` names the field for error messages;
-    /// the value itself never appears in one.
-    pub fn resolve(&self, what: &str, base: &Path) -> anyhow::Result<SecretString> {
-        if let Some(var) = self.0.strip_prefix("env:") {
-            let v = std::env::var(var)
-                .with_context(|| format!("{what}: environment variable `{var}` is not set"))?;
-            return Ok(SecretString::from(v));
-        }
-        if let Some(path) = self.0.strip_prefix("file:") {
-            let path = base.join(path);
-            let v = std::fs::read_to_string(&path)
-                .with_context(|| format!("{what}: cannot read {}", path.display()))?;
-            return Ok(SecretString::from(
-                v.trim_end_matches(['\r', '\n']).to_owned(),
-            ));
-        }
-        bail!("{what}: secrets must be references (`env:NAME` or `file:PATH`), not literal values")
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeaderRef {
-    name: String,
-    value: SecretRef,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-enum CredentialEntry {
-    Oauth2ClientCredentials {
-        hosts: Vec<String>,
-        token_url: String,
-        client_id: String,
-        client_secret: SecretRef,
-        #[serde(default)]
-        scope: Option<String>,
-        #[serde(default)]
-        client_auth: ClientAuth,
-        #[serde(default)]
-        extra_header: Option<HeaderRef>,
-    },
-    Basic {
-        hosts: Vec<String>,
-        username: String,
-        password: SecretRef,
-        #[serde(default)]
-        extra_header: Option<HeaderRef>,
-    },
-    ApiKey {
-        hosts: Vec<String>,
-        header: String,
-        key: SecretRef,
-    },
-    Bearer {
-        hosts: Vec<String>,
-        token: SecretRef,
-    },
-}
+/// Secret references an instance file may use: no secret store (there is
+/// no tenant) and no literals (the file may be committed or pasted).
+const ALLOWED: Allowed = Allowed {
+    store: false,
+    literals: false,
+    literal_message: "secrets must be references (`env:NAME` or `file:PATH`), not literal values",
+};
 
 /// The file's contents.
 #[derive(Debug, Deserialize)]
@@ -116,7 +70,7 @@ pub struct InstanceFile {
     #[serde(default)]
     ca_certs: Vec<PathBuf>,
     #[serde(default)]
-    credentials: BTreeMap<String, CredentialEntry>,
+    credentials: BTreeMap<String, CredentialConfig>,
     #[serde(default)]
     limits: Limits,
 }
@@ -141,7 +95,7 @@ impl InstanceFile {
     }
 
     /// Resolves secrets and CA files into a runtime spec.
-    pub fn into_spec(self, base: &Path) -> anyhow::Result<InstanceSpec> {
+    pub async fn into_spec(self, base: &Path) -> anyhow::Result<InstanceSpec> {
         let mut spec = InstanceSpec::new(self.tenant, self.instance);
         spec.config = self.config;
         spec.egress = self.egress;
@@ -153,69 +107,15 @@ impl InstanceFile {
                     .with_context(|| format!("cannot read CA certificate {}", path.display()))?,
             );
         }
-        for (name, entry) in self.credentials {
-            let field = |f: &str| format!("credentials.{name}.{f}");
-            let header = |h: Option<HeaderRef>| -> anyhow::Result<Option<SecretHeader>> {
-                h.map(|h| {
-                    Ok(SecretHeader {
-                        value: h.value.resolve(&field("extra_header.value"), base)?,
-                        name: h.name,
-                    })
-                })
-                .transpose()
-            };
-            let (hosts, secret) = match entry {
-                CredentialEntry::Oauth2ClientCredentials {
-                    hosts,
-                    token_url,
-                    client_id,
-                    client_secret,
-                    scope,
-                    client_auth,
-                    extra_header,
-                } => (
-                    hosts,
-                    CredentialSecret::OAuth2 {
-                        token_url,
-                        client_id,
-                        client_secret: client_secret.resolve(&field("client_secret"), base)?,
-                        scope,
-                        client_auth,
-                        extra_header: header(extra_header)?,
-                    },
-                ),
-                CredentialEntry::Basic {
-                    hosts,
-                    username,
-                    password,
-                    extra_header,
-                } => (
-                    hosts,
-                    CredentialSecret::Basic {
-                        username,
-                        password: password.resolve(&field("password"), base)?,
-                        extra_header: header(extra_header)?,
-                    },
-                ),
-                CredentialEntry::ApiKey { hosts, header, key } => (
-                    hosts,
-                    CredentialSecret::ApiKey {
-                        header,
-                        key: key.resolve(&field("key"), base)?,
-                    },
-                ),
-                CredentialEntry::Bearer { hosts, token } => (
-                    hosts,
-                    CredentialSecret::Bearer {
-                        token: token.resolve(&field("token"), base)?,
-                    },
-                ),
-            };
-            spec.credentials.push(CredentialSpec {
-                name,
-                hosts,
-                secret,
-            });
+        let resolver = Resolver {
+            base: base.to_path_buf(),
+            store: None,
+            allowed: ALLOWED,
+        };
+        for (name, cred) in &self.credentials {
+            spec.credentials.push(
+                resolve_credential(name, cred, &resolver, &format!("credentials.{name}")).await?,
+            );
         }
         Ok(spec)
     }
@@ -225,10 +125,18 @@ impl InstanceFile {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+    use switchyard_runtime::credentials::CredentialSecret;
 
     fn parse(json: &str) -> anyhow::Result<InstanceSpec> {
         let file: InstanceFile = serde_json::from_str(json)?;
-        file.into_spec(Path::new("."))
+        block_on(file.into_spec(Path::new(".")))
+    }
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
@@ -255,7 +163,7 @@ mod tests {
                 "b":{"kind":"basic","hosts":["https://b.example"],"username":"u","password":"file:pw"}}}"#,
         )
         .unwrap();
-        let spec = file.into_spec(dir.path()).unwrap();
+        let spec = block_on(file.into_spec(dir.path())).unwrap();
         assert_eq!(spec.tenant, "t");
         let secrets: Vec<String> = spec
             .credentials

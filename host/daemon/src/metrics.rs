@@ -47,6 +47,14 @@ pub struct Metrics {
     durations: Family<Target, Histogram>,
     egress: Family<Egress, Counter>,
     queue: Family<Queue, Gauge>,
+    held: Family<Instance, Counter>,
+    scheduler_passes: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Instance {
+    tenant: String,
+    instance: String,
 }
 
 impl Default for Metrics {
@@ -58,6 +66,8 @@ impl Default for Metrics {
         });
         let egress = Family::<Egress, Counter>::default();
         let queue = Family::<Queue, Gauge>::default();
+        let held = Family::<Instance, Counter>::default();
+        let scheduler_passes = Counter::default();
         let mut registry = Registry::with_prefix("switchyard");
         registry.register(
             "invocations",
@@ -79,12 +89,24 @@ impl Default for Metrics {
             "Jobs in the durable queue by state",
             queue.clone(),
         );
+        registry.register(
+            "jobs_held",
+            "Jobs of paused instances put back in the queue without running",
+            held.clone(),
+        );
+        registry.register(
+            "scheduler_passes",
+            "Passes of the scheduler over due schedules (a stalled scheduler stops counting)",
+            scheduler_passes.clone(),
+        );
         Self {
             registry,
             invocations,
             durations,
             egress,
             queue,
+            held,
+            scheduler_passes,
         }
     }
 }
@@ -144,6 +166,21 @@ impl Metrics {
                 })
                 .set(n);
         }
+    }
+
+    /// Counts a job held because its instance is paused.
+    pub fn job_held(&self, tenant: &str, instance: &str) {
+        self.held
+            .get_or_create(&Instance {
+                tenant: tenant.into(),
+                instance: instance.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one pass of the scheduler.
+    pub fn scheduler_pass(&self) {
+        self.scheduler_passes.inc();
     }
 
     /// The text exposition format.

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::json;
 
@@ -59,9 +57,17 @@ async fn schedules_fire_once_and_pauses_hold_across_restarts() {
         (next, last)
     };
 
-    // After a restart within the interval, the slot does not fire again.
+    // After a restart within the interval, the slot does not fire again:
+    // the scheduler has looked twice, and the worker has had time to run
+    // whatever that queued (it would show as a queued or running job).
     let d = start(dir.path());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    scheduler_passes(&d, 2.0).await;
+    let (_, st) = get(&d, &format!("{BASE}/status"), Some(&api)).await;
+    assert_eq!(
+        st["queue"],
+        json!({"queued": 0, "running": 0, "dead": 0}),
+        "{st}"
+    );
     assert_eq!(runs(&d, &api).await, Some(1));
     let (_, st) = get(&d, &format!("{BASE}/status"), Some(&api)).await;
     assert_eq!(st["jobs"][0]["next_run_ms"].as_i64(), Some(next_run));
@@ -75,7 +81,12 @@ async fn schedules_fire_once_and_pauses_hold_across_restarts() {
     assert_eq!(status, 409);
     let (status, queued) = post(&d, &format!("{BASE}/jobs/tick/run"), Some(&api), &[], "").await;
     assert_eq!(status, 202, "{queued}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The worker picked it up and put it back: held, not run.
+    let held = r#"switchyard_jobs_held_total{tenant="acme",instance="echo-1"}"#;
+    eventually("the run held", || async {
+        (metric(&d, held).await >= 1.0).then_some(())
+    })
+    .await;
     let (_, st) = get(&d, &format!("{BASE}/status"), Some(&api)).await;
     assert_eq!(st["paused"], true);
     assert_eq!(st["queue"]["queued"], 1, "{st}");

@@ -117,6 +117,18 @@ impl Env {
         out["output"].clone()
     }
 
+    /// How many queued outbound events the plugin has processed.
+    async fn webhook_runs(&self) -> i64 {
+        let (status, st) = get(&self.d, &format!("{BASE}/status"), Some(&self.token)).await;
+        assert_eq!(status, 200, "{st}");
+        st["invocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "webhook" && s["name"] == "outbound-events")
+            .map_or(0, |s| s["runs"].as_i64().unwrap())
+    }
+
     /// Session records by lsid; panics if an lsid has two.
     fn records(&self) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
@@ -266,7 +278,6 @@ async fn first_pull_reaches_back_a_day_then_pulls_only_new_sessions() {
     // A session that ends now is picked up by the next pull, alone.
     let inc = env.incident("INC0010005");
     let lsid = env.bt.complete_session(Some("INC0010005"), None);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let out = env.pull().await;
     assert_eq!(out["stats"]["imported"], 1, "{out}");
     let records = env.records();
@@ -291,7 +302,6 @@ async fn event_filter_and_work_note_switches_decide_what_is_written() {
     env.pull().await;
     env.bt.complete_session(Some("INC0010003"), None);
     let customer = env.bt.complete_session(None, Some("INC0010004"));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     env.pull().await;
     let records = env.records();
     let sessions: BTreeMap<String, Session> = env
@@ -638,8 +648,11 @@ allowed_ips = ["127.0.0.1"]
         (env.bt.pending().is_empty() && env.bt.delivered().len() == 4).then_some(())
     })
     .await;
-    // Its queued job has run once the audit shows a second ok.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every delivered event's queued job has run, the duplicate's too.
+    eventually("the duplicate processed", || async {
+        (env.webhook_runs().await == 4).then_some(())
+    })
+    .await;
     assert_eq!(env.records().len(), 2);
     assert_eq!(
         env.sn
@@ -651,9 +664,12 @@ allowed_ips = ["127.0.0.1"]
     // nothing is lost: the site holds the event until it is accepted.
     env.bt.set_outbound(&url, "wrong-token");
     let held = env.bt.complete_session(Some("INC0010009"), None);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pending = env.bt.pending();
-    assert!(!pending.is_empty());
+    // The site has tried (and been refused) more than once.
+    let pending = eventually("the event refused twice", || async {
+        let p = env.bt.pending();
+        (p.first().is_some_and(|e| e.statuses.len() >= 2)).then_some(p)
+    })
+    .await;
     assert!(
         pending[0].statuses.iter().all(|s| *s == 401),
         "{:?}",
@@ -671,8 +687,11 @@ allowed_ips = ["127.0.0.1"]
     let elsewhere = format!("{}/hooks/acme/strict/outbound-events", env.d.base);
     env.bt.set_outbound(&elsewhere, "event-token-1");
     let refused = env.bt.complete_session(Some("INC0010010"), None);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pending = env.bt.pending();
+    let pending = eventually("the event refused twice", || async {
+        let p = env.bt.pending();
+        (p.first().is_some_and(|e| e.statuses.len() >= 2)).then_some(p)
+    })
+    .await;
     assert!(
         pending[0].statuses.iter().all(|s| *s == 403),
         "{:?}",

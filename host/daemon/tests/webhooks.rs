@@ -247,7 +247,10 @@ async fn a_killed_daemon_loses_no_accepted_delivery() {
             assert_eq!(status, 200, "{r}");
         }
         // Let the worker get part of the way, then kill -9 (no shutdown).
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        eventually("the first deliveries processed", || async {
+            (!jobs(&cfg, "done").is_empty()).then_some(())
+        })
+        .await;
         let mut d = d;
         d.child.kill().unwrap();
         d.child.wait().unwrap();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 use wasmtime::component::{HasData, Linker};
 
@@ -41,15 +41,6 @@ pub struct CredentialSpec {
     pub secret: CredentialSecret,
 }
 
-/// A header whose value is secret, e.g. UEM's `aw-tenant-code`.
-#[derive(Debug)]
-pub struct SecretHeader {
-    /// Header name.
-    pub name: String,
-    /// Header value.
-    pub value: SecretString,
-}
-
 /// How a token endpoint expects the client to authenticate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -61,45 +52,278 @@ pub enum ClientAuth {
     Body,
 }
 
-/// Secret material of a credential, by kind.
-#[derive(Debug)]
-pub enum CredentialSecret {
+/// The kinds of credential the host can attach, as configuration files and
+/// manifests spell them (`oauth2-client-credentials`, `basic`, `api-key`,
+/// `bearer`). The one place the host maps kinds to names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialKind {
     /// OAuth2 client credentials grant.
+    Oauth2ClientCredentials,
+    /// HTTP Basic.
+    Basic,
+    /// An API key in a header.
+    ApiKey,
+    /// A static bearer token.
+    Bearer,
+}
+
+impl CredentialKind {
+    /// The name configuration files and manifests use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oauth2ClientCredentials => "oauth2-client-credentials",
+            Self::Basic => "basic",
+            Self::ApiKey => "api-key",
+            Self::Bearer => "bearer",
+        }
+    }
+}
+
+impl std::fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Kind> for CredentialKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Oauth2ClientCredentials => Self::Oauth2ClientCredentials,
+            Kind::Basic => Self::Basic,
+            Kind::ApiKey => Self::ApiKey,
+            Kind::Bearer => Self::Bearer,
+        }
+    }
+}
+
+impl From<CredentialKind> for Kind {
+    fn from(k: CredentialKind) -> Self {
+        match k {
+            CredentialKind::Oauth2ClientCredentials => Self::Oauth2ClientCredentials,
+            CredentialKind::Basic => Self::Basic,
+            CredentialKind::ApiKey => Self::ApiKey,
+            CredentialKind::Bearer => Self::Bearer,
+        }
+    }
+}
+
+/// How a credential authenticates, generic over how its secret fields are
+/// held: configuration files hold references (`secret:NAME`, `env:VAR`, …),
+/// the runtime holds [`SecretString`]s ([`CredentialSecret`]). One schema,
+/// so the tenant TOML and the `plugin run --instance` file cannot drift.
+///
+/// ```toml
+/// kind = "basic"                       # or oauth2-client-credentials, api-key, bearer
+/// username = "api-admin"
+/// password = "secret:uem-password"
+/// extra_header = "aw-tenant-code"      # optional, with extra_header_value
+/// extra_header_value = "secret:uem-tenant-code"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    bound(deserialize = "S: Deserialize<'de>")
+)]
+pub enum Auth<S> {
+    /// OAuth2 client credentials grant.
+    #[serde(rename = "oauth2-client-credentials")]
     OAuth2 {
         /// Token endpoint; must pass the instance's egress policy.
         token_url: String,
         /// Client id.
         client_id: String,
         /// Client secret.
-        client_secret: SecretString,
+        client_secret: S,
         /// Requested scope.
+        #[serde(default)]
         scope: Option<String>,
         /// How the client authenticates to the token endpoint.
+        #[serde(default)]
         client_auth: ClientAuth,
-        /// A header sent alongside the bearer token.
-        extra_header: Option<SecretHeader>,
+        /// A header sent alongside the bearer token...
+        #[serde(default)]
+        extra_header: Option<String>,
+        /// ...and its (secret) value.
+        #[serde(default)]
+        extra_header_value: Option<S>,
     },
     /// HTTP Basic.
     Basic {
         /// User name.
         username: String,
         /// Password.
-        password: SecretString,
-        /// A header sent alongside, e.g. `aw-tenant-code`.
-        extra_header: Option<SecretHeader>,
+        password: S,
+        /// A header sent alongside, e.g. `aw-tenant-code`...
+        #[serde(default)]
+        extra_header: Option<String>,
+        /// ...and its (secret) value.
+        #[serde(default)]
+        extra_header_value: Option<S>,
     },
     /// An API key in a header.
     ApiKey {
         /// Header name, e.g. `X-API-Key`.
         header: String,
         /// The key.
-        key: SecretString,
+        key: S,
     },
     /// A static bearer token.
     Bearer {
         /// The token.
-        token: SecretString,
+        token: S,
     },
+}
+
+/// Secret material of a credential, by kind.
+pub type CredentialSecret = Auth<SecretString>;
+
+impl<S> Auth<S> {
+    /// The kind.
+    pub fn kind(&self) -> CredentialKind {
+        match self {
+            Self::OAuth2 { .. } => CredentialKind::Oauth2ClientCredentials,
+            Self::Basic { .. } => CredentialKind::Basic,
+            Self::ApiKey { .. } => CredentialKind::ApiKey,
+            Self::Bearer { .. } => CredentialKind::Bearer,
+        }
+    }
+
+    /// `(field, value)` of every secret field that is set.
+    pub fn secret_fields(&self) -> Vec<(&'static str, &S)> {
+        match self {
+            Self::OAuth2 {
+                client_secret,
+                extra_header_value,
+                ..
+            } => std::iter::once(("client_secret", client_secret))
+                .chain(extra_header_value.iter().map(|v| ("extra_header_value", v)))
+                .collect(),
+            Self::Basic {
+                password,
+                extra_header_value,
+                ..
+            } => std::iter::once(("password", password))
+                .chain(extra_header_value.iter().map(|v| ("extra_header_value", v)))
+                .collect(),
+            Self::ApiKey { key, .. } => vec![("key", key)],
+            Self::Bearer { token } => vec![("token", token)],
+        }
+    }
+
+    /// The extra header's name and value, when both are set.
+    fn extra_header(&self) -> Option<(&str, &S)> {
+        match self {
+            Self::OAuth2 {
+                extra_header: Some(n),
+                extra_header_value: Some(v),
+                ..
+            }
+            | Self::Basic {
+                extra_header: Some(n),
+                extra_header_value: Some(v),
+                ..
+            } => Some((n, v)),
+            _ => None,
+        }
+    }
+
+    /// Problems with the non-secret fields, as `(field, message)`: header
+    /// names, the token URL, an extra header without its value. Checked by
+    /// `switchyard check` and again when the instance is built.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let header = |n: &str| HeaderName::from_bytes(n.as_bytes()).is_err();
+        match self {
+            Self::OAuth2 {
+                extra_header,
+                extra_header_value,
+                ..
+            }
+            | Self::Basic {
+                extra_header,
+                extra_header_value,
+                ..
+            } => match (extra_header, extra_header_value) {
+                (Some(n), Some(_)) if header(n) => {
+                    out.push(("extra_header", format!("`{n}` is not a valid header name")))
+                }
+                (Some(_), None) => out.push((
+                    "extra_header_value",
+                    "extra_header is set without extra_header_value".to_owned(),
+                )),
+                (None, Some(_)) => out.push((
+                    "extra_header",
+                    "extra_header_value is set without extra_header".to_owned(),
+                )),
+                _ => {}
+            },
+            Self::ApiKey { header: n, .. } if header(n) => {
+                out.push(("header", format!("`{n}` is not a valid header name")))
+            }
+            _ => {}
+        }
+        if let Self::OAuth2 { token_url, .. } = self {
+            let checked = Url::parse(token_url)
+                .map_err(|e| e.to_string())
+                .and_then(|u| egress::destination(&u).map(drop).map_err(|e| e.to_string()));
+            if let Err(e) = checked {
+                out.push(("token_url", format!("`{token_url}`: {e}")));
+            }
+        }
+        out
+    }
+
+    /// Converts every secret field with `f(field, value)`, e.g. resolving
+    /// references into secrets. Stops at the first error.
+    pub fn try_map_secrets<T, E>(
+        self,
+        mut f: impl FnMut(&'static str, S) -> Result<T, E>,
+    ) -> Result<Auth<T>, E> {
+        Ok(match self {
+            Self::OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+                client_auth,
+                extra_header,
+                extra_header_value,
+            } => Auth::OAuth2 {
+                token_url,
+                client_id,
+                client_secret: f("client_secret", client_secret)?,
+                scope,
+                client_auth,
+                extra_header,
+                extra_header_value: extra_header_value
+                    .map(|v| f("extra_header_value", v))
+                    .transpose()?,
+            },
+            Self::Basic {
+                username,
+                password,
+                extra_header,
+                extra_header_value,
+            } => Auth::Basic {
+                username,
+                password: f("password", password)?,
+                extra_header,
+                extra_header_value: extra_header_value
+                    .map(|v| f("extra_header_value", v))
+                    .transpose()?,
+            },
+            Self::ApiKey { header, key } => Auth::ApiKey {
+                header,
+                key: f("key", key)?,
+            },
+            Self::Bearer { token } => Auth::Bearer {
+                token: f("token", token)?,
+            },
+        })
+    }
 }
 
 /// Why a credential could not be used.
@@ -152,12 +376,7 @@ struct Credential {
 
 impl Credential {
     fn kind(&self) -> Kind {
-        match self.secret {
-            CredentialSecret::OAuth2 { .. } => Kind::Oauth2ClientCredentials,
-            CredentialSecret::Basic { .. } => Kind::Basic,
-            CredentialSecret::ApiKey { .. } => Kind::ApiKey,
-            CredentialSecret::Bearer { .. } => Kind::Bearer,
-        }
+        self.secret.kind().into()
     }
 }
 
@@ -204,29 +423,8 @@ impl CredentialsCtx {
             if spec.hosts.is_empty() {
                 return Err(format!("credential `{name}` is bound to no hosts"));
             }
-            match &spec.secret {
-                CredentialSecret::OAuth2 {
-                    token_url,
-                    extra_header,
-                    ..
-                } => {
-                    let url = Url::parse(token_url)
-                        .map_err(|e| format!("credential `{name}`: token URL: {e}"))?;
-                    egress::destination(&url)
-                        .map_err(|e| format!("credential `{name}`: token URL: {e}"))?;
-                    if let Some(h) = extra_header {
-                        header_name(&h.name, &name)?;
-                    }
-                }
-                CredentialSecret::Basic { extra_header, .. } => {
-                    if let Some(h) = extra_header {
-                        header_name(&h.name, &name)?;
-                    }
-                }
-                CredentialSecret::ApiKey { header, .. } => {
-                    header_name(header, &name)?;
-                }
-                CredentialSecret::Bearer { .. } => {}
+            if let Some((field, problem)) = spec.secret.problems().into_iter().next() {
+                return Err(format!("credential `{name}`: {field}: {problem}"));
             }
             let cred = Credential {
                 name: name.clone(),
@@ -251,12 +449,8 @@ impl CredentialsCtx {
         let mut out = vec![AUTHORIZATION];
         if let Some(c) = self.by_name.get(name) {
             let extra = match &c.secret {
-                CredentialSecret::OAuth2 { extra_header, .. }
-                | CredentialSecret::Basic { extra_header, .. } => {
-                    extra_header.as_ref().map(|h| h.name.as_str())
-                }
                 CredentialSecret::ApiKey { header, .. } => Some(header.as_str()),
-                CredentialSecret::Bearer { .. } => None,
+                other => other.extra_header().map(|(n, _)| n),
             };
             out.extend(extra.and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()));
         }
@@ -286,18 +480,15 @@ impl CredentialsCtx {
         };
         let mut headers = Vec::with_capacity(2);
         let mut token = None;
-        let extra = match &cred.secret {
-            CredentialSecret::OAuth2 { extra_header, .. } => {
+        match &cred.secret {
+            CredentialSecret::OAuth2 { .. } => {
                 let t = self.token(cred).await?;
                 let value = format!("Bearer {}", t.value.expose_secret());
                 headers.push((AUTHORIZATION, sensitive(&value, "token").map_err(bad)?));
                 token = Some(t);
-                extra_header.as_ref()
             }
             CredentialSecret::Basic {
-                username,
-                password,
-                extra_header,
+                username, password, ..
             } => {
                 use base64::Engine;
                 let raw = format!("{username}:{}", password.expose_secret());
@@ -306,25 +497,19 @@ impl CredentialsCtx {
                     base64::engine::general_purpose::STANDARD.encode(raw)
                 );
                 headers.push((AUTHORIZATION, sensitive(&value, "password").map_err(bad)?));
-                extra_header.as_ref()
             }
             CredentialSecret::ApiKey { header, key } => {
                 let hn = header_name(header, name).map_err(bad)?;
                 headers.push((hn, sensitive(key.expose_secret(), "API key").map_err(bad)?));
-                None
             }
             CredentialSecret::Bearer { token } => {
                 let value = format!("Bearer {}", token.expose_secret());
                 headers.push((AUTHORIZATION, sensitive(&value, "token").map_err(bad)?));
-                None
             }
-        };
-        if let Some(h) = extra {
-            let hn = header_name(&h.name, name).map_err(bad)?;
-            headers.push((
-                hn,
-                sensitive(h.value.expose_secret(), &h.name).map_err(bad)?,
-            ));
+        }
+        if let Some((n, v)) = cred.secret.extra_header() {
+            let hn = header_name(n, name).map_err(bad)?;
+            headers.push((hn, sensitive(v.expose_secret(), n).map_err(bad)?));
         }
         Ok(Authorization { headers, token })
     }

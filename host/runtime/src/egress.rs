@@ -274,16 +274,24 @@ pub fn destination(url: &Url) -> Result<Destination, EgressError> {
     Ok(Destination { scheme, host, port })
 }
 
-/// An instance's egress allowlist.
+/// An instance's egress allowlist: the tenant's entries, and — when the
+/// plugin's manifest names fixed destinations only — those destinations
+/// too. A request must pass both (declared and granted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EgressPolicy {
     rules: Vec<EgressRule>,
+    /// The plugin's declared destinations; None when the plugin takes its
+    /// destinations from configuration (anything the tenant allows).
+    declared: Option<Vec<EgressRule>>,
 }
 
 impl EgressPolicy {
     /// Builds a policy from allowlist entries.
     pub fn new(rules: Vec<EgressRule>) -> Self {
-        Self { rules }
+        Self {
+            rules,
+            declared: None,
+        }
     }
 
     /// Parses every entry; the first bad one is reported.
@@ -293,6 +301,13 @@ impl EgressPolicy {
             .map(|e| e.as_ref().trim().parse())
             .collect::<Result<_, _>>()
             .map(Self::new)
+    }
+
+    /// Restricts the policy to the destinations a plugin declares (see
+    /// [`crate::grants::declared_destinations`]); None leaves it as is.
+    pub fn within_declared(mut self, declared: Option<Vec<EgressRule>>) -> Self {
+        self.declared = declared;
+        self
     }
 
     /// The entries, as written.
@@ -306,33 +321,75 @@ impl EgressPolicy {
     /// address explicitly; so a restricted IP literal passes here only when
     /// the tenant allowed it, and needs no [`Self::check_resolved`].
     pub fn check(&self, dest: &Destination) -> Result<(), EgressError> {
-        if self.allows(dest) {
-            Ok(())
-        } else {
-            Err(EgressError::Denied(format!(
+        if !self.allows(dest) {
+            return Err(EgressError::Denied(format!(
                 "{dest} is not in this instance's egress allowlist"
-            )))
+            )));
+        }
+        match &self.declared {
+            Some(declared) if !declared.iter().any(|r| r.matches(dest)) => {
+                Err(EgressError::Denied(if declared.is_empty() {
+                    format!(
+                        "{dest}: the plugin's manifest declares no egress, so it may reach nothing"
+                    )
+                } else {
+                    let names: Vec<&str> = declared.iter().map(|r| r.text.as_str()).collect();
+                    format!(
+                        "{dest} is not among the destinations the plugin's manifest declares ({})",
+                        names.join(", ")
+                    )
+                }))
+            }
+            _ => Ok(()),
         }
     }
 
-    /// Decides whether a resolved address may be connected to. Public
-    /// addresses always may; restricted ones only if an IP/CIDR entry covers
-    /// them (whatever its scheme and port: the name already matched those).
-    pub fn check_resolved(&self, ip: IpAddr) -> Result<(), EgressError> {
+    /// Decides whether `name` may be connected to at the address it
+    /// resolved to. Public addresses always may. A restricted one (loopback,
+    /// private, link-local, metadata, …) only if IP/CIDR entries cover it
+    /// for every scheme and port the name itself is allowed on: the
+    /// resolver does not know which port the request is for, so an entry
+    /// `http://127.0.0.1:19001` must not let `http://evil.test:19002` (a
+    /// name that resolves to 127.0.0.1) reach port 19002.
+    pub fn check_resolved(&self, name: &str, ip: IpAddr) -> Result<(), EgressError> {
         let ip = normalise_ip(ip);
         if !is_restricted(ip) {
             return Ok(());
         }
-        let covered = self
+        let nets: Vec<&EgressRule> = self
             .rules
             .iter()
-            .any(|r| matches!(&r.host, HostPattern::Net(net) if net.contains(&ip)));
-        if covered {
+            .filter(|r| matches!(&r.host, HostPattern::Net(net) if net.contains(&ip)))
+            .collect();
+        if nets.is_empty() {
+            return Err(EgressError::Denied(format!(
+                "resolved address {ip} is in a restricted range (loopback, private, \
+                 link-local or metadata); add it as an IP/CIDR egress entry to allow it"
+            )));
+        }
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let by_name = self.rules.iter().filter(|r| r.host.matches_name(&name));
+        let mut any = false;
+        for r in by_name {
+            any = true;
+            if !nets
+                .iter()
+                .any(|n| n.scheme == r.scheme && n.port.covers(r.port))
+            {
+                return Err(EgressError::Denied(format!(
+                    "resolved address {ip} is in a restricted range; the IP/CIDR entries \
+                     covering it do not allow {} on {}, which `{r}` allows for {name}: \
+                     add an IP/CIDR entry for that scheme and port",
+                    r.scheme.name(),
+                    r.port
+                )));
+            }
+        }
+        if any {
             Ok(())
         } else {
             Err(EgressError::Denied(format!(
-                "resolved address {ip} is in a restricted range (loopback, private, \
-                 link-local or metadata); add it as an IP/CIDR egress entry to allow it"
+                "{name} resolved to restricted address {ip} and matches no egress entry"
             )))
         }
     }
@@ -341,9 +398,65 @@ impl EgressPolicy {
     pub fn allows(&self, dest: &Destination) -> bool {
         self.rules.iter().any(|r| r.matches(dest))
     }
+
+    /// Whether some entry allows everything `need` allows (used to warn when
+    /// a tenant does not grant what a plugin declares).
+    pub fn covers(&self, need: &EgressRule) -> bool {
+        self.rules.iter().any(|r| r.covers(need))
+    }
+}
+
+impl HostPattern {
+    fn matches_name(&self, name: &str) -> bool {
+        match self {
+            Self::Exact(n) => n == name,
+            Self::Wildcard(suffix) => name.len() > suffix.len() && name.ends_with(suffix.as_str()),
+            Self::Net(_) => false,
+        }
+    }
+}
+
+impl PortPattern {
+    fn covers(self, other: PortPattern) -> bool {
+        match (self, other) {
+            (Self::Any, _) => true,
+            (Self::Exact(a), Self::Exact(b)) => a == b,
+            (Self::Exact(_), Self::Any) => false,
+        }
+    }
+}
+
+impl fmt::Display for PortPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any port"),
+            Self::Exact(p) => write!(f, "port {p}"),
+        }
+    }
+}
+
+impl Scheme {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
 }
 
 impl EgressRule {
+    /// Whether this entry allows every destination `other` allows.
+    fn covers(&self, other: &EgressRule) -> bool {
+        let host = match (&self.host, &other.host) {
+            (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
+            (HostPattern::Wildcard(_), HostPattern::Exact(b)) => self.host.matches_name(b),
+            (HostPattern::Wildcard(a), HostPattern::Wildcard(b)) => b.ends_with(a.as_str()),
+            (HostPattern::Net(a), HostPattern::Net(b)) => a.contains(b),
+            _ => false,
+        };
+        host && self.scheme == other.scheme && self.port.covers(other.port)
+    }
+
     fn matches(&self, dest: &Destination) -> bool {
         let scheme_ok = match self.scheme {
             Scheme::Http => dest.scheme == "http",
@@ -543,8 +656,15 @@ mod tests {
         assert!(check(&p, "http://192.168.1.5/").is_ok());
         assert!(check(&p, "http://192.168.1.6/").is_err());
         // CIDR entries also license resolved addresses in their range.
-        assert!(p.check_resolved("10.1.1.1".parse().unwrap()).is_ok());
-        assert!(p.check_resolved("172.16.0.1".parse().unwrap()).is_err());
+        let p = policy(&["http://10.0.0.0/8:*", "http://internal.example:8080"]);
+        assert!(
+            p.check_resolved("internal.example", "10.1.1.1".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            p.check_resolved("internal.example", "172.16.0.1".parse().unwrap())
+                .is_err()
+        );
     }
 
     #[test]
@@ -569,7 +689,10 @@ mod tests {
             "2002:7f00:1::",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert!(p.check_resolved(ip).is_err(), "{ip} must be refused");
+            assert!(
+                p.check_resolved("api.example.com", ip).is_err(),
+                "{ip} must be refused"
+            );
         }
         for ip in [
             "93.184.216.34",
@@ -577,7 +700,66 @@ mod tests {
             "64:ff9b::5db8:d822",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert!(p.check_resolved(ip).is_ok(), "{ip} is public");
+            assert!(
+                p.check_resolved("api.example.com", ip).is_ok(),
+                "{ip} is public"
+            );
+        }
+    }
+
+    /// Finding 6 of the tenant-isolation review: an IP entry for one port
+    /// must not open other ports of that address through a name.
+    #[test]
+    fn a_restricted_address_reached_through_a_name_needs_an_entry_for_its_port() {
+        let p = policy(&["http://127.0.0.1:19001", "http://evil.test:19002"]);
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let err = p.check_resolved("evil.test", lo).unwrap_err().to_string();
+        assert!(err.contains("port 19002"), "{err}");
+        // With an entry for the name's port too, the tenant meant it.
+        let p = policy(&[
+            "http://127.0.0.1:19001",
+            "http://127.0.0.1:19002",
+            "http://evil.test:19002",
+        ]);
+        assert!(p.check_resolved("evil.test", lo).is_ok());
+        // A scheme mismatch is refused the same way.
+        let p = policy(&["https://127.0.0.1:19002", "http://evil.test:19002"]);
+        assert!(p.check_resolved("evil.test", lo).is_err());
+        // An any-port CIDR entry covers a name on any port.
+        let p = policy(&["http://127.0.0.0/8:*", "http://evil.test:19002"]);
+        assert!(p.check_resolved("evil.test", lo).is_ok());
+        // A name the policy does not list gets nothing restricted.
+        assert!(p.check_resolved("other.test", lo).is_err());
+    }
+
+    #[test]
+    fn declared_destinations_narrow_the_tenant_list() {
+        let tenant = policy(&["https://*.slack.com", "https://api.example.com"]);
+        let only_slack = tenant
+            .clone()
+            .within_declared(Some(vec!["https://hooks.slack.com".parse().unwrap()]));
+        assert!(check(&only_slack, "https://hooks.slack.com/x").is_ok());
+        let err = check(&only_slack, "https://api.example.com/").unwrap_err();
+        assert!(err.to_string().contains("declares"), "{err}");
+        let nothing = tenant.clone().within_declared(Some(vec![]));
+        let err = check(&nothing, "https://api.example.com/").unwrap_err();
+        assert!(err.to_string().contains("declares no egress"), "{err}");
+        // Open needs (destinations from configuration) leave the list as is.
+        assert!(check(&tenant.within_declared(None), "https://api.example.com/").is_ok());
+    }
+
+    #[test]
+    fn coverage_of_declared_destinations() {
+        let tenant = policy(&["https://*.slack.com", "http://10.0.0.0/8:*"]);
+        for (need, covered) in [
+            ("https://hooks.slack.com", true),
+            ("https://*.eu.slack.com", true),
+            ("https://slack.com", false),
+            ("http://hooks.slack.com", false),
+            ("http://10.1.0.0/16:8080", true),
+            ("http://11.0.0.0/8", false),
+        ] {
+            assert_eq!(tenant.covers(&need.parse().unwrap()), covered, "{need}");
         }
     }
 

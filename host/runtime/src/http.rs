@@ -117,7 +117,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
             let mut allowed: Vec<SocketAddr> = Vec::new();
             let mut refusal = None;
             for addr in addrs {
-                match policy.check_resolved(addr.ip()) {
+                match policy.check_resolved(&host, addr.ip()) {
                     Ok(()) => allowed.push(addr),
                     Err(e) => refusal = Some(e),
                 }

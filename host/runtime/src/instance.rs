@@ -8,20 +8,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use switchyard_store::{KvBackend, Namespace, Quota, SqliteStore};
+use switchyard_store::{KvBackend, Namespace, Quota};
 use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use crate::bindings::{Plugin as Bindings, PluginPre, types};
+use crate::bindings::{Plugin as Bindings, types};
 use crate::config::ConfigCtx;
 use crate::credentials::{CredentialSpec, CredentialsCtx};
 use crate::egress::EgressPolicy;
 use crate::http::{EgressRecord, HttpCtx};
 use crate::limits::{Limiter, Limits};
 use crate::log::{LogRecord, Progress};
-use crate::manifest::{Manifest, kind_name};
+use crate::manifest::Manifest;
 use crate::runtime::{Plugin, Runtime};
 use crate::state::{CallState, StoreState};
 use crate::storage::StorageCtx;
@@ -251,92 +251,28 @@ pub enum InvokeError {
     Busy(String),
 }
 
-impl InvokeError {
-    /// The HTTP status the daemon answers with.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Self::Unknown { .. } => 404,
-            Self::InvalidInput(_) => 400,
-            Self::Plugin(p) => match p {
-                PluginError::InvalidInput { .. } => 422,
-                PluginError::NotFound { .. } => 404,
-                PluginError::Forbidden { .. } => 403,
-                PluginError::Conflict { .. } => 409,
-                PluginError::Upstream {
-                    status: Some(429), ..
-                } => 503,
-                PluginError::Upstream { .. } => 502,
-                PluginError::Internal { .. } => 500,
-            },
-            Self::BadOutput(_) | Self::Trap(_) | Self::LimitExceeded(_) => 500,
-            Self::Deadline(_) => 504,
-            Self::Busy(_) => 503,
-        }
-    }
-}
-
+/// Checks `spec` against the manifest (declared and granted, see
+/// [`crate::grants`]) and returns the configuration the instance sees.
 fn validate_spec(
     manifest: &Manifest,
     spec: &InstanceSpec,
 ) -> Result<BTreeMap<String, String>, Vec<String>> {
-    let mut problems = Vec::new();
-    let mut values = BTreeMap::new();
-    for key in spec.config.keys() {
-        if !manifest.config.iter().any(|c| &c.key == key) {
-            problems.push(format!(
-                "config key `{key}` is not declared by plugin `{}`",
-                manifest.id
-            ));
-        }
-    }
-    for c in &manifest.config {
-        match spec.config.get(&c.key).or(c.default.as_ref()) {
-            Some(v) => {
-                values.insert(c.key.clone(), v.clone());
-            }
-            None if c.required => {
-                problems.push(format!("required config key `{}` is not set", c.key))
-            }
-            None => {}
-        }
-    }
-    for cred in &spec.credentials {
-        let Some(slot) = manifest.credentials.iter().find(|s| s.name == cred.name) else {
-            problems.push(format!(
-                "credential `{}` is bound but plugin `{}` declares no such slot",
-                cred.name, manifest.id
-            ));
-            continue;
-        };
-        let kind = kind_name(match cred.secret {
-            crate::credentials::CredentialSecret::OAuth2 { .. } => {
-                crate::bindings::credentials::Kind::Oauth2ClientCredentials
-            }
-            crate::credentials::CredentialSecret::Basic { .. } => {
-                crate::bindings::credentials::Kind::Basic
-            }
-            crate::credentials::CredentialSecret::ApiKey { .. } => {
-                crate::bindings::credentials::Kind::ApiKey
-            }
-            crate::credentials::CredentialSecret::Bearer { .. } => {
-                crate::bindings::credentials::Kind::Bearer
-            }
-        });
-        if !slot.kinds.contains(&kind) {
-            problems.push(format!(
-                "credential `{}` is of kind {kind}; the plugin accepts {}",
-                cred.name,
-                slot.kinds.join(", ")
-            ));
-        }
-    }
-    for slot in manifest.credentials.iter().filter(|s| s.required) {
-        if !spec.credentials.iter().any(|c| c.name == slot.name) {
-            problems.push(format!("required credential `{}` is not bound", slot.name));
-        }
-    }
+    let grant = crate::grants::Grant {
+        config: spec.config.keys().map(String::as_str).collect(),
+        credentials: spec
+            .credentials
+            .iter()
+            .map(|c| (c.name.as_str(), c.secret.kind()))
+            .collect(),
+        ..Default::default()
+    };
+    let problems: Vec<String> = crate::grants::check(manifest, &grant)
+        .into_iter()
+        .filter(|p| p.severity == crate::grants::Severity::Error)
+        .map(|p| format!("{}: {}", p.field, p.message))
+        .collect();
     if problems.is_empty() {
-        Ok(values)
+        Ok(crate::grants::effective_config(manifest, &spec.config))
     } else {
         Err(problems)
     }
@@ -366,8 +302,11 @@ impl Instance {
             problems,
         };
         let config = validate_spec(plugin.manifest(), &spec).map_err(fail)?;
-        let policy =
-            Arc::new(EgressPolicy::parse(&spec.egress).map_err(|e| fail(vec![e.to_string()]))?);
+        let policy = Arc::new(
+            EgressPolicy::parse(&spec.egress)
+                .map_err(|e| fail(vec![e.to_string()]))?
+                .within_declared(crate::grants::declared_destinations(plugin.manifest())),
+        );
         let http = HttpCtx::new(policy.clone(), &spec.ca_certs_pem).map_err(|e| fail(vec![e]))?;
         let credentials = CredentialsCtx::new(spec.credentials, http.client().clone(), policy)
             .map_err(|e| SpecError {
@@ -627,7 +566,25 @@ fn classify(
     stderr: &MemoryOutputPipe,
     deadline: Duration,
 ) -> InvokeError {
-    if let Some(msg) = &store.data().limiter.exceeded {
+    let limits = store.data().call.limits;
+    classify_error(
+        err,
+        &store.data().limiter,
+        limits.resources,
+        stderr,
+        deadline,
+    )
+}
+
+/// Turns what a call into the guest failed with into an [`InvokeError`].
+pub(crate) fn classify_error(
+    err: wasmtime::Error,
+    limiter: &Limiter,
+    resources: usize,
+    stderr: &MemoryOutputPipe,
+    deadline: Duration,
+) -> InvokeError {
+    if let Some(msg) = &limiter.exceeded {
         return InvokeError::LimitExceeded(msg.clone());
     }
     if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
@@ -642,8 +599,7 @@ fn classify(
     let text = format!("{err:?}");
     if let Some(ResourceTableError::Full) = err.downcast_ref::<ResourceTableError>() {
         return InvokeError::LimitExceeded(format!(
-            "the plugin holds too many host resources (limit {})",
-            store.data().call.limits.resources
+            "the plugin holds too many host resources (limit {resources})"
         ));
     }
     if let Some(e) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
@@ -691,43 +647,4 @@ fn describe_trap(err: &wasmtime::Error, debug_text: &str, stderr: &MemoryOutputP
         }
     }
     out
-}
-
-/// Reads a plugin's manifest in a Store that grants nothing.
-pub(crate) async fn read_manifest(
-    engine: &Engine,
-    pre: &PluginPre<StoreState>,
-) -> Result<Manifest, String> {
-    let backend = Arc::new(SqliteStore::open_in_memory().map_err(|e| e.to_string())?);
-    let policy = Arc::new(EgressPolicy::default());
-    let http = HttpCtx::new(policy.clone(), &[])?;
-    let credentials = CredentialsCtx::new(Vec::new(), http.client().clone(), policy)?;
-    let limits = Limits {
-        deadline: Duration::from_secs(10),
-        ..Limits::default()
-    };
-    let inst = Arc::new(InstanceCtx {
-        tenant: String::new(),
-        instance: String::new(),
-        limits,
-        http,
-        credentials,
-        storage: StorageCtx::new(backend, Namespace::new("", ""), Quota::default()),
-        config: ConfigCtx::default(),
-    });
-    let mut call = CallState::new("", "", "manifest".into(), limits, Instant::now(), None);
-    // The budget starts spent: `manifest()` must not make requests.
-    call.http_requests = limits.http_requests;
-    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
-    let mut store = new_store(engine, inst, call, stderr.clone());
-    let run = async {
-        let b = pre.instantiate_async(&mut store).await?;
-        b.call_manifest(&mut store).await
-    };
-    let manifest = match tokio::time::timeout(limits.deadline, run).await {
-        Err(_) => return Err("manifest() did not return within 10 s".into()),
-        Ok(Err(e)) => return Err(classify(e, &store, &stderr, limits.deadline).to_string()),
-        Ok(Ok(m)) => m,
-    };
-    Manifest::from_wit(manifest)
 }

@@ -36,6 +36,7 @@ mod bindings;
 pub mod config;
 pub mod credentials;
 pub mod egress;
+pub mod grants;
 pub mod http;
 mod instance;
 mod limits;

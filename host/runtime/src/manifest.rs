@@ -6,7 +6,9 @@
 
 use serde::Serialize;
 
-use crate::bindings::{credentials::Kind, types};
+use crate::bindings::types;
+use crate::credentials::CredentialKind;
+use crate::egress::EgressRule;
 
 /// What a plugin is and what it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,27 +97,27 @@ pub struct CredentialSlot {
     /// What it is for.
     pub description: String,
     /// Acceptable kinds.
-    pub kinds: Vec<&'static str>,
+    pub kinds: Vec<CredentialKind>,
     /// Whether the tenant must bind it.
     pub required: bool,
 }
 
-/// An egress need.
+/// An egress need: a destination the plugin asks the tenant to allow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EgressNeed {
-    /// Fixed destination, if any.
+    /// A fixed destination (an egress entry such as `https://slack.com` or
+    /// `https://*.slack.com`), or None when the tenant's configuration
+    /// names it (e.g. a ServiceNow instance URL).
     pub destination: Option<String>,
     /// Why, or which config key names it.
     pub description: String,
 }
 
-/// The kebab-case name of a credential kind, as configs spell it.
-pub fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::Oauth2ClientCredentials => "oauth2-client-credentials",
-        Kind::Basic => "basic",
-        Kind::ApiKey => "api-key",
-        Kind::Bearer => "bearer",
+impl EgressNeed {
+    /// The fixed destination as an egress rule.
+    pub fn rule(&self) -> Option<EgressRule> {
+        // Validated when the manifest was read.
+        self.destination.as_ref()?.parse().ok()
     }
 }
 
@@ -242,18 +244,24 @@ impl Manifest {
                 .map(|c| CredentialSlot {
                     name: c.name,
                     description: c.description,
-                    kinds: c.kinds.into_iter().map(kind_name).collect(),
+                    kinds: c.kinds.into_iter().map(CredentialKind::from).collect(),
                     required: c.required,
                 })
                 .collect(),
             egress: m
                 .egress
                 .into_iter()
-                .map(|e| EgressNeed {
-                    destination: e.destination,
-                    description: e.description,
+                .map(|e| {
+                    if let Some(d) = &e.destination {
+                        d.parse::<EgressRule>()
+                            .map_err(|err| format!("egress need `{}`: {err}", e.description))?;
+                    }
+                    Ok(EgressNeed {
+                        destination: e.destination,
+                        description: e.description,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, String>>()?,
         })
     }
 

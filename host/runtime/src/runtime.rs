@@ -11,9 +11,79 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
 use crate::bindings::PluginPre;
+use crate::limits::{Limiter, Limits};
 use crate::manifest::Manifest;
 use crate::state::StoreState;
+
+/// How long `manifest()` may take. It only builds a record; a second is
+/// generous, and start-up with many plugins must not wait on a slow one.
+const MANIFEST_DEADLINE: Duration = Duration::from_secs(1);
+
+/// The Store data of a `manifest()` call: WASI's empty context and limits.
+struct ManifestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+}
+
+impl WasiView for ManifestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Defines every `switchyard:plugin/*` function `component` imports as a
+/// function that traps, naming itself. (wasmtime's own
+/// `define_unknown_imports_as_traps` would also stub WASI interfaces of a
+/// newer patch version than the linker's, breaking their resource types.)
+fn stub_switchyard_imports(
+    linker: &mut Linker<ManifestState>,
+    component: &Component,
+    engine: &Engine,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    let ty = component.component_type();
+    for (name, import) in ty.imports(engine) {
+        let ComponentItem::ComponentInstance(inst) = import.ty else {
+            continue;
+        };
+        if !name.starts_with("switchyard:plugin/") {
+            continue;
+        }
+        let mut instance = linker.instance(name)?;
+        for (func, item) in inst.exports(engine) {
+            if let ComponentItem::ComponentFunc(_) = item.ty {
+                let full = format!("{name}#{func}");
+                instance.func_new(func, move |_, _, _, _| {
+                    Err(wasmtime::format_err!(
+                        "unknown import: `{full}` has not been defined"
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The import a trapping stub was called for, if that is why `e` trapped.
+fn called_import(e: &wasmtime::Error) -> Option<String> {
+    e.chain().find_map(|cause| {
+        let text = cause.to_string();
+        let rest = text.strip_prefix("unknown import: `")?;
+        Some(rest.split('`').next().unwrap_or(rest).to_owned())
+    })
+}
 
 /// How often the epoch advances: deadlines are enforced to this precision,
 /// and a computing guest yields to the executor this often.
@@ -50,7 +120,8 @@ pub enum LoadError {
     /// not export the `plugin` world.
     #[error("the component does not fit the switchyard:plugin world: {0}")]
     World(String),
-    /// `manifest()` trapped or returned an invalid manifest.
+    /// `manifest()` trapped, called an import, took too long, or returned
+    /// an invalid manifest.
     #[error("invalid manifest: {0}")]
     Manifest(String),
     /// The compiled-code cache could not be written.
@@ -119,6 +190,10 @@ impl Drop for EpochTicker {
 pub struct Runtime {
     pub(crate) engine: Engine,
     linker: Linker<StoreState>,
+    /// WASI only (granting nothing): `manifest()` runs with every
+    /// switchyard import stubbed to trap, so it cannot reach storage, logs,
+    /// credentials or the network with no tenant to answer for it.
+    manifest_linker: Linker<ManifestState>,
     cache_dir: Option<PathBuf>,
     _ticker: EpochTicker,
 }
@@ -151,6 +226,9 @@ impl Runtime {
         crate::log::add_to_linker(&mut linker)?;
         crate::config::add_to_linker(&mut linker)?;
 
+        let mut manifest_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut manifest_linker)?;
+
         if let Some(dir) = &config.cache_dir {
             prepare_cache_dir(dir)?;
         }
@@ -158,6 +236,7 @@ impl Runtime {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
+            manifest_linker,
             cache_dir: config.cache_dir,
         })
     }
@@ -178,7 +257,8 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::World(format!("{e:#}")))?;
         let pre = PluginPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
-        let manifest = crate::instance::read_manifest(&self.engine, &pre)
+        let manifest = self
+            .read_manifest(&component)
             .await
             .map_err(LoadError::Manifest)?;
         Ok(Arc::new(Plugin {
@@ -186,6 +266,76 @@ impl Runtime {
             manifest,
             digest,
         }))
+    }
+
+    /// Calls `manifest()` in a Store that grants nothing, with a short
+    /// deadline: it runs once per plugin version before any tenant uses it,
+    /// so it must neither call an import nor hold up start-up.
+    async fn read_manifest(&self, component: &Component) -> Result<Manifest, String> {
+        let mut linker = self.manifest_linker.clone();
+        stub_switchyard_imports(&mut linker, component, &self.engine)
+            .map_err(|e| format!("{e:#}"))?;
+        let pre = linker
+            .instantiate_pre(component)
+            .and_then(PluginPre::new)
+            .map_err(|e| format!("{e:#}"))?;
+        let limits = Limits {
+            deadline: MANIFEST_DEADLINE,
+            ..Limits::default()
+        };
+        let stderr = MemoryOutputPipe::new(16 * 1024);
+        let mut store = Store::new(
+            &self.engine,
+            ManifestState {
+                wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
+                table: ResourceTable::new(),
+                limiter: Limiter::new(&limits),
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + MANIFEST_DEADLINE;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(crate::limits::DeadlineReached))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let run = async {
+            let b = pre.instantiate_async(&mut store).await?;
+            b.call_manifest(&mut store).await
+        };
+        let too_slow = || {
+            format!(
+                "manifest() did not return within {} ms; it must only describe the plugin",
+                MANIFEST_DEADLINE.as_millis()
+            )
+        };
+        let manifest = match tokio::time::timeout(MANIFEST_DEADLINE, run).await {
+            Err(_) => return Err(too_slow()),
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                if let Some(import) = called_import(&e) {
+                    return Err(format!(
+                        "manifest() called the host import `{import}`; it must not call any \
+                         import (it runs once per plugin version, for no tenant)"
+                    ));
+                }
+                let err = crate::instance::classify_error(
+                    e,
+                    &store.data().limiter,
+                    limits.resources,
+                    &stderr,
+                    MANIFEST_DEADLINE,
+                );
+                return Err(match err {
+                    crate::InvokeError::Deadline(_) => too_slow(),
+                    other => format!("manifest() failed: {other}"),
+                });
+            }
+        };
+        Manifest::from_wit(manifest)
     }
 
     fn cache_path(&self, digest: &str) -> Option<PathBuf> {

@@ -921,21 +921,23 @@ impl BeyondTrust {
             .collect()
     }
 
-    /// A session ends now: it joins the reports and, if an outbound URL is
-    /// set, `support_conference_end` (and the rep exit survey event when
-    /// there is a task number) are queued for delivery. Returns the lsid.
+    /// A session ends (one second ago, so that a report window "up to now"
+    /// in whole seconds already covers it): it joins the reports and, if an
+    /// outbound URL is set, `support_conference_end` (and the rep exit
+    /// survey event when there is a task number) are queued for delivery.
+    /// Returns the lsid.
     pub fn complete_session(
         &self,
         external_key: Option<&str>,
         task_number: Option<&str>,
     ) -> String {
         let mut rng = fastrand::Rng::new();
-        let now = common::now_secs();
+        let ended = common::now_secs() - 1;
         let i = rng.usize(0..40);
         let s = make_session(
             &mut rng,
             i,
-            now,
+            ended,
             external_key.map(str::to_owned),
             task_number.map(str::to_owned),
         );

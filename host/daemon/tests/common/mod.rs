@@ -226,3 +226,24 @@ password = "secret:sn-password"
         sn_user = sn.config().username,
     )
 }
+
+/// The value of the Prometheus sample whose line starts with `series`
+/// (name and labels, e.g. `switchyard_scheduler_passes_total`), or 0.
+pub async fn metric(d: &Daemon, series: &str) -> f64 {
+    let (_, text) = get(d, "/metrics", None).await;
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until the scheduler has made `passes` more passes than when
+/// called: whatever was due has had its chance to fire.
+pub async fn scheduler_passes(d: &Daemon, passes: f64) {
+    let start = metric(d, "switchyard_scheduler_passes_total").await;
+    eventually("scheduler passes", || async {
+        (metric(d, "switchyard_scheduler_passes_total").await >= start + passes).then_some(())
+    })
+    .await;
+}

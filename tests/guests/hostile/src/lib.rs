@@ -26,17 +26,19 @@ const ACTIONS: &[&str] = &[
 impl Plugin for Hostile {
     fn manifest() -> Manifest {
         ACTIONS.iter().fold(
-            Manifest::new("hostile", "0.1.0", "Attacks the host's limits, for tests").credential(
-                switchyard_sdk::CredentialSlot::new(
-                    "upstream",
-                    "any credential",
-                    &[
-                        switchyard_sdk::CredentialKind::Bearer,
-                        switchyard_sdk::CredentialKind::Basic,
-                    ],
-                )
-                .optional(),
-            ),
+            Manifest::new("hostile", "0.1.0", "Attacks the host's limits, for tests")
+                .egress(None, "whatever URLs a test passes in")
+                .credential(
+                    switchyard_sdk::CredentialSlot::new(
+                        "upstream",
+                        "any credential",
+                        &[
+                            switchyard_sdk::CredentialKind::Bearer,
+                            switchyard_sdk::CredentialKind::Basic,
+                        ],
+                    )
+                    .optional(),
+                ),
             |m, a| m.action(ActionSpec::new(a, "attack")),
         )
     }

@@ -1,0 +1,193 @@
+//! `POST /v1/tenants/{tenant}/instances/{instance}/actions/{action}`: an
+//! agent (or a ServiceNow flow) runs one action of an instance.
+//!
+//! The actor's roles go through the tenant's role mapping and the action's
+//! required role is enforced before the plugin runs. Every call, refusals
+//! of an authenticated caller included, gets one audit entry, plus one per
+//! egress request it made.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_runtime::{Actor, CallOptions};
+
+use super::auth::Caller;
+use crate::errors::{error, invoke_error_code, invoke_error_response};
+use crate::record::{self, Outcome, Subject};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionRequest {
+    #[serde(default = "empty_object")]
+    input: Value,
+    actor: Actor,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// The plugin roles the tenant grants for `tenant_roles`.
+fn mapped_roles(map: &BTreeMap<String, Vec<String>>, tenant_roles: &[String]) -> Vec<String> {
+    let set: BTreeSet<&String> = tenant_roles
+        .iter()
+        .filter_map(|r| map.get(r))
+        .flatten()
+        .collect();
+    set.into_iter().cloned().collect()
+}
+
+/// The handler.
+pub async fn action(
+    caller: Caller,
+    Path((tenant, instance, action)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let rid = caller.request_id.as_str();
+    let inst = match caller.instance(&instance) {
+        Ok(i) => i,
+        Err(e) => return e.into_response(),
+    };
+    let st = &caller.st;
+    let roles_map = &st.tenant(&tenant).expect("the instance's tenant").roles;
+    let req: ActionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("request body: {e}"),
+                rid,
+            );
+        }
+    };
+    let manifest = inst.instance.plugin().manifest();
+    let Some(spec) = manifest.action(&action) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("plugin `{}` has no action `{action}`", manifest.id),
+            rid,
+        );
+    };
+    let who = Subject {
+        tenant: &tenant,
+        instance: Some(&instance),
+        actor: &req.actor.id,
+        request_id: rid,
+    };
+    let audit = |outcome: &str| {
+        who.entry(
+            "action",
+            &action,
+            outcome,
+            started.elapsed().as_millis() as i64,
+        )
+    };
+    if st.is_paused(&tenant, &instance) {
+        record::append_audit(&st.shared, vec![audit("paused")], rid).await;
+        return error(
+            StatusCode::CONFLICT,
+            "paused",
+            format!("instance `{instance}` is paused"),
+            rid,
+        );
+    }
+    let roles = mapped_roles(roles_map, &req.actor.roles);
+    if let Some(required) = &spec.required_role
+        && !roles.contains(required)
+    {
+        record::append_audit(&st.shared, vec![audit("forbidden")], rid).await;
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "action `{action}` requires role `{required}`; the actor's roles map to [{}]",
+                roles.join(", ")
+            ),
+            rid,
+        );
+    }
+    let actor = Actor {
+        roles,
+        ..req.actor.clone()
+    };
+    let inv = inst
+        .instance
+        .invoke(
+            &action,
+            &req.input.to_string(),
+            CallOptions {
+                request_id: rid.to_owned(),
+                actor: Some(actor),
+                progress: None,
+            },
+        )
+        .await;
+    let outcome = match &inv.result {
+        Ok(_) => "ok",
+        Err(e) => invoke_error_code(e),
+    };
+    let message = inv.result.as_ref().err().map(ToString::to_string);
+    record::record(
+        &st.shared,
+        Outcome {
+            tenant: &tenant,
+            instance: &instance,
+            plugin: &manifest.id,
+            kind: "action",
+            name: &action,
+            outcome,
+            error: message.as_deref(),
+            actor: &req.actor.id,
+        },
+        &inv.report,
+        vec![audit(outcome)],
+    )
+    .await;
+    match inv.result {
+        Ok(out) => {
+            let output: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+            (
+                StatusCode::OK,
+                axum::Json(json!({ "request_id": rid, "output": output })),
+            )
+                .into_response()
+        }
+        Err(e) => invoke_error_response(&e, rid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mapped_roles;
+
+    #[test]
+    fn roles_map_through_the_tenant_mapping_only() {
+        let map = [
+            (
+                "ITIL Agent".to_owned(),
+                vec!["operator".to_owned(), "standard".to_owned()],
+            ),
+            (
+                "Admin".to_owned(),
+                vec!["operator".to_owned(), "advanced".to_owned()],
+            ),
+        ]
+        .into();
+        let got = mapped_roles(
+            &map,
+            &["ITIL Agent".into(), "Admin".into(), "operator".into()],
+        );
+        assert_eq!(got, ["advanced", "operator", "standard"]);
+        // A plugin role name sent directly grants nothing.
+        assert!(mapped_roles(&map, &["operator".into()]).is_empty());
+    }
+}

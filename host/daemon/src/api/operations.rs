@@ -1,0 +1,158 @@
+//! Running an instance: pause, resume, status, and "run this job now".
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use crate::clock::now_ms;
+use crate::errors::{error, unavailable};
+use crate::record::{self, Subject};
+
+/// `POST .../pause` and `.../resume`: persisted, and shared with every
+/// snapshot of the state (a reload does not undo it).
+pub async fn set_paused(caller: Caller, instance: String, paused: bool) -> Response {
+    let rid = caller.request_id.as_str();
+    if let Err(e) = caller.instance(&instance) {
+        return e.into_response();
+    }
+    let shared = &caller.st.shared;
+    if let Err(e) = shared
+        .db
+        .set_paused(&caller.tenant, &instance, paused)
+        .await
+    {
+        return unavailable("recording the change", &e, rid);
+    }
+    shared.pauses.set(&caller.tenant, &instance, paused);
+    let who = Subject {
+        tenant: &caller.tenant,
+        instance: Some(&instance),
+        actor: "",
+        request_id: rid,
+    };
+    let what = if paused { "pause" } else { "resume" };
+    record::append_audit(shared, vec![who.entry("admin", what, "ok", 0)], rid).await;
+    axum::Json(json!({ "request_id": rid, "paused": paused })).into_response()
+}
+
+/// `POST .../pause`.
+pub async fn pause(caller: Caller, Path((_, instance)): Path<(String, String)>) -> Response {
+    set_paused(caller, instance, true).await
+}
+
+/// `POST .../resume`.
+pub async fn resume(caller: Caller, Path((_, instance)): Path<(String, String)>) -> Response {
+    set_paused(caller, instance, false).await
+}
+
+/// `POST .../jobs/{job}/run`: queues a run now.
+pub async fn run_now(
+    caller: Caller,
+    Path((_, instance, job)): Path<(String, String, String)>,
+) -> Response {
+    let rid = caller.request_id.as_str();
+    let inst = match caller.instance(&instance) {
+        Ok(i) => &i.instance,
+        Err(e) => return e.into_response(),
+    };
+    if !inst.plugin().manifest().jobs.iter().any(|j| j.name == job) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("the plugin has no job `{job}`"),
+            rid,
+        );
+    }
+    let new = switchyard_store::NewJob {
+        tenant: caller.tenant.clone(),
+        instance,
+        kind: "job".into(),
+        name: job,
+        payload: Vec::new(),
+        idempotency_key: None,
+        max_attempts: 1,
+    };
+    match caller.st.db().enqueue(new, now_ms()).await {
+        Ok(e) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "request_id": rid, "job_id": e.id })),
+        )
+            .into_response(),
+        Err(e) => unavailable("queueing the run", &e, rid),
+    }
+}
+
+/// `GET .../status`: paused, plugin, schedules, queue and recent failures.
+pub async fn status(caller: Caller, Path((_, instance)): Path<(String, String)>) -> Response {
+    let rid = caller.request_id.as_str();
+    let tenant = caller.tenant.as_str();
+    let inst = match caller.instance(&instance) {
+        Ok(i) => &i.instance,
+        Err(e) => return e.into_response(),
+    };
+    let st = &caller.st;
+    let db = st.db();
+    let (schedules, counts, stats) = match tokio::try_join!(
+        db.schedules(tenant, &instance),
+        db.queue_counts(tenant, &instance),
+        db.run_stats(tenant, &instance),
+    ) {
+        Ok(v) => v,
+        Err(e) => return unavailable("reading the status", &e, rid),
+    };
+    let m = inst.plugin().manifest();
+    let running: Vec<Value> = st
+        .shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, r)| r.tenant == tenant && r.instance == instance)
+        .map(|(id, r)| {
+            json!({
+                "job_id": id,
+                "name": r.name,
+                "started_ms": r.started_ms,
+                "progress": *r.progress.borrow(),
+            })
+        })
+        .collect();
+    // The most recent failure of anything on the instance.
+    let last_error = stats
+        .iter()
+        .filter_map(|s| Some((s.last_error_ms?, s)))
+        .max_by_key(|(at, _)| *at)
+        .map(|(at, s)| {
+            json!({
+                "kind": s.kind, "name": s.name, "at_ms": at, "message": s.last_error,
+            })
+        });
+    let job_stats = |name: &str| stats.iter().find(|s| s.kind == "job" && s.name == name);
+    axum::Json(json!({
+        "request_id": rid,
+        "tenant": tenant,
+        "instance": instance,
+        "plugin": { "id": m.id, "version": m.version },
+        "paused": st.is_paused(tenant, &instance),
+        "jobs": schedules.iter().map(|s| {
+            let run = job_stats(&s.job);
+            json!({
+                "name": s.job,
+                "interval_secs": s.interval_ms / 1000,
+                "last_run_ms": s.last_fired_ms,
+                "next_run_ms": s.next_run_ms,
+                "runs": run.map_or(0, |r| r.runs),
+                "errors": run.map_or(0, |r| r.errors),
+                "last_outcome": run.map(|r| &r.last_outcome),
+                "last_error": run.and_then(|r| r.last_error.as_ref()),
+            })
+        }).collect::<Vec<_>>(),
+        "queue": { "queued": counts.0, "running": counts.1, "dead": counts.2 },
+        "running": running,
+        "invocations": stats,
+        "last_error": last_error,
+    }))
+    .into_response()
+}

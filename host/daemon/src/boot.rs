@@ -1,0 +1,62 @@
+//! Starting up: the wasm runtime with its compile cache, the configuration,
+//! and the state backend with the secret store. Shared by the commands and
+//! the demo.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use switchyard_runtime::{Runtime, RuntimeConfig};
+use switchyard_store::{MasterKey, SecretStore, SqliteStore};
+
+use crate::config::{Config, StorageConfig};
+use crate::problem;
+use crate::state::Db;
+
+/// Where compiled components are cached between CLI runs: a directory of
+/// this user's (the runtime refuses one that others can write).
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SWITCHYARD_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    match base {
+        Some(base) => base.join("switchyard").join("compiled"),
+        None => std::env::temp_dir().join("switchyard-compiled"),
+    }
+}
+
+/// The wasm runtime, with the on-disk compile cache.
+pub fn runtime() -> anyhow::Result<Runtime> {
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache_dir()),
+        max_concurrent_invocations: 16,
+    })
+    .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))
+}
+
+/// Loads a configuration directory, failing with every problem in it.
+pub fn load_config(dir: &Path) -> anyhow::Result<Config> {
+    Config::load(dir).map_err(|problems| {
+        anyhow::anyhow!(
+            "invalid configuration (run `switchyard check`):\n{}",
+            problem::render(&problems)
+        )
+    })
+}
+
+/// Opens the configured state backend and the secret store, whose master
+/// key comes from `SWITCHYARD_MASTER_KEY` or `<data_dir>/master.key`
+/// (created 0600 on first use).
+pub fn open_state(cfg: &Config) -> anyhow::Result<(Db, SecretStore)> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let db: Db = match &cfg.storage {
+        StorageConfig::Sqlite { path } => Arc::new(SqliteStore::open(&cfg.data_dir.join(path))?),
+    };
+    let master =
+        MasterKey::from_env_or_file("SWITCHYARD_MASTER_KEY", &cfg.data_dir.join("master.key"))?;
+    Ok((db.clone(), SecretStore::new(db, master)))
+}

@@ -1,0 +1,43 @@
+//! `switchyard jobs list|retry`: a tenant's queued, running, done and dead
+//! jobs.
+
+use std::path::Path;
+
+use anyhow::bail;
+use switchyard_store::JobState;
+
+use super::{JobsCommand, load_config, open_state};
+use crate::clock::now_ms;
+
+pub(super) async fn run(dir: &Path, command: JobsCommand) -> anyhow::Result<()> {
+    let cfg = load_config(dir)?;
+    let (db, _) = open_state(&cfg)?;
+    match command {
+        JobsCommand::List {
+            tenant,
+            state,
+            limit,
+        } => {
+            let state = match state.as_deref() {
+                None => None,
+                Some("queued") => Some(JobState::Queued),
+                Some("running") => Some(JobState::Running),
+                Some("done") => Some(JobState::Done),
+                Some("dead") => Some(JobState::Dead),
+                Some(other) => {
+                    bail!("unknown job state `{other}`: use queued, running, done or dead")
+                }
+            };
+            for job in db.list_jobs(&tenant, state, limit).await? {
+                println!("{}", serde_json::to_string(&job)?);
+            }
+        }
+        JobsCommand::Retry { tenant, id } => {
+            if !db.retry_job(&tenant, id, now_ms()).await? {
+                bail!("tenant `{tenant}` has no dead job {id}");
+            }
+            eprintln!("job {id} is queued again");
+        }
+    }
+    Ok(())
+}

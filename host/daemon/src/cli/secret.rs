@@ -1,0 +1,49 @@
+//! `switchyard secret set|list|delete`: a tenant's secrets, encrypted at
+//! rest; values are read from standard input and never printed.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use super::{SecretCommand, known_tenant, load_config, open_state};
+
+pub(super) async fn run(dir: &Path, command: SecretCommand) -> anyhow::Result<()> {
+    let cfg = load_config(dir)?;
+    let (_, secrets) = open_state(&cfg)?;
+    match command {
+        SecretCommand::Set { tenant, name } => {
+            known_tenant(&cfg, &tenant)?;
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                .context("reading the secret from standard input")?;
+            let value = value.trim_end_matches(['\r', '\n']);
+            if value.is_empty() {
+                bail!("no secret value on standard input");
+            }
+            secrets
+                .set(
+                    &tenant,
+                    &name,
+                    &secrecy::SecretString::from(value.to_owned()),
+                )
+                .await?;
+            eprintln!(
+                "stored secret `{name}` for tenant `{tenant}` (reference it as secret:{name})"
+            );
+        }
+        SecretCommand::List { tenant } => {
+            known_tenant(&cfg, &tenant)?;
+            for m in secrets.list(&tenant).await? {
+                println!("{}\tupdated {}", m.name, m.updated_at);
+            }
+        }
+        SecretCommand::Delete { tenant, name } => {
+            known_tenant(&cfg, &tenant)?;
+            if !secrets.delete(&tenant, &name).await? {
+                bail!("tenant `{tenant}` has no secret `{name}`");
+            }
+            eprintln!("deleted secret `{name}` of tenant `{tenant}`");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! `switchyard token create|create-operator|list|revoke`: API tokens,
+//! printed once and stored hashed.
+
+use std::path::Path;
+
+use anyhow::bail;
+use secrecy::ExposeSecret;
+
+use super::{TokenCommand, known_tenant, load_config, open_state};
+use crate::api::auth::OPERATOR;
+
+pub(super) async fn run(dir: &Path, command: TokenCommand) -> anyhow::Result<()> {
+    let cfg = load_config(dir)?;
+    let (db, _) = open_state(&cfg)?;
+    match command {
+        TokenCommand::CreateOperator { label } => {
+            let (info, token) = db.create_token(OPERATOR, &label).await?;
+            println!("{}", token.expose_secret());
+            eprintln!(
+                "created operator token {}; it is shown only this once",
+                info.id
+            );
+        }
+        TokenCommand::Create { tenant, label } => {
+            known_tenant(&cfg, &tenant)?;
+            let (info, token) = db.create_token(&tenant, &label).await?;
+            println!("{}", token.expose_secret());
+            eprintln!(
+                "created token {} for tenant `{tenant}`; it is shown only this once",
+                info.id
+            );
+        }
+        TokenCommand::List { tenant } => {
+            known_tenant(&cfg, &tenant)?;
+            for t in db.list_tokens(&tenant).await? {
+                println!("{}\t{}\tcreated {}", t.id, t.label, t.created_at);
+            }
+        }
+        TokenCommand::Revoke { tenant, id } => {
+            known_tenant(&cfg, &tenant)?;
+            if !db.revoke_token(&tenant, &id).await? {
+                bail!("tenant `{tenant}` has no token `{id}`");
+            }
+            eprintln!("revoked token {id} of tenant `{tenant}`");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! Checks of tenant files: each file on its own ([`check_tenant`], run by
+//! [`Config::parse`]) and each instance against its plugin's manifest
+//! ([`check_against`]), where the rules of "declared and granted" come from
+//! [`switchyard_runtime::grants`] and are only given a file and line here.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use switchyard_runtime::Limits;
+use switchyard_runtime::egress::{EgressPolicy, EgressRule};
+use switchyard_runtime::grants::{self, Grant, JobGrant};
+
+use super::secrets::Allowed;
+use super::{Config, InstanceConfig, Mode, Report, TenantFile, is_id, merge_limits, parse_net};
+use crate::plugins::Catalog;
+use crate::problem::{Problem, Severity};
+
+/// Which secret references a tenant file may use in `mode`.
+pub fn secret_rules(mode: Mode) -> Allowed {
+    Allowed {
+        store: true,
+        literals: mode == Mode::Development,
+        literal_message: "literal secrets are not allowed in production mode; use `secret:NAME` \
+                          (switchyard secret set), `env:VAR` or `file:PATH`",
+    }
+}
+
+pub(super) fn check_tenant(
+    t: &TenantFile,
+    mode: Mode,
+    default_limits: Option<&Limits>,
+    dir: &Path,
+    report: &mut Report<'_>,
+) {
+    if let Some(n) = &t.max_concurrent_jobs
+        && *n.get_ref() == 0
+    {
+        report.at(&n.span(), "max_concurrent_jobs", "must be at least 1");
+    }
+    let allowed = secret_rules(mode);
+    let mut seen = BTreeMap::new();
+    for (i, inst) in t.instances.iter().enumerate() {
+        let inst_span = inst.span();
+        let inst = inst.get_ref();
+        let f = |field: &str| format!("instance[{i}].{field}");
+        let id = inst.id.get_ref();
+        if let Err(e) = inst.plugin_ref() {
+            report.at(&inst.plugin.span(), f("plugin"), e);
+        }
+        if !is_id(id) {
+            report.at(
+                &inst.id.span(),
+                f("id"),
+                format!("`{id}` must be 1-64 characters of a-z, 0-9, - and _"),
+            );
+        } else if let Some(prev) = seen.insert(id.clone(), i) {
+            report.at(
+                &inst.id.span(),
+                f("id"),
+                format!("`{id}` is already used by instance[{prev}]"),
+            );
+        }
+        for (j, e) in inst.egress.iter().enumerate() {
+            if let Err(err) = e.get_ref().trim().parse::<EgressRule>() {
+                report.at(&e.span(), f(&format!("egress[{j}]")), err.to_string());
+            }
+        }
+        for (j, ca) in inst.ca_certs.iter().enumerate() {
+            if !dir.join(ca.get_ref()).is_file() {
+                report.at(
+                    &ca.span(),
+                    f(&format!("ca_certs[{j}]")),
+                    format!("no such file {}", ca.get_ref().display()),
+                );
+            }
+        }
+        for (name, cred) in &inst.credentials {
+            let c = cred.get_ref();
+            let field = |x: &str| f(&format!("credentials.{name}.{x}"));
+            if c.hosts.is_empty() {
+                report.at(
+                    &cred.span(),
+                    field("hosts"),
+                    "bind the credential to at least one host",
+                );
+            }
+            for (j, h) in c.hosts.iter().enumerate() {
+                if let Err(err) = h.parse::<EgressRule>() {
+                    report.at(&cred.span(), field(&format!("hosts[{j}]")), err.to_string());
+                }
+            }
+            for (x, problem) in c.auth.problems() {
+                report.at(&cred.span(), field(x), problem);
+            }
+            for (x, value) in c.auth.secret_fields() {
+                if let Some(problem) = value.problem(&allowed) {
+                    report.at(&cred.span(), field(x), problem);
+                }
+            }
+        }
+        for (route, hook) in &inst.webhooks {
+            let h = hook.get_ref();
+            let field = |x: &str| f(&format!("webhooks.{route}.{x}"));
+            if h.token.is_none() && h.hmac_secret.is_none() && h.allowed_ips.is_empty() {
+                report.at(
+                    &hook.span(),
+                    f(&format!("webhooks.{route}")),
+                    "set at least one of token, hmac_secret and allowed_ips: an unverified webhook is refused",
+                );
+            }
+            if h.token.is_some() && h.token_header.is_some() && h.token_param.is_some() {
+                report.at(
+                    &hook.span(),
+                    field("token_param"),
+                    "set token_header or token_param, not both",
+                );
+            }
+            for (name, value) in [("token", &h.token), ("hmac_secret", &h.hmac_secret)] {
+                if let Some(problem) = value.as_ref().and_then(|v| v.problem(&allowed)) {
+                    report.at(&hook.span(), field(name), problem);
+                }
+            }
+            for (list, entries) in [
+                ("allowed_ips", &h.allowed_ips),
+                ("trusted_proxies", &h.trusted_proxies),
+            ] {
+                for (j, e) in entries.iter().enumerate() {
+                    if parse_net(e).is_none() {
+                        report.at(
+                            &hook.span(),
+                            field(&format!("{list}[{j}]")),
+                            format!("`{e}` is not an IP address or CIDR block"),
+                        );
+                    }
+                }
+            }
+        }
+        if let (Some(over), Some(base)) = (&inst.limits, default_limits)
+            && let Err(e) = merge_limits(base, over)
+        {
+            report.at(&inst_span, f("limits"), e);
+        }
+    }
+}
+
+impl Config {
+    /// Checks every instance against the manifest of the plugin version it
+    /// would run. Errors and warnings both come back; only errors stop an
+    /// instance.
+    pub fn check_against(&self, catalog: &Catalog) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for tenant in self.tenants.values() {
+            let mut report = Report {
+                file: &tenant.file,
+                text: &tenant.text,
+                problems: &mut problems,
+            };
+            for (i, inst) in tenant.instances.iter().enumerate() {
+                check_instance(i, inst.get_ref(), catalog, &mut report);
+            }
+        }
+        problems
+    }
+}
+
+/// What an instance's configuration grants, for [`grants::check`].
+pub fn grant_of<'a>(inst: &'a InstanceConfig, egress: Option<&'a EgressPolicy>) -> Grant<'a> {
+    Grant {
+        config: inst.config.keys().map(String::as_str).collect(),
+        credentials: inst
+            .credentials
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.get_ref().auth.kind()))
+            .collect(),
+        webhooks: inst.webhooks.keys().map(String::as_str).collect(),
+        jobs: inst
+            .jobs
+            .iter()
+            .map(|(n, j)| JobGrant {
+                name: n,
+                enabled: j.get_ref().enabled,
+                interval_secs: j.get_ref().interval.as_ref().map(|i| *i.get_ref()),
+            })
+            .collect(),
+        egress,
+    }
+}
+
+fn check_instance(i: usize, inst: &InstanceConfig, catalog: &Catalog, report: &mut Report<'_>) {
+    let f = |field: &str| format!("instance[{i}].{field}");
+    let Ok((id, pin)) = inst.plugin_ref() else {
+        return; // reported by check_tenant
+    };
+    let entry = match catalog.resolve(&id, pin.as_ref()) {
+        Ok(e) => e,
+        Err(e) => {
+            let (span, field) = match &inst.version {
+                Some(v) if !catalog.versions(&id).is_empty() => (v.span(), f("version")),
+                _ => (inst.plugin.span(), f("plugin")),
+            };
+            report.at(&span, field, e);
+            return;
+        }
+    };
+    let egress = EgressPolicy::parse(
+        &inst
+            .egress
+            .iter()
+            .map(|e| e.get_ref().as_str())
+            .collect::<Vec<_>>(),
+    )
+    .ok();
+    let grant = grant_of(inst, egress.as_ref());
+    for p in grants::check(entry.plugin.manifest(), &grant) {
+        let severity = match p.severity {
+            grants::Severity::Error => Severity::Error,
+            grants::Severity::Warning => Severity::Warning,
+        };
+        report.push(&span_of(inst, &p.field), severity, f(&p.field), p.message);
+    }
+}
+
+/// Where in the file a grant problem's field is: the field's own span when
+/// it has one, else the instance's `plugin` line.
+fn span_of(inst: &InstanceConfig, field: &str) -> std::ops::Range<usize> {
+    let mut parts = field.splitn(3, '.');
+    let (section, name, leaf) = (parts.next(), parts.next(), parts.next());
+    let found = match (section, name) {
+        (Some("config"), Some(k)) => inst.config.get(k).map(|v| v.span()),
+        (Some("credentials"), Some(n)) => inst.credentials.get(n).map(|v| v.span()),
+        (Some("webhooks"), Some(r)) => inst.webhooks.get(r).map(|v| v.span()),
+        (Some("jobs"), Some(j)) => inst
+            .jobs
+            .get(j)
+            .map(|v| match (leaf, &v.get_ref().interval) {
+                (Some("interval"), Some(iv)) => iv.span(),
+                _ => v.span(),
+            }),
+        (Some("egress"), _) => inst.egress.first().map(|e| e.span()),
+        _ => None,
+    };
+    found.unwrap_or_else(|| inst.plugin.span())
+}

@@ -1,0 +1,661 @@
+//! Operator configuration: `<dir>/switchyard.toml` and one file per tenant
+//! under `<dir>/tenants/`.
+//!
+//! ```toml
+//! # switchyard.toml
+//! listen = "127.0.0.1:8080"
+//! data_dir = "data"           # relative to the config directory
+//! plugin_dir = "plugins"      # extra .wasm plugins; bundled ones are always there
+//! mode = "production"         # or "development": allows literal secrets
+//! [storage]
+//! backend = "sqlite"          # the embedded default (the only backend so far)
+//! path = "switchyard.db"      # relative to data_dir
+//! [jobs]
+//! workers = 16                # jobs running at once in this daemon
+//! per_tenant = 4              # jobs one tenant may run at once (fairness)
+//! [limits]                    # defaults for every instance
+//! deadline = 30000
+//! ```
+//!
+//! ```toml
+//! # tenants/acme.toml — the tenant id is the file name
+//! max_concurrent_jobs = 8     # optional: overrides [jobs] per_tenant
+//! [roles]                     # tenant role → plugin roles
+//! "ITIL Agent" = ["operator"]
+//!
+//! [[instance]]
+//! id = "echo-1"
+//! plugin = "echo"             # or "echo@0.1" / version = "0.1.2" to pin
+//! egress = ["https://api.example.com"]
+//! [instance.config]
+//! greeting = "hej"
+//! [instance.credentials.upstream]
+//! kind = "bearer"              # the schema of `switchyard_runtime::credentials::Auth`
+//! hosts = ["https://api.example.com"]
+//! token = "secret:echo-token"  # or env:VAR, file:PATH; literals only in development mode
+//! [instance.jobs.tick]
+//! interval = 600               # seconds, within the plugin's allowed range
+//! ```
+//!
+//! Loading collects every problem it finds, each with file, line and field,
+//! instead of stopping at the first: [`Config::parse`] checks the files on
+//! their own, [`check`] checks instances against the plugins' manifests,
+//! [`spec`] turns an instance into what the runtime needs.
+
+pub mod check;
+pub mod secrets;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use switchyard_runtime::Limits;
+use switchyard_runtime::credentials::Auth;
+use toml::Spanned;
+
+pub use self::secrets::SecretRef;
+use crate::problem::{Problem, Severity};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Secrets must be `secret:` or `env:` references.
+    #[default]
+    Production,
+    /// Literal secrets are accepted (local development only).
+    Development,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    #[serde(default = "default_listen")]
+    listen: Spanned<String>,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "default_plugin_dir")]
+    plugin_dir: PathBuf,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    storage: StorageConfig,
+    #[serde(default)]
+    jobs: Option<Spanned<JobsConfig>>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+/// Where the daemon keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// One SQLite database file (WAL mode) for one daemon process.
+    Sqlite {
+        /// Database file, relative to the data directory.
+        #[serde(default = "default_sqlite_path")]
+        path: PathBuf,
+    },
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self::Sqlite {
+            path: default_sqlite_path(),
+        }
+    }
+}
+
+fn default_sqlite_path() -> PathBuf {
+    "switchyard.db".into()
+}
+
+/// How many queued jobs (webhook deliveries, scheduled runs) run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Jobs running at once in this daemon.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Jobs one tenant may run at once, unless its file sets
+    /// `max_concurrent_jobs`. Keeps a busy tenant from starving the others.
+    #[serde(default = "default_per_tenant")]
+    pub per_tenant: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            per_tenant: default_per_tenant(),
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    16
+}
+fn default_per_tenant() -> usize {
+    4
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8080".into())
+}
+fn default_data_dir() -> PathBuf {
+    "data".into()
+}
+fn default_plugin_dir() -> PathBuf {
+    "plugins".into()
+}
+
+/// A credential binding: the hosts it may be sent to and how it
+/// authenticates, its secret fields as references. The same schema in tenant
+/// files and in `plugin run --instance` files.
+#[derive(Debug, Deserialize)]
+pub struct CredentialConfig {
+    /// Bound destinations.
+    pub hosts: Vec<String>,
+    /// Kind and fields.
+    #[serde(flatten)]
+    pub auth: Auth<SecretRef>,
+}
+
+/// A job's schedule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Interval in seconds; the plugin's default when absent.
+    #[serde(default)]
+    pub interval: Option<Spanned<u32>>,
+    /// Whether the job runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How deliveries to one webhook route are verified. At least one of
+/// `token`, `hmac_secret` and `allowed_ips` must be set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Shared token (a secret reference), compared in constant time.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// Header carrying the token (default `x-switchyard-token`)...
+    #[serde(default)]
+    pub token_header: Option<String>,
+    /// ...or a query / form parameter carrying it (e.g. BeyondTrust's
+    /// `outbound_event_token`). It is removed before the plugin sees the
+    /// request.
+    #[serde(default)]
+    pub token_param: Option<String>,
+    /// HMAC-SHA256 key (a secret reference) for the body signature.
+    #[serde(default)]
+    pub hmac_secret: Option<SecretRef>,
+    /// Header with the signature: hex, optionally prefixed `sha256=`.
+    #[serde(default = "default_signature_header")]
+    pub signature_header: String,
+    /// Source addresses allowed (IPs or CIDRs); empty allows any.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` is believed; empty means it is
+    /// ignored and the connection's peer address is the source.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Header holding the event id used to drop duplicate deliveries...
+    #[serde(default)]
+    pub event_id_header: Option<String>,
+    /// ...or a top-level JSON / form field holding it.
+    #[serde(default)]
+    pub event_id_field: Option<String>,
+    /// Largest body accepted.
+    #[serde(default = "default_webhook_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_signature_header() -> String {
+    "x-switchyard-signature".into()
+}
+
+fn default_webhook_body() -> usize {
+    1 << 20
+}
+
+/// One plugin instance of a tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Instance id.
+    pub id: Spanned<String>,
+    /// Plugin id, optionally pinned: `echo@0.1`.
+    pub plugin: Spanned<String>,
+    /// Required plugin version (a version or a semver requirement), if pinned.
+    #[serde(default)]
+    pub version: Option<Spanned<String>>,
+    /// Starts paused.
+    #[serde(default)]
+    pub paused: bool,
+    /// Configuration values.
+    #[serde(default)]
+    pub config: BTreeMap<String, Spanned<String>>,
+    /// Egress allowlist.
+    #[serde(default)]
+    pub egress: Vec<Spanned<String>>,
+    /// Extra CA certificate files (PEM), relative to the config directory.
+    #[serde(default)]
+    pub ca_certs: Vec<Spanned<PathBuf>>,
+    /// Credential bindings by slot name.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, Spanned<CredentialConfig>>,
+    /// Limits overriding the server's defaults.
+    #[serde(default)]
+    pub limits: Option<toml::Table>,
+    /// Job schedules by job name.
+    #[serde(default)]
+    pub jobs: BTreeMap<String, Spanned<JobConfig>>,
+    /// Webhook routes exposed, by route name, with their verification.
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, Spanned<WebhookConfig>>,
+}
+
+impl InstanceConfig {
+    /// The plugin id and version pin, from `plugin = "id@pin"` or the
+    /// `version` key (not both).
+    pub fn plugin_ref(&self) -> Result<(String, Option<semver::VersionReq>), String> {
+        let (id, pin) = crate::plugins::parse_plugin_ref(self.plugin.get_ref())?;
+        match (&pin, &self.version) {
+            (Some(_), Some(_)) => Err(
+                "the plugin is pinned twice: write `plugin = \"id@version\"` or a `version` key, \
+                 not both"
+                    .into(),
+            ),
+            (None, Some(v)) => Ok((id, Some(crate::plugins::parse_version_req(v.get_ref())?))),
+            _ => Ok((id, pin)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantFile {
+    #[serde(default)]
+    max_concurrent_jobs: Option<Spanned<usize>>,
+    #[serde(default)]
+    roles: BTreeMap<String, Vec<String>>,
+    #[serde(default, rename = "instance")]
+    instances: Vec<Spanned<InstanceConfig>>,
+}
+
+/// A tenant's configuration.
+#[derive(Debug)]
+pub struct TenantConfig {
+    /// Tenant id (the file name without `.toml`).
+    pub id: String,
+    /// The file, relative to the config directory.
+    pub file: PathBuf,
+    /// Jobs this tenant may run at once (None: the `[jobs]` default).
+    pub max_concurrent_jobs: Option<usize>,
+    /// Tenant role → plugin roles.
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Enabled instances.
+    pub instances: Vec<Spanned<InstanceConfig>>,
+    /// The file's text, to turn spans into lines.
+    text: String,
+}
+
+/// The whole configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The config directory.
+    pub dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory (absolute or relative to `dir`, resolved).
+    pub data_dir: PathBuf,
+    /// Plugin directory, resolved.
+    pub plugin_dir: PathBuf,
+    /// Mode.
+    pub mode: Mode,
+    /// State backend.
+    pub storage: StorageConfig,
+    /// Job concurrency.
+    pub jobs: JobsConfig,
+    /// Default limits.
+    pub limits: Limits,
+    /// Tenants by id.
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+pub(crate) fn line_of(text: &str, span: &Range<usize>) -> usize {
+    text[..span.start.min(text.len())].matches('\n').count() + 1
+}
+
+pub(crate) fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Collects problems for one file.
+pub(crate) struct Report<'a> {
+    pub(crate) file: &'a Path,
+    pub(crate) text: &'a str,
+    pub(crate) problems: &'a mut Vec<Problem>,
+}
+
+impl Report<'_> {
+    pub(crate) fn at(
+        &mut self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.push(span, Severity::Error, field, message);
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        span: &Range<usize>,
+        severity: Severity,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            line: line_of(self.text, span),
+            field: field.into(),
+            message: message.into(),
+            severity,
+        });
+    }
+
+    fn parse_error(&mut self, e: &toml::de::Error) {
+        let span = e.span().unwrap_or(0..0);
+        // toml's message has no location; the field is the key it names.
+        let msg = e.message().to_owned();
+        let field = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.contains("field"))
+            .unwrap_or("(file)")
+            .to_owned();
+        self.at(&span, field, msg);
+    }
+}
+
+impl Config {
+    /// Loads and checks `dir`, failing with every problem found. Manifest
+    /// checks need the plugins and are done by [`Config::check_against`].
+    pub fn load(dir: &Path) -> Result<Self, Vec<Problem>> {
+        let (config, problems) = Self::parse(dir)?;
+        if !problems.iter().any(Problem::is_error) {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Parses `dir` as far as it can: the configuration of every file that
+    /// parsed, and the problems found in all of them. Fails only when
+    /// `switchyard.toml` itself is unusable.
+    pub fn parse(dir: &Path) -> Result<(Self, Vec<Problem>), Vec<Problem>> {
+        let mut problems = Vec::new();
+        let server_path = dir.join("switchyard.toml");
+        let rel = PathBuf::from("switchyard.toml");
+        let server_text = match std::fs::read_to_string(&server_path) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(vec![Problem::file(
+                    rel,
+                    "(file)",
+                    format!("cannot read {}: {e}", server_path.display()),
+                )]);
+            }
+        };
+        let mut report = Report {
+            file: &rel,
+            text: &server_text,
+            problems: &mut problems,
+        };
+        let server: Option<ServerFile> = match toml::from_str(&server_text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                report.parse_error(&e);
+                None
+            }
+        };
+        let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+        if let Some(s) = &server {
+            match s.listen.get_ref().parse() {
+                Ok(a) => listen = a,
+                Err(_) => report.at(
+                    &s.listen.span(),
+                    "listen",
+                    format!(
+                        "`{}` is not an address like 127.0.0.1:8080",
+                        s.listen.get_ref()
+                    ),
+                ),
+            }
+        }
+        let mode = server.as_ref().map(|s| s.mode).unwrap_or_default();
+        if let Some(jobs) = server.as_ref().and_then(|s| s.jobs.as_ref()) {
+            for (field, value) in [
+                ("jobs.workers", jobs.get_ref().workers),
+                ("jobs.per_tenant", jobs.get_ref().per_tenant),
+            ] {
+                if value == 0 {
+                    report.at(&jobs.span(), field, "must be at least 1");
+                }
+            }
+        }
+
+        let mut tenants = BTreeMap::new();
+        let tenants_dir = dir.join("tenants");
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&tenants_dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        for path in files {
+            let rel = PathBuf::from("tenants").join(path.file_name().unwrap());
+            let id = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(Problem::file(rel, "(file)", format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            let mut report = Report {
+                file: &rel,
+                text: &text,
+                problems: &mut problems,
+            };
+            if !is_id(&id) {
+                report.at(
+                    &(0..0),
+                    "(file name)",
+                    format!("tenant id `{id}` must be 1-64 characters of a-z, 0-9, - and _"),
+                );
+            }
+            let parsed: TenantFile = match toml::from_str(&text) {
+                Ok(t) => t,
+                Err(e) => {
+                    report.parse_error(&e);
+                    continue;
+                }
+            };
+            check::check_tenant(
+                &parsed,
+                mode,
+                server.as_ref().map(|s| &s.limits),
+                dir,
+                &mut report,
+            );
+            tenants.insert(
+                id.clone(),
+                TenantConfig {
+                    id,
+                    file: rel,
+                    max_concurrent_jobs: parsed.max_concurrent_jobs.map(Spanned::into_inner),
+                    roles: parsed.roles,
+                    instances: parsed.instances,
+                    text,
+                },
+            );
+        }
+        let Some(server) = server else {
+            return Err(problems);
+        };
+        let config = Self {
+            dir: dir.to_path_buf(),
+            listen,
+            data_dir: dir.join(server.data_dir),
+            plugin_dir: dir.join(server.plugin_dir),
+            mode,
+            storage: server.storage,
+            jobs: server.jobs.map(Spanned::into_inner).unwrap_or_default(),
+            limits: server.limits,
+            tenants,
+        };
+        Ok((config, problems))
+    }
+
+    /// The job concurrency of every tenant.
+    pub fn tenant_concurrency(&self) -> switchyard_store::TenantConcurrency {
+        switchyard_store::TenantConcurrency {
+            default: self.jobs.per_tenant,
+            tenants: self
+                .tenants
+                .values()
+                .filter_map(|t| Some((t.id.clone(), t.max_concurrent_jobs?)))
+                .collect(),
+        }
+    }
+}
+
+/// Limits of an instance: the server's defaults overridden field by field.
+pub fn merge_limits(base: &Limits, overrides: &toml::Table) -> Result<Limits, String> {
+    let mut merged = toml::Table::try_from(base).map_err(|e| e.to_string())?;
+    for (k, v) in overrides {
+        merged.insert(k.clone(), v.clone());
+    }
+    merged
+        .try_into::<Limits>()
+        .map_err(|e| e.message().to_owned())
+}
+
+/// An IP address or CIDR block.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+impl Config {
+    /// One line per instance: what runs where, for `check`'s report.
+    pub fn summary(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for t in self.tenants.values() {
+            for inst in &t.instances {
+                let i = inst.get_ref();
+                let jobs: Vec<String> = i
+                    .jobs
+                    .iter()
+                    .map(|(name, j)| {
+                        let j = j.get_ref();
+                        let every = j
+                            .interval
+                            .as_ref()
+                            .map_or("default interval".to_owned(), |s| {
+                                format!("every {} s", s.get_ref())
+                            });
+                        format!(
+                            "{name} {}",
+                            if j.enabled { every } else { "disabled".into() }
+                        )
+                    })
+                    .collect();
+                out.push(format!(
+                    "{}/{}: plugin {}{}{}, {} role mapping(s){}",
+                    t.id,
+                    i.id.get_ref(),
+                    i.plugin.get_ref(),
+                    i.version
+                        .as_ref()
+                        .map(|v| format!(" {}", v.get_ref()))
+                        .unwrap_or_default(),
+                    if i.paused { " (paused)" } else { "" },
+                    t.roles.len(),
+                    if jobs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", jobs: {}", jobs.join(", "))
+                    },
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_one_based() {
+        assert_eq!(line_of("a\nb\nc", &(0..1)), 1);
+        assert_eq!(line_of("a\nb\nc", &(4..5)), 3);
+    }
+
+    #[test]
+    fn limits_merge_field_by_field() {
+        let base = Limits::default();
+        let over: toml::Table = toml::from_str("deadline = 5000").unwrap();
+        let merged = merge_limits(&base, &over).unwrap();
+        assert_eq!(merged.deadline, std::time::Duration::from_millis(5000));
+        assert_eq!(merged.memory_bytes, base.memory_bytes);
+        let bad: toml::Table = toml::from_str("deadlin = 5").unwrap();
+        assert!(merge_limits(&base, &bad).unwrap_err().contains("deadlin"));
+    }
+
+    #[test]
+    fn storage_and_job_concurrency_come_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("switchyard.toml"),
+            "[storage]\nbackend = \"sqlite\"\npath = \"state.db\"\n[jobs]\nworkers = 8\nper_tenant = 2\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("tenants")).unwrap();
+        std::fs::write(
+            dir.path().join("tenants/big.toml"),
+            "max_concurrent_jobs = 6\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("tenants/small.toml"), "").unwrap();
+        let (cfg, problems) = Config::parse(dir.path()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            cfg.storage,
+            StorageConfig::Sqlite {
+                path: "state.db".into()
+            }
+        );
+        assert_eq!(cfg.jobs.workers, 8);
+        let c = cfg.tenant_concurrency();
+        assert_eq!((c.of("big"), c.of("small"), c.of("unknown")), (6, 2, 2));
+    }
+}

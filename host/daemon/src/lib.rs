@@ -1,0 +1,49 @@
+//! The Switchyard daemon (`switchyard serve`) and command-line tool.
+//!
+//! One home per responsibility, and data flowing one way. Each module uses
+//! only modules listed before it:
+//!
+//! | module | responsibility |
+//! |---|---|
+//! | [`clock`], [`problem`] | time and request ids; a configuration problem with file and line |
+//! | [`plugins`] | the plugin catalog: bundled plugins and `plugin_dir`, reserved ids, version choice |
+//! | [`config`] | `switchyard.toml` and tenant files: parsing, checks (with [`switchyard_runtime::grants`]), runtime specs, secret references |
+//! | [`instance_file`] | the `plugin run --instance` file (the same credential schema) |
+//! | [`metrics`], [`openapi`], [`errors`] | Prometheus metrics; the API's paths and document; error answers and the one status table |
+//! | [`webhook::verify`], [`webhook::delivery`] | webhook verification as pure functions; a queued delivery's stored form |
+//! | [`state`] | the built configuration (tenants, instances, routes), swapped whole on reload |
+//! | [`record`] | metrics, run statistics and audit entries of every invocation |
+//! | [`webhook`] | the webhook handler |
+//! | [`worker`], [`scheduler`] | the queue worker; firing schedules |
+//! | [`api`] | the router and every other handler; authentication as extractors |
+//! | [`server`] | serving: listener, signals, worker and scheduler together |
+//! | [`boot`] | opening the runtime, the configuration and the state backend |
+//! | `demo` | `switchyard demo` (cargo feature `demo`, on by default) |
+//! | [`cli`] | one file per command |
+//!
+//! ```no_run
+//! // The binary is this:
+//! fn main() -> std::process::ExitCode {
+//!     switchyard::cli::main()
+//! }
+//! ```
+
+pub mod api;
+pub mod boot;
+pub mod cli;
+pub mod clock;
+pub mod config;
+#[cfg(feature = "demo")]
+mod demo;
+pub mod errors;
+pub mod instance_file;
+pub mod metrics;
+pub mod openapi;
+pub mod plugins;
+pub mod problem;
+pub mod record;
+pub mod scheduler;
+pub mod server;
+pub mod state;
+pub mod webhook;
+pub mod worker;

@@ -1,0 +1,393 @@
+//! The plugin catalog: the bundled plugins and the operator's plugin
+//! directory, and which version an instance runs.
+//!
+//! Where a plugin may come from, and why (a plugin must never be able to run
+//! under another plugin's id, or it would get that plugin's tenants'
+//! storage and credentials):
+//!
+//! - **Bundled** plugins are built into the binary. Their ids are reserved:
+//!   no file may claim them.
+//! - `<plugin_dir>/<id>.wasm` is one version of plugin `<id>`; the manifest
+//!   inside must say id `<id>`.
+//! - `<plugin_dir>/<id>/*.wasm` are versions of plugin `<id>` side by side;
+//!   each must say id `<id>`, and no two may carry the same version.
+//!
+//! A file that breaks a rule is refused and reported (naming every file
+//! involved), and everything else is served. One id offered by both
+//! `<id>.wasm` and `<id>/` is refused altogether: two sources, and no way to
+//! tell which one the operator meant.
+//!
+//! Versions are semantic versions. An instance takes the highest installed
+//! version that its pin allows (`plugin = "echo@0.2"`, or `version =
+//! "0.2.1"`; a bare version means exactly that version).
+//!
+//! ```no_run
+//! # async fn demo(rt: &switchyard_runtime::Runtime) {
+//! let catalog = switchyard::plugins::Catalog::load(rt, "plugins".as_ref(), None).await;
+//! for p in catalog.problems() {
+//!     eprintln!("{p}");
+//! }
+//! let (id, pin) = switchyard::plugins::parse_plugin_ref("echo@0.1").unwrap();
+//! let entry = catalog.resolve(&id, pin.as_ref()).unwrap();
+//! println!("echo {} from {}", entry.version, entry.source);
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use semver::{Version, VersionReq};
+use sha2::{Digest, Sha256};
+use switchyard_runtime::{Plugin, Runtime};
+
+use crate::problem::Problem;
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Built into the binary.
+    Bundled(&'static str),
+    /// A file in the plugin directory.
+    File(PathBuf),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bundled(name) => write!(f, "bundled:{name}"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// One installed version of a plugin.
+#[derive(Clone)]
+pub struct Entry {
+    /// The compiled plugin.
+    pub plugin: Arc<Plugin>,
+    /// Its version.
+    pub version: Version,
+    /// Where it came from.
+    pub source: Source,
+}
+
+impl Entry {
+    /// The SHA-256 of the component, hex.
+    pub fn digest(&self) -> &str {
+        self.plugin.digest()
+    }
+}
+
+/// Every usable plugin by id, and the problems of those that are not.
+#[derive(Default)]
+pub struct Catalog {
+    /// Versions of each plugin, lowest first.
+    by_id: BTreeMap<String, Vec<Entry>>,
+    problems: Vec<Problem>,
+}
+
+/// A candidate before the rules are applied.
+struct Candidate {
+    plugin: Arc<Plugin>,
+    source: Source,
+    /// The id its place in the plugin directory says it must have.
+    expected_id: Option<String>,
+    /// Whether it came from `<id>/` (versions side by side).
+    versions_dir: bool,
+}
+
+/// A plugin file's bytes, read off the async executor.
+struct FileBytes {
+    path: PathBuf,
+    expected_id: String,
+    versions_dir: bool,
+    bytes: std::io::Result<Vec<u8>>,
+}
+
+/// Lists `<dir>/*.wasm` and `<dir>/*/*.wasm` and reads them.
+fn read_plugin_dir(dir: &Path) -> Vec<FileBytes> {
+    let mut out = Vec::new();
+    let wasm = |p: &Path| p.extension().is_some_and(|x| x == "wasm") && p.is_file();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if wasm(&path) {
+            out.push(FileBytes {
+                bytes: std::fs::read(&path),
+                path,
+                expected_id: stem,
+                versions_dir: false,
+            });
+        } else if path.is_dir() {
+            let id = path
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| wasm(p))
+                .collect();
+            files.sort();
+            for file in files {
+                out.push(FileBytes {
+                    bytes: std::fs::read(&file),
+                    path: file,
+                    expected_id: id.clone(),
+                    versions_dir: true,
+                });
+            }
+        }
+    }
+    out
+}
+
+impl Catalog {
+    /// Loads the bundled plugins and every plugin file in `plugin_dir`.
+    /// Plugins already in `previous` (same bytes) are reused, not compiled
+    /// or instantiated again: a reload costs what changed.
+    pub async fn load(rt: &Runtime, plugin_dir: &Path, previous: Option<&Catalog>) -> Self {
+        let known: BTreeMap<&str, &Arc<Plugin>> = previous
+            .map(|c| {
+                c.by_id
+                    .values()
+                    .flatten()
+                    .map(|e| (e.plugin.digest(), &e.plugin))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let load = async |bytes: &[u8]| -> Result<Arc<Plugin>, String> {
+            let digest = hex::encode(Sha256::digest(bytes));
+            match known.get(digest.as_str()) {
+                Some(p) => Ok((*p).clone()),
+                None => rt.load(bytes).await.map_err(|e| e.to_string()),
+            }
+        };
+        let mut catalog = Self::default();
+        let mut candidates = Vec::new();
+        for (name, bytes) in switchyard_bundled::ALL {
+            match load(bytes).await {
+                Ok(plugin) => candidates.push(Candidate {
+                    plugin,
+                    source: Source::Bundled(name),
+                    expected_id: None,
+                    versions_dir: false,
+                }),
+                Err(e) => {
+                    catalog
+                        .problems
+                        .push(Problem::file(format!("bundled:{name}"), "(plugin)", e))
+                }
+            }
+        }
+        let dir = plugin_dir.to_path_buf();
+        let files = tokio::task::spawn_blocking(move || read_plugin_dir(&dir))
+            .await
+            .unwrap_or_default();
+        for f in files {
+            let loaded = match &f.bytes {
+                Ok(bytes) => load(bytes).await,
+                Err(e) => Err(format!("cannot read: {e}")),
+            };
+            match loaded {
+                Ok(plugin) => candidates.push(Candidate {
+                    plugin,
+                    source: Source::File(f.path),
+                    expected_id: Some(f.expected_id),
+                    versions_dir: f.versions_dir,
+                }),
+                Err(message) => catalog
+                    .problems
+                    .push(Problem::file(f.path, "(plugin)", message)),
+            }
+        }
+        catalog.admit(candidates);
+        catalog
+    }
+
+    /// Applies the rules of the module docs to the loaded candidates.
+    fn admit(&mut self, candidates: Vec<Candidate>) {
+        let bundled: BTreeMap<String, Source> = candidates
+            .iter()
+            .filter(|c| matches!(c.source, Source::Bundled(_)))
+            .map(|c| (c.plugin.manifest().id.clone(), c.source.clone()))
+            .collect();
+        // Ids offered both as `<id>.wasm` and `<id>/`: refused outright.
+        let mut shapes: BTreeMap<String, (Vec<PathBuf>, Vec<PathBuf>)> = BTreeMap::new();
+        for c in &candidates {
+            if let (Some(id), Source::File(p)) = (&c.expected_id, &c.source) {
+                let e = shapes.entry(id.clone()).or_default();
+                if c.versions_dir { &mut e.1 } else { &mut e.0 }.push(p.clone());
+            }
+        }
+        let two_sources: BTreeMap<String, Vec<PathBuf>> = shapes
+            .into_iter()
+            .filter(|(_, (files, dirs))| !files.is_empty() && !dirs.is_empty())
+            .map(|(id, (files, dirs))| (id, files.into_iter().chain(dirs).collect()))
+            .collect();
+        for c in candidates {
+            let m = c.plugin.manifest();
+            let refuse = |message: String| Problem::file(c.source.to_string(), "(plugin)", message);
+            if let Some(expected) = &c.expected_id {
+                if &m.id != expected {
+                    let place = if c.versions_dir {
+                        format!("the directory `{expected}/`")
+                    } else {
+                        format!("`{expected}.wasm`")
+                    };
+                    self.problems.push(refuse(format!(
+                        "the component declares plugin id `{}` but sits in {place}; a plugin file \
+                         must be named after the id it declares ({}.wasm or {}/)",
+                        m.id, m.id, m.id
+                    )));
+                    continue;
+                }
+                if let Some(b) = bundled.get(&m.id) {
+                    self.problems.push(refuse(format!(
+                        "plugin id `{}` is reserved by the bundled plugin ({b}); give this plugin \
+                         another id",
+                        m.id
+                    )));
+                    continue;
+                }
+                if let Some(files) = two_sources.get(&m.id) {
+                    let names: Vec<String> =
+                        files.iter().map(|p| p.display().to_string()).collect();
+                    self.problems.push(refuse(format!(
+                        "plugin `{}` is offered by two sources ({}); keep either `{}.wasm` or \
+                         the versions directory `{}/`",
+                        m.id,
+                        names.join(", "),
+                        m.id,
+                        m.id
+                    )));
+                    continue;
+                }
+            }
+            let version = match Version::parse(&m.version) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.problems.push(refuse(format!(
+                        "plugin `{}` version `{}` is not a semantic version (MAJOR.MINOR.PATCH): {e}",
+                        m.id, m.version
+                    )));
+                    continue;
+                }
+            };
+            let versions = self.by_id.entry(m.id.clone()).or_default();
+            if let Some(dup) = versions.iter().find(|e| e.version == version) {
+                self.problems.push(refuse(format!(
+                    "plugin `{}` version {version} is also in {}; each version may be installed once",
+                    m.id, dup.source
+                )));
+                continue;
+            }
+            versions.push(Entry {
+                plugin: c.plugin.clone(),
+                version,
+                source: c.source,
+            });
+            versions.sort_by(|a, b| a.version.cmp(&b.version));
+        }
+    }
+
+    /// Problems of plugin files that are not served.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// Installed plugin ids, sorted.
+    pub fn ids(&self) -> Vec<&str> {
+        self.by_id.keys().map(String::as_str).collect()
+    }
+
+    /// Installed versions of `id`, lowest first.
+    pub fn versions(&self, id: &str) -> &[Entry] {
+        self.by_id.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every installed version of every plugin.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.by_id.values().flatten()
+    }
+
+    /// The highest installed version of `id` that `pin` allows.
+    pub fn resolve(&self, id: &str, pin: Option<&VersionReq>) -> Result<&Entry, String> {
+        let versions = self.versions(id);
+        if versions.is_empty() {
+            return Err(format!(
+                "no plugin `{id}` is installed (available: {})",
+                self.ids().join(", ")
+            ));
+        }
+        versions
+            .iter()
+            .rev()
+            .find(|e| pin.is_none_or(|r| r.matches(&e.version)))
+            .ok_or_else(|| {
+                let have: Vec<String> = versions.iter().map(|e| e.version.to_string()).collect();
+                format!(
+                    "no installed version of plugin `{id}` matches {} (installed: {})",
+                    pin.map(ToString::to_string).unwrap_or_default(),
+                    have.join(", ")
+                )
+            })
+    }
+}
+
+/// Parses a version pin: a bare version (`0.2.1`) means exactly it; a
+/// requirement (`^0.2`, `>=1.0, <2`) means what semver says.
+pub fn parse_version_req(text: &str) -> Result<VersionReq, String> {
+    let text = text.trim();
+    let exact = Version::parse(text).is_ok();
+    let req = if exact {
+        format!("={text}")
+    } else {
+        text.to_owned()
+    };
+    VersionReq::parse(&req)
+        .map_err(|e| format!("`{text}` is not a version or version requirement: {e}"))
+}
+
+/// Splits `echo@0.2` into the id and its pin.
+pub fn parse_plugin_ref(text: &str) -> Result<(String, Option<VersionReq>), String> {
+    match text.split_once('@') {
+        None => Ok((text.to_owned(), None)),
+        Some((id, pin)) => Ok((id.to_owned(), Some(parse_version_req(pin)?))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_versions_pin_exactly_and_requirements_range() {
+        let exact = parse_version_req("0.2.1").unwrap();
+        assert!(exact.matches(&Version::parse("0.2.1").unwrap()));
+        assert!(!exact.matches(&Version::parse("0.2.2").unwrap()));
+        let caret = parse_version_req("^0.2").unwrap();
+        assert!(caret.matches(&Version::parse("0.2.9").unwrap()));
+        assert!(!caret.matches(&Version::parse("0.3.0").unwrap()));
+        let (id, pin) = parse_plugin_ref("echo@>=1.0, <2").unwrap();
+        assert_eq!(id, "echo");
+        assert!(pin.unwrap().matches(&Version::parse("1.4.0").unwrap()));
+        assert!(
+            parse_plugin_ref("echo@banana")
+                .unwrap_err()
+                .contains("banana")
+        );
+        assert_eq!(parse_plugin_ref("echo").unwrap(), ("echo".into(), None));
+    }
+}

@@ -1,0 +1,344 @@
+//! The running state: every tenant's instances built from the configuration
+//! and the plugin catalog, swapped whole on reload.
+//!
+//! A request works on the snapshot it started with ([`Live::current`]), so
+//! in-flight invocations finish on the old configuration while new ones see
+//! the new. What must outlive a reload — metrics, the list of running jobs,
+//! pauses set through the API, the loaded plugins — lives in [`Live`] and is
+//! shared by every snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use switchyard_runtime::grants;
+use switchyard_runtime::{Instance, Runtime};
+use switchyard_store::prelude::*;
+use switchyard_store::{SecretStore, TenantConcurrency, WantedSchedule};
+
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::config::check::grant_of;
+use crate::metrics::Metrics;
+use crate::plugins::Catalog;
+use crate::problem::{self, Problem};
+use crate::webhook::verify::{RouteConfig, route_config};
+
+/// The state backend the daemon was configured with.
+pub type Db = Arc<dyn StateBackend>;
+
+/// One configured instance.
+pub struct InstanceState {
+    /// The runtime instance.
+    pub instance: Instance,
+    /// Scheduled jobs: name → interval in seconds.
+    pub jobs: BTreeMap<String, u32>,
+    /// Webhook routes by name, with their verification.
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Whether the tenant file starts it paused (an API pause overrides).
+    paused_by_config: bool,
+}
+
+/// One configured tenant.
+pub struct TenantState {
+    /// Tenant role → plugin roles.
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Instances by id.
+    pub instances: BTreeMap<String, InstanceState>,
+}
+
+/// Pauses set through the API, by (tenant, instance): persisted, loaded
+/// once at start, and shared by every snapshot so that a pause set while a
+/// reload is being built is not lost when the new snapshot is swapped in.
+#[derive(Default)]
+pub struct Pauses(RwLock<BTreeMap<(String, String), bool>>);
+
+impl Pauses {
+    fn get(&self, tenant: &str, instance: &str) -> Option<bool> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(tenant.to_owned(), instance.to_owned()))
+            .copied()
+    }
+
+    /// Records an API pause or resume (already persisted by the caller).
+    pub fn set(&self, tenant: &str, instance: &str, paused: bool) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((tenant.to_owned(), instance.to_owned()), paused);
+    }
+}
+
+/// A job the worker is running, with its latest progress report.
+pub struct RunningJob {
+    /// Tenant.
+    pub tenant: String,
+    /// Instance.
+    pub instance: String,
+    /// Job or route name.
+    pub name: String,
+    /// When it started (ms since the epoch).
+    pub started_ms: i64,
+    /// Its latest progress report.
+    pub progress: tokio::sync::watch::Receiver<Option<switchyard_runtime::log::Progress>>,
+}
+
+/// Jobs running now, by job id.
+pub type RunningJobs = std::sync::Mutex<BTreeMap<i64, RunningJob>>;
+
+/// What every snapshot shares, and what survives a reload.
+pub struct Shared {
+    /// The state backend.
+    pub db: Db,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Jobs running now.
+    pub running: RunningJobs,
+    /// Pauses set through the API.
+    pub pauses: Pauses,
+    secrets: Arc<SecretStore>,
+    // Holds the engine's epoch ticker: without it deadlines stop advancing.
+    runtime: Arc<Runtime>,
+}
+
+/// One snapshot of the configuration, built.
+pub struct AppState {
+    tenants: BTreeMap<String, TenantState>,
+    /// What survives reloads.
+    pub shared: Arc<Shared>,
+    /// Jobs running at once in this daemon.
+    pub workers: usize,
+    /// Jobs running at once per tenant.
+    pub concurrency: TenantConcurrency,
+    catalog: Arc<Catalog>,
+}
+
+impl AppState {
+    /// Builds every configured instance: plugins resolved, secrets read.
+    /// Fails with every problem found when the configuration does not fit
+    /// the installed plugins.
+    async fn build(
+        cfg: &Config,
+        shared: Arc<Shared>,
+        catalog: Arc<Catalog>,
+    ) -> anyhow::Result<Self> {
+        let mut problems: Vec<Problem> = catalog.problems().to_vec();
+        problems.extend(cfg.check_against(&catalog));
+        for p in problems.iter().filter(|p| !p.is_error()) {
+            tracing::warn!("{p}");
+        }
+        problems.retain(Problem::is_error);
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problem::render(&problems));
+        }
+        let mut tenants = BTreeMap::new();
+        for (tid, t) in &cfg.tenants {
+            let mut instances = BTreeMap::new();
+            for (index, inst) in t.instances.iter().enumerate() {
+                let ic = inst.get_ref();
+                let (id, pin) = ic.plugin_ref().map_err(anyhow::Error::msg)?;
+                let entry = catalog
+                    .resolve(&id, pin.as_ref())
+                    .map_err(anyhow::Error::msg)?;
+                let plugin = entry.plugin.clone();
+                let manifest = plugin.manifest();
+                let spec = cfg.instance_spec(t, index, &shared.secrets).await?;
+                let resolver = cfg.resolver(tid, &shared.secrets);
+                let mut routes = BTreeMap::new();
+                for (route, hook) in &ic.webhooks {
+                    let spec = manifest
+                        .webhooks
+                        .iter()
+                        .find(|w| &w.route == route)
+                        .with_context(|| format!("plugin has no webhook route `{route}`"))?;
+                    let what = format!("{tid}/{} webhooks.{route}", ic.id.get_ref());
+                    routes.insert(
+                        route.clone(),
+                        route_config(hook.get_ref(), spec.mode == "synchronous", &resolver, &what)
+                            .await?,
+                    );
+                }
+                // Only the jobs the tenant file schedules run on a schedule.
+                let jobs = grant_of(ic, None)
+                    .jobs
+                    .iter()
+                    .filter_map(|j| {
+                        Some((j.name.to_owned(), grants::job_interval_secs(manifest, j)?))
+                    })
+                    .collect();
+                let instance = Instance::new(&shared.runtime, plugin, spec, shared.db.clone())?;
+                instances.insert(
+                    ic.id.get_ref().clone(),
+                    InstanceState {
+                        instance,
+                        jobs,
+                        routes,
+                        paused_by_config: ic.paused,
+                    },
+                );
+            }
+            tenants.insert(
+                tid.clone(),
+                TenantState {
+                    roles: t.roles.clone(),
+                    instances,
+                },
+            );
+        }
+        Ok(Self {
+            tenants,
+            shared,
+            workers: cfg.jobs.workers,
+            concurrency: cfg.tenant_concurrency(),
+            catalog,
+        })
+    }
+
+    /// The state backend.
+    pub fn db(&self) -> &Db {
+        &self.shared.db
+    }
+
+    /// A tenant.
+    pub fn tenant(&self, tenant: &str) -> Option<&TenantState> {
+        self.tenants.get(tenant)
+    }
+
+    /// Tenants by id.
+    pub fn tenants(&self) -> &BTreeMap<String, TenantState> {
+        &self.tenants
+    }
+
+    /// An instance of a tenant.
+    pub fn instance_state(&self, tenant: &str, instance: &str) -> Option<&InstanceState> {
+        self.tenants.get(tenant)?.instances.get(instance)
+    }
+
+    /// The runtime instance `instance` of `tenant`.
+    pub fn instance(&self, tenant: &str, instance: &str) -> Option<&Instance> {
+        Some(&self.instance_state(tenant, instance)?.instance)
+    }
+
+    /// Whether an instance is paused (unknown instances count as paused).
+    pub fn is_paused(&self, tenant: &str, instance: &str) -> bool {
+        match self.instance_state(tenant, instance) {
+            None => true,
+            Some(i) => self
+                .shared
+                .pauses
+                .get(tenant, instance)
+                .unwrap_or(i.paused_by_config),
+        }
+    }
+
+    /// The schedules the configuration asks for.
+    pub fn wanted_schedules(&self) -> Vec<WantedSchedule> {
+        let mut out = Vec::new();
+        for (t, ts) in &self.tenants {
+            for (i, inst) in &ts.instances {
+                for (job, secs) in &inst.jobs {
+                    out.push(WantedSchedule {
+                        tenant: t.clone(),
+                        instance: i.clone(),
+                        job: job.clone(),
+                        interval_ms: i64::from(*secs) * 1000,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The longest invocation deadline of any instance, in milliseconds.
+    pub fn max_deadline_ms(&self) -> i64 {
+        self.tenants
+            .values()
+            .flat_map(|t| t.instances.values())
+            .map(|i| i.instance.limits().deadline.as_millis() as i64)
+            .max()
+            .unwrap_or(30_000)
+    }
+
+    /// `(tenants, instances)` configured.
+    pub fn counts(&self) -> (usize, usize) {
+        let instances = self.tenants.values().map(|t| t.instances.len()).sum();
+        (self.tenants.len(), instances)
+    }
+}
+
+/// The running state, swapped whole on reload.
+pub struct Live {
+    state: arc_swap::ArcSwap<AppState>,
+    dir: std::path::PathBuf,
+    shared: Arc<Shared>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    /// Builds the first state from `cfg` (loaded from `cfg.dir`).
+    pub async fn start(
+        cfg: &Config,
+        runtime: Arc<Runtime>,
+        db: Db,
+        secrets: Arc<SecretStore>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let pauses = Pauses::default();
+        for (t, i, paused) in db.paused_states().await? {
+            pauses.set(&t, &i, paused);
+        }
+        let shared = Arc::new(Shared {
+            db,
+            metrics: Arc::new(Metrics::default()),
+            running: RunningJobs::default(),
+            pauses,
+            secrets,
+            runtime,
+        });
+        let catalog = Arc::new(Catalog::load(&shared.runtime, &cfg.plugin_dir, None).await);
+        let state = AppState::build(cfg, shared.clone(), catalog).await?;
+        Ok(Arc::new(Self {
+            state: arc_swap::ArcSwap::from_pointee(state),
+            dir: cfg.dir.clone(),
+            shared,
+            reloading: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The current state.
+    pub fn current(&self) -> Arc<AppState> {
+        self.state.load_full()
+    }
+
+    /// What every snapshot shares.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Loads the configuration directory again and swaps it in, or returns
+    /// every problem and keeps the running state.
+    pub async fn reload(&self) -> Result<String, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let dir = self.dir.clone();
+        // Reading the files blocks; keep it off the executor's workers.
+        let cfg = tokio::task::spawn_blocking(move || Config::load(&dir))
+            .await
+            .map_err(|e| format!("reading the configuration failed: {e}"))?
+            .map_err(|problems| problem::render(&problems))?;
+        let previous = self.current().catalog.clone();
+        let catalog =
+            Arc::new(Catalog::load(&self.shared.runtime, &cfg.plugin_dir, Some(&previous)).await);
+        let state = AppState::build(&cfg, self.shared.clone(), catalog)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        self.shared
+            .db
+            .sync_schedules(state.wanted_schedules(), now_ms())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (tenants, instances) = state.counts();
+        self.state.store(Arc::new(state));
+        Ok(format!("{tenants} tenant(s), {instances} instance(s)"))
+    }
+}

@@ -1,0 +1,319 @@
+//! Verifying a webhook delivery, as pure functions of the route's
+//! configuration and the request: source address (with trusted proxies),
+//! shared token (header, query or form parameter), HMAC signature, and the
+//! event id that makes a repeated delivery a duplicate.
+
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+use hmac::{Hmac, Mac};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::WebhookConfig;
+use crate::config::secrets::Resolver;
+
+/// A route's verification, with its secrets resolved.
+pub struct RouteConfig {
+    /// Whether the plugin handles it while the sender waits.
+    pub synchronous: bool,
+    pub token: Option<SecretString>,
+    pub token_header: String,
+    pub token_param: Option<String>,
+    pub hmac_secret: Option<SecretString>,
+    pub signature_header: String,
+    pub allowed: Vec<IpNet>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub event_id_header: Option<String>,
+    pub event_id_field: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+/// Why a delivery was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Source(IpAddr),
+    Token,
+    Signature,
+}
+
+/// The source address: the peer, or — only when the peer is a trusted
+/// proxy — the right-most `X-Forwarded-For` entry that is not a trusted
+/// proxy itself (entries left of it could be forged by the client).
+pub fn source_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    if !trusted.iter().any(|n| n.contains(&peer)) {
+        return peer;
+    }
+    let chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.iter().any(|n| n.contains(ip)))
+        .unwrap_or(peer)
+}
+
+pub fn form_or_query_param(query: &str, body: &[u8], is_form: bool, name: &str) -> Option<String> {
+    let from = |bytes: &[u8]| {
+        url::form_urlencoded::parse(bytes)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    from(query.as_bytes()).or_else(|| if is_form { from(body) } else { None })
+}
+
+/// Constant-time equality of two secrets of any length (compares digests).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    Sha256::digest(a.as_bytes())
+        .ct_eq(&Sha256::digest(b.as_bytes()))
+        .into()
+}
+
+/// Checks source, token and signature, in that order.
+pub fn verify(
+    route: &RouteConfig,
+    source: IpAddr,
+    headers: &HeaderMap,
+    query: &str,
+    body: &[u8],
+    is_form: bool,
+) -> Result<(), Refusal> {
+    if !route.allowed.is_empty() && !route.allowed.iter().any(|n| n.contains(&source)) {
+        return Err(Refusal::Source(source));
+    }
+    if let Some(expected) = &route.token {
+        let presented = match &route.token_param {
+            Some(p) => form_or_query_param(query, body, is_form, p),
+            None => headers
+                .get(route.token_header.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        match presented {
+            Some(p) if same_secret(&p, expected.expose_secret()) => {}
+            _ => return Err(Refusal::Token),
+        }
+    }
+    if let Some(key) = &route.hmac_secret {
+        let sig = headers
+            .get(route.signature_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_start_matches("sha256="))
+            .and_then(|hex_sig| hex::decode(hex_sig).ok())
+            .ok_or(Refusal::Signature)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(body);
+        mac.verify_slice(&sig).map_err(|_| Refusal::Signature)?;
+    }
+    Ok(())
+}
+
+/// Removes the token parameter from a form body, so the plugin never sees it.
+pub fn strip_form_param(body: &[u8], name: &str) -> Vec<u8> {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(url::form_urlencoded::parse(body).filter(|(k, _)| k != name))
+        .finish()
+        .into_bytes()
+}
+
+pub fn strip_query_param(query: &str, name: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != name))
+        .finish()
+}
+
+pub fn event_id(
+    route: &RouteConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+    is_form: bool,
+) -> Option<String> {
+    if let Some(h) = &route.event_id_header {
+        return headers
+            .get(h.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+    }
+    let field = route.event_id_field.as_ref()?;
+    if is_form {
+        return form_or_query_param("", body, true, field);
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match &v[field.as_str()] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+    .filter(|s| !s.is_empty() && s.len() <= 256)
+}
+
+/// Resolves a route's configuration from the tenant file.
+pub async fn route_config(
+    hook: &WebhookConfig,
+    synchronous: bool,
+    resolver: &Resolver<'_>,
+    what: &str,
+) -> anyhow::Result<RouteConfig> {
+    let secret = async |v: &Option<crate::config::SecretRef>,
+                        field: &str|
+           -> anyhow::Result<Option<SecretString>> {
+        match v {
+            None => Ok(None),
+            Some(v) => Ok(Some(resolver.resolve(v, &format!("{what}.{field}")).await?)),
+        }
+    };
+    let nets = |list: &[String]| {
+        list.iter()
+            .filter_map(|s| crate::config::parse_net(s))
+            .collect()
+    };
+    Ok(RouteConfig {
+        synchronous,
+        token: secret(&hook.token, "token").await?,
+        token_header: hook
+            .token_header
+            .clone()
+            .unwrap_or_else(|| "x-switchyard-token".into())
+            .to_ascii_lowercase(),
+        token_param: hook.token_param.clone(),
+        hmac_secret: secret(&hook.hmac_secret, "hmac_secret").await?,
+        signature_header: hook.signature_header.to_ascii_lowercase(),
+        allowed: nets(&hook.allowed_ips),
+        trusted_proxies: nets(&hook.trusted_proxies),
+        event_id_header: hook
+            .event_id_header
+            .as_ref()
+            .map(|h| h.to_ascii_lowercase()),
+        event_id_field: hook.event_id_field.clone(),
+        max_body_bytes: hook.max_body_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> RouteConfig {
+        RouteConfig {
+            synchronous: false,
+            token: Some(SecretString::from("t0ken")),
+            token_header: "x-switchyard-token".into(),
+            token_param: None,
+            hmac_secret: None,
+            signature_header: "x-switchyard-signature".into(),
+            allowed: vec!["10.0.0.0/8".parse().unwrap()],
+            trusted_proxies: vec![],
+            event_id_header: None,
+            event_id_field: None,
+            max_body_bytes: 1000,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let h = headers(&[("x-forwarded-for", "10.1.1.1, 192.0.2.7")]);
+        let peer: IpAddr = "203.0.113.5".parse().unwrap();
+        assert_eq!(source_ip(peer, &h, &[]), peer);
+        let proxy: IpNet = "203.0.113.0/24".parse().unwrap();
+        // The right-most untrusted hop is the client as the proxy saw it;
+        // 10.1.1.1 further left could be forged.
+        assert_eq!(
+            source_ip(peer, &h, &[proxy]),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn source_token_and_signature_are_checked() {
+        let r = route();
+        let ok_ip: IpAddr = "10.2.3.4".parse().unwrap();
+        let good = headers(&[("x-switchyard-token", "t0ken")]);
+        assert_eq!(verify(&r, ok_ip, &good, "", b"", false), Ok(()));
+        let bad_ip: IpAddr = "11.0.0.1".parse().unwrap();
+        assert_eq!(
+            verify(&r, bad_ip, &good, "", b"", false),
+            Err(Refusal::Source(bad_ip))
+        );
+        let wrong = headers(&[("x-switchyard-token", "t0ke")]);
+        assert_eq!(
+            verify(&r, ok_ip, &wrong, "", b"", false),
+            Err(Refusal::Token)
+        );
+        assert_eq!(
+            verify(&r, ok_ip, &HeaderMap::new(), "", b"", false),
+            Err(Refusal::Token)
+        );
+
+        let mut r = route();
+        r.token_param = Some("outbound_event_token".into());
+        let body = b"event=support_conference_end&outbound_event_token=t0ken&lsid=abc";
+        assert_eq!(verify(&r, ok_ip, &HeaderMap::new(), "", body, true), Ok(()));
+        assert_eq!(
+            verify(
+                &r,
+                ok_ip,
+                &HeaderMap::new(),
+                "outbound_event_token=t0ken",
+                b"",
+                false
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            strip_form_param(body, "outbound_event_token"),
+            b"event=support_conference_end&lsid=abc"
+        );
+
+        let mut r = route();
+        r.token = None;
+        r.hmac_secret = Some(SecretString::from("k"));
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+        mac.update(b"payload");
+        let sig = hex::encode(mac.finalize().into_bytes());
+        let signed = headers(&[("x-switchyard-signature", &format!("sha256={sig}"))]);
+        assert_eq!(verify(&r, ok_ip, &signed, "", b"payload", false), Ok(()));
+        assert_eq!(
+            verify(&r, ok_ip, &signed, "", b"tampered", false),
+            Err(Refusal::Signature)
+        );
+    }
+
+    #[test]
+    fn event_ids_come_from_the_configured_place() {
+        let mut r = route();
+        r.event_id_field = Some("id".into());
+        assert_eq!(
+            event_id(&r, &HeaderMap::new(), br#"{"id":"e-1"}"#, false).as_deref(),
+            Some("e-1")
+        );
+        assert_eq!(
+            event_id(&r, &HeaderMap::new(), b"id=e-2&x=1", true).as_deref(),
+            Some("e-2")
+        );
+        assert_eq!(
+            event_id(&r, &HeaderMap::new(), br#"{"id":""}"#, false),
+            None
+        );
+        r.event_id_header = Some("x-event-id".into());
+        assert_eq!(
+            event_id(&r, &headers(&[("x-event-id", "h-1")]), b"", false).as_deref(),
+            Some("h-1")
+        );
+    }
+}
