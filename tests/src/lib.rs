@@ -225,6 +225,13 @@ async fn handle(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             (StatusCode::OK, "slow").into_response()
         }
+        "/status" => {
+            let code = query_param(q, "code")
+                .and_then(|v| v.parse().ok())
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::OK);
+            (code, "as asked").into_response()
+        }
         "/big" => {
             let n = query_param(q, "bytes")
                 .and_then(|v| v.parse().ok())
@@ -281,6 +288,29 @@ async fn token(shared: &Shared, rec: &Recorded) -> Response {
         .to_string(),
     )
         .into_response()
+}
+
+/// A copy of a component with the patchable slot `marker` (e.g. `SY-ID`,
+/// `SY-VERSION`, `SY-MANIFEST` of the hostile guest) set to `value`.
+///
+/// Panics if the slot is not found exactly once or the value does not fit.
+pub fn patch_slot(wasm: &[u8], marker: &str, value: &str) -> Vec<u8> {
+    const SLOT: usize = 64;
+    let tag = format!("@@{marker}@@");
+    let at: Vec<usize> = wasm
+        .windows(tag.len())
+        .enumerate()
+        .filter(|(_, w)| *w == tag.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "slot {tag} found {} times", at.len());
+    let start = at[0] + tag.len();
+    let room = SLOT - tag.len();
+    assert!(value.len() <= room, "`{value}` does not fit slot {tag}");
+    let mut out = wasm.to_vec();
+    out[start..start + room].fill(b' ');
+    out[start..start + value.len()].copy_from_slice(value.as_bytes());
+    out
 }
 
 #[cfg(test)]

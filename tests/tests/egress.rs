@@ -80,6 +80,27 @@ async fn allowed_request_reaches_upstream_and_is_audited() {
     assert_eq!(rec.outcome, "ok");
 }
 
+/// Issue 13, item 21: an answered request is counted by what the answer
+/// said; an upstream's 429 or 5xx is not an `ok`.
+#[tokio::test]
+async fn egress_outcomes_say_how_the_upstream_answered() {
+    let up = Recorder::start().await;
+    let inst = instance(load(guests::PLUGIN_ECHO).await, spec_for(&up));
+    for (code, outcome) in [
+        (200, "ok"),
+        (304, "ok"),
+        (404, "client-error"),
+        (429, "rate-limited"),
+        (503, "server-error"),
+    ] {
+        let url = up.url(&format!("/status?code={code}"));
+        let inv = call(&inst, "fetch", json!({ "url": url })).await;
+        assert_eq!(inv.result.unwrap()["status"], code);
+        let rec = &inv.report.egress[0];
+        assert_eq!((rec.status, rec.outcome.as_str()), (Some(code), outcome));
+    }
+}
+
 #[tokio::test]
 async fn every_egress_trick_is_denied() {
     let up = Recorder::start().await;

@@ -29,6 +29,16 @@ struct Case {
 
 fn cases(up: &Recorder) -> Vec<Case> {
     vec![
+        // What an impostor of `echo` would answer; the plugin-catalog tests
+        // (host/daemon/tests/plugins.rs) prove none is ever run as echo.
+        Case {
+            action: "echo",
+            input: json!({}),
+            expect: Expect::Returns(|out, _| {
+                assert_eq!(out["impostor"], true);
+                assert_eq!(out["id"], "hostile");
+            }),
+        },
         Case {
             action: "spin",
             input: json!({}),
@@ -329,4 +339,40 @@ async fn a_long_flood_keeps_a_bounded_egress_record() {
         r.egress_omitted
     );
     assert_eq!(r.egress_omitted["limit-exceeded"], 10_000 - 1_500);
+}
+
+/// Issue 11, finding 7: `manifest()` runs for no tenant, so calling any
+/// host import from it fails the load, naming the import; one that never
+/// returns is stopped after about a second.
+#[tokio::test]
+async fn a_manifest_that_calls_an_import_or_spins_is_refused() {
+    let wasm = std::fs::read(guests::GUEST_HOSTILE).unwrap();
+    for (mode, needle) in [
+        (
+            "storage",
+            "called the host import `switchyard:plugin/storage@0.1.0#get`",
+        ),
+        (
+            "log",
+            "called the host import `switchyard:plugin/log@0.1.0#emit`",
+        ),
+        (
+            "http",
+            "called the host import `switchyard:plugin/http@0.1.0#send`",
+        ),
+        ("spin", "manifest() did not return within 1000 ms"),
+    ] {
+        let patched = switchyard_tests::patch_slot(&wasm, "SY-MANIFEST", mode);
+        let err = runtime().load(&patched).await.err().unwrap().to_string();
+        assert!(err.contains(needle), "{mode}: {err}");
+    }
+    // The unpatched component loads: the refusals are about what each did.
+    assert_eq!(load(guests::GUEST_HOSTILE).await.manifest().id, "hostile");
+    let renamed = switchyard_tests::patch_slot(&wasm, "SY-ID", "echo");
+    let renamed = switchyard_tests::patch_slot(&renamed, "SY-VERSION", "0.0.1");
+    let m = runtime().load(&renamed).await.unwrap();
+    assert_eq!(
+        (m.manifest().id.as_str(), m.manifest().version.as_str()),
+        ("echo", "0.0.1")
+    );
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use switchyard_runtime::{
     Actor, CallOptions, InstanceSpec, InvokeError, WebhookHeader, WebhookRequest,
 };
-use switchyard_store::Quota;
+use switchyard_store::{KvBackend, Namespace, Quota, StoreError};
 use switchyard_tests::guests;
 
 #[tokio::test]
@@ -282,4 +282,79 @@ async fn webhook_is_delivered() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"payload");
     assert_eq!(resp.headers[0].value, "POST");
+}
+
+/// A backend whose writes take longer than the old 10 s storage-call
+/// timeout, then commit.
+struct SlowWrites(std::sync::Arc<dyn KvBackend>);
+
+const SLOW: std::time::Duration = std::time::Duration::from_secs(11);
+
+#[async_trait::async_trait]
+impl KvBackend for SlowWrites {
+    async fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(ns, key).await
+    }
+    async fn set(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        value: &[u8],
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
+        tokio::time::sleep(SLOW).await;
+        self.0.set(ns, key, value, quota).await
+    }
+    async fn delete(&self, ns: &Namespace, key: &str) -> Result<bool, StoreError> {
+        self.0.delete(ns, key).await
+    }
+    async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.0.list(ns, prefix, after, limit).await
+    }
+    async fn compare_and_swap(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        quota: &Quota,
+    ) -> Result<bool, StoreError> {
+        tokio::time::sleep(SLOW).await;
+        self.0.compare_and_swap(ns, key, expected, new, quota).await
+    }
+    async fn usage(&self, ns: &Namespace) -> Result<switchyard_store::Usage, StoreError> {
+        self.0.usage(ns).await
+    }
+}
+
+/// Issue 13, item 2: a storage call's answer is what happened. A write
+/// that commits late is reported as done, never as `unavailable` (which
+/// would make a compare-and-swap that did swap look as if it had not).
+/// The clock is virtual: the 11 s pass at once.
+#[tokio::test(start_paused = true)]
+async fn a_slow_storage_write_reports_what_happened() {
+    let inner = memory_store();
+    let store: std::sync::Arc<dyn KvBackend> = std::sync::Arc::new(SlowWrites(inner.clone()));
+    let inst = instance_with_store(
+        load(guests::PLUGIN_ECHO).await,
+        InstanceSpec::new("acme", "e"),
+        store,
+    );
+    let ops = json!({"ops": [
+        {"op": "set", "key": "k", "value": "1"},
+        {"op": "cas", "key": "k", "expected": "1", "new": "2"},
+    ]});
+    let out = call(&inst, "storage", ops).await.result.unwrap();
+    assert_eq!(out, json!(["ok", true]), "{out}");
+    let ns = Namespace::new("acme", "e");
+    assert_eq!(
+        inner.get(&ns, "k").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
 }

@@ -28,11 +28,15 @@ fn cache_dir() -> PathBuf {
     }
 }
 
-/// The wasm runtime, with the on-disk compile cache.
-pub fn runtime() -> anyhow::Result<Runtime> {
+/// Wasm slots of a one-shot command (`check`, `invoke`, `plugin run`).
+pub const CLI_SLOTS: u32 = 4;
+
+/// The wasm runtime with `slots` invocations at once (see
+/// [`Config::wasm_slots`]), and the on-disk compile cache.
+pub fn runtime(slots: u32) -> anyhow::Result<Runtime> {
     Runtime::new(RuntimeConfig {
         cache_dir: Some(cache_dir()),
-        max_concurrent_invocations: 16,
+        max_concurrent_invocations: slots,
     })
     .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))
 }
@@ -59,4 +63,49 @@ pub fn open_state(cfg: &Config) -> anyhow::Result<(Db, SecretStore)> {
     let master =
         MasterKey::from_env_or_file("SWITCHYARD_MASTER_KEY", &cfg.data_dir.join("master.key"))?;
     Ok((db.clone(), SecretStore::new(db, master)))
+}
+
+/// Holds the data directory for this process: the embedded store belongs
+/// to one daemon (a second one would re-queue the first one's running jobs
+/// and run them twice). Released when dropped or when the process dies.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory's lock, or fails naming the daemon that holds
+/// it.
+pub fn lock_data_dir(cfg: &Config) -> anyhow::Result<DataDirLock> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let path = cfg.data_dir.join("switchyard.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "another switchyard serve (pid {}) is using the data directory {}; \
+                 two daemons on one SQLite store would run jobs twice. Stop it, or give this \
+                 one its own data_dir",
+                holder.trim(),
+                cfg.data_dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    file.flush()?;
+    Ok(DataDirLock { _file: file })
 }

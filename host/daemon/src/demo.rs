@@ -248,6 +248,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
         tenant_file(&upstream, &uem, &sn, &bt),
     )?;
     let cfg = load_config(dir.path())?;
+    let _lock = crate::boot::lock_data_dir(&cfg)?;
     let (db, secrets) = open_state(&cfg)?;
     secrets
         .set("acme", "upstream-token", &upstream_token)
@@ -265,7 +266,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     }
     let (_, api_token) = db.create_token("acme", "demo").await?;
 
-    let rt = Arc::new(runtime()?);
+    let rt = Arc::new(runtime(cfg.wasm_slots())?);
     let state = Live::start(&cfg, rt, db, Arc::new(secrets)).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -125,6 +125,21 @@ pub fn invoke_error_response(e: &InvokeError, request_id: &str) -> Response {
     .into_response()
 }
 
+/// The answer to a call that was not admitted: 429 when the caller's tenant
+/// or instance is at its share (its own doing), 503 when the daemon is.
+pub fn refused(why: crate::admission::Refused, request_id: &str) -> Response {
+    use crate::admission::Refused;
+    let (status, code) = match why {
+        Refused::Total(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        Refused::Tenant(_) | Refused::Instance(_) => {
+            (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+        }
+    };
+    ApiError::new(status, code, format!("{why}; retry shortly"), request_id)
+        .retry_after(1)
+        .into_response()
+}
+
 /// A 503 for a failed read or write of the daemon's own state: the caller
 /// may retry; the details go to the log.
 pub fn unavailable(what: &str, e: &dyn std::fmt::Display, request_id: &str) -> Response {

@@ -5,16 +5,16 @@
 //!
 //! | module | responsibility |
 //! |---|---|
-//! | [`clock`], [`problem`] | time and request ids; a configuration problem with file and line |
+//! | [`clock`], [`problem`], [`admission`] | time and request ids; a configuration problem with file and line; limits on synchronous calls in flight |
 //! | [`plugins`] | the plugin catalog: bundled plugins and `plugin_dir`, reserved ids, version choice |
 //! | [`config`] | `switchyard.toml` and tenant files: parsing, checks (with [`switchyard_runtime::grants`]), runtime specs, secret references |
 //! | [`instance_file`] | the `plugin run --instance` file (the same credential schema) |
-//! | [`metrics`], [`openapi`], [`errors`] | Prometheus metrics; the API's paths and document; error answers and the one status table |
+//! | [`metrics`], [`openapi`], [`errors`], [`body`] | Prometheus metrics; the API's paths and document; error answers and the one status table; reading request bodies (capped, timed) |
 //! | [`webhook::verify`], [`webhook::delivery`] | webhook verification as pure functions; a queued delivery's stored form |
 //! | [`state`] | the built configuration (tenants, instances, routes), swapped whole on reload |
 //! | [`record`] | metrics, run statistics and audit entries of every invocation |
 //! | [`webhook`] | the webhook handler |
-//! | [`worker`], [`scheduler`] | the queue worker; firing schedules |
+//! | [`worker`], [`scheduler`], [`janitor`] | the queue worker; firing schedules; retention |
 //! | [`api`] | the router and every other handler; authentication as extractors |
 //! | [`server`] | serving: listener, signals, worker and scheduler together |
 //! | [`boot`] | opening the runtime, the configuration and the state backend |
@@ -28,7 +28,9 @@
 //! }
 //! ```
 
+pub mod admission;
 pub mod api;
+pub mod body;
 pub mod boot;
 pub mod cli;
 pub mod clock;
@@ -37,6 +39,7 @@ pub mod config;
 mod demo;
 pub mod errors;
 pub mod instance_file;
+pub mod janitor;
 pub mod metrics;
 pub mod openapi;
 pub mod plugins;

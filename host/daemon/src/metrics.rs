@@ -47,8 +47,19 @@ pub struct Metrics {
     durations: Family<Target, Histogram>,
     egress: Family<Egress, Counter>,
     queue: Family<Queue, Gauge>,
-    held: Family<Instance, Counter>,
+    released: Family<Instance, Counter>,
+    deliveries: Family<Delivery, Counter>,
+    leases: Counter,
     scheduler_passes: Counter,
+    plugin_files_refused: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Delivery {
+    tenant: String,
+    instance: String,
+    route: String,
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,8 +77,11 @@ impl Default for Metrics {
         });
         let egress = Family::<Egress, Counter>::default();
         let queue = Family::<Queue, Gauge>::default();
-        let held = Family::<Instance, Counter>::default();
+        let released = Family::<Instance, Counter>::default();
+        let deliveries = Family::<Delivery, Counter>::default();
+        let leases = Counter::default();
         let scheduler_passes = Counter::default();
+        let plugin_files_refused = Gauge::default();
         let mut registry = Registry::with_prefix("switchyard");
         registry.register(
             "invocations",
@@ -90,22 +104,41 @@ impl Default for Metrics {
             queue.clone(),
         );
         registry.register(
-            "jobs_held",
-            "Jobs of paused instances put back in the queue without running",
-            held.clone(),
+            "jobs_released",
+            "Leased jobs put back without running (no wasm slot was free); not counted as attempts",
+            released.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by outcome: queued, duplicate, processed (synchronous), paused, \
+             refused_<reason>",
+            deliveries.clone(),
+        );
+        registry.register(
+            "worker_leases",
+            "Lease passes of the queue worker over the queue",
+            leases.clone(),
         );
         registry.register(
             "scheduler_passes",
             "Passes of the scheduler over due schedules (a stalled scheduler stops counting)",
             scheduler_passes.clone(),
         );
+        registry.register(
+            "plugin_files_refused",
+            "Plugin files in plugin_dir that are refused and not served (see the log or `switchyard check`)",
+            plugin_files_refused.clone(),
+        );
         Self {
             registry,
+            plugin_files_refused,
             invocations,
             durations,
             egress,
             queue,
-            held,
+            released,
+            deliveries,
+            leases,
             scheduler_passes,
         }
     }
@@ -137,7 +170,7 @@ impl Metrics {
                 instance: instance.into(),
                 plugin: plugin.into(),
             })
-            .observe(report.duration_ms as f64 / 1000.0);
+            .observe(report.duration.as_secs_f64());
         let outcomes = report
             .egress
             .iter()
@@ -168,14 +201,36 @@ impl Metrics {
         }
     }
 
-    /// Counts a job held because its instance is paused.
-    pub fn job_held(&self, tenant: &str, instance: &str) {
-        self.held
+    /// Counts one webhook delivery by what became of it.
+    pub fn delivery(&self, tenant: &str, instance: &str, route: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&Delivery {
+                tenant: tenant.into(),
+                instance: instance.into(),
+                route: route.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one lease pass of the worker.
+    pub fn worker_lease(&self) {
+        self.leases.inc();
+    }
+
+    /// Counts a job put back because no wasm slot was free.
+    pub fn job_released(&self, tenant: &str, instance: &str) {
+        self.released
             .get_or_create(&Instance {
                 tenant: tenant.into(),
                 instance: instance.into(),
             })
             .inc();
+    }
+
+    /// Sets how many plugin files are refused.
+    pub fn set_plugin_files_refused(&self, n: usize) {
+        self.plugin_files_refused.set(n as i64);
     }
 
     /// Counts one pass of the scheduler.
@@ -200,7 +255,8 @@ mod tests {
     fn renders_labelled_counters() {
         let m = Metrics::default();
         let report = switchyard_runtime::Report {
-            duration_ms: 12,
+            duration_ms: 0,
+            duration: std::time::Duration::from_micros(300),
             egress: vec![switchyard_runtime::http::EgressRecord {
                 method: "GET".into(),
                 destination: "https://x:443".into(),
@@ -224,6 +280,11 @@ mod tests {
         );
         assert!(
             text.contains("switchyard_invocation_duration_seconds_count"),
+            "{text}"
+        );
+        // Sub-millisecond calls still add up (seconds as floats).
+        assert!(
+            text.contains(r#"switchyard_invocation_duration_seconds_sum{tenant="acme",instance="echo-1",plugin="echo"} 0.0003"#),
             "{text}"
         );
     }

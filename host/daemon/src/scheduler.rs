@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_store::Fired;
+
 use crate::clock::now_ms;
 use crate::state::Live;
 
@@ -18,8 +20,14 @@ pub async fn scheduler(live: Arc<Live>, mut stop: tokio::sync::watch::Receiver<b
         match db.due_schedules(now_ms()).await {
             Ok(due) => {
                 for s in due.iter().filter(|s| !st.is_paused(&s.tenant, &s.instance)) {
-                    if let Err(e) = db.fire_schedule(s, 3, now_ms()).await {
-                        tracing::error!(error = %e, job = %s.job, "firing a schedule");
+                    match db.fire_schedule(s, 3, now_ms()).await {
+                        Ok(Fired::Queued(_)) => st.shared.wake_worker(),
+                        Ok(Fired::StillPending(id)) => tracing::info!(
+                            tenant = %s.tenant, instance = %s.instance, job = %s.job, pending = id,
+                            "a scheduled run is skipped: the previous one has not finished"
+                        ),
+                        Ok(Fired::AlreadyFired) => {}
+                        Err(e) => tracing::error!(error = %e, job = %s.job, "firing a schedule"),
                     }
                 }
             }

@@ -1,14 +1,27 @@
 //! `switchyard serve`: binds the listener and runs the API, the queue
-//! worker and the scheduler together until a shutdown signal; SIGHUP
-//! reloads the configuration.
+//! worker, the scheduler and the janitor together until a shutdown signal;
+//! SIGHUP reloads the configuration.
+//!
+//! Every connection is bounded: request headers must arrive within
+//! [`HEADER_READ_TIMEOUT`] (a client that sends half its headers is cut
+//! off), and on shutdown in-flight requests and running jobs get the
+//! configured `drain_timeout_secs`, after which the daemon exits anyway;
+//! unfinished jobs stay queued and run after the next start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tower_service::Service;
 
 use crate::clock::now_ms;
 use crate::state::Live;
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until Ctrl-C or SIGTERM; in-flight requests finish first.
 pub async fn serve(live: Arc<Live>, listen: SocketAddr) -> anyhow::Result<()> {
@@ -45,17 +58,18 @@ pub async fn serve(live: Arc<Live>, listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves on `listener` with the worker and scheduler until `shutdown`
-/// completes; then requests drain, running jobs finish and queued ones stay.
+/// Serves on `listener` with the worker, scheduler and janitor until
+/// `shutdown` completes; then requests and running jobs drain (for at most
+/// the drain timeout) and queued jobs stay.
 pub async fn serve_on(
     live: Arc<Live>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = live.current();
-    // The embedded store belongs to this process alone: jobs a previous,
-    // crashed process left running are re-queued now rather than after
-    // their lease.
+    // The embedded store belongs to this process alone (the data directory
+    // is locked): jobs a previous, crashed process left running are
+    // re-queued now rather than after their lease.
     let reclaimed = state.db().reclaim_running_jobs(now_ms()).await?;
     if reclaimed > 0 {
         eprintln!("re-queued {reclaimed} job(s) left running by a previous process");
@@ -67,15 +81,54 @@ pub async fn serve_on(
     drop(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::worker::worker(live.clone(), stop_rx.clone()));
-    let scheduler = tokio::spawn(crate::scheduler::scheduler(live.clone(), stop_rx));
-    axum::serve(
-        listener,
-        crate::api::router(live).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    let scheduler = tokio::spawn(crate::scheduler::scheduler(live.clone(), stop_rx.clone()));
+    let janitor = tokio::spawn(crate::janitor::janitor(live.clone(), stop_rx));
+
+    let router = crate::api::router(live.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, go on.
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                // A Router is ready at once, and cheap to clone per request.
+                router.clone().call(req.map(axum::body::Body::new))
+            });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(graceful.watch(conn));
+    }
+    drop(listener);
+    // Requests and jobs drain together, each for at most the timeout.
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(worker, scheduler);
+    let drain = live.current().drain_timeout;
+    let requests = async {
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_s = drain.as_secs(),
+                "shutdown: connections still open after the drain timeout are closed"
+            );
+        }
+    };
+    let _ = tokio::join!(requests, worker, scheduler, janitor);
     Ok(())
 }
 

@@ -17,8 +17,8 @@ use switchyard_store::prelude::*;
 use switchyard_store::{SecretStore, TenantConcurrency, WantedSchedule};
 
 use crate::clock::now_ms;
-use crate::config::Config;
 use crate::config::check::grant_of;
+use crate::config::{Config, InvocationsConfig, JobsConfig, RetentionConfig};
 use crate::metrics::Metrics;
 use crate::plugins::Catalog;
 use crate::problem::{self, Problem};
@@ -71,6 +71,46 @@ impl Pauses {
     }
 }
 
+/// Samples refused webhook deliveries for the audit log: anyone can send
+/// refused requests, so writing one row each would let a stranger fill the
+/// audit log. One entry per minute per (instance, route, reason) is kept,
+/// saying how many were refused since the previous one.
+#[derive(Default)]
+pub struct RefusalSampler(std::sync::Mutex<BTreeMap<RefusalKind, Sampled>>);
+
+/// (tenant, instance, route, refusal code).
+type RefusalKind = (String, String, String, String);
+
+/// When the kind was last audited, and how many were left out since.
+type Sampled = (i64, u64);
+
+/// How often a kind of refusal is written to the audit log at most.
+const REFUSAL_SAMPLE_MS: i64 = 60_000;
+
+impl RefusalSampler {
+    /// Whether this refusal gets an audit entry: Some(refusals left out
+    /// since the previous entry), or None when it is only counted.
+    pub fn sample(&self, tenant: &str, instance: &str, route: &str, code: &str) -> Option<u64> {
+        let now = now_ms();
+        let key = (
+            tenant.to_owned(),
+            instance.to_owned(),
+            route.to_owned(),
+            code.to_owned(),
+        );
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(key).or_insert((i64::MIN, 0));
+        if now.saturating_sub(entry.0) >= REFUSAL_SAMPLE_MS {
+            let left_out = entry.1;
+            *entry = (now, 0);
+            Some(left_out)
+        } else {
+            entry.1 += 1;
+            None
+        }
+    }
+}
+
 /// A job the worker is running, with its latest progress report.
 pub struct RunningJob {
     /// Tenant.
@@ -98,9 +138,25 @@ pub struct Shared {
     pub running: RunningJobs,
     /// Pauses set through the API.
     pub pauses: Pauses,
+    /// Synchronous calls in flight.
+    pub admission: crate::admission::Admission,
+    /// Wasm slots the runtime was built with: a reload may not need more.
+    slots: u32,
+    /// Which refused webhook deliveries get an audit entry.
+    pub refusals: RefusalSampler,
+    /// Wakes the queue worker: something was queued, or an instance
+    /// resumed. (Other processes' enqueues are found by its fallback poll.)
+    pub wake: tokio::sync::Notify,
     secrets: Arc<SecretStore>,
     // Holds the engine's epoch ticker: without it deadlines stop advancing.
     runtime: Arc<Runtime>,
+}
+
+impl Shared {
+    /// Tells the worker to look at the queue now.
+    pub fn wake_worker(&self) {
+        self.wake.notify_one();
+    }
 }
 
 /// One snapshot of the configuration, built.
@@ -108,10 +164,17 @@ pub struct AppState {
     tenants: BTreeMap<String, TenantState>,
     /// What survives reloads.
     pub shared: Arc<Shared>,
-    /// Jobs running at once in this daemon.
-    pub workers: usize,
+    /// Queue settings.
+    pub jobs: JobsConfig,
     /// Jobs running at once per tenant.
     pub concurrency: TenantConcurrency,
+    /// Synchronous invocations at once.
+    pub invocations: InvocationsConfig,
+    tenant_invocations: BTreeMap<String, usize>,
+    /// How long finished work is kept.
+    pub retention: RetentionConfig,
+    /// How long a shutdown waits for in-flight work.
+    pub drain_timeout: std::time::Duration,
     catalog: Arc<Catalog>,
 }
 
@@ -124,8 +187,15 @@ impl AppState {
         shared: Arc<Shared>,
         catalog: Arc<Catalog>,
     ) -> anyhow::Result<Self> {
-        let mut problems: Vec<Problem> = catalog.problems().to_vec();
-        problems.extend(cfg.check_against(&catalog));
+        // A plugin file that is refused (unreadable, not a component, an id
+        // it may not have) stops nothing: it is reported and not served.
+        for p in catalog.problems() {
+            tracing::error!("plugin file refused, not served: {p}");
+        }
+        shared
+            .metrics
+            .set_plugin_files_refused(catalog.problems().len());
+        let mut problems: Vec<Problem> = cfg.check_against(&catalog);
         for p in problems.iter().filter(|p| !p.is_error()) {
             tracing::warn!("{p}");
         }
@@ -190,8 +260,16 @@ impl AppState {
         Ok(Self {
             tenants,
             shared,
-            workers: cfg.jobs.workers,
+            jobs: cfg.jobs,
             concurrency: cfg.tenant_concurrency(),
+            invocations: cfg.invocations,
+            tenant_invocations: cfg
+                .tenants
+                .values()
+                .filter_map(|t| Some((t.id.clone(), t.max_concurrent_invocations?)))
+                .collect(),
+            retention: cfg.retention,
+            drain_timeout: cfg.drain_timeout,
             catalog,
         })
     }
@@ -231,6 +309,40 @@ impl AppState {
                 .get(tenant, instance)
                 .unwrap_or(i.paused_by_config),
         }
+    }
+
+    /// The limits a synchronous call of `tenant` is admitted under.
+    pub fn admission_limits(&self, tenant: &str) -> crate::admission::Limits {
+        crate::admission::Limits {
+            total: self.invocations.max_concurrent,
+            per_tenant: self
+                .tenant_invocations
+                .get(tenant)
+                .copied()
+                .unwrap_or(self.invocations.per_tenant),
+            per_instance: self.invocations.per_instance,
+        }
+    }
+
+    /// Admits a synchronous call, or refuses it (see [`crate::admission`]).
+    pub fn admit(
+        &self,
+        tenant: &str,
+        instance: &str,
+    ) -> Result<crate::admission::Admitted, crate::admission::Refused> {
+        self.shared
+            .admission
+            .try_enter(tenant, instance, &self.admission_limits(tenant))
+    }
+
+    /// Instances that are paused now, whose queued jobs wait.
+    pub fn paused_instances(&self) -> std::collections::BTreeSet<switchyard_store::InstanceKey> {
+        self.tenants
+            .iter()
+            .flat_map(|(t, ts)| ts.instances.keys().map(move |i| (t, i)))
+            .filter(|(t, i)| self.is_paused(t, i))
+            .map(|(t, i)| (t.clone(), i.clone()))
+            .collect()
     }
 
     /// The schedules the configuration asks for.
@@ -293,6 +405,10 @@ impl Live {
             metrics: Arc::new(Metrics::default()),
             running: RunningJobs::default(),
             pauses,
+            refusals: RefusalSampler::default(),
+            admission: Default::default(),
+            slots: cfg.wasm_slots(),
+            wake: tokio::sync::Notify::new(),
             secrets,
             runtime,
         });
@@ -326,6 +442,14 @@ impl Live {
             .await
             .map_err(|e| format!("reading the configuration failed: {e}"))?
             .map_err(|problems| problem::render(&problems))?;
+        if cfg.wasm_slots() > self.shared.slots {
+            return Err(format!(
+                "[jobs] workers + [invocations] max_concurrent need {} wasm slots; this daemon \
+                 was started with {}: restart it to raise them",
+                cfg.wasm_slots(),
+                self.shared.slots
+            ));
+        }
         let previous = self.current().catalog.clone();
         let catalog =
             Arc::new(Catalog::load(&self.shared.runtime, &cfg.plugin_dir, Some(&previous)).await);

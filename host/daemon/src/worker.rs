@@ -1,126 +1,312 @@
 //! The queue worker: leases ready jobs (queued webhook deliveries, fired
-//! schedules, "run now" requests), runs each in the plugin, and records the
-//! outcome: done, retried after a back-off, or dead-lettered.
+//! schedules, "run now" requests), runs each in the plugin, and settles it:
+//! done, retried after a back-off, released (it could not run), or
+//! dead-lettered.
+//!
+//! The loop ([`drain`]) sleeps only when there is nothing it could run: it
+//! leases again as soon as a job finishes or something is queued (an
+//! in-process wake-up), and otherwise wakes when the earliest queued job
+//! becomes due, or after [`FALLBACK_POLL`] to find work other processes
+//! queued. An idle daemon makes no write transactions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_runtime::{CallOptions, InvokeError, PluginError, log::Progress};
-use switchyard_store::Job;
+use switchyard_store::{Attempt, Job, LeaseRequest, Retry};
 
 use crate::clock::{now_ms, request_id};
 use crate::record::{self, Outcome, Subject};
 use crate::state::{AppState, Live, RunningJob};
 use crate::webhook::delivery::StoredDelivery;
 
-/// Drains the queue until `stop` is set, then waits for running jobs.
-pub async fn worker(live: Arc<Live>, stop: tokio::sync::watch::Receiver<bool>) {
+/// The longest the worker sleeps without looking at the queue.
+pub const FALLBACK_POLL: Duration = Duration::from_secs(2);
+
+/// A job that could not get a wasm slot is looked at again this soon.
+const BUSY_RETRY_MS: i64 = 200;
+
+/// What the drain loop needs of a queue and a runner.
+pub trait Drain: Send + Sync + 'static {
+    /// Jobs that may run at once.
+    fn capacity(&self) -> usize;
+    /// Leases up to `free` ready jobs.
+    fn lease(&self, free: usize) -> impl Future<Output = Vec<Job>> + Send;
+    /// When a lease may next find something (ms since the epoch).
+    fn next_wake_ms(&self) -> impl Future<Output = Option<i64>> + Send;
+    /// Runs and settles one job.
+    fn run(self: Arc<Self>, job: Job) -> impl Future<Output = ()> + Send;
+    /// Wakes the loop when something is queued.
+    fn wake(&self) -> &tokio::sync::Notify;
+}
+
+/// Runs jobs from `d` until `stop` is set; then waits up to `drain_for` for
+/// running jobs and abandons the rest (their leases expire, and the next
+/// start queues them again).
+pub async fn drain<D: Drain>(
+    d: Arc<D>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    drain_for: impl Fn() -> Duration,
+) {
     let mut running = tokio::task::JoinSet::new();
+    // The first pass looks at the queue whatever the hint says.
+    let mut look = true;
     loop {
         if *stop.borrow() {
             break;
         }
         while running.try_join_next().is_some() {}
-        let st = live.current();
-        // Read per pass: a reload may change the limits.
-        let free = st.workers.saturating_sub(running.len());
-        let leased = if free == 0 {
-            Vec::new()
-        } else {
-            // The lease outlives the longest invocation, so a live worker's
-            // job is never handed to another.
-            let lease_ms = st.max_deadline_ms() + 30_000;
-            match st
-                .db()
-                .lease(now_ms(), lease_ms, free, &st.concurrency)
-                .await
-            {
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::error!(error = %e, "leasing jobs");
-                    Vec::new()
+        let free = d.capacity().saturating_sub(running.len());
+        if look && free > 0 {
+            let leased = d.lease(free).await;
+            let full = leased.len() == free;
+            for job in leased {
+                running.spawn(d.clone().run(job));
+            }
+            if full {
+                // There may be more ready: take them as slots free up.
+                look = true;
+                if running.len() >= d.capacity() {
+                    tokio::select! {
+                        _ = running.join_next() => {}
+                        _ = stop.changed() => {}
+                    }
                 }
+                continue;
             }
-        };
-        if leased.is_empty() {
-            let mut stop = stop.clone();
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = stop.changed() => {}
-            }
-            continue;
         }
-        for job in leased {
-            let st = st.clone();
-            running.spawn(async move { run_job(&st, job).await });
+        // Nothing more can be leased now. Sleep until a job ends, something
+        // is queued, the earliest queued job is due, or the fallback poll.
+        let now = now_ms();
+        let due_in = match d.next_wake_ms().await {
+            Some(t) if t > now => Duration::from_millis((t - now) as u64).min(FALLBACK_POLL),
+            // Due but not leased (blocked by a tenant's limit or a pause,
+            // which a finished job or a wake-up changes), or nothing queued.
+            _ => FALLBACK_POLL,
+        };
+        let timer = tokio::select! {
+            _ = d.wake().notified() => false,
+            Some(_) = running.join_next(), if !running.is_empty() => false,
+            () = tokio::time::sleep(due_in) => true,
+            _ = stop.changed() => continue,
+        };
+        // After a timer, lease only if something is due now (a read): an
+        // idle queue costs no write transactions.
+        look = !timer || d.next_wake_ms().await.is_some_and(|t| t <= now_ms());
+    }
+    // Shutdown: in-flight jobs get `drain_for` to finish; queued ones stay.
+    let deadline = tokio::time::sleep(drain_for());
+    tokio::pin!(deadline);
+    while !running.is_empty() {
+        tokio::select! {
+            _ = running.join_next() => {}
+            () = &mut deadline => {
+                tracing::warn!(
+                    jobs = running.len(),
+                    "shutdown: jobs still running after the drain timeout are abandoned; \
+                     they run again after the next start"
+                );
+                running.abort_all();
+                while running.join_next().await.is_some() {}
+            }
         }
     }
-    // Graceful shutdown: in-flight jobs finish; queued ones stay queued.
-    while running.join_next().await.is_some() {}
 }
 
-async fn run_job(st: &AppState, job: Job) {
-    let db = st.db();
-    let Some(inst) = st.instance(&job.tenant, &job.instance) else {
-        let _ = db
-            .fail_job(
-                job.id,
-                "the instance is no longer configured",
-                now_ms(),
-                None,
-            )
-            .await;
-        return;
-    };
-    if st.is_paused(&job.tenant, &job.instance) {
-        // Held, not failed: it runs after the instance is resumed.
-        if let Err(e) = db.release_job(job.id, now_ms() + 1000).await {
-            tracing::error!(error = %e, job = job.id, "holding a job of a paused instance");
-        }
-        st.shared.metrics.job_held(&job.tenant, &job.instance);
-        return;
+/// The daemon's queue, for [`drain`].
+pub struct Worker {
+    live: Arc<Live>,
+    /// This process's lease owner id.
+    owner: String,
+}
+
+impl Worker {
+    /// A worker over `live`'s queue.
+    pub fn new(live: Arc<Live>) -> Arc<Self> {
+        let owner = format!("{}-{}", std::process::id(), request_id());
+        Arc::new(Self { live, owner })
     }
+}
+
+impl Drain for Worker {
+    fn capacity(&self) -> usize {
+        // Read per pass: a reload may change it.
+        self.live.current().jobs.workers
+    }
+
+    async fn lease(&self, free: usize) -> Vec<Job> {
+        let st = self.live.current();
+        let skip = st.paused_instances();
+        // The lease outlives the longest invocation, so a live worker's job
+        // is never handed to another.
+        let req = LeaseRequest {
+            owner: &self.owner,
+            lease_ms: st.max_deadline_ms() + 30_000,
+            limit: free,
+            per_tenant: &st.concurrency,
+            skip: &skip,
+        };
+        let leased = st.db().lease(now_ms(), req).await;
+        st.shared.metrics.worker_lease();
+        match leased {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %e, "leasing jobs");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn next_wake_ms(&self) -> Option<i64> {
+        match self.live.current().db().next_wake_ms().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the queue");
+                None
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>, job: Job) {
+        run_job(&self.live.current(), &job, job.attempt(&self.owner)).await;
+    }
+
+    fn wake(&self) -> &tokio::sync::Notify {
+        &self.live.shared().wake
+    }
+}
+
+/// Runs the queue worker of `live` until `stop` is set.
+pub async fn worker(live: Arc<Live>, stop: tokio::sync::watch::Receiver<bool>) {
+    let timeout = {
+        let live = live.clone();
+        move || live.current().drain_timeout
+    };
+    drain(Worker::new(live), stop, timeout).await;
+}
+
+/// How an attempt ended, as the queue should record it.
+#[derive(Debug, PartialEq, Eq)]
+enum Settle {
+    Done,
+    /// Could not run (no wasm slot free): not an attempt.
+    Release,
+    Fail {
+        message: String,
+        retry: Retry,
+    },
+}
+
+/// How a failed attempt is retried. A plugin that refuses the input, has
+/// no such route or job, or answers a delivery with a 4xx says it will
+/// never succeed: the job is dead-lettered at once. Everything else —
+/// upstream failures, 5xx answers, deadlines, crashes — is retried.
+fn settle(result: Result<Option<u16>, &InvokeError>, max_retry_after_ms: i64) -> Settle {
+    use InvokeError as E;
+    let permanent = |message: String| Settle::Fail {
+        message,
+        retry: Retry::Never,
+    };
+    match result {
+        Ok(None) => Settle::Done,
+        Ok(Some(status)) if status < 400 => Settle::Done,
+        Ok(Some(status)) if status == 408 || status == 429 || status >= 500 => Settle::Fail {
+            message: format!("the plugin answered the delivery with HTTP {status}"),
+            retry: Retry::Backoff {
+                retry_after_ms: None,
+            },
+        },
+        Ok(Some(status)) => permanent(format!(
+            "the plugin refused the delivery with HTTP {status}; it will not be retried"
+        )),
+        Err(E::Busy(_)) => Settle::Release,
+        Err(
+            e @ (E::Unknown { .. }
+            | E::InvalidInput(_)
+            | E::Plugin(
+                PluginError::InvalidInput { .. }
+                | PluginError::NotFound { .. }
+                | PluginError::Forbidden { .. },
+            )),
+        ) => permanent(format!("{e}; it will not be retried")),
+        Err(e) => {
+            let retry_after_ms = match e {
+                E::Plugin(PluginError::Upstream {
+                    retry_after_secs: Some(s),
+                    ..
+                }) => Some((i64::from(*s) * 1000).min(max_retry_after_ms)),
+                _ => None,
+            };
+            Settle::Fail {
+                message: e.to_string(),
+                retry: Retry::Backoff { retry_after_ms },
+            }
+        }
+    }
+}
+
+async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) {
+    let db = st.db();
     let started = Instant::now();
     let rid = request_id();
+    let max_retry_after_ms = i64::from(st.jobs.max_retry_after_secs) * 1000;
+    let Some(inst) = st.instance(&job.tenant, &job.instance) else {
+        let message = "the instance is no longer configured; it will not be retried";
+        if let Err(e) = db.fail_job(attempt, message, now_ms(), Retry::Never).await {
+            tracing::error!(error = %e, job = job.id, "recording a job failure");
+        }
+        return;
+    };
     let (progress, watch) = tokio::sync::watch::channel(None);
-    let _registered = Registered::new(st, &job, watch);
+    let _registered = Registered::new(st, job, watch);
     let opts = CallOptions {
         request_id: rid.clone(),
         progress: Some(progress),
         ..CallOptions::default()
     };
-    let (result, report) = match job.kind.as_str() {
+    let (settled, report) = match job.kind.as_str() {
         "webhook" => match StoredDelivery::decode(&job.payload) {
             Err(e) => (
-                Err((format!("unreadable stored delivery: {e}"), None)),
+                Settle::Fail {
+                    message: format!("unreadable stored delivery: {e}"),
+                    retry: Retry::Never,
+                },
                 None,
             ),
             Ok(req) => {
                 let inv = inst.handle_webhook(&job.name, req, opts).await;
-                (
-                    inv.result.map(|_| ()).map_err(|e| retry_info(&e)),
-                    Some(inv.report),
-                )
+                let result = inv.result.as_ref().map(|r| Some(r.status));
+                (settle(result, max_retry_after_ms), Some(inv.report))
             }
         },
         _ => {
             let inv = inst.run_job(&job.name, opts).await;
-            (
-                inv.result.map(|_| ()).map_err(|e| retry_info(&e)),
-                Some(inv.report),
-            )
+            let result = inv.result.as_ref().map(|_| None);
+            (settle(result, max_retry_after_ms), Some(inv.report))
         }
     };
-    let outcome = match &result {
-        Ok(()) => {
-            if let Err(e) = db.complete_job(job.id).await {
+    let lost = "lease lost: the job ran too long and another attempt took over";
+    let outcome = match &settled {
+        Settle::Done => match db.complete_job(attempt, now_ms()).await {
+            Ok(true) => "ok".to_owned(),
+            Ok(false) => lost.to_owned(),
+            Err(e) => {
                 tracing::error!(error = %e, job = job.id, "completing a job");
+                "ok (not recorded)".into()
             }
-            "ok".to_owned()
+        },
+        Settle::Release => {
+            // Not an attempt: nothing ran. It is looked at again shortly.
+            if let Err(e) = db.release_job(attempt, now_ms() + BUSY_RETRY_MS).await {
+                tracing::error!(error = %e, job = job.id, "releasing a job");
+            }
+            st.shared.metrics.job_released(&job.tenant, &job.instance);
+            return;
         }
-        Err((message, retry_after)) => {
-            match db.fail_job(job.id, message, now_ms(), *retry_after).await {
-                Ok(state) => format!("failed ({state:?})").to_lowercase(),
+        Settle::Fail { message, retry } => {
+            match db.fail_job(attempt, message, now_ms(), *retry).await {
+                Ok(Some(state)) => format!("failed ({state:?})").to_lowercase(),
+                Ok(None) => lost.to_owned(),
                 Err(e) => {
                     tracing::error!(error = %e, job = job.id, "recording a job failure");
                     "failed".into()
@@ -140,9 +326,9 @@ async fn run_job(st: &AppState, job: Job) {
         outcome,
         started.elapsed().as_millis() as i64,
     );
-    let (code, message) = match &result {
-        Ok(()) => ("ok", None),
-        Err((message, _)) => ("error", Some(message.as_str())),
+    let (code, message) = match &settled {
+        Settle::Fail { message, .. } => ("error", Some(message.as_str())),
+        _ => ("ok", None),
     };
     let report = report.unwrap_or_else(|| switchyard_runtime::Report {
         request_id: rid.clone(),
@@ -208,13 +394,227 @@ impl Drop for Registered<'_> {
     }
 }
 
-fn retry_info(e: &InvokeError) -> (String, Option<i64>) {
-    let retry_after = match e {
-        InvokeError::Plugin(PluginError::Upstream {
-            retry_after_secs: Some(s),
-            ..
-        }) => Some(i64::from(*s) * 1000),
-        _ => None,
-    };
-    (e.to_string(), retry_after)
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use switchyard_store::JobState;
+
+    /// Issue 13, items 1, 16, 19, 20: how each outcome is settled.
+    #[test]
+    fn outcomes_are_settled_by_what_they_mean() {
+        let backoff = |m: &str| Settle::Fail {
+            message: m.into(),
+            retry: Retry::Backoff {
+                retry_after_ms: None,
+            },
+        };
+        assert_eq!(settle(Ok(None), 600_000), Settle::Done);
+        assert_eq!(settle(Ok(Some(204)), 600_000), Settle::Done);
+        // A 5xx answer is a failure, retried (item 1).
+        assert_eq!(
+            settle(Ok(Some(503)), 600_000),
+            backoff("the plugin answered the delivery with HTTP 503")
+        );
+        // A 4xx answer, or a refused input, is permanent (item 16).
+        for r in [
+            settle(Ok(Some(400)), 600_000),
+            settle(
+                Err(&InvokeError::Plugin(PluginError::InvalidInput {
+                    message: "not JSON".into(),
+                })),
+                600_000,
+            ),
+        ] {
+            assert!(
+                matches!(
+                    r,
+                    Settle::Fail {
+                        retry: Retry::Never,
+                        ..
+                    }
+                ),
+                "{r:?}"
+            );
+        }
+        // No wasm slot: not an attempt (item 19).
+        assert_eq!(
+            settle(Err(&InvokeError::Busy("full".into())), 600_000),
+            Settle::Release
+        );
+        // A trap is retried.
+        assert!(matches!(
+            settle(Err(&InvokeError::Trap("boom".into())), 600_000),
+            Settle::Fail {
+                retry: Retry::Backoff { .. },
+                ..
+            }
+        ));
+        // Retry-After is honoured up to the cap (item 20).
+        let slow = InvokeError::Plugin(PluginError::Upstream {
+            status: Some(429),
+            message: "slow down".into(),
+            retry_after_secs: Some(999_999),
+        });
+        assert!(matches!(
+            settle(Err(&slow), 600_000),
+            Settle::Fail {
+                retry: Retry::Backoff {
+                    retry_after_ms: Some(600_000)
+                },
+                ..
+            }
+        ));
+    }
+
+    /// A queue of instantly finishing jobs, counting what the loop asks.
+    struct Fake {
+        ready: Mutex<VecDeque<Job>>,
+        capacity: usize,
+        leases: AtomicUsize,
+        wake_reads: AtomicUsize,
+        done: AtomicUsize,
+        wake: tokio::sync::Notify,
+    }
+
+    impl Fake {
+        fn new(jobs: usize, capacity: usize) -> Arc<Self> {
+            let job = |id| Job {
+                id,
+                tenant: "t".into(),
+                instance: "i".into(),
+                kind: "job".into(),
+                name: "n".into(),
+                payload: vec![],
+                state: JobState::Running,
+                attempts: 1,
+                max_attempts: 1,
+                run_after_ms: 0,
+                last_error: None,
+            };
+            Arc::new(Self {
+                ready: Mutex::new((0..jobs as i64).map(job).collect()),
+                capacity,
+                leases: AtomicUsize::new(0),
+                wake_reads: AtomicUsize::new(0),
+                done: AtomicUsize::new(0),
+                wake: tokio::sync::Notify::new(),
+            })
+        }
+    }
+
+    impl Drain for Fake {
+        fn capacity(&self) -> usize {
+            self.capacity
+        }
+        async fn lease(&self, free: usize) -> Vec<Job> {
+            self.leases.fetch_add(1, Ordering::SeqCst);
+            let mut q = self.ready.lock().unwrap();
+            let n = free.min(q.len());
+            q.drain(..n).collect()
+        }
+        async fn next_wake_ms(&self) -> Option<i64> {
+            self.wake_reads.fetch_add(1, Ordering::SeqCst);
+            None
+        }
+        async fn run(self: Arc<Self>, _job: Job) {
+            tokio::task::yield_now().await;
+            self.done.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake(&self) -> &tokio::sync::Notify {
+            &self.wake
+        }
+    }
+
+    /// Issue 13, item 14: with ready jobs the loop never waits for a timer
+    /// (on a paused clock, no virtual time passes while it drains).
+    #[tokio::test(start_paused = true)]
+    async fn drain_keeps_up_without_sleeping() {
+        let fake = Fake::new(1000, 4);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(drain(fake.clone(), stop, || Duration::ZERO));
+        while fake.done.load(Ordering::SeqCst) < 1000 {
+            tokio::task::yield_now().await;
+            assert_eq!(
+                started.elapsed(),
+                Duration::ZERO,
+                "the loop slept with {} jobs left",
+                1000 - fake.done.load(Ordering::SeqCst)
+            );
+        }
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    /// Issue 13, item 11: an idle loop makes no lease (write) calls; it
+    /// reads the wake-up hint once per fallback poll, and a wake-up makes
+    /// it lease at once.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_worker_does_not_lease_and_wakes_when_told() {
+        let fake = Fake::new(0, 4);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(drain(fake.clone(), stop, || Duration::ZERO));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let leases = fake.leases.load(Ordering::SeqCst);
+        let reads = fake.wake_reads.load(Ordering::SeqCst);
+        // Only the first pass leased; after that the fallback poll reads
+        // the hint (two reads per poll) and finds nothing due.
+        assert_eq!(leases, 1, "leases in 60 s idle");
+        assert!(reads <= 62, "{reads} reads in 60 s idle");
+        fake.ready
+            .lock()
+            .unwrap()
+            .extend(Fake::new(1, 1).ready.lock().unwrap().drain(..));
+        let before = tokio::time::Instant::now();
+        fake.wake.notify_one();
+        while fake.done.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            before.elapsed(),
+            Duration::ZERO,
+            "a wake-up is acted on at once"
+        );
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    /// Issue 13, item 17: shutdown waits for running jobs only so long.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_abandons_jobs_after_the_drain_timeout() {
+        struct Stuck(Fake);
+        impl Drain for Stuck {
+            fn capacity(&self) -> usize {
+                1
+            }
+            async fn lease(&self, free: usize) -> Vec<Job> {
+                self.0.lease(free).await
+            }
+            async fn next_wake_ms(&self) -> Option<i64> {
+                None
+            }
+            async fn run(self: Arc<Self>, _job: Job) {
+                self.0.done.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            }
+            fn wake(&self) -> &tokio::sync::Notify {
+                &self.0.wake
+            }
+        }
+        let inner = Arc::into_inner(Fake::new(1, 1)).unwrap();
+        let stuck = Arc::new(Stuck(inner));
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(drain(stuck.clone(), stop, || Duration::from_secs(30)));
+        while stuck.0.done.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let stopped = tokio::time::Instant::now();
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(stopped.elapsed(), Duration::from_secs(30));
+    }
 }

@@ -54,7 +54,8 @@ pub struct EgressRecord {
     pub status: Option<u16>,
     /// Time taken.
     pub duration_ms: u64,
-    /// `ok`, `denied`, or the error kind.
+    /// `ok` (answered 1xx-3xx), `rate-limited` (429), `client-error`
+    /// (4xx), `server-error` (5xx), `denied`, or the error kind.
     pub outcome: String,
 }
 
@@ -400,6 +401,17 @@ fn map_send_error(e: reqwest::Error) -> Error {
     Error::Connection(describe_reqwest_error(&e))
 }
 
+/// How an answered request went, for metrics: an upstream's refusal is not
+/// an `ok`, even though the request itself worked.
+fn status_outcome(status: u16) -> &'static str {
+    match status {
+        429 => "rate-limited",
+        400..=499 => "client-error",
+        500..=599 => "server-error",
+        _ => "ok",
+    }
+}
+
 fn outcome_name(e: &Error) -> &'static str {
     match e {
         Error::Denied(_) => "denied",
@@ -431,7 +443,7 @@ impl Host for HttpCtxView<'_> {
         let result = self.send_checked(req, &mut record).await;
         record.duration_ms = started.elapsed().as_millis() as u64;
         record.outcome = match &result {
-            Ok(_) => "ok".to_owned(),
+            Ok(r) => status_outcome(r.status).to_owned(),
             Err(e) => outcome_name(e).to_owned(),
         };
         tracing::debug!(

@@ -126,6 +126,10 @@ pub struct Report {
     pub request_id: String,
     /// Wall-clock time of the call, instantiation included.
     pub duration_ms: u64,
+    /// The same, exactly (metrics want seconds as a float: a call of
+    /// 300 µs is not 0).
+    #[serde(skip)]
+    pub duration: Duration,
     /// Outbound requests, denied ones included: the first
     /// [`EGRESS_ITEMISED`] of them (the first request budget + 1, if that
     /// is fewer).
@@ -493,6 +497,7 @@ impl Instance {
             report: Report {
                 request_id,
                 duration_ms: started.elapsed().as_millis() as u64,
+                duration: started.elapsed(),
                 egress: call.egress,
                 egress_omitted: call.egress_omitted,
                 logs: call.logs,

@@ -4,17 +4,19 @@
 //! The guest passes keys only; the namespace comes from [`StorageCtx`], which
 //! the host built from its own configuration, so no key a guest can write
 //! reaches another tenant's or instance's data.
+//!
+//! What a call returns is what happened: there is no timeout of its own
+//! that could tell the guest `unavailable` while the write still commits
+//! (which would make compare-and-swap ambiguous). A slow backend is limited
+//! by the backend's own lock timeout and by the invocation's deadline, which
+//! ends the whole invocation rather than answering for the call.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use switchyard_store::{KvBackend, Namespace, Quota, StoreError};
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::storage::{self, Error, Host, KeyPage};
-
-/// How long one storage call may take before the guest gets `unavailable`.
-const STORAGE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Storage for one instance. Built once per instance.
 #[derive(Clone)]
@@ -61,34 +63,27 @@ fn to_wit(e: StoreError) -> Error {
     }
 }
 
-async fn bounded<T>(
+/// A backend call's result, as the guest sees it.
+async fn outcome<T>(
     fut: impl Future<Output = Result<T, StoreError>>,
 ) -> wasmtime::Result<Result<T, Error>> {
-    Ok(
-        match tokio::time::timeout(STORAGE_CALL_TIMEOUT, fut).await {
-            Ok(r) => r.map_err(to_wit),
-            Err(_) => Err(Error::Unavailable(format!(
-                "storage call took longer than {}s",
-                STORAGE_CALL_TIMEOUT.as_secs()
-            ))),
-        },
-    )
+    Ok(fut.await.map_err(to_wit))
 }
 
 impl Host for StorageCtxView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let c = self.ctx;
-        bounded(c.backend.get(&c.namespace, &key)).await
+        outcome(c.backend.get(&c.namespace, &key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
         let c = self.ctx;
-        bounded(c.backend.set(&c.namespace, &key, &value, &c.quota)).await
+        outcome(c.backend.set(&c.namespace, &key, &value, &c.quota)).await
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, Error>> {
         let c = self.ctx;
-        bounded(c.backend.delete(&c.namespace, &key)).await
+        outcome(c.backend.delete(&c.namespace, &key)).await
     }
 
     async fn list_keys(
@@ -99,7 +94,7 @@ impl Host for StorageCtxView<'_> {
     ) -> wasmtime::Result<Result<KeyPage, Error>> {
         let c = self.ctx;
         let limit = limit.clamp(1, switchyard_store::MAX_LIST_LIMIT);
-        let page = bounded(
+        let page = outcome(
             c.backend
                 .list(&c.namespace, &prefix, cursor.as_deref(), limit),
         )
@@ -120,7 +115,7 @@ impl Host for StorageCtxView<'_> {
         new: Option<Vec<u8>>,
     ) -> wasmtime::Result<Result<bool, Error>> {
         let c = self.ctx;
-        bounded(c.backend.compare_and_swap(
+        outcome(c.backend.compare_and_swap(
             &c.namespace,
             &key,
             expected.as_deref(),

@@ -98,7 +98,18 @@ pub trait AdminStore: Send + Sync {
 
     /// The newest `limit` audit entries of `tenant`, newest first.
     async fn audit(&self, tenant: &str, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Deletes up to a batch of audit entries older than `before_ms`;
+    /// returns how many (call again while it returns a full batch).
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// Deletes up to a batch of event ids seen before `before_ms`: a
+    /// delivery repeated after that is processed again.
+    async fn prune_seen_events(&self, before_ms: i64) -> Result<u64, StoreError>;
 }
+
+/// Rows one retention statement deletes at most.
+const PRUNE_BATCH: i64 = 5000;
 
 #[async_trait]
 impl AdminStore for SqliteStore {
@@ -293,6 +304,75 @@ impl AdminStore for SqliteStore {
             rows.collect::<Result<_, _>>().map_err(backend)
         })
         .await
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.with_conn(move |c| {
+            c.execute(
+                "DELETE FROM audit WHERE seq IN (
+                    SELECT seq FROM audit WHERE time < ?1 LIMIT ?2)",
+                params![before_ms / 1000, PRUNE_BATCH],
+            )
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn prune_seen_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.with_conn(move |c| {
+            c.execute(
+                "DELETE FROM seen_events WHERE (tenant, instance, key) IN (
+                    SELECT tenant, instance, key FROM seen_events WHERE seen_at < ?1 LIMIT ?2)",
+                params![before_ms / 1000, PRUNE_BATCH],
+            )
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+
+    /// Issue 13, item 10: audit entries and seen event ids go after their
+    /// age (both are stored in seconds).
+    #[tokio::test]
+    async fn old_audit_entries_and_event_ids_are_pruned() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        db.with_conn(|c| {
+            for (t, key) in [(100, "old"), (10_000, "new")] {
+                c.execute(
+                    "INSERT INTO seen_events (tenant, instance, key, seen_at) VALUES ('a', 'i', ?1, ?2)",
+                    params![key, t],
+                )
+                .map_err(backend)?;
+                c.execute(
+                    "INSERT INTO audit (time, tenant, kind, what, outcome, duration_ms, request_id)
+                     VALUES (?1, 'a', 'action', ?2, 'ok', 0, 'r')",
+                    params![t, key],
+                )
+                .map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(db.prune_audit(5_000_000).await.unwrap(), 1);
+        assert_eq!(db.prune_seen_events(5_000_000).await.unwrap(), 1);
+        let left: Vec<String> = db
+            .audit("a", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.what)
+            .collect();
+        assert_eq!(left, ["new"]);
+        // The old id may now be seen again; the new one is still a duplicate.
+        assert!(db.mark_event_seen("a", "i", "old").await.unwrap());
+        assert!(!db.mark_event_seen("a", "i", "new").await.unwrap());
     }
 }
 

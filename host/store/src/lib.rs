@@ -31,9 +31,10 @@ mod sqlite;
 
 pub use admin::{AdminStore, AuditEntry, TOKEN_PREFIX, TokenInfo};
 pub use queue::{
-    Enqueued, Job, JobQueue, JobState, NewJob, QueueDepth, TenantConcurrency, backoff_ms,
+    Attempt, Enqueued, InstanceKey, Job, JobQueue, JobState, LeaseRequest, NewJob, QueueDepth,
+    Retry, TenantConcurrency, backoff_ms,
 };
-pub use schedule::{InstanceStats, InstanceStore, Schedule, WantedSchedule};
+pub use schedule::{Fired, InstanceStats, InstanceStore, Schedule, WantedSchedule};
 pub use secrets::{MasterKey, SecretError, SecretMeta, SecretRows, SecretStore};
 pub use sqlite::SqliteStore;
 

@@ -4,29 +4,44 @@
 //! - **At least once.** A worker leases a job for a while; if it neither
 //!   completes nor fails it before the lease ends (it crashed), the job is
 //!   leased again.
+//! - **Fencing.** A lease names its owner and the attempt it is for;
+//!   completing, failing or releasing a job is accepted only from the
+//!   holder of the current attempt, so a worker whose lease ran out cannot
+//!   overwrite the outcome of the one that took over.
 //! - **Retries** back off exponentially (1 s, 2 s, 4 s, … capped at 10 min)
 //!   with ±20 % jitter, up to the job's maximum attempts; then the job is
 //!   dead-lettered and stays until retried by hand.
 //! - **Idempotency.** A job may carry a key, unique per (tenant, instance):
 //!   enqueuing it again is reported as a duplicate and adds nothing.
-//! - **Fairness.** A lease takes ready jobs round-robin across tenants and
-//!   never gives one tenant more than its concurrency limit of running jobs.
+//! - **Fairness.** A lease walks the (tenant, instance) pairs that have
+//!   queued jobs, from where the previous lease stopped, and takes one
+//!   ready job per tenant per pass; no tenant gets more than its
+//!   concurrency limit of running jobs, and no backlog of one tenant can
+//!   hide another tenant's job (each pair costs one index seek, whatever
+//!   its backlog). Jobs of paused instances are skipped, not leased.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use aes_gcm::aead::OsRng;
 use aes_gcm::aead::rand_core::RngCore;
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::sqlite::backend;
 use crate::{SqliteStore, StoreError};
 
 /// Longest retry delay.
 const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
-/// Candidates one lease call examines. Bounds the work per call; the rest
-/// wait for the next one.
-const LEASE_SCAN: u32 = 1000;
+/// (tenant, instance) pairs one lease call looks at, at most. Bounds the
+/// work per call when many instances have only jobs waiting out a back-off;
+/// the next call continues where this one stopped.
+const LEASE_VISITS: usize = 1000;
+/// Rows one retention statement deletes, so that pruning never holds the
+/// write lock for long.
+const PRUNE_BATCH: i64 = 5000;
+
+/// A (tenant, instance) pair.
+pub type InstanceKey = (String, String);
 
 /// How many jobs of one instance are in each live state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +163,57 @@ pub struct Job {
     pub last_error: Option<String>,
 }
 
+impl Job {
+    /// This lease of the job, held by `owner`, for fencing.
+    pub fn attempt<'a>(&'a self, owner: &'a str) -> Attempt<'a> {
+        Attempt {
+            id: self.id,
+            attempt: self.attempts,
+            owner,
+        }
+    }
+}
+
+/// One leased attempt of a job: only its holder may settle it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt<'a> {
+    /// Job id.
+    pub id: i64,
+    /// The attempt number the lease was for.
+    pub attempt: u32,
+    /// Who holds the lease.
+    pub owner: &'a str,
+}
+
+/// What a lease call asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseRequest<'a> {
+    /// Who leases (a worker id unique per process).
+    pub owner: &'a str,
+    /// How long the lease lasts.
+    pub lease_ms: i64,
+    /// Jobs wanted at most.
+    pub limit: usize,
+    /// Running jobs allowed per tenant.
+    pub per_tenant: &'a TenantConcurrency,
+    /// Instances whose jobs are not leased (paused).
+    pub skip: &'a BTreeSet<InstanceKey>,
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Back off and retry while attempts remain; an upstream's
+    /// `Retry-After` (ms) overrides a shorter back-off.
+    Backoff {
+        /// The upstream's Retry-After, capped by the caller.
+        retry_after_ms: Option<i64>,
+    },
+    /// The failure is permanent (the input can never be processed):
+    /// dead-letter now.
+    Never,
+}
+
 /// The outcome of [`SqliteStore::enqueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Enqueued {
@@ -191,36 +257,41 @@ pub trait JobQueue: Send + Sync {
     /// Stores a job, ready now. A repeated idempotency key adds nothing.
     async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<Enqueued, StoreError>;
 
-    /// Leases up to `limit` ready jobs for `lease_ms`: queued ones whose
-    /// time has come and running ones whose lease expired (their worker
-    /// died). Round-robin across tenants; a tenant never has more than
-    /// its `per_tenant` limit of jobs running.
-    async fn lease(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: usize,
-        per_tenant: &TenantConcurrency,
-    ) -> Result<Vec<Job>, StoreError>;
+    /// Leases up to `req.limit` ready jobs for `req.lease_ms`: queued ones
+    /// whose time has come, and running ones whose lease expired (their
+    /// worker died). Fair across tenants (see the module docs).
+    async fn lease(&self, now_ms: i64, req: LeaseRequest<'_>) -> Result<Vec<Job>, StoreError>;
 
     /// Re-queues every job left running. Only for a store one process owns
     /// (the embedded SQLite default), at start-up: whatever was running
     /// belonged to a process that is gone. Returns how many were re-queued.
     async fn reclaim_running_jobs(&self, now_ms: i64) -> Result<usize, StoreError>;
 
-    /// Marks a leased job done.
-    async fn complete_job(&self, id: i64) -> Result<(), StoreError>;
+    /// Marks a leased job done. False when `attempt` no longer holds the
+    /// lease (it expired and another worker took the job over): the
+    /// outcome is not recorded.
+    async fn complete_job(&self, attempt: Attempt<'_>, now_ms: i64) -> Result<bool, StoreError>;
 
-    /// Records a failed attempt: back to the queue after a back-off, or dead
-    /// after the last attempt. `retry_after_ms` (an upstream's Retry-After)
-    /// overrides the back-off when longer. Returns the new state.
+    /// Records a failed attempt: back to the queue after a back-off, or
+    /// dead after the last attempt (or at once for [`Retry::Never`]).
+    /// Returns the new state, or None when `attempt` no longer holds the
+    /// lease.
     async fn fail_job(
         &self,
-        id: i64,
+        attempt: Attempt<'_>,
         error: &str,
         now_ms: i64,
-        retry_after_ms: Option<i64>,
-    ) -> Result<JobState, StoreError>;
+        retry: Retry,
+    ) -> Result<Option<JobState>, StoreError>;
+
+    /// Puts a leased job back without counting the attempt (it could not
+    /// run: no capacity), to be leased again from `run_after_ms`. False
+    /// when `attempt` no longer holds the lease.
+    async fn release_job(
+        &self,
+        attempt: Attempt<'_>,
+        run_after_ms: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Puts a dead job back in the queue with a fresh set of attempts.
     async fn retry_job(&self, tenant: &str, id: i64, now_ms: i64) -> Result<bool, StoreError>;
@@ -236,10 +307,6 @@ pub trait JobQueue: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Job>, StoreError>;
 
-    /// Puts a leased job back without counting the attempt (its instance is
-    /// paused), to be looked at again at `run_after_ms`.
-    async fn release_job(&self, id: i64, run_after_ms: i64) -> Result<(), StoreError>;
-
     /// Jobs of an instance by state: `(queued, running, dead)`.
     async fn queue_counts(
         &self,
@@ -249,6 +316,15 @@ pub trait JobQueue: Send + Sync {
 
     /// [`JobQueue::queue_counts`] of every instance that has jobs, in one query.
     async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError>;
+
+    /// When a lease may next find something: the earliest `run_after` of a
+    /// queued job or lease end of a running one (ms), or None when the
+    /// queue holds neither. A read; workers sleep until then.
+    async fn next_wake_ms(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Deletes up to a batch of jobs that finished before `before_ms`;
+    /// returns how many (call again while it returns a full batch).
+    async fn prune_done_jobs(&self, before_ms: i64) -> Result<u64, StoreError>;
 }
 
 #[async_trait]
@@ -298,92 +374,29 @@ impl JobQueue for SqliteStore {
         .await
     }
 
-    async fn lease(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: usize,
-        per_tenant: &TenantConcurrency,
-    ) -> Result<Vec<Job>, StoreError> {
-        let per_tenant = per_tenant.clone();
+    async fn lease(&self, now_ms: i64, req: LeaseRequest<'_>) -> Result<Vec<Job>, StoreError> {
+        let owner = req.owner.to_owned();
+        let (lease_ms, limit) = (req.lease_ms, req.limit);
+        let per_tenant = req.per_tenant.clone();
+        let skip = req.skip.clone();
+        let cursor = self.lease_cursor.clone();
         self.with_conn(move |c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            let mut running: BTreeMap<String, usize> = BTreeMap::new();
-            {
-                let mut st = tx
-                    .prepare_cached(
-                        "SELECT tenant, count(*) FROM jobs
-                         WHERE state='running' AND lease_until >= ?1 GROUP BY tenant",
-                    )
-                    .map_err(backend)?;
-                let rows = st
-                    .query_map(params![now_ms], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                    })
-                    .map_err(backend)?;
-                for row in rows {
-                    let (t, n) = row.map_err(backend)?;
-                    running.insert(t, n as usize);
-                }
-            }
-            let mut by_tenant: BTreeMap<String, VecDeque<i64>> = BTreeMap::new();
-            {
-                let mut st = tx
-                    .prepare_cached(
-                        "SELECT id, tenant FROM jobs
-                         WHERE (state='queued' AND run_after <= ?1)
-                            OR (state='running' AND lease_until < ?1)
-                         ORDER BY run_after, id LIMIT ?2",
-                    )
-                    .map_err(backend)?;
-                let rows = st
-                    .query_map(params![now_ms, LEASE_SCAN], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                    })
-                    .map_err(backend)?;
-                for row in rows {
-                    let (id, t) = row.map_err(backend)?;
-                    by_tenant.entry(t).or_default().push_back(id);
-                }
-            }
-            // Round-robin: one job per tenant per pass, oldest first.
-            let mut picked = Vec::new();
-            while picked.len() < limit {
-                let mut progressed = false;
-                for (tenant, ids) in by_tenant.iter_mut() {
-                    if picked.len() >= limit {
-                        break;
-                    }
-                    let n = running.entry(tenant.clone()).or_default();
-                    if *n >= per_tenant.of(tenant) {
-                        continue;
-                    }
-                    if let Some(id) = ids.pop_front() {
-                        picked.push(id);
-                        *n += 1;
-                        progressed = true;
-                    }
-                }
-                if !progressed {
-                    break;
-                }
-            }
-            let mut jobs = Vec::with_capacity(picked.len());
-            for id in picked {
-                let job = tx
-                    .query_row(
-                        &format!(
-                            "UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?2
-                             WHERE id=?1 RETURNING {JOB_COLUMNS}"
-                        ),
-                        params![id, now_ms + lease_ms],
-                        row_to_job,
-                    )
-                    .map_err(backend)?;
-                jobs.push(job);
-            }
+            let mut cursor = cursor.lock().unwrap_or_else(|p| p.into_inner());
+            let mut lease = Leasing {
+                tx: &tx,
+                now_ms,
+                until: now_ms + lease_ms,
+                owner: &owner,
+                per_tenant: &per_tenant,
+                skip: &skip,
+                running: BTreeMap::new(),
+                picked: Vec::new(),
+            };
+            let jobs = lease.run(limit, &mut cursor)?;
+            drop(cursor);
             tx.commit().map_err(backend)?;
             Ok(jobs)
         })
@@ -393,7 +406,8 @@ impl JobQueue for SqliteStore {
     async fn reclaim_running_jobs(&self, now_ms: i64) -> Result<usize, StoreError> {
         self.with_conn(move |c| {
             c.execute(
-                "UPDATE jobs SET state='queued', lease_until=NULL, run_after=?1 WHERE state='running'",
+                "UPDATE jobs SET state='queued', lease_until=NULL, owner=NULL, run_after=?1
+                 WHERE state='running'",
                 params![now_ms],
             )
             .map_err(backend)
@@ -401,13 +415,16 @@ impl JobQueue for SqliteStore {
         .await
     }
 
-    async fn complete_job(&self, id: i64) -> Result<(), StoreError> {
+    async fn complete_job(&self, attempt: Attempt<'_>, now_ms: i64) -> Result<bool, StoreError> {
+        let (id, n, owner) = (attempt.id, attempt.attempt, attempt.owner.to_owned());
         self.with_conn(move |c| {
             c.execute(
-                "UPDATE jobs SET state='done', lease_until=NULL, last_error=NULL WHERE id=?1",
-                params![id],
+                "UPDATE jobs SET state='done', lease_until=NULL, owner=NULL, last_error=NULL,
+                                 finished_at=?4
+                 WHERE id=?1 AND attempts=?2 AND owner=?3 AND state='running'",
+                params![id, n, owner, now_ms],
             )
-            .map(drop)
+            .map(|changed| changed == 1)
             .map_err(backend)
         })
         .await
@@ -415,34 +432,64 @@ impl JobQueue for SqliteStore {
 
     async fn fail_job(
         &self,
-        id: i64,
+        attempt: Attempt<'_>,
         error: &str,
         now_ms: i64,
-        retry_after_ms: Option<i64>,
-    ) -> Result<JobState, StoreError> {
+        retry: Retry,
+    ) -> Result<Option<JobState>, StoreError> {
         let error: String = error.chars().take(2000).collect();
+        let (id, n, owner) = (attempt.id, attempt.attempt, attempt.owner.to_owned());
         self.with_conn(move |c| {
             let tx = c.transaction().map_err(backend)?;
-            let (attempts, max): (u32, u32) = tx
+            let held: Option<u32> = tx
                 .query_row(
-                    "SELECT attempts, max_attempts FROM jobs WHERE id=?1",
-                    params![id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    "SELECT max_attempts FROM jobs
+                     WHERE id=?1 AND attempts=?2 AND owner=?3 AND state='running'",
+                    params![id, n, owner],
+                    |r| r.get(0),
                 )
+                .optional()
                 .map_err(backend)?;
-            let state = if attempts >= max {
-                JobState::Dead
-            } else {
-                JobState::Queued
+            let Some(max) = held else {
+                return Ok(None);
             };
-            let delay = backoff_ms(attempts).max(retry_after_ms.unwrap_or(0));
+            let (state, delay) = match retry {
+                Retry::Never => (JobState::Dead, 0),
+                Retry::Backoff { .. } if n >= max => (JobState::Dead, 0),
+                Retry::Backoff { retry_after_ms } => (
+                    JobState::Queued,
+                    backoff_ms(n).max(retry_after_ms.unwrap_or(0)),
+                ),
+            };
+            let finished = (state == JobState::Dead).then_some(now_ms);
             tx.execute(
-                "UPDATE jobs SET state=?2, lease_until=NULL, last_error=?3, run_after=?4 WHERE id=?1",
-                params![id, state.as_str(), error, now_ms + delay],
+                "UPDATE jobs SET state=?2, lease_until=NULL, owner=NULL, last_error=?3,
+                                 run_after=?4, finished_at=?5
+                 WHERE id=?1",
+                params![id, state.as_str(), error, now_ms + delay, finished],
             )
             .map_err(backend)?;
             tx.commit().map_err(backend)?;
-            Ok(state)
+            Ok(Some(state))
+        })
+        .await
+    }
+
+    async fn release_job(
+        &self,
+        attempt: Attempt<'_>,
+        run_after_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (id, n, owner) = (attempt.id, attempt.attempt, attempt.owner.to_owned());
+        self.with_conn(move |c| {
+            c.execute(
+                "UPDATE jobs SET state='queued', lease_until=NULL, owner=NULL,
+                                 attempts=max(attempts-1, 0), run_after=?4
+                 WHERE id=?1 AND attempts=?2 AND owner=?3 AND state='running'",
+                params![id, n, owner, run_after_ms],
+            )
+            .map(|changed| changed == 1)
+            .map_err(backend)
         })
         .await
     }
@@ -497,19 +544,6 @@ impl JobQueue for SqliteStore {
         .await
     }
 
-    async fn release_job(&self, id: i64, run_after_ms: i64) -> Result<(), StoreError> {
-        self.with_conn(move |c| {
-            c.execute(
-                "UPDATE jobs SET state='queued', lease_until=NULL, attempts=max(attempts-1, 0),
-                 run_after=?2 WHERE id=?1 AND state='running'",
-                params![id, run_after_ms],
-            )
-            .map(drop)
-            .map_err(backend)
-        })
-        .await
-    }
-
     async fn queue_counts(
         &self,
         tenant: &str,
@@ -555,6 +589,204 @@ impl JobQueue for SqliteStore {
         })
         .await
     }
+
+    async fn next_wake_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.with_conn(|c| {
+            c.query_row(
+                // The aggregate min skips NULLs (the scalar one would not).
+                "SELECT min(t) FROM (
+                    SELECT min(run_after) AS t FROM jobs WHERE state='queued'
+                    UNION ALL
+                    SELECT min(lease_until) FROM jobs WHERE state='running')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn prune_done_jobs(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.with_conn(move |c| {
+            c.execute(
+                "DELETE FROM jobs WHERE id IN (
+                    SELECT id FROM jobs WHERE state='done' AND finished_at < ?1 LIMIT ?2)",
+                params![before_ms, PRUNE_BATCH],
+            )
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+/// One lease call, inside its transaction (see the module docs).
+struct Leasing<'a> {
+    tx: &'a Transaction<'a>,
+    now_ms: i64,
+    until: i64,
+    owner: &'a str,
+    per_tenant: &'a TenantConcurrency,
+    skip: &'a BTreeSet<InstanceKey>,
+    /// Live leases per tenant, this call's included.
+    running: BTreeMap<String, usize>,
+    picked: Vec<Job>,
+}
+
+impl Leasing<'_> {
+    fn run(
+        &mut self,
+        limit: usize,
+        cursor: &mut Option<InstanceKey>,
+    ) -> Result<Vec<Job>, StoreError> {
+        // Expired leases: their worker died or overran; the jobs are queued
+        // again (the attempt they used stays counted).
+        self.tx
+            .execute(
+                "UPDATE jobs SET state='queued', lease_until=NULL, owner=NULL
+                 WHERE state='running' AND lease_until < ?1",
+                params![self.now_ms],
+            )
+            .map_err(backend)?;
+        {
+            let mut st = self
+                .tx
+                .prepare_cached(
+                    "SELECT tenant, count(*) FROM jobs WHERE state='running' GROUP BY tenant",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(backend)?;
+            for row in rows {
+                let (t, n) = row.map_err(backend)?;
+                self.running.insert(t, n as usize);
+            }
+        }
+        // First pass: walk the pairs from the cursor, wrapping once.
+        let start = cursor.clone();
+        let mut pos = start.clone();
+        let mut wrapped = start.is_none();
+        let mut order: Vec<InstanceKey> = Vec::new();
+        let mut exhausted: BTreeSet<InstanceKey> = BTreeSet::new();
+        let mut taken: BTreeSet<String> = BTreeSet::new();
+        let mut whole_cycle = false;
+        while self.picked.len() < limit && order.len() < LEASE_VISITS {
+            let pair = match self.pair_after(pos.as_ref())? {
+                Some(p) => p,
+                None if !wrapped => {
+                    wrapped = true;
+                    pos = None;
+                    continue;
+                }
+                None => {
+                    whole_cycle = true;
+                    break;
+                }
+            };
+            if wrapped && start.as_ref().is_some_and(|s| &pair > s) {
+                whole_cycle = true;
+                break;
+            }
+            pos = Some(pair.clone());
+            order.push(pair.clone());
+            if self.try_pick(&pair, &mut taken, &mut exhausted)? {
+                *cursor = Some(pair);
+            }
+        }
+        if !whole_cycle && self.picked.len() < limit {
+            // Stopped at the visit bound: the next call goes on from here.
+            *cursor = pos;
+        }
+        // More passes over what was seen, one job per tenant each, while
+        // they find anything.
+        while whole_cycle && self.picked.len() < limit {
+            taken.clear();
+            let before = self.picked.len();
+            for pair in &order {
+                if self.picked.len() >= limit {
+                    break;
+                }
+                if self.try_pick(pair, &mut taken, &mut exhausted)? {
+                    *cursor = Some(pair.clone());
+                }
+            }
+            if self.picked.len() == before {
+                break;
+            }
+        }
+        Ok(std::mem::take(&mut self.picked))
+    }
+
+    /// The first pair with queued jobs after `pos` (or the first of all).
+    fn pair_after(&self, pos: Option<&InstanceKey>) -> Result<Option<InstanceKey>, StoreError> {
+        let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+        match pos {
+            None => self.tx.query_row(
+                "SELECT tenant, instance FROM jobs WHERE state='queued'
+                 ORDER BY tenant, instance LIMIT 1",
+                [],
+                row,
+            ),
+            Some((t, i)) => self.tx.query_row(
+                "SELECT tenant, instance FROM jobs WHERE state='queued'
+                   AND (tenant, instance) > (?1, ?2)
+                 ORDER BY tenant, instance LIMIT 1",
+                params![t, i],
+                row,
+            ),
+        }
+        .optional()
+        .map_err(backend)
+    }
+
+    /// Leases the oldest ready job of `pair`, if the rules allow; returns
+    /// whether it did.
+    fn try_pick(
+        &mut self,
+        pair: &InstanceKey,
+        taken: &mut BTreeSet<String>,
+        exhausted: &mut BTreeSet<InstanceKey>,
+    ) -> Result<bool, StoreError> {
+        let tenant = &pair.0;
+        if self.skip.contains(pair) || exhausted.contains(pair) || taken.contains(tenant) {
+            return Ok(false);
+        }
+        let running = self.running.get(tenant).copied().unwrap_or(0);
+        if running >= self.per_tenant.of(tenant) {
+            return Ok(false);
+        }
+        let id: Option<i64> = self
+            .tx
+            .query_row(
+                "SELECT id FROM jobs WHERE state='queued' AND tenant=?1 AND instance=?2
+                   AND run_after <= ?3
+                 ORDER BY run_after, id LIMIT 1",
+                params![pair.0, pair.1, self.now_ms],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        let Some(id) = id else {
+            exhausted.insert(pair.clone());
+            return Ok(false);
+        };
+        let job = self
+            .tx
+            .query_row(
+                &format!(
+                    "UPDATE jobs SET state='running', attempts=attempts+1, lease_until=?2, owner=?3
+                     WHERE id=?1 RETURNING {JOB_COLUMNS}"
+                ),
+                params![id, self.until, self.owner],
+                row_to_job,
+            )
+            .map_err(backend)?;
+        self.picked.push(job);
+        self.running.insert(tenant.clone(), running + 1);
+        taken.insert(tenant.clone());
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -573,28 +805,68 @@ mod tests {
         }
     }
 
+    /// Leases as worker `w`: `limit` jobs, `per` running per tenant.
+    async fn lease(
+        db: &SqliteStore,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+        per: usize,
+    ) -> Vec<Job> {
+        lease_as(
+            db,
+            "w",
+            now,
+            lease_ms,
+            limit,
+            &TenantConcurrency::uniform(per),
+        )
+        .await
+    }
+
+    async fn lease_as(
+        db: &SqliteStore,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+        per: &TenantConcurrency,
+    ) -> Vec<Job> {
+        let skip = BTreeSet::new();
+        db.lease(
+            now,
+            LeaseRequest {
+                owner,
+                lease_ms,
+                limit,
+                per_tenant: per,
+                skip: &skip,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    const BACKOFF: Retry = Retry::Backoff {
+        retry_after_ms: None,
+    };
+
     #[tokio::test]
     async fn enqueue_lease_complete() {
         let db = SqliteStore::open_in_memory().unwrap();
         let e = db.enqueue(job("acme", None), 1000).await.unwrap();
         assert!(!e.duplicate);
-        let leased = db
-            .lease(1000, 30_000, 10, &TenantConcurrency::uniform(10))
-            .await
-            .unwrap();
+        let leased = lease(&db, 1000, 30_000, 10, 10).await;
         assert_eq!(leased.len(), 1);
         assert_eq!(
             (leased[0].id, leased[0].state, leased[0].attempts),
             (e.id, JobState::Running, 1)
         );
         assert!(
-            db.lease(1000, 30_000, 10, &TenantConcurrency::uniform(10))
-                .await
-                .unwrap()
-                .is_empty(),
+            lease(&db, 1000, 30_000, 10, 10).await.is_empty(),
             "leased jobs are not handed out twice"
         );
-        db.complete_job(e.id).await.unwrap();
+        assert!(db.complete_job(leased[0].attempt("w"), 1000).await.unwrap());
         assert_eq!(db.job(e.id).await.unwrap().unwrap().state, JobState::Done);
     }
 
@@ -623,38 +895,51 @@ mod tests {
     async fn an_expired_lease_is_leased_again() {
         let db = SqliteStore::open_in_memory().unwrap();
         let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        assert_eq!(
-            db.lease(0, 1000, 10, &TenantConcurrency::uniform(10))
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        assert!(
-            db.lease(999, 1000, 10, &TenantConcurrency::uniform(10))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let again = db
-            .lease(1001, 1000, 10, &TenantConcurrency::uniform(10))
-            .await
-            .unwrap();
+        assert_eq!(lease(&db, 0, 1000, 10, 10).await.len(), 1);
+        assert!(lease(&db, 999, 1000, 10, 10).await.is_empty());
+        let again = lease(&db, 1001, 1000, 10, 10).await;
         assert_eq!((again[0].id, again[0].attempts), (e.id, 2));
+    }
+
+    /// Issue 13, item 5: a worker whose lease expired cannot overwrite the
+    /// outcome of the worker that took the job over.
+    #[tokio::test]
+    async fn only_the_current_lease_holder_settles_a_job() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        let per = TenantConcurrency::uniform(10);
+        let e = db.enqueue(job("acme", None), 0).await.unwrap();
+        let slow = lease_as(&db, "a", 0, 1000, 1, &per).await.remove(0);
+        // a's lease runs out; b takes the job over and finishes it.
+        let fresh = lease_as(&db, "b", 2000, 1000, 1, &per).await.remove(0);
+        assert_eq!((fresh.id, fresh.attempts), (e.id, 2));
+        assert!(db.complete_job(fresh.attempt("b"), 2100).await.unwrap());
+        // a comes back late: neither its failure nor its success counts.
+        assert_eq!(
+            db.fail_job(slow.attempt("a"), "late", 2200, BACKOFF)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(!db.complete_job(slow.attempt("a"), 2200).await.unwrap());
+        assert!(!db.release_job(slow.attempt("a"), 0).await.unwrap());
+        let j = db.job(e.id).await.unwrap().unwrap();
+        assert_eq!((j.state, j.last_error), (JobState::Done, None));
+        // Nor can the right worker settle an attempt it no longer holds.
+        let e2 = db.enqueue(job("acme", None), 3000).await.unwrap();
+        let first = lease_as(&db, "a", 3000, 1000, 1, &per).await.remove(0);
+        let second = lease_as(&db, "a", 5000, 1000, 1, &per).await.remove(0);
+        assert_eq!((first.id, second.id), (e2.id, e2.id));
+        assert!(!db.complete_job(first.attempt("a"), 5100).await.unwrap());
+        assert!(db.complete_job(second.attempt("a"), 5100).await.unwrap());
     }
 
     #[tokio::test]
     async fn running_jobs_are_reclaimed_at_start_up() {
         let db = SqliteStore::open_in_memory().unwrap();
         let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        db.lease(0, 3_600_000, 1, &TenantConcurrency::uniform(1))
-            .await
-            .unwrap();
+        lease(&db, 0, 3_600_000, 1, 1).await;
         assert_eq!(db.reclaim_running_jobs(5).await.unwrap(), 1);
-        let again = db
-            .lease(5, 1000, 1, &TenantConcurrency::uniform(1))
-            .await
-            .unwrap();
+        let again = lease(&db, 5, 1000, 1, 1).await;
         assert_eq!((again[0].id, again[0].attempts), (e.id, 2));
     }
 
@@ -662,12 +947,12 @@ mod tests {
     async fn failures_back_off_then_dead_letter() {
         let db = SqliteStore::open_in_memory().unwrap();
         let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        db.lease(0, 1000, 1, &TenantConcurrency::uniform(1))
-            .await
-            .unwrap();
+        let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
         assert_eq!(
-            db.fail_job(e.id, "boom 1", 0, None).await.unwrap(),
-            JobState::Queued
+            db.fail_job(j.attempt("w"), "boom 1", 0, BACKOFF)
+                .await
+                .unwrap(),
+            Some(JobState::Queued)
         );
         let j = db.job(e.id).await.unwrap().unwrap();
         assert!(
@@ -677,34 +962,29 @@ mod tests {
         );
         assert_eq!(j.last_error.as_deref(), Some("boom 1"));
         assert!(
-            db.lease(700, 1000, 1, &TenantConcurrency::uniform(1))
-                .await
-                .unwrap()
-                .is_empty(),
+            lease(&db, 700, 1000, 1, 1).await.is_empty(),
             "not before its back-off"
         );
-        db.lease(1200, 1000, 1, &TenantConcurrency::uniform(1))
-            .await
-            .unwrap();
+        let j = lease(&db, 1200, 1000, 1, 1).await.remove(0);
         // An upstream's Retry-After wins over a shorter back-off.
+        let later = Retry::Backoff {
+            retry_after_ms: Some(60_000),
+        };
         assert_eq!(
-            db.fail_job(e.id, "429", 1200, Some(60_000)).await.unwrap(),
-            JobState::Queued
+            db.fail_job(j.attempt("w"), "429", 1200, later)
+                .await
+                .unwrap(),
+            Some(JobState::Queued)
         );
         assert_eq!(db.job(e.id).await.unwrap().unwrap().run_after_ms, 61_200);
-        db.lease(61_200, 1000, 1, &TenantConcurrency::uniform(1))
-            .await
-            .unwrap();
+        let j = lease(&db, 61_200, 1000, 1, 1).await.remove(0);
         assert_eq!(
-            db.fail_job(e.id, "boom 3", 61_200, None).await.unwrap(),
-            JobState::Dead
-        );
-        assert!(
-            db.lease(10_000_000, 1000, 1, &TenantConcurrency::uniform(1))
+            db.fail_job(j.attempt("w"), "boom 3", 61_200, BACKOFF)
                 .await
-                .unwrap()
-                .is_empty()
+                .unwrap(),
+            Some(JobState::Dead)
         );
+        assert!(lease(&db, 10_000_000, 1000, 1, 1).await.is_empty());
         assert_eq!(
             db.list_jobs("acme", Some(JobState::Dead), 10)
                 .await
@@ -717,11 +997,22 @@ mod tests {
             !db.retry_job("globex", e.id, 0).await.unwrap(),
             "only the owner can retry"
         );
-        let j = db
-            .lease(0, 1000, 1, &TenantConcurrency::uniform(1))
-            .await
-            .unwrap();
-        assert_eq!(j[0].attempts, 1);
+        assert_eq!(lease(&db, 0, 1000, 1, 1).await[0].attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_dead_letters_at_once() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        let e = db.enqueue(job("acme", None), 0).await.unwrap();
+        let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
+        assert_eq!(
+            db.fail_job(j.attempt("w"), "not JSON", 0, Retry::Never)
+                .await
+                .unwrap(),
+            Some(JobState::Dead)
+        );
+        let j = db.job(e.id).await.unwrap().unwrap();
+        assert_eq!((j.state, j.attempts), (JobState::Dead, 1));
     }
 
     #[tokio::test]
@@ -731,10 +1022,7 @@ mod tests {
             db.enqueue(job("noisy", None), 0).await.unwrap();
         }
         db.enqueue(job("quiet", None), 5).await.unwrap();
-        let leased = db
-            .lease(10, 1000, 3, &TenantConcurrency::uniform(2))
-            .await
-            .unwrap();
+        let leased = lease(&db, 10, 1000, 3, 2).await;
         let tenants: Vec<_> = leased.iter().map(|j| j.tenant.as_str()).collect();
         assert_eq!(
             tenants.iter().filter(|t| **t == "noisy").count(),
@@ -743,20 +1031,72 @@ mod tests {
         );
         assert!(tenants.contains(&"quiet"), "{tenants:?}");
         // The noisy tenant is at its limit until one of its jobs finishes.
-        assert!(
-            db.lease(10, 1000, 3, &TenantConcurrency::uniform(2))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        db.complete_job(leased[0].id).await.unwrap();
-        assert_eq!(
-            db.lease(10, 1000, 3, &TenantConcurrency::uniform(2))
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        assert!(lease(&db, 10, 1000, 3, 2).await.is_empty());
+        let noisy = leased.iter().find(|j| j.tenant == "noisy").unwrap();
+        db.complete_job(noisy.attempt("w"), 10).await.unwrap();
+        assert_eq!(lease(&db, 10, 1000, 3, 2).await.len(), 1);
+    }
+
+    /// Issue 13, item 4: a backlog of one tenant hides no other tenant's
+    /// job, whatever its size and age.
+    #[tokio::test]
+    async fn a_huge_backlog_of_one_tenant_does_not_hide_another() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        db.with_conn(|c| {
+            let tx = c.transaction().map_err(backend)?;
+            for _ in 0..10_000 {
+                tx.execute(
+                    "INSERT INTO jobs (tenant, instance, kind, name, payload, state, attempts,
+                                       max_attempts, run_after, created_at)
+                     VALUES ('noisy', 'i', 'webhook', 'events', x'', 'queued', 0, 3, 0, 0)",
+                    [],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+        .unwrap();
+        // The other tenant's one job is the newest of all.
+        db.enqueue(job("quiet", None), 1).await.unwrap();
+        let leased = lease(&db, 10, 1000, 2, 100).await;
+        let tenants: BTreeSet<&str> = leased.iter().map(|j| j.tenant.as_str()).collect();
+        assert_eq!(tenants, ["noisy", "quiet"].into(), "within one round");
+    }
+
+    /// Consecutive leases go round the instances, not back to the first.
+    #[tokio::test]
+    async fn leases_go_round_robin_between_calls() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        for t in ["a", "b", "c"] {
+            for _ in 0..3 {
+                db.enqueue(job(t, None), 0).await.unwrap();
+            }
+        }
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            let j = lease(&db, 10, 1000, 1, 10).await.remove(0);
+            order.push(j.tenant.clone());
+            db.complete_job(j.attempt("w"), 10).await.unwrap();
+        }
+        assert_eq!(order, ["a", "b", "c", "a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn jobs_of_skipped_instances_are_not_leased() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        db.enqueue(job("acme", None), 0).await.unwrap();
+        let per = TenantConcurrency::uniform(10);
+        let skip: BTreeSet<InstanceKey> = [("acme".to_owned(), "i".to_owned())].into();
+        let req = LeaseRequest {
+            owner: "w",
+            lease_ms: 1000,
+            limit: 10,
+            per_tenant: &per,
+            skip: &skip,
+        };
+        assert!(db.lease(10, req).await.unwrap().is_empty());
+        assert_eq!(lease(&db, 10, 1000, 10, 10).await.len(), 1);
     }
 
     #[tokio::test]
@@ -769,9 +1109,46 @@ mod tests {
             default: 1,
             tenants: [("big".to_owned(), 3)].into(),
         };
-        let leased = db.lease(10, 1000, 10, &limits).await.unwrap();
+        let leased = lease_as(&db, "w", 10, 1000, 10, &limits).await;
         let count = |t: &str| leased.iter().filter(|j| j.tenant == t).count();
         assert_eq!((count("big"), count("small")), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn next_wake_is_the_earliest_due_time() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(db.next_wake_ms().await.unwrap(), None);
+        let e = db.enqueue(job("acme", None), 500).await.unwrap();
+        assert_eq!(db.next_wake_ms().await.unwrap(), Some(500));
+        let j = lease(&db, 600, 1000, 1, 1).await.remove(0);
+        // Running: the lease's end is when it could be taken over.
+        assert_eq!(db.next_wake_ms().await.unwrap(), Some(1600));
+        db.fail_job(j.attempt("w"), "x", 700, BACKOFF)
+            .await
+            .unwrap();
+        let after = db.job(e.id).await.unwrap().unwrap().run_after_ms;
+        assert_eq!(db.next_wake_ms().await.unwrap(), Some(after));
+    }
+
+    #[tokio::test]
+    async fn done_jobs_are_pruned_after_their_age() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        for now in [1_000, 2_000] {
+            db.enqueue(job("acme", None), now).await.unwrap();
+            let j = lease(&db, now, 1000, 1, 1).await.remove(0);
+            db.complete_job(j.attempt("w"), now).await.unwrap();
+        }
+        db.enqueue(job("acme", None), 0).await.unwrap(); // still queued
+        assert_eq!(db.prune_done_jobs(1_500).await.unwrap(), 1);
+        assert_eq!(db.prune_done_jobs(1_500).await.unwrap(), 0);
+        let states: Vec<JobState> = db
+            .list_jobs("acme", None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.state)
+            .collect();
+        assert_eq!(states, [JobState::Queued, JobState::Done]);
     }
 
     #[tokio::test]
@@ -780,10 +1157,7 @@ mod tests {
         for t in ["a", "a", "b"] {
             db.enqueue(job(t, None), 0).await.unwrap();
         }
-        let leased = db
-            .lease(10, 1000, 1, &TenantConcurrency::uniform(1))
-            .await
-            .unwrap();
+        let leased = lease(&db, 10, 1000, 1, 1).await;
         let mut depths = db.queue_depths().await.unwrap();
         depths.sort_by(|x, y| x.tenant.cmp(&y.tenant));
         let got: Vec<_> = depths

@@ -9,7 +9,7 @@
 //! interval (missed runs coalesce).
 
 use async_trait::async_trait;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use crate::sqlite::backend;
 use crate::{SqliteStore, StoreError};
@@ -53,6 +53,18 @@ fn row_to_schedule(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
         next_run_ms: r.get(4)?,
         last_fired_ms: r.get(5)?,
     })
+}
+
+/// What firing a schedule did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fired {
+    /// A run was queued: its job id.
+    Queued(i64),
+    /// The schedule moved on, but its previous run (this job id) is still
+    /// queued or running, so no second one was queued.
+    StillPending(i64),
+    /// Another process (or an earlier call) already fired this slot.
+    AlreadyFired,
 }
 
 /// What happened to one action, webhook route or job of an instance.
@@ -100,15 +112,16 @@ pub trait InstanceStore: Send + Sync {
     /// Schedules of one instance.
     async fn schedules(&self, tenant: &str, instance: &str) -> Result<Vec<Schedule>, StoreError>;
 
-    /// Fires `s` if it is still due: enqueues its job (keyed by the slot)
-    /// and schedules the next run one interval from `now_ms`. Returns the
-    /// job id, or None when the slot was already fired.
+    /// Fires `s` if it is still due: schedules the next run one interval
+    /// from `now_ms` and enqueues its job (keyed by the slot) — unless an
+    /// earlier run of the schedule is still queued or running, so that a
+    /// job slower than its interval never piles up runs.
     async fn fire_schedule(
         &self,
         s: &Schedule,
         max_attempts: u32,
         now_ms: i64,
-    ) -> Result<Option<i64>, StoreError>;
+    ) -> Result<Fired, StoreError>;
 
     /// Persists whether an instance is paused (overriding its configuration).
     async fn set_paused(
@@ -214,7 +227,7 @@ impl InstanceStore for SqliteStore {
         s: &Schedule,
         max_attempts: u32,
         now_ms: i64,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Fired, StoreError> {
         let s = s.clone();
         self.with_conn(move |c| {
             let tx = c
@@ -235,7 +248,25 @@ impl InstanceStore for SqliteStore {
                 )
                 .map_err(backend)?;
             if moved == 0 {
-                return Ok(None); // another process fired this slot
+                return Ok(Fired::AlreadyFired);
+            }
+            // Keys of this schedule's runs are `schedule:<job>:<slot>`: a
+            // range of the (tenant, instance, idempotency_key) index.
+            let prefix = format!("schedule:{}:", s.job);
+            let pending: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM jobs WHERE tenant=?1 AND instance=?2
+                       AND idempotency_key >= ?3 AND idempotency_key < ?4
+                       AND state IN ('queued', 'running')
+                     LIMIT 1",
+                    params![s.tenant, s.instance, prefix, format!("schedule:{};", s.job)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            if let Some(id) = pending {
+                tx.commit().map_err(backend)?;
+                return Ok(Fired::StillPending(id));
             }
             let inserted = tx
                 .execute(
@@ -247,15 +278,19 @@ impl InstanceStore for SqliteStore {
                         s.tenant,
                         s.instance,
                         s.job,
-                        format!("schedule:{}:{}", s.job, s.next_run_ms),
+                        format!("{prefix}{}", s.next_run_ms),
                         max_attempts.max(1),
                         now_ms
                     ],
                 )
                 .map_err(backend)?;
-            let id = (inserted == 1).then(|| tx.last_insert_rowid());
+            let fired = if inserted == 1 {
+                Fired::Queued(tx.last_insert_rowid())
+            } else {
+                Fired::AlreadyFired
+            };
             tx.commit().map_err(backend)?;
-            Ok(id)
+            Ok(fired)
         })
         .await
     }
@@ -365,7 +400,7 @@ impl InstanceStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{JobQueue, TenantConcurrency};
+    use crate::{JobQueue, LeaseRequest, TenantConcurrency};
 
     fn want(job: &str, interval_ms: i64) -> WantedSchedule {
         WantedSchedule {
@@ -384,23 +419,74 @@ mod tests {
             .unwrap();
         let due = db.due_schedules(1_000).await.unwrap();
         assert_eq!(due.len(), 1);
-        let id = db.fire_schedule(&due[0], 3, 1_000).await.unwrap();
-        assert!(id.is_some());
+        let Fired::Queued(_) = db.fire_schedule(&due[0], 3, 1_000).await.unwrap() else {
+            panic!("the first slot queues a run");
+        };
         // The same slot again (a second process, or a retry): nothing.
-        assert_eq!(db.fire_schedule(&due[0], 3, 1_000).await.unwrap(), None);
+        assert_eq!(
+            db.fire_schedule(&due[0], 3, 1_000).await.unwrap(),
+            Fired::AlreadyFired
+        );
         assert!(db.due_schedules(60_999).await.unwrap().is_empty());
+        finish_all(&db, 2_000).await;
         // Down for ten intervals: one run, then the next a full interval later.
         let due = db.due_schedules(661_000).await.unwrap();
         assert_eq!(due.len(), 1);
-        db.fire_schedule(&due[0], 3, 661_000)
-            .await
-            .unwrap()
-            .unwrap();
+        assert!(matches!(
+            db.fire_schedule(&due[0], 3, 661_000).await.unwrap(),
+            Fired::Queued(_)
+        ));
         assert_eq!(
             db.schedules("acme", "i").await.unwrap()[0].next_run_ms,
             721_000
         );
         assert_eq!(db.list_jobs("acme", None, 10).await.unwrap().len(), 2);
+    }
+
+    /// Leases and completes every ready job.
+    async fn finish_all(db: &SqliteStore, now: i64) {
+        let per = TenantConcurrency::uniform(100);
+        let skip = Default::default();
+        let req = LeaseRequest {
+            owner: "w",
+            lease_ms: 1000,
+            limit: 100,
+            per_tenant: &per,
+            skip: &skip,
+        };
+        for job in db.lease(now, req).await.unwrap() {
+            assert!(db.complete_job(job.attempt("w"), now).await.unwrap());
+        }
+    }
+
+    /// Issue 13, item 9: a run slower than its interval does not pile up.
+    #[tokio::test]
+    async fn a_schedule_keeps_one_pending_run() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        db.sync_schedules(vec![want("tick", 1_000)], 0)
+            .await
+            .unwrap();
+        let due = db.due_schedules(0).await.unwrap();
+        let Fired::Queued(first) = db.fire_schedule(&due[0], 3, 0).await.unwrap() else {
+            panic!("queued");
+        };
+        // Ten intervals pass while the first run is still queued (or
+        // running): the schedule moves on, no second run is queued.
+        for now in (1..=10).map(|i| i * 1_000) {
+            let due = db.due_schedules(now).await.unwrap();
+            assert_eq!(
+                db.fire_schedule(&due[0], 3, now).await.unwrap(),
+                Fired::StillPending(first)
+            );
+        }
+        assert_eq!(db.queue_counts("acme", "i").await.unwrap(), (1, 0, 0));
+        // Once it has run, the next slot queues again.
+        finish_all(&db, 10_500).await;
+        let due = db.due_schedules(11_000).await.unwrap();
+        assert!(matches!(
+            db.fire_schedule(&due[0], 3, 11_000).await.unwrap(),
+            Fired::Queued(_)
+        ));
     }
 
     #[tokio::test]
@@ -489,18 +575,21 @@ mod tests {
             .await
             .unwrap();
         let due = db.due_schedules(0).await.unwrap();
-        let id = db.fire_schedule(&due[0], 3, 0).await.unwrap().unwrap();
-        let leased = db
-            .lease(0, 1000, 1, &TenantConcurrency::uniform(1))
-            .await
-            .unwrap();
+        db.fire_schedule(&due[0], 3, 0).await.unwrap();
+        let per = TenantConcurrency::uniform(1);
+        let skip = Default::default();
+        let req = LeaseRequest {
+            owner: "w",
+            lease_ms: 1000,
+            limit: 1,
+            per_tenant: &per,
+            skip: &skip,
+        };
+        let leased = db.lease(0, req).await.unwrap();
         assert_eq!(leased[0].attempts, 1);
-        db.release_job(id, 500).await.unwrap();
+        assert!(db.release_job(leased[0].attempt("w"), 500).await.unwrap());
         assert_eq!(db.queue_counts("acme", "i").await.unwrap(), (1, 0, 0));
-        let again = db
-            .lease(500, 1000, 1, &TenantConcurrency::uniform(1))
-            .await
-            .unwrap();
+        let again = db.lease(500, req).await.unwrap();
         assert_eq!(again[0].attempts, 1, "a release does not use up an attempt");
     }
 }

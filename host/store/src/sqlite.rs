@@ -17,9 +17,18 @@ use crate::{
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Where the last lease stopped, so the next one goes on from there
+    /// (round-robin across instances; see queue.rs).
+    pub(crate) lease_cursor: Arc<Mutex<Option<crate::queue::InstanceKey>>>,
 }
 
-const SCHEMA: &str = "
+/// The schema's versions, oldest first: each migration is applied once, in
+/// a transaction, and the database remembers how far it got in
+/// `PRAGMA user_version`. Version 1 is the schema before versions existed
+/// (its `IF NOT EXISTS` makes it a no-op on such a database).
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS kv (
     tenant   TEXT NOT NULL,
     instance TEXT NOT NULL,
@@ -130,9 +139,53 @@ CREATE TABLE IF NOT EXISTS secrets (
 ) WITHOUT ROWID;
 ";
 
+/// Fencing, fair leasing and retention (see queue.rs).
+const SCHEMA_V2: &str = "
+-- Who holds a running job's lease: completion is accepted only from the
+-- holder of the current attempt.
+ALTER TABLE jobs ADD COLUMN owner TEXT;
+-- When a job finished, for retention.
+ALTER TABLE jobs ADD COLUMN finished_at INTEGER;
+-- Leasing walks (tenant, instance) pairs with queued jobs, then takes the
+-- oldest ready job of each: one index seek per pair.
+CREATE INDEX jobs_by_instance ON jobs (state, tenant, instance, run_after, id);
+CREATE INDEX jobs_lease ON jobs (state, lease_until);
+CREATE INDEX jobs_finished ON jobs (state, finished_at);
+CREATE INDEX audit_by_time ON audit (time);
+CREATE INDEX seen_events_by_time ON seen_events (seen_at);
+";
+
+/// Applies the migrations `conn` has not seen yet.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let have: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+        .map_err(backend)? as usize;
+    if have > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "the database has schema version {have}, newer than this switchyard knows \
+             ({}); run the newer switchyard, or restore a backup made for this one",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(have) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(backend)?;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Backend(format!("migrating to schema {}: {e}", i + 1)))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. The file is
+    /// private to this user (0600): it holds tenants' data and the
+    /// wrapped keys of their secrets.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        make_private(path)?;
         let conn = Connection::open(path).map_err(|e| {
             StoreError::Backend(format!(
                 "cannot open SQLite database {}: {e}",
@@ -156,9 +209,11 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
-        conn.execute_batch(SCHEMA).map_err(backend)?;
+        let mut conn = conn;
+        migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            lease_cursor: Arc::default(),
         })
     }
 
@@ -178,6 +233,32 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
     }
+}
+
+/// Creates `path` 0600 if it does not exist, and takes group and other
+/// permissions away if it does.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let fail = |e: std::io::Error| {
+            StoreError::Backend(format!("cannot create {}: {e}", path.display()))
+        };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(fail)?;
+        let mode = std::fs::metadata(path).map_err(fail)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(fail)?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
@@ -524,6 +605,49 @@ mod tests {
             assert!(matches!(err, StoreError::InvalidKey(_)), "{err}");
         }
         s.set(&ns("a"), &"k".repeat(512), b"v", &q).await.unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        SqliteStore::open(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        // One made readable by others (an older switchyard, a copy) is fixed.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        SqliteStore::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn a_database_newer_than_the_binary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        SqliteStore::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).err().unwrap().to_string();
+        assert!(err.contains("schema version 99, newer"), "{err}");
+    }
+
+    #[test]
+    fn a_database_from_before_versions_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        drop(conn);
+        SqliteStore::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        conn.prepare("SELECT owner, finished_at FROM jobs").unwrap();
     }
 
     #[tokio::test]

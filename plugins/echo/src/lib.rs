@@ -153,14 +153,20 @@ fn record_event(request: &WebhookRequest) -> Result<WebhookResponse> {
             .unwrap_or(0);
         let next = (count + 1).to_string();
         if storage::compare_and_swap(&key, current.as_deref(), Some(next.as_bytes()))? {
-            break;
+            // `fail_times: n`: the first n deliveries answer 503 (after
+            // counting), so tests can see a failed delivery retried.
+            let failing = event["fail_times"].as_u64().is_some_and(|n| count < n);
+            return Ok(WebhookResponse {
+                status: if failing { 503 } else { 200 },
+                headers: Vec::new(),
+                body: if failing {
+                    b"try again".to_vec()
+                } else {
+                    b"recorded".to_vec()
+                },
+            });
         }
     }
-    Ok(WebhookResponse {
-        status: 200,
-        headers: Vec::new(),
-        body: b"recorded".to_vec(),
-    })
 }
 
 fn echo(ctx: &Context, input: Value) -> Value {

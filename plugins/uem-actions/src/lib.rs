@@ -306,7 +306,7 @@ fn device_action(
     input: &Value,
 ) -> Result<Value> {
     let label = roles::label(action);
-    let mut incident = Incident::parse(&input["incident"]);
+    let mut incident = Incident::parse(&input["incident"])?;
     let snow = ServiceNow::configured(config::get("servicenow_url"));
     if let (Some(sn), Some(inc)) = (&snow, incident.as_mut()) {
         sn.load(inc)?;

@@ -19,9 +19,27 @@ pub struct Incident {
     pub caller_email: Option<String>,
 }
 
+/// Whether `s` is a sys_id: 32 hex digits. Anything else could, put into a
+/// URL path, address another record (`../`, `?`, `/`).
+pub fn is_sys_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `s` can be a task number (`INC0010001`): letters, digits and
+/// `-_.`, at most 40. Anything else could widen a `sysparm_query` (`^`
+/// adds a condition, `^OR` another match).
+pub fn is_task_number(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 impl Incident {
-    /// Reads `{"sys_id"?, "number"?, "caller_email"?}` from the input.
-    pub fn parse(v: &Value) -> Option<Self> {
+    /// Reads `{"sys_id"?, "number"?, "caller_email"?}` from the input;
+    /// None when it names no incident. A sys_id or number that is not one
+    /// is refused (it goes into a URL and a query).
+    pub fn parse(v: &Value) -> Result<Option<Self>> {
         let s = |k: &str| {
             v[k].as_str()
                 .map(str::trim)
@@ -33,7 +51,23 @@ impl Incident {
             number: s("number"),
             caller_email: s("caller_email"),
         };
-        (inc.sys_id.is_some() || inc.number.is_some()).then_some(inc)
+        if let Some(id) = &inc.sys_id
+            && !is_sys_id(id)
+        {
+            return Err(Error::invalid_input(format!(
+                "incident.sys_id `{}` is not a sys_id (32 hexadecimal digits)",
+                id.chars().take(64).collect::<String>()
+            )));
+        }
+        if let Some(n) = &inc.number
+            && !is_task_number(n)
+        {
+            return Err(Error::invalid_input(format!(
+                "incident.number `{}` is not a task number (letters, digits, - _ . only)",
+                n.chars().take(64).collect::<String>()
+            )));
+        }
+        Ok((inc.sys_id.is_some() || inc.number.is_some()).then_some(inc))
     }
 
     /// `INC0010001` or the sys_id.
@@ -147,5 +181,31 @@ impl ServiceNow {
             "writing the work note",
         )
         .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13, item 12: input that could address another record or widen
+    /// a query is refused before any request is made.
+    #[test]
+    fn incident_ids_that_are_not_ids_are_refused() {
+        let ok = json!({"sys_id": "0123456789abcdef0123456789ABCDEF", "number": "INC0010001"});
+        let inc = Incident::parse(&ok).unwrap().unwrap();
+        assert_eq!(inc.number.as_deref(), Some("INC0010001"));
+        assert!(Incident::parse(&json!({})).unwrap().is_none());
+        for bad in [
+            json!({"sys_id": "../sys_user/0123456789abcdef0123456789abcdef"}),
+            json!({"sys_id": "0123456789abcdef0123456789abcde?"}),
+            json!({"sys_id": "abc"}),
+            json!({"number": "INC0010001^ORnumber!=x"}),
+            json!({"number": "INC0010001^active=true"}),
+            json!({"number": "INC 1"}),
+        ] {
+            let err = Incident::parse(&bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{bad}: {err:?}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use switchyard_runtime::{Actor, CallOptions};
 
 use super::auth::Caller;
-use crate::errors::{error, invoke_error_code, invoke_error_response};
+use crate::errors::{error, invoke_error_code, invoke_error_response, refused};
 use crate::record::{self, Outcome, Subject};
 
 #[derive(Deserialize)]
@@ -43,17 +43,29 @@ fn mapped_roles(map: &BTreeMap<String, Vec<String>>, tenant_roles: &[String]) ->
     set.into_iter().cloned().collect()
 }
 
+/// The audit outcome of a call that was not admitted.
+fn invoke_refused_code(why: crate::admission::Refused) -> &'static str {
+    match why {
+        crate::admission::Refused::Total(_) => "busy",
+        _ => "too_many_requests",
+    }
+}
+
 /// The handler.
 pub async fn action(
     caller: Caller,
     Path((tenant, instance, action)): Path<(String, String, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let rid = caller.request_id.as_str();
     let inst = match caller.instance(&instance) {
         Ok(i) => i,
         Err(e) => return e.into_response(),
+    };
+    let body = match crate::body::read(body, super::MAX_ACTION_BODY, rid).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let st = &caller.st;
     let roles_map = &st.tenant(&tenant).expect("the instance's tenant").roles;
@@ -115,6 +127,13 @@ pub async fn action(
             rid,
         );
     }
+    let _admitted = match st.admit(&tenant, &instance) {
+        Ok(a) => a,
+        Err(why) => {
+            record::append_audit(&st.shared, vec![audit(invoke_refused_code(why))], rid).await;
+            return refused(why, rid);
+        }
+    };
     let actor = Actor {
         roles,
         ..req.actor.clone()

@@ -25,7 +25,7 @@ use crate::openapi;
 use crate::state::Live;
 
 /// Largest action request body accepted.
-const MAX_ACTION_BODY: usize = 4 << 20;
+pub const MAX_ACTION_BODY: usize = 4 << 20;
 
 /// The API router.
 pub fn router(live: Arc<Live>) -> Router {

@@ -26,6 +26,10 @@ pub async fn set_paused(caller: Caller, instance: String, paused: bool) -> Respo
         return unavailable("recording the change", &e, rid);
     }
     shared.pauses.set(&caller.tenant, &instance, paused);
+    if !paused {
+        // Its queued jobs may run now.
+        shared.wake_worker();
+    }
     let who = Subject {
         tenant: &caller.tenant,
         instance: Some(&instance),
@@ -75,11 +79,14 @@ pub async fn run_now(
         max_attempts: 1,
     };
     match caller.st.db().enqueue(new, now_ms()).await {
-        Ok(e) => (
-            StatusCode::ACCEPTED,
-            axum::Json(json!({ "request_id": rid, "job_id": e.id })),
-        )
-            .into_response(),
+        Ok(e) => {
+            caller.st.shared.wake_worker();
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({ "request_id": rid, "job_id": e.id })),
+            )
+                .into_response()
+        }
         Err(e) => unavailable("queueing the run", &e, rid),
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use super::runtime;
+use super::{CLI_SLOTS, runtime};
 use crate::config::{Config, Mode};
 use crate::plugins::Catalog;
 use crate::problem::{self, Problem};
@@ -18,7 +18,7 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<()> {
         }
         Ok(parsed) => parsed,
     };
-    let rt = runtime()?;
+    let rt = runtime(CLI_SLOTS)?;
     let catalog = Catalog::load(&rt, &cfg.plugin_dir, None).await;
     problems.extend(catalog.problems().iter().cloned());
     problems.extend(cfg.check_against(&catalog));

@@ -6,8 +6,10 @@ use std::path::Path;
 use anyhow::Context;
 use switchyard_runtime::Instance;
 
-use super::{load_config, open_state, print_output, run_action, runtime};
+use super::{CLI_SLOTS, load_config, open_state, print_output, run_action, runtime};
+use crate::errors::invoke_error_code;
 use crate::plugins::Catalog;
+use crate::record::{Subject, egress_audit};
 
 pub(super) async fn run(
     dir: &Path,
@@ -33,7 +35,7 @@ pub(super) async fn run(
         .get_ref()
         .plugin_ref()
         .map_err(anyhow::Error::msg)?;
-    let rt = runtime()?;
+    let rt = runtime(CLI_SLOTS)?;
     let catalog = Catalog::load(&rt, &cfg.plugin_dir, None).await;
     let plugin = catalog
         .resolve(&id, pin.as_ref())
@@ -41,6 +43,31 @@ pub(super) async fn run(
         .plugin
         .clone();
     let spec = cfg.instance_spec(t, index, &secrets).await?;
-    let inst = Instance::new(&rt, plugin, spec, db)?;
-    print_output(run_action(&inst, action, input, actor, roles).await?)
+    let inst = Instance::new(&rt, plugin, spec, db.clone())?;
+    let started = std::time::Instant::now();
+    let actor_id = format!("cli:{actor}");
+    let inv = run_action(&inst, action, input, actor, roles).await?;
+    // Run from the command line, it is still an action on the tenant's
+    // behalf: it is audited like one from the API.
+    let outcome = match &inv.result {
+        Ok(_) => "ok",
+        Err(e) => invoke_error_code(e),
+    };
+    let who = Subject {
+        tenant,
+        instance: Some(instance),
+        actor: &actor_id,
+        request_id: &inv.report.request_id,
+    };
+    let mut entries = vec![who.entry(
+        "action",
+        action,
+        outcome,
+        started.elapsed().as_millis() as i64,
+    )];
+    entries.extend(egress_audit(tenant, instance, &actor_id, &inv.report));
+    db.append_audit(entries)
+        .await
+        .map_err(|e| anyhow::anyhow!("writing the audit log: {e}"))?;
+    print_output(inv)
 }

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use switchyard_runtime::{Actor, CallOptions, Instance};
 
-pub(crate) use crate::boot::{load_config, open_state, runtime};
+pub(crate) use crate::boot::{CLI_SLOTS, load_config, open_state, runtime};
 use crate::config::Config;
 
 #[derive(Parser)]

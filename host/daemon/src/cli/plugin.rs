@@ -7,7 +7,7 @@ use anyhow::Context;
 use switchyard_runtime::{Instance, InstanceSpec, Plugin, Runtime};
 use switchyard_store::{KvBackend, SqliteStore};
 
-use super::{PluginCommand, print_output, run_action, runtime};
+use super::{CLI_SLOTS, PluginCommand, print_output, run_action, runtime};
 use crate::instance_file::InstanceFile;
 
 /// Reads a plugin's bytes from a path or the bundled set.
@@ -30,7 +30,7 @@ async fn load(runtime: &Runtime, source: &str) -> anyhow::Result<Arc<Plugin>> {
 }
 
 pub(super) async fn run(command: PluginCommand) -> anyhow::Result<()> {
-    let rt = runtime()?;
+    let rt = runtime(CLI_SLOTS)?;
     match command {
         PluginCommand::Inspect { plugin } => {
             let plugin = load(&rt, &plugin).await?;

@@ -9,8 +9,9 @@ use crate::state::Live;
 
 pub(super) async fn run(config: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let cfg = load_config(config)?;
+    let _lock = crate::boot::lock_data_dir(&cfg)?;
     let (db, secrets) = open_state(&cfg)?;
-    let rt = Arc::new(runtime()?);
+    let rt = Arc::new(runtime(cfg.wasm_slots())?);
     let live = Live::start(&cfg, rt, db, Arc::new(secrets)).await?;
     crate::server::serve(live, listen.unwrap_or(cfg.listen)).await
 }

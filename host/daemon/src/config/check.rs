@@ -32,10 +32,15 @@ pub(super) fn check_tenant(
     dir: &Path,
     report: &mut Report<'_>,
 ) {
-    if let Some(n) = &t.max_concurrent_jobs
-        && *n.get_ref() == 0
-    {
-        report.at(&n.span(), "max_concurrent_jobs", "must be at least 1");
+    for (field, value) in [
+        ("max_concurrent_jobs", &t.max_concurrent_jobs),
+        ("max_concurrent_invocations", &t.max_concurrent_invocations),
+    ] {
+        if let Some(n) = value
+            && *n.get_ref() == 0
+        {
+            report.at(&n.span(), field, "must be at least 1");
+        }
     }
     let allowed = secret_rules(mode);
     let mut seen = BTreeMap::new();

@@ -10,9 +10,19 @@
 //! [storage]
 //! backend = "sqlite"          # the embedded default (the only backend so far)
 //! path = "switchyard.db"      # relative to data_dir
+//! drain_timeout_secs = 30     # on SIGTERM, then exit; unfinished jobs stay queued
 //! [jobs]
 //! workers = 16                # jobs running at once in this daemon
 //! per_tenant = 4              # jobs one tenant may run at once (fairness)
+//! max_retry_after_secs = 600  # an upstream's Retry-After is cut to this
+//! [invocations]              # synchronous calls (actions, synchronous webhooks)
+//! max_concurrent = 64         # in the daemon
+//! per_tenant = 8              # a tenant over its share gets 429
+//! per_instance = 4
+//! [retention]
+//! done_jobs_days = 7          # and their idempotency keys
+//! seen_events_days = 7        # event ids of synchronous webhooks
+//! audit_days = 90
 //! [limits]                    # defaults for every instance
 //! deadline = 30000
 //! ```
@@ -20,6 +30,7 @@
 //! ```toml
 //! # tenants/acme.toml — the tenant id is the file name
 //! max_concurrent_jobs = 8     # optional: overrides [jobs] per_tenant
+//! max_concurrent_invocations = 16  # optional: overrides [invocations] per_tenant
 //! [roles]                     # tenant role → plugin roles
 //! "ITIL Agent" = ["operator"]
 //!
@@ -85,6 +96,12 @@ struct ServerFile {
     #[serde(default)]
     jobs: Option<Spanned<JobsConfig>>,
     #[serde(default)]
+    invocations: Option<Spanned<InvocationsConfig>>,
+    #[serde(default)]
+    retention: Option<Spanned<RetentionConfig>>,
+    #[serde(default = "default_drain_timeout")]
+    drain_timeout_secs: u32,
+    #[serde(default)]
     limits: Limits,
 }
 
@@ -123,6 +140,10 @@ pub struct JobsConfig {
     /// `max_concurrent_jobs`. Keeps a busy tenant from starving the others.
     #[serde(default = "default_per_tenant")]
     pub per_tenant: usize,
+    /// Longest wait an upstream's `Retry-After` may impose on a queued job
+    /// before its next attempt, in seconds (a longer one is cut to this).
+    #[serde(default = "default_max_retry_after")]
+    pub max_retry_after_secs: u32,
 }
 
 impl Default for JobsConfig {
@@ -130,8 +151,93 @@ impl Default for JobsConfig {
         Self {
             workers: default_workers(),
             per_tenant: default_per_tenant(),
+            max_retry_after_secs: default_max_retry_after(),
         }
     }
+}
+
+fn default_max_retry_after() -> u32 {
+    600
+}
+
+/// How many synchronous invocations (actions, synchronous webhooks) run at
+/// once: in the daemon, per tenant (a tenant file may set
+/// `max_concurrent_invocations`) and per instance. A call over a tenant's or
+/// instance's share is refused with 429; the daemon-wide limit and the
+/// queue's `workers` together size the wasm pool, so an admitted call always
+/// finds a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvocationsConfig {
+    /// Calls at once in the daemon.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// Calls at once of one tenant.
+    #[serde(default = "default_invocations_per_tenant")]
+    pub per_tenant: usize,
+    /// Calls at once of one instance.
+    #[serde(default = "default_invocations_per_instance")]
+    pub per_instance: usize,
+}
+
+impl Default for InvocationsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: default_max_concurrent(),
+            per_tenant: default_invocations_per_tenant(),
+            per_instance: default_invocations_per_instance(),
+        }
+    }
+}
+
+fn default_max_concurrent() -> usize {
+    64
+}
+fn default_invocations_per_tenant() -> usize {
+    8
+}
+fn default_invocations_per_instance() -> usize {
+    4
+}
+
+/// How long finished work is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days a finished job is kept (its idempotency key with it: a delivery
+    /// repeated after that is processed again).
+    #[serde(default = "seven")]
+    pub done_jobs_days: u32,
+    /// Days the event id of a synchronous webhook delivery is remembered.
+    #[serde(default = "seven")]
+    pub seen_events_days: u32,
+    /// Days an audit entry is kept.
+    #[serde(default = "ninety")]
+    pub audit_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            done_jobs_days: seven(),
+            seen_events_days: seven(),
+            audit_days: ninety(),
+        }
+    }
+}
+
+fn seven() -> u32 {
+    7
+}
+fn ninety() -> u32 {
+    90
+}
+
+/// Wasm slots kept for reading plugin manifests (at start and on reload).
+const MANIFEST_SLOTS: usize = 4;
+
+fn default_drain_timeout() -> u32 {
+    30
 }
 
 fn default_workers() -> usize {
@@ -287,6 +393,8 @@ struct TenantFile {
     #[serde(default)]
     max_concurrent_jobs: Option<Spanned<usize>>,
     #[serde(default)]
+    max_concurrent_invocations: Option<Spanned<usize>>,
+    #[serde(default)]
     roles: BTreeMap<String, Vec<String>>,
     #[serde(default, rename = "instance")]
     instances: Vec<Spanned<InstanceConfig>>,
@@ -301,6 +409,9 @@ pub struct TenantConfig {
     pub file: PathBuf,
     /// Jobs this tenant may run at once (None: the `[jobs]` default).
     pub max_concurrent_jobs: Option<usize>,
+    /// Synchronous calls this tenant may run at once (None: the
+    /// `[invocations]` default).
+    pub max_concurrent_invocations: Option<usize>,
     /// Tenant role → plugin roles.
     pub roles: BTreeMap<String, Vec<String>>,
     /// Enabled instances.
@@ -326,6 +437,13 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Job concurrency.
     pub jobs: JobsConfig,
+    /// Synchronous invocations at once.
+    pub invocations: InvocationsConfig,
+    /// How long finished work is kept.
+    pub retention: RetentionConfig,
+    /// On SIGTERM, how long in-flight requests and running jobs may take to
+    /// finish before the daemon exits anyway (what is left stays queued).
+    pub drain_timeout: std::time::Duration,
     /// Default limits.
     pub limits: Limits,
     /// Tenants by id.
@@ -456,6 +574,37 @@ impl Config {
                 }
             }
         }
+        if let Some(inv) = server.as_ref().and_then(|s| s.invocations.as_ref()) {
+            let v = inv.get_ref();
+            for (field, n) in [
+                ("invocations.max_concurrent", v.max_concurrent),
+                ("invocations.per_tenant", v.per_tenant),
+                ("invocations.per_instance", v.per_instance),
+            ] {
+                if n == 0 {
+                    report.at(&inv.span(), field, "must be at least 1");
+                }
+            }
+            if v.per_tenant > v.max_concurrent {
+                report.at(
+                    &inv.span(),
+                    "invocations.per_tenant",
+                    "is more than max_concurrent: one tenant could take every slot",
+                );
+            }
+        }
+        if let Some(r) = server.as_ref().and_then(|s| s.retention.as_ref()) {
+            let v = r.get_ref();
+            for (field, days) in [
+                ("retention.done_jobs_days", v.done_jobs_days),
+                ("retention.seen_events_days", v.seen_events_days),
+                ("retention.audit_days", v.audit_days),
+            ] {
+                if days == 0 {
+                    report.at(&r.span(), field, "must be at least 1 day");
+                }
+            }
+        }
 
         let mut tenants = BTreeMap::new();
         let tenants_dir = dir.join("tenants");
@@ -509,6 +658,9 @@ impl Config {
                     id,
                     file: rel,
                     max_concurrent_jobs: parsed.max_concurrent_jobs.map(Spanned::into_inner),
+                    max_concurrent_invocations: parsed
+                        .max_concurrent_invocations
+                        .map(Spanned::into_inner),
                     roles: parsed.roles,
                     instances: parsed.instances,
                     text,
@@ -526,10 +678,26 @@ impl Config {
             mode,
             storage: server.storage,
             jobs: server.jobs.map(Spanned::into_inner).unwrap_or_default(),
+            invocations: server
+                .invocations
+                .map(Spanned::into_inner)
+                .unwrap_or_default(),
+            retention: server
+                .retention
+                .map(Spanned::into_inner)
+                .unwrap_or_default(),
+            drain_timeout: std::time::Duration::from_secs(server.drain_timeout_secs.into()),
             limits: server.limits,
             tenants,
         };
         Ok((config, problems))
+    }
+
+    /// Wasm slots a daemon serving this configuration needs: one per queue
+    /// worker and per admitted synchronous call, and a few for reading
+    /// manifests while they run.
+    pub fn wasm_slots(&self) -> u32 {
+        (self.jobs.workers + self.invocations.max_concurrent + MANIFEST_SLOTS) as u32
     }
 
     /// The job concurrency of every tenant.

@@ -25,7 +25,7 @@ use switchyard_store::NewJob;
 use self::delivery::StoredDelivery;
 use self::verify::{Refusal, event_id, source_ip, strip_form_param, strip_query_param};
 use crate::clock::{now_ms, request_id};
-use crate::errors::{error, invoke_error_code, invoke_error_response};
+use crate::errors::{ApiError, error, invoke_error_code, invoke_error_response, refused};
 use crate::record::{self, Outcome, Subject};
 use crate::state::Live;
 
@@ -56,15 +56,13 @@ pub async fn handle(
     };
     let inst = &inst_state.instance;
     let shared = &st.shared;
-    let body: Bytes = match axum::body::to_bytes(body, cfg.max_body_bytes).await {
+    let body: Bytes = match crate::body::read(body, cfg.max_body_bytes, &rid).await {
         Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the body exceeds {} bytes", cfg.max_body_bytes),
-                &rid,
-            );
+        Err(resp) => {
+            shared
+                .metrics
+                .delivery(&tenant, &instance, &route, "refused_body");
+            return resp;
         }
     };
     let query = query.unwrap_or_default();
@@ -106,10 +104,46 @@ pub async fn handle(
                 "missing or wrong signature".to_owned(),
             ),
         };
-        record::append_audit(shared, vec![audit(code)], &rid).await;
+        shared
+            .metrics
+            .delivery(&tenant, &instance, &route, &format!("refused_{code}"));
+        // Refusals need no authentication to cause: one audit entry per
+        // minute and kind stands for the rest (counted in the metric).
+        if let Some(more) = shared.refusals.sample(&tenant, &instance, &route, code) {
+            let outcome = if more > 0 {
+                format!("{code} (and {more} more since the last entry)")
+            } else {
+                code.to_owned()
+            };
+            record::append_audit(shared, vec![audit(&outcome)], &rid).await;
+        }
         return error(status, code, message, &rid);
     }
-    let event = event_id(cfg, &headers, &body, is_form);
+    if cfg.synchronous && st.is_paused(&tenant, &instance) {
+        // The sender waits for the plugin's answer, and there is none while
+        // the instance is paused: it should retry later.
+        shared
+            .metrics
+            .delivery(&tenant, &instance, &route, "paused");
+        record::append_audit(shared, vec![audit("paused")], &rid).await;
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "paused",
+            format!("instance `{instance}` is paused; retry later"),
+            &rid,
+        )
+        .retry_after(60)
+        .into_response();
+    }
+    let event = match event_id(cfg, &headers, &body) {
+        Ok(e) => e,
+        Err(reason) => {
+            shared
+                .metrics
+                .delivery(&tenant, &instance, &route, "refused_no_event_id");
+            return error(StatusCode::BAD_REQUEST, "invalid_delivery", reason, &rid);
+        }
+    };
     let (query, body) = match &cfg.token_param {
         Some(p) => (
             strip_query_param(&query, p),
@@ -148,6 +182,11 @@ pub async fn handle(
         };
         return match shared.db.enqueue(job, now_ms()).await {
             Ok(e) => {
+                if !e.duplicate {
+                    shared.wake_worker();
+                }
+                let counted = if e.duplicate { "duplicate" } else { "queued" };
+                shared.metrics.delivery(&tenant, &instance, &route, counted);
                 record::append_audit(
                     shared,
                     vec![audit(if e.duplicate { "duplicate" } else { "queued" })],
@@ -183,6 +222,9 @@ pub async fn handle(
     if let Some(key) = &seen_key {
         match shared.db.mark_event_seen(&tenant, &instance, key).await {
             Ok(false) => {
+                shared
+                    .metrics
+                    .delivery(&tenant, &instance, &route, "duplicate");
                 record::append_audit(shared, vec![audit("duplicate")], &rid).await;
                 return (
                     StatusCode::OK,
@@ -202,6 +244,21 @@ pub async fn handle(
             }
         }
     }
+    let _admitted = match st.admit(&tenant, &instance) {
+        Ok(a) => a,
+        Err(why) => {
+            // Not processed: the sender must be able to redeliver it.
+            if let Some(key) = &seen_key
+                && let Err(e) = shared.db.forget_event(&tenant, &instance, key).await
+            {
+                tracing::error!(error = %e, "forgetting the event id of a refused delivery");
+            }
+            shared
+                .metrics
+                .delivery(&tenant, &instance, &route, "refused_busy");
+            return refused(why, &rid);
+        }
+    };
     let request = WebhookRequest {
         method: method.to_string(),
         query,
@@ -225,6 +282,9 @@ pub async fn handle(
         Ok(r) => r.status.to_string(),
         Err(e) => invoke_error_code(e).to_owned(),
     };
+    shared
+        .metrics
+        .delivery(&tenant, &instance, &route, "processed");
     // The sender retries a failed delivery: it must then be processed, not
     // dropped as a duplicate of the attempt that failed.
     let failed = inv.result.as_ref().map_or(true, |r| r.status >= 500);

@@ -130,29 +130,64 @@ pub fn strip_query_param(query: &str, name: &str) -> String {
         .finish()
 }
 
+/// Longest event id kept: ids are identifiers, and a bound keeps the
+/// idempotency index small.
+pub const MAX_EVENT_ID: usize = 256;
+
+/// The delivery's event id, when the route names where it is. A route that
+/// deduplicates must be able to: a delivery without a usable id is refused
+/// (the `Err` says why, naming the field) rather than accepted without
+/// duplicate suppression.
+///
+/// The field is looked for in the body as it is, whatever its declared
+/// content type: a JSON object's top-level field, else a form field
+/// (`curl -d` sends JSON as `application/x-www-form-urlencoded`).
 pub fn event_id(
     route: &RouteConfig,
     headers: &HeaderMap,
     body: &[u8],
-    is_form: bool,
-) -> Option<String> {
-    if let Some(h) = &route.event_id_header {
-        return headers
+) -> Result<Option<String>, String> {
+    let id = if let Some(h) = &route.event_id_header {
+        headers
             .get(h.as_str())
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the delivery has no event id: header `{h}` is missing"))?
+    } else if let Some(field) = &route.event_id_field {
+        body_field(body, field)?
+    } else {
+        return Ok(None);
+    };
+    let id = id.trim().to_owned();
+    if id.is_empty() {
+        return Err("the delivery's event id is empty".into());
     }
-    let field = route.event_id_field.as_ref()?;
-    if is_form {
-        return form_or_query_param("", body, true, field);
+    if id.len() > MAX_EVENT_ID {
+        return Err(format!(
+            "the delivery's event id is {} bytes long; at most {MAX_EVENT_ID} are accepted",
+            id.len()
+        ));
     }
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    match &v[field.as_str()] {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
+    Ok(Some(id))
+}
+
+fn body_field(body: &[u8], field: &str) -> Result<String, String> {
+    let missing = |what: &str| format!("the delivery has no event id: {what}");
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
+        return match map.get(field) {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+            Some(_) => Err(missing(&format!(
+                "JSON field `{field}` is not a string or number"
+            ))),
+            None => Err(missing(&format!("JSON field `{field}` is missing"))),
+        };
     }
-    .filter(|s| !s.is_empty() && s.len() <= 256)
+    if std::str::from_utf8(body).is_err() {
+        return Err(missing("the body is neither JSON nor a form (not UTF-8)"));
+    }
+    form_or_query_param("", body, true, field)
+        .ok_or_else(|| missing(&format!("the body has no JSON or form field `{field}`")))
 }
 
 /// Resolves a route's configuration from the tenant file.
@@ -297,23 +332,44 @@ mod tests {
     #[test]
     fn event_ids_come_from_the_configured_place() {
         let mut r = route();
+        assert_eq!(event_id(&r, &HeaderMap::new(), b"anything"), Ok(None));
         r.event_id_field = Some("id".into());
-        assert_eq!(
-            event_id(&r, &HeaderMap::new(), br#"{"id":"e-1"}"#, false).as_deref(),
-            Some("e-1")
-        );
-        assert_eq!(
-            event_id(&r, &HeaderMap::new(), b"id=e-2&x=1", true).as_deref(),
-            Some("e-2")
-        );
-        assert_eq!(
-            event_id(&r, &HeaderMap::new(), br#"{"id":""}"#, false),
-            None
-        );
+        let id = |body: &[u8]| event_id(&r, &HeaderMap::new(), body);
+        assert_eq!(id(br#"{"id":"e-1"}"#), Ok(Some("e-1".into())));
+        assert_eq!(id(br#"{"id":42}"#), Ok(Some("42".into())));
+        assert_eq!(id(b"id=e-2&x=1"), Ok(Some("e-2".into())));
         r.event_id_header = Some("x-event-id".into());
         assert_eq!(
-            event_id(&r, &headers(&[("x-event-id", "h-1")]), b"", false).as_deref(),
-            Some("h-1")
+            event_id(&r, &headers(&[("x-event-id", "h-1")]), b""),
+            Ok(Some("h-1".into()))
         );
+    }
+
+    /// Issue 13, item 15: a route that deduplicates refuses a delivery
+    /// whose id it cannot find, whatever the content type said.
+    #[test]
+    fn a_delivery_without_a_usable_event_id_is_refused_naming_the_field() {
+        let mut r = route();
+        r.event_id_field = Some("id".into());
+        let id = |body: &[u8]| event_id(&r, &HeaderMap::new(), body);
+        for (body, needle) in [
+            (&br#"{"other":1}"#[..], "JSON field `id` is missing"),
+            (
+                br#"{"id":{"x":1}}"#,
+                "JSON field `id` is not a string or number",
+            ),
+            (br#"{"id":""}"#, "empty"),
+            (b"not json, no form", "no JSON or form field `id`"),
+            (b"\xff\xfe", "not UTF-8"),
+            (b"", "no JSON or form field `id`"),
+        ] {
+            let err = id(body).unwrap_err();
+            assert!(err.contains(needle), "{body:?}: {err}");
+        }
+        let long = format!(r#"{{"id":"{}"}}"#, "x".repeat(MAX_EVENT_ID + 1));
+        assert!(id(long.as_bytes()).unwrap_err().contains("at most 256"));
+        r.event_id_header = Some("x-event-id".into());
+        let err = event_id(&r, &HeaderMap::new(), b"").unwrap_err();
+        assert!(err.contains("header `x-event-id`"), "{err}");
     }
 }

@@ -1,6 +1,12 @@
 //! A hostile plugin for tests: each action attacks one of the host's bounds.
 //! Every attack must end in a clear error (or a typed refusal) without
 //! harming the daemon or other tenants.
+//!
+//! Its id, version and what its `manifest()` does are read from fixed-size
+//! slots in its data (see [`slot`]), which tests patch in copies of the
+//! component (`switchyard_tests::patch_slot`): an impostor claiming another
+//! plugin's id, several versions of one plugin, a manifest that calls an
+//! import or never returns — from one crate, built once.
 
 use serde_json::{Value, json};
 use switchyard_sdk::http::{self, Request};
@@ -8,7 +14,39 @@ use switchyard_sdk::{ActionSpec, Context, Error, Manifest, Plugin, Result, log, 
 
 struct Hostile;
 
+/// Length of a patchable slot: a marker, then the value padded with spaces.
+const SLOT: usize = 64;
+
+const fn slot(text: &[u8]) -> [u8; SLOT] {
+    let mut out = [b' '; SLOT];
+    let mut i = 0;
+    while i < text.len() {
+        out[i] = text[i];
+        i += 1;
+    }
+    out
+}
+
+#[used]
+static ID: [u8; SLOT] = slot(b"@@SY-ID@@hostile");
+#[used]
+static VERSION: [u8; SLOT] = slot(b"@@SY-VERSION@@0.1.0");
+#[used]
+static MANIFEST_MODE: [u8; SLOT] = slot(b"@@SY-MANIFEST@@plain");
+
+/// A slot's value as the component's bytes hold it now.
+fn read_slot(s: &'static [u8; SLOT]) -> String {
+    // Volatile: the compiler must not fold the initial value in, since
+    // tests change it in the component after the build.
+    let bytes = unsafe { std::ptr::read_volatile(s) };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let value = text.split("@@").nth(2).unwrap_or_default();
+    value.trim().to_owned()
+}
+
 const ACTIONS: &[&str] = &[
+    // Same name as `echo`'s action: an impostor answers it as itself.
+    "echo",
     "spin",
     "sleep-in-host",
     "memory-bomb",
@@ -25,8 +63,24 @@ const ACTIONS: &[&str] = &[
 
 impl Plugin for Hostile {
     fn manifest() -> Manifest {
+        // What a misbehaving manifest() does (the host must refuse to load
+        // the plugin, naming what happened).
+        match read_slot(&MANIFEST_MODE).as_str() {
+            "storage" => {
+                let _ = storage::get("peek");
+            }
+            "log" => log::info("a manifest that logs"),
+            "http" => {
+                let _ = Request::get("https://example.com/").send();
+            }
+            "spin" => loop {
+                std::hint::black_box(0u64);
+            },
+            _ => {}
+        }
+        let (id, version) = (read_slot(&ID), read_slot(&VERSION));
         ACTIONS.iter().fold(
-            Manifest::new("hostile", "0.1.0", "Attacks the host's limits, for tests")
+            Manifest::new(&id, &version, "Attacks the host's limits, for tests")
                 .egress(None, "whatever URLs a test passes in")
                 .credential(
                     switchyard_sdk::CredentialSlot::new(
@@ -45,6 +99,12 @@ impl Plugin for Hostile {
 
     fn invoke(_ctx: &Context, action: &str, input: Value) -> Result<Value> {
         match action {
+            "echo" => Ok(json!({
+                "impostor": true,
+                "id": read_slot(&ID),
+                "version": read_slot(&VERSION),
+                "storage": storage::list("").unwrap_or_default(),
+            })),
             "spin" => {
                 let mut x: u64 = 0;
                 loop {
