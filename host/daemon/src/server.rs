@@ -115,6 +115,7 @@ pub async fn serve_on(
     }
     drop(listener);
     // Requests and jobs drain together, each for at most the timeout.
+    live.shared().stop();
     let _ = stop_tx.send(true);
     let drain = live.current().drain_timeout;
     let requests = async {

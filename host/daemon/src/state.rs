@@ -62,6 +62,16 @@ impl Pauses {
             .copied()
     }
 
+    /// Every API pause and resume.
+    fn snapshot(&self) -> Vec<((String, String), bool)> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// Records an API pause or resume (already persisted by the caller).
     pub fn set(&self, tenant: &str, instance: &str, paused: bool) {
         self.0
@@ -144,6 +154,8 @@ pub struct Shared {
     slots: u32,
     /// Which refused webhook deliveries get an audit entry.
     pub refusals: RefusalSampler,
+    /// Set when shutdown begins: worker slots take no further jobs.
+    stopping: std::sync::atomic::AtomicBool,
     /// Wakes the queue worker: something was queued, or an instance
     /// resumed. (Other processes' enqueues are found by its fallback poll.)
     pub wake: tokio::sync::Notify,
@@ -153,6 +165,17 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marks shutdown as begun.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Tells the worker to look at the queue now.
     pub fn wake_worker(&self) {
         self.wake.notify_one();
@@ -176,6 +199,10 @@ pub struct AppState {
     /// How long a shutdown waits for in-flight work.
     pub drain_timeout: std::time::Duration,
     catalog: Arc<Catalog>,
+    /// Instances the tenant files start paused.
+    paused_by_config: std::collections::BTreeSet<switchyard_store::InstanceKey>,
+    /// The longest invocation deadline of any instance (ms).
+    max_deadline_ms: i64,
 }
 
 impl AppState {
@@ -257,8 +284,25 @@ impl AppState {
                 },
             );
         }
+        let paused_by_config = tenants
+            .iter()
+            .flat_map(|(t, ts)| {
+                ts.instances
+                    .iter()
+                    .filter(|(_, i)| i.paused_by_config)
+                    .map(move |(i, _)| (t.clone(), i.clone()))
+            })
+            .collect();
+        let max_deadline_ms = tenants
+            .values()
+            .flat_map(|t| t.instances.values())
+            .map(|i| i.instance.limits().deadline.as_millis() as i64)
+            .max()
+            .unwrap_or(30_000);
         Ok(Self {
             tenants,
+            paused_by_config,
+            max_deadline_ms,
             shared,
             jobs: cfg.jobs,
             concurrency: cfg.tenant_concurrency(),
@@ -336,13 +380,21 @@ impl AppState {
     }
 
     /// Instances that are paused now, whose queued jobs wait.
+    /// Costs what is paused, not what is configured: it runs for every
+    /// lease.
     pub fn paused_instances(&self) -> std::collections::BTreeSet<switchyard_store::InstanceKey> {
-        self.tenants
-            .iter()
-            .flat_map(|(t, ts)| ts.instances.keys().map(move |i| (t, i)))
-            .filter(|(t, i)| self.is_paused(t, i))
-            .map(|(t, i)| (t.clone(), i.clone()))
-            .collect()
+        let mut out = self.paused_by_config.clone();
+        for ((t, i), paused) in self.shared.pauses.snapshot() {
+            if self.instance_state(&t, &i).is_none() {
+                continue;
+            }
+            if paused {
+                out.insert((t, i));
+            } else {
+                out.remove(&(t, i));
+            }
+        }
+        out
     }
 
     /// The schedules the configuration asks for.
@@ -365,12 +417,7 @@ impl AppState {
 
     /// The longest invocation deadline of any instance, in milliseconds.
     pub fn max_deadline_ms(&self) -> i64 {
-        self.tenants
-            .values()
-            .flat_map(|t| t.instances.values())
-            .map(|i| i.instance.limits().deadline.as_millis() as i64)
-            .max()
-            .unwrap_or(30_000)
+        self.max_deadline_ms
     }
 
     /// `(tenants, instances)` configured.
@@ -409,6 +456,7 @@ impl Live {
             admission: Default::default(),
             slots: cfg.wasm_slots(),
             wake: tokio::sync::Notify::new(),
+            stopping: Default::default(),
             secrets,
             runtime,
         });

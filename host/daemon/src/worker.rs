@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_runtime::{CallOptions, InvokeError, PluginError, log::Progress};
-use switchyard_store::{Attempt, Job, LeaseRequest, Retry};
+use switchyard_store::{
+    Attempt, Finish, Job, LeaseRequest, NextLease, Outcome, Retry, RunRecord, Settled,
+};
 
 use crate::clock::{now_ms, request_id};
-use crate::record::{self, Outcome, Subject};
+use crate::record::{self, Subject};
 use crate::state::{AppState, Live, RunningJob};
 use crate::webhook::delivery::StoredDelivery;
 
@@ -168,7 +170,12 @@ impl Drain for Worker {
     }
 
     async fn run(self: Arc<Self>, job: Job) {
-        run_job(&self.live.current(), &job, job.attempt(&self.owner)).await;
+        // A slot that finishes a job leases its next one in the same
+        // transaction, and runs it, until the queue has nothing for it.
+        let mut next = Some(job);
+        while let Some(job) = next {
+            next = run_job(&self.live.current(), &job, job.attempt(&self.owner)).await;
+        }
     }
 
     fn wake(&self) -> &tokio::sync::Notify {
@@ -245,7 +252,8 @@ fn settle(result: Result<Option<u16>, &InvokeError>, max_retry_after_ms: i64) ->
     }
 }
 
-async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) {
+/// Runs `job` and settles it; returns the next job leased for this slot.
+async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> {
     let db = st.db();
     let started = Instant::now();
     let rid = request_id();
@@ -255,7 +263,7 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) {
         if let Err(e) = db.fail_job(attempt, message, now_ms(), Retry::Never).await {
             tracing::error!(error = %e, job = job.id, "recording a job failure");
         }
-        return;
+        return None;
     };
     let (progress, watch) = tokio::sync::watch::channel(None);
     let _registered = Registered::new(st, job, watch);
@@ -285,71 +293,85 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) {
             (settle(result, max_retry_after_ms), Some(inv.report))
         }
     };
-    let lost = "lease lost: the job ran too long and another attempt took over";
-    let outcome = match &settled {
-        Settle::Done => match db.complete_job(attempt, now_ms()).await {
-            Ok(true) => "ok".to_owned(),
-            Ok(false) => lost.to_owned(),
-            Err(e) => {
-                tracing::error!(error = %e, job = job.id, "completing a job");
-                "ok (not recorded)".into()
-            }
-        },
+    let outcome = match settled {
         Settle::Release => {
             // Not an attempt: nothing ran. It is looked at again shortly.
             if let Err(e) = db.release_job(attempt, now_ms() + BUSY_RETRY_MS).await {
                 tracing::error!(error = %e, job = job.id, "releasing a job");
             }
             st.shared.metrics.job_released(&job.tenant, &job.instance);
-            return;
+            return None;
         }
-        Settle::Fail { message, retry } => {
-            match db.fail_job(attempt, message, now_ms(), *retry).await {
-                Ok(Some(state)) => format!("failed ({state:?})").to_lowercase(),
-                Ok(None) => lost.to_owned(),
-                Err(e) => {
-                    tracing::error!(error = %e, job = job.id, "recording a job failure");
-                    "failed".into()
-                }
-            }
-        }
+        Settle::Done => Outcome::Done,
+        Settle::Fail { message, retry } => Outcome::Failed {
+            error: message,
+            retry,
+        },
     };
+    let report = report.unwrap_or_else(|| switchyard_runtime::Report {
+        request_id: rid.clone(),
+        ..Default::default()
+    });
+    let plugin = &inst.plugin().manifest().id;
+    let code = match &outcome {
+        Outcome::Done => "ok",
+        Outcome::Failed { .. } => "error",
+    };
+    st.shared
+        .metrics
+        .record(&job.tenant, &job.instance, plugin, &job.kind, code, &report);
     let who = Subject {
         tenant: &job.tenant,
         instance: Some(&job.instance),
         actor: "",
         request_id: &rid,
     };
-    let entry = who.entry(
-        &job.kind,
-        format!("{} (job {}, attempt {})", job.name, job.id, job.attempts),
-        outcome,
-        started.elapsed().as_millis() as i64,
-    );
-    let (code, message) = match &settled {
-        Settle::Fail { message, .. } => ("error", Some(message.as_str())),
-        _ => ("ok", None),
-    };
-    let report = report.unwrap_or_else(|| switchyard_runtime::Report {
-        request_id: rid.clone(),
-        ..Default::default()
-    });
-    record::record(
-        &st.shared,
-        Outcome {
-            tenant: &job.tenant,
-            instance: &job.instance,
-            plugin: &inst.plugin().manifest().id,
-            kind: &job.kind,
-            name: &job.name,
-            outcome: code,
-            error: message,
-            actor: "",
+    let finish = Finish {
+        attempt,
+        run: RunRecord {
+            tenant: job.tenant.clone(),
+            instance: job.instance.clone(),
+            kind: job.kind.clone(),
+            name: job.name.clone(),
+            outcome: code.to_owned(),
+            error: match &outcome {
+                Outcome::Failed { error, .. } => Some(error.clone()),
+                Outcome::Done => None,
+            },
         },
-        &report,
-        vec![entry],
-    )
-    .await;
+        outcome,
+        job_entry: who.entry(
+            &job.kind,
+            format!("{} (job {}, attempt {})", job.name, job.id, job.attempts),
+            "",
+            started.elapsed().as_millis() as i64,
+        ),
+        egress: record::egress_audit(&job.tenant, &job.instance, "", &report),
+        next: (!st.shared.stopping()).then(|| NextLease {
+            lease_ms: st.max_deadline_ms() + 30_000,
+            per_tenant: st.concurrency.clone(),
+            skip: st.paused_instances(),
+        }),
+    };
+    // One transaction: the job's new state, its run statistics, its audit
+    // entries, and the slot's next job.
+    match db.finish_job(finish, now_ms()).await {
+        Ok(f) => {
+            if f.settled == Settled::LeaseLost {
+                tracing::warn!(
+                    job = job.id,
+                    attempt = job.attempts,
+                    "a job ran past its lease and another attempt took it over; \
+                     this outcome is ignored"
+                );
+            }
+            f.next
+        }
+        Err(e) => {
+            tracing::error!(error = %e, job = job.id, "recording a finished job");
+            None
+        }
+    }
 }
 
 /// Lists a job among the running ones for as long as it lives, so that the

@@ -108,6 +108,34 @@ pub trait AdminStore: Send + Sync {
     async fn prune_seen_events(&self, before_ms: i64) -> Result<u64, StoreError>;
 }
 
+/// Appends `entries` inside the caller's transaction.
+pub(crate) fn append_audit_in(
+    c: &rusqlite::Connection,
+    entries: &[AuditEntry],
+) -> Result<(), StoreError> {
+    let mut st = c
+        .prepare_cached(
+            "INSERT INTO audit (time, tenant, instance, actor, kind, what, outcome,
+                                duration_ms, request_id)
+             VALUES (unixepoch(), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(backend)?;
+    for e in entries {
+        st.execute(params![
+            e.tenant,
+            e.instance,
+            e.actor,
+            e.kind,
+            e.what,
+            e.outcome,
+            e.duration_ms,
+            e.request_id
+        ])
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
 /// Rows one retention statement deletes at most.
 const PRUNE_BATCH: i64 = 5000;
 
@@ -155,7 +183,7 @@ impl AdminStore for SqliteStore {
             return Ok(None);
         }
         let hash = token_hash(token);
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             c.query_row(
                 "SELECT tenant FROM api_tokens WHERE hash = ?1",
                 params![hash],
@@ -169,7 +197,7 @@ impl AdminStore for SqliteStore {
 
     async fn list_tokens(&self, tenant: &str) -> Result<Vec<TokenInfo>, StoreError> {
         let t = tenant.to_owned();
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             let mut st = c
                 .prepare(
                     "SELECT id, tenant, label, created_at FROM api_tokens
@@ -212,11 +240,11 @@ impl AdminStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (t, i, k) = (tenant.to_owned(), instance.to_owned(), key.to_owned());
         self.with_conn(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT OR IGNORE INTO seen_events (tenant, instance, key, seen_at)
                  VALUES (?1, ?2, ?3, unixepoch())",
-                params![t, i, k],
             )
+            .and_then(|mut st| st.execute(params![t, i, k]))
             .map(|n| n == 1)
             .map_err(backend)
         })
@@ -247,28 +275,7 @@ impl AdminStore for SqliteStore {
         }
         self.with_conn(move |c| {
             let tx = c.transaction().map_err(backend)?;
-            {
-                let mut st = tx
-                    .prepare_cached(
-                        "INSERT INTO audit (time, tenant, instance, actor, kind, what, outcome,
-                                            duration_ms, request_id)
-                         VALUES (unixepoch(), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    )
-                    .map_err(backend)?;
-                for e in &entries {
-                    st.execute(params![
-                        e.tenant,
-                        e.instance,
-                        e.actor,
-                        e.kind,
-                        e.what,
-                        e.outcome,
-                        e.duration_ms,
-                        e.request_id
-                    ])
-                    .map_err(backend)?;
-                }
-            }
+            append_audit_in(&tx, &entries)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -277,7 +284,7 @@ impl AdminStore for SqliteStore {
     async fn audit(&self, tenant: &str, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let t = tenant.to_owned();
         let limit = limit.clamp(1, 10_000);
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             let mut st = c
                 .prepare(
                     "SELECT seq, time, tenant, instance, actor, kind, what, outcome,

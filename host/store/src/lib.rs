@@ -31,10 +31,10 @@ mod sqlite;
 
 pub use admin::{AdminStore, AuditEntry, TOKEN_PREFIX, TokenInfo};
 pub use queue::{
-    Attempt, Enqueued, InstanceKey, Job, JobQueue, JobState, LeaseRequest, NewJob, QueueDepth,
-    Retry, TenantConcurrency, backoff_ms,
+    Attempt, Enqueued, Finish, Finished, InstanceKey, Job, JobQueue, JobState, LeaseRequest,
+    NewJob, NextLease, Outcome, QueueDepth, Retry, Settled, TenantConcurrency, backoff_ms,
 };
-pub use schedule::{Fired, InstanceStats, InstanceStore, Schedule, WantedSchedule};
+pub use schedule::{Fired, InstanceStats, InstanceStore, RunRecord, Schedule, WantedSchedule};
 pub use secrets::{MasterKey, SecretError, SecretMeta, SecretRows, SecretStore};
 pub use sqlite::SqliteStore;
 

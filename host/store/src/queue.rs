@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::sqlite::backend;
-use crate::{SqliteStore, StoreError};
+use crate::{AuditEntry, SqliteStore, StoreError};
 
 /// Longest retry delay.
 const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
@@ -214,6 +214,83 @@ pub enum Retry {
     Never,
 }
 
+/// How an attempt ended, for [`JobQueue::finish_job`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It succeeded.
+    Done,
+    /// It failed.
+    Failed {
+        /// Why.
+        error: String,
+        /// Whether to retry.
+        retry: Retry,
+    },
+}
+
+/// An attempt to settle, with what to record about it.
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    /// The attempt.
+    pub attempt: Attempt<'a>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Its run, for the statistics.
+    pub run: crate::schedule::RunRecord,
+    /// Its audit entry (the outcome is filled in).
+    pub job_entry: AuditEntry,
+    /// The audit entries of its egress requests.
+    pub egress: Vec<AuditEntry>,
+    /// Lease the worker slot's next job in the same transaction.
+    pub next: Option<NextLease>,
+}
+
+/// What [`Finish::next`] leases under (as [`LeaseRequest`], for one job).
+#[derive(Debug, Clone)]
+pub struct NextLease {
+    /// How long the lease lasts.
+    pub lease_ms: i64,
+    /// Running jobs allowed per tenant.
+    pub per_tenant: TenantConcurrency,
+    /// Instances whose jobs are not leased.
+    pub skip: BTreeSet<InstanceKey>,
+}
+
+/// What [`JobQueue::finish_job`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// What became of the job.
+    pub settled: Settled,
+    /// The slot's next job, when one was asked for and ready.
+    pub next: Option<Job>,
+}
+
+/// What became of a finished job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Done.
+    Done,
+    /// Queued again after a back-off.
+    Queued,
+    /// Dead-lettered.
+    Dead,
+    /// Another worker holds the job now; this attempt's outcome was not
+    /// applied.
+    LeaseLost,
+}
+
+impl Settled {
+    /// As the audit log says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Done => "ok",
+            Self::Queued => "failed (queued)",
+            Self::Dead => "failed (dead)",
+            Self::LeaseLost => "lease lost: another attempt took the job over",
+        }
+    }
+}
+
 /// The outcome of [`SqliteStore::enqueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Enqueued {
@@ -284,6 +361,16 @@ pub trait JobQueue: Send + Sync {
         retry: Retry,
     ) -> Result<Option<JobState>, StoreError>;
 
+    /// Settles an attempt together with its record: the job's new state,
+    /// the run statistics and the audit entries commit in one transaction
+    /// (one write per finished job, and no finished job without its
+    /// record). `job_entry`'s outcome is set to what became of the job.
+    ///
+    /// With `f.next`, the same transaction also leases the next job for
+    /// this worker slot (as fairly as [`JobQueue::lease`]), so a busy worker
+    /// spends one write per job on the queue, not two.
+    async fn finish_job(&self, f: Finish<'_>, now_ms: i64) -> Result<Finished, StoreError>;
+
     /// Puts a leased job back without counting the attempt (it could not
     /// run: no capacity), to be leased again from `run_after_ms`. False
     /// when `attempt` no longer holds the lease.
@@ -332,24 +419,27 @@ impl JobQueue for SqliteStore {
     async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
         self.with_conn(move |c| {
             let tx = c.transaction().map_err(backend)?;
-            let inserted = tx
-                .execute(
+            let mut insert = tx
+                .prepare_cached(
                     "INSERT INTO jobs (tenant, instance, kind, name, payload, idempotency_key,
                                        state, attempts, max_attempts, run_after, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8)
                      ON CONFLICT (tenant, instance, idempotency_key) DO NOTHING",
-                    params![
-                        job.tenant,
-                        job.instance,
-                        job.kind,
-                        job.name,
-                        job.payload,
-                        job.idempotency_key,
-                        job.max_attempts.max(1),
-                        now_ms
-                    ],
                 )
                 .map_err(backend)?;
+            let inserted = insert
+                .execute(params![
+                    job.tenant,
+                    job.instance,
+                    job.kind,
+                    job.name,
+                    job.payload,
+                    job.idempotency_key,
+                    job.max_attempts.max(1),
+                    now_ms
+                ])
+                .map_err(backend)?;
+            drop(insert);
             let out = if inserted == 1 {
                 Enqueued {
                     id: tx.last_insert_rowid(),
@@ -357,11 +447,16 @@ impl JobQueue for SqliteStore {
                 }
             } else {
                 let id = tx
-                    .query_row(
-                        "SELECT id FROM jobs WHERE tenant=?1 AND instance=?2 AND idempotency_key=?3",
-                        params![job.tenant, job.instance, job.idempotency_key],
-                        |r| r.get(0),
+                    .prepare_cached(
+                        "SELECT id FROM jobs
+                         WHERE tenant=?1 AND instance=?2 AND idempotency_key=?3",
                     )
+                    .and_then(|mut st| {
+                        st.query_row(
+                            params![job.tenant, job.instance, job.idempotency_key],
+                            |r| r.get(0),
+                        )
+                    })
                     .map_err(backend)?;
                 Enqueued {
                     id,
@@ -417,17 +512,8 @@ impl JobQueue for SqliteStore {
 
     async fn complete_job(&self, attempt: Attempt<'_>, now_ms: i64) -> Result<bool, StoreError> {
         let (id, n, owner) = (attempt.id, attempt.attempt, attempt.owner.to_owned());
-        self.with_conn(move |c| {
-            c.execute(
-                "UPDATE jobs SET state='done', lease_until=NULL, owner=NULL, last_error=NULL,
-                                 finished_at=?4
-                 WHERE id=?1 AND attempts=?2 AND owner=?3 AND state='running'",
-                params![id, n, owner, now_ms],
-            )
-            .map(|changed| changed == 1)
-            .map_err(backend)
-        })
-        .await
+        self.with_conn(move |c| complete_in(c, id, n, &owner, now_ms))
+            .await
     }
 
     async fn fail_job(
@@ -437,40 +523,71 @@ impl JobQueue for SqliteStore {
         now_ms: i64,
         retry: Retry,
     ) -> Result<Option<JobState>, StoreError> {
-        let error: String = error.chars().take(2000).collect();
+        let error = error.to_owned();
         let (id, n, owner) = (attempt.id, attempt.attempt, attempt.owner.to_owned());
         self.with_conn(move |c| {
             let tx = c.transaction().map_err(backend)?;
-            let held: Option<u32> = tx
-                .query_row(
-                    "SELECT max_attempts FROM jobs
-                     WHERE id=?1 AND attempts=?2 AND owner=?3 AND state='running'",
-                    params![id, n, owner],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
-            let Some(max) = held else {
-                return Ok(None);
-            };
-            let (state, delay) = match retry {
-                Retry::Never => (JobState::Dead, 0),
-                Retry::Backoff { .. } if n >= max => (JobState::Dead, 0),
-                Retry::Backoff { retry_after_ms } => (
-                    JobState::Queued,
-                    backoff_ms(n).max(retry_after_ms.unwrap_or(0)),
-                ),
-            };
-            let finished = (state == JobState::Dead).then_some(now_ms);
-            tx.execute(
-                "UPDATE jobs SET state=?2, lease_until=NULL, owner=NULL, last_error=?3,
-                                 run_after=?4, finished_at=?5
-                 WHERE id=?1",
-                params![id, state.as_str(), error, now_ms + delay, finished],
-            )
-            .map_err(backend)?;
+            let state = fail_in(&tx, id, n, &owner, &error, now_ms, retry)?;
             tx.commit().map_err(backend)?;
-            Ok(Some(state))
+            Ok(state)
+        })
+        .await
+    }
+
+    async fn finish_job(&self, f: Finish<'_>, now_ms: i64) -> Result<Finished, StoreError> {
+        let (id, n, owner) = (f.attempt.id, f.attempt.attempt, f.attempt.owner.to_owned());
+        let Finish {
+            outcome,
+            run,
+            mut job_entry,
+            mut egress,
+            next,
+            ..
+        } = f;
+        let cursor = self.lease_cursor.clone();
+        self.with_conn(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let settled = match &outcome {
+                Outcome::Done => {
+                    if complete_in(&tx, id, n, &owner, now_ms)? {
+                        Settled::Done
+                    } else {
+                        Settled::LeaseLost
+                    }
+                }
+                Outcome::Failed { error, retry } => {
+                    match fail_in(&tx, id, n, &owner, error, now_ms, *retry)? {
+                        Some(JobState::Dead) => Settled::Dead,
+                        Some(_) => Settled::Queued,
+                        None => Settled::LeaseLost,
+                    }
+                }
+            };
+            // The attempt ran whether or not its lease held: its run and
+            // what it did are recorded either way.
+            crate::schedule::record_run_in(&tx, &run, now_ms)?;
+            job_entry.outcome = settled.describe().to_owned();
+            egress.insert(0, job_entry);
+            crate::admin::append_audit_in(&tx, &egress)?;
+            let next = match &next {
+                None => None,
+                Some(n) => {
+                    let mut cursor = cursor.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut lease = Leasing {
+                        tx: &tx,
+                        now_ms,
+                        until: now_ms + n.lease_ms,
+                        owner: &owner,
+                        per_tenant: &n.per_tenant,
+                        skip: &n.skip,
+                        running: BTreeMap::new(),
+                        picked: Vec::new(),
+                    };
+                    lease.run(1, &mut cursor)?.pop()
+                }
+            };
+            tx.commit().map_err(backend)?;
+            Ok(Finished { settled, next })
         })
         .await
     }
@@ -509,7 +626,7 @@ impl JobQueue for SqliteStore {
     }
 
     async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             c.query_row(
                 &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id=?1"),
                 params![id],
@@ -529,7 +646,7 @@ impl JobQueue for SqliteStore {
     ) -> Result<Vec<Job>, StoreError> {
         let t = tenant.to_owned();
         let s = state.map(JobState::as_str);
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             let mut st = c
                 .prepare(&format!(
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant=?1 AND (?2 IS NULL OR state=?2)
@@ -550,11 +667,14 @@ impl JobQueue for SqliteStore {
         instance: &str,
     ) -> Result<(i64, i64, i64), StoreError> {
         let (t, i) = (tenant.to_owned(), instance.to_owned());
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
+            // Three counts over the (state, tenant, instance) index: a range
+            // of index entries each, never the instance's done history.
             c.query_row(
-                "SELECT count(*) FILTER (WHERE state='queued'), count(*) FILTER (WHERE state='running'),
-                        count(*) FILTER (WHERE state='dead')
-                 FROM jobs WHERE tenant=?1 AND instance=?2",
+                "SELECT
+                    (SELECT count(*) FROM jobs WHERE state='queued' AND tenant=?1 AND instance=?2),
+                    (SELECT count(*) FROM jobs WHERE state='running' AND tenant=?1 AND instance=?2),
+                    (SELECT count(*) FROM jobs WHERE state='dead' AND tenant=?1 AND instance=?2)",
                 params![t, i],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -564,7 +684,7 @@ impl JobQueue for SqliteStore {
     }
 
     async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
-        self.with_conn(|c| {
+        self.with_read(|c| {
             let mut stmt = c
                 .prepare(
                     "SELECT tenant, instance, count(*) FILTER (WHERE state='queued'),
@@ -591,7 +711,7 @@ impl JobQueue for SqliteStore {
     }
 
     async fn next_wake_ms(&self) -> Result<Option<i64>, StoreError> {
-        self.with_conn(|c| {
+        self.with_read(|c| {
             c.query_row(
                 // The aggregate min skips NULLs (the scalar one would not).
                 "SELECT min(t) FROM (
@@ -620,6 +740,66 @@ impl JobQueue for SqliteStore {
     }
 }
 
+/// Marks attempt `n` of job `id` done if `owner` still holds its lease.
+fn complete_in(
+    c: &rusqlite::Connection,
+    id: i64,
+    n: u32,
+    owner: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    c.prepare_cached(
+        "UPDATE jobs SET state='done', lease_until=NULL, owner=NULL, last_error=NULL,
+                         finished_at=?4
+         WHERE id=?1 AND attempts=?2 AND owner=?3 AND state='running'",
+    )
+    .and_then(|mut st| st.execute(params![id, n, owner, now_ms]))
+    .map(|changed| changed == 1)
+    .map_err(backend)
+}
+
+/// Records a failed attempt if `owner` still holds its lease; the new
+/// state, or None.
+fn fail_in(
+    tx: &Transaction<'_>,
+    id: i64,
+    n: u32,
+    owner: &str,
+    error: &str,
+    now_ms: i64,
+    retry: Retry,
+) -> Result<Option<JobState>, StoreError> {
+    let error: String = error.chars().take(2000).collect();
+    let held: Option<u32> = tx
+        .prepare_cached(
+            "SELECT max_attempts FROM jobs
+             WHERE id=?1 AND attempts=?2 AND owner=?3 AND state='running'",
+        )
+        .and_then(|mut st| st.query_row(params![id, n, owner], |r| r.get(0)))
+        .optional()
+        .map_err(backend)?;
+    let Some(max) = held else {
+        return Ok(None);
+    };
+    let (state, delay) = match retry {
+        Retry::Never => (JobState::Dead, 0),
+        Retry::Backoff { .. } if n >= max => (JobState::Dead, 0),
+        Retry::Backoff { retry_after_ms } => (
+            JobState::Queued,
+            backoff_ms(n).max(retry_after_ms.unwrap_or(0)),
+        ),
+    };
+    let finished = (state == JobState::Dead).then_some(now_ms);
+    tx.prepare_cached(
+        "UPDATE jobs SET state=?2, lease_until=NULL, owner=NULL, last_error=?3,
+                         run_after=?4, finished_at=?5
+         WHERE id=?1",
+    )
+    .and_then(|mut st| st.execute(params![id, state.as_str(), error, now_ms + delay, finished]))
+    .map_err(backend)?;
+    Ok(Some(state))
+}
+
 /// One lease call, inside its transaction (see the module docs).
 struct Leasing<'a> {
     tx: &'a Transaction<'a>,
@@ -642,11 +822,11 @@ impl Leasing<'_> {
         // Expired leases: their worker died or overran; the jobs are queued
         // again (the attempt they used stays counted).
         self.tx
-            .execute(
+            .prepare_cached(
                 "UPDATE jobs SET state='queued', lease_until=NULL, owner=NULL
                  WHERE state='running' AND lease_until < ?1",
-                params![self.now_ms],
             )
+            .and_then(|mut st| st.execute(params![self.now_ms]))
             .map_err(backend)?;
         {
             let mut st = self
@@ -721,23 +901,39 @@ impl Leasing<'_> {
     /// The first pair with queued jobs after `pos` (or the first of all).
     fn pair_after(&self, pos: Option<&InstanceKey>) -> Result<Option<InstanceKey>, StoreError> {
         let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
-        match pos {
-            None => self.tx.query_row(
-                "SELECT tenant, instance FROM jobs WHERE state='queued'
+        let Some((t, i)) = pos else {
+            return self
+                .tx
+                .query_row(
+                    "SELECT tenant, instance FROM jobs WHERE state='queued'
+                     ORDER BY tenant, instance LIMIT 1",
+                    [],
+                    row,
+                )
+                .optional()
+                .map_err(backend);
+        };
+        // Two seeks, not one row-value comparison: SQLite would walk every
+        // queued job of the current pair to get past `(t, i)`.
+        let same_tenant = self
+            .tx
+            .prepare_cached(
+                "SELECT tenant, instance FROM jobs WHERE state='queued' AND tenant = ?1
+                   AND instance > ?2
                  ORDER BY tenant, instance LIMIT 1",
-                [],
-                row,
-            ),
-            Some((t, i)) => self.tx.query_row(
-                "SELECT tenant, instance FROM jobs WHERE state='queued'
-                   AND (tenant, instance) > (?1, ?2)
-                 ORDER BY tenant, instance LIMIT 1",
-                params![t, i],
-                row,
-            ),
+            )
+            .and_then(|mut st| st.query_row(params![t, i], row).optional())
+            .map_err(backend)?;
+        if same_tenant.is_some() {
+            return Ok(same_tenant);
         }
-        .optional()
-        .map_err(backend)
+        self.tx
+            .prepare_cached(
+                "SELECT tenant, instance FROM jobs WHERE state='queued' AND tenant > ?1
+                 ORDER BY tenant, instance LIMIT 1",
+            )
+            .and_then(|mut st| st.query_row(params![t], row).optional())
+            .map_err(backend)
     }
 
     /// Leases the oldest ready job of `pair`, if the rules allow; returns
@@ -758,13 +954,12 @@ impl Leasing<'_> {
         }
         let id: Option<i64> = self
             .tx
-            .query_row(
+            .prepare_cached(
                 "SELECT id FROM jobs WHERE state='queued' AND tenant=?1 AND instance=?2
                    AND run_after <= ?3
                  ORDER BY run_after, id LIMIT 1",
-                params![pair.0, pair.1, self.now_ms],
-                |r| r.get(0),
             )
+            .and_then(|mut st| st.query_row(params![pair.0, pair.1, self.now_ms], |r| r.get(0)))
             .optional()
             .map_err(backend)?;
         let Some(id) = id else {
@@ -931,6 +1126,90 @@ mod tests {
         assert_eq!((first.id, second.id), (e2.id, e2.id));
         assert!(!db.complete_job(first.attempt("a"), 5100).await.unwrap());
         assert!(db.complete_job(second.attempt("a"), 5100).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_commits_with_its_run_and_audit() {
+        use crate::{AdminStore, InstanceStore, RunRecord};
+        let db = SqliteStore::open_in_memory().unwrap();
+        let e = db.enqueue(job("acme", None), 0).await.unwrap();
+        let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
+        let entry = |what: &str| AuditEntry {
+            seq: 0,
+            time: 0,
+            tenant: "acme".into(),
+            instance: Some("i".into()),
+            actor: None,
+            kind: "webhook".into(),
+            what: what.into(),
+            outcome: String::new(),
+            duration_ms: 1,
+            request_id: "r".into(),
+        };
+        let finish = |attempt| Finish {
+            attempt,
+            outcome: Outcome::Failed {
+                error: "boom".into(),
+                retry: BACKOFF,
+            },
+            run: RunRecord {
+                tenant: "acme".into(),
+                instance: "i".into(),
+                kind: "webhook".into(),
+                name: "events".into(),
+                outcome: "error".into(),
+                error: Some("boom".into()),
+            },
+            job_entry: entry("events (job 1)"),
+            egress: vec![entry("GET https://x")],
+            next: None,
+        };
+        assert_eq!(
+            db.finish_job(finish(j.attempt("w")), 10).await.unwrap(),
+            Finished {
+                settled: Settled::Queued,
+                next: None
+            }
+        );
+        assert_eq!(db.job(e.id).await.unwrap().unwrap().state, JobState::Queued);
+        let audit = db.audit("acme", 10).await.unwrap();
+        let seen: Vec<(&str, &str)> = audit
+            .iter()
+            .map(|a| (a.what.as_str(), a.outcome.as_str()))
+            .rev()
+            .collect();
+        assert_eq!(
+            seen,
+            [("events (job 1)", "failed (queued)"), ("GET https://x", "")]
+        );
+        let stats = db.run_stats("acme", "i").await.unwrap();
+        assert_eq!((stats[0].runs, stats[0].errors), (1, 1));
+        // A late attempt is recorded as run, and changes no job state.
+        assert_eq!(
+            db.finish_job(finish(j.attempt("w")), 20)
+                .await
+                .unwrap()
+                .settled,
+            Settled::LeaseLost
+        );
+        assert_eq!(db.job(e.id).await.unwrap().unwrap().state, JobState::Queued);
+        // Finishing can lease the slot's next job in the same transaction.
+        db.enqueue(job("globex", None), 20).await.unwrap();
+        let j = lease(&db, 5_000, 1000, 1, 1).await.remove(0);
+        let mut f = finish(j.attempt("w"));
+        f.outcome = Outcome::Done;
+        f.next = Some(NextLease {
+            lease_ms: 1000,
+            per_tenant: TenantConcurrency::uniform(1),
+            skip: BTreeSet::new(),
+        });
+        let done = db.finish_job(f, 5_000).await.unwrap();
+        assert_eq!(done.settled, Settled::Done);
+        // The other of the two ready jobs.
+        let next = done.next.expect("the next job");
+        assert_ne!(next.id, j.id);
+        assert_eq!(next.state, JobState::Running);
+        assert_eq!(db.job(j.id).await.unwrap().unwrap().state, JobState::Done);
     }
 
     #[tokio::test]

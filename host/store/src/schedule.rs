@@ -88,6 +88,59 @@ pub struct InstanceStats {
     pub last_error_ms: Option<i64>,
 }
 
+/// One run of an action, webhook route or job, for the run statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    /// Tenant.
+    pub tenant: String,
+    /// Instance.
+    pub instance: String,
+    /// `action`, `webhook` or `job`.
+    pub kind: String,
+    /// Action, route or job name.
+    pub name: String,
+    /// `ok` or an error code.
+    pub outcome: String,
+    /// The failure's message, if it failed.
+    pub error: Option<String>,
+}
+
+/// Counts `run` in the run statistics, inside the caller's transaction.
+pub(crate) fn record_run_in(
+    c: &rusqlite::Connection,
+    run: &RunRecord,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let error: Option<String> = run
+        .error
+        .as_ref()
+        .map(|e| e.chars().take(MAX_ERROR_CHARS).collect());
+    c.prepare_cached(
+        "INSERT INTO run_stats (tenant, instance, kind, name, runs, errors, last_run,
+                                last_outcome, last_error, last_error_at)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, CASE WHEN ?8 IS NULL THEN NULL ELSE ?6 END)
+         ON CONFLICT (tenant, instance, kind, name) DO UPDATE SET
+            runs = runs + 1, errors = errors + excluded.errors,
+            last_run = excluded.last_run, last_outcome = excluded.last_outcome,
+            last_error = coalesce(excluded.last_error, last_error),
+            last_error_at = coalesce(excluded.last_error_at, last_error_at)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            run.tenant,
+            run.instance,
+            run.kind,
+            run.name,
+            i64::from(error.is_some()),
+            now_ms,
+            run.outcome,
+            error
+        ])
+    })
+    .map(drop)
+    .map_err(backend)
+}
+
 /// Longest stored error message; the rest is cut (they are for people, and
 /// a plugin's message length is not ours to choose).
 const MAX_ERROR_CHARS: usize = 1000;
@@ -196,7 +249,7 @@ impl InstanceStore for SqliteStore {
     }
 
     async fn due_schedules(&self, now_ms: i64) -> Result<Vec<Schedule>, StoreError> {
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             let mut st = c
                 .prepare_cached(&format!(
                     "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_run <= ?1 ORDER BY next_run"
@@ -210,7 +263,7 @@ impl InstanceStore for SqliteStore {
 
     async fn schedules(&self, tenant: &str, instance: &str) -> Result<Vec<Schedule>, StoreError> {
         let (t, i) = (tenant.to_owned(), instance.to_owned());
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             let mut st = c
                 .prepare(&format!(
                     "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant=?1 AND instance=?2 ORDER BY job"
@@ -315,7 +368,7 @@ impl InstanceStore for SqliteStore {
     }
 
     async fn paused_states(&self) -> Result<Vec<(String, String, bool)>, StoreError> {
-        self.with_conn(|c| {
+        self.with_read(|c| {
             let mut st = c
                 .prepare("SELECT tenant, instance, paused FROM instance_state")
                 .map_err(backend)?;
@@ -337,30 +390,16 @@ impl InstanceStore for SqliteStore {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let (t, i, k, n, o) = (
-            tenant.to_owned(),
-            instance.to_owned(),
-            kind.to_owned(),
-            name.to_owned(),
-            outcome.to_owned(),
-        );
-        let error: Option<String> = error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect());
-        self.with_conn(move |c| {
-            c.execute(
-                "INSERT INTO run_stats (tenant, instance, kind, name, runs, errors, last_run,
-                                        last_outcome, last_error, last_error_at)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, CASE WHEN ?8 IS NULL THEN NULL ELSE ?6 END)
-                 ON CONFLICT (tenant, instance, kind, name) DO UPDATE SET
-                    runs = runs + 1, errors = errors + excluded.errors,
-                    last_run = excluded.last_run, last_outcome = excluded.last_outcome,
-                    last_error = coalesce(excluded.last_error, last_error),
-                    last_error_at = coalesce(excluded.last_error_at, last_error_at)",
-                params![t, i, k, n, i64::from(error.is_some()), now_ms, o, error],
-            )
-            .map(drop)
-            .map_err(backend)
-        })
-        .await
+        let run = RunRecord {
+            tenant: tenant.to_owned(),
+            instance: instance.to_owned(),
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            outcome: outcome.to_owned(),
+            error: error.map(str::to_owned),
+        };
+        self.with_conn(move |c| record_run_in(c, &run, now_ms))
+            .await
     }
 
     async fn run_stats(
@@ -369,7 +408,7 @@ impl InstanceStore for SqliteStore {
         instance: &str,
     ) -> Result<Vec<InstanceStats>, StoreError> {
         let (t, i) = (tenant.to_owned(), instance.to_owned());
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             let mut stmt = c
                 .prepare(
                     "SELECT kind, name, runs, errors, last_run, last_outcome, last_error,

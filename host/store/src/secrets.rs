@@ -249,7 +249,7 @@ pub trait SecretRows: Send + Sync {
 impl SecretRows for SqliteStore {
     async fn wrapped_key(&self, tenant: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let t = tenant.to_owned();
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             c.query_row(
                 "SELECT wrapped FROM tenant_keys WHERE tenant = ?1",
                 params![t],
@@ -306,7 +306,7 @@ impl SecretRows for SqliteStore {
 
     async fn sealed(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (t, n) = (tenant.to_owned(), name.to_owned());
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             c.query_row(
                 "SELECT sealed FROM secrets WHERE tenant = ?1 AND name = ?2",
                 params![t, n],
@@ -320,7 +320,7 @@ impl SecretRows for SqliteStore {
 
     async fn secret_names(&self, tenant: &str) -> Result<Vec<SecretMeta>, StoreError> {
         let t = tenant.to_owned();
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             let mut stmt = c
                 .prepare("SELECT name, updated_at FROM secrets WHERE tenant = ?1 ORDER BY name")
                 .map_err(backend)?;

@@ -1,6 +1,7 @@
 //! The embedded default backend: one SQLite database in WAL mode.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -10,13 +11,20 @@ use crate::{
     KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, validate_key, validate_value,
 };
 
-/// SQLite-backed store. Cheap to clone; clones share one connection.
+/// SQLite-backed store. Cheap to clone; clones share the connections: one
+/// writer, and a few readers for a database file.
 ///
 /// Keys are stored as BLOBs so that a prefix scan is a plain index range
 /// `prefix <= key < prefix || 0xFF` (0xFF never occurs in UTF-8).
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// The one writer (SQLite has one at a time anyway).
     conn: Arc<Mutex<Connection>>,
+    /// Read-only connections: in WAL mode they read the last committed
+    /// state while the writer writes, so reads (token checks, plugin
+    /// `get`s, status) never queue behind another tenant's writes. Empty
+    /// for an in-memory database, which only the writer can see.
+    readers: Arc<Readers>,
     /// Where the last lease stopped, so the next one goes on from there
     /// (round-robin across instances; see queue.rs).
     pub(crate) lease_cursor: Arc<Mutex<Option<crate::queue::InstanceKey>>>,
@@ -192,7 +200,25 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        // Opened after the migrations, so readers see the current schema.
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(backend)?;
+            r.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(backend)?;
+            readers.push(Mutex::new(r));
+        }
+        store.readers = Arc::new(Readers {
+            conns: readers,
+            next: AtomicUsize::new(0),
+        });
+        Ok(store)
     }
 
     /// Opens a private in-memory database (tests, `plugin run`).
@@ -213,8 +239,37 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Readers::default()),
             lease_cursor: Arc::default(),
         })
+    }
+
+    /// Runs the read-only `f` on a reader connection (the writer for an
+    /// in-memory database), off the async executor.
+    pub(crate) async fn with_read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.readers.conns.is_empty() {
+            return self.with_conn(f).await;
+        }
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let n = readers.conns.len();
+            let start = readers.next.fetch_add(1, Ordering::Relaxed) % n;
+            // An idle reader if there is one, else wait for the next.
+            let mut guard = (0..n)
+                .find_map(|i| readers.conns[(start + i) % n].try_lock().ok())
+                .unwrap_or_else(|| {
+                    readers.conns[start]
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                });
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
     }
 
     /// Runs `f` on the connection off the async executor.
@@ -233,6 +288,15 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
     }
+}
+
+/// Reader connections of a database file.
+const READERS: usize = 4;
+
+#[derive(Default)]
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
 }
 
 /// Creates `path` 0600 if it does not exist, and takes group and other
@@ -276,11 +340,12 @@ fn apply(
     quota: &Quota,
 ) -> Result<(), StoreError> {
     let old_len: Option<i64> = tx
-        .query_row(
-            "SELECT length(value) FROM kv WHERE tenant=?1 AND instance=?2 AND key=?3",
-            params![ns.tenant, ns.instance, key.as_bytes()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT length(value) FROM kv WHERE tenant=?1 AND instance=?2 AND key=?3")
+        .and_then(|mut st| {
+            st.query_row(params![ns.tenant, ns.instance, key.as_bytes()], |r| {
+                r.get(0)
+            })
+        })
         .optional()
         .map_err(backend)?;
     let usage = read_usage(tx, ns)?;
@@ -302,50 +367,50 @@ fn apply(
         )));
     }
     match new {
-        Some(value) => tx.execute(
-            "INSERT INTO kv (tenant, instance, key, value) VALUES (?1, ?2, ?3, ?4)
+        Some(value) => tx
+            .prepare_cached(
+                "INSERT INTO kv (tenant, instance, key, value) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (tenant, instance, key) DO UPDATE SET value = excluded.value",
-            params![ns.tenant, ns.instance, key.as_bytes(), value],
-        ),
-        None => tx.execute(
-            "DELETE FROM kv WHERE tenant=?1 AND instance=?2 AND key=?3",
-            params![ns.tenant, ns.instance, key.as_bytes()],
-        ),
+            )
+            .and_then(|mut st| st.execute(params![ns.tenant, ns.instance, key.as_bytes(), value])),
+        None => tx
+            .prepare_cached("DELETE FROM kv WHERE tenant=?1 AND instance=?2 AND key=?3")
+            .and_then(|mut st| st.execute(params![ns.tenant, ns.instance, key.as_bytes()])),
     }
     .map_err(backend)?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO kv_usage (tenant, instance, bytes, keys) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (tenant, instance) DO UPDATE SET bytes = excluded.bytes, keys = excluded.keys",
-        params![ns.tenant, ns.instance, bytes as i64, keys as i64],
     )
+    .and_then(|mut st| st.execute(params![ns.tenant, ns.instance, bytes as i64, keys as i64]))
     .map_err(backend)?;
     Ok(())
 }
 
 fn read_usage(conn: &Connection, ns: &Namespace) -> Result<Usage, StoreError> {
-    conn.query_row(
-        "SELECT bytes, keys FROM kv_usage WHERE tenant=?1 AND instance=?2",
-        params![ns.tenant, ns.instance],
-        |r| {
-            Ok(Usage {
-                bytes: r.get::<_, i64>(0)? as u64,
-                keys: r.get::<_, i64>(1)? as u64,
+    conn.prepare_cached("SELECT bytes, keys FROM kv_usage WHERE tenant=?1 AND instance=?2")
+        .and_then(|mut st| {
+            st.query_row(params![ns.tenant, ns.instance], |r| {
+                Ok(Usage {
+                    bytes: r.get::<_, i64>(0)? as u64,
+                    keys: r.get::<_, i64>(1)? as u64,
+                })
             })
-        },
-    )
-    .optional()
-    .map(Option::unwrap_or_default)
-    .map_err(backend)
+        })
+        .optional()
+        .map(Option::unwrap_or_default)
+        .map_err(backend)
 }
 
 fn read_value(conn: &Connection, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    conn.query_row(
-        "SELECT value FROM kv WHERE tenant=?1 AND instance=?2 AND key=?3",
-        params![ns.tenant, ns.instance, key.as_bytes()],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(backend)
+    conn.prepare_cached("SELECT value FROM kv WHERE tenant=?1 AND instance=?2 AND key=?3")
+        .and_then(|mut st| {
+            st.query_row(params![ns.tenant, ns.instance, key.as_bytes()], |r| {
+                r.get(0)
+            })
+        })
+        .optional()
+        .map_err(backend)
 }
 
 #[async_trait]
@@ -353,7 +418,7 @@ impl KvBackend for SqliteStore {
     async fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         validate_key(key)?;
         let (ns, key) = (ns.clone(), key.to_owned());
-        self.with_conn(move |c| read_value(c, &ns, &key)).await
+        self.with_read(move |c| read_value(c, &ns, &key)).await
     }
 
     async fn set(
@@ -414,7 +479,7 @@ impl KvBackend for SqliteStore {
         let mut upper = lower.clone();
         upper.push(0xFF);
         let after = after.map(|a| a.as_bytes().to_vec());
-        self.with_conn(move |c| {
+        self.with_read(move |c| {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT key FROM kv WHERE tenant=?1 AND instance=?2
@@ -472,7 +537,7 @@ impl KvBackend for SqliteStore {
 
     async fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError> {
         let ns = ns.clone();
-        self.with_conn(move |c| read_usage(c, &ns)).await
+        self.with_read(move |c| read_usage(c, &ns)).await
     }
 }
 
@@ -648,6 +713,24 @@ mod tests {
             .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         conn.prepare("SELECT owner, finished_at FROM jobs").unwrap();
+    }
+
+    /// Reads go to reader connections, and see every committed write.
+    #[tokio::test]
+    async fn readers_see_what_the_writer_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(db.readers.conns.len(), READERS);
+        let q = Quota::default();
+        for i in 0..50 {
+            let key = format!("k{i}");
+            db.set(&ns("a"), &key, key.as_bytes(), &q).await.unwrap();
+            assert_eq!(
+                db.get(&ns("a"), &key).await.unwrap().as_deref(),
+                Some(key.as_bytes())
+            );
+        }
+        assert_eq!(db.list(&ns("a"), "k", None, 100).await.unwrap().len(), 50);
     }
 
     #[tokio::test]

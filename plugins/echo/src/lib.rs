@@ -60,6 +60,10 @@ impl Plugin for Echo {
         .action(ActionSpec::new("config", "Returns the configuration"))
         .webhook(WebhookSpec::synchronous("inbound", "Answers with the body it received"))
         .webhook(WebhookSpec::queued("events", "Records each event it processes"))
+        .webhook(WebhookSpec::queued(
+            "sink",
+            "Accepts each delivery and does nothing (the shortest job, for benchmarks)",
+        ))
         .job(JobSpec::new("tick", "Counts its runs", 60, 300, 3600))
         .config(ConfigSpec::optional("greeting", "Word to greet with", "hello"))
         .config(ConfigSpec::optional("base_url", "Upstream base URL", ""))
@@ -108,6 +112,13 @@ impl Plugin for Echo {
                 }
             }
             "events" => return record_event(&request),
+            "sink" => {
+                return Ok(WebhookResponse {
+                    status: 204,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                });
+            }
             _ => return Err(Error::not_found(format!("no route `{route}`"))),
         }
         Ok(WebhookResponse {
