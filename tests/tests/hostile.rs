@@ -134,6 +134,25 @@ fn cases(up: &Recorder) -> Vec<Case> {
                 assert_eq!(report.logs_dropped, 99_000);
             }),
         },
+        // Finding 5: the record cannot start a line or pose as host fields,
+        // and is cut to 8 KiB.
+        Case {
+            action: "log-forge",
+            input: json!({}),
+            expect: Expect::Returns(|_, report| {
+                let r = &report.logs[0];
+                assert!(!r.message.contains('\n'), "{}", r.message);
+                assert!(r.message.starts_with("done\\n2026"), "{}", r.message);
+                let keys: Vec<&str> = r.fields.iter().map(|(k, _)| k.as_str()).collect();
+                assert!(keys.contains(&"request_id_forged"), "{keys:?}");
+                let size: usize = r.message.len()
+                    + r.fields
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>();
+                assert!(size <= 8192, "{size} bytes");
+            }),
+        },
         Case {
             action: "http-flood",
             input: json!({}),
@@ -374,5 +393,31 @@ async fn a_manifest_that_calls_an_import_or_spins_is_refused() {
     assert_eq!(
         (m.manifest().id.as_str(), m.manifest().version.as_str()),
         ("echo", "0.0.1")
+    );
+}
+
+/// Issue 11, finding 4: a tenant's log records are limited over time, not
+/// only per call: ten floods in a row keep about one burst, and the rest is
+/// counted as dropped.
+#[tokio::test]
+async fn log_floods_are_limited_per_tenant_over_time() {
+    let up = Recorder::start().await;
+    let inst = hostile_instance("flooder", &up, memory_store()).await;
+    let (mut kept, mut dropped) = (0usize, 0u64);
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let inv = call(&inst, "log-flood", json!({})).await;
+        kept += inv.report.logs.len();
+        dropped += u64::from(inv.report.logs_dropped);
+    }
+    // The default bucket: 1,000 at once, then 100 a second.
+    let allowed = 1000.0 + 100.0 * started.elapsed().as_secs_f64();
+    assert!((kept as f64) <= allowed + 1.0, "{kept} records kept");
+    assert_eq!(kept as u64 + dropped, 10 * 100_000);
+    // Another tenant has its own bucket.
+    let other = hostile_instance("quiet", &up, memory_store()).await;
+    assert_eq!(
+        call(&other, "log-flood", json!({})).await.report.logs.len(),
+        1000
     );
 }

@@ -37,6 +37,7 @@ pub fn runtime(slots: u32) -> anyhow::Result<Runtime> {
     Runtime::new(RuntimeConfig {
         cache_dir: Some(cache_dir()),
         max_concurrent_invocations: slots,
+        ..RuntimeConfig::default()
     })
     .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))
 }

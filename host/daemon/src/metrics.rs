@@ -49,6 +49,7 @@ pub struct Metrics {
     queue: Family<Queue, Gauge>,
     released: Family<Instance, Counter>,
     deliveries: Family<Delivery, Counter>,
+    logs_dropped: Family<Instance, Counter>,
     leases: Counter,
     scheduler_passes: Counter,
     plugin_files_refused: Gauge,
@@ -79,6 +80,7 @@ impl Default for Metrics {
         let queue = Family::<Queue, Gauge>::default();
         let released = Family::<Instance, Counter>::default();
         let deliveries = Family::<Delivery, Counter>::default();
+        let logs_dropped = Family::<Instance, Counter>::default();
         let leases = Counter::default();
         let scheduler_passes = Counter::default();
         let plugin_files_refused = Gauge::default();
@@ -115,6 +117,11 @@ impl Default for Metrics {
             deliveries.clone(),
         );
         registry.register(
+            "plugin_log_records_dropped",
+            "Plugin log records dropped: over an invocation's budget or the tenant's rate",
+            logs_dropped.clone(),
+        );
+        registry.register(
             "worker_leases",
             "Lease passes of the queue worker over the queue",
             leases.clone(),
@@ -138,6 +145,7 @@ impl Default for Metrics {
             queue,
             released,
             deliveries,
+            logs_dropped,
             leases,
             scheduler_passes,
         }
@@ -171,6 +179,14 @@ impl Metrics {
                 plugin: plugin.into(),
             })
             .observe(report.duration.as_secs_f64());
+        if report.logs_dropped > 0 {
+            self.logs_dropped
+                .get_or_create(&Instance {
+                    tenant: tenant.into(),
+                    instance: instance.into(),
+                })
+                .inc_by(u64::from(report.logs_dropped));
+        }
         let outcomes = report
             .egress
             .iter()
@@ -199,6 +215,16 @@ impl Metrics {
                 })
                 .set(n);
         }
+    }
+
+    /// Log records of an instance dropped since the daemon started.
+    pub fn logs_dropped(&self, tenant: &str, instance: &str) -> u64 {
+        self.logs_dropped
+            .get(&Instance {
+                tenant: tenant.into(),
+                instance: instance.into(),
+            })
+            .map_or(0, |c| c.get())
     }
 
     /// Counts one webhook delivery by what became of it.

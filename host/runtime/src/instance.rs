@@ -89,6 +89,8 @@ pub(crate) struct InstanceCtx {
     pub(crate) credentials: CredentialsCtx,
     pub(crate) storage: StorageCtx,
     pub(crate) config: ConfigCtx,
+    /// The tenant's log records over time (shared with its other instances).
+    pub(crate) log_bucket: Arc<crate::log::LogBucket>,
 }
 
 /// Who asked, as the caller authenticated them.
@@ -323,6 +325,7 @@ impl Instance {
             Namespace::new(&spec.tenant, &spec.instance),
             spec.quota,
         );
+        let log_bucket = runtime.log_bucket(&spec.tenant);
         Ok(Self {
             engine: runtime.engine.clone(),
             plugin,
@@ -334,6 +337,7 @@ impl Instance {
                 credentials,
                 storage,
                 config: ConfigCtx::new(config),
+                log_bucket,
             }),
         })
     }

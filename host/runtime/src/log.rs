@@ -2,8 +2,19 @@
 //!
 //! Records go to `tracing` with the tenant, instance and request id attached
 //! by the host, and are kept in the invocation's report. A plugin controls
-//! the message and fields, so both are truncated and the number of records
-//! per invocation is capped; what is dropped is counted, not silently lost.
+//! the message and fields, so everything about them is bounded, and what is
+//! dropped is counted, not silently lost:
+//!
+//! - **size**: a message is cut at 4 KiB and a whole record at 8 KiB;
+//! - **count**: at most `log_records` per invocation;
+//! - **rate**: per tenant, a token bucket ([`LogRate`], shared by all of a
+//!   tenant's instances and invocations) caps records over time, so a loop
+//!   of calls cannot fill the daemon's disk;
+//! - **shape**: a plugin cannot forge log lines. Control characters in the
+//!   message are escaped (a newline cannot start a fake line), field keys
+//!   are reduced to `[A-Za-z0-9_.-]`, and all fields travel as one JSON
+//!   object in the host's `fields` field, so none can pass for the host's
+//!   own `tenant`, `instance` or `request_id`.
 
 use serde::Serialize;
 use wasmtime::component::{HasData, Linker};
@@ -15,8 +26,99 @@ use crate::state::CallState;
 const MAX_MESSAGE_BYTES: usize = 4096;
 /// Fields kept per record.
 const MAX_FIELDS: usize = 32;
-/// Longest field key or value kept, in bytes.
+/// Longest field value kept, in bytes.
 const MAX_FIELD_BYTES: usize = 1024;
+/// Longest field key kept, in bytes.
+const MAX_KEY_BYTES: usize = 64;
+/// Largest whole record (message, keys and values), in bytes: later fields
+/// are dropped.
+const MAX_RECORD_BYTES: usize = 8192;
+
+/// How many log records a tenant's plugins may write over time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogRate {
+    /// Records per second, sustained.
+    pub per_sec: f64,
+    /// Records at once (the bucket's size).
+    pub burst: f64,
+}
+
+impl Default for LogRate {
+    fn default() -> Self {
+        Self {
+            per_sec: 100.0,
+            burst: 1000.0,
+        }
+    }
+}
+
+/// A tenant's token bucket of log records.
+#[derive(Debug)]
+pub struct LogBucket {
+    rate: LogRate,
+    /// Tokens left, and when they were counted.
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl LogBucket {
+    /// A full bucket.
+    pub fn new(rate: LogRate) -> Self {
+        Self {
+            rate,
+            state: std::sync::Mutex::new((rate.burst, std::time::Instant::now())),
+        }
+    }
+
+    /// Takes one record's token, if there is one.
+    fn try_take(&self, now: std::time::Instant) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
+        s.0 = (s.0 + elapsed * self.rate.per_sec).min(self.rate.burst);
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The message with control characters escaped (`\n`, `\u{1b}`, …), so
+/// that it cannot start a new line or steer a terminal.
+fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A field key as the host writes it: `[A-Za-z0-9_.-]`, at most 64 bytes.
+fn clean_key(k: &str) -> String {
+    let mut out: String = k
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_KEY_BYTES)
+        .collect();
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
 
 /// One record a plugin emitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,6 +146,8 @@ pub struct Progress {
 pub struct LogCtxView<'a> {
     /// Per-invocation state.
     pub call: &'a mut CallState,
+    /// The tenant's records over time.
+    pub bucket: &'a LogBucket,
 }
 
 /// Implemented by store data that can hand out a [`LogCtxView`].
@@ -77,26 +181,33 @@ fn level_name(level: Level) -> &'static str {
 impl Host for LogCtxView<'_> {
     fn emit(&mut self, level: Level, message: String, fields: Vec<Field>) -> wasmtime::Result<()> {
         let call = &mut *self.call;
-        if call.logs.len() >= call.limits.log_records as usize {
+        if call.logs.len() >= call.limits.log_records as usize
+            || !self.bucket.try_take(std::time::Instant::now())
+        {
             call.logs_dropped += 1;
             return Ok(());
         }
-        let message = truncate(message, MAX_MESSAGE_BYTES);
-        let fields: Vec<(String, String)> = fields
-            .into_iter()
-            .take(MAX_FIELDS)
-            .map(|f| {
-                (
-                    truncate(f.key, MAX_FIELD_BYTES),
-                    truncate(f.value, MAX_FIELD_BYTES),
-                )
-            })
-            .collect();
-        let rendered = fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let message = escape_controls(&truncate(message, MAX_MESSAGE_BYTES));
+        let mut size = message.len();
+        let mut kept: Vec<(String, String)> = Vec::new();
+        for f in fields.into_iter().take(MAX_FIELDS) {
+            let (k, v) = (clean_key(&f.key), truncate(f.value, MAX_FIELD_BYTES));
+            if size + k.len() + v.len() > MAX_RECORD_BYTES {
+                break;
+            }
+            size += k.len() + v.len();
+            kept.push((k, v));
+        }
+        let fields = kept;
+        // One JSON object: keys and values are quoted and escaped, and none
+        // can stand beside the host's own fields.
+        let rendered = serde_json::to_string(
+            &fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+        .unwrap_or_default();
         macro_rules! ev {
             ($lvl:expr) => {
                 tracing::event!(
@@ -152,11 +263,47 @@ pub fn add_to_linker<T: LogView + 'static>(linker: &mut Linker<T>) -> wasmtime::
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use std::time::{Duration, Instant};
+
+    use super::*;
 
     #[test]
     fn truncate_respects_char_boundaries() {
         assert_eq!(truncate("héllo".into(), 2), "h…");
         assert_eq!(truncate("short".into(), 10), "short");
+    }
+
+    /// Issue 11, finding 5: nothing a plugin writes can start a line or
+    /// pass for a host field.
+    #[test]
+    fn messages_and_keys_cannot_forge_lines() {
+        let forged = "ok\n2026-12-02T00:00:00Z INFO egress tenant=victim destination=x";
+        let escaped = escape_controls(forged);
+        assert!(!escaped.contains('\n'), "{escaped}");
+        assert!(escaped.contains("\\n2026"), "{escaped}");
+        assert_eq!(escape_controls("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(escape_controls("plain é"), "plain é");
+        assert_eq!(clean_key("tenant\n=x y"), "tenant__x_y");
+        assert_eq!(clean_key(""), "_");
+        assert_eq!(clean_key(&"k".repeat(100)).len(), MAX_KEY_BYTES);
+    }
+
+    /// Issue 11, finding 4: a tenant's records over time are capped.
+    #[test]
+    fn the_bucket_refills_at_its_rate() {
+        let b = LogBucket::new(LogRate {
+            per_sec: 10.0,
+            burst: 5.0,
+        });
+        let t0 = Instant::now();
+        assert_eq!((0..10).filter(|_| b.try_take(t0)).count(), 5, "the burst");
+        assert!(!b.try_take(t0 + Duration::from_millis(50)));
+        assert!(
+            b.try_take(t0 + Duration::from_millis(150)),
+            "one per 100 ms"
+        );
+        // A long pause refills to the burst, not beyond.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| b.try_take(later)).count(), 5);
     }
 }

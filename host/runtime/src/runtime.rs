@@ -99,6 +99,8 @@ pub struct RuntimeConfig {
     /// Invocations that may run at once across all tenants; the pooling
     /// allocator reserves slots for this many Stores.
     pub max_concurrent_invocations: u32,
+    /// Log records each tenant's plugins may write over time.
+    pub log_rate: crate::log::LogRate,
 }
 
 impl Default for RuntimeConfig {
@@ -106,6 +108,7 @@ impl Default for RuntimeConfig {
         Self {
             cache_dir: None,
             max_concurrent_invocations: 100,
+            log_rate: crate::log::LogRate::default(),
         }
     }
 }
@@ -195,6 +198,11 @@ pub struct Runtime {
     /// credentials or the network with no tenant to answer for it.
     manifest_linker: Linker<ManifestState>,
     cache_dir: Option<PathBuf>,
+    log_rate: crate::log::LogRate,
+    /// Each tenant's log bucket, shared by its instances (and kept across
+    /// reloads while an instance holds it).
+    log_buckets:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<crate::log::LogBucket>>>,
     _ticker: EpochTicker,
 }
 
@@ -245,6 +253,8 @@ impl Runtime {
             linker,
             manifest_linker,
             cache_dir: config.cache_dir,
+            log_rate: config.log_rate,
+            log_buckets: Default::default(),
         })
     }
 
@@ -351,6 +361,21 @@ impl Runtime {
         let mut h = std::hash::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         Some(dir.join(format!("{digest}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// `tenant`'s log bucket: the one its other instances hold, or a new one.
+    pub(crate) fn log_bucket(&self, tenant: &str) -> Arc<crate::log::LogBucket> {
+        let mut buckets = self.log_buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = buckets.get(tenant).and_then(std::sync::Weak::upgrade) {
+            return b;
+        }
+        // Forget buckets no instance holds any more, now and then.
+        if buckets.len() > 64 && buckets.len().is_power_of_two() {
+            buckets.retain(|_, w| w.strong_count() > 0);
+        }
+        let b = Arc::new(crate::log::LogBucket::new(self.log_rate));
+        buckets.insert(tenant.to_owned(), Arc::downgrade(&b));
+        b
     }
 
     /// The wasmtime engine (for embedders and benchmarks).

@@ -19,6 +19,7 @@ pub fn runtime() -> &'static Runtime {
         Runtime::new(RuntimeConfig {
             cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")),
             max_concurrent_invocations: 32,
+            ..RuntimeConfig::default()
         })
         .expect("runtime")
     })

@@ -157,6 +157,7 @@ pub async fn status(caller: Caller, Path((_, instance)): Path<(String, String)>)
             })
         }).collect::<Vec<_>>(),
         "queue": { "queued": counts.0, "running": counts.1, "dead": counts.2 },
+        "logs_dropped": st.shared.metrics.logs_dropped(tenant, &instance),
         "running": running,
         "invocations": stats,
         "last_error": last_error,

@@ -113,6 +113,13 @@ pub(super) fn check_tenant(
                     "set at least one of token, hmac_secret and allowed_ips: an unverified webhook is refused",
                 );
             }
+            if h.signature == super::SignatureScheme::StandardWebhooks && h.hmac_secret.is_none() {
+                report.at(
+                    &hook.span(),
+                    field("hmac_secret"),
+                    "signature = \"standard-webhooks\" needs hmac_secret (the sender's whsec_ secret)",
+                );
+            }
             if h.token.is_some() && h.token_header.is_some() && h.token_param.is_some() {
                 report.at(
                     &hook.span(),

@@ -301,12 +301,24 @@ pub struct WebhookConfig {
     /// request.
     #[serde(default)]
     pub token_param: Option<String>,
-    /// HMAC-SHA256 key (a secret reference) for the body signature.
+    /// HMAC-SHA256 key (a secret reference) for the body signature. For
+    /// `standard-webhooks`, the `whsec_…` secret the sender gave out.
     #[serde(default)]
     pub hmac_secret: Option<SecretRef>,
-    /// Header with the signature: hex, optionally prefixed `sha256=`.
+    /// How the signature is made: `hmac-sha256` (the default: the body's
+    /// HMAC in `signature_header`, hex, optionally prefixed `sha256=`; no
+    /// protection against replays) or `standard-webhooks` (the Standard
+    /// Webhooks scheme: `webhook-id`, `webhook-timestamp` and
+    /// `webhook-signature` headers, the id and time signed with the body,
+    /// deliveries older or newer than `tolerance_secs` refused).
+    #[serde(default)]
+    pub signature: SignatureScheme,
+    /// Header with an `hmac-sha256` signature.
     #[serde(default = "default_signature_header")]
     pub signature_header: String,
+    /// How far a `standard-webhooks` timestamp may be from now, in seconds.
+    #[serde(default = "default_tolerance")]
+    pub tolerance_secs: u64,
     /// Source addresses allowed (IPs or CIDRs); empty allows any.
     #[serde(default)]
     pub allowed_ips: Vec<String>,
@@ -323,6 +335,22 @@ pub struct WebhookConfig {
     /// Largest body accepted.
     #[serde(default = "default_webhook_body")]
     pub max_body_bytes: usize,
+}
+
+/// How a webhook delivery is signed (see [`WebhookConfig::signature`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureScheme {
+    /// HMAC-SHA256 of the body, hex, in one header.
+    #[default]
+    HmacSha256,
+    /// Standard Webhooks (<https://www.standardwebhooks.com>), signature
+    /// version `v1`.
+    StandardWebhooks,
+}
+
+fn default_tolerance() -> u64 {
+    300
 }
 
 fn default_signature_header() -> String {

@@ -86,7 +86,8 @@ pub async fn handle(
             started.elapsed().as_millis() as i64,
         )
     };
-    if let Err(refusal) = verify::verify(cfg, source, &headers, &query, &body, is_form) {
+    let now_secs = now_ms() / 1000;
+    if let Err(refusal) = verify::verify(cfg, source, &headers, &query, &body, is_form, now_secs) {
         let (status, code, message) = match refusal {
             Refusal::Source(ip) => (
                 StatusCode::FORBIDDEN,
@@ -102,6 +103,14 @@ pub async fn handle(
                 StatusCode::UNAUTHORIZED,
                 "bad_signature",
                 "missing or wrong signature".to_owned(),
+            ),
+            Refusal::Stale(off) => (
+                StatusCode::UNAUTHORIZED,
+                "stale_timestamp",
+                format!(
+                    "the signed timestamp is {off} s from now; at most {} s is accepted",
+                    cfg.tolerance_secs
+                ),
             ),
         };
         shared
@@ -159,7 +168,10 @@ pub async fn handle(
         .iter()
         .filter(|(k, _)| {
             let k = k.as_str();
-            !STRIPPED_HEADERS.contains(&k) && k != cfg.token_header && k != cfg.signature_header
+            !STRIPPED_HEADERS.contains(&k)
+                && k != cfg.token_header
+                && k != cfg.signature_header
+                && k != verify::WEBHOOK_SIGNATURE
         })
         .map(|(k, v)| {
             (

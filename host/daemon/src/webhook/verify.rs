@@ -12,8 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::WebhookConfig;
 use crate::config::secrets::Resolver;
+use crate::config::{SignatureScheme, WebhookConfig};
 
 /// A route's verification, with its secrets resolved.
 pub struct RouteConfig {
@@ -23,7 +23,9 @@ pub struct RouteConfig {
     pub token_header: String,
     pub token_param: Option<String>,
     pub hmac_secret: Option<SecretString>,
+    pub signature: SignatureScheme,
     pub signature_header: String,
+    pub tolerance_secs: u64,
     pub allowed: Vec<IpNet>,
     pub trusted_proxies: Vec<IpNet>,
     pub event_id_header: Option<String>,
@@ -37,6 +39,67 @@ pub enum Refusal {
     Source(IpAddr),
     Token,
     Signature,
+    /// A Standard Webhooks timestamp outside the tolerance (a replay, or a
+    /// sender whose clock is off): how far off, in seconds.
+    Stale(i64),
+}
+
+/// The Standard Webhooks headers.
+pub const WEBHOOK_ID: &str = "webhook-id";
+/// Seconds since the epoch when the sender signed.
+pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+/// Space-separated `v1,<base64 signature>` entries.
+pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+
+/// The key a Standard Webhooks secret stands for: the base64 after
+/// `whsec_`, or the text itself when it has no such prefix.
+fn standard_key(secret: &str) -> Vec<u8> {
+    use base64::Engine;
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// Checks a Standard Webhooks signature: the id, the timestamp (within
+/// `tolerance` of `now_secs`) and the body, signed together.
+fn verify_standard(
+    key: &SecretString,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_secs: i64,
+    tolerance: u64,
+) -> Result<(), Refusal> {
+    use base64::Engine;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let id = header(WEBHOOK_ID).ok_or(Refusal::Signature)?;
+    let ts_text = header(WEBHOOK_TIMESTAMP).ok_or(Refusal::Signature)?;
+    let ts: i64 = ts_text.trim().parse().map_err(|_| Refusal::Signature)?;
+    let off = now_secs.saturating_sub(ts);
+    if off.unsigned_abs() > tolerance {
+        return Err(Refusal::Stale(off));
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(&standard_key(key.expose_secret()))
+        .expect("HMAC accepts keys of any length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(ts_text.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    // Several signatures may be sent (a sender rotating its secret): one
+    // good `v1` is enough.
+    let good = header(WEBHOOK_SIGNATURE)
+        .ok_or(Refusal::Signature)?
+        .split(' ')
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .filter_map(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .any(|sig| bool::from(sig.as_slice().ct_eq(expected.as_slice())));
+    if good {
+        Ok(())
+    } else {
+        Err(Refusal::Signature)
+    }
 }
 
 /// The source address: the peer, or — only when the peer is a trusted
@@ -77,6 +140,7 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 }
 
 /// Checks source, token and signature, in that order.
+/// `now_secs` is the time Standard Webhooks timestamps are checked against.
 pub fn verify(
     route: &RouteConfig,
     source: IpAddr,
@@ -84,6 +148,7 @@ pub fn verify(
     query: &str,
     body: &[u8],
     is_form: bool,
+    now_secs: i64,
 ) -> Result<(), Refusal> {
     if !route.allowed.is_empty() && !route.allowed.iter().any(|n| n.contains(&source)) {
         return Err(Refusal::Source(source));
@@ -100,6 +165,9 @@ pub fn verify(
             Some(p) if same_secret(&p, expected.expose_secret()) => {}
             _ => return Err(Refusal::Token),
         }
+    }
+    if let (Some(key), SignatureScheme::StandardWebhooks) = (&route.hmac_secret, route.signature) {
+        return verify_standard(key, headers, body, now_secs, route.tolerance_secs);
     }
     if let Some(key) = &route.hmac_secret {
         let sig = headers
@@ -147,9 +215,14 @@ pub fn event_id(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Option<String>, String> {
-    let id = if let Some(h) = &route.event_id_header {
+    // A Standard Webhooks delivery names itself: its id deduplicates
+    // unless the route says otherwise.
+    let standard_id = (route.signature == SignatureScheme::StandardWebhooks
+        && route.event_id_field.is_none())
+    .then_some(WEBHOOK_ID);
+    let id = if let Some(h) = route.event_id_header.as_deref().or(standard_id) {
         headers
-            .get(h.as_str())
+            .get(h)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .ok_or_else(|| format!("the delivery has no event id: header `{h}` is missing"))?
@@ -220,7 +293,9 @@ pub async fn route_config(
             .to_ascii_lowercase(),
         token_param: hook.token_param.clone(),
         hmac_secret: secret(&hook.hmac_secret, "hmac_secret").await?,
+        signature: hook.signature,
         signature_header: hook.signature_header.to_ascii_lowercase(),
+        tolerance_secs: hook.tolerance_secs,
         allowed: nets(&hook.allowed_ips),
         trusted_proxies: nets(&hook.trusted_proxies),
         event_id_header: hook
@@ -243,7 +318,9 @@ mod tests {
             token_header: "x-switchyard-token".into(),
             token_param: None,
             hmac_secret: None,
+            signature: SignatureScheme::HmacSha256,
             signature_header: "x-switchyard-signature".into(),
+            tolerance_secs: 300,
             allowed: vec!["10.0.0.0/8".parse().unwrap()],
             trusted_proxies: vec![],
             event_id_header: None,
@@ -279,26 +356,29 @@ mod tests {
         let r = route();
         let ok_ip: IpAddr = "10.2.3.4".parse().unwrap();
         let good = headers(&[("x-switchyard-token", "t0ken")]);
-        assert_eq!(verify(&r, ok_ip, &good, "", b"", false), Ok(()));
+        assert_eq!(verify(&r, ok_ip, &good, "", b"", false, 0), Ok(()));
         let bad_ip: IpAddr = "11.0.0.1".parse().unwrap();
         assert_eq!(
-            verify(&r, bad_ip, &good, "", b"", false),
+            verify(&r, bad_ip, &good, "", b"", false, 0),
             Err(Refusal::Source(bad_ip))
         );
         let wrong = headers(&[("x-switchyard-token", "t0ke")]);
         assert_eq!(
-            verify(&r, ok_ip, &wrong, "", b"", false),
+            verify(&r, ok_ip, &wrong, "", b"", false, 0),
             Err(Refusal::Token)
         );
         assert_eq!(
-            verify(&r, ok_ip, &HeaderMap::new(), "", b"", false),
+            verify(&r, ok_ip, &HeaderMap::new(), "", b"", false, 0),
             Err(Refusal::Token)
         );
 
         let mut r = route();
         r.token_param = Some("outbound_event_token".into());
         let body = b"event=support_conference_end&outbound_event_token=t0ken&lsid=abc";
-        assert_eq!(verify(&r, ok_ip, &HeaderMap::new(), "", body, true), Ok(()));
+        assert_eq!(
+            verify(&r, ok_ip, &HeaderMap::new(), "", body, true, 0),
+            Ok(())
+        );
         assert_eq!(
             verify(
                 &r,
@@ -306,7 +386,8 @@ mod tests {
                 &HeaderMap::new(),
                 "outbound_event_token=t0ken",
                 b"",
-                false
+                false,
+                0
             ),
             Ok(())
         );
@@ -322,10 +403,53 @@ mod tests {
         mac.update(b"payload");
         let sig = hex::encode(mac.finalize().into_bytes());
         let signed = headers(&[("x-switchyard-signature", &format!("sha256={sig}"))]);
-        assert_eq!(verify(&r, ok_ip, &signed, "", b"payload", false), Ok(()));
+        assert_eq!(verify(&r, ok_ip, &signed, "", b"payload", false, 0), Ok(()));
         assert_eq!(
-            verify(&r, ok_ip, &signed, "", b"tampered", false),
+            verify(&r, ok_ip, &signed, "", b"tampered", false, 0),
             Err(Refusal::Signature)
+        );
+    }
+
+    /// Issue 11, finding 9: Standard Webhooks, with the specification's
+    /// own test vector; the timestamp is signed and must be recent.
+    #[test]
+    fn standard_webhooks_signatures_and_their_replay_window() {
+        let mut r = route();
+        r.token = None;
+        r.allowed.clear();
+        r.signature = SignatureScheme::StandardWebhooks;
+        r.hmac_secret = Some(SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+        let ip: IpAddr = "203.0.113.1".parse().unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let signed = |sig: &str| {
+            headers(&[
+                ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+                ("webhook-timestamp", "1614265330"),
+                ("webhook-signature", sig),
+            ])
+        };
+        let good = signed("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let at = |h: &HeaderMap, b: &[u8], now: i64| verify(&r, ip, h, "", b, false, now);
+        assert_eq!(at(&good, body, 1614265330), Ok(()));
+        // Another signature beside it (a rotation) does not matter.
+        let two = signed("v1,bm90IGl0 v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert_eq!(at(&two, body, 1614265330), Ok(()));
+        assert_eq!(at(&good, b"{}", 1614265330), Err(Refusal::Signature));
+        // Within five minutes either way, and not beyond.
+        assert_eq!(at(&good, body, 1614265330 + 300), Ok(()));
+        assert_eq!(at(&good, body, 1614265330 + 301), Err(Refusal::Stale(301)));
+        assert_eq!(at(&good, body, 1614265330 - 301), Err(Refusal::Stale(-301)));
+        // Without its headers, or with a signature version we do not know.
+        assert_eq!(
+            at(&HeaderMap::new(), body, 1614265330),
+            Err(Refusal::Signature)
+        );
+        let v2 = signed("v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert_eq!(at(&v2, body, 1614265330), Err(Refusal::Signature));
+        // Its id deduplicates by default.
+        assert_eq!(
+            event_id(&r, &good, body),
+            Ok(Some("msg_p5jXN8AQM9LWM0D4loKWxJek".into()))
         );
     }
 

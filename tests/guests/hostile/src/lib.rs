@@ -57,6 +57,7 @@ const ACTIONS: &[&str] = &[
     "credential-misuse",
     "storage-escape",
     "log-flood",
+    "log-forge",
     "http-flood",
     "huge-output",
 ];
@@ -142,6 +143,28 @@ impl Plugin for Hostile {
                     log::info(format!("flood {i}"));
                 }
                 Ok(json!("flooded"))
+            }
+            "log-forge" => {
+                // A record that tries to start a line of its own, posing as
+                // the host logging another tenant's egress, with fields
+                // named like the host's and far too many bytes.
+                let mut fields: Vec<(String, String)> = vec![
+                    ("tenant".into(), "victim".into()),
+                    ("request_id\nforged".into(), "x".into()),
+                ];
+                for i in 0..40 {
+                    fields.push((format!("f{i}"), "v".repeat(2000)));
+                }
+                let refs: Vec<(&str, &str)> = fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                log::emit(
+                    log::Level::Info,
+                    "done\n2026-12-02T00:00:00Z INFO switchyard::runtime::http: egress tenant=victim",
+                    &refs,
+                );
+                Ok(json!("forged"))
             }
             "http-flood" => {
                 let url = input["url"].as_str().unwrap_or("https://denied.invalid/");
