@@ -43,13 +43,25 @@ pub fn runtime(slots: u32) -> anyhow::Result<Runtime> {
 }
 
 /// Loads a configuration directory, failing with every problem in it.
+///
+/// Tenant files with problems do not stop a command that concerns other
+/// tenants: their tenants are left out and the problems are printed to
+/// standard error. Only an unusable `switchyard.toml` is an error.
 pub fn load_config(dir: &Path) -> anyhow::Result<Config> {
-    Config::load(dir).map_err(|problems| {
+    let (cfg, problems) = Config::parse(dir).map_err(|problems| {
         anyhow::anyhow!(
             "invalid configuration (run `switchyard check`):\n{}",
             problem::render(&problems)
         )
-    })
+    })?;
+    let errors: Vec<_> = problems.iter().filter(|p| p.is_error()).cloned().collect();
+    if !errors.is_empty() {
+        eprintln!(
+            "warning: problems in the configuration (run `switchyard check`):\n{}",
+            problem::render(&errors)
+        );
+    }
+    Ok(cfg)
 }
 
 /// Opens the configured state backend and the secret store, whose master

@@ -267,7 +267,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     let (_, api_token) = db.create_token("acme", "demo").await?;
 
     let rt = Arc::new(runtime(cfg.wasm_slots())?);
-    let state = Live::start(&cfg, rt, db, Arc::new(secrets)).await?;
+    let state = Live::start(&cfg, &[], rt, db, Arc::new(secrets)).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

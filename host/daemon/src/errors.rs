@@ -140,6 +140,21 @@ pub fn refused(why: crate::admission::Refused, request_id: &str) -> Response {
         .into_response()
 }
 
+/// The answer for an instance that is configured but not served: its
+/// configuration (or its tenant's file) has a problem the operator must fix.
+pub fn not_served(instance: &str, problems: &[String], request_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "instance_failed",
+        format!(
+            "instance `{instance}` is not served until its configuration is fixed: {}",
+            problems.join("; ")
+        ),
+        request_id,
+    )
+    .retry_after(60)
+}
+
 /// A 503 for a failed read or write of the daemon's own state: the caller
 /// may retry; the details go to the log.
 pub fn unavailable(what: &str, e: &dyn std::fmt::Display, request_id: &str) -> Response {

@@ -53,6 +53,8 @@ pub struct Metrics {
     leases: Counter,
     scheduler_passes: Counter,
     plugin_files_refused: Gauge,
+    tenants_failed: Gauge,
+    instances_failed: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +86,8 @@ impl Default for Metrics {
         let leases = Counter::default();
         let scheduler_passes = Counter::default();
         let plugin_files_refused = Gauge::default();
+        let tenants_failed = Gauge::default();
+        let instances_failed = Gauge::default();
         let mut registry = Registry::with_prefix("switchyard");
         registry.register(
             "invocations",
@@ -136,9 +140,21 @@ impl Default for Metrics {
             "Plugin files in plugin_dir that are refused and not served (see the log or `switchyard check`)",
             plugin_files_refused.clone(),
         );
+        registry.register(
+            "tenants_failed",
+            "Tenants not served because their file has errors (see the log or `switchyard check`)",
+            tenants_failed.clone(),
+        );
+        registry.register(
+            "instances_failed",
+            "Instances not served because they could not be built (see the log or their status)",
+            instances_failed.clone(),
+        );
         Self {
             registry,
             plugin_files_refused,
+            tenants_failed,
+            instances_failed,
             invocations,
             durations,
             egress,
@@ -257,6 +273,12 @@ impl Metrics {
     /// Sets how many plugin files are refused.
     pub fn set_plugin_files_refused(&self, n: usize) {
         self.plugin_files_refused.set(n as i64);
+    }
+
+    /// Sets how many tenants and instances are not served.
+    pub fn set_failed(&self, tenants: usize, instances: usize) {
+        self.tenants_failed.set(tenants as i64);
+        self.instances_failed.set(instances as i64);
     }
 
     /// Counts one pass of the scheduler.

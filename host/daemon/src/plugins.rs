@@ -19,7 +19,11 @@
 //!
 //! Versions are semantic versions. An instance takes the highest installed
 //! version that its pin allows (`plugin = "echo@0.2"`, or `version =
-//! "0.2.1"`; a bare version means exactly that version).
+//! "0.2.1"`; a bare version means exactly that version) — once: the build
+//! it resolved to is recorded in the store and kept
+//! ([`Catalog::resolve_locked`]), so a newly installed file never replaces
+//! the code an instance runs until the operator moves it on
+//! (`switchyard plugin upgrade`, or a pin that excludes the old version).
 //!
 //! ```no_run
 //! # async fn demo(rt: &switchyard_runtime::Runtime) {
@@ -41,6 +45,7 @@ use std::sync::Arc;
 use semver::{Version, VersionReq};
 use sha2::{Digest, Sha256};
 use switchyard_runtime::{Plugin, Runtime};
+use switchyard_store::PluginLock;
 
 use crate::problem::Problem;
 
@@ -343,6 +348,91 @@ impl Catalog {
                     have.join(", ")
                 )
             })
+    }
+}
+
+/// Which build an instance runs, and whether that differs from what it was
+/// set up with.
+pub struct Resolved<'a> {
+    /// The installed build.
+    pub entry: &'a Entry,
+    /// The build to record when it is not the recorded one.
+    pub record: Option<PluginLock>,
+    /// Why the build changed, for the log.
+    pub note: Option<String>,
+}
+
+impl Catalog {
+    /// The build an instance runs, honouring what it was set up with
+    /// (`lock`): an instance stays on its recorded version while that is
+    /// installed and allowed by its pin, so installing a newer file changes
+    /// nothing until the operator says so (`switchyard plugin upgrade`, or
+    /// a pin). A recorded version whose file now holds different code is
+    /// refused: a version's code must not change under the instances that
+    /// run it (the bundled plugins, which change only with the binary the
+    /// operator installed, are followed).
+    pub fn resolve_locked(
+        &self,
+        tenant: &str,
+        instance: &str,
+        id: &str,
+        pin: Option<&VersionReq>,
+        lock: Option<&PluginLock>,
+    ) -> Result<Resolved<'_>, String> {
+        let record = |e: &Entry| PluginLock {
+            tenant: tenant.to_owned(),
+            instance: instance.to_owned(),
+            plugin: id.to_owned(),
+            version: e.version.to_string(),
+            digest: e.digest().to_owned(),
+            locked_at: crate::clock::now_ms(),
+        };
+        let locked = lock.filter(|l| l.plugin == id).and_then(|l| {
+            let v = Version::parse(&l.version).ok()?;
+            let e = self.versions(id).iter().find(|e| e.version == v)?;
+            pin.is_none_or(|p| p.matches(&v)).then_some((l, e))
+        });
+        if let Some((l, e)) = locked {
+            if e.digest() == l.digest {
+                return Ok(Resolved {
+                    entry: e,
+                    record: None,
+                    note: None,
+                });
+            }
+            return match &e.source {
+                Source::Bundled(_) => Ok(Resolved {
+                    entry: e,
+                    record: Some(record(e)),
+                    note: Some(format!(
+                        "the bundled build of {id} {} changed with the switchyard binary",
+                        e.version
+                    )),
+                }),
+                Source::File(path) => Err(format!(
+                    "plugin `{id}` {} in {} is not the build this instance was set up with \
+                     (sha256 {}…, now {}…): a version's code must not change under the \
+                     instances that run it. Give the new build a new version, or accept it \
+                     with `switchyard plugin upgrade --config DIR {tenant} {instance}`",
+                    e.version,
+                    path.display(),
+                    &l.digest[..l.digest.len().min(12)],
+                    &e.digest()[..12]
+                )),
+            };
+        }
+        let e = self.resolve(id, pin)?;
+        let note = lock.filter(|l| l.plugin == id).map(|l| {
+            format!(
+                "moves from {id} {} to {} ({} {} is no longer installed, or the pin excludes it)",
+                l.version, e.version, id, l.version
+            )
+        });
+        Ok(Resolved {
+            entry: e,
+            record: Some(record(e)),
+            note,
+        })
     }
 }
 

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use anyhow::Context;
 use switchyard_runtime::grants;
 use switchyard_runtime::{Instance, Runtime};
 use switchyard_store::prelude::*;
@@ -23,6 +22,14 @@ use crate::metrics::Metrics;
 use crate::plugins::Catalog;
 use crate::problem::{self, Problem};
 use crate::webhook::verify::{RouteConfig, route_config};
+
+/// The tenant a problem's file belongs to: `tenants/<id>.toml`.
+fn tenant_of_file(file: &std::path::Path) -> Option<String> {
+    let parent = file.parent()?.file_name()?;
+    (parent == "tenants" && file.extension()? == "toml")
+        .then(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .flatten()
+}
 
 /// The state backend the daemon was configured with.
 pub type Db = Arc<dyn StateBackend>;
@@ -203,16 +210,29 @@ pub struct AppState {
     paused_by_config: std::collections::BTreeSet<switchyard_store::InstanceKey>,
     /// The longest invocation deadline of any instance (ms).
     max_deadline_ms: i64,
+    /// Instances that could not be built, and why.
+    failed: BTreeMap<(String, String), Vec<String>>,
+    /// Tenants whose file has errors, and which.
+    failed_tenants: BTreeMap<String, Vec<String>>,
+    /// Plugin builds to record once this state runs.
+    pending_locks: std::sync::Mutex<Vec<switchyard_store::PluginLock>>,
 }
 
 impl AppState {
-    /// Builds every configured instance: plugins resolved, secrets read.
-    /// Fails with every problem found when the configuration does not fit
-    /// the installed plugins.
+    /// Builds every configured instance: plugins resolved (keeping the
+    /// build each instance was set up with), secrets read.
+    ///
+    /// `file_problems` are the problems found while reading the files: a
+    /// tenant whose file has an error is not served. With `strict`
+    /// (reload), any tenant or instance that cannot be built fails the
+    /// whole build, listing every problem; otherwise (start) it is marked
+    /// failed, reported, and everything else is served.
     async fn build(
         cfg: &Config,
+        file_problems: &[Problem],
         shared: Arc<Shared>,
         catalog: Arc<Catalog>,
+        strict: bool,
     ) -> anyhow::Result<Self> {
         // A plugin file that is refused (unreadable, not a component, an id
         // it may not have) stops nothing: it is reported and not served.
@@ -222,59 +242,46 @@ impl AppState {
         shared
             .metrics
             .set_plugin_files_refused(catalog.problems().len());
-        let mut problems: Vec<Problem> = cfg.check_against(&catalog);
-        for p in problems.iter().filter(|p| !p.is_error()) {
-            tracing::warn!("{p}");
+        let mut failed_tenants: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in file_problems {
+            if !p.is_error() {
+                tracing::warn!("{p}");
+                continue;
+            }
+            if let Some(tenant) = tenant_of_file(&p.file) {
+                failed_tenants
+                    .entry(tenant)
+                    .or_default()
+                    .push(p.to_string());
+            }
         }
-        problems.retain(Problem::is_error);
-        if !problems.is_empty() {
-            anyhow::bail!("{}", problem::render(&problems));
-        }
+        let locks: BTreeMap<(String, String), switchyard_store::PluginLock> = shared
+            .db
+            .plugin_locks()
+            .await?
+            .into_iter()
+            .map(|l| ((l.tenant.clone(), l.instance.clone()), l))
+            .collect();
         let mut tenants = BTreeMap::new();
+        let mut failed = BTreeMap::new();
+        let mut pending_locks = Vec::new();
         for (tid, t) in &cfg.tenants {
+            if failed_tenants.contains_key(tid) {
+                continue;
+            }
             let mut instances = BTreeMap::new();
-            for (index, inst) in t.instances.iter().enumerate() {
-                let ic = inst.get_ref();
-                let (id, pin) = ic.plugin_ref().map_err(anyhow::Error::msg)?;
-                let entry = catalog
-                    .resolve(&id, pin.as_ref())
-                    .map_err(anyhow::Error::msg)?;
-                let plugin = entry.plugin.clone();
-                let manifest = plugin.manifest();
-                let spec = cfg.instance_spec(t, index, &shared.secrets).await?;
-                let resolver = cfg.resolver(tid, &shared.secrets);
-                let mut routes = BTreeMap::new();
-                for (route, hook) in &ic.webhooks {
-                    let spec = manifest
-                        .webhooks
-                        .iter()
-                        .find(|w| &w.route == route)
-                        .with_context(|| format!("plugin has no webhook route `{route}`"))?;
-                    let what = format!("{tid}/{} webhooks.{route}", ic.id.get_ref());
-                    routes.insert(
-                        route.clone(),
-                        route_config(hook.get_ref(), spec.mode == "synchronous", &resolver, &what)
-                            .await?,
-                    );
+            for index in 0..t.instances.len() {
+                let iid = t.instances[index].get_ref().id.get_ref().clone();
+                let lock = locks.get(&(tid.clone(), iid.clone()));
+                match Self::build_instance(cfg, t, index, &shared, &catalog, lock).await {
+                    Ok((state, lock)) => {
+                        pending_locks.extend(lock);
+                        instances.insert(iid, state);
+                    }
+                    Err(problems) => {
+                        failed.insert((tid.clone(), iid), problems);
+                    }
                 }
-                // Only the jobs the tenant file schedules run on a schedule.
-                let jobs = grant_of(ic, None)
-                    .jobs
-                    .iter()
-                    .filter_map(|j| {
-                        Some((j.name.to_owned(), grants::job_interval_secs(manifest, j)?))
-                    })
-                    .collect();
-                let instance = Instance::new(&shared.runtime, plugin, spec, shared.db.clone())?;
-                instances.insert(
-                    ic.id.get_ref().clone(),
-                    InstanceState {
-                        instance,
-                        jobs,
-                        routes,
-                        paused_by_config: ic.paused,
-                    },
-                );
             }
             tenants.insert(
                 tid.clone(),
@@ -284,6 +291,20 @@ impl AppState {
                 },
             );
         }
+        if strict && (!failed.is_empty() || !failed_tenants.is_empty()) {
+            let mut all: Vec<String> = failed_tenants.into_values().flatten().collect();
+            all.extend(failed.into_values().flatten());
+            anyhow::bail!("{}", all.join("\n"));
+        }
+        for (t, problems) in &failed_tenants {
+            tracing::error!(tenant = %t, "tenant not served: {}", problems.join("; "));
+        }
+        for ((t, i), problems) in &failed {
+            tracing::error!(tenant = %t, instance = %i, "instance not served: {}", problems.join("; "));
+        }
+        shared
+            .metrics
+            .set_failed(failed_tenants.len(), failed.len());
         let paused_by_config = tenants
             .iter()
             .flat_map(|(t, ts)| {
@@ -315,7 +336,118 @@ impl AppState {
             retention: cfg.retention,
             drain_timeout: cfg.drain_timeout,
             catalog,
+            failed,
+            failed_tenants,
+            pending_locks: std::sync::Mutex::new(pending_locks),
         })
+    }
+
+    /// Builds instance `index` of tenant `t`, or says why it cannot be.
+    async fn build_instance(
+        cfg: &Config,
+        t: &crate::config::TenantConfig,
+        index: usize,
+        shared: &Shared,
+        catalog: &Catalog,
+        lock: Option<&switchyard_store::PluginLock>,
+    ) -> Result<(InstanceState, Option<switchyard_store::PluginLock>), Vec<String>> {
+        let tid = &t.id;
+        let ic = t.instances[index].get_ref();
+        let at = |m: String| {
+            vec![format!(
+                "{}: instance `{}`: {m}",
+                t.file.display(),
+                ic.id.get_ref()
+            )]
+        };
+        let (id, pin) = ic.plugin_ref().map_err(at)?;
+        let resolved = catalog
+            .resolve_locked(tid, ic.id.get_ref(), &id, pin.as_ref(), lock)
+            .map_err(at)?;
+        if let Some(note) = &resolved.note {
+            tracing::warn!(tenant = %tid, instance = %ic.id.get_ref(), "{note}");
+        }
+        let plugin = resolved.entry.plugin.clone();
+        let manifest = plugin.manifest();
+        let problems: Vec<String> = cfg
+            .check_instance_against(t, index, manifest)
+            .into_iter()
+            .filter(|p| {
+                if !p.is_error() {
+                    tracing::warn!("{p}");
+                }
+                p.is_error()
+            })
+            .map(|p| p.to_string())
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let spec = cfg
+            .instance_spec(t, index, &shared.secrets)
+            .await
+            .map_err(|e| at(format!("{e:#}")))?;
+        let resolver = cfg.resolver(tid, &shared.secrets);
+        let mut routes = BTreeMap::new();
+        for (route, hook) in &ic.webhooks {
+            let Some(spec) = manifest.webhooks.iter().find(|w| &w.route == route) else {
+                return Err(at(format!("plugin has no webhook route `{route}`")));
+            };
+            let what = format!("{tid}/{} webhooks.{route}", ic.id.get_ref());
+            let rc = route_config(hook.get_ref(), spec.mode == "synchronous", &resolver, &what)
+                .await
+                .map_err(|e| at(format!("{e:#}")))?;
+            routes.insert(route.clone(), rc);
+        }
+        // Only the jobs the tenant file schedules run on a schedule.
+        let jobs = grant_of(ic, None)
+            .jobs
+            .iter()
+            .filter_map(|j| Some((j.name.to_owned(), grants::job_interval_secs(manifest, j)?)))
+            .collect();
+        let instance = Instance::new(&shared.runtime, plugin, spec, shared.db.clone())
+            .map_err(|e| at(e.to_string()))?;
+        Ok((
+            InstanceState {
+                instance,
+                jobs,
+                routes,
+                paused_by_config: ic.paused,
+            },
+            resolved.record,
+        ))
+    }
+
+    /// Why an instance (or its whole tenant) is not served, if it is not.
+    pub fn failure(&self, tenant: &str, instance: &str) -> Option<&[String]> {
+        self.failed_tenants
+            .get(tenant)
+            .or_else(|| self.failed.get(&(tenant.to_owned(), instance.to_owned())))
+            .map(Vec::as_slice)
+    }
+
+    /// Why a tenant is not served, if it is not.
+    pub fn tenant_failure(&self, tenant: &str) -> Option<&[String]> {
+        self.failed_tenants.get(tenant).map(Vec::as_slice)
+    }
+
+    /// Instances not served (and tenants whose file is broken).
+    pub fn failures(
+        &self,
+    ) -> (
+        &BTreeMap<String, Vec<String>>,
+        &BTreeMap<(String, String), Vec<String>>,
+    ) {
+        (&self.failed_tenants, &self.failed)
+    }
+
+    /// Records the plugin builds this state's instances resolved to (once
+    /// it is the running state).
+    async fn commit_locks(&self) -> anyhow::Result<()> {
+        let locks =
+            std::mem::take(&mut *self.pending_locks.lock().unwrap_or_else(|p| p.into_inner()));
+        self.shared.db.set_plugin_locks(locks).await?;
+        Ok(())
     }
 
     /// The state backend.
@@ -382,8 +514,10 @@ impl AppState {
     /// Instances that are paused now, whose queued jobs wait.
     /// Costs what is paused, not what is configured: it runs for every
     /// lease.
+    /// Instances that failed to build are in it too: their work waits.
     pub fn paused_instances(&self) -> std::collections::BTreeSet<switchyard_store::InstanceKey> {
         let mut out = self.paused_by_config.clone();
+        out.extend(self.failed.keys().cloned());
         for ((t, i), paused) in self.shared.pauses.snapshot() {
             if self.instance_state(&t, &i).is_none() {
                 continue;
@@ -437,8 +571,11 @@ pub struct Live {
 
 impl Live {
     /// Builds the first state from `cfg` (loaded from `cfg.dir`).
+    /// `file_problems` are what [`Config::parse`] found: tenants with
+    /// errors are not served (see [`AppState::failures`]).
     pub async fn start(
         cfg: &Config,
+        file_problems: &[Problem],
         runtime: Arc<Runtime>,
         db: Db,
         secrets: Arc<SecretStore>,
@@ -461,7 +598,8 @@ impl Live {
             runtime,
         });
         let catalog = Arc::new(Catalog::load(&shared.runtime, &cfg.plugin_dir, None).await);
-        let state = AppState::build(cfg, shared.clone(), catalog).await?;
+        let state = AppState::build(cfg, file_problems, shared.clone(), catalog, false).await?;
+        state.commit_locks().await?;
         Ok(Arc::new(Self {
             state: arc_swap::ArcSwap::from_pointee(state),
             dir: cfg.dir.clone(),
@@ -501,7 +639,7 @@ impl Live {
         let previous = self.current().catalog.clone();
         let catalog =
             Arc::new(Catalog::load(&self.shared.runtime, &cfg.plugin_dir, Some(&previous)).await);
-        let state = AppState::build(&cfg, self.shared.clone(), catalog)
+        let state = AppState::build(&cfg, &[], self.shared.clone(), catalog, true)
             .await
             .map_err(|e| format!("{e:#}"))?;
         self.shared
@@ -510,7 +648,9 @@ impl Live {
             .await
             .map_err(|e| e.to_string())?;
         let (tenants, instances) = state.counts();
-        self.state.store(Arc::new(state));
+        let state = Arc::new(state);
+        self.state.store(state.clone());
+        state.commit_locks().await.map_err(|e| format!("{e:#}"))?;
         Ok(format!("{tenants} tenant(s), {instances} instance(s)"))
     }
 }

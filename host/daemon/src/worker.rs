@@ -259,6 +259,13 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
     let rid = request_id();
     let max_retry_after_ms = i64::from(st.jobs.max_retry_after_secs) * 1000;
     let Some(inst) = st.instance(&job.tenant, &job.instance) else {
+        if st.tenant_failure(&job.tenant).is_some() {
+            // The tenant's file is broken: its work waits for the fix.
+            if let Err(e) = db.release_job(attempt, now_ms() + 60_000).await {
+                tracing::error!(error = %e, job = job.id, "holding a job of a tenant not served");
+            }
+            return None;
+        }
         let message = "the instance is no longer configured; it will not be retried";
         if let Err(e) = db.fail_job(attempt, message, now_ms(), Retry::Never).await {
             tracing::error!(error = %e, job = job.id, "recording a job failure");

@@ -92,7 +92,11 @@ async fn no_file_takes_over_an_id_versions_go_by_semver_and_broken_files_stop_no
         )
         .await;
         assert_eq!(status, 200, "{st}");
-        assert_eq!(st["plugin"], json!({"id": "versioned", "version": version}));
+        assert_eq!(
+            (&st["plugin"]["id"], &st["plugin"]["version"]),
+            (&json!("versioned"), &json!(version)),
+            "{st}"
+        );
     }
     assert_eq!(metric(&d, "switchyard_plugin_files_refused").await, 4.0);
 }
@@ -115,4 +119,76 @@ fn one_id_from_a_file_and_a_directory_is_refused() {
         2,
         "{text}"
     );
+}
+
+/// Issue 11, finding 1: an instance's plugin is resolved once, and a newly
+/// installed file never replaces the code it runs without the operator
+/// saying so; a version whose code changed is refused.
+#[tokio::test]
+async fn an_instance_keeps_its_build_until_the_operator_moves_it() {
+    let tenant = "[[instance]]\nid = \"v\"\nplugin = \"versioned\"\n";
+    let dir = config_dir("data_dir = \"data\"\n", &[("acme", tenant)]);
+    let root = dir.path();
+    let cfg = root.to_str().unwrap();
+    let api = token(root, "acme");
+    let status = "/v1/tenants/acme/instances/v/status";
+    install(root, "versioned/1.wasm", &claiming("versioned", "0.9.0"));
+    {
+        let d = start(root);
+        let (_, st) = get(&d, status, Some(&api)).await;
+        assert_eq!(st["plugin"]["version"], "0.9.0", "{st}");
+    }
+    // A newer version is installed: the instance stays where it was.
+    install(root, "versioned/2.wasm", &claiming("versioned", "0.10.0"));
+    {
+        let d = start(root);
+        let (_, st) = get(&d, status, Some(&api)).await;
+        assert_eq!(st["plugin"]["version"], "0.9.0", "{st}");
+    }
+    // The operator moves it on.
+    let out = cli(&["plugin", "upgrade", "--config", cfg, "acme", "v"], None);
+    assert_eq!(out.trim(), "acme/v: versioned 0.9.0 -> versioned 0.10.0");
+    {
+        let d = start(root);
+        let (_, st) = get(&d, status, Some(&api)).await;
+        assert_eq!(st["plugin"]["version"], "0.10.0", "{st}");
+    }
+    // The file of 0.10.0 is replaced by other code under the same version:
+    // the instance is not served (and says why) until the operator accepts
+    // it; other requests are answered.
+    let wasm = claiming("versioned", "0.10.0");
+    install(
+        root,
+        "versioned/2.wasm",
+        &patch_slot(&wasm, "SY-MANIFEST", "other"),
+    );
+    {
+        let d = start(root);
+        let (status_code, st) = get(&d, status, Some(&api)).await;
+        assert_eq!(status_code, 200);
+        assert_eq!(st["state"], "failed", "{st}");
+        let why = st["problems"][0].as_str().unwrap();
+        assert!(
+            why.contains("is not the build this instance was set up with"),
+            "{why}"
+        );
+        let (code, out) = act(
+            &d,
+            &api,
+            "/v1/tenants/acme/instances/v/actions/echo",
+            &[],
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            (code, &out["error"]["code"]),
+            (503, &json!("instance_failed")),
+            "{out}"
+        );
+        assert_eq!(get(&d, "/healthz", None).await.0, 200);
+    }
+    cli(&["plugin", "upgrade", "--config", cfg, "acme"], None);
+    let d = start(root);
+    let (_, st) = get(&d, status, Some(&api)).await;
+    assert_eq!(st["state"], "serving", "{st}");
 }

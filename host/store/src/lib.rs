@@ -34,7 +34,9 @@ pub use queue::{
     Attempt, Enqueued, Finish, Finished, InstanceKey, Job, JobQueue, JobState, LeaseRequest,
     NewJob, NextLease, Outcome, QueueDepth, Retry, Settled, TenantConcurrency, backoff_ms,
 };
-pub use schedule::{Fired, InstanceStats, InstanceStore, RunRecord, Schedule, WantedSchedule};
+pub use schedule::{
+    Fired, InstanceStats, InstanceStore, PluginLock, RunRecord, Schedule, WantedSchedule,
+};
 pub use secrets::{MasterKey, SecretError, SecretMeta, SecretRows, SecretStore};
 pub use sqlite::SqliteStore;
 

@@ -55,6 +55,25 @@ fn row_to_schedule(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
     })
 }
 
+/// The plugin build an instance was set up with: resolved once and kept, so
+/// that a newly installed file never replaces the code an instance runs
+/// without the operator saying so.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginLock {
+    /// Tenant.
+    pub tenant: String,
+    /// Instance.
+    pub instance: String,
+    /// Plugin id.
+    pub plugin: String,
+    /// Version.
+    pub version: String,
+    /// SHA-256 of the component, hex.
+    pub digest: String,
+    /// When it was recorded (ms since the epoch).
+    pub locked_at: i64,
+}
+
 /// What firing a schedule did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fired {
@@ -207,6 +226,21 @@ pub trait InstanceStore: Send + Sync {
         tenant: &str,
         instance: &str,
     ) -> Result<Vec<InstanceStats>, StoreError>;
+
+    /// Every instance's recorded plugin build.
+    async fn plugin_locks(&self) -> Result<Vec<PluginLock>, StoreError>;
+
+    /// Records (or replaces) plugin builds, in one transaction.
+    async fn set_plugin_locks(&self, locks: Vec<PluginLock>) -> Result<(), StoreError>;
+
+    /// Forgets the recorded builds of a tenant's instances (all, or one):
+    /// they take the highest allowed version at the next reload. Returns
+    /// how many were forgotten.
+    async fn forget_plugin_locks(
+        &self,
+        tenant: &str,
+        instance: Option<&str>,
+    ) -> Result<u64, StoreError>;
 }
 
 #[async_trait]
@@ -434,6 +468,78 @@ impl InstanceStore for SqliteStore {
         })
         .await
     }
+
+    async fn plugin_locks(&self) -> Result<Vec<PluginLock>, StoreError> {
+        self.with_read(|c| Self::lock_rows(c)).await
+    }
+
+    async fn set_plugin_locks(&self, locks: Vec<PluginLock>) -> Result<(), StoreError> {
+        if locks.is_empty() {
+            return Ok(());
+        }
+        self.with_conn(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO plugin_locks (tenant, instance, plugin, version, digest, locked_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (tenant, instance) DO UPDATE SET plugin = excluded.plugin,
+                           version = excluded.version, digest = excluded.digest,
+                           locked_at = excluded.locked_at",
+                    )
+                    .map_err(backend)?;
+                for l in &locks {
+                    st.execute(params![
+                        l.tenant, l.instance, l.plugin, l.version, l.digest, l.locked_at
+                    ])
+                    .map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn forget_plugin_locks(
+        &self,
+        tenant: &str,
+        instance: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let (t, i) = (tenant.to_owned(), instance.map(str::to_owned));
+        self.with_conn(move |c| {
+            c.execute(
+                "DELETE FROM plugin_locks WHERE tenant = ?1 AND (?2 IS NULL OR instance = ?2)",
+                params![t, i],
+            )
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    fn lock_rows(c: &rusqlite::Connection) -> Result<Vec<PluginLock>, StoreError> {
+        let mut st = c
+            .prepare(
+                "SELECT tenant, instance, plugin, version, digest, locked_at FROM plugin_locks",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(PluginLock {
+                    tenant: r.get(0)?,
+                    instance: r.get(1)?,
+                    plugin: r.get(2)?,
+                    version: r.get(3)?,
+                    digest: r.get(4)?,
+                    locked_at: r.get(5)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
 }
 
 #[cfg(test)]
@@ -526,6 +632,29 @@ mod tests {
             db.fire_schedule(&due[0], 3, 11_000).await.unwrap(),
             Fired::Queued(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn plugin_locks_are_kept_replaced_and_forgotten() {
+        let db = SqliteStore::open_in_memory().unwrap();
+        let lock = |i: &str, v: &str| PluginLock {
+            tenant: "acme".into(),
+            instance: i.into(),
+            plugin: "p".into(),
+            version: v.into(),
+            digest: format!("d{v}"),
+            locked_at: 1,
+        };
+        db.set_plugin_locks(vec![lock("a", "1.0.0"), lock("b", "1.0.0")])
+            .await
+            .unwrap();
+        db.set_plugin_locks(vec![lock("a", "1.1.0")]).await.unwrap();
+        let mut got = db.plugin_locks().await.unwrap();
+        got.sort_by(|x, y| x.instance.cmp(&y.instance));
+        assert_eq!(got, [lock("a", "1.1.0"), lock("b", "1.0.0")]);
+        assert_eq!(db.forget_plugin_locks("acme", Some("a")).await.unwrap(), 1);
+        assert_eq!(db.forget_plugin_locks("acme", None).await.unwrap(), 1);
+        assert!(db.plugin_locks().await.unwrap().is_empty());
     }
 
     #[tokio::test]

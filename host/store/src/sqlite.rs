@@ -34,7 +34,7 @@ pub struct SqliteStore {
 /// a transaction, and the database remembers how far it got in
 /// `PRAGMA user_version`. Version 1 is the schema before versions existed
 /// (its `IF NOT EXISTS` makes it a no-op on such a database).
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -161,6 +161,19 @@ CREATE INDEX jobs_lease ON jobs (state, lease_until);
 CREATE INDEX jobs_finished ON jobs (state, finished_at);
 CREATE INDEX audit_by_time ON audit (time);
 CREATE INDEX seen_events_by_time ON seen_events (seen_at);
+";
+
+/// Which plugin build each instance runs (see schedule.rs, `PluginLock`).
+const SCHEMA_V3: &str = "
+CREATE TABLE plugin_locks (
+    tenant    TEXT NOT NULL,
+    instance  TEXT NOT NULL,
+    plugin    TEXT NOT NULL,
+    version   TEXT NOT NULL,
+    digest    TEXT NOT NULL,
+    locked_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, instance)
+) WITHOUT ROWID;
 ";
 
 /// Applies the migrations `conn` has not seen yet.

@@ -127,6 +127,13 @@ impl FromRequestParts<Arc<Live>> for Operator {
 impl Caller {
     /// The instance `instance` of the caller's tenant, or a 404.
     pub fn instance(&self, instance: &str) -> Result<&crate::state::InstanceState, ApiError> {
+        if let Some(problems) = self.st.failure(&self.tenant, instance) {
+            return Err(crate::errors::not_served(
+                instance,
+                problems,
+                &self.request_id,
+            ));
+        }
         self.st
             .instance_state(&self.tenant, instance)
             .ok_or_else(|| {

@@ -95,6 +95,17 @@ pub async fn run_now(
 pub async fn status(caller: Caller, Path((_, instance)): Path<(String, String)>) -> Response {
     let rid = caller.request_id.as_str();
     let tenant = caller.tenant.as_str();
+    // An instance that is not served still has a status: why.
+    if let Some(problems) = caller.st.failure(tenant, &instance) {
+        return axum::Json(json!({
+            "request_id": rid,
+            "tenant": tenant,
+            "instance": instance,
+            "state": "failed",
+            "problems": problems,
+        }))
+        .into_response();
+    }
     let inst = match caller.instance(&instance) {
         Ok(i) => &i.instance,
         Err(e) => return e.into_response(),
@@ -141,7 +152,8 @@ pub async fn status(caller: Caller, Path((_, instance)): Path<(String, String)>)
         "request_id": rid,
         "tenant": tenant,
         "instance": instance,
-        "plugin": { "id": m.id, "version": m.version },
+        "state": "serving",
+        "plugin": { "id": m.id, "version": m.version, "digest": inst.plugin().digest() },
         "paused": st.is_paused(tenant, &instance),
         "jobs": schedules.iter().map(|s| {
             let run = job_stats(&s.job);

@@ -229,6 +229,19 @@ enum PluginCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Move a tenant's instances (or one) on to the highest installed
+    /// version their pins allow, at the next reload or restart. Until then
+    /// an instance keeps the build it was set up with, whatever is
+    /// installed beside it.
+    Upgrade {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        /// Tenant id.
+        tenant: String,
+        /// Instance id (default: every instance of the tenant).
+        instance: Option<String>,
+    },
 }
 
 /// Parses the command line, runs the command, and turns an error into a
@@ -301,9 +314,12 @@ async fn demo(_once: bool, _listen: std::net::SocketAddr) -> anyhow::Result<()> 
 }
 
 /// Fails unless `tenant` is configured.
+/// Fails unless `tenant` has a file (even one with problems: its tokens
+/// and secrets can be managed while it is being fixed).
 fn known_tenant(cfg: &Config, tenant: &str) -> anyhow::Result<()> {
+    let file = cfg.dir.join("tenants").join(format!("{tenant}.toml"));
     anyhow::ensure!(
-        cfg.tenants.contains_key(tenant),
+        cfg.tenants.contains_key(tenant) || (crate::config::is_id(tenant) && file.is_file()),
         "no tenant `{tenant}` in {}",
         cfg.dir.display()
     );

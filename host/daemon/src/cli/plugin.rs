@@ -7,8 +7,56 @@ use anyhow::Context;
 use switchyard_runtime::{Instance, InstanceSpec, Plugin, Runtime};
 use switchyard_store::{KvBackend, SqliteStore};
 
-use super::{CLI_SLOTS, PluginCommand, print_output, run_action, runtime};
+use super::{CLI_SLOTS, PluginCommand, load_config, open_state, print_output, run_action, runtime};
 use crate::instance_file::InstanceFile;
+
+/// `switchyard plugin upgrade`: forgets the recorded builds, and says what
+/// each instance will run after the next reload.
+async fn upgrade(
+    rt: &Runtime,
+    dir: &std::path::Path,
+    tenant: &str,
+    instance: Option<&str>,
+) -> anyhow::Result<()> {
+    let cfg = load_config(dir)?;
+    let t = cfg
+        .tenants
+        .get(tenant)
+        .with_context(|| format!("no tenant `{tenant}` in {}", dir.display()))?;
+    if let Some(i) = instance {
+        anyhow::ensure!(
+            t.instances.iter().any(|x| x.get_ref().id.get_ref() == i),
+            "tenant `{tenant}` has no instance `{i}`"
+        );
+    }
+    let (db, _) = open_state(&cfg)?;
+    let locks = db.plugin_locks().await?;
+    let catalog = crate::plugins::Catalog::load(rt, &cfg.plugin_dir, None).await;
+    db.forget_plugin_locks(tenant, instance).await?;
+    for x in &t.instances {
+        let ic = x.get_ref();
+        let id = ic.id.get_ref();
+        if instance.is_some_and(|i| i != id) {
+            continue;
+        }
+        let was = locks
+            .iter()
+            .find(|l| l.tenant == tenant && &l.instance == id)
+            .map_or("(nothing recorded)".to_owned(), |l| {
+                format!("{} {}", l.plugin, l.version)
+            });
+        let will = match ic.plugin_ref() {
+            Err(e) => e,
+            Ok((pid, pin)) => match catalog.resolve(&pid, pin.as_ref()) {
+                Ok(e) => format!("{pid} {}", e.version),
+                Err(e) => e,
+            },
+        };
+        println!("{tenant}/{id}: {was} -> {will}");
+    }
+    eprintln!("the instances take these versions at the next reload (SIGHUP) or restart");
+    Ok(())
+}
 
 /// Reads a plugin's bytes from a path or the bundled set.
 fn plugin_bytes(source: &str) -> anyhow::Result<Vec<u8>> {
@@ -32,6 +80,11 @@ async fn load(runtime: &Runtime, source: &str) -> anyhow::Result<Arc<Plugin>> {
 pub(super) async fn run(command: PluginCommand) -> anyhow::Result<()> {
     let rt = runtime(CLI_SLOTS)?;
     match command {
+        PluginCommand::Upgrade {
+            config,
+            tenant,
+            instance,
+        } => upgrade(&rt, &config, &tenant, instance.as_deref()).await,
         PluginCommand::Inspect { plugin } => {
             let plugin = load(&rt, &plugin).await?;
             println!("{}", serde_json::to_string_pretty(plugin.manifest())?);

@@ -1,17 +1,37 @@
 //! `switchyard serve --config DIR`.
+//!
+//! A tenant file with errors, or an instance that cannot be built (a
+//! missing secret, an unknown plugin, a setting the plugin refuses), does
+//! not stop the daemon: it is reported here, in the log, in `/metrics` and
+//! in the instance's status, and every other tenant is served. Only an
+//! unusable `switchyard.toml` stops it.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{load_config, open_state, runtime};
+use super::{open_state, runtime};
+use crate::config::Config;
+use crate::problem::{self, Problem};
 use crate::state::Live;
 
 pub(super) async fn run(config: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let cfg = load_config(config)?;
+    let (cfg, problems) = Config::parse(config).map_err(|problems| {
+        anyhow::anyhow!(
+            "invalid switchyard.toml (run `switchyard check`):\n{}",
+            problem::render(&problems)
+        )
+    })?;
+    let errors: Vec<Problem> = problems.iter().filter(|p| p.is_error()).cloned().collect();
+    if !errors.is_empty() {
+        eprintln!(
+            "the tenants of these files are not served until they are fixed (then reload):\n{}",
+            problem::render(&errors)
+        );
+    }
     let _lock = crate::boot::lock_data_dir(&cfg)?;
     let (db, secrets) = open_state(&cfg)?;
     let rt = Arc::new(runtime(cfg.wasm_slots())?);
-    let live = Live::start(&cfg, rt, db, Arc::new(secrets)).await?;
+    let live = Live::start(&cfg, &problems, rt, db, Arc::new(secrets)).await?;
     crate::server::serve(live, listen.unwrap_or(cfg.listen)).await
 }

@@ -214,6 +214,17 @@ fn check_instance(i: usize, inst: &InstanceConfig, catalog: &Catalog, report: &m
             return;
         }
     };
+    check_grants(i, inst, entry.plugin.manifest(), report);
+}
+
+/// Reports what `inst` grants against `manifest`.
+fn check_grants(
+    i: usize,
+    inst: &InstanceConfig,
+    manifest: &switchyard_runtime::Manifest,
+    report: &mut Report<'_>,
+) {
+    let f = |field: &str| format!("instance[{i}].{field}");
     let egress = EgressPolicy::parse(
         &inst
             .egress
@@ -223,12 +234,37 @@ fn check_instance(i: usize, inst: &InstanceConfig, catalog: &Catalog, report: &m
     )
     .ok();
     let grant = grant_of(inst, egress.as_ref());
-    for p in grants::check(entry.plugin.manifest(), &grant) {
+    for p in grants::check(manifest, &grant) {
         let severity = match p.severity {
             grants::Severity::Error => Severity::Error,
             grants::Severity::Warning => Severity::Warning,
         };
         report.push(&span_of(inst, &p.field), severity, f(&p.field), p.message);
+    }
+}
+
+impl Config {
+    /// Instance `index` of `tenant` checked against the manifest of the
+    /// build it will run.
+    pub fn check_instance_against(
+        &self,
+        tenant: &super::TenantConfig,
+        index: usize,
+        manifest: &switchyard_runtime::Manifest,
+    ) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut report = Report {
+            file: &tenant.file,
+            text: &tenant.text,
+            problems: &mut problems,
+        };
+        check_grants(
+            index,
+            tenant.instances[index].get_ref(),
+            manifest,
+            &mut report,
+        );
+        problems
     }
 }
 

@@ -482,7 +482,8 @@ pub(crate) fn line_of(text: &str, span: &Range<usize>) -> usize {
     text[..span.start.min(text.len())].matches('\n').count() + 1
 }
 
-pub(crate) fn is_id(s: &str) -> bool {
+/// Whether `s` is a valid tenant or instance id.
+pub fn is_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
