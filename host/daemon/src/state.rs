@@ -431,16 +431,6 @@ impl AppState {
         self.failed_tenants.get(tenant).map(Vec::as_slice)
     }
 
-    /// Instances not served (and tenants whose file is broken).
-    pub fn failures(
-        &self,
-    ) -> (
-        &BTreeMap<String, Vec<String>>,
-        &BTreeMap<(String, String), Vec<String>>,
-    ) {
-        (&self.failed_tenants, &self.failed)
-    }
-
     /// Records the plugin builds this state's instances resolved to (once
     /// it is the running state).
     async fn commit_locks(&self) -> anyhow::Result<()> {

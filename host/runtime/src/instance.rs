@@ -89,8 +89,10 @@ pub(crate) struct InstanceCtx {
     pub(crate) credentials: CredentialsCtx,
     pub(crate) storage: StorageCtx,
     pub(crate) config: ConfigCtx,
-    /// The tenant's log records over time (shared with its other instances).
-    pub(crate) log_bucket: Arc<crate::log::LogBucket>,
+    /// What the tenant may use over time (shared with its other instances).
+    pub(crate) budgets: Arc<crate::limits::TenantBudgets>,
+    /// The runtime's CPUs for long-running guests (see [`new_store`]).
+    pub(crate) cpu_gate: Arc<tokio::sync::Semaphore>,
 }
 
 /// Who asked, as the caller authenticated them.
@@ -320,12 +322,14 @@ impl Instance {
                 instance: spec.instance.clone(),
                 problems: vec![e],
             })?;
+        let budgets = runtime.budgets(&spec.tenant);
         let storage = StorageCtx::new(
             backend,
             Namespace::new(&spec.tenant, &spec.instance),
             spec.quota,
-        );
-        let log_bucket = runtime.log_bucket(&spec.tenant);
+        )
+        .paced_by(budgets.clone());
+        let cpu_gate = runtime.cpu_gate.clone();
         Ok(Self {
             engine: runtime.engine.clone(),
             plugin,
@@ -337,7 +341,8 @@ impl Instance {
                 credentials,
                 storage,
                 config: ConfigCtx::new(config),
-                log_bucket,
+                budgets,
+                cpu_gate,
             }),
         })
     }
@@ -548,26 +553,53 @@ fn new_store(
         StoreState {
             wasi,
             table,
-            limiter: Limiter::new(&limits),
+            limiter: Limiter::with_budget(&limits, inst.budgets.clone()),
             inst,
             call,
         },
     );
-    store.limiter(|s| &mut s.limiter);
+    store.limiter_async(|s| &mut s.limiter);
     // Every epoch tick the guest yields to the executor, so a guest that
     // computes cannot starve other invocations on the same worker; once the
     // wall-clock deadline has passed, the next tick traps it.
+    //
+    // A guest that is still computing after LONG_RUNNING_TICKS is a long
+    // runner: from then on each of its slices needs a permit of the
+    // runtime's CPU gate, which has fewer permits than there are cores. So
+    // however many guests spin, at least one core stays for short calls,
+    // the HTTP front end and host I/O, and long runners take turns (the
+    // gate is first come, first served) instead of crowding every worker.
     let deadline = store.data().call.deadline;
+    let gate = store.data().inst.cpu_gate.clone();
+    let held: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>> = Arc::default();
+    let mut ticks = 0u32;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if Instant::now() >= deadline {
-            Err(wasmtime::Error::new(crate::limits::DeadlineReached))
-        } else {
-            Ok(UpdateDeadline::Yield(1))
+            return Err(wasmtime::Error::new(crate::limits::DeadlineReached));
         }
+        ticks = ticks.saturating_add(1);
+        if ticks < LONG_RUNNING_TICKS {
+            return Ok(UpdateDeadline::Yield(1));
+        }
+        // Hand the slice's permit on, then queue for the next one.
+        held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (gate, held) = (gate.clone(), held.clone());
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                if let Ok(permit) = gate.acquire_owned().await {
+                    *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
+                }
+            }),
+        ))
     });
     store
 }
+
+/// Epoch ticks (of 2 ms) after which a computing guest counts as a long
+/// runner and takes turns on the CPU gate.
+const LONG_RUNNING_TICKS: u32 = 5;
 
 fn classify(
     err: wasmtime::Error,

@@ -69,12 +69,130 @@ mod millis {
     }
 }
 
+/// A token bucket: `rate` units a second, at most `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Units per second, sustained.
+    pub per_sec: f64,
+    /// Units at once (the bucket's size).
+    pub burst: f64,
+}
+
+/// A token bucket shared by all of a tenant's invocations.
+#[derive(Debug)]
+pub struct RateBucket {
+    rate: Rate,
+    /// Tokens (may be negative: reserved ahead), and when they were counted.
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateBucket {
+    /// A full bucket.
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            state: std::sync::Mutex::new((rate.burst, std::time::Instant::now())),
+        }
+    }
+
+    fn refill(
+        &self,
+        now: std::time::Instant,
+    ) -> std::sync::MutexGuard<'_, (f64, std::time::Instant)> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
+        s.0 = (s.0 + elapsed * self.rate.per_sec).min(self.rate.burst);
+        s.1 = now;
+        s
+    }
+
+    /// Takes `n` tokens if there are that many; otherwise takes none.
+    pub fn try_take(&self, n: f64, now: std::time::Instant) -> bool {
+        let mut s = self.refill(now);
+        if s.0 >= n {
+            s.0 -= n;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes `n` tokens, borrowing ahead; returns how long the caller must
+    /// wait for them to have been earned (zero when they were there).
+    pub fn reserve(&self, n: f64, now: std::time::Instant) -> Duration {
+        let mut s = self.refill(now);
+        s.0 -= n;
+        if s.0 >= 0.0 || self.rate.per_sec <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-s.0 / self.rate.per_sec)
+        }
+    }
+}
+
+/// What a tenant's plugins may use over time, whatever the number of their
+/// instances and invocations: log records, bytes written to storage, and
+/// linear memory grown past a component's initial size. Shared by the
+/// tenant's instances and kept across reloads.
+#[derive(Debug)]
+pub struct TenantBudgets {
+    /// Log records.
+    pub log_records: RateBucket,
+    /// Bytes written to storage (keys and values).
+    pub storage_bytes: RateBucket,
+    /// Bytes of linear memory grown by `memory.grow`.
+    pub memory_bytes: RateBucket,
+}
+
+/// The rates of [`TenantBudgets`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetRates {
+    /// Log records: a burst of 1,000, then 100 a second.
+    pub log_records: Rate,
+    /// Storage writes: 32 MiB at once, then 8 MiB a second.
+    pub storage_bytes: Rate,
+    /// Memory growth: 256 MiB at once, then 256 MiB a second.
+    pub memory_bytes: Rate,
+}
+
+impl Default for BudgetRates {
+    fn default() -> Self {
+        Self {
+            log_records: Rate {
+                per_sec: 100.0,
+                burst: 1000.0,
+            },
+            storage_bytes: Rate {
+                per_sec: (8 << 20) as f64,
+                burst: (32 << 20) as f64,
+            },
+            memory_bytes: Rate {
+                per_sec: (256 << 20) as f64,
+                burst: (256 << 20) as f64,
+            },
+        }
+    }
+}
+
+impl TenantBudgets {
+    /// Full budgets at `rates`.
+    pub fn new(rates: &BudgetRates) -> Self {
+        Self {
+            log_records: RateBucket::new(rates.log_records),
+            storage_bytes: RateBucket::new(rates.storage_bytes),
+            memory_bytes: RateBucket::new(rates.memory_bytes),
+        }
+    }
+}
+
 /// The Store's resource limiter. It records which limit was hit so that the
 /// invocation's error says "memory limit of N bytes" rather than a bare trap.
 pub(crate) struct Limiter {
     memory_bytes: usize,
     table_elements: usize,
     pub(crate) exceeded: Option<String>,
+    /// The tenant's memory growth budget (not for `manifest()`).
+    growth: Option<std::sync::Arc<TenantBudgets>>,
 }
 
 impl Limiter {
@@ -83,7 +201,53 @@ impl Limiter {
             memory_bytes: limits.memory_bytes,
             table_elements: limits.table_elements,
             exceeded: None,
+            growth: None,
         }
+    }
+
+    /// A limiter that also paces memory growth by the tenant's budget.
+    pub(crate) fn with_budget(limits: &Limits, budgets: std::sync::Arc<TenantBudgets>) -> Self {
+        Self {
+            growth: Some(budgets),
+            ..Self::new(limits)
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl wasmtime::ResourceLimiterAsync for Limiter {
+    async fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = wasmtime::ResourceLimiter::memory_growing(self, current, desired, maximum)?;
+        // Growing costs the machine (page faults, zeroing, and on release a
+        // TLB shootdown on every core), so a tenant that grows memory over
+        // and over waits for its budget. A component's initial memory
+        // (current 0) is not counted: instantiating is not growing.
+        if allowed
+            && current > 0
+            && let Some(b) = &self.growth
+        {
+            let wait = b
+                .memory_bytes
+                .reserve((desired - current) as f64, std::time::Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(allowed)
+    }
+
+    async fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        wasmtime::ResourceLimiter::table_growing(self, current, desired, maximum)
     }
 }
 
@@ -144,3 +308,23 @@ impl std::fmt::Display for DeadlineReached {
 }
 
 impl std::error::Error for DeadlineReached {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_bucket_lends_ahead_and_says_how_long_to_wait() {
+        let b = RateBucket::new(Rate {
+            per_sec: 10.0,
+            burst: 5.0,
+        });
+        let t0 = Instant::now();
+        assert_eq!(b.reserve(5.0, t0), Duration::ZERO);
+        assert_eq!(b.reserve(10.0, t0), Duration::from_secs(1));
+        assert!(!b.try_take(1.0, t0 + Duration::from_millis(500)));
+        assert!(b.try_take(1.0, t0 + Duration::from_millis(1100)));
+    }
+}

@@ -7,9 +7,10 @@
 //!
 //! - **size**: a message is cut at 4 KiB and a whole record at 8 KiB;
 //! - **count**: at most `log_records` per invocation;
-//! - **rate**: per tenant, a token bucket ([`LogRate`], shared by all of a
-//!   tenant's instances and invocations) caps records over time, so a loop
-//!   of calls cannot fill the daemon's disk;
+//! - **rate**: per tenant, a token bucket
+//!   ([`crate::limits::TenantBudgets`], shared by all of a tenant's
+//!   instances and invocations) caps records over time, so a loop of calls
+//!   cannot fill the daemon's disk;
 //! - **shape**: a plugin cannot forge log lines. Control characters in the
 //!   message are escaped (a newline cannot start a fake line), field keys
 //!   are reduced to `[A-Za-z0-9_.-]`, and all fields travel as one JSON
@@ -33,56 +34,6 @@ const MAX_KEY_BYTES: usize = 64;
 /// Largest whole record (message, keys and values), in bytes: later fields
 /// are dropped.
 const MAX_RECORD_BYTES: usize = 8192;
-
-/// How many log records a tenant's plugins may write over time.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LogRate {
-    /// Records per second, sustained.
-    pub per_sec: f64,
-    /// Records at once (the bucket's size).
-    pub burst: f64,
-}
-
-impl Default for LogRate {
-    fn default() -> Self {
-        Self {
-            per_sec: 100.0,
-            burst: 1000.0,
-        }
-    }
-}
-
-/// A tenant's token bucket of log records.
-#[derive(Debug)]
-pub struct LogBucket {
-    rate: LogRate,
-    /// Tokens left, and when they were counted.
-    state: std::sync::Mutex<(f64, std::time::Instant)>,
-}
-
-impl LogBucket {
-    /// A full bucket.
-    pub fn new(rate: LogRate) -> Self {
-        Self {
-            rate,
-            state: std::sync::Mutex::new((rate.burst, std::time::Instant::now())),
-        }
-    }
-
-    /// Takes one record's token, if there is one.
-    fn try_take(&self, now: std::time::Instant) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
-        s.0 = (s.0 + elapsed * self.rate.per_sec).min(self.rate.burst);
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// The message with control characters escaped (`\n`, `\u{1b}`, …), so
 /// that it cannot start a new line or steer a terminal.
@@ -147,7 +98,7 @@ pub struct LogCtxView<'a> {
     /// Per-invocation state.
     pub call: &'a mut CallState,
     /// The tenant's records over time.
-    pub bucket: &'a LogBucket,
+    pub bucket: &'a crate::limits::RateBucket,
 }
 
 /// Implemented by store data that can hand out a [`LogCtxView`].
@@ -182,7 +133,7 @@ impl Host for LogCtxView<'_> {
     fn emit(&mut self, level: Level, message: String, fields: Vec<Field>) -> wasmtime::Result<()> {
         let call = &mut *self.call;
         if call.logs.len() >= call.limits.log_records as usize
-            || !self.bucket.try_take(std::time::Instant::now())
+            || !self.bucket.try_take(1.0, std::time::Instant::now())
         {
             call.logs_dropped += 1;
             return Ok(());
@@ -263,8 +214,6 @@ pub fn add_to_linker<T: LogView + 'static>(linker: &mut Linker<T>) -> wasmtime::
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use super::*;
 
     #[test]
@@ -286,24 +235,5 @@ mod tests {
         assert_eq!(clean_key("tenant\n=x y"), "tenant__x_y");
         assert_eq!(clean_key(""), "_");
         assert_eq!(clean_key(&"k".repeat(100)).len(), MAX_KEY_BYTES);
-    }
-
-    /// Issue 11, finding 4: a tenant's records over time are capped.
-    #[test]
-    fn the_bucket_refills_at_its_rate() {
-        let b = LogBucket::new(LogRate {
-            per_sec: 10.0,
-            burst: 5.0,
-        });
-        let t0 = Instant::now();
-        assert_eq!((0..10).filter(|_| b.try_take(t0)).count(), 5, "the burst");
-        assert!(!b.try_take(t0 + Duration::from_millis(50)));
-        assert!(
-            b.try_take(t0 + Duration::from_millis(150)),
-            "one per 100 ms"
-        );
-        // A long pause refills to the burst, not beyond.
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!((0..10).filter(|_| b.try_take(later)).count(), 5);
     }
 }

@@ -87,7 +87,7 @@ fn called_import(e: &wasmtime::Error) -> Option<String> {
 
 /// How often the epoch advances: deadlines are enforced to this precision,
 /// and a computing guest yields to the executor this often.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Process-wide runtime settings.
 #[derive(Debug, Clone)]
@@ -99,8 +99,13 @@ pub struct RuntimeConfig {
     /// Invocations that may run at once across all tenants; the pooling
     /// allocator reserves slots for this many Stores.
     pub max_concurrent_invocations: u32,
-    /// Log records each tenant's plugins may write over time.
-    pub log_rate: crate::log::LogRate,
+    /// What each tenant's plugins may use over time: log records, storage
+    /// writes, memory growth.
+    pub budgets: crate::limits::BudgetRates,
+    /// Long-running guests (computing for more than two epoch ticks) that
+    /// may compute at once. Default: one less than the machine's cores (at
+    /// least one), so that short calls always find a core.
+    pub long_running_cpus: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -108,7 +113,9 @@ impl Default for RuntimeConfig {
         Self {
             cache_dir: None,
             max_concurrent_invocations: 100,
-            log_rate: crate::log::LogRate::default(),
+            budgets: crate::limits::BudgetRates::default(),
+            long_running_cpus: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1).max(1)),
         }
     }
 }
@@ -198,11 +205,14 @@ pub struct Runtime {
     /// credentials or the network with no tenant to answer for it.
     manifest_linker: Linker<ManifestState>,
     cache_dir: Option<PathBuf>,
-    log_rate: crate::log::LogRate,
-    /// Each tenant's log bucket, shared by its instances (and kept across
-    /// reloads while an instance holds it).
-    log_buckets:
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<crate::log::LogBucket>>>,
+    budget_rates: crate::limits::BudgetRates,
+    /// Turns of long-running guests on the CPU (see `instance::new_store`).
+    pub(crate) cpu_gate: Arc<tokio::sync::Semaphore>,
+    /// Each tenant's budgets, shared by its instances (and kept across
+    /// reloads while an instance holds them).
+    budgets: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Weak<crate::limits::TenantBudgets>>,
+    >,
     _ticker: EpochTicker,
 }
 
@@ -253,8 +263,9 @@ impl Runtime {
             linker,
             manifest_linker,
             cache_dir: config.cache_dir,
-            log_rate: config.log_rate,
-            log_buckets: Default::default(),
+            budget_rates: config.budgets,
+            cpu_gate: Arc::new(tokio::sync::Semaphore::new(config.long_running_cpus.max(1))),
+            budgets: Default::default(),
         })
     }
 
@@ -363,18 +374,18 @@ impl Runtime {
         Some(dir.join(format!("{digest}-{:016x}.cwasm", h.finish())))
     }
 
-    /// `tenant`'s log bucket: the one its other instances hold, or a new one.
-    pub(crate) fn log_bucket(&self, tenant: &str) -> Arc<crate::log::LogBucket> {
-        let mut buckets = self.log_buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = buckets.get(tenant).and_then(std::sync::Weak::upgrade) {
+    /// `tenant`'s budgets: the ones its other instances hold, or new ones.
+    pub(crate) fn budgets(&self, tenant: &str) -> Arc<crate::limits::TenantBudgets> {
+        let mut all = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = all.get(tenant).and_then(std::sync::Weak::upgrade) {
             return b;
         }
-        // Forget buckets no instance holds any more, now and then.
-        if buckets.len() > 64 && buckets.len().is_power_of_two() {
-            buckets.retain(|_, w| w.strong_count() > 0);
+        // Forget budgets no instance holds any more, now and then.
+        if all.len() > 64 && all.len().is_power_of_two() {
+            all.retain(|_, w| w.strong_count() > 0);
         }
-        let b = Arc::new(crate::log::LogBucket::new(self.log_rate));
-        buckets.insert(tenant.to_owned(), Arc::downgrade(&b));
+        let b = Arc::new(crate::limits::TenantBudgets::new(&self.budget_rates));
+        all.insert(tenant.to_owned(), Arc::downgrade(&b));
         b
     }
 

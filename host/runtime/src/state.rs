@@ -105,7 +105,7 @@ impl LogView for StoreState {
     fn log(&mut self) -> LogCtxView<'_> {
         LogCtxView {
             call: &mut self.call,
-            bucket: &self.inst.log_bucket,
+            bucket: &self.inst.budgets.log_records,
         }
     }
 }

@@ -24,6 +24,9 @@ pub struct StorageCtx {
     backend: Arc<dyn KvBackend>,
     namespace: Namespace,
     quota: Quota,
+    /// The tenant's write budget: a tenant that writes flat out waits, so
+    /// that it cannot take the database's write throughput from the others.
+    budgets: Option<Arc<crate::limits::TenantBudgets>>,
 }
 
 impl StorageCtx {
@@ -33,6 +36,25 @@ impl StorageCtx {
             backend,
             namespace,
             quota,
+            budgets: None,
+        }
+    }
+
+    /// Paces writes by the tenant's storage budget.
+    pub fn paced_by(mut self, budgets: Arc<crate::limits::TenantBudgets>) -> Self {
+        self.budgets = Some(budgets);
+        self
+    }
+
+    /// Waits until the tenant may write `bytes` more.
+    async fn pace(&self, bytes: usize) {
+        if let Some(b) = &self.budgets {
+            let wait = b
+                .storage_bytes
+                .reserve(bytes as f64, std::time::Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 }
@@ -78,6 +100,7 @@ impl Host for StorageCtxView<'_> {
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
         let c = self.ctx;
+        c.pace(key.len() + value.len()).await;
         outcome(c.backend.set(&c.namespace, &key, &value, &c.quota)).await
     }
 
@@ -115,6 +138,7 @@ impl Host for StorageCtxView<'_> {
         new: Option<Vec<u8>>,
     ) -> wasmtime::Result<Result<bool, Error>> {
         let c = self.ctx;
+        c.pace(key.len() + new.as_ref().map_or(0, Vec::len)).await;
         outcome(c.backend.compare_and_swap(
             &c.namespace,
             &key,
