@@ -421,3 +421,75 @@ async fn log_floods_are_limited_per_tenant_over_time() {
         1000
     );
 }
+
+/// Issue 11, finding 6, through the real HTTP client and a resolver that
+/// answers `evil.test` with 127.0.0.1: an IP entry for one port does not
+/// open another port of that address through a name.
+#[tokio::test]
+async fn an_ip_entry_opens_no_other_port_through_a_name() {
+    use std::sync::Arc;
+    let rt = switchyard_runtime::Runtime::new(switchyard_runtime::RuntimeConfig {
+        cache_dir: Some(
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+        ),
+        max_concurrent_invocations: 4,
+        lookup: switchyard_runtime::http::Lookup::Custom(Arc::new(|name: &str| {
+            if name == "evil.test" {
+                Ok(vec!["127.0.0.1".parse().unwrap()])
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such name",
+                ))
+            }
+        })),
+        ..switchyard_runtime::RuntimeConfig::default()
+    })
+    .unwrap();
+    let wasm = std::fs::read(guests::GUEST_HOSTILE).unwrap();
+    let plugin = rt.load(&wasm).await.unwrap();
+    let (allowed, other) = (Recorder::start().await, Recorder::start().await);
+    let port = |r: &Recorder| r.origin().rsplit(':').next().unwrap().to_owned();
+    let (p1, p2) = (port(&allowed), port(&other));
+    let urls = json!({"urls": [
+        format!("http://evil.test:{p2}/through-the-name"),
+        format!("http://127.0.0.1:{p2}/direct"),
+        format!("http://127.0.0.1:{p1}/allowed"),
+    ]});
+    let run = |egress: Vec<String>| {
+        let mut spec = InstanceSpec::new("acme", "h");
+        spec.egress = egress;
+        let inst = Instance::new(&rt, plugin.clone(), spec, memory_store()).unwrap();
+        let urls = urls.clone();
+        async move {
+            let inv = inst
+                .invoke("egress", &urls.to_string(), Default::default())
+                .await;
+            serde_json::from_str::<Value>(&inv.result.unwrap()).unwrap()
+        }
+    };
+    let out = run(vec![
+        format!("http://127.0.0.1:{p1}"),
+        format!("http://evil.test:{p2}"),
+    ])
+    .await;
+    let err = |i: usize| {
+        out[i]["outcome"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(err(0).starts_with("Error::Denied("), "{out}");
+    assert!(err(0).contains("port"), "{}", err(0));
+    assert!(err(1).starts_with("Error::Denied("), "{out}");
+    assert_eq!(out[2]["outcome"]["status"], 200, "{out}");
+    assert!(other.requests().is_empty(), "the other port was reached");
+    // Naming that port as an IP entry too is the tenant saying so.
+    let out = run(vec![
+        format!("http://127.0.0.1:{p2}"),
+        format!("http://evil.test:{p2}"),
+    ])
+    .await;
+    assert_eq!(out[0]["outcome"]["status"], 200, "{out}");
+    assert_eq!(other.requests_to("/through-the-name").len(), 1);
+}

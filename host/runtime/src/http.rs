@@ -59,6 +59,42 @@ pub struct EgressRecord {
     pub outcome: String,
 }
 
+/// How host names become addresses: the system resolver, or (in tests) a
+/// function that answers for names no DNS knows. Whatever answers, the
+/// egress policy checks every address it returns.
+#[derive(Clone, Default)]
+pub enum Lookup {
+    /// `getaddrinfo`, through tokio.
+    #[default]
+    System,
+    /// A fixed answer per name.
+    Custom(Arc<LookupFn>),
+}
+
+/// A name lookup: the addresses of a host name.
+pub type LookupFn = dyn Fn(&str) -> std::io::Result<Vec<std::net::IpAddr>> + Send + Sync;
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::System => "Lookup::System",
+            Self::Custom(_) => "Lookup::Custom",
+        })
+    }
+}
+
+impl Lookup {
+    async fn resolve(&self, host: &str) -> std::io::Result<Vec<SocketAddr>> {
+        match self {
+            Self::System => Ok(tokio::net::lookup_host((host, 0)).await?.collect()),
+            Self::Custom(f) => Ok(f(host)?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect()),
+        }
+    }
+}
+
 /// Outbound HTTP for one instance. Built once per instance.
 pub struct HttpCtx {
     client: reqwest::Client,
@@ -69,12 +105,17 @@ impl HttpCtx {
     /// Builds the instance's client: `policy` decides which resolved
     /// addresses may be used, `extra_ca_pem` adds trusted roots (for
     /// upstreams with private CAs).
-    pub fn new(policy: Arc<EgressPolicy>, extra_ca_pem: &[String]) -> Result<Self, String> {
+    pub fn new(
+        policy: Arc<EgressPolicy>,
+        extra_ca_pem: &[String],
+        lookup: Lookup,
+    ) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(PolicyResolver {
                 policy: policy.clone(),
+                lookup,
             }))
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -107,14 +148,16 @@ impl HttpCtx {
 /// Resolves names and keeps only addresses the policy allows.
 struct PolicyResolver {
     policy: Arc<EgressPolicy>,
+    lookup: Lookup,
 }
 
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
+        let lookup = self.lookup.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let addrs = lookup.resolve(&host).await?;
             let mut allowed: Vec<SocketAddr> = Vec::new();
             let mut refusal = None;
             for addr in addrs {

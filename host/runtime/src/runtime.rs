@@ -106,6 +106,9 @@ pub struct RuntimeConfig {
     /// may compute at once. Default: one less than the machine's cores (at
     /// least one), so that short calls always find a core.
     pub long_running_cpus: usize,
+    /// How host names are resolved (the system resolver; tests inject
+    /// names). Every address is checked by the egress policy either way.
+    pub lookup: crate::http::Lookup,
 }
 
 impl Default for RuntimeConfig {
@@ -116,6 +119,7 @@ impl Default for RuntimeConfig {
             budgets: crate::limits::BudgetRates::default(),
             long_running_cpus: std::thread::available_parallelism()
                 .map_or(1, |n| n.get().saturating_sub(1).max(1)),
+            lookup: crate::http::Lookup::System,
         }
     }
 }
@@ -206,6 +210,8 @@ pub struct Runtime {
     manifest_linker: Linker<ManifestState>,
     cache_dir: Option<PathBuf>,
     budget_rates: crate::limits::BudgetRates,
+    /// How instances resolve host names.
+    pub(crate) lookup: crate::http::Lookup,
     /// Turns of long-running guests on the CPU (see `instance::new_store`).
     pub(crate) cpu_gate: Arc<tokio::sync::Semaphore>,
     /// Each tenant's budgets, shared by its instances (and kept across
@@ -264,6 +270,7 @@ impl Runtime {
             manifest_linker,
             cache_dir: config.cache_dir,
             budget_rates: config.budgets,
+            lookup: config.lookup,
             cpu_gate: Arc::new(tokio::sync::Semaphore::new(config.long_running_cpus.max(1))),
             budgets: Default::default(),
         })
