@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use switchyard_runtime::InstanceSpec;
 use switchyard_runtime::credentials::{ClientAuth, CredentialSecret, CredentialSpec};
+use switchyard_runtime::{Instance, InstanceSpec};
 use switchyard_tests::{CLIENT_ID, CLIENT_SECRET, Recorder, guests};
 
 /// A spec allowed to reach `upstream` (loopback must be named explicitly).
@@ -480,4 +480,60 @@ where
         out.push(h.await.unwrap());
     }
     out
+}
+
+/// Issue 18: instances share HTTP clients (and connection pools) only when
+/// they resolve alike: a connection opened for a tenant that may reach a
+/// private address is never reused for one that may not.
+#[tokio::test]
+async fn pooled_connections_are_never_shared_across_restricted_address_rules() {
+    use std::sync::Arc;
+    let rt = switchyard_runtime::Runtime::new(switchyard_runtime::RuntimeConfig {
+        cache_dir: Some(
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+        ),
+        max_concurrent_invocations: 4,
+        lookup: switchyard_runtime::http::Lookup::Custom(Arc::new(|name: &str| match name {
+            "svc.test" => Ok(vec!["127.0.0.1".parse().unwrap()]),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such name",
+            )),
+        })),
+        ..switchyard_runtime::RuntimeConfig::default()
+    })
+    .unwrap();
+    let wasm = std::fs::read(guests::PLUGIN_ECHO).unwrap();
+    let echo = rt.load(&wasm).await.unwrap();
+    let up = Recorder::start().await;
+    let port = up.origin().rsplit(':').next().unwrap().to_owned();
+    let url = format!("http://svc.test:{port}/pooled");
+    let inst = |tenant: &str, egress: &[String]| {
+        let mut spec = InstanceSpec::new(tenant, "e");
+        spec.egress = egress.to_vec();
+        Instance::new(&rt, echo.clone(), spec, memory_store()).unwrap()
+    };
+    let private = [
+        format!("http://svc.test:{port}"),
+        "http://127.0.0.0/8:*".to_owned(),
+    ];
+    let (trusted, other_trusted) = (inst("a", &private), inst("c", &private));
+    let public_only = inst("b", &[format!("http://svc.test:{port}")]);
+    assert_eq!(rt.http_clients(), 2, "one client per way of resolving");
+    let fetch = |i: &Instance| {
+        let body = json!({"url": url}).to_string();
+        let i = i.clone();
+        async move {
+            let inv = i.invoke("fetch", &body, Default::default()).await;
+            serde_json::from_str::<Value>(&inv.result.unwrap()).unwrap()
+        }
+    };
+    // The tenant that may reach loopback does, and its connection is kept.
+    assert_eq!(fetch(&trusted).await["status"], 200);
+    assert_eq!(fetch(&other_trusted).await["status"], 200);
+    // The one that may not is refused, although a connection to the very
+    // same host and port is open in the other client's pool.
+    let out = fetch(&public_only).await;
+    assert_eq!(out["error"]["kind"], "denied", "{out}");
+    assert_eq!(up.requests_to("/pooled").len(), 2);
 }

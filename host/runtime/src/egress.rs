@@ -315,6 +315,14 @@ impl EgressPolicy {
         &self.rules
     }
 
+    /// Whether some entry is an IP address or CIDR block (only those let a
+    /// name resolve to a restricted address).
+    pub fn has_ip_rules(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.host, HostPattern::Net(_)))
+    }
+
     /// Decides whether `dest` may be contacted, before any DNS lookup.
     ///
     /// An IP destination can only match an IP/CIDR entry, which names the

@@ -95,6 +95,118 @@ impl Lookup {
     }
 }
 
+/// What a client's connections depend on: instances whose clients agree on
+/// these may share a client (and its connection pool and TLS roots).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    /// SHA-256 of the extra CA certificates (none: the empty digest).
+    cas: [u8; 32],
+    /// The egress entries that decide which restricted addresses a name may
+    /// resolve to: empty when the policy has no IP/CIDR entry (no restricted
+    /// address is ever allowed), else every entry. A connection opened for a
+    /// tenant that may reach a private address is thereby never pooled with
+    /// one of a tenant that may not.
+    restricted: Vec<String>,
+}
+
+/// The daemon's HTTP clients, one per distinct [`ClientKey`]: the system's
+/// root certificates are loaded once per CA set instead of once per
+/// instance, and instances that resolve alike share connection pools.
+#[derive(Default)]
+pub struct Clients {
+    lookup: Lookup,
+    built: std::sync::Mutex<std::collections::HashMap<ClientKey, reqwest::Client>>,
+}
+
+impl Clients {
+    /// Clients that resolve names with `lookup`.
+    pub fn new(lookup: Lookup) -> Self {
+        Self {
+            lookup,
+            built: Default::default(),
+        }
+    }
+
+    /// The client for an instance with `policy` and `extra_ca_pem`.
+    pub fn client(
+        &self,
+        policy: &EgressPolicy,
+        extra_ca_pem: &[String],
+    ) -> Result<reqwest::Client, String> {
+        use sha2::{Digest, Sha256};
+        let mut cas = Sha256::new();
+        for pem in extra_ca_pem {
+            cas.update((pem.len() as u64).to_le_bytes());
+            cas.update(pem.as_bytes());
+        }
+        let restricted = if policy.has_ip_rules() {
+            let mut r: Vec<String> = policy.rules().iter().map(ToString::to_string).collect();
+            r.sort();
+            r
+        } else {
+            Vec::new()
+        };
+        let key = ClientKey {
+            cas: cas.finalize().into(),
+            restricted,
+        };
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = built.get(&key) {
+            return Ok(c.clone());
+        }
+        let resolving = EgressPolicy::parse(&key.restricted).map_err(|e| format!("egress: {e}"))?;
+        let client = build_client(resolving, extra_ca_pem, self.lookup.clone())?;
+        built.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Distinct clients built so far.
+    pub fn len(&self) -> usize {
+        self.built.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether none was built yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A client whose resolver keeps only addresses `resolving` allows, with no
+/// proxy, no redirects, and `extra_ca_pem` trusted besides the system's
+/// roots.
+fn build_client(
+    resolving: EgressPolicy,
+    extra_ca_pem: &[String],
+    lookup: Lookup,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(PolicyResolver {
+            policy: Arc::new(resolving),
+            lookup,
+        }))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+    for (i, pem) in extra_ca_pem.iter().enumerate() {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| format!("CA certificate #{}: {e}", i + 1))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "CA certificate #{}: no PEM certificate found",
+                i + 1
+            ));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))
+}
+
 /// Outbound HTTP for one instance. Built once per instance.
 pub struct HttpCtx {
     client: reqwest::Client,
@@ -102,41 +214,11 @@ pub struct HttpCtx {
 }
 
 impl HttpCtx {
-    /// Builds the instance's client: `policy` decides which resolved
-    /// addresses may be used, `extra_ca_pem` adds trusted roots (for
-    /// upstreams with private CAs).
-    pub fn new(
-        policy: Arc<EgressPolicy>,
-        extra_ca_pem: &[String],
-        lookup: Lookup,
-    ) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(PolicyResolver {
-                policy: policy.clone(),
-                lookup,
-            }))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")));
-        for (i, pem) in extra_ca_pem.iter().enumerate() {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| format!("CA certificate #{}: {e}", i + 1))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "CA certificate #{}: no PEM certificate found",
-                    i + 1
-                ));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
-        Ok(Self { client, policy })
+    /// The instance's HTTP context: its policy, and a client from
+    /// [`Clients`] (shared with every instance that resolves alike and
+    /// trusts the same CAs).
+    pub fn new(policy: Arc<EgressPolicy>, client: reqwest::Client) -> Self {
+        Self { client, policy }
     }
 
     /// The instance's client (shared with the credentials context).

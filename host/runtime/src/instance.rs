@@ -315,8 +315,11 @@ impl Instance {
                 .map_err(|e| fail(vec![e.to_string()]))?
                 .within_declared(crate::grants::declared_destinations(plugin.manifest())),
         );
-        let http = HttpCtx::new(policy.clone(), &spec.ca_certs_pem, runtime.lookup.clone())
+        let client = runtime
+            .clients
+            .client(&policy, &spec.ca_certs_pem)
             .map_err(|e| fail(vec![e]))?;
+        let http = HttpCtx::new(policy.clone(), client);
         let credentials = CredentialsCtx::new(spec.credentials, http.client().clone(), policy)
             .map_err(|e| SpecError {
                 tenant: spec.tenant.clone(),

@@ -210,8 +210,9 @@ pub struct Runtime {
     manifest_linker: Linker<ManifestState>,
     cache_dir: Option<PathBuf>,
     budget_rates: crate::limits::BudgetRates,
-    /// How instances resolve host names.
-    pub(crate) lookup: crate::http::Lookup,
+    /// HTTP clients, shared by instances that resolve alike and trust the
+    /// same CAs.
+    pub(crate) clients: crate::http::Clients,
     /// Turns of long-running guests on the CPU (see `instance::new_store`).
     pub(crate) cpu_gate: Arc<tokio::sync::Semaphore>,
     /// Each tenant's budgets, shared by its instances (and kept across
@@ -270,7 +271,7 @@ impl Runtime {
             manifest_linker,
             cache_dir: config.cache_dir,
             budget_rates: config.budgets,
-            lookup: config.lookup,
+            clients: crate::http::Clients::new(config.lookup),
             cpu_gate: Arc::new(tokio::sync::Semaphore::new(config.long_running_cpus.max(1))),
             budgets: Default::default(),
         })
@@ -394,6 +395,11 @@ impl Runtime {
         let b = Arc::new(crate::limits::TenantBudgets::new(&self.budget_rates));
         all.insert(tenant.to_owned(), Arc::downgrade(&b));
         b
+    }
+
+    /// Distinct HTTP clients built (for tests and status).
+    pub fn http_clients(&self) -> usize {
+        self.clients.len()
     }
 
     /// The wasmtime engine (for embedders and benchmarks).

@@ -1,0 +1,104 @@
+//! Many tenants on one daemon: N tenants with five `echo` instances each
+//! (no credentials), in a temporary configuration directory. Prints, for
+//! each N, the time from start to `/readyz`, the resident memory once
+//! idle, and the time of a reload after one tenant file changed.
+//!
+//! ```text
+//! cargo bench -p switchyard --bench tenants              # TENANTS=1000,10000
+//! ```
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const INSTANCES: usize = 5;
+
+fn tenant_file(i: usize) -> String {
+    (0..INSTANCES)
+        .map(|n| {
+            format!(
+                "[[instance]]\nid = \"e{n}\"\nplugin = \"echo\"\n[instance.config]\ngreeting = \"t{i}\"\n\n"
+            )
+        })
+        .collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn run(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("switchyard.toml"), "data_dir = \"data\"\n").unwrap();
+    std::fs::create_dir(dir.path().join("tenants")).unwrap();
+    for i in 0..n {
+        std::fs::write(
+            dir.path().join(format!("tenants/t{i:05}.toml")),
+            tenant_file(i),
+        )
+        .unwrap();
+    }
+    let cfg = dir.path().to_str().unwrap().to_owned();
+    let operator = cli(&["token", "--config", &cfg, "create-operator"], None)
+        .trim()
+        .to_owned();
+    let started = Instant::now();
+    let mut child = bin()
+        .args(["serve", "--config", &cfg, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("switchyard listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    let d = Daemon { child, base };
+    eventually("readyz", || async {
+        (get(&d, "/readyz", None).await.0 == 200).then_some(())
+    })
+    .await;
+    let ready = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_kib(d.child.id());
+
+    // One tenant file changes; the operator reloads.
+    std::fs::write(dir.path().join("tenants/t00000.toml"), tenant_file(n + 1)).unwrap();
+    let t = Instant::now();
+    let (status, out) = post(&d, "/v1/admin/reload", Some(&operator), &[], "").await;
+    assert_eq!(status, 200, "{out}");
+    let reload = t.elapsed();
+    println!(
+        "{n:>6} tenants x {INSTANCES}: ready in {:>7.2} s, idle RSS {:>6} MiB, reload after one file changed {:>7.3} s",
+        ready.as_secs_f64(),
+        idle / 1024,
+        reload.as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let ns: Vec<usize> = std::env::var("TENANTS")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    for n in ns {
+        run(n).await;
+    }
+}
