@@ -64,6 +64,9 @@ pub fn load_config(dir: &Path) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// The environment variable that may hold the master key.
+const MASTER_KEY_VAR: &str = "SWITCHYARD_MASTER_KEY";
+
 /// Opens the configured state backend and the secret store, whose master
 /// key comes from `SWITCHYARD_MASTER_KEY` or `<data_dir>/master.key`
 /// (created 0600 on first use).
@@ -73,9 +76,33 @@ pub fn open_state(cfg: &Config) -> anyhow::Result<(Db, SecretStore)> {
     let db: Db = match &cfg.storage {
         StorageConfig::Sqlite { path } => Arc::new(SqliteStore::open(&cfg.data_dir.join(path))?),
     };
-    let master =
-        MasterKey::from_env_or_file("SWITCHYARD_MASTER_KEY", &cfg.data_dir.join("master.key"))?;
+    let master = MasterKey::from_env_or_file(MASTER_KEY_VAR, &cfg.data_dir.join("master.key"))?;
     Ok((db.clone(), SecretStore::new(db, master)))
+}
+
+/// The secret store of an existing data directory, for reading only what
+/// is there (`check`): nothing is created. Fails saying why there is none.
+pub fn existing_secret_store(cfg: &Config) -> Result<SecretStore, String> {
+    let StorageConfig::Sqlite { path } = &cfg.storage;
+    let db_path = cfg.data_dir.join(path);
+    if !db_path.is_file() {
+        return Err(format!(
+            "there is no state database at {} yet (`switchyard secret set` creates it)",
+            db_path.display()
+        ));
+    }
+    let key_path = cfg.data_dir.join("master.key");
+    if std::env::var_os(MASTER_KEY_VAR).is_none() && !key_path.is_file() {
+        return Err(format!(
+            "there is no master key (${MASTER_KEY_VAR} or {})",
+            key_path.display()
+        ));
+    }
+    let master =
+        MasterKey::from_env_or_file(MASTER_KEY_VAR, &key_path).map_err(|e| e.to_string())?;
+    let db: Db =
+        Arc::new(SqliteStore::open(&db_path).map_err(|e| format!("{}: {e}", db_path.display()))?);
+    Ok(SecretStore::new(db, master))
 }
 
 /// Holds the data directory for this process: the embedded store belongs

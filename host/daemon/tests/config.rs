@@ -73,6 +73,13 @@ fn check(dir: &Path) -> (bool, String) {
 #[test]
 fn a_good_configuration_passes_with_a_summary() {
     let dir = config_dir(SERVER, &[("acme", GOOD_TENANT)]);
+    let cfg = dir.path().to_str().unwrap();
+    let out = switchyard(
+        &["secret", "--config", cfg, "set", "acme", "echo-token"],
+        Some("tok-value\n"),
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let (ok, out) = check(dir.path());
     assert!(ok, "{out}");
     assert!(
@@ -81,6 +88,74 @@ fn a_good_configuration_passes_with_a_summary() {
     );
     assert!(
         out.contains("OK (1 tenant(s), 1 instance(s); listen 127.0.0.1:9090, production mode)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_resolves_every_secret_and_env_reference_without_printing_values() {
+    let tenant = format!(
+        "{GOOD_TENANT}
+[instance.webhooks.inbound]
+hmac_secret = \"env:SY_CHECK_HOOK_SECRET\"
+"
+    );
+    let dir = config_dir(SERVER, &[("acme", &tenant)]);
+    let cfg = dir.path().to_str().unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let out = switchyard(&["check", "--config", cfg], None, env);
+        (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+    };
+
+    // No data directory yet: nothing is created, and both references are
+    // reported where they are.
+    let (ok, out) = run(&[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "tenants/acme.toml:12: instance[0].credentials.upstream.token: secret `echo-token` \
+             cannot be read: there is no state database at"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "tenants/acme.toml:20: instance[0].webhooks.inbound.hmac_secret: environment \
+             variable `SY_CHECK_HOOK_SECRET` is not set"
+        ),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "check created the data directory"
+    );
+
+    // Another secret of the tenant exists: the missing one is still named.
+    let set = |name: &str, value: &str| {
+        let out = switchyard(
+            &["secret", "--config", cfg, "set", "acme", name],
+            Some(value),
+            &[],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    set("other", "x");
+    let (ok, out) = run(&[("SY_CHECK_HOOK_SECRET", "hook-value")]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "instance[0].credentials.upstream.token: secret `echo-token` is not in the secret store"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("SY_CHECK_HOOK_SECRET"), "{out}");
+
+    // Both resolve: check passes and prints neither value.
+    set("echo-token", "tok-value");
+    let (ok, out) = run(&[("SY_CHECK_HOOK_SECRET", "hook-value")]);
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains("tok-value") && !out.contains("hook-value"),
         "{out}"
     );
 }

@@ -243,10 +243,37 @@ pub trait SecretRows: Send + Sync {
 
     /// Deletes a sealed secret; returns whether it existed.
     async fn delete_sealed(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Per tenant with secrets, a fingerprint that changes whenever one of
+    /// its secrets is set or deleted (the sealed rows' random nonces), so
+    /// that a reload can tell which tenants' secrets changed without
+    /// decrypting anything.
+    async fn secret_fingerprints(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError>;
 }
 
 #[async_trait]
 impl SecretRows for SqliteStore {
+    async fn secret_fingerprints(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        self.with_read(|c| {
+            let mut st = c
+                .prepare(
+                    "SELECT tenant, group_concat(name || ':' || hex(substr(sealed, 1, 12)), ',')
+                     FROM (SELECT tenant, name, sealed FROM secrets ORDER BY tenant, name)
+                     GROUP BY tenant",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
     async fn wrapped_key(&self, tenant: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let t = tenant.to_owned();
         self.with_read(move |c| {
@@ -389,6 +416,14 @@ impl SecretStore {
         Ok(Some(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key))))
     }
 
+    /// Per tenant with secrets, a fingerprint that changes whenever one of
+    /// them is set or deleted (see [`SecretRows::secret_fingerprints`]).
+    pub async fn fingerprints(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, SecretError> {
+        Ok(self.db.secret_fingerprints().await?)
+    }
+
     /// Stores (or replaces) secret `name` of `tenant`.
     pub async fn set(
         &self,
@@ -480,6 +515,21 @@ mod tests {
         assert!(store.get("acme", "a-pass").await.unwrap().is_none());
         let err = store.set("acme", "bad name!", &s("x")).await.unwrap_err();
         assert!(matches!(err, SecretError::InvalidName(_)));
+    }
+
+    #[tokio::test]
+    async fn fingerprints_change_when_a_secret_is_set_again() {
+        let db = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let store = SecretStore::new(db.clone(), MasterKey::generate());
+        store.set("acme", "a", &s("v")).await.unwrap();
+        let before = db.secret_fingerprints().await.unwrap();
+        // The same value again still changes the fingerprint.
+        store.set("acme", "a", &s("v")).await.unwrap();
+        let after = db.secret_fingerprints().await.unwrap();
+        assert_ne!(before["acme"], after["acme"]);
+        assert!(!after.contains_key("globex"));
+        store.delete("acme", "a").await.unwrap();
+        assert!(db.secret_fingerprints().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -10,7 +10,9 @@ use switchyard_runtime::Limits;
 use switchyard_runtime::egress::{EgressPolicy, EgressRule};
 use switchyard_runtime::grants::{self, Grant, JobGrant};
 
-use super::secrets::Allowed;
+use switchyard_store::SecretStore;
+
+use super::secrets::{Allowed, Resolver, SecretSource};
 use super::{Config, InstanceConfig, Mode, Report, TenantFile, is_id, merge_limits, parse_net};
 use crate::plugins::Catalog;
 use crate::problem::{Problem, Severity};
@@ -244,6 +246,52 @@ fn check_grants(
 }
 
 impl Config {
+    /// Resolves every secret reference of every tenant, dropping the values
+    /// at once, so that what `check` accepts `serve` can start. `store` is
+    /// the secret store, or why there is none to read (then every
+    /// `secret:` reference is a problem).
+    pub async fn check_references(&self, store: Result<&SecretStore, &str>) -> Vec<Problem> {
+        let allowed = secret_rules(self.mode);
+        let mut problems = Vec::new();
+        for t in self.tenants.values() {
+            let mut report = Report {
+                file: &t.file,
+                text: &t.text,
+                problems: &mut problems,
+            };
+            let resolver = Resolver {
+                base: self.dir.clone(),
+                store: store.ok().map(|s| (s, t.id.as_str())),
+                allowed,
+            };
+            for (i, inst) in t.instances.iter().enumerate() {
+                for (field, span, r) in inst.get_ref().secret_refs() {
+                    // A reference of a kind not allowed here is reported by
+                    // the file's own checks.
+                    if r.problem(&allowed).is_some() {
+                        continue;
+                    }
+                    let field = format!("instance[{i}].{field}");
+                    let failed = match (r.source(), store) {
+                        (SecretSource::Store(name), Err(why)) => {
+                            Some(format!("secret `{name}` cannot be read: {why}"))
+                        }
+                        _ => resolver.resolve(r, &field).await.err().map(|e| {
+                            let m = format!("{e:#}");
+                            m.strip_prefix(&format!("{field}: "))
+                                .map(str::to_owned)
+                                .unwrap_or(m)
+                        }),
+                    };
+                    if let Some(message) = failed {
+                        report.at(&span, field, message);
+                    }
+                }
+            }
+        }
+        problems
+    }
+
     /// Instance `index` of `tenant` checked against the manifest of the
     /// build it will run.
     pub fn check_instance_against(
