@@ -52,6 +52,19 @@ pub struct TenantState {
     pub roles: BTreeMap<String, Vec<String>>,
     /// Instances by id.
     pub instances: BTreeMap<String, InstanceState>,
+    /// What the tenant was built from, when a reload may keep it as it is
+    /// (None: it reads other files, or part of it failed).
+    source: Option<TenantSource>,
+}
+
+/// What a built tenant depends on. A reload keeps the tenant (instances,
+/// token caches and all) while these are the same and each instance still
+/// resolves to the plugin build it runs.
+#[derive(PartialEq, Eq)]
+struct TenantSource {
+    server: [u8; 32],
+    file: [u8; 32],
+    secrets: Option<String>,
 }
 
 /// Pauses set through the API, by (tenant, instance): persisted, loaded
@@ -191,7 +204,9 @@ impl Shared {
 
 /// One snapshot of the configuration, built.
 pub struct AppState {
-    tenants: BTreeMap<String, TenantState>,
+    tenants: BTreeMap<String, Arc<TenantState>>,
+    /// Tenants built anew for this snapshot (the others were kept).
+    rebuilt: usize,
     /// What survives reloads.
     pub shared: Arc<Shared>,
     /// Queue settings.
@@ -227,12 +242,16 @@ impl AppState {
     /// (reload), any tenant or instance that cannot be built fails the
     /// whole build, listing every problem; otherwise (start) it is marked
     /// failed, reported, and everything else is served.
+    ///
+    /// A tenant of `previous` whose file, server file, secrets and plugin
+    /// builds are unchanged is kept as it is, not built again.
     async fn build(
         cfg: &Config,
         file_problems: &[Problem],
         shared: Arc<Shared>,
         catalog: Arc<Catalog>,
         strict: bool,
+        previous: Option<&AppState>,
     ) -> anyhow::Result<Self> {
         // A plugin file that is refused (unreadable, not a component, an id
         // it may not have) stops nothing: it is reported and not served.
@@ -262,13 +281,29 @@ impl AppState {
             .into_iter()
             .map(|l| ((l.tenant.clone(), l.instance.clone()), l))
             .collect();
+        let fingerprints = shared.secrets.fingerprints().await?;
         let mut tenants = BTreeMap::new();
+        let mut rebuilt = 0;
         let mut failed = BTreeMap::new();
         let mut pending_locks = Vec::new();
         for (tid, t) in &cfg.tenants {
             if failed_tenants.contains_key(tid) {
                 continue;
             }
+            let source = (!t.reads_other_files()).then(|| TenantSource {
+                server: cfg.server_digest,
+                file: t.digest,
+                secrets: fingerprints.get(tid).cloned(),
+            });
+            if let Some(kept) = previous
+                .and_then(|p| p.tenants.get(tid))
+                .filter(|prev| prev.source.is_some() && prev.source == source)
+                .filter(|prev| Self::same_builds(tid, prev, t, &catalog, &locks))
+            {
+                tenants.insert(tid.clone(), kept.clone());
+                continue;
+            }
+            rebuilt += 1;
             let mut instances = BTreeMap::new();
             for index in 0..t.instances.len() {
                 let iid = t.instances[index].get_ref().id.get_ref().clone();
@@ -283,12 +318,14 @@ impl AppState {
                     }
                 }
             }
+            let whole = instances.len() == t.instances.len();
             tenants.insert(
                 tid.clone(),
-                TenantState {
+                Arc::new(TenantState {
                     roles: t.roles.clone(),
                     instances,
-                },
+                    source: source.filter(|_| whole),
+                }),
             );
         }
         if strict && (!failed.is_empty() || !failed_tenants.is_empty()) {
@@ -322,6 +359,7 @@ impl AppState {
             .unwrap_or(30_000);
         Ok(Self {
             tenants,
+            rebuilt,
             paused_by_config,
             max_deadline_ms,
             shared,
@@ -339,6 +377,33 @@ impl AppState {
             failed,
             failed_tenants,
             pending_locks: std::sync::Mutex::new(pending_locks),
+        })
+    }
+
+    /// Whether every instance of `prev` (tenant `t` as it was built) would
+    /// run the same plugin build if built now.
+    fn same_builds(
+        tid: &str,
+        prev: &TenantState,
+        t: &crate::config::TenantConfig,
+        catalog: &Catalog,
+        locks: &BTreeMap<(String, String), switchyard_store::PluginLock>,
+    ) -> bool {
+        t.instances.iter().all(|ic| {
+            let ic = ic.get_ref();
+            let iid = ic.id.get_ref();
+            let Some(built) = prev.instances.get(iid) else {
+                return false;
+            };
+            let Ok((id, pin)) = ic.plugin_ref() else {
+                return false;
+            };
+            let lock = locks.get(&(tid.to_owned(), iid.clone()));
+            catalog
+                .resolve_locked(tid, iid, &id, pin.as_ref(), lock)
+                .is_ok_and(|r| {
+                    r.record.is_none() && r.entry.digest() == built.instance.plugin().digest()
+                })
         })
     }
 
@@ -447,11 +512,11 @@ impl AppState {
 
     /// A tenant.
     pub fn tenant(&self, tenant: &str) -> Option<&TenantState> {
-        self.tenants.get(tenant)
+        self.tenants.get(tenant).map(|t| &**t)
     }
 
     /// Tenants by id.
-    pub fn tenants(&self) -> &BTreeMap<String, TenantState> {
+    pub fn tenants(&self) -> &BTreeMap<String, Arc<TenantState>> {
         &self.tenants
     }
 
@@ -588,7 +653,8 @@ impl Live {
             runtime,
         });
         let catalog = Arc::new(Catalog::load(&shared.runtime, &cfg.plugin_dir, None).await);
-        let state = AppState::build(cfg, file_problems, shared.clone(), catalog, false).await?;
+        let state =
+            AppState::build(cfg, file_problems, shared.clone(), catalog, false, None).await?;
         state.commit_locks().await?;
         Ok(Arc::new(Self {
             state: arc_swap::ArcSwap::from_pointee(state),
@@ -626,12 +692,26 @@ impl Live {
                 self.shared.slots
             ));
         }
-        let previous = self.current().catalog.clone();
-        let catalog =
-            Arc::new(Catalog::load(&self.shared.runtime, &cfg.plugin_dir, Some(&previous)).await);
-        let state = AppState::build(&cfg, &[], self.shared.clone(), catalog, true)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        let previous = self.current();
+        let catalog = Arc::new(
+            Catalog::load(
+                &self.shared.runtime,
+                &cfg.plugin_dir,
+                Some(&previous.catalog),
+            )
+            .await,
+        );
+        let state = AppState::build(
+            &cfg,
+            &[],
+            self.shared.clone(),
+            catalog,
+            true,
+            Some(&previous),
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+        drop(previous);
         self.shared
             .db
             .sync_schedules(state.wanted_schedules(), now_ms())
@@ -641,6 +721,10 @@ impl Live {
         let state = Arc::new(state);
         self.state.store(state.clone());
         state.commit_locks().await.map_err(|e| format!("{e:#}"))?;
-        Ok(format!("{tenants} tenant(s), {instances} instance(s)"))
+        let rebuilt = state.rebuilt;
+        tracing::info!(tenants, instances, rebuilt, "configuration reloaded");
+        Ok(format!(
+            "{tenants} tenant(s), {instances} instance(s); {rebuilt} tenant(s) rebuilt"
+        ))
     }
 }

@@ -40,7 +40,10 @@ async fn reload_swaps_good_configs_and_refuses_bad_ones() {
     std::fs::write(dir.path().join("tenants/acme.toml"), tenant("hallo")).unwrap();
     let (status, body) = post(&d, "/v1/admin/reload", Some(&operator), &[], "").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["reloaded"], "1 tenant(s), 1 instance(s)");
+    assert_eq!(
+        body["reloaded"],
+        "1 tenant(s), 1 instance(s); 1 tenant(s) rebuilt"
+    );
     assert_eq!(greeting(&d, &api).await, "hallo");
 
     // Tenant tokens may not reload.

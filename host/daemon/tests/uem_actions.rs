@@ -879,3 +879,71 @@ async fn self_service_with_oauth_acts_on_own_devices_only() {
     assert_eq!(status, 200, "{out}");
     assert_eq!(env.uem.control().requests_to("/connect/token").len(), 2);
 }
+
+#[tokio::test]
+async fn a_reload_rebuilds_only_changed_tenants_and_keeps_their_tokens() {
+    let env = setup().await;
+    let cfg = env._dir.path();
+    let operator = cli(
+        &[
+            "token",
+            "--config",
+            cfg.to_str().unwrap(),
+            "create-operator",
+        ],
+        None,
+    )
+    .trim()
+    .to_owned();
+    let mac = env.device("AppleOsX");
+    let me = json!({"id": "emp-1", "email": mac.user_email, "roles": ["Employee"]});
+    let lock = || env.act_globex("lock-device", me.clone(), json!({"device": {"id": mac.id}}));
+    let tokens = || env.uem.control().requests_to("/connect/token").len();
+    let reload = || async {
+        let (status, body) = post(&env.d, "/v1/admin/reload", Some(&operator), &[], "").await;
+        assert_eq!(status, 200, "{body}");
+        body["reloaded"].as_str().unwrap().to_owned()
+    };
+    let (status, out) = lock().await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(tokens(), 1);
+
+    // Another tenant's file changes: globex is kept, with its token.
+    let acme = cfg.join("tenants/acme.toml");
+    let text = std::fs::read_to_string(&acme).unwrap();
+    std::fs::write(&acme, format!("# edited\n{text}")).unwrap();
+    assert_eq!(
+        reload().await,
+        "2 tenant(s), 2 instance(s); 1 tenant(s) rebuilt"
+    );
+    let (status, out) = lock().await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(tokens(), 1, "globex's cached token survived the reload");
+
+    // Nothing changed: nothing is rebuilt.
+    assert_eq!(
+        reload().await,
+        "2 tenant(s), 2 instance(s); 0 tenant(s) rebuilt"
+    );
+
+    // One of globex's secrets is set again: globex is rebuilt and fetches a
+    // new token with it.
+    cli(
+        &[
+            "secret",
+            "--config",
+            cfg.to_str().unwrap(),
+            "set",
+            "globex",
+            "uem-client-secret",
+        ],
+        Some(&env.uem.config().client_secret),
+    );
+    assert_eq!(
+        reload().await,
+        "2 tenant(s), 2 instance(s); 1 tenant(s) rebuilt"
+    );
+    let (status, out) = lock().await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(tokens(), 2, "the rebuilt instance fetched its own token");
+}

@@ -63,11 +63,13 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use switchyard_runtime::Limits;
 use switchyard_runtime::credentials::Auth;
 use toml::Spanned;
 
 pub use self::secrets::SecretRef;
+use self::secrets::SecretSource;
 use crate::problem::{Problem, Severity};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -413,6 +415,26 @@ impl InstanceConfig {
             _ => Ok((id, pin)),
         }
     }
+
+    /// Every secret reference the instance holds, with its field (as
+    /// `check` names it) and the span of the table it is in.
+    pub fn secret_refs(&self) -> Vec<(String, Range<usize>, &SecretRef)> {
+        let mut refs = Vec::new();
+        for (name, cred) in &self.credentials {
+            for (field, r) in cred.get_ref().auth.secret_fields() {
+                refs.push((format!("credentials.{name}.{field}"), cred.span(), r));
+            }
+        }
+        for (route, hook) in &self.webhooks {
+            let h = hook.get_ref();
+            for (field, r) in [("token", &h.token), ("hmac_secret", &h.hmac_secret)] {
+                if let Some(r) = r {
+                    refs.push((format!("webhooks.{route}.{field}"), hook.span(), r));
+                }
+            }
+        }
+        refs
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,6 +468,23 @@ pub struct TenantConfig {
     pub instances: Vec<Spanned<InstanceConfig>>,
     /// The file's text, to turn spans into lines.
     text: String,
+    /// SHA-256 of the file's text: a reload rebuilds a tenant whose file
+    /// changed and keeps the others.
+    pub digest: [u8; 32],
+}
+
+impl TenantConfig {
+    /// Whether building the tenant reads files besides its own (CA
+    /// certificates, `file:` secrets), which may change on their own.
+    pub fn reads_other_files(&self) -> bool {
+        self.instances.iter().any(|i| {
+            let i = i.get_ref();
+            !i.ca_certs.is_empty()
+                || i.secret_refs()
+                    .iter()
+                    .any(|(_, _, r)| matches!(r.source(), SecretSource::File(_)))
+        })
+    }
 }
 
 /// The whole configuration.
@@ -476,6 +515,9 @@ pub struct Config {
     pub limits: Limits,
     /// Tenants by id.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// SHA-256 of `switchyard.toml`: when it changes, a reload rebuilds
+    /// every tenant (defaults, limits and modes apply to all).
+    pub server_digest: [u8; 32],
 }
 
 pub(crate) fn line_of(text: &str, span: &Range<usize>) -> usize {
@@ -526,7 +568,7 @@ impl Report<'_> {
     fn parse_error(&mut self, e: &toml::de::Error) {
         let span = e.span().unwrap_or(0..0);
         // toml's message has no location; the field is the key it names.
-        let msg = e.message().to_owned();
+        let msg = without_string_value(e.message());
         let field = msg
             .split('`')
             .nth(1)
@@ -535,6 +577,31 @@ impl Report<'_> {
             .to_owned();
         self.at(&span, field, msg);
     }
+}
+
+/// serde quotes a string of the wrong type (`invalid type: string "…",
+/// expected …`). That string may be a secret under the wrong header
+/// (`[instance.webhooks]` without the route's name, then `token = "…"`),
+/// so the value is left out: `invalid type: string, expected …`.
+fn without_string_value(msg: &str) -> String {
+    const QUOTE: &str = "string \"";
+    let Some(at) = msg.find(QUOTE) else {
+        return msg.to_owned();
+    };
+    let value = &msg[at + QUOTE.len()..];
+    // The value is written with `{:?}`: `\` escapes, `"` ends it.
+    let mut escaped = false;
+    let end = value.char_indices().find_map(|(i, c)| {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i + 1),
+            _ => {}
+        }
+        None
+    });
+    let rest = end.map_or("", |end| &value[end..]);
+    format!("{}string{rest}", &msg[..at])
 }
 
 impl Config {
@@ -692,6 +759,7 @@ impl Config {
                         .map(Spanned::into_inner),
                     roles: parsed.roles,
                     instances: parsed.instances,
+                    digest: Sha256::digest(text.as_bytes()).into(),
                     text,
                 },
             );
@@ -718,6 +786,7 @@ impl Config {
             drain_timeout: std::time::Duration::from_secs(server.drain_timeout_secs.into()),
             limits: server.limits,
             tenants,
+            server_digest: Sha256::digest(server_text.as_bytes()).into(),
         };
         Ok((config, problems))
     }
