@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use switchyard_store::{KvBackend, Namespace, Quota};
 use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -157,6 +158,16 @@ pub struct Invocation<T> {
     pub result: Result<T, InvokeError>,
     /// What happened on the way.
     pub report: Report,
+}
+
+impl<T> Invocation<T> {
+    /// The same invocation with its result passed through `f`.
+    fn map<U>(self, f: impl FnOnce(T) -> Result<U, InvokeError>) -> Invocation<U> {
+        Invocation {
+            result: self.result.and_then(f),
+            report: self.report,
+        }
+    }
 }
 
 /// An error the plugin returned on purpose.
@@ -363,45 +374,66 @@ impl Instance {
 
     /// Runs `action` with `input` (JSON text) and returns the plugin's JSON.
     pub async fn invoke(&self, action: &str, input: &str, opts: CallOptions) -> Invocation<String> {
-        let manifest = self.plugin.manifest();
-        if manifest.action(action).is_none() {
-            return self.refused(opts, self.unknown("action", action));
+        if let Err(e) = self.admissible(action, input.len()) {
+            return self.refused(opts, e);
         }
-        if input.len() > self.ctx.limits.input_bytes {
-            return self.refused(
-                opts,
-                InvokeError::InvalidInput(format!(
-                    "input is {} bytes; the limit is {}",
-                    input.len(),
-                    self.ctx.limits.input_bytes
-                )),
-            );
-        }
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input) {
-            return self.refused(
-                opts,
-                InvokeError::InvalidInput(format!("input is not JSON: {e}")),
-            );
+        let input = match serde_json::from_str::<&RawValue>(input) {
+            Ok(raw) => raw,
+            Err(e) => {
+                return self.refused(
+                    opts,
+                    InvokeError::InvalidInput(format!("input is not JSON: {e}")),
+                );
+            }
+        };
+        self.invoke_json(action, input, opts)
+            .await
+            .map(|out| Ok(Box::<str>::from(out).into_string()))
+    }
+
+    /// [`Instance::invoke`] for input already parsed as JSON (a field of a
+    /// request body, say): the text goes to the guest as it is, and the
+    /// output comes back checked once, ready to embed without re-parsing.
+    pub async fn invoke_json(
+        &self,
+        action: &str,
+        input: &RawValue,
+        opts: CallOptions,
+    ) -> Invocation<Box<RawValue>> {
+        if let Err(e) = self.admissible(action, input.get().len()) {
+            return self.refused(opts, e);
         }
         let output_limit = self.ctx.limits.output_bytes;
-        let (action, input) = (action.to_owned(), input.to_owned());
-        let mut inv = self
+        let (action, input) = (action.to_owned(), input.get().to_owned());
+        let inv = self
             .call(opts, move |b, store, ctx| {
                 Box::pin(async move { b.call_invoke(store, &ctx, &action, &input).await })
             })
             .await;
-        inv.result = inv.result.and_then(|out| {
+        inv.map(|out| {
             if out.len() > output_limit {
                 return Err(InvokeError::BadOutput(format!(
                     "output is {} bytes; the limit is {output_limit}",
                     out.len()
                 )));
             }
-            serde_json::from_str::<serde::de::IgnoredAny>(&out)
-                .map_err(|e| InvokeError::BadOutput(format!("output is not JSON: {e}")))?;
-            Ok(out)
-        });
-        inv
+            RawValue::from_string(out)
+                .map_err(|e| InvokeError::BadOutput(format!("output is not JSON: {e}")))
+        })
+    }
+
+    /// Whether `action` exists and an input of `len` bytes fits.
+    fn admissible(&self, action: &str, len: usize) -> Result<(), InvokeError> {
+        if self.plugin.manifest().action(action).is_none() {
+            return Err(self.unknown("action", action));
+        }
+        if len > self.ctx.limits.input_bytes {
+            return Err(InvokeError::InvalidInput(format!(
+                "input is {len} bytes; the limit is {}",
+                self.ctx.limits.input_bytes
+            )));
+        }
+        Ok(())
     }
 
     /// Hands a verified webhook delivery to the plugin.

@@ -13,24 +13,33 @@ use axum::body::Body;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use switchyard_runtime::{Actor, CallOptions};
 
 use super::auth::Caller;
 use crate::errors::{error, invoke_error_code, invoke_error_response, refused};
 use crate::record::{self, Outcome, Subject};
 
+/// The request body. `input` stays the caller's text: parsed once here
+/// (which checks it is JSON) and handed to the plugin as it came.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ActionRequest {
     #[serde(default = "empty_object")]
-    input: Value,
+    input: Box<RawValue>,
     actor: Actor,
 }
 
-fn empty_object() -> Value {
-    json!({})
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).expect("`{}` is JSON")
+}
+
+/// The answer: the plugin's output, checked by the runtime, embedded as is.
+#[derive(Serialize)]
+struct ActionAnswer<'a> {
+    request_id: &'a str,
+    output: &'a RawValue,
 }
 
 /// The plugin roles the tenant grants for `tenant_roles`.
@@ -140,9 +149,9 @@ pub async fn action(
     };
     let inv = inst
         .instance
-        .invoke(
+        .invoke_json(
             &action,
-            &req.input.to_string(),
+            &req.input,
             CallOptions {
                 request_id: rid.to_owned(),
                 actor: Some(actor),
@@ -172,14 +181,14 @@ pub async fn action(
     )
     .await;
     match inv.result {
-        Ok(out) => {
-            let output: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-            (
-                StatusCode::OK,
-                axum::Json(json!({ "request_id": rid, "output": output })),
-            )
-                .into_response()
-        }
+        Ok(out) => (
+            StatusCode::OK,
+            axum::Json(ActionAnswer {
+                request_id: rid,
+                output: &out,
+            }),
+        )
+            .into_response(),
         Err(e) => invoke_error_response(&e, rid),
     }
 }
