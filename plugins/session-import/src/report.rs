@@ -149,10 +149,11 @@ pub fn sessions<E>(
             Ok(ev) => ev,
             Err(e) => return Ok(Err(malformed(&reader, e))),
         };
-        match ev {
+        // Whether the event closes an element: an end tag, or an
+        // empty-element tag (`<event .../>`), which is its own end tag.
+        let closes = match ev {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let name = local(e);
-                let empty = matches!(ev, Event::Empty(_));
                 if root.is_none() {
                     if name != "session_list" && name != "error" {
                         return Ok(Err(ReportError::Unexpected(format!(
@@ -211,70 +212,80 @@ pub fn sessions<E>(
                     _ => {}
                 }
                 text.clear();
-                if !empty {
-                    path.push(name);
-                }
+                path.push(name);
+                matches!(ev, Event::Empty(_))
             }
-            Event::Text(t) => text.push_str(&t.decode().unwrap_or_default()),
-            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
-            Event::GeneralRef(r) => push_ref(&mut text, &r),
-            Event::End(_) => {
-                let Some(name) = path.pop() else { continue };
-                let value = std::mem::take(&mut text).trim().to_owned();
-                let parent = path.last().map(String::as_str).unwrap_or("");
-                if root.as_deref() == Some("error") && path.is_empty() {
-                    if value.to_ascii_lowercase().contains("no archives found") {
-                        return Ok(Ok(Outcome::NoArchives));
-                    }
-                    return Ok(Err(ReportError::Api(value)));
-                }
-                if let Some(ev) = event.as_mut() {
-                    match name.as_str() {
-                        "performed_by" => ev.performed_by = value,
-                        "destination" => ev.destination = value,
-                        "body" => ev.body = value,
-                        "event" => {
-                            let done = event.take().unwrap_or_default();
-                            if let Some(s) = current.as_mut() {
-                                s.events.push(done);
-                            }
-                        }
-                        _ => {}
-                    }
-                    continue;
-                }
-                if let Some(r) = rep.as_mut() {
-                    match name.as_str() {
-                        "username" => r.username = value,
-                        "display_name" => r.display_name = value,
-                        "representative" => {
-                            let done = rep.take().unwrap_or_default();
-                            if let Some(s) = current.as_mut() {
-                                s.reps.push(done);
-                            }
-                        }
-                        _ => {}
-                    }
-                    continue;
-                }
-                let Some(s) = current.as_mut() else { continue };
-                match (parent, name.as_str()) {
-                    ("session", "duration") => s.duration = value,
-                    ("session", "external_key") => s.external_key = value,
-                    ("session", "primary_rep") => s.primary_rep.display_name = value,
-                    ("customer", f @ ("username" | "hostname" | "os"))
-                    | ("info", f @ ("name" | "company" | "issue")) => {
-                        s.customer.push((f.to_owned(), value));
-                    }
-                    ("session_list", "session") => {
-                        count += 1;
-                        let done = current.take().unwrap_or_default();
-                        each(done)?;
-                    }
-                    _ => {}
-                }
+            Event::Text(t) => {
+                text.push_str(&t.decode().unwrap_or_default());
+                false
             }
+            Event::CData(t) => {
+                text.push_str(&String::from_utf8_lossy(&t));
+                false
+            }
+            Event::GeneralRef(r) => {
+                push_ref(&mut text, &r);
+                false
+            }
+            Event::End(_) => true,
             Event::Eof => break,
+            _ => false,
+        };
+        if !closes {
+            continue;
+        }
+        let Some(name) = path.pop() else { continue };
+        let value = std::mem::take(&mut text).trim().to_owned();
+        let parent = path.last().map(String::as_str).unwrap_or("");
+        if root.as_deref() == Some("error") && path.is_empty() {
+            if value.to_ascii_lowercase().contains("no archives found") {
+                return Ok(Ok(Outcome::NoArchives));
+            }
+            return Ok(Err(ReportError::Api(value)));
+        }
+        if let Some(ev) = event.as_mut() {
+            match name.as_str() {
+                "performed_by" => ev.performed_by = value,
+                "destination" => ev.destination = value,
+                "body" => ev.body = value,
+                "event" => {
+                    let done = event.take().unwrap_or_default();
+                    if let Some(s) = current.as_mut() {
+                        s.events.push(done);
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if let Some(r) = rep.as_mut() {
+            match name.as_str() {
+                "username" => r.username = value,
+                "display_name" => r.display_name = value,
+                "representative" => {
+                    let done = rep.take().unwrap_or_default();
+                    if let Some(s) = current.as_mut() {
+                        s.reps.push(done);
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let Some(s) = current.as_mut() else { continue };
+        match (parent, name.as_str()) {
+            ("session", "duration") => s.duration = value,
+            ("session", "external_key") => s.external_key = value,
+            ("session", "primary_rep") => s.primary_rep.display_name = value,
+            ("customer", f @ ("username" | "hostname" | "os"))
+            | ("info", f @ ("name" | "company" | "issue")) => {
+                s.customer.push((f.to_owned(), value));
+            }
+            ("session_list", "session") => {
+                count += 1;
+                let done = current.take().unwrap_or_default();
+                each(done)?;
+            }
             _ => {}
         }
     }
@@ -414,7 +425,16 @@ pub fn survey_answers(xml: &[u8]) -> Result<Vec<(String, String, String)>, Repor
                 depth += 1;
                 text.clear();
             }
+            // An empty root (`<exit_survey_list/>`) holds no surveys.
+            Ok(Event::Empty(e)) if root.is_none() => {
+                let name = local(&e);
+                if name != "exit_survey_list" {
+                    return Err(ReportError::Unexpected(format!("root element <{name}>")));
+                }
+                root = Some(name);
+            }
             Ok(Event::Text(t)) => text.push_str(&t.decode().unwrap_or_default()),
+            Ok(Event::CData(t)) => text.push_str(&String::from_utf8_lossy(&t)),
             Ok(Event::GeneralRef(r)) => push_ref(&mut text, &r),
             Ok(Event::End(e)) => {
                 depth = depth.saturating_sub(1);
@@ -439,6 +459,10 @@ pub fn survey_answers(xml: &[u8]) -> Result<Vec<(String, String, String)>, Repor
         return Err(ReportError::Malformed(
             "the document ends inside an element".into(),
         ));
+    }
+    // Nothing, or no element: not "no surveys" (that is an `<error>`).
+    if root.is_none() {
+        return Err(ReportError::Malformed("the answer is empty".into()));
     }
     Ok(out)
 }

@@ -220,24 +220,25 @@ pub fn event_id(
     let standard_id = (route.signature == SignatureScheme::StandardWebhooks
         && route.event_id_field.is_none())
     .then_some(WEBHOOK_ID);
-    let id = if let Some(h) = route.event_id_header.as_deref().or(standard_id) {
-        headers
+    let (id, place) = if let Some(h) = route.event_id_header.as_deref().or(standard_id) {
+        let id = headers
             .get(h)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .ok_or_else(|| format!("the delivery has no event id: header `{h}` is missing"))?
+            .ok_or_else(|| format!("the delivery has no event id: header `{h}` is missing"))?;
+        (id, format!("header `{h}`"))
     } else if let Some(field) = &route.event_id_field {
-        body_field(body, field)?
+        (body_field(body, field)?, format!("field `{field}`"))
     } else {
         return Ok(None);
     };
     let id = id.trim().to_owned();
     if id.is_empty() {
-        return Err("the delivery's event id is empty".into());
+        return Err(format!("the delivery's event id ({place}) is empty"));
     }
     if id.len() > MAX_EVENT_ID {
         return Err(format!(
-            "the delivery's event id is {} bytes long; at most {MAX_EVENT_ID} are accepted",
+            "the delivery's event id ({place}) is {} bytes long; at most {MAX_EVENT_ID} are accepted",
             id.len()
         ));
     }
@@ -257,7 +258,9 @@ fn body_field(body: &[u8], field: &str) -> Result<String, String> {
         };
     }
     if std::str::from_utf8(body).is_err() {
-        return Err(missing("the body is neither JSON nor a form (not UTF-8)"));
+        return Err(missing(&format!(
+            "the body is neither JSON nor a form with field `{field}` (not UTF-8)"
+        )));
     }
     form_or_query_param("", body, true, field)
         .ok_or_else(|| missing(&format!("the body has no JSON or form field `{field}`")))
