@@ -402,16 +402,33 @@ async fn oauth2_token_is_cached_single_flight_and_refreshed_on_401() {
 #[tokio::test]
 async fn oauth2_token_is_refreshed_before_expiry_and_body_auth_works() {
     let up = Recorder::start().await;
-    up.set_token_lifetime(1); // margin = half the lifetime: refresh after 0.5 s
+    // An hour's token is refreshed a minute before it expires.
+    up.set_token_lifetime(3600);
+    let clock = switchyard_runtime::Clock::default();
+    let rt = runtime_with(switchyard_runtime::RuntimeConfig {
+        clock: clock.clone(),
+        ..switchyard_runtime::RuntimeConfig::default()
+    });
+    let echo = rt
+        .load(&std::fs::read(guests::PLUGIN_ECHO).unwrap())
+        .await
+        .unwrap();
     let mut spec = spec_for(&up);
     spec.credentials.push(oauth_cred(&up, ClientAuth::Body));
-    let inst = instance(load(guests::PLUGIN_ECHO).await, spec);
+    let inst = Instance::new(&rt, echo, spec, memory_store()).unwrap();
     let fetch = json!({"url": up.url("/protected"), "credential": "upstream"});
     assert_eq!(ok(&inst, "fetch", fetch.clone()).await["status"], 200);
     assert_eq!(up.tokens_issued(), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    clock.advance(std::time::Duration::from_secs(3500));
+    assert_eq!(ok(&inst, "fetch", fetch.clone()).await["status"], 200);
+    assert_eq!(up.tokens_issued(), 1, "refreshed 100 s too early");
+    clock.advance(std::time::Duration::from_secs(41));
     assert_eq!(ok(&inst, "fetch", fetch).await["status"], 200);
-    assert_eq!(up.tokens_issued(), 2);
+    assert_eq!(
+        up.tokens_issued(),
+        2,
+        "not refreshed within its last minute"
+    );
     let body = String::from_utf8_lossy(&up.requests_to("/token")[0].body).into_owned();
     assert!(body.contains("client_id=client"), "{body}");
     assert_eq!(up.requests_to("/token")[0].header("authorization"), None);
@@ -488,10 +505,7 @@ where
 #[tokio::test]
 async fn pooled_connections_are_never_shared_across_restricted_address_rules() {
     use std::sync::Arc;
-    let rt = switchyard_runtime::Runtime::new(switchyard_runtime::RuntimeConfig {
-        cache_dir: Some(
-            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
-        ),
+    let rt = runtime_with(switchyard_runtime::RuntimeConfig {
         max_concurrent_invocations: 4,
         lookup: switchyard_runtime::http::Lookup::Custom(Arc::new(|name: &str| match name {
             "svc.test" => Ok(vec!["127.0.0.1".parse().unwrap()]),
@@ -501,8 +515,7 @@ async fn pooled_connections_are_never_shared_across_restricted_address_rules() {
             )),
         })),
         ..switchyard_runtime::RuntimeConfig::default()
-    })
-    .unwrap();
+    });
     let wasm = std::fs::read(guests::PLUGIN_ECHO).unwrap();
     let echo = rt.load(&wasm).await.unwrap();
     let up = Recorder::start().await;

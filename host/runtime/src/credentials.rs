@@ -18,6 +18,7 @@ use url::Url;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::credentials::{self, CredentialInfo, Error, Host, Kind, Verification};
+use crate::clock::Clock;
 use crate::egress::{self, Destination, EgressPolicy};
 
 /// Longest a token endpoint may take to answer.
@@ -393,6 +394,8 @@ pub struct CredentialsCtx {
     by_name: BTreeMap<String, Credential>,
     client: reqwest::Client,
     policy: Arc<EgressPolicy>,
+    /// When cached tokens are due for refresh is read from this clock.
+    clock: Clock,
 }
 
 fn sensitive(value: &str, what: &str) -> Result<HeaderValue, String> {
@@ -441,7 +444,14 @@ impl CredentialsCtx {
             by_name,
             client,
             policy,
+            clock: Clock::default(),
         })
+    }
+
+    /// The same context, reading token refresh times from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Names of headers a guest may not set when it names credential `name`.
@@ -530,7 +540,7 @@ impl CredentialsCtx {
     async fn token(&self, cred: &Credential) -> Result<Arc<Token>, CredentialError> {
         let mut slot = cred.token.lock().await;
         if let Some(t) = slot.as_ref()
-            && Instant::now() < t.refresh_at
+            && self.clock.now() < t.refresh_at
         {
             return Ok(t.clone());
         }
@@ -583,9 +593,9 @@ impl CredentialsCtx {
             .form(&form)
             .send()
             .await
-            .map_err(|e| unavailable(crate::http::describe_reqwest_error(&e)))?;
+            .map_err(|e| unavailable(crate::net::describe_reqwest_error(&e)))?;
         let status = resp.status();
-        let body = crate::http::read_capped(resp, MAX_TOKEN_RESPONSE)
+        let body = crate::net::read_capped(resp, MAX_TOKEN_RESPONSE)
             .await
             .map_err(|e| unavailable(format!("reading the token response: {e}")))?;
 
@@ -635,7 +645,7 @@ impl CredentialsCtx {
         tracing::debug!(credential = %name, lifetime_s = lifetime.as_secs(), "fetched OAuth2 token");
         Ok(Token {
             value: SecretString::from(value),
-            refresh_at: Instant::now() + (lifetime - margin),
+            refresh_at: self.clock.now() + (lifetime - margin),
             expires_at_ms: now_ms + lifetime.as_millis() as u64,
             scope: parsed.scope,
         })

@@ -10,21 +10,22 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use switchyard_store::{KvBackend, Namespace, Quota};
-use wasmtime::component::{ResourceTable, ResourceTableError};
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::bindings::{Plugin as Bindings, types};
+use crate::call::{CallState, EgressRecord, LogRecord, Progress};
 use crate::config::ConfigCtx;
 use crate::credentials::{CredentialSpec, CredentialsCtx};
 use crate::egress::EgressPolicy;
-use crate::http::{EgressRecord, HttpCtx};
+use crate::error::{InvokeError, classify_error};
+use crate::http::HttpCtx;
 use crate::limits::{Limiter, Limits};
-use crate::log::{LogRecord, Progress};
 use crate::manifest::Manifest;
 use crate::runtime::{Plugin, Runtime};
-use crate::state::{CallState, StoreState};
+use crate::state::{InstanceCtx, StoreState};
 use crate::storage::StorageCtx;
 
 /// How much of the guest's stderr (where Rust panics print) is kept to
@@ -82,20 +83,6 @@ pub struct SpecError {
     pub problems: Vec<String>,
 }
 
-pub(crate) struct InstanceCtx {
-    pub(crate) tenant: String,
-    pub(crate) instance: String,
-    pub(crate) limits: Limits,
-    pub(crate) http: HttpCtx,
-    pub(crate) credentials: CredentialsCtx,
-    pub(crate) storage: StorageCtx,
-    pub(crate) config: ConfigCtx,
-    /// What the tenant may use over time (shared with its other instances).
-    pub(crate) budgets: Arc<crate::limits::TenantBudgets>,
-    /// The runtime's CPUs for long-running guests (see [`new_store`]).
-    pub(crate) cpu_gate: Arc<tokio::sync::Semaphore>,
-}
-
 /// Who asked, as the caller authenticated them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -119,10 +106,6 @@ pub struct CallOptions {
     /// Receives progress reports while the call runs.
     pub progress: Option<tokio::sync::watch::Sender<Option<Progress>>>,
 }
-
-/// Outbound requests of one invocation recorded one by one (for the audit
-/// log); later ones are only counted by outcome.
-pub const EGRESS_ITEMISED: usize = 1_000;
 
 /// What an invocation did besides its result.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -168,106 +151,6 @@ impl<T> Invocation<T> {
             report: self.report,
         }
     }
-}
-
-/// An error the plugin returned on purpose.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum PluginError {
-    /// Malformed input.
-    #[error("invalid input: {message}")]
-    InvalidInput {
-        /// Explanation.
-        message: String,
-    },
-    /// Target not found.
-    #[error("not found: {message}")]
-    NotFound {
-        /// Explanation.
-        message: String,
-    },
-    /// The plugin's policy refuses.
-    #[error("forbidden: {message}")]
-    Forbidden {
-        /// Explanation.
-        message: String,
-    },
-    /// The target's state does not allow it.
-    #[error("conflict: {message}")]
-    Conflict {
-        /// Explanation.
-        message: String,
-    },
-    /// An upstream failed.
-    #[error("upstream failed{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
-    Upstream {
-        /// Upstream status.
-        status: Option<u16>,
-        /// Explanation.
-        message: String,
-        /// When to retry.
-        retry_after_secs: Option<u32>,
-    },
-    /// A bug in the plugin.
-    #[error("plugin internal error: {message}")]
-    Internal {
-        /// Explanation.
-        message: String,
-    },
-}
-
-impl From<types::PluginError> for PluginError {
-    fn from(e: types::PluginError) -> Self {
-        use types::PluginError as W;
-        match e {
-            W::InvalidInput(message) => Self::InvalidInput { message },
-            W::NotFound(message) => Self::NotFound { message },
-            W::Forbidden(message) => Self::Forbidden { message },
-            W::Conflict(message) => Self::Conflict { message },
-            W::Upstream(u) => Self::Upstream {
-                status: u.status,
-                message: u.message,
-                retry_after_secs: u.retry_after_secs,
-            },
-            W::Internal(message) => Self::Internal { message },
-        }
-    }
-}
-
-/// Why a call did not produce a result.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvokeError {
-    /// The manifest has no such action, route or job.
-    #[error("plugin `{plugin}` has no {what} named `{name}`")]
-    Unknown {
-        /// Plugin id.
-        plugin: String,
-        /// `action`, `webhook route` or `job`.
-        what: &'static str,
-        /// The name asked for.
-        name: String,
-    },
-    /// The input was refused before the plugin ran.
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// The plugin returned an error.
-    #[error(transparent)]
-    Plugin(PluginError),
-    /// The plugin returned something malformed.
-    #[error("the plugin returned invalid output: {0}")]
-    BadOutput(String),
-    /// The wall-clock deadline passed.
-    #[error("the invocation exceeded its deadline of {} ms and was stopped", .0.as_millis())]
-    Deadline(Duration),
-    /// A memory, table or resource limit was hit.
-    #[error("the invocation was stopped: {0}")]
-    LimitExceeded(String),
-    /// The plugin trapped (a bug in the plugin: panic, unreachable, …).
-    #[error("the plugin crashed: {0}")]
-    Trap(String),
-    /// Every invocation slot is in use.
-    #[error("the host is at its concurrency limit; retry shortly ({0})")]
-    Busy(String),
 }
 
 /// Checks `spec` against the manifest (declared and granted, see
@@ -336,7 +219,8 @@ impl Instance {
                 tenant: spec.tenant.clone(),
                 instance: spec.instance.clone(),
                 problems: vec![e],
-            })?;
+            })?
+            .with_clock(runtime.clock.clone());
         let budgets = runtime.budgets(&spec.tenant);
         let storage = StorageCtx::new(
             backend,
@@ -651,77 +535,4 @@ fn classify(
         stderr,
         deadline,
     )
-}
-
-/// Turns what a call into the guest failed with into an [`InvokeError`].
-pub(crate) fn classify_error(
-    err: wasmtime::Error,
-    limiter: &Limiter,
-    resources: usize,
-    stderr: &MemoryOutputPipe,
-    deadline: Duration,
-) -> InvokeError {
-    if let Some(msg) = &limiter.exceeded {
-        return InvokeError::LimitExceeded(msg.clone());
-    }
-    if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
-        return InvokeError::Deadline(deadline);
-    }
-    if err
-        .downcast_ref::<crate::limits::DeadlineReached>()
-        .is_some()
-    {
-        return InvokeError::Deadline(deadline);
-    }
-    let text = format!("{err:?}");
-    if let Some(ResourceTableError::Full) = err.downcast_ref::<ResourceTableError>() {
-        return InvokeError::LimitExceeded(format!(
-            "the plugin holds too many host resources (limit {resources})"
-        ));
-    }
-    if let Some(e) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
-        return InvokeError::Busy(e.to_string());
-    }
-    InvokeError::Trap(describe_trap(&err, &text, stderr))
-}
-
-/// Backtrace frames kept in a trap's description; a stack overflow has
-/// thousands, and the first few say where it happened.
-const TRAP_FRAMES: usize = 8;
-
-/// "What trapped, what the guest printed (a Rust panic's message), where".
-fn describe_trap(err: &wasmtime::Error, debug_text: &str, stderr: &MemoryOutputPipe) -> String {
-    let mut out = match err.downcast_ref::<Trap>() {
-        Some(trap) => trap.to_string(),
-        None => err.root_cause().to_string(),
-    };
-    let captured = stderr.contents();
-    let printed = String::from_utf8_lossy(&captured);
-    if !printed.trim().is_empty() {
-        out.push('\n');
-        out.push_str(printed.trim());
-    }
-    let frames: Vec<&str> = debug_text
-        .lines()
-        .filter(|l| {
-            l.trim_start()
-                .split(':')
-                .next()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .collect();
-    if !frames.is_empty() {
-        out.push_str("\nwasm backtrace:");
-        for f in frames.iter().take(TRAP_FRAMES) {
-            out.push('\n');
-            out.push_str(f);
-        }
-        if frames.len() > TRAP_FRAMES {
-            out.push_str(&format!(
-                "\n    … {} more frames",
-                frames.len() - TRAP_FRAMES
-            ));
-        }
-    }
-    out
 }

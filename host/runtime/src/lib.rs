@@ -11,6 +11,13 @@
 //! Host side of each interface, one module each: [`http`] (egress policy in
 //! [`egress`]), [`credentials`], [`storage`], [`log`], [`config`].
 //!
+//! Modules use only modules below them, never the other way: `bindings`
+//! (the one `bindgen!`), `clock`, `limits`, [`egress`], `call` (what one invocation
+//! did), `net` (clients and the checking resolver), `error`; the
+//! capabilities [`config`], [`storage`], [`log`], [`credentials`], [`http`];
+//! `manifest`, [`grants`]; `state` (what a Store holds), `runtime` (engine
+//! and compiled plugins), `instance` (a plugin enabled for a tenant).
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use switchyard_runtime::{CallOptions, Instance, InstanceSpec, Runtime, RuntimeConfig};
@@ -33,27 +40,30 @@
 // every field.
 #[allow(missing_docs)]
 mod bindings;
+mod call;
+mod clock;
 pub mod config;
 pub mod credentials;
 pub mod egress;
+mod error;
 pub mod grants;
 pub mod http;
 mod instance;
 mod limits;
 pub mod log;
 mod manifest;
+mod net;
 mod runtime;
 mod state;
 pub mod storage;
 
 pub use bindings::types::{Header as WebhookHeader, WebhookRequest, WebhookResponse};
-pub use instance::{
-    Actor, CallOptions, EGRESS_ITEMISED, Instance, InstanceSpec, Invocation, InvokeError,
-    PluginError, Report, SpecError,
-};
+pub use call::{CallState, EGRESS_ITEMISED};
+pub use clock::Clock;
+pub use error::{InvokeError, PluginError};
+pub use instance::{Actor, CallOptions, Instance, InstanceSpec, Invocation, Report, SpecError};
 pub use limits::Limits;
 pub use manifest::{
     ActionSpec, ConfigSpec, CredentialSlot, EgressNeed, JobSpec, Manifest, WebhookSpec,
 };
 pub use runtime::{LoadError, Plugin, Runtime, RuntimeConfig};
-pub use state::CallState;

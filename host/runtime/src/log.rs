@@ -17,11 +17,11 @@
 //!   object in the host's `fields` field, so none can pass for the host's
 //!   own `tenant`, `instance` or `request_id`.
 
-use serde::Serialize;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::log::{self, Field, Host, Level};
-use crate::state::CallState;
+use crate::call::CallState;
+pub use crate::call::{LogRecord, Progress};
 
 /// Longest message kept, in bytes.
 const MAX_MESSAGE_BYTES: usize = 4096;
@@ -69,28 +69,6 @@ fn clean_key(k: &str) -> String {
         out.push('_');
     }
     out
-}
-
-/// One record a plugin emitted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogRecord {
-    /// `trace`, `debug`, `info`, `warn` or `error`.
-    pub level: &'static str,
-    /// The message, truncated to 4 KiB.
-    pub message: String,
-    /// Key/value fields, at most 32.
-    pub fields: Vec<(String, String)>,
-}
-
-/// Latest progress report of a long call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Progress {
-    /// Units done.
-    pub done: u64,
-    /// Units in all, when known.
-    pub total: Option<u64>,
-    /// What is being worked on.
-    pub note: String,
 }
 
 /// What a `log` call sees: the invocation's labels and budget.

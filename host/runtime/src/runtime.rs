@@ -108,7 +108,10 @@ pub struct RuntimeConfig {
     pub long_running_cpus: usize,
     /// How host names are resolved (the system resolver; tests inject
     /// names). Every address is checked by the egress policy either way.
-    pub lookup: crate::http::Lookup,
+    pub lookup: crate::net::Lookup,
+    /// The monotonic clock token refresh times are read from (tests advance
+    /// it instead of waiting).
+    pub clock: crate::clock::Clock,
 }
 
 impl Default for RuntimeConfig {
@@ -119,7 +122,8 @@ impl Default for RuntimeConfig {
             budgets: crate::limits::BudgetRates::default(),
             long_running_cpus: std::thread::available_parallelism()
                 .map_or(1, |n| n.get().saturating_sub(1).max(1)),
-            lookup: crate::http::Lookup::System,
+            lookup: crate::net::Lookup::System,
+            clock: crate::clock::Clock::default(),
         }
     }
 }
@@ -212,7 +216,8 @@ pub struct Runtime {
     budget_rates: crate::limits::BudgetRates,
     /// HTTP clients, shared by instances that resolve alike and trust the
     /// same CAs.
-    pub(crate) clients: crate::http::Clients,
+    pub(crate) clients: crate::net::Clients,
+    pub(crate) clock: crate::clock::Clock,
     /// Turns of long-running guests on the CPU (see `instance::new_store`).
     pub(crate) cpu_gate: Arc<tokio::sync::Semaphore>,
     /// Each tenant's budgets, shared by its instances (and kept across
@@ -271,8 +276,9 @@ impl Runtime {
             manifest_linker,
             cache_dir: config.cache_dir,
             budget_rates: config.budgets,
-            clients: crate::http::Clients::new(config.lookup),
+            clients: crate::net::Clients::new(config.lookup),
             cpu_gate: Arc::new(tokio::sync::Semaphore::new(config.long_running_cpus.max(1))),
+            clock: config.clock,
             budgets: Default::default(),
         })
     }
@@ -358,7 +364,7 @@ impl Runtime {
                          import (it runs once per plugin version, for no tenant)"
                     ));
                 }
-                let err = crate::instance::classify_error(
+                let err = crate::error::classify_error(
                     e,
                     &store.data().limiter,
                     limits.resources,
@@ -366,7 +372,7 @@ impl Runtime {
                     MANIFEST_DEADLINE,
                 );
                 return Err(match err {
-                    crate::InvokeError::Deadline(_) => too_slow(),
+                    crate::error::InvokeError::Deadline(_) => too_slow(),
                     other => format!("manifest() failed: {other}"),
                 });
             }

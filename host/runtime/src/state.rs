@@ -2,60 +2,32 @@
 //! the limiter, the instance's capabilities and the invocation's state.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::config::{ConfigCtxView, ConfigView};
-use crate::credentials::{CredentialsCtxView, CredentialsView};
-use crate::http::{EgressRecord, HttpCtxView, HttpView};
-use crate::instance::InstanceCtx;
-use crate::limits::{Limiter, Limits};
-use crate::log::{LogCtxView, LogRecord, LogView, Progress};
-use crate::storage::{StorageCtxView, StorageView};
+use crate::call::CallState;
+use crate::config::{ConfigCtx, ConfigCtxView, ConfigView};
+use crate::credentials::{CredentialsCtx, CredentialsCtxView, CredentialsView};
+use crate::http::{HttpCtx, HttpCtxView, HttpView};
+use crate::limits::{Limiter, Limits, TenantBudgets};
+use crate::log::{LogCtxView, LogView};
+use crate::storage::{StorageCtx, StorageCtxView, StorageView};
 
-/// State of one invocation: labels, budgets and what the guest did.
-pub struct CallState {
+/// What an instance holds for every call: its labels, limits and
+/// capability contexts, built once.
+pub(crate) struct InstanceCtx {
     pub(crate) tenant: String,
     pub(crate) instance: String,
-    pub(crate) request_id: String,
     pub(crate) limits: Limits,
-    pub(crate) deadline: Instant,
-    pub(crate) http_requests: u32,
-    pub(crate) egress: Vec<EgressRecord>,
-    pub(crate) egress_omitted: std::collections::BTreeMap<String, u64>,
-    pub(crate) logs: Vec<LogRecord>,
-    pub(crate) logs_dropped: u32,
-    pub(crate) progress: Option<Progress>,
-    pub(crate) progress_sink: Option<tokio::sync::watch::Sender<Option<Progress>>>,
-}
-
-impl CallState {
-    /// A fresh state for one invocation starting `started`.
-    pub(crate) fn new(
-        tenant: &str,
-        instance: &str,
-        request_id: String,
-        limits: Limits,
-        started: Instant,
-        progress_sink: Option<tokio::sync::watch::Sender<Option<Progress>>>,
-    ) -> Self {
-        Self {
-            tenant: tenant.to_owned(),
-            instance: instance.to_owned(),
-            request_id,
-            limits,
-            deadline: started + limits.deadline,
-            http_requests: 0,
-            egress: Vec::new(),
-            egress_omitted: Default::default(),
-            logs: Vec::new(),
-            logs_dropped: 0,
-            progress: None,
-            progress_sink,
-        }
-    }
+    pub(crate) http: HttpCtx,
+    pub(crate) credentials: CredentialsCtx,
+    pub(crate) storage: StorageCtx,
+    pub(crate) config: ConfigCtx,
+    /// What the tenant may use over time (shared with its other instances).
+    pub(crate) budgets: Arc<TenantBudgets>,
+    /// The runtime's CPUs for long-running guests (see `instance::new_store`).
+    pub(crate) cpu_gate: Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) struct StoreState {

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::sqlite::backend;
-use crate::{AuditEntry, SqliteStore, StoreError};
+use crate::{AuditEntry, InstanceKey, SqliteStore, StoreError};
 
 /// Longest retry delay.
 const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
@@ -39,9 +39,6 @@ const LEASE_VISITS: usize = 1000;
 /// Rows one retention statement deletes, so that pruning never holds the
 /// write lock for long.
 const PRUNE_BATCH: i64 = 5000;
-
-/// A (tenant, instance) pair.
-pub type InstanceKey = (String, String);
 
 /// How many jobs of one instance are in each live state.
 #[derive(Debug, Clone, PartialEq, Eq)]

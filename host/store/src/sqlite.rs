@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::{
-    KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, validate_key, validate_value,
-};
+use crate::kv::validate_value;
+use crate::{KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, validate_key};
 
 /// SQLite-backed store. Cheap to clone; clones share the connections: one
 /// writer, and a few readers for a database file.
@@ -27,7 +26,7 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     /// Where the last lease stopped, so the next one goes on from there
     /// (round-robin across instances; see queue.rs).
-    pub(crate) lease_cursor: Arc<Mutex<Option<crate::queue::InstanceKey>>>,
+    pub(crate) lease_cursor: Arc<Mutex<Option<crate::InstanceKey>>>,
 }
 
 /// The schema's versions, oldest first: each migration is applied once, in

@@ -16,13 +16,21 @@ use switchyard_store::{KvBackend, SqliteStore};
 pub fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
-        Runtime::new(RuntimeConfig {
-            cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")),
+        runtime_with(RuntimeConfig {
             max_concurrent_invocations: 32,
             ..RuntimeConfig::default()
         })
-        .expect("runtime")
     })
+}
+
+/// A runtime of the test's own (its clock, its name lookup), sharing the
+/// tests' compile cache.
+pub fn runtime_with(config: RuntimeConfig) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")),
+        ..config
+    })
+    .expect("runtime")
 }
 
 pub async fn load(path: &str) -> Arc<Plugin> {

@@ -41,6 +41,8 @@ struct ActionAnswer<'a> {
     request_id: &'a str,
     output: &'a RawValue,
 }
+/// Largest action request body accepted.
+pub const MAX_ACTION_BODY: usize = 4 << 20;
 
 /// The plugin roles the tenant grants for `tenant_roles`.
 fn mapped_roles(map: &BTreeMap<String, Vec<String>>, tenant_roles: &[String]) -> Vec<String> {
@@ -72,7 +74,7 @@ pub async fn action(
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
-    let body = match crate::body::read(body, super::MAX_ACTION_BODY, rid).await {
+    let body = match crate::body::read(body, MAX_ACTION_BODY, rid).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };

@@ -24,9 +24,6 @@ use axum::routing::{any, get, post};
 use crate::openapi;
 use crate::state::Live;
 
-/// Largest action request body accepted.
-pub const MAX_ACTION_BODY: usize = 4 << 20;
-
 /// The API router.
 pub fn router(live: Arc<Live>) -> Router {
     Router::new()
@@ -45,6 +42,6 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(openapi::RELOAD, post(admin::reload))
         .route(openapi::METRICS, get(admin::metrics))
         .route(openapi::HOOK, any(crate::webhook::handle))
-        .layer(DefaultBodyLimit::max(MAX_ACTION_BODY))
+        .layer(DefaultBodyLimit::max(actions::MAX_ACTION_BODY))
         .with_state(live)
 }

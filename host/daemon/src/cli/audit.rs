@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{load_config, open_state};
+use crate::boot::{load_config, open_state};
 
 /// The most entries one call prints (the store's limit too).
 const MAX_LIMIT: u32 = 10_000;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use super::{CLI_SLOTS, runtime};
+use crate::boot::{CLI_SLOTS, runtime};
 use crate::config::{Config, Mode};
 use crate::plugins::Catalog;
 use crate::problem::{self, Problem};

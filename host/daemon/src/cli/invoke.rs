@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::Context;
 use switchyard_runtime::Instance;
 
-use super::{CLI_SLOTS, load_config, open_state, print_output, run_action, runtime};
+use super::common::{print_output, run_action};
+use crate::boot::{CLI_SLOTS, load_config, open_state, runtime};
 use crate::errors::invoke_error_code;
 use crate::plugins::Catalog;
 use crate::record::{Subject, egress_audit};

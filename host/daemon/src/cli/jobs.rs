@@ -4,10 +4,33 @@
 use std::path::Path;
 
 use anyhow::bail;
+use clap::Subcommand;
 use switchyard_store::JobState;
 
-use super::{JobsCommand, load_config, open_state};
+use crate::boot::{load_config, open_state};
 use crate::clock::now_ms;
+
+#[derive(Subcommand)]
+pub(super) enum JobsCommand {
+    /// List jobs, newest first, as JSON lines.
+    List {
+        /// Tenant id.
+        tenant: String,
+        /// Only jobs in this state: queued, running, done or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// Jobs to print.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Put a dead job back in the queue with fresh attempts.
+    Retry {
+        /// Tenant id.
+        tenant: String,
+        /// Job id.
+        id: i64,
+    },
+}
 
 pub(super) async fn run(dir: &Path, command: JobsCommand) -> anyhow::Result<()> {
     let cfg = load_config(dir)?;

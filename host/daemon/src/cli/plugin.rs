@@ -1,13 +1,16 @@
 //! `switchyard plugin inspect|run`: a plugin's manifest, and one action run
 //! locally, for plugin authors.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::Subcommand;
 use switchyard_runtime::{Instance, InstanceSpec, Plugin, Runtime};
 use switchyard_store::{KvBackend, SqliteStore};
 
-use super::{CLI_SLOTS, PluginCommand, load_config, open_state, print_output, run_action, runtime};
+use super::common::{print_output, run_action};
+use crate::boot::{CLI_SLOTS, load_config, open_state, runtime};
 use crate::instance_file::InstanceFile;
 
 /// `switchyard plugin upgrade`: forgets the recorded builds, and says what
@@ -75,6 +78,50 @@ async fn load(runtime: &Runtime, source: &str) -> anyhow::Result<Arc<Plugin>> {
         .load(&bytes)
         .await
         .with_context(|| format!("loading plugin {source}"))
+}
+
+#[derive(Subcommand)]
+pub(super) enum PluginCommand {
+    /// Print a plugin's manifest as JSON.
+    Inspect {
+        /// A `.wasm` component or `bundled:<name>`.
+        plugin: String,
+    },
+    /// Run one action of a plugin and print its JSON output.
+    Run {
+        /// A `.wasm` component or `bundled:<name>`.
+        plugin: String,
+        /// Action name.
+        action: String,
+        /// Action input (JSON).
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Instance file: config, egress allowlist, credentials, limits.
+        #[arg(long)]
+        instance: Option<PathBuf>,
+        /// Actor id for the call.
+        #[arg(long, default_value = "cli")]
+        actor: String,
+        /// Actor roles (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Keep storage in `<dir>/plugin-run.db` across runs (default: in memory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Move a tenant's instances (or one) on to the highest installed
+    /// version their pins allow, at the next reload or restart. Until then
+    /// an instance keeps the build it was set up with, whatever is
+    /// installed beside it.
+    Upgrade {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        /// Tenant id.
+        tenant: String,
+        /// Instance id (default: every instance of the tenant).
+        instance: Option<String>,
+    },
 }
 
 pub(super) async fn run(command: PluginCommand) -> anyhow::Result<()> {

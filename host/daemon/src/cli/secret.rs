@@ -4,8 +4,33 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use clap::Subcommand;
 
-use super::{SecretCommand, known_tenant, load_config, open_state};
+use super::common::known_tenant;
+use crate::boot::{load_config, open_state};
+
+#[derive(Subcommand)]
+pub(super) enum SecretCommand {
+    /// Store a secret; the value is read from standard input.
+    Set {
+        /// Tenant id.
+        tenant: String,
+        /// Secret name (referenced as `secret:<name>` in tenant files).
+        name: String,
+    },
+    /// List a tenant's secret names (never values).
+    List {
+        /// Tenant id.
+        tenant: String,
+    },
+    /// Delete a secret.
+    Delete {
+        /// Tenant id.
+        tenant: String,
+        /// Secret name.
+        name: String,
+    },
+}
 
 pub(super) async fn run(dir: &Path, command: SecretCommand) -> anyhow::Result<()> {
     let cfg = load_config(dir)?;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{open_state, runtime};
+use crate::boot::{open_state, runtime};
 use crate::config::Config;
 use crate::problem::{self, Problem};
 use crate::state::Live;

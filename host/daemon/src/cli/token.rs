@@ -4,10 +4,42 @@
 use std::path::Path;
 
 use anyhow::bail;
+use clap::Subcommand;
 use secrecy::ExposeSecret;
 
-use super::{TokenCommand, known_tenant, load_config, open_state};
+use super::common::known_tenant;
 use crate::api::auth::OPERATOR;
+use crate::boot::{load_config, open_state};
+
+#[derive(Subcommand)]
+pub(super) enum TokenCommand {
+    /// Create an operator token (for /v1/admin endpoints such as reload).
+    CreateOperator {
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Create a token; it is printed once and only its hash is stored.
+    Create {
+        /// Tenant id.
+        tenant: String,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List a tenant's tokens (ids and labels).
+    List {
+        /// Tenant id.
+        tenant: String,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// Tenant id.
+        tenant: String,
+        /// Token id (from `token list`).
+        id: String,
+    },
+}
 
 pub(super) async fn run(dir: &Path, command: TokenCommand) -> anyhow::Result<()> {
     let cfg = load_config(dir)?;

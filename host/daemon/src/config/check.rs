@@ -12,8 +12,11 @@ use switchyard_runtime::grants::{self, Grant, JobGrant};
 
 use switchyard_store::SecretStore;
 
+use super::schema::{
+    Config, InstanceConfig, Mode, Report, SignatureScheme, TenantConfig, TenantFile, is_id,
+    merge_limits, parse_net,
+};
 use super::secrets::{Allowed, Resolver, SecretSource};
-use super::{Config, InstanceConfig, Mode, Report, TenantFile, is_id, merge_limits, parse_net};
 use crate::plugins::Catalog;
 use crate::problem::{Problem, Severity};
 
@@ -115,7 +118,7 @@ pub(super) fn check_tenant(
                     "set at least one of token, hmac_secret and allowed_ips: an unverified webhook is refused",
                 );
             }
-            if h.signature == super::SignatureScheme::StandardWebhooks && h.hmac_secret.is_none() {
+            if h.signature == SignatureScheme::StandardWebhooks && h.hmac_secret.is_none() {
                 report.at(
                     &hook.span(),
                     field("hmac_secret"),
@@ -296,7 +299,7 @@ impl Config {
     /// build it will run.
     pub fn check_instance_against(
         &self,
-        tenant: &super::TenantConfig,
+        tenant: &TenantConfig,
         index: usize,
         manifest: &switchyard_runtime::Manifest,
     ) -> Vec<Problem> {

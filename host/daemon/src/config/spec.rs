@@ -7,8 +7,8 @@ use switchyard_runtime::credentials::{CredentialSecret, CredentialSpec};
 use switchyard_store::SecretStore;
 
 use super::check::secret_rules;
+use super::schema::{Config, CredentialConfig, TenantConfig, merge_limits};
 use super::secrets::{Resolver, SecretRef};
-use super::{Config, CredentialConfig, TenantConfig, merge_limits};
 
 impl Config {
     /// A resolver for `tenant`'s secret references.
