@@ -288,6 +288,76 @@ async fn webhook_is_delivered() {
 /// timeout, then commit.
 struct SlowWrites(std::sync::Arc<dyn KvBackend>);
 
+/// A plain map as the backend under `SlowWrites`: the test runs on tokio's
+/// paused clock, which jumps ahead whenever the runtime waits on nothing
+/// but timers, and SQLite's writer thread is such a wait. The host's
+/// storage interface is the same over any backend.
+#[derive(Default)]
+struct MapStore(std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>);
+
+#[async_trait::async_trait]
+impl KvBackend for MapStore {
+    async fn get(&self, _: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+    async fn set(
+        &self,
+        _: &Namespace,
+        key: &str,
+        value: &[u8],
+        _: &Quota,
+    ) -> Result<(), StoreError> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+    async fn delete(&self, _: &Namespace, key: &str) -> Result<bool, StoreError> {
+        Ok(self.0.lock().unwrap().remove(key).is_some())
+    }
+    async fn list(
+        &self,
+        _: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let map = self.0.lock().unwrap();
+        Ok(map
+            .keys()
+            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+    async fn compare_and_swap(
+        &self,
+        _: &Namespace,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        _: &Quota,
+    ) -> Result<bool, StoreError> {
+        let mut map = self.0.lock().unwrap();
+        if map.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(v) => map.insert(key.to_owned(), v.to_vec()),
+            None => map.remove(key),
+        };
+        Ok(true)
+    }
+    async fn usage(&self, _: &Namespace) -> Result<switchyard_store::Usage, StoreError> {
+        let map = self.0.lock().unwrap();
+        Ok(switchyard_store::Usage {
+            bytes: map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
+            keys: map.len() as u64,
+        })
+    }
+}
+
 const SLOW: std::time::Duration = std::time::Duration::from_secs(11);
 
 #[async_trait::async_trait]
@@ -339,7 +409,7 @@ impl KvBackend for SlowWrites {
 /// The clock is virtual: the 11 s pass at once.
 #[tokio::test(start_paused = true)]
 async fn a_slow_storage_write_reports_what_happened() {
-    let inner = memory_store();
+    let inner: std::sync::Arc<dyn KvBackend> = std::sync::Arc::new(MapStore::default());
     let store: std::sync::Arc<dyn KvBackend> = std::sync::Arc::new(SlowWrites(inner.clone()));
     let inst = instance_with_store(
         load(guests::PLUGIN_ECHO).await,

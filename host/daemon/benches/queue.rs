@@ -96,8 +96,19 @@ async fn main() {
     let (status, _) = post(&d, &format!("{base}/resume"), Some(&api), &[], "").await;
     assert_eq!(status, 200);
     let started = Instant::now();
+    // One client for the polling: building one per request loads the TLS
+    // roots each time, CPU the daemon's drain would lose to the bench.
+    let status_url = format!("{}{base}/status", d.base);
     loop {
-        let (_, st) = get(&d, &format!("{base}/status"), Some(&api)).await;
+        let st: serde_json::Value = client
+            .get(&status_url)
+            .bearer_auth(&api)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let q = &st["queue"];
         if q["queued"] == 0 && q["running"] == 0 {
             assert_eq!(q["dead"], 0, "{st}");

@@ -274,7 +274,7 @@ impl AdminStore for SqliteStore {
             return Ok(());
         }
         self.with_conn(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             append_audit_in(&tx, &entries)?;
             tx.commit().map_err(backend)
         })

@@ -1,7 +1,7 @@
 //! Why a store operation failed.
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
     /// The key is empty, too long or contains NUL.
     #[error("invalid key: {0}")]

@@ -30,6 +30,7 @@ mod queue;
 mod schedule;
 mod secrets;
 mod sqlite;
+mod writer;
 
 pub use admin::{AdminStore, AuditEntry, TOKEN_PREFIX, TokenInfo};
 pub use error::StoreError;

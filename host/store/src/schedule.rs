@@ -251,7 +251,7 @@ impl InstanceStore for SqliteStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         self.with_conn(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             tx.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (tenant, instance, job)", [])
                 .map_err(backend)?;
             tx.execute("DELETE FROM temp.wanted", []).map_err(backend)?;
@@ -317,9 +317,7 @@ impl InstanceStore for SqliteStore {
     ) -> Result<Fired, StoreError> {
         let s = s.clone();
         self.with_conn(move |c| {
-            let tx = c
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             let moved = tx
                 .execute(
                     "UPDATE schedules SET next_run = ?5, last_fired = ?6
@@ -478,7 +476,7 @@ impl InstanceStore for SqliteStore {
             return Ok(());
         }
         self.with_conn(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             {
                 let mut st = tx
                     .prepare_cached(

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::kv::validate_value;
+use crate::writer::Writer;
 use crate::{KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, validate_key};
 
 /// SQLite-backed store. Cheap to clone; clones share the connections: one
@@ -17,8 +18,9 @@ use crate::{KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, vali
 /// `prefix <= key < prefix || 0xFF` (0xFF never occurs in UTF-8).
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// The one writer (SQLite has one at a time anyway).
-    conn: Arc<Mutex<Connection>>,
+    /// The one writer (SQLite has one at a time anyway): a thread that
+    /// commits concurrent writes together (see writer.rs).
+    writer: Writer,
     /// Read-only connections: in WAL mode they read the last committed
     /// state while the writer writes, so reads (token checks, plugin
     /// `get`s, status) never queue behind another tenant's writes. Empty
@@ -224,6 +226,7 @@ impl SqliteStore {
             .map_err(backend)?;
             r.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(backend)?;
+            r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             readers.push(Mutex::new(r));
         }
         store.readers = Arc::new(Readers {
@@ -247,10 +250,14 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
+        // The hot paths (leasing, finishing, storage, the writer's own
+        // BEGIN/SAVEPOINT/RELEASE/COMMIT) use more statements than the
+        // default cache of 16 holds; a miss parses the SQL again.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mut conn = conn;
         migrate(&mut conn)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Writer::start(conn)?,
             readers: Arc::new(Readers::default()),
             lease_cursor: Arc::default(),
         })
@@ -284,26 +291,24 @@ impl SqliteStore {
         .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
     }
 
-    /// Runs `f` on the connection off the async executor.
+    /// Runs the write `f` on the writer connection, off the async executor,
+    /// inside a transaction it may share with other writes (its own
+    /// savepoint: it commits or rolls back alone). Its result arrives once
+    /// it is committed.
     pub(crate) async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic in another closure poisons the lock but leaves the
-            // connection usable: every write is a transaction that rolled back.
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+        self.writer.write(f).await
     }
 }
 
 /// Reader connections of a database file.
 const READERS: usize = 4;
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
 
 #[derive(Default)]
 struct Readers {
@@ -345,7 +350,7 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
 /// exact and refusing growth past `quota`. Shrinking is always allowed, so a
 /// namespace that is over quota (after the quota was lowered) can recover.
 fn apply(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     ns: &Namespace,
     key: &str,
     new: Option<&[u8]>,
@@ -444,9 +449,7 @@ impl KvBackend for SqliteStore {
         validate_value(value, quota)?;
         let (ns, key, value, quota) = (ns.clone(), key.to_owned(), value.to_vec(), *quota);
         self.with_conn(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             apply(&tx, &ns, &key, Some(&value), &quota)?;
             tx.commit().map_err(backend)
         })
@@ -457,9 +460,7 @@ impl KvBackend for SqliteStore {
         validate_key(key)?;
         let (ns, key) = (ns.clone(), key.to_owned());
         self.with_conn(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             let existed = read_value(&tx, &ns, &key)?.is_some();
             if existed {
                 // Deleting only shrinks, so the quota passed here is never hit.
@@ -531,9 +532,7 @@ impl KvBackend for SqliteStore {
         let expected = expected.map(<[u8]>::to_vec);
         let new = new.map(<[u8]>::to_vec);
         self.with_conn(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             let current = read_value(&tx, &ns, &key)?;
             if current != expected {
                 return Ok(false);
