@@ -489,19 +489,32 @@ fn new_store(
     // however many guests spin, at least one core stays for short calls,
     // the HTTP front end and host I/O, and long runners take turns (the
     // gate is first come, first served) instead of crowding every worker.
+    //
+    // A tenant one of whose guests ran long within the last RECENT_LONG_RUN
+    // starts every call as a long runner: a guest that does the same long
+    // work over and over (a log flood, a busy loop that returns) would
+    // otherwise compute ungated for the first LONG_RUNNING_TICKS of every
+    // call, and two such calls fill both cores.
     let deadline = store.data().call.deadline;
     let gate = store.data().inst.cpu_gate.clone();
+    let budgets = store.data().inst.budgets.clone();
     let held: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>> = Arc::default();
-    let mut ticks = 0u32;
+    let mut ticks = if budgets.ran_long_within(Instant::now(), RECENT_LONG_RUN) {
+        LONG_RUNNING_TICKS - 1
+    } else {
+        0
+    };
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return Err(wasmtime::Error::new(crate::limits::DeadlineReached));
         }
         ticks = ticks.saturating_add(1);
         if ticks < LONG_RUNNING_TICKS {
             return Ok(UpdateDeadline::Yield(1));
         }
+        budgets.mark_long_run(now);
         // Hand the slice's permit on, then queue for the next one.
         held.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (gate, held) = (gate.clone(), held.clone());
@@ -520,6 +533,10 @@ fn new_store(
 /// Epoch ticks (of 2 ms) after which a computing guest counts as a long
 /// runner and takes turns on the CPU gate.
 const LONG_RUNNING_TICKS: u32 = 5;
+
+/// How long a tenant whose guest ran long keeps starting its calls on the
+/// CPU gate.
+const RECENT_LONG_RUN: Duration = Duration::from_secs(1);
 
 fn classify(
     err: wasmtime::Error,

@@ -142,6 +142,9 @@ pub struct TenantBudgets {
     pub storage_bytes: RateBucket,
     /// Bytes of linear memory grown by `memory.grow`.
     pub memory_bytes: RateBucket,
+    /// When one of the tenant's guests last computed long enough to count
+    /// as a long runner (see `instance::new_store`).
+    ran_long: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// The rates of [`TenantBudgets`].
@@ -181,7 +184,22 @@ impl TenantBudgets {
             log_records: RateBucket::new(rates.log_records),
             storage_bytes: RateBucket::new(rates.storage_bytes),
             memory_bytes: RateBucket::new(rates.memory_bytes),
+            ran_long: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Notes that one of the tenant's guests is a long runner at `now`.
+    pub(crate) fn mark_long_run(&self, now: std::time::Instant) {
+        *self.ran_long.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+    }
+
+    /// Whether one of the tenant's guests was a long runner within
+    /// `window` before `now`.
+    pub(crate) fn ran_long_within(&self, now: std::time::Instant, window: Duration) -> bool {
+        self.ran_long
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| now.saturating_duration_since(t) < window)
     }
 }
 
@@ -314,6 +332,22 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    #[test]
+    fn a_long_run_marks_the_tenant_for_a_window() {
+        let b = TenantBudgets::new(&BudgetRates::default());
+        let t0 = Instant::now();
+        let window = Duration::from_secs(1);
+        assert!(!b.ran_long_within(t0, window), "never ran long");
+        b.mark_long_run(t0);
+        assert!(b.ran_long_within(t0 + Duration::from_millis(999), window));
+        assert!(
+            !b.ran_long_within(t0 + window, window),
+            "the window has passed"
+        );
+        b.mark_long_run(t0 + window);
+        assert!(b.ran_long_within(t0 + window + Duration::from_millis(500), window));
+    }
 
     #[test]
     fn a_bucket_lends_ahead_and_says_how_long_to_wait() {
