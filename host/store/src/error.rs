@@ -21,3 +21,8 @@ pub enum StoreError {
     #[error("storage backend failed: {0}")]
     Backend(String),
 }
+
+/// A SQLite error as the store reports it.
+pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}

@@ -342,9 +342,7 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
+pub(crate) use crate::error::backend;
 
 /// Writes `new` (None deletes) under `key` inside `tx`, keeping kv_usage
 /// exact and refusing growth past `quota`. Shrinking is always allowed, so a

@@ -19,6 +19,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 
 use crate::StoreError;
+use crate::error::backend;
 
 /// Most writes committed together: a bound on how long the first of them
 /// waits for the others, and on a batch's transaction.
@@ -114,7 +115,7 @@ fn step(c: &Connection, sql: &str) -> Result<(), StoreError> {
     c.prepare_cached(sql)
         .and_then(|mut st| st.execute([]))
         .map(drop)
-        .map_err(|e| StoreError::Backend(e.to_string()))
+        .map_err(backend)
 }
 
 fn write_loop(mut conn: Connection, incoming: mpsc::Receiver<Box<dyn Pending>>) {
@@ -166,14 +167,10 @@ mod tests {
     async fn count(w: &Writer) -> i64 {
         w.write(|c| {
             c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-                .map_err(|e| StoreError::Backend(e.to_string()))
+                .map_err(backend)
         })
         .await
         .unwrap()
-    }
-
-    fn backend(e: rusqlite::Error) -> StoreError {
-        StoreError::Backend(e.to_string())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,17 +237,11 @@ mod tests {
         let w = writer();
         // A write that breaks the rule (it ends the batch's transaction
         // itself), so that the batch cannot be committed as one.
-        let broken = w.write(|c| {
-            c.execute_batch("COMMIT")
-                .map_err(|e| StoreError::Backend(e.to_string()))
-        });
+        let broken = w.write(|c| c.execute_batch("COMMIT").map_err(backend));
         assert!(broken.await.is_err());
         // The writer goes on, and what it answered ok is there.
         let ok = w
-            .write(|c| {
-                c.execute("INSERT INTO t VALUES (7)", [])
-                    .map_err(|e| StoreError::Backend(e.to_string()))
-            })
+            .write(|c| c.execute("INSERT INTO t VALUES (7)", []).map_err(backend))
             .await;
         assert_eq!(ok.unwrap(), 1);
         assert_eq!(count(&w).await, 1);
