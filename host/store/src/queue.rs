@@ -411,6 +411,28 @@ pub trait JobQueue: Send + Sync {
     async fn prune_done_jobs(&self, before_ms: i64) -> Result<u64, StoreError>;
 }
 
+// Each of these reads one partial index (schema v4): the earliest due
+// queued job and the earliest expiring lease; expired leases; done jobs
+// past retention. Without statistics SQLite prefers the `(state, …)` index
+// and walks every row of the state, so each names its index (a missing
+// index is then an error, not a slow scan); a plan test checks them.
+
+/// When a lease may next find something. The aggregate `min` skips NULLs
+/// (the scalar one would not).
+const NEXT_WAKE: &str = "SELECT min(t) FROM (
+    SELECT min(run_after) AS t FROM jobs INDEXED BY jobs_due WHERE state='queued'
+    UNION ALL
+    SELECT min(lease_until) FROM jobs INDEXED BY jobs_running WHERE state='running')";
+
+/// Queues again the jobs whose lease expired.
+const REQUEUE_EXPIRED: &str = "UPDATE jobs INDEXED BY jobs_running
+    SET state='queued', lease_until=NULL, owner=NULL
+    WHERE state='running' AND lease_until < ?1";
+
+/// Deletes a batch of done jobs that finished before `?1`.
+const PRUNE_DONE: &str = "DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs INDEXED BY jobs_done WHERE state='done' AND finished_at < ?1 LIMIT ?2)";
+
 #[async_trait]
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
@@ -708,11 +730,7 @@ impl JobQueue for SqliteStore {
     async fn next_wake_ms(&self) -> Result<Option<i64>, StoreError> {
         self.with_read(|c| {
             c.query_row(
-                // The aggregate min skips NULLs (the scalar one would not).
-                "SELECT min(t) FROM (
-                    SELECT min(run_after) AS t FROM jobs WHERE state='queued'
-                    UNION ALL
-                    SELECT min(lease_until) FROM jobs WHERE state='running')",
+                NEXT_WAKE,
                 [],
                 |r| r.get(0),
             )
@@ -724,8 +742,7 @@ impl JobQueue for SqliteStore {
     async fn prune_done_jobs(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.with_conn(move |c| {
             c.execute(
-                "DELETE FROM jobs WHERE id IN (
-                    SELECT id FROM jobs WHERE state='done' AND finished_at < ?1 LIMIT ?2)",
+                PRUNE_DONE,
                 params![before_ms, PRUNE_BATCH],
             )
             .map(|n| n as u64)
@@ -817,10 +834,7 @@ impl Leasing<'_> {
         // Expired leases: their worker died or overran; the jobs are queued
         // again (the attempt they used stays counted).
         self.tx
-            .prepare_cached(
-                "UPDATE jobs SET state='queued', lease_until=NULL, owner=NULL
-                 WHERE state='running' AND lease_until < ?1",
-            )
+            .prepare_cached(REQUEUE_EXPIRED)
             .and_then(|mut st| st.execute(params![self.now_ms]))
             .map_err(backend)?;
         {
@@ -1423,6 +1437,38 @@ mod tests {
             .map(|j| j.state)
             .collect();
         assert_eq!(states, [JobState::Queued, JobState::Done]);
+    }
+
+    /// The queue's hot reads and sweeps use the partial indexes, never a
+    /// scan of the jobs table (which holds the done history).
+    #[test]
+    fn queue_sweeps_read_their_partial_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = rusqlite::Connection::open(&path).unwrap();
+        for (sql, index) in [
+            (NEXT_WAKE, "jobs_due"),
+            (NEXT_WAKE, "jobs_running"),
+            (REQUEUE_EXPIRED, "jobs_running"),
+            (PRUNE_DONE, "jobs_done"),
+        ] {
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let zeros = std::iter::repeat_n(0, st.parameter_count());
+            let plan: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(zeros), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(
+                plan.iter().any(|p| p.contains(index)),
+                "{sql}\nshould use {index}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|p| p.starts_with("SCAN jobs")),
+                "{sql}\nscans: {plan:?}"
+            );
+        }
     }
 
     #[tokio::test]
