@@ -2,14 +2,18 @@
 //! deliveries are accepted (ingest), and how fast the worker runs them
 //! (drain), for short jobs, in one run.
 //!
-//! 1. Ingest: with the instance paused (so nothing is drained meanwhile),
-//!    `CLIENTS` concurrent senders post N deliveries to a queued route of
-//!    the bundled `echo` plugin; each answer means the delivery is stored.
-//! 2. Drain: the instance is resumed and the time until the queue is empty
-//!    (every delivery processed by the plugin) is measured.
+//! For each tenant count (`TENANTS`, default `1,4`):
+//! 1. Ingest: with every instance paused (so nothing is drained meanwhile),
+//!    `CLIENTS` concurrent senders post N deliveries, spread evenly over the
+//!    tenants, to a queued route of the bundled `echo` plugin; each answer
+//!    means the delivery is stored.
+//! 2. Drain: the instances are resumed and the time until every queue is
+//!    empty (every delivery processed by the plugin) is measured.
 //!
 //! Prints both rates and drain / ingest (goal: at least 1, so a sustained
-//! load does not build a backlog).
+//! load does not build a backlog). One tenant drains at most `per_tenant`
+//! (default 4) jobs at once, by design; four tenants fill the daemon's
+//! default 16 workers.
 //!
 //! ```text
 //! cargo bench -p switchyard --bench queue            # DELIVERIES=5000 by default
@@ -47,29 +51,52 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    let server = std::env::var("SERVER").unwrap_or_else(|_| "data_dir = \"data\"\n".into());
-    let dir = config_dir(&server, &[("acme", TENANT)]);
-    let cfg = dir.path().to_str().unwrap();
-    cli(
-        &["secret", "--config", cfg, "set", "acme", "hook-token"],
-        Some("hook-t0ken"),
-    );
-    let api = token(dir.path(), "acme");
-    let d = start(dir.path());
-    let base = "/v1/tenants/acme/instances/echo-1";
-    let (status, _) = post(&d, &format!("{base}/pause"), Some(&api), &[], "").await;
-    assert_eq!(status, 200);
-
+    let tenants: Vec<usize> = std::env::var("TENANTS")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .map(|t| t.trim().parse().expect("TENANTS: a list of numbers"))
+        .collect();
     // `events` counts each delivery in the plugin's storage (a read and a
     // compare-and-swap); `sink` does nothing: the worker's own cost.
     let route = std::env::var("ROUTE").unwrap_or_else(|_| "events".into());
-    let url = Arc::new(format!("{}/hooks/acme/echo-1/{route}", d.base));
+    for t in tenants {
+        run(n, t.max(1), &route).await;
+    }
+}
+
+async fn run(n: usize, tenants: usize, route: &str) {
+    let server = std::env::var("SERVER").unwrap_or_else(|_| "data_dir = \"data\"\n".into());
+    let names: Vec<String> = (0..tenants).map(|t| format!("t{t}")).collect();
+    let files: Vec<(&str, &str)> = names.iter().map(|t| (t.as_str(), TENANT)).collect();
+    let dir = config_dir(&server, &files);
+    let cfg = dir.path().to_str().unwrap();
+    let mut apis = Vec::new();
+    for t in &names {
+        cli(
+            &["secret", "--config", cfg, "set", t, "hook-token"],
+            Some("hook-t0ken"),
+        );
+        apis.push(token(dir.path(), t));
+    }
+    let d = start(dir.path());
+    let base = |t: &str| format!("/v1/tenants/{t}/instances/echo-1");
+    for (t, api) in names.iter().zip(&apis) {
+        let (status, _) = post(&d, &format!("{}/pause", base(t)), Some(api), &[], "").await;
+        assert_eq!(status, 200);
+    }
+
+    let urls: Arc<Vec<String>> = Arc::new(
+        names
+            .iter()
+            .map(|t| format!("{}/hooks/{t}/echo-1/{route}", d.base))
+            .collect(),
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let client = reqwest::Client::new();
     let started = Instant::now();
     let senders: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (url, next, client) = (url.clone(), next.clone(), client.clone());
+            let (urls, next, client) = (urls.clone(), next.clone(), client.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -77,7 +104,7 @@ async fn main() {
                         return;
                     }
                     let resp = client
-                        .post(url.as_str())
+                        .post(urls[i % urls.len()].as_str())
                         .header("x-switchyard-token", "hook-t0ken")
                         .json(&json!({"id": format!("bench-{i}")}))
                         .send()
@@ -93,34 +120,44 @@ async fn main() {
     }
     let ingest = started.elapsed().as_secs_f64();
 
-    let (status, _) = post(&d, &format!("{base}/resume"), Some(&api), &[], "").await;
-    assert_eq!(status, 200);
+    for (t, api) in names.iter().zip(&apis) {
+        let (status, _) = post(&d, &format!("{}/resume", base(t)), Some(api), &[], "").await;
+        assert_eq!(status, 200);
+    }
     let started = Instant::now();
     // One client for the polling: building one per request loads the TLS
     // roots each time, CPU the daemon's drain would lose to the bench.
-    let status_url = format!("{}{base}/status", d.base);
-    loop {
-        let st: serde_json::Value = client
-            .get(&status_url)
-            .bearer_auth(&api)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let q = &st["queue"];
-        if q["queued"] == 0 && q["running"] == 0 {
-            assert_eq!(q["dead"], 0, "{st}");
-            break;
+    let mut left: Vec<usize> = (0..tenants).collect();
+    while !left.is_empty() {
+        let mut still = Vec::new();
+        for i in left {
+            let st: serde_json::Value = client
+                .get(format!("{}{}/status", d.base, base(&names[i])))
+                .bearer_auth(&apis[i])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let q = &st["queue"];
+            if q["queued"] == 0 && q["running"] == 0 {
+                assert_eq!(q["dead"], 0, "{st}");
+            } else {
+                still.push(i);
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = still;
+        if !left.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let drain = started.elapsed().as_secs_f64();
     let (ingest_rate, drain_rate) = (n as f64 / ingest, n as f64 / drain);
     println!(
-        "{n} deliveries to `{route}`: ingest {ingest:.2} s ({ingest_rate:.0}/s, {CLIENTS} clients), \
-         drain {drain:.2} s ({drain_rate:.0}/s); drain / ingest = {:.2}",
+        "{n} deliveries to `{route}` of {tenants} tenant(s): ingest {ingest:.2} s \
+         ({ingest_rate:.0}/s, {CLIENTS} clients), drain {drain:.2} s ({drain_rate:.0}/s); \
+         drain / ingest = {:.2}",
         drain_rate / ingest_rate
     );
 }
