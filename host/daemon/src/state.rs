@@ -722,9 +722,25 @@ impl Live {
         self.state.store(state.clone());
         state.commit_locks().await.map_err(|e| format!("{e:#}"))?;
         let rebuilt = state.rebuilt;
+        drop(cfg);
+        release_freed_memory();
         tracing::info!(tenants, instances, rebuilt, "configuration reloaded");
         Ok(format!(
             "{tenants} tenant(s), {instances} instance(s); {rebuilt} tenant(s) rebuilt"
         ))
+    }
+}
+
+/// Returns the heap memory freed after a (re)load to the system. Loading
+/// 10,000 tenant files parses megabytes that are freed once the instances
+/// are built, and glibc keeps freed memory inside its heap (where the
+/// resident size still counts it) until asked; other allocators return it
+/// themselves, so elsewhere this does nothing.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own free lists; it takes the
+    // allocator's locks like any malloc call.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -728,25 +728,15 @@ impl JobQueue for SqliteStore {
     }
 
     async fn next_wake_ms(&self) -> Result<Option<i64>, StoreError> {
-        self.with_read(|c| {
-            c.query_row(
-                NEXT_WAKE,
-                [],
-                |r| r.get(0),
-            )
-            .map_err(backend)
-        })
-        .await
+        self.with_read(|c| c.query_row(NEXT_WAKE, [], |r| r.get(0)).map_err(backend))
+            .await
     }
 
     async fn prune_done_jobs(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.with_conn(move |c| {
-            c.execute(
-                PRUNE_DONE,
-                params![before_ms, PRUNE_BATCH],
-            )
-            .map(|n| n as u64)
-            .map_err(backend)
+            c.execute(PRUNE_DONE, params![before_ms, PRUNE_BATCH])
+                .map(|n| n as u64)
+                .map_err(backend)
         })
         .await
     }

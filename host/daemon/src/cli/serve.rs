@@ -33,5 +33,10 @@ pub(super) async fn run(config: &Path, listen: Option<SocketAddr>) -> anyhow::Re
     let (db, secrets) = open_state(&cfg)?;
     let rt = Arc::new(runtime(cfg.wasm_slots())?);
     let live = Live::start(&cfg, &problems, rt, db, Arc::new(secrets)).await?;
-    crate::server::serve(live, listen.unwrap_or(cfg.listen)).await
+    let listen = listen.unwrap_or(cfg.listen);
+    // The parsed files are not needed once the instances are built (a
+    // reload reads them again); with 10,000 tenants they are megabytes.
+    drop((cfg, problems));
+    crate::state::release_freed_memory();
+    crate::server::serve(live, listen).await
 }
