@@ -734,8 +734,8 @@ impl Live {
 /// Returns the heap memory freed after a (re)load to the system. Loading
 /// 10,000 tenant files parses megabytes that are freed once the instances
 /// are built, and glibc keeps freed memory inside its heap (where the
-/// resident size still counts it) until asked; other allocators return it
-/// themselves, so elsewhere this does nothing.
+/// resident size still counts it) until asked. Without glibc this does
+/// nothing.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own free lists; it takes the
