@@ -33,11 +33,6 @@ impl ConfigCtx {
             .ok()
             .map(|i| self.values[i].1.as_str())
     }
-
-    /// The values, in key order.
-    pub fn values(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
 }
 
 /// What a `config` call sees.
@@ -89,7 +84,7 @@ mod tests {
         assert_eq!(ctx.get("base_url"), Some("https://x.test"));
         assert_eq!(ctx.get("missing"), None);
         assert_eq!(ctx.get(""), None);
-        let keys: Vec<&str> = ctx.values().map(|(k, _)| k).collect();
+        let keys: Vec<&str> = ctx.values.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["base_url", "mode", "region"]);
         assert_eq!(ConfigCtx::default().get("region"), None);
     }
