@@ -220,6 +220,20 @@ impl Metrics {
         }
     }
 
+    /// Counts one call that was refused before it ran (over a share, or
+    /// the daemon busy): an invocation with that outcome and no duration.
+    pub fn refused(&self, tenant: &str, instance: &str, plugin: &str, kind: &str, outcome: &str) {
+        self.invocations
+            .get_or_create(&Call {
+                tenant: tenant.into(),
+                instance: instance.into(),
+                plugin: plugin.into(),
+                kind: kind.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     /// Sets the queue depth gauges of one instance.
     pub fn set_queue(&self, tenant: &str, instance: &str, queued: i64, running: i64, dead: i64) {
         for (state, n) in [("queued", queued), ("running", running), ("dead", dead)] {

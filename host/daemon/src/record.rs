@@ -126,22 +126,25 @@ pub async fn record(
     shared
         .metrics
         .record(o.tenant, o.instance, o.plugin, o.kind, o.outcome, report);
-    if let Err(e) = shared
-        .db
-        .record_run(
-            o.tenant,
-            o.instance,
-            o.kind,
-            o.name,
-            o.outcome,
-            o.error,
-            now_ms(),
-        )
-        .await
-    {
-        tracing::error!(error = %e, "recording run statistics");
-    }
     entries.extend(egress_audit(o.tenant, o.instance, o.actor, report));
-    let rid = report.request_id.clone();
-    append_audit(shared, entries, &rid).await;
+    // Both at once, so that they share the writer's next commit: the
+    // caller waits for one commit, not two in a row.
+    let run = async {
+        if let Err(e) = shared
+            .db
+            .record_run(
+                o.tenant,
+                o.instance,
+                o.kind,
+                o.name,
+                o.outcome,
+                o.error,
+                now_ms(),
+            )
+            .await
+        {
+            tracing::error!(error = %e, "recording run statistics");
+        }
+    };
+    tokio::join!(run, append_audit(shared, entries, &report.request_id));
 }

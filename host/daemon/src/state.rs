@@ -101,15 +101,18 @@ impl Pauses {
     }
 }
 
-/// Samples refused webhook deliveries for the audit log: anyone can send
-/// refused requests, so writing one row each would let a stranger fill the
-/// audit log. One entry per minute per (instance, route, reason) is kept,
-/// saying how many were refused since the previous one.
+/// Samples refusals for the audit log: refused webhook deliveries, which
+/// anyone can send, and calls over a tenant's or instance's share, which
+/// its caller can repeat at once, as often as it likes. Writing one row
+/// each would let them fill the audit log (and keep its writer busy for
+/// everyone). One entry per minute per (instance, action or route,
+/// reason) is kept, saying how many were refused since the previous one.
 #[derive(Default)]
 pub struct RefusalSampler(std::sync::Mutex<BTreeMap<RefusalKind, Sampled>>);
 
-/// (tenant, instance, route, refusal code).
-type RefusalKind = (String, String, String, String);
+/// (`action` or `webhook`, tenant, instance, action or route, refusal
+/// code).
+type RefusalKind = (&'static str, String, String, String, String);
 
 /// When the kind was last audited, and how many were left out since.
 type Sampled = (i64, u64);
@@ -120,12 +123,20 @@ const REFUSAL_SAMPLE_MS: i64 = 60_000;
 impl RefusalSampler {
     /// Whether this refusal gets an audit entry: Some(refusals left out
     /// since the previous entry), or None when it is only counted.
-    pub fn sample(&self, tenant: &str, instance: &str, route: &str, code: &str) -> Option<u64> {
+    pub fn sample(
+        &self,
+        kind: &'static str,
+        tenant: &str,
+        instance: &str,
+        name: &str,
+        code: &str,
+    ) -> Option<u64> {
         let now = now_ms();
         let key = (
+            kind,
             tenant.to_owned(),
             instance.to_owned(),
-            route.to_owned(),
+            name.to_owned(),
             code.to_owned(),
         );
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -137,6 +148,16 @@ impl RefusalSampler {
         } else {
             entry.1 += 1;
             None
+        }
+    }
+
+    /// The audit outcome of a sampled refusal: its code, and how many it
+    /// stands for.
+    pub fn outcome(code: &str, left_out: u64) -> String {
+        if left_out > 0 {
+            format!("{code} (and {left_out} more since the last entry)")
+        } else {
+            code.to_owned()
         }
     }
 }

@@ -588,11 +588,15 @@ impl CredentialsCtx {
                 form.push(("client_secret", client_secret.expose_secret()));
             }
         }
-        let resp = req
+        // On the host's runtime (see `sched::on_host`): the token cache
+        // waits on this fetch, whichever tenant's call runs it.
+        let send = req
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form)
-            .send()
+            .send();
+        let resp = crate::sched::on_host(send)
             .await
+            .map_err(|stopped| unavailable(stopped.to_string()))?
             .map_err(|e| unavailable(crate::net::describe_reqwest_error(&e)))?;
         let status = resp.status();
         let body = crate::net::read_capped(resp, MAX_TOKEN_RESPONSE)

@@ -191,11 +191,9 @@ impl HttpCtxView<'_> {
             if let Some(body) = &req.body {
                 rb = rb.body(body.clone());
             }
-            rb.send()
+            send_on_host(rb)
         };
-        let mut resp = send(headers.clone(), timeout)
-            .await
-            .map_err(map_send_error)?;
+        let mut resp = send(headers.clone(), timeout).await?;
         // One retry with a fresh token when an OAuth2 token was refused: it
         // may have been revoked or rotated before its stated expiry.
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED
@@ -214,7 +212,7 @@ impl HttpCtxView<'_> {
             if left.is_zero() {
                 return Err(Error::Timeout);
             }
-            resp = send(headers, left).await.map_err(map_send_error)?;
+            resp = send(headers, left).await?;
         }
         record.status = Some(resp.status().as_u16());
         let status = resp.status().as_u16();
@@ -240,6 +238,15 @@ impl HttpCtxView<'_> {
             body,
         })
     }
+}
+
+/// Sends on the host's runtime (see `sched::on_host`): the connection may
+/// be pooled and reused by other tenants' calls.
+async fn send_on_host(rb: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+    crate::sched::on_host(rb.send())
+        .await
+        .map_err(|stopped| Error::Connection(stopped.to_string()))?
+        .map_err(map_send_error)
 }
 
 fn map_send_error(e: reqwest::Error) -> Error {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -228,7 +229,6 @@ impl Instance {
             spec.quota,
         )
         .paced_by(budgets.clone());
-        let cpu_gate = runtime.cpu_gate.clone();
         Ok(Self {
             engine: runtime.engine.clone(),
             plugin,
@@ -241,7 +241,7 @@ impl Instance {
                 storage,
                 config: ConfigCtx::new(config),
                 budgets,
-                cpu_gate,
+                long_runners: runtime.long_runners.handle().clone(),
             }),
         })
     }
@@ -372,14 +372,20 @@ impl Instance {
     /// The bounded call path shared by every entry point.
     async fn call<R, F>(&self, opts: CallOptions, f: F) -> Invocation<R>
     where
-        F: for<'a> FnOnce(
-            Bindings,
-            &'a mut Store<StoreState>,
-            types::Context,
-        ) -> Pin<
-            Box<dyn Future<Output = wasmtime::Result<Result<R, types::PluginError>>> + Send + 'a>,
-        >,
-        R: Send,
+        F: Send
+            + 'static
+            + for<'a> FnOnce(
+                Bindings,
+                &'a mut Store<StoreState>,
+                types::Context,
+            ) -> Pin<
+                Box<
+                    dyn Future<Output = wasmtime::Result<Result<R, types::PluginError>>>
+                        + Send
+                        + 'a,
+                >,
+            >,
+        R: Send + 'static,
     {
         let started = Instant::now();
         let limits = self.ctx.limits;
@@ -402,36 +408,58 @@ impl Instance {
             started,
             opts.progress,
         );
+        // Set by the epoch callback once the guest is a long runner: the
+        // call then moves to the long-runner pool (see `sched`).
+        let long = Arc::new(AtomicBool::new(false));
+        let start_on_pool = self
+            .ctx
+            .budgets
+            .ran_long_within(Instant::now(), RECENT_LONG_RUN);
+        let pool = self.ctx.long_runners.clone();
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
-        let mut store = new_store(&self.engine, self.ctx.clone(), call, stderr.clone());
-
-        let pre = &self.plugin.pre;
-        let run = async {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            f(bindings, &mut store, context).await
+        let mut store = new_store(&self.engine, self.ctx.clone(), call, stderr.clone(), &long);
+        let plugin = self.plugin.clone();
+        let rid = request_id.clone();
+        let task = async move {
+            let run = async {
+                let bindings = plugin.pre.instantiate_async(&mut store).await?;
+                f(bindings, &mut store, context).await
+            };
+            // The epoch deadline stops a guest that computes; this timeout
+            // stops one that waits in a host call. Dropping the future
+            // drops the Store.
+            let outcome = tokio::time::timeout(limits.deadline, run).await;
+            let result = match outcome {
+                Err(_) => Err(InvokeError::Deadline(limits.deadline)),
+                Ok(Ok(Ok(v))) => Ok(v),
+                Ok(Ok(Err(e))) => Err(InvokeError::Plugin(e.into())),
+                Ok(Err(e)) => Err(classify(e, &store, &stderr, limits.deadline)),
+            };
+            let call = store.into_data().call;
+            Invocation {
+                result,
+                report: Report {
+                    request_id: rid,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    duration: started.elapsed(),
+                    egress: call.egress,
+                    egress_omitted: call.egress_omitted,
+                    logs: call.logs,
+                    logs_dropped: call.logs_dropped,
+                    progress: call.progress,
+                },
+            }
         };
-        // The epoch deadline stops a guest that computes; this timeout stops
-        // one that waits in a host call. Dropping the future drops the Store.
-        let outcome = tokio::time::timeout(limits.deadline, run).await;
-        let result = match outcome {
-            Err(_) => Err(InvokeError::Deadline(limits.deadline)),
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(InvokeError::Plugin(e.into())),
-            Ok(Err(e)) => Err(classify(e, &store, &stderr, limits.deadline)),
-        };
-        let state = store.into_data();
-        let call = state.call;
-        Invocation {
-            result,
-            report: Report {
-                request_id,
-                duration_ms: started.elapsed().as_millis() as u64,
-                duration: started.elapsed(),
-                egress: call.egress,
-                egress_omitted: call.egress_omitted,
-                logs: call.logs,
-                logs_dropped: call.logs_dropped,
-                progress: call.progress,
+        match crate::sched::run(pool, start_on_pool, long, task).await {
+            Ok(invocation) => invocation,
+            Err(stopped) => Invocation {
+                result: Err(InvokeError::Busy(stopped.to_string())),
+                report: Report {
+                    request_id,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    duration: started.elapsed(),
+                    ..Report::default()
+                },
             },
         }
     }
@@ -455,6 +483,7 @@ fn new_store(
     inst: Arc<InstanceCtx>,
     call: CallState,
     stderr: MemoryOutputPipe,
+    long: &Arc<AtomicBool>,
 ) -> Store<StoreState> {
     let limits = call.limits;
     // No preopens, no environment, no arguments, no network: a plugin's only
@@ -481,29 +510,18 @@ fn new_store(
     store.limiter_async(|s| &mut s.limiter);
     // Every epoch tick the guest yields to the executor, so a guest that
     // computes cannot starve other invocations on the same worker; once the
-    // wall-clock deadline has passed, the next tick traps it.
-    //
-    // A guest that is still computing after LONG_RUNNING_TICKS is a long
-    // runner: from then on each of its slices needs a permit of the
-    // runtime's CPU gate, which has fewer permits than there are cores. So
-    // however many guests spin, at least one core stays for short calls,
-    // the HTTP front end and host I/O, and long runners take turns (the
-    // gate is first come, first served) instead of crowding every worker.
-    //
-    // A tenant one of whose guests ran long within the last RECENT_LONG_RUN
-    // starts every call as a long runner: a guest that does the same long
-    // work over and over (a log flood, a busy loop that returns) would
-    // otherwise compute ungated for the first LONG_RUNNING_TICKS of every
-    // call, and two such calls fill both cores.
+    // wall-clock deadline has passed, the next tick traps it. A guest still
+    // computing after LONG_RUNNING_TICKS is a long runner: `long` is set,
+    // and at this yield its call moves to the low-priority long-runner pool
+    // (see `sched`), where long runners take turns on fewer threads than
+    // there are cores. Its tenant is marked, so that for RECENT_LONG_RUN its
+    // calls start there: a guest that does the same long work over and over
+    // (a log flood, a busy loop that returns) would otherwise compute at
+    // normal priority for the first ticks of every call.
     let deadline = store.data().call.deadline;
-    let gate = store.data().inst.cpu_gate.clone();
     let budgets = store.data().inst.budgets.clone();
-    let held: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>> = Arc::default();
-    let mut ticks = if budgets.ran_long_within(Instant::now(), RECENT_LONG_RUN) {
-        LONG_RUNNING_TICKS - 1
-    } else {
-        0
-    };
+    let long = long.clone();
+    let mut ticks = 0u32;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         let now = Instant::now();
@@ -511,31 +529,21 @@ fn new_store(
             return Err(wasmtime::Error::new(crate::limits::DeadlineReached));
         }
         ticks = ticks.saturating_add(1);
-        if ticks < LONG_RUNNING_TICKS {
-            return Ok(UpdateDeadline::Yield(1));
+        if ticks >= LONG_RUNNING_TICKS {
+            budgets.mark_long_run(now);
+            long.store(true, Ordering::Release);
         }
-        budgets.mark_long_run(now);
-        // Hand the slice's permit on, then queue for the next one.
-        held.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let (gate, held) = (gate.clone(), held.clone());
-        Ok(UpdateDeadline::YieldCustom(
-            1,
-            Box::pin(async move {
-                if let Ok(permit) = gate.acquire_owned().await {
-                    *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
-                }
-            }),
-        ))
+        Ok(UpdateDeadline::Yield(1))
     });
     store
 }
 
 /// Epoch ticks (of 2 ms) after which a computing guest counts as a long
-/// runner and takes turns on the CPU gate.
+/// runner and moves to the long-runner pool.
 const LONG_RUNNING_TICKS: u32 = 5;
 
 /// How long a tenant whose guest ran long keeps starting its calls on the
-/// CPU gate.
+/// long-runner pool.
 const RECENT_LONG_RUN: Duration = Duration::from_secs(1);
 
 fn classify(

@@ -12,11 +12,13 @@
 //! [`egress`]), [`credentials`], [`storage`], [`log`], [`config`].
 //!
 //! Modules use only modules below them, never the other way: `bindings`
-//! (the one `bindgen!`), `clock`, `limits`, [`egress`], `call` (what one invocation
-//! did), `net` (clients and the checking resolver), `error`; the
-//! capabilities [`config`], [`storage`], [`log`], [`credentials`], [`http`];
-//! `manifest`, [`grants`]; `state` (what a Store holds), `runtime` (engine
-//! and compiled plugins), `instance` (a plugin enabled for a tenant).
+//! (the one `bindgen!`), `clock`, `sched` (where guest code runs: long
+//! runners move to a low-priority pool), `limits`, [`egress`], `call` (what
+//! one invocation did), `net` (clients and the checking resolver), `error`;
+//! the capabilities [`config`], [`storage`], [`log`], [`credentials`],
+//! [`http`]; `manifest`, [`grants`]; `state` (what a Store holds), `runtime`
+//! (engine and compiled plugins), `instance` (a plugin enabled for a
+//! tenant).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -54,6 +56,7 @@ pub mod log;
 mod manifest;
 mod net;
 mod runtime;
+mod sched;
 mod state;
 pub mod storage;
 

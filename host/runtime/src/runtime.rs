@@ -102,9 +102,10 @@ pub struct RuntimeConfig {
     /// What each tenant's plugins may use over time: log records, storage
     /// writes, memory growth.
     pub budgets: crate::limits::BudgetRates,
-    /// Long-running guests (computing for more than two epoch ticks) that
-    /// may compute at once. Default: one less than the machine's cores (at
-    /// least one), so that short calls always find a core.
+    /// Threads of the long-runner pool (see `sched`): long-running guests
+    /// that may compute at once, at the lowest scheduling priority.
+    /// Default: one less than the machine's cores (at least one), so that
+    /// short calls always find a core.
     pub long_running_cpus: usize,
     /// How host names are resolved (the system resolver; tests inject
     /// names). Every address is checked by the egress policy either way.
@@ -218,8 +219,8 @@ pub struct Runtime {
     /// same CAs.
     pub(crate) clients: crate::net::Clients,
     pub(crate) clock: crate::clock::Clock,
-    /// Turns of long-running guests on the CPU (see `instance::new_store`).
-    pub(crate) cpu_gate: Arc<tokio::sync::Semaphore>,
+    /// Where long-running guests compute (see `sched`).
+    pub(crate) long_runners: crate::sched::LongRunners,
     /// Each tenant's budgets, shared by its instances (and kept across
     /// reloads while an instance holds them).
     budgets: std::sync::Mutex<
@@ -281,7 +282,7 @@ impl Runtime {
             cache_dir: config.cache_dir,
             budget_rates: config.budgets,
             clients: crate::net::Clients::new(config.lookup),
-            cpu_gate: Arc::new(tokio::sync::Semaphore::new(config.long_running_cpus.max(1))),
+            long_runners: crate::sched::LongRunners::start(config.long_running_cpus)?,
             clock: config.clock,
             budgets: Default::default(),
         })

@@ -26,8 +26,8 @@ pub(crate) struct InstanceCtx {
     pub(crate) config: ConfigCtx,
     /// What the tenant may use over time (shared with its other instances).
     pub(crate) budgets: Arc<TenantBudgets>,
-    /// The runtime's CPUs for long-running guests (see `instance::new_store`).
-    pub(crate) cpu_gate: Arc<tokio::sync::Semaphore>,
+    /// The runtime's long-runner pool (see `sched`).
+    pub(crate) long_runners: tokio::runtime::Handle,
 }
 
 pub(crate) struct StoreState {

@@ -85,28 +85,43 @@ fn to_wit(e: StoreError) -> Error {
     }
 }
 
-/// A backend call's result, as the guest sees it.
-async fn outcome<T>(
-    fut: impl Future<Output = Result<T, StoreError>>,
-) -> wasmtime::Result<Result<T, Error>> {
-    Ok(fut.await.map_err(to_wit))
+/// Runs a backend call, as the guest sees its result. A call of a long
+/// runner hands it to the host's runtime (see `sched::on_host`): a read
+/// holds one of a few connections that every tenant shares, which a
+/// low-priority thread must not hold.
+async fn outcome<T, F, Fut>(c: &StorageCtx, call: F) -> wasmtime::Result<Result<T, Error>>
+where
+    F: FnOnce(Arc<dyn KvBackend>, Namespace, Quota) -> Fut,
+    Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let fut = call(c.backend.clone(), c.namespace.clone(), c.quota);
+    Ok(match crate::sched::on_host(fut).await {
+        Ok(result) => result.map_err(to_wit),
+        Err(stopped) => Err(Error::Unavailable(stopped.to_string())),
+    })
 }
 
 impl Host for StorageCtxView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let c = self.ctx;
-        outcome(c.backend.get(&c.namespace, &key)).await
+        outcome(self.ctx, |b, ns, _| async move { b.get(&ns, &key).await }).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
         let c = self.ctx;
         c.pace(key.len() + value.len()).await;
-        outcome(c.backend.set(&c.namespace, &key, &value, &c.quota)).await
+        outcome(c, |b, ns, quota| async move {
+            b.set(&ns, &key, &value, &quota).await
+        })
+        .await
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, Error>> {
-        let c = self.ctx;
-        outcome(c.backend.delete(&c.namespace, &key)).await
+        outcome(
+            self.ctx,
+            |b, ns, _| async move { b.delete(&ns, &key).await },
+        )
+        .await
     }
 
     async fn list_keys(
@@ -115,12 +130,10 @@ impl Host for StorageCtxView<'_> {
         cursor: Option<String>,
         limit: u32,
     ) -> wasmtime::Result<Result<KeyPage, Error>> {
-        let c = self.ctx;
         let limit = limit.clamp(1, switchyard_store::MAX_LIST_LIMIT);
-        let page = outcome(
-            c.backend
-                .list(&c.namespace, &prefix, cursor.as_deref(), limit),
-        )
+        let page = outcome(self.ctx, |b, ns, _| async move {
+            b.list(&ns, &prefix, cursor.as_deref(), limit).await
+        })
         .await?;
         Ok(page.map(|keys| {
             // A full page may have more after it; the last key is the cursor.
@@ -139,13 +152,10 @@ impl Host for StorageCtxView<'_> {
     ) -> wasmtime::Result<Result<bool, Error>> {
         let c = self.ctx;
         c.pace(key.len() + new.as_ref().map_or(0, Vec::len)).await;
-        outcome(c.backend.compare_and_swap(
-            &c.namespace,
-            &key,
-            expected.as_deref(),
-            new.as_deref(),
-            &c.quota,
-        ))
+        outcome(c, |b, ns, quota| async move {
+            b.compare_and_swap(&ns, &key, expected.as_deref(), new.as_deref(), &quota)
+                .await
+        })
         .await
     }
 }

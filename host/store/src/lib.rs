@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod checkpoint;
 mod error;
 mod kv;
 mod queue;

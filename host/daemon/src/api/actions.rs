@@ -4,7 +4,9 @@
 //! The actor's roles go through the tenant's role mapping and the action's
 //! required role is enforced before the plugin runs. Every call, refusals
 //! of an authenticated caller included, gets one audit entry, plus one per
-//! egress request it made.
+//! egress request it made; calls over the tenant's or instance's share are
+//! counted in the metrics and sampled for the audit log (one entry per
+//! minute and kind, saying how many it stands for).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -141,7 +143,20 @@ pub async fn action(
     let _admitted = match st.admit(&tenant, &instance) {
         Ok(a) => a,
         Err(why) => {
-            record::append_audit(&st.shared, vec![audit(invoke_refused_code(why))], rid).await;
+            let code = invoke_refused_code(why);
+            let shared = &st.shared;
+            shared
+                .metrics
+                .refused(&tenant, &instance, &manifest.id, "action", code);
+            // Asking again at once costs the caller nothing: one audit
+            // entry per minute and kind stands for the rest.
+            if let Some(more) = shared
+                .refusals
+                .sample("action", &tenant, &instance, &action, code)
+            {
+                let outcome = crate::state::RefusalSampler::outcome(code, more);
+                record::append_audit(shared, vec![audit(&outcome)], rid).await;
+            }
             return refused(why, rid);
         }
     };

@@ -123,12 +123,11 @@ pub async fn handle(
             .delivery(&tenant, &instance, &route, &format!("refused_{code}"));
         // Refusals need no authentication to cause: one audit entry per
         // minute and kind stands for the rest (counted in the metric).
-        if let Some(more) = shared.refusals.sample(&tenant, &instance, &route, code) {
-            let outcome = if more > 0 {
-                format!("{code} (and {more} more since the last entry)")
-            } else {
-                code.to_owned()
-            };
+        if let Some(more) = shared
+            .refusals
+            .sample("webhook", &tenant, &instance, &route, code)
+        {
+            let outcome = crate::state::RefusalSampler::outcome(code, more);
             record::append_audit(shared, vec![audit(&outcome)], &rid).await;
         }
         return error(status, code, message, &rid);
