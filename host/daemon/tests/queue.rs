@@ -302,6 +302,22 @@ async fn a_tenant_over_its_share_gets_429_and_others_are_served() {
         body.contains("this tenant is running 2 calls at once"),
         "{body}"
     );
+    // A caller can repeat refused calls at once: they are all counted, but
+    // one audit entry stands for the minute's refusals.
+    for _ in 0..20 {
+        assert_eq!(call(&acme, "acme", "a").await.0, 429);
+    }
+    let series = r#"switchyard_invocations_total{tenant="acme",instance="a",plugin="echo",kind="action",outcome="too_many_requests"}"#;
+    assert_eq!(metric(&d, series).await, 21.0);
+    let (_, audit) = get(&d, "/v1/tenants/acme/audit?limit=1000", Some(&acme)).await;
+    let refusals: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"].as_str().unwrap().starts_with("too_many_requests"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0]["what"], "fetch");
     // globex is admitted: its call reaches the upstream too.
     let other = tokio::spawn(call(&globex, "globex", "a"));
     eventually("globex's call upstream", || async {
