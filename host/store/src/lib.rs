@@ -24,7 +24,6 @@
 #![deny(missing_docs)]
 
 mod admin;
-mod checkpoint;
 mod error;
 mod kv;
 mod queue;

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::checkpoint::{Checkpointer, WAL_SIZE_LIMIT};
 use crate::kv::validate_value;
 use crate::writer::Writer;
 use crate::{KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, validate_key};
@@ -30,9 +29,6 @@ pub struct SqliteStore {
     /// Where the last lease stopped, so the next one goes on from there
     /// (round-robin across instances; see queue.rs).
     pub(crate) lease_cursor: Arc<Mutex<Option<crate::InstanceKey>>>,
-    /// Copies committed pages into a database file (see checkpoint.rs);
-    /// None for an in-memory database.
-    _checkpointer: Option<Checkpointer>,
 }
 
 /// The schema's versions, oldest first: each migration is applied once, in
@@ -233,14 +229,7 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
-        // Checkpoints are the checkpointer thread's, started below, not
-        // the writer's (see checkpoint.rs).
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(backend)?;
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
-            .map_err(backend)?;
         let mut store = Self::init(conn)?;
-        store._checkpointer = Some(Checkpointer::start(path)?);
         // Opened after the migrations, so readers see the current schema.
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -293,7 +282,6 @@ impl SqliteStore {
             writer: Writer::start(conn)?,
             readers: Arc::new(Readers::default()),
             lease_cursor: Arc::default(),
-            _checkpointer: None,
         })
     }
 
