@@ -314,7 +314,12 @@ async fn a_tenant_over_its_share_gets_429_and_others_are_served() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["outcome"].as_str().unwrap().starts_with("too_many_requests"))
+        .filter(|e| {
+            e["outcome"]
+                .as_str()
+                .unwrap()
+                .starts_with("too_many_requests")
+        })
         .collect();
     assert_eq!(refusals.len(), 1, "{refusals:?}");
     assert_eq!(refusals[0]["what"], "fetch");
