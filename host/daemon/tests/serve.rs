@@ -186,3 +186,105 @@ async fn actions_are_authenticated_role_checked_and_audited() {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
 }
+
+/// Issue 14: the log level and format are settable by flag or environment;
+/// JSON is one object per line, and nothing carries colour codes when
+/// stderr is not a terminal. A bad setting is refused, naming its source.
+#[test]
+fn logs_follow_the_level_and_format_settings() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let dir = config_dir(
+        "data_dir = \"data\"\n",
+        &[(
+            "acme",
+            "[[instance]]\nid = \"x\"\nplugin = \"no-such-plugin\"\n",
+        )],
+    );
+    // Serves until it is listening (the instance was refused by then), then
+    // stops; returns what it logged.
+    let serve = |flags: &[&str], env: &[(&str, &str)]| -> String {
+        let mut child = bin()
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .args(flags)
+            .args(["serve", "--config", dir.path().to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("switchyard listening on"), "{line:?}");
+        child.kill().unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        child.wait().unwrap();
+        err
+    };
+    let refused = "no plugin `no-such-plugin` is installed";
+
+    let json = serve(&["--log-format", "json"], &[]);
+    let records: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let record = records
+        .iter()
+        .find(|r| {
+            r["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(refused)
+        })
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(record["level"], "ERROR");
+    assert_eq!(record["fields"]["tenant"], "acme");
+
+    let text = serve(&[], &[("SWITCHYARD_LOG", "info")]);
+    assert!(text.contains(refused), "{text}");
+    assert!(!text.contains('\x1b'), "colour codes in a pipe: {text:?}");
+    let json_by_env = serve(&[], &[("SWITCHYARD_LOG_FORMAT", "json")]);
+    assert!(json_by_env.starts_with('{'), "{json_by_env}");
+
+    // The flag wins over the environment.
+    let quiet = serve(&["--log-level", "off"], &[("SWITCHYARD_LOG", "info")]);
+    assert!(!quiet.contains(refused), "{quiet}");
+
+    for (flags, env, says) in [
+        (
+            &["--log-level", "verbose"][..],
+            &[][..],
+            "--log-level `verbose`: expected a level",
+        ),
+        (
+            &[],
+            &[("SWITCHYARD_LOG", "switchyard=loud")][..],
+            "SWITCHYARD_LOG `switchyard=loud`",
+        ),
+        (
+            &[],
+            &[("SWITCHYARD_LOG_FORMAT", "xml")][..],
+            "SWITCHYARD_LOG_FORMAT `xml`: expected `text` or `json`",
+        ),
+    ] {
+        let out = bin()
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .args(flags)
+            .args(["check", "--config", dir.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flags:?} {env:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+}

@@ -29,8 +29,80 @@ use clap::{Parser, Subcommand};
     about = "Multi-tenant WebAssembly plugin host for ITSM integrations"
 )]
 pub struct Cli {
+    /// What to log on stderr: a level (off, error, warn, info, debug,
+    /// trace) or directives such as `warn,switchyard=debug`. Default: the
+    /// `SWITCHYARD_LOG` environment variable, else `RUST_LOG`, else `warn`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// How to log: `text` (default; coloured only on a terminal) or `json`
+    /// (one object per line). Default: `SWITCHYARD_LOG_FORMAT`, else text.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The log format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per record.
+    Json,
+}
+
+/// Levels a filter without `=` may name; anything else is a typo, not the
+/// name of a module (which would silently log nothing).
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Sets up logging from the flags and the environment; an invalid setting
+/// is an error naming where it came from.
+fn init_logging(cli: &Cli) -> Result<(), String> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let env = |name: &'static str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (name, v))
+    };
+    let filter = match cli
+        .log_level
+        .clone()
+        .map(|f| ("--log-level", f))
+        .or_else(|| env("SWITCHYARD_LOG"))
+        .or_else(|| env("RUST_LOG"))
+    {
+        None => EnvFilter::new("warn"),
+        Some((from, f)) => {
+            let word = f.trim().to_ascii_lowercase();
+            if !word.contains('=') && !word.contains(',') && !LEVELS.contains(&word.as_str()) {
+                return Err(format!(
+                    "{from} `{f}`: expected a level ({}) or directives such as \
+                     `warn,switchyard=debug`",
+                    LEVELS.join(", ")
+                ));
+            }
+            EnvFilter::try_new(&f).map_err(|e| format!("{from} `{f}`: {e}"))?
+        }
+    };
+    let format = match (cli.log_format, env("SWITCHYARD_LOG_FORMAT")) {
+        (Some(f), _) => f,
+        (None, None) => LogFormat::Text,
+        (None, Some((from, v))) => <LogFormat as clap::ValueEnum>::from_str(v.trim(), true)
+            .map_err(|_| format!("{from} `{v}`: expected `text` or `json`"))?,
+    };
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only where a person reads them: a log file or a
+        // collector gets plain text.
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().init(),
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -126,14 +198,11 @@ enum Command {
 /// Parses the command line, runs the command, and turns an error into a
 /// message and exit status 1.
 pub fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
