@@ -279,6 +279,7 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
         progress: Some(progress),
         ..CallOptions::default()
     };
+    let mut summary = None;
     let (settled, report) = match job.kind.as_str() {
         "webhook" => match StoredDelivery::decode(&job.payload) {
             Err(e) => (
@@ -296,6 +297,7 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
         },
         _ => {
             let inv = inst.run_job(&job.name, opts).await;
+            summary = inv.result.as_ref().ok().cloned();
             let result = inv.result.as_ref().map(|_| None);
             (settle(result, max_retry_after_ms), Some(inv.report))
         }
@@ -344,6 +346,10 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
             error: match &outcome {
                 Outcome::Failed { error, .. } => Some(error.clone()),
                 Outcome::Done => None,
+            },
+            summary: match &outcome {
+                Outcome::Done => summary,
+                Outcome::Failed { .. } => None,
             },
         },
         outcome,
@@ -523,6 +529,7 @@ mod tests {
                 max_attempts: 1,
                 run_after_ms: 0,
                 last_error: None,
+                summary: None,
             };
             Arc::new(Self {
                 ready: Mutex::new((0..jobs as i64).map(job).collect()),

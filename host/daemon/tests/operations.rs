@@ -194,6 +194,19 @@ async fn status_counts_invocations_and_keeps_the_last_error() {
     assert_eq!(st["jobs"][0]["runs"], 1, "{st}");
     assert_eq!(st["jobs"][0]["errors"], 0, "{st}");
     assert_eq!(st["jobs"][0]["last_outcome"], "ok", "{st}");
+    // What the job returned (issue 14), in the status and on its row.
+    assert_eq!(st["jobs"][0]["last_summary"], "tick run 1", "{st}");
+    let listed = cli(
+        &[
+            "jobs",
+            "--config",
+            dir.path().to_str().unwrap(),
+            "list",
+            "acme",
+        ],
+        None,
+    );
+    assert!(listed.contains(r#""summary":"tick run 1""#), "{listed}");
 
     // The counts are stored, not kept in memory: a restart shows them.
     drop(d);

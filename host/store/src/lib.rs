@@ -42,7 +42,8 @@ pub use queue::{
     Outcome, QueueDepth, Retry, Settled, TenantConcurrency, backoff_ms,
 };
 pub use schedule::{
-    Fired, InstanceStats, InstanceStore, PluginLock, RunRecord, Schedule, WantedSchedule,
+    Fired, InstanceStats, InstanceStore, MAX_SUMMARY_CHARS, PluginLock, RunRecord, Schedule,
+    WantedSchedule,
 };
 pub use secrets::{MasterKey, SecretError, SecretMeta, SecretRows, SecretStore};
 pub use sqlite::SqliteStore;

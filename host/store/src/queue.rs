@@ -158,6 +158,9 @@ pub struct Job {
     pub run_after_ms: i64,
     /// Last failure.
     pub last_error: Option<String>,
+    /// What the job returned, once done (scheduled jobs; cut at
+    /// [`crate::MAX_SUMMARY_CHARS`]).
+    pub summary: Option<String>,
 }
 
 impl Job {
@@ -307,7 +310,7 @@ pub fn backoff_ms(attempts: u32) -> i64 {
 }
 
 const JOB_COLUMNS: &str = "id, tenant, instance, kind, name, payload, state, attempts, \
-                           max_attempts, run_after, last_error";
+                           max_attempts, run_after, last_error, summary";
 
 fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
@@ -322,6 +325,7 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         max_attempts: r.get(8)?,
         run_after_ms: r.get(9)?,
         last_error: r.get(10)?,
+        summary: r.get(11)?,
     })
 }
 
@@ -529,7 +533,7 @@ impl JobQueue for SqliteStore {
 
     async fn complete_job(&self, attempt: Attempt<'_>, now_ms: i64) -> Result<bool, StoreError> {
         let (id, n, owner) = (attempt.id, attempt.attempt, attempt.owner.to_owned());
-        self.with_conn(move |c| complete_in(c, id, n, &owner, now_ms))
+        self.with_conn(move |c| complete_in(c, id, n, &owner, None, now_ms))
             .await
     }
 
@@ -566,7 +570,7 @@ impl JobQueue for SqliteStore {
             let tx = c.savepoint().map_err(backend)?;
             let settled = match &outcome {
                 Outcome::Done => {
-                    if complete_in(&tx, id, n, &owner, now_ms)? {
+                    if complete_in(&tx, id, n, &owner, run.summary.as_deref(), now_ms)? {
                         Settled::Done
                     } else {
                         Settled::LeaseLost
@@ -748,14 +752,16 @@ fn complete_in(
     id: i64,
     n: u32,
     owner: &str,
+    summary: Option<&str>,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
+    let summary = summary.map(crate::schedule::cut_summary);
     c.prepare_cached(
         "UPDATE jobs SET state='done', lease_until=NULL, owner=NULL, last_error=NULL,
-                         finished_at=?4
+                         finished_at=?4, summary=?5
          WHERE id=?1 AND attempts=?2 AND owner=?3 AND state='running'",
     )
-    .and_then(|mut st| st.execute(params![id, n, owner, now_ms]))
+    .and_then(|mut st| st.execute(params![id, n, owner, now_ms, summary]))
     .map(|changed| changed == 1)
     .map_err(backend)
 }
@@ -1127,6 +1133,79 @@ mod tests {
         assert!(db.complete_job(second.attempt("a"), 5100).await.unwrap());
     }
 
+    /// Issue 14: what a job returns is kept, on its row and per job in the
+    /// run statistics, where a later failure does not erase it; a long one
+    /// is cut.
+    #[tokio::test]
+    async fn a_done_job_keeps_its_summary() {
+        use crate::{InstanceStore, MAX_SUMMARY_CHARS, RunRecord};
+        let db = SqliteStore::open_in_memory().unwrap();
+        let finish = |attempt, outcome: Outcome, summary: Option<String>| Finish {
+            attempt,
+            run: RunRecord {
+                tenant: "acme".into(),
+                instance: "i".into(),
+                kind: "job".into(),
+                name: "pull".into(),
+                outcome: "ok".into(),
+                error: None,
+                summary,
+            },
+            outcome,
+            job_entry: AuditEntry {
+                seq: 0,
+                time: 0,
+                tenant: "acme".into(),
+                instance: Some("i".into()),
+                actor: None,
+                kind: "job".into(),
+                what: "pull".into(),
+                outcome: String::new(),
+                duration_ms: 1,
+                request_id: "r".into(),
+            },
+            egress: vec![],
+            next: None,
+        };
+        let e = db.enqueue(job("acme", None), 0).await.unwrap();
+        let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
+        let f = finish(
+            j.attempt("w"),
+            Outcome::Done,
+            Some("40 sessions imported".into()),
+        );
+        assert_eq!(db.finish_job(f, 10).await.unwrap().settled, Settled::Done);
+        let row = db.job(e.id).await.unwrap().unwrap();
+        assert_eq!(row.summary.as_deref(), Some("40 sessions imported"));
+
+        db.enqueue(job("acme", None), 20).await.unwrap();
+        let j = lease(&db, 20, 1000, 1, 1).await.remove(0);
+        let failed = Outcome::Failed {
+            error: "boom".into(),
+            retry: Retry::Never,
+        };
+        db.finish_job(finish(j.attempt("w"), failed, None), 30)
+            .await
+            .unwrap();
+        let stats = db.run_stats("acme", "i").await.unwrap();
+        assert_eq!(
+            stats[0].last_summary.as_deref(),
+            Some("40 sessions imported")
+        );
+
+        let e = db.enqueue(job("acme", None), 40).await.unwrap();
+        let j = lease(&db, 40, 1000, 1, 1).await.remove(0);
+        let long = "é".repeat(MAX_SUMMARY_CHARS + 10);
+        db.finish_job(finish(j.attempt("w"), Outcome::Done, Some(long)), 50)
+            .await
+            .unwrap();
+        let kept = db.job(e.id).await.unwrap().unwrap().summary.unwrap();
+        assert_eq!(kept.chars().count(), MAX_SUMMARY_CHARS + 1);
+        assert!(kept.ends_with('…'));
+        let stats = db.run_stats("acme", "i").await.unwrap();
+        assert_eq!(stats[0].last_summary.as_deref(), Some(kept.as_str()));
+    }
+
     #[tokio::test]
     async fn a_finished_job_commits_with_its_run_and_audit() {
         use crate::{AdminStore, InstanceStore, RunRecord};
@@ -1158,6 +1237,7 @@ mod tests {
                 name: "events".into(),
                 outcome: "error".into(),
                 error: Some("boom".into()),
+                summary: None,
             },
             job_entry: entry("events (job 1)"),
             egress: vec![entry("GET https://x")],

@@ -105,6 +105,8 @@ pub struct InstanceStats {
     pub last_error: Option<String>,
     /// When that failure happened.
     pub last_error_ms: Option<i64>,
+    /// What the job returned when it last succeeded (jobs only).
+    pub last_summary: Option<String>,
 }
 
 /// One run of an action, webhook route or job, for the run statistics.
@@ -122,6 +124,8 @@ pub struct RunRecord {
     pub outcome: String,
     /// The failure's message, if it failed.
     pub error: Option<String>,
+    /// What a job returned, if it succeeded.
+    pub summary: Option<String>,
 }
 
 /// Counts `run` in the run statistics, inside the caller's transaction.
@@ -134,15 +138,18 @@ pub(crate) fn record_run_in(
         .error
         .as_ref()
         .map(|e| e.chars().take(MAX_ERROR_CHARS).collect());
+    let summary = run.summary.as_deref().map(cut_summary);
     c.prepare_cached(
         "INSERT INTO run_stats (tenant, instance, kind, name, runs, errors, last_run,
-                                last_outcome, last_error, last_error_at)
-         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, CASE WHEN ?8 IS NULL THEN NULL ELSE ?6 END)
+                                last_outcome, last_error, last_error_at, last_summary)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, CASE WHEN ?8 IS NULL THEN NULL ELSE ?6 END,
+                 ?9)
          ON CONFLICT (tenant, instance, kind, name) DO UPDATE SET
             runs = runs + 1, errors = errors + excluded.errors,
             last_run = excluded.last_run, last_outcome = excluded.last_outcome,
             last_error = coalesce(excluded.last_error, last_error),
-            last_error_at = coalesce(excluded.last_error_at, last_error_at)",
+            last_error_at = coalesce(excluded.last_error_at, last_error_at),
+            last_summary = coalesce(excluded.last_summary, last_summary)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -153,7 +160,8 @@ pub(crate) fn record_run_in(
             i64::from(error.is_some()),
             now_ms,
             run.outcome,
-            error
+            error,
+            summary
         ])
     })
     .map(drop)
@@ -163,6 +171,18 @@ pub(crate) fn record_run_in(
 /// Longest stored error message; the rest is cut (they are for people, and
 /// a plugin's message length is not ours to choose).
 const MAX_ERROR_CHARS: usize = 1000;
+
+/// Longest stored job summary, in characters; the rest is cut (a job's
+/// output is for people reading the status).
+pub const MAX_SUMMARY_CHARS: usize = 2000;
+
+/// `summary`, cut to [`MAX_SUMMARY_CHARS`] (marked with `…` when it was).
+pub(crate) fn cut_summary(summary: &str) -> String {
+    match summary.char_indices().nth(MAX_SUMMARY_CHARS) {
+        None => summary.to_owned(),
+        Some((at, _)) => format!("{}…", &summary[..at]),
+    }
+}
 
 const SCHEDULE_COLUMNS: &str = "tenant, instance, job, interval_ms, next_run, last_fired";
 
@@ -429,6 +449,7 @@ impl InstanceStore for SqliteStore {
             name: name.to_owned(),
             outcome: outcome.to_owned(),
             error: error.map(str::to_owned),
+            summary: None,
         };
         self.with_conn(move |c| record_run_in(c, &run, now_ms))
             .await
@@ -444,7 +465,7 @@ impl InstanceStore for SqliteStore {
             let mut stmt = c
                 .prepare(
                     "SELECT kind, name, runs, errors, last_run, last_outcome, last_error,
-                            last_error_at
+                            last_error_at, last_summary
                      FROM run_stats WHERE tenant=?1 AND instance=?2 ORDER BY kind, name",
                 )
                 .map_err(backend)?;
@@ -459,6 +480,7 @@ impl InstanceStore for SqliteStore {
                         last_outcome: r.get(5)?,
                         last_error: r.get(6)?,
                         last_error_ms: r.get(7)?,
+                        last_summary: r.get(8)?,
                     })
                 })
                 .map_err(backend)?;

@@ -35,7 +35,7 @@ pub struct SqliteStore {
 /// a transaction, and the database remembers how far it got in
 /// `PRAGMA user_version`. Version 1 is the schema before versions existed
 /// (its `IF NOT EXISTS` makes it a no-op on such a database).
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -190,6 +190,13 @@ DROP INDEX jobs_finished;
 CREATE INDEX jobs_due ON jobs (run_after) WHERE state = 'queued';
 CREATE INDEX jobs_running ON jobs (lease_until) WHERE state = 'running';
 CREATE INDEX jobs_done ON jobs (finished_at) WHERE state = 'done';
+";
+
+/// What a job returned when it last succeeded (its summary for people):
+/// on the job's row, and per job in the run statistics.
+const SCHEMA_V5: &str = "
+ALTER TABLE jobs ADD COLUMN summary TEXT;
+ALTER TABLE run_stats ADD COLUMN last_summary TEXT;
 ";
 
 /// Applies the migrations `conn` has not seen yet.

@@ -166,6 +166,7 @@ pub async fn status(caller: Caller, Path((_, instance)): Path<(String, String)>)
                 "errors": run.map_or(0, |r| r.errors),
                 "last_outcome": run.map(|r| &r.last_outcome),
                 "last_error": run.and_then(|r| r.last_error.as_ref()),
+                "last_summary": run.and_then(|r| r.last_summary.as_ref()),
             })
         }).collect::<Vec<_>>(),
         "queue": { "queued": counts.0, "running": counts.1, "dead": counts.2 },
