@@ -107,6 +107,11 @@ async fn deliveries_are_verified_deduplicated_and_processed() {
         (status, body["error"]["code"].as_str()),
         (401, Some("bad_token"))
     );
+    // The refusal says where the token goes (issue 14).
+    assert_eq!(
+        body["error"]["message"],
+        "missing or wrong token: send it in the `x-switchyard-token` header"
+    );
     let (status, _) = post(&d, events, None, &[("x-switchyard-token", "hook-t0ke")], e1).await;
     assert_eq!(status, 401);
     // A source outside the allowlist is refused even if it claims otherwise
@@ -195,6 +200,11 @@ async fn deliveries_are_verified_deduplicated_and_processed() {
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (401, Some("bad_signature"))
+    );
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("HMAC-SHA256 of the body in the `x-switchyard-signature` header"),
+        "{message}"
     );
     let big = "x".repeat(2000);
     let (status, _) = post(

@@ -99,15 +99,20 @@ pub async fn handle(
                 "forbidden_source",
                 format!("{ip} is not an allowed source"),
             ),
+            // Where the credential goes is in the public docs; saying it
+            // here spares a sender's developer the guessing.
             Refusal::Token => (
                 StatusCode::UNAUTHORIZED,
                 "bad_token",
-                "missing or wrong token".to_owned(),
+                format!("missing or wrong token: {}", verify::token_hint(cfg)),
             ),
             Refusal::Signature => (
                 StatusCode::UNAUTHORIZED,
                 "bad_signature",
-                "missing or wrong signature".to_owned(),
+                format!(
+                    "missing or wrong signature: {}",
+                    verify::signature_hint(cfg)
+                ),
             ),
             Refusal::Stale(off) => (
                 StatusCode::UNAUTHORIZED,

@@ -184,6 +184,28 @@ pub fn verify(
     Ok(())
 }
 
+/// How a sender presents the route's token, for a refusal's message.
+pub fn token_hint(route: &RouteConfig) -> String {
+    match &route.token_param {
+        Some(p) => format!("send it as the `{p}` query parameter or form field"),
+        None => format!("send it in the `{}` header", route.token_header),
+    }
+}
+
+/// How a sender signs for the route, for a refusal's message.
+pub fn signature_hint(route: &RouteConfig) -> String {
+    match route.signature {
+        SignatureScheme::StandardWebhooks => format!(
+            "send the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and \
+             `{WEBHOOK_SIGNATURE}` (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`)"
+        ),
+        SignatureScheme::HmacSha256 => format!(
+            "send the hex HMAC-SHA256 of the body in the `{}` header (`sha256=` prefix optional)",
+            route.signature_header
+        ),
+    }
+}
+
 /// Removes the token parameter from a form body, so the plugin never sees it.
 pub fn strip_form_param(body: &[u8], name: &str) -> Vec<u8> {
     url::form_urlencoded::Serializer::new(String::new())
@@ -329,6 +351,28 @@ mod tests {
             event_id_header: None,
             event_id_field: None,
             max_body_bytes: 1000,
+        }
+    }
+
+    #[test]
+    fn refusals_say_where_the_credential_goes() {
+        let mut r = route();
+        assert_eq!(token_hint(&r), "send it in the `x-switchyard-token` header");
+        r.token_param = Some("token".into());
+        assert_eq!(
+            token_hint(&r),
+            "send it as the `token` query parameter or form field"
+        );
+        assert!(signature_hint(&r).contains("in the `x-switchyard-signature` header"));
+        r.signature = SignatureScheme::StandardWebhooks;
+        let hint = signature_hint(&r);
+        for header in [
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "v1,",
+        ] {
+            assert!(hint.contains(header), "{hint}");
         }
     }
 
