@@ -167,9 +167,56 @@ pub fn unavailable(what: &str, e: &dyn std::fmt::Display, request_id: &str) -> R
     )
 }
 
+/// Each plugin error kind, as the README's error table names it, with an
+/// error of that kind (for the tests that hold the table to the code).
+#[cfg(test)]
+pub(crate) fn plugin_error_kinds() -> Vec<(&'static str, InvokeError)> {
+    let m = || "m".to_owned();
+    vec![
+        ("invalid-input", PluginError::InvalidInput { message: m() }),
+        ("not-found", PluginError::NotFound { message: m() }),
+        ("forbidden", PluginError::Forbidden { message: m() }),
+        ("conflict", PluginError::Conflict { message: m() }),
+        (
+            "upstream",
+            PluginError::Upstream {
+                status: Some(500),
+                message: m(),
+                retry_after_secs: None,
+            },
+        ),
+        ("internal", PluginError::Internal { message: m() }),
+    ]
+    .into_iter()
+    .map(|(kind, e)| (kind, InvokeError::Plugin(e)))
+    .collect()
+}
+
+/// The README's error-table row for a plugin error kind.
+#[cfg(test)]
+pub(crate) fn readme_error_row(kind: &str) -> &'static str {
+    include_str!("../../../README.md")
+        .lines()
+        .find(|l| l.starts_with(&format!("| `{kind}` |")))
+        .unwrap_or_else(|| panic!("the README's error table has no row for `{kind}`"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_error_table_says_what_an_action_answers() {
+        for (kind, e) in plugin_error_kinds() {
+            let (status, code) = invoke_error_status(&e);
+            let said = format!("| {} `{code}`", status.as_u16());
+            let row = readme_error_row(kind);
+            assert!(
+                row.contains(&said),
+                "`{kind}` answers {said}, the README says: {row}"
+            );
+        }
+    }
 
     #[test]
     fn each_invocation_error_has_its_status() {

@@ -436,6 +436,26 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn the_readme_error_table_says_which_failures_are_retried() {
+        for (kind, e) in crate::errors::plugin_error_kinds() {
+            let row = crate::errors::readme_error_row(kind);
+            let dead = matches!(
+                settle(Err(&e), 1000),
+                Settle::Fail {
+                    retry: Retry::Never,
+                    ..
+                }
+            );
+            assert_eq!(
+                row.ends_with("| dead at once |"),
+                dead,
+                "`{kind}` is {} in a queue; the README says: {row}",
+                if dead { "dead at once" } else { "retried" }
+            );
+        }
+    }
     use switchyard_store::JobState;
 
     /// Issue 13, items 1, 16, 19, 20: how each outcome is settled.
