@@ -96,3 +96,74 @@ fn run_prints_output_and_reports_errors_clearly() {
         text(&out.stderr)
     );
 }
+
+/// Issue 14: `plugin run` also delivers a webhook (body from standard
+/// input, headers, method, query) and runs a job; storage persists across
+/// runs with `--data-dir`; an action's required role is enforced as the
+/// daemon enforces it.
+#[test]
+fn run_delivers_webhooks_runs_jobs_and_enforces_roles() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["plugin", "run", "bundled:echo", "--webhook", "inbound"])
+        .args(["--body", "-", "--header", "Content-Type: application/json"])
+        .args(["--method", "PUT", "--query", "a=1"])
+        .env(
+            "SWITCHYARD_CACHE_DIR",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"hello":"world"}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], r#"{"hello":"world"}"#, "{answer}");
+    assert_eq!(answer["headers"]["x-echo-method"], "PUT", "{answer}");
+
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    for n in 1..=2 {
+        let out = switchyard(&[
+            "plugin",
+            "run",
+            "bundled:echo",
+            "--job",
+            "tick",
+            "--data-dir",
+            dir,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), format!("tick run {n}"));
+    }
+
+    let out = switchyard(&["plugin", "run", "bundled:echo", "fetch", "--role", "agent"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(
+            "action `fetch` requires role `operator`; the actor's roles are [agent] (add --role operator)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = switchyard(&["plugin", "run", "bundled:echo", "echo", "--header", "a: b"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("use them with --webhook ROUTE"));
+    let out = switchyard(&["plugin", "run", "bundled:echo", "--job", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("plugin `echo` has no job named `nope`"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -48,7 +48,7 @@ pub(super) fn print_output(inv: switchyard_runtime::Invocation<String>) -> anyho
 
 /// Prints what a call did (logs, egress) to stderr, leaving stdout for the
 /// plugin's JSON output.
-fn print_report(report: &switchyard_runtime::Report) {
+pub(super) fn print_report(report: &switchyard_runtime::Report) {
     for log in &report.logs {
         let fields: Vec<String> = log.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!("[{}] {} {}", log.level, log.message, fields.join(" "));

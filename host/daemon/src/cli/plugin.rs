@@ -1,15 +1,17 @@
-//! `switchyard plugin inspect|run`: a plugin's manifest, and one action run
-//! locally, for plugin authors.
+//! `switchyard plugin inspect|run|upgrade`: a plugin's manifest, and one
+//! action, webhook delivery or job run locally, for plugin authors.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
-use switchyard_runtime::{Instance, InstanceSpec, Plugin, Runtime};
+use switchyard_runtime::{
+    CallOptions, Instance, InstanceSpec, Plugin, Runtime, WebhookHeader, WebhookRequest,
+};
 use switchyard_store::{KvBackend, SqliteStore};
 
-use super::common::{print_output, run_action};
+use super::common::{print_output, print_report, run_action};
 use crate::boot::{CLI_SLOTS, load_config, open_state, runtime};
 use crate::instance_file::InstanceFile;
 
@@ -80,6 +82,8 @@ async fn load(runtime: &Runtime, source: &str) -> anyhow::Result<Arc<Plugin>> {
         .with_context(|| format!("loading plugin {source}"))
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(super) enum PluginCommand {
     /// Print a plugin's manifest as JSON.
@@ -87,22 +91,48 @@ pub(super) enum PluginCommand {
         /// A `.wasm` component or `bundled:<name>`.
         plugin: String,
     },
-    /// Run one action of a plugin and print its JSON output.
+    /// Run one action, webhook route or job of a plugin locally and print
+    /// what it returned: an action's JSON output, a webhook's answer as
+    /// JSON (`status`, `headers`, `body`), a job's summary.
+    #[command(group(
+        clap::ArgGroup::new("entry").required(true).args(["action", "webhook", "job"])
+    ))]
     Run {
         /// A `.wasm` component or `bundled:<name>`.
         plugin: String,
         /// Action name.
-        action: String,
+        action: Option<String>,
+        /// Deliver a request to this webhook route instead (as the host
+        /// does once a delivery is verified: no token or signature check).
+        #[arg(long, value_name = "ROUTE")]
+        webhook: Option<String>,
+        /// Run this job instead.
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
         /// Action input (JSON).
         #[arg(long, default_value = "{}")]
         input: String,
+        /// The webhook request's body: a file, or `-` for standard input
+        /// (default: empty).
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// A webhook request header, `Name: value` (repeatable).
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The webhook request's method (default: POST).
+        #[arg(long)]
+        method: Option<String>,
+        /// The webhook request's query string (without `?`).
+        #[arg(long)]
+        query: Option<String>,
         /// Instance file: config, egress allowlist, credentials, limits.
         #[arg(long)]
         instance: Option<PathBuf>,
         /// Actor id for the call.
         #[arg(long, default_value = "cli")]
         actor: String,
-        /// Actor roles (repeatable).
+        /// Actor roles (repeatable). An action that requires a role is
+        /// refused without it, as the daemon refuses it.
         #[arg(long = "role")]
         roles: Vec<String>,
         /// Keep storage in `<dir>/plugin-run.db` across runs (default: in memory).
@@ -140,12 +170,27 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Run {
             plugin,
             action,
+            webhook,
+            job,
             input,
+            body,
+            headers,
+            method,
+            query,
             instance,
             actor,
             roles,
             data_dir,
         } => {
+            anyhow::ensure!(
+                webhook.is_some()
+                    || (body.is_none()
+                        && headers.is_empty()
+                        && method.is_none()
+                        && query.is_none()),
+                "--body, --header, --method and --query describe a webhook request: \
+                 use them with --webhook ROUTE"
+            );
             let plugin = load(&rt, &plugin).await?;
             let spec = match &instance {
                 Some(path) => {
@@ -162,7 +207,86 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<()> {
                 None => Arc::new(SqliteStore::open_in_memory()?),
             };
             let inst = Instance::new(&rt, plugin, spec, store)?;
+            if let Some(route) = webhook {
+                let request = WebhookRequest {
+                    method: method.unwrap_or_else(|| "POST".to_owned()),
+                    query: query.unwrap_or_default(),
+                    headers: parse_headers(&headers)?,
+                    body: read_body(body.as_deref())?,
+                };
+                let inv = inst
+                    .handle_webhook(&route, request, CallOptions::default())
+                    .await;
+                print_report(&inv.report);
+                let answer = inv.result?;
+                let headers: serde_json::Map<String, serde_json::Value> = answer
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.name, h.value.into()))
+                    .collect();
+                let out = serde_json::json!({
+                    "status": answer.status,
+                    "headers": headers,
+                    "body": String::from_utf8_lossy(&answer.body),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            if let Some(job) = job {
+                let inv = inst.run_job(&job, CallOptions::default()).await;
+                print_report(&inv.report);
+                println!("{}", inv.result?);
+                return Ok(());
+            }
+            let action = action.expect("clap requires an action, a webhook or a job");
+            let manifest = inst.plugin().manifest();
+            if let Some(required) = manifest
+                .action(&action)
+                .and_then(|a| a.required_role.as_ref())
+            {
+                anyhow::ensure!(
+                    roles.contains(required),
+                    "action `{action}` requires role `{required}`; the actor's roles are [{}] \
+                     (add --role {required})",
+                    roles.join(", ")
+                );
+            }
             print_output(run_action(&inst, &action, &input, actor, roles).await?)
+        }
+    }
+}
+
+/// `Name: value` headers from the command line.
+fn parse_headers(given: &[String]) -> anyhow::Result<Vec<WebhookHeader>> {
+    given
+        .iter()
+        .map(|h| {
+            let (name, value) = h
+                .split_once(':')
+                .with_context(|| format!("--header `{h}`: expected `Name: value`"))?;
+            anyhow::ensure!(!name.trim().is_empty(), "--header `{h}`: the name is empty");
+            Ok(WebhookHeader {
+                name: name.trim().to_ascii_lowercase(),
+                value: value.trim().to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// A webhook body from a file, standard input (`-`), or nothing.
+fn read_body(from: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    match from {
+        None => Ok(Vec::new()),
+        Some(p) if p.as_os_str() == "-" => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .context("reading the webhook body from standard input")?;
+            Ok(body)
+        }
+        Some(p) => {
+            std::fs::read(p).with_context(|| format!("reading the webhook body {}", p.display()))
         }
     }
 }
