@@ -179,15 +179,7 @@ impl Metrics {
         outcome: &str,
         report: &switchyard_runtime::Report,
     ) {
-        self.invocations
-            .get_or_create(&Call {
-                tenant: tenant.into(),
-                instance: instance.into(),
-                plugin: plugin.into(),
-                kind: kind.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
+        self.count_call(tenant, instance, plugin, kind, outcome);
         self.durations
             .get_or_create(&Target {
                 tenant: tenant.into(),
@@ -220,9 +212,16 @@ impl Metrics {
         }
     }
 
-    /// Counts one call that was refused before it ran (over a share, or
-    /// the daemon busy): an invocation with that outcome and no duration.
-    pub fn refused(&self, tenant: &str, instance: &str, plugin: &str, kind: &str, outcome: &str) {
+    /// Counts one call by outcome; on its own, for a call refused before
+    /// it ran (over a share, or the daemon busy), which has no duration.
+    pub fn count_call(
+        &self,
+        tenant: &str,
+        instance: &str,
+        plugin: &str,
+        kind: &str,
+        outcome: &str,
+    ) {
         self.invocations
             .get_or_create(&Call {
                 tenant: tenant.into(),

@@ -147,7 +147,7 @@ pub async fn action(
             let shared = &st.shared;
             shared
                 .metrics
-                .refused(&tenant, &instance, &manifest.id, "action", code);
+                .count_call(&tenant, &instance, &manifest.id, "action", code);
             // Asking again at once costs the caller nothing: one audit
             // entry per minute and kind stands for the rest.
             if let Some(more) = shared
