@@ -629,3 +629,92 @@ mod tests {
         assert!(merge_limits(&base, &bad).unwrap_err().contains("deadlin"));
     }
 }
+/// docs/configuration.md documents every key the configuration accepts.
+#[cfg(test)]
+mod reference {
+    use super::*;
+
+    const DOC: &str = include_str!("../../../../docs/configuration.md");
+
+    /// The keys serde accepts where `toml` puts `zz_undocumented`: its
+    /// error for an unknown key lists them.
+    fn accepted<T: serde::de::DeserializeOwned + std::fmt::Debug>(toml: &str) -> Vec<String> {
+        let err = toml::from_str::<T>(toml)
+            .expect_err("an unknown key is refused")
+            .to_string();
+        let (_, list) = err
+            .split_once("zz_undocumented`, expected")
+            .unwrap_or_else(|| panic!("not an unknown-field error: {err}"));
+        // `a`, `b` or `c`: every other piece between backquotes.
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The part of the document under `heading`, up to the next heading.
+    fn section(heading: &str) -> &'static str {
+        let start = DOC
+            .find(&format!("\n{heading}\n"))
+            .unwrap_or_else(|| panic!("docs/configuration.md has no `{heading}`"));
+        let body = &DOC[start + 1 + heading.len()..];
+        let end = body.find("\n#").unwrap_or(body.len());
+        &body[..end]
+    }
+
+    fn assert_documented(heading: &str, keys: &[String]) {
+        assert!(!keys.is_empty(), "{heading}: no keys found");
+        let text = section(heading);
+        for key in keys {
+            assert!(
+                text.contains(&format!("| `{key}` |")),
+                "docs/configuration.md, {heading}: `{key}` is accepted but not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn every_configuration_key_is_documented() {
+        let unknown = "zz_undocumented = 1";
+        let inst = "[[instance]]\nid = \"x\"\nplugin = \"y\"\n";
+        let cred = |kind: &str| {
+            format!("{inst}[instance.credentials.c]\nkind = \"{kind}\"\nhosts = []\n{unknown}")
+        };
+        let server = |table: &str| accepted::<ServerFile>(&format!("[{table}]\n{unknown}"));
+        assert_documented("## `switchyard.toml`", &accepted::<ServerFile>(unknown));
+        let mut storage =
+            accepted::<ServerFile>(&format!("[storage]\nbackend = \"sqlite\"\n{unknown}"));
+        storage.push("backend".into());
+        assert_documented("### `[storage]`", &storage);
+        for table in ["jobs", "invocations", "retention", "limits"] {
+            assert_documented(&format!("### `[{table}]`"), &server(table));
+        }
+        assert_documented(
+            "## `tenants/<tenant>.toml`",
+            &accepted::<TenantFile>(unknown),
+        );
+        assert_documented(
+            "### `[[instance]]`",
+            &accepted::<TenantFile>(&format!("{inst}{unknown}")),
+        );
+        assert_documented(
+            "### `[instance.jobs.NAME]`",
+            &accepted::<TenantFile>(&format!("{inst}[instance.jobs.t]\n{unknown}")),
+        );
+        assert_documented(
+            "### `[instance.webhooks.ROUTE]`",
+            &accepted::<TenantFile>(&format!("{inst}[instance.webhooks.t]\n{unknown}")),
+        );
+        for kind in ["oauth2-client-credentials", "basic", "api-key", "bearer"] {
+            assert_documented(
+                &format!("#### `kind = \"{kind}\"`"),
+                &accepted::<TenantFile>(&cred(kind)),
+            );
+        }
+        assert_documented(
+            "## `plugin run --instance FILE`",
+            &accepted::<crate::instance_file::InstanceFile>(unknown),
+        );
+    }
+}
