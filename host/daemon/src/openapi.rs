@@ -70,7 +70,7 @@ pub fn document() -> Value {
     );
     let mut audit_responses = errors(&["400", "401", "403", "503"]);
     audit_responses["200"] = ok_json("`entries`, newest first");
-    let mut hook_responses = errors(&["401", "403", "404", "413", "503"]);
+    let mut hook_responses = errors(&["400", "401", "403", "404", "413", "429", "503"]);
     hook_responses["200"] = json!({ "description": "Handled synchronously (the plugin's answer), \
         stored in the durable queue (`queued: true`, `job_id` names it), or a duplicate" });
     let text = |desc: &str| json!({ "200": { "description": desc, "content": { "text/plain": { "schema": { "type": "string" } } } } });
@@ -131,6 +131,15 @@ pub fn document() -> Value {
                               "parameters": [tenant, { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 100 } }],
                               "responses": audit_responses } },
             HOOK: { "post": { "summary": "Deliver a webhook (verified by token, HMAC and/or source address)",
+                              "description": "Each route is verified as the tenant configures it. Token: the \
+                                  `x-switchyard-token` header (or the route's `token_header`), or the query \
+                                  parameter / form field the route names in `token_param`. Signature \
+                                  `hmac-sha256`: hex HMAC-SHA256 of the body in `x-switchyard-signature` \
+                                  (`sha256=` prefix optional). Signature `standard-webhooks`: `webhook-id`, \
+                                  `webhook-timestamp` and `webhook-signature` (`v1,<base64>` of \
+                                  `id.timestamp.body`), 300 s tolerance. A 401 names what was expected. \
+                                  Duplicates (by the route's event id) answer 200 with `duplicate: true`; \
+                                  400 `invalid_delivery` when the event id is missing.",
                               "parameters": [tenant, instance, param("route", "Webhook route from the plugin's manifest")],
                               "requestBody": { "content": { "*/*": {} } },
                               "responses": hook_responses } },
