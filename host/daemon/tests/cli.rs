@@ -167,3 +167,126 @@ fn run_delivers_webhooks_runs_jobs_and_enforces_roles() {
         text(&out.stderr)
     );
 }
+
+/// Issue 14: `plugin new` writes a plugin crate outside the workspace that
+/// builds for wasm32-wasip2 against the SDK, and whose every entry point
+/// runs.
+#[test]
+fn a_scaffolded_plugin_builds_outside_the_workspace_and_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hello-plugin");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = switchyard(&[
+        "plugin",
+        "new",
+        "hello-plugin",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--sdk-path",
+        repo.join("sdk").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A second time into the same directory is refused.
+    let again = switchyard(&[
+        "plugin",
+        "new",
+        "hello-plugin",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("exists and is not empty"),
+        "{}",
+        text(&again.stderr)
+    );
+    let bad = switchyard(&[
+        "plugin",
+        "new",
+        "Hello_Plugin",
+        "--dir",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(
+        text(&bad.stderr).contains("use lowercase letters, digits and `-`"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    // Built as an author would, with the toolchain file it was given (a
+    // target directory kept between runs, so that only the first is slow).
+    let build = Command::new("cargo")
+        .current_dir(&dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target"))
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    let wasm = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("scaffold-target/wasm32-wasip2/release/hello_plugin.wasm");
+    let wasm = wasm.to_str().unwrap();
+
+    let manifest = switchyard(&["plugin", "inspect", wasm]);
+    assert!(manifest.status.success(), "{}", text(&manifest.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(manifest["id"], "hello-plugin");
+
+    let instance = dir.join("instance.json");
+    let greet = switchyard(&[
+        "plugin",
+        "run",
+        wasm,
+        "greet",
+        "--input",
+        r#"{"name":"Ada"}"#,
+        "--instance",
+        instance.to_str().unwrap(),
+    ]);
+    assert!(greet.status.success(), "{}", text(&greet.stderr));
+    assert!(
+        text(&greet.stdout).contains("Hej, Ada"),
+        "{}",
+        text(&greet.stdout)
+    );
+
+    let data = tmp.path().join("data");
+    let body = tmp.path().join("event.json");
+    std::fs::write(&body, r#"{"id":"e-1"}"#).unwrap();
+    let hook = switchyard(&[
+        "plugin",
+        "run",
+        wasm,
+        "--webhook",
+        "events",
+        "--body",
+        body.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(hook.status.success(), "{}", text(&hook.stderr));
+    assert!(
+        text(&hook.stdout).contains("stored e-1"),
+        "{}",
+        text(&hook.stdout)
+    );
+    let job = switchyard(&[
+        "plugin",
+        "run",
+        wasm,
+        "--job",
+        "count",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(job.status.success(), "{}", text(&job.stderr));
+    assert_eq!(text(&job.stdout).trim(), "1 event(s) stored");
+}

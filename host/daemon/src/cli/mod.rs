@@ -2,7 +2,8 @@
 //! `common` (and [`crate::boot`] for the configuration, the state backend
 //! and the runtime).
 //!
-//! - `switchyard plugin inspect|run`: for plugin authors ([`plugin`]);
+//! - `switchyard plugin new|inspect|run`: for plugin authors ([`plugin`],
+//!   [`scaffold`]);
 //! - `switchyard serve --config DIR`: the daemon ([`serve`]);
 //! - `switchyard check`: validate a configuration directory ([`check`]);
 //! - `switchyard secret|token|jobs|audit|invoke`: operate it;
@@ -14,6 +15,7 @@ mod common;
 mod invoke;
 mod jobs;
 mod plugin;
+mod scaffold;
 mod secret;
 mod serve;
 mod token;

@@ -139,6 +139,28 @@ pub(super) enum PluginCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Write a new plugin crate (outside this repository): an action, a
+    /// webhook route, a job, a test and an `--instance` example, ready to
+    /// build with `cargo build --release --target wasm32-wasip2`.
+    New {
+        /// The plugin's name (its id and crate name): lowercase letters,
+        /// digits and `-`.
+        name: String,
+        /// Where to write it (default: `./NAME`); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK from a checkout of the Switchyard repository: its `sdk`
+        /// directory (default: the checkout this binary was built from,
+        /// when it is still there).
+        #[arg(long, conflicts_with = "sdk_git")]
+        sdk_path: Option<PathBuf>,
+        /// The SDK from the Switchyard repository's git URL instead.
+        #[arg(long)]
+        sdk_git: Option<String>,
+        /// With --sdk-git: the revision (commit or tag) to build against.
+        #[arg(long, requires = "sdk_git")]
+        sdk_rev: Option<String>,
+    },
     /// Move a tenant's instances (or one) on to the highest installed
     /// version their pins allow, at the next reload or restart. Until then
     /// an instance keeps the build it was set up with, whatever is
@@ -162,6 +184,37 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<()> {
             tenant,
             instance,
         } => upgrade(&rt, &config, &tenant, instance.as_deref()).await,
+        PluginCommand::New {
+            name,
+            dir,
+            sdk_path,
+            sdk_git,
+            sdk_rev,
+        } => {
+            let sdk = match (sdk_path, sdk_git) {
+                (_, Some(url)) => super::scaffold::Sdk::Git { url, rev: sdk_rev },
+                (Some(p), None) => super::scaffold::Sdk::Path(p),
+                (None, None) => {
+                    let built_from =
+                        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk");
+                    anyhow::ensure!(
+                        built_from.join("Cargo.toml").is_file(),
+                        "say where the SDK is: --sdk-path <switchyard checkout>/sdk or \
+                         --sdk-git <repository URL>"
+                    );
+                    super::scaffold::Sdk::Path(built_from)
+                }
+            };
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            super::scaffold::write(&name, &dir, &sdk)?;
+            eprintln!(
+                "wrote plugin `{name}` to {}; next:\n  cd {} && cargo build --release --target wasm32-wasip2\n  \
+                 (README.md there has the commands that run it)",
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
         PluginCommand::Inspect { plugin } => {
             let plugin = load(&rt, &plugin).await?;
             println!("{}", serde_json::to_string_pretty(plugin.manifest())?);
