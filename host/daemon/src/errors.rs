@@ -81,6 +81,7 @@ pub fn invoke_error_status(e: &InvokeError) -> (StatusCode, &'static str) {
     match e {
         InvokeError::Unknown { .. } => (StatusCode::NOT_FOUND, "not_found"),
         InvokeError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+        InvokeError::InputSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
         InvokeError::Plugin(P::InvalidInput { .. }) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input")
         }

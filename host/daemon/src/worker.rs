@@ -230,6 +230,7 @@ fn settle(result: Result<Option<u16>, &InvokeError>, max_retry_after_ms: i64) ->
         Err(
             e @ (E::Unknown { .. }
             | E::InvalidInput(_)
+            | E::InputSchema(_)
             | E::Plugin(
                 PluginError::InvalidInput { .. }
                 | PluginError::NotFound { .. }

@@ -96,6 +96,21 @@ async fn actions_are_authenticated_role_checked_and_audited() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["output"]["error"]["kind"], "denied");
+    // An input that does not match the action's schema is refused by the
+    // host (issue 14): 422, saying where and what; the plugin never runs
+    // (it would have reported the egress denial as data).
+    let (status, body) = act(
+        &d,
+        &format!("{path}/fetch"),
+        Some(&acme),
+        &format!(r#"{{"input": {{"url": 7}}, {agent}}}"#),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_input");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("at `/url`: "), "{message}");
+    assert!(message.contains("string"), "{message}");
 
     // Authentication and addressing.
     let echo = format!(r#"{{"input": {{}}, {agent}}}"#);
@@ -161,14 +176,16 @@ async fn actions_are_authenticated_role_checked_and_audited() {
         kinds,
         [
             ("action", "echo", "paused"),
+            ("action", "fetch", "invalid_input"),
             ("egress", "GET https://x.example.com:443/", "denied"),
             ("action", "fetch", "ok"),
             ("action", "fetch", "forbidden"),
             ("action", "echo", "ok"),
         ]
     );
-    assert_eq!(entries[2]["actor"], "jdoe");
-    assert_eq!(entries[3]["actor"], "emp");
+    assert_eq!(entries[1]["actor"], "jdoe");
+    assert_eq!(entries[3]["actor"], "jdoe");
+    assert_eq!(entries[4]["actor"], "emp");
     assert!(!audit.contains(&acme));
 
     // Metrics count what ran, per tenant and plugin, denials included.

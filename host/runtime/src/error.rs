@@ -91,6 +91,11 @@ pub enum InvokeError {
     /// The input was refused before the plugin ran.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The input does not match the action's input schema; the plugin was
+    /// not called. Each problem names where (a JSON pointer) and what was
+    /// expected.
+    #[error("the input does not match the action's schema: {}", .0.join("; "))]
+    InputSchema(Vec<String>),
     /// The plugin returned an error.
     #[error(transparent)]
     Plugin(PluginError),

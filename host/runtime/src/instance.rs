@@ -287,6 +287,9 @@ impl Instance {
         if let Err(e) = self.admissible(action, input.get().len()) {
             return self.refused(opts, e);
         }
+        if let Err(problems) = self.plugin.schemas.check(action, input) {
+            return self.refused(opts, InvokeError::InputSchema(problems));
+        }
         let output_limit = self.ctx.limits.output_bytes;
         let (action, input) = (action.to_owned(), input.get().to_owned());
         let inv = self

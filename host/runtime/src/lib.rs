@@ -16,9 +16,9 @@
 //! runners move to a low-priority pool), `limits`, [`egress`], `call` (what
 //! one invocation did), `net` (clients and the checking resolver), `error`;
 //! the capabilities [`config`], [`storage`], [`log`], [`credentials`],
-//! [`http`]; `manifest`, [`grants`]; `state` (what a Store holds), `runtime`
-//! (engine and compiled plugins), `instance` (a plugin enabled for a
-//! tenant).
+//! [`http`]; `manifest`, `schema` (actions' input schemas, checked before a
+//! call), [`grants`]; `state` (what a Store holds), `runtime` (engine and
+//! compiled plugins), `instance` (a plugin enabled for a tenant).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -57,6 +57,7 @@ mod manifest;
 mod net;
 mod runtime;
 mod sched;
+mod schema;
 mod state;
 pub mod storage;
 

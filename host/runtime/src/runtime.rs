@@ -154,6 +154,8 @@ pub struct Plugin {
     pub(crate) pre: PluginPre<StoreState>,
     manifest: Manifest,
     digest: String,
+    /// The actions' input schemas, compiled once (see `schema`).
+    pub(crate) schemas: crate::schema::Schemas,
 }
 
 impl Plugin {
@@ -312,10 +314,12 @@ impl Runtime {
             .read_manifest(&component)
             .await
             .map_err(LoadError::Manifest)?;
+        let schemas = crate::schema::compile(&manifest).map_err(LoadError::Manifest)?;
         Ok(Arc::new(Plugin {
             pre,
             manifest,
             digest,
+            schemas,
         }))
     }
 
