@@ -156,6 +156,37 @@ pub fn document() -> Value {
     })
 }
 
+/// `doc` with the installed plugins' actions: under `x-plugins`, each
+/// version's actions with their input schema and required role, and the
+/// schemas again under `components.schemas` (`<plugin>@<version>.<action>`)
+/// for tools that read only those. The host enforces these schemas.
+pub fn with_plugins(mut doc: Value, catalog: &crate::plugins::Catalog) -> Value {
+    let mut plugins = serde_json::Map::new();
+    for entry in catalog.entries() {
+        let m = entry.plugin.manifest();
+        let key = format!("{}@{}", m.id, m.version);
+        let actions: serde_json::Map<String, Value> = m
+            .actions
+            .iter()
+            .map(|a| {
+                doc["components"]["schemas"][format!("{key}.{}", a.name)] = a.input_schema.clone();
+                let described = json!({
+                    "description": a.description,
+                    "required_role": a.required_role,
+                    "input_schema": a.input_schema,
+                });
+                (a.name.clone(), described)
+            })
+            .collect();
+        plugins.insert(
+            key,
+            json!({ "id": m.id, "version": m.version, "description": m.description, "actions": actions }),
+        );
+    }
+    doc["x-plugins"] = Value::Object(plugins);
+    doc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

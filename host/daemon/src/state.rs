@@ -626,6 +626,11 @@ impl AppState {
     }
 
     /// The longest invocation deadline of any instance, in milliseconds.
+    /// The installed plugins (every version).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
     pub fn max_deadline_ms(&self) -> i64 {
         self.max_deadline_ms
     }

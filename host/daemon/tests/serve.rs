@@ -50,6 +50,25 @@ async fn actions_are_authenticated_role_checked_and_audited() {
         doc["paths"]["/v1/tenants/{tenant}/instances/{instance}/actions/{action}"]["post"]
             .is_object()
     );
+    // Each installed plugin's actions, with the input schemas the host
+    // enforces (issue 14).
+    let echo = doc["x-plugins"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("echo@"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("{}", doc["x-plugins"]));
+    assert_eq!(echo["actions"]["fetch"]["required_role"], "operator");
+    assert_eq!(
+        echo["actions"]["fetch"]["input_schema"]["required"],
+        json!(["url"])
+    );
+    let version = echo["version"].as_str().unwrap();
+    assert_eq!(
+        doc["components"]["schemas"][format!("echo@{version}.fetch")]["required"],
+        json!(["url"])
+    );
 
     let path = "/v1/tenants/acme/instances/echo-1/actions";
     let agent = r#""actor": {"id": "jdoe", "email": "jdoe@acme.test", "roles": ["ITIL Agent"]}"#;

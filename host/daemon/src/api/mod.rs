@@ -31,7 +31,14 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(openapi::READYZ, get(|| async { "ready" }))
         .route(
             openapi::OPENAPI,
-            get(|| async { axum::Json(openapi::document()) }),
+            get(
+                |axum::extract::State(live): axum::extract::State<Arc<Live>>| async move {
+                    axum::Json(openapi::with_plugins(
+                        openapi::document(),
+                        live.current().catalog(),
+                    ))
+                },
+            ),
         )
         .route(openapi::ACTION, post(actions::action))
         .route(openapi::PAUSE, post(operations::pause))
