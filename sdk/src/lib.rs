@@ -6,7 +6,9 @@
 //! ([`credentials`]), a private key-value store ([`storage`]), logging
 //! ([`log`]) and its configuration ([`config`]) — nothing else.
 //!
-//! A complete plugin:
+//! Actions can be types ([`Action`], see [`typed`]): their input schema is
+//! generated into the manifest and the SDK routes calls by name. A complete
+//! plugin with an untyped action:
 //!
 //! ```no_run
 //! use serde_json::{Value, json};
@@ -54,6 +56,7 @@ pub mod http;
 pub mod log;
 mod manifest;
 pub mod storage;
+pub mod typed;
 
 // The generated code names this crate by its external name.
 extern crate self as switchyard_sdk;
@@ -68,7 +71,10 @@ pub use bindings::switchyard::plugin::types::{
     ActionSpec, Actor, ConfigSpec, Context, CredentialSlot, EgressNeed, Header, JobSpec, Manifest,
     WebhookMode, WebhookRequest, WebhookResponse, WebhookSpec,
 };
+/// The JSON Schema derive for typed actions' inputs.
+pub use schemars;
 pub use serde_json::{Value, json};
+pub use typed::Action;
 
 use bindings::switchyard::plugin::types::{PluginError, UpstreamError};
 

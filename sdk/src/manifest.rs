@@ -25,6 +25,10 @@ impl Manifest {
         self.actions.push(a);
         self
     }
+    /// Adds the typed action `A`, with its generated input schema.
+    pub fn typed_action<A: crate::Action>(self) -> Self {
+        self.action(crate::typed::spec::<A>())
+    }
     /// Adds a webhook route.
     pub fn webhook(mut self, w: WebhookSpec) -> Self {
         self.webhooks.push(w);

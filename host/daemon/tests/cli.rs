@@ -239,6 +239,19 @@ fn a_scaffolded_plugin_builds_outside_the_workspace_and_runs() {
     assert!(manifest.status.success(), "{}", text(&manifest.stderr));
     let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
     assert_eq!(manifest["id"], "hello-plugin");
+    // The typed action's schema was generated into the manifest, and the
+    // host enforces it.
+    assert_eq!(
+        manifest["actions"][0]["input_schema"]["required"],
+        serde_json::json!(["name"])
+    );
+    let wrong = switchyard(&["plugin", "run", wasm, "greet", "--input", r#"{"name": 7}"#]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("at `/name`"),
+        "{}",
+        text(&wrong.stderr)
+    );
 
     let instance = dir.join("instance.json");
     let greet = switchyard(&[

@@ -1,5 +1,5 @@
 //! `switchyard plugin new NAME`: a plugin crate of its own, outside this
-//! repository, that builds, inspects and runs at once: an action, a
+//! repository, that builds, inspects and runs at once: a typed action, a
 //! webhook route, a job, a test and an `--instance` example.
 
 use std::path::{Path, PathBuf};
@@ -94,6 +94,7 @@ crate-type = ["cdylib", "rlib"]
 
 [dependencies]
 switchyard-sdk = {sdk_dep}
+serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
 
 # A workspace of its own: the plugin never joins an enclosing one.
@@ -113,15 +114,49 @@ fn lib_rs(name: &str) -> String {
 const LIB_RS: &str = r#"//! `{{name}}`: a Switchyard plugin.
 //!
 //! - action `greet` `{"name": "Ada"}` → `{"greeting": "Hello, Ada"}` (the
-//!   word comes from the `greeting` setting);
+//!   word comes from the `greeting` setting); a typed action: its input
+//!   schema is generated into the manifest and the host enforces it;
 //! - webhook `events` (queued) stores each event `{"id": …}` under
 //!   `events/<id>`;
 //! - job `count` says how many events are stored.
 
+use serde::{Deserialize, Serialize};
 use switchyard_sdk::{
-    ActionSpec, ConfigSpec, Context, Error, JobSpec, Manifest, Plugin, Result, Value,
-    WebhookRequest, WebhookResponse, WebhookSpec, config, json, storage,
+    Action, ConfigSpec, Context, Error, JobSpec, Manifest, Plugin, Result, Value, WebhookRequest,
+    WebhookResponse, WebhookSpec, config, schemars, storage,
 };
+
+/// The input of `greet`.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub struct GreetInput {
+    /// Whom to greet.
+    pub name: String,
+}
+
+/// The output of `greet`.
+#[derive(Serialize)]
+pub struct Greeting {
+    /// The greeting.
+    pub greeting: String,
+}
+
+/// The `greet` action.
+pub struct Greet;
+
+impl Action for Greet {
+    const NAME: &'static str = "greet";
+    const DESCRIPTION: &'static str = "Greets someone";
+    type Input = GreetInput;
+    type Output = Greeting;
+
+    fn run(_ctx: &Context, input: GreetInput) -> Result<Greeting> {
+        let word = config::get("greeting").unwrap_or_else(|| "Hello".into());
+        Ok(Greeting {
+            greeting: greeting(&word, &input.name),
+        })
+    }
+}
 
 /// The plugin.
 pub struct MyPlugin;
@@ -129,29 +164,14 @@ pub struct MyPlugin;
 impl Plugin for MyPlugin {
     fn manifest() -> Manifest {
         Manifest::new("{{name}}", env!("CARGO_PKG_VERSION"), "A Switchyard plugin")
-            .action(
-                ActionSpec::new("greet", "Greets someone").input_schema(json!({
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {"name": {"type": "string"}}
-                })),
-            )
+            .typed_action::<Greet>()
             .webhook(WebhookSpec::queued("events", "Stores each event it receives"))
             .job(JobSpec::new("count", "Counts the stored events", 60, 3600, 86400))
             .config(ConfigSpec::optional("greeting", "Word to greet with", "Hello"))
     }
 
-    fn invoke(_ctx: &Context, action: &str, input: Value) -> Result<Value> {
-        match action {
-            "greet" => {
-                let name = input["name"]
-                    .as_str()
-                    .ok_or_else(|| Error::invalid_input("`name` must be a string"))?;
-                let word = config::get("greeting").unwrap_or_else(|| "Hello".into());
-                Ok(json!({ "greeting": greeting(&word, name) }))
-            }
-            other => Err(Error::not_found(format!("no action `{other}`"))),
-        }
+    fn invoke(ctx: &Context, action: &str, input: Value) -> Result<Value> {
+        switchyard_sdk::dispatch!(ctx, action, input; Greet)
     }
 
     fn handle_webhook(
