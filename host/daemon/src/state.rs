@@ -625,12 +625,12 @@ impl AppState {
         out
     }
 
-    /// The longest invocation deadline of any instance, in milliseconds.
     /// The installed plugins (every version).
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
 
+    /// The longest invocation deadline of any instance, in milliseconds.
     pub fn max_deadline_ms(&self) -> i64 {
         self.max_deadline_ms
     }

@@ -437,6 +437,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use switchyard_store::JobState;
 
     #[test]
     fn the_readme_error_table_says_which_failures_are_retried() {
@@ -457,7 +458,6 @@ mod tests {
             );
         }
     }
-    use switchyard_store::JobState;
 
     /// Issue 13, items 1, 16, 19, 20: how each outcome is settled.
     #[test]

@@ -1,5 +1,6 @@
-//! `switchyard plugin inspect|run|upgrade`: a plugin's manifest, and one
-//! action, webhook delivery or job run locally, for plugin authors.
+//! `switchyard plugin new|inspect|run|upgrade`, for plugin authors: a new
+//! plugin crate (see `scaffold`), a plugin's manifest, one action, webhook
+//! delivery or job run locally, and upgrades of configured instances.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -139,8 +140,8 @@ pub(super) enum PluginCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Write a new plugin crate (outside this repository): an action, a
-    /// webhook route, a job, a test and an `--instance` example, ready to
+    /// Write a new plugin crate (outside this repository): a typed action,
+    /// a webhook route, a job, a test and an `--instance` example, ready to
     /// build with `cargo build --release --target wasm32-wasip2`.
     New {
         /// The plugin's name (its id and crate name): lowercase letters,

@@ -629,6 +629,7 @@ mod tests {
         assert!(merge_limits(&base, &bad).unwrap_err().contains("deadlin"));
     }
 }
+
 /// docs/configuration.md documents every key the configuration accepts.
 #[cfg(test)]
 mod reference {
