@@ -42,6 +42,26 @@ impl From<Error> for crate::Error {
     }
 }
 
+/// A failed send as a plugin error naming the upstream (`ServiceNow: the
+/// upstream did not answer in time`). A spent request budget stays
+/// [`crate::Error::Internal`]: it is this invocation's limit, not the
+/// upstream's fault.
+pub fn error_from(system: &str, e: Error) -> crate::Error {
+    match crate::Error::from(e) {
+        crate::Error::Upstream {
+            status,
+            message,
+            retry_after_secs,
+        } => crate::Error::Upstream {
+            status,
+            message: format!("{system}: {message}"),
+            retry_after_secs,
+        },
+        crate::Error::Internal(m) => crate::Error::Internal(format!("{system}: {m}")),
+        other => other,
+    }
+}
+
 /// An outbound request being built.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -123,6 +143,10 @@ impl Request {
     /// The URL.
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+    /// The method.
+    pub fn method(&self) -> Method {
+        self.inner.method
     }
 
     /// Sends the request; 3xx answers are returned as they are.

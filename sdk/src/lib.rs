@@ -55,6 +55,7 @@ pub mod credentials;
 pub mod http;
 pub mod log;
 mod manifest;
+pub mod retry;
 pub mod storage;
 pub mod typed;
 
