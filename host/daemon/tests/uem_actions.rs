@@ -648,7 +648,10 @@ async fn refusals_roles_email_exceptions_os_and_wipes() {
         )
         .await;
     assert_eq!(status, 422);
-    let (status, _) = env
+    // Typed inputs (issue 14): the host checks each action's generated
+    // schema and names where the input is wrong; the plugin never runs.
+    let before = env.uem.control().requests().len();
+    let (status, out) = env
         .act(
             "change-passcode",
             &["ITIL Agent"],
@@ -656,6 +659,21 @@ async fn refusals_roles_email_exceptions_os_and_wipes() {
         )
         .await;
     assert_eq!(status, 422);
+    assert!(out.to_string().contains("/passcode"), "{out}");
+    let (status, out) = env
+        .act(
+            "lock-device",
+            &["ITIL Agent"],
+            json!({"device": {"id": many.id}, "incident": {"sys_id": "../sys_user/x"}}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(out.to_string().contains("/incident/sys_id"), "{out}");
+    assert_eq!(
+        env.uem.control().requests().len(),
+        before,
+        "no request reached UEM"
+    );
 }
 
 #[tokio::test]

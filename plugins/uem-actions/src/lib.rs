@@ -12,6 +12,12 @@
 //! by email must be unique: a user with several devices gets 409 with the
 //! list (pick one by id), or use `find-devices` first.
 //!
+//! Each action's input is a type (see `actions.rs`): its JSON Schema is
+//! generated into the manifest, and the host refuses input that does not
+//! match it (422, naming where) before the plugin runs. UEM and ServiceNow
+//! are reached through the shared `switchyard-uem` and
+//! `switchyard-servicenow` clients.
+//!
 //! | action | extra input | UEM call |
 //! |---|---|---|
 //! | `lock-device`, `soft-reset`, `sync-device` | | `POST /api/mdm/devices/{id}/commands?command=Lock\|SoftReset\|SyncDevice` |
@@ -55,50 +61,36 @@
 //! UEM; Add Device uses `registerdevice` with `{"LocationGroupId"?,
 //! "FriendlyName", "Ownership", "PlatformId", "SerialNumber"?, "MessageType"}`.
 
+mod actions;
+mod incident;
 mod os;
 pub mod roles;
-mod snow;
-mod uem;
 
 use serde_json::{Value, json};
 use switchyard_sdk::{
-    ActionSpec, ConfigSpec, Context, CredentialKind, CredentialSlot, Error, Manifest, Plugin,
-    Result, config, credentials, log,
+    ConfigSpec, Context, CredentialKind, CredentialSlot, Error, Manifest, Plugin, Result, config,
+    credentials, log,
 };
+use switchyard_servicenow::ServiceNow;
+use switchyard_uem::{Device, OsFamily, Selector, Uem};
 
+use incident::Incident;
 use roles::Grant;
-use snow::{Incident, ServiceNow};
-use uem::{Device, Selector, Uem};
 
 /// The plugin.
 pub struct UemActions;
 
-const INPUT: &str = r#"{"type": "object", "required": ["device"], "properties": {
-  "device": {"type": "object", "description": "id, serial, udid or email"},
-  "incident": {"type": "object", "properties": {"sys_id": {"type": "string"}, "number": {"type": "string"}, "caller_email": {"type": "string"}}}
-}}"#;
-
 impl Plugin for UemActions {
     fn manifest() -> Manifest {
-        let mut m = Manifest::new(
+        let m = Manifest::new(
             "uem-actions",
             env!("CARGO_PKG_VERSION"),
             "Workspace ONE UEM device actions for service desks and self-service",
         );
-        for (action, label) in roles::ACTIONS {
-            let schema = match *action {
-                "test-connection" | "verify-oauth-token" => json!({"type": "object"}),
-                "add-device" => json!({"type": "object", "required": ["platform"], "properties": {
-                    "user_email": {"type": "string"}, "platform": {"type": "string"},
-                    "serial": {"type": "string"}, "friendly_name": {"type": "string"},
-                    "ownership": {"enum": ["C", "E", "S"]}}}),
-                _ => serde_json::from_str(INPUT).expect("static schema"),
-            };
-            // Roles are checked by the plugin (an action may be allowed by
-            // several roles, and catalog roles only on own devices).
-            m = m.action(ActionSpec::new(action, label).input_schema(schema));
-        }
-        m.config(ConfigSpec::required("api_url", "UEM REST API base URL, e.g. https://as1234.awmdm.com"))
+        // Roles are checked by the plugin (an action may be allowed by
+        // several roles, and catalog roles only on own devices).
+        actions::declare(m)
+            .config(ConfigSpec::required("api_url", "UEM REST API base URL, e.g. https://as1234.awmdm.com"))
             .config(ConfigSpec::optional("console_url", "UEM console base URL, for Console Link", ""))
             .config(ConfigSpec::optional("assist_url", "Workspace ONE Assist portal URL, for Remote Assist", ""))
             .config(ConfigSpec::optional("servicenow_url", "ServiceNow instance URL, for work notes and caller lookup", ""))
@@ -107,13 +99,13 @@ impl Plugin for UemActions {
             .config(ConfigSpec::optional("validate_caller_email", "The incident caller must be the device's user (true/false)", "true"))
             .config(ConfigSpec::optional("email_exceptions", "Emails exempt from caller validation, semicolon-separated", ""))
             .credential(CredentialSlot::new(
-                uem::CREDENTIAL,
+                switchyard_uem::CREDENTIAL,
                 "Workspace ONE UEM API: OAuth2 client credentials, or Basic with the aw-tenant-code header",
                 &[CredentialKind::Oauth2ClientCredentials, CredentialKind::Basic],
             ))
             .credential(
                 CredentialSlot::new(
-                    snow::CREDENTIAL,
+                    switchyard_servicenow::CREDENTIAL,
                     "ServiceNow, for work notes on the incident",
                     &[CredentialKind::Basic, CredentialKind::Oauth2ClientCredentials],
                 )
@@ -124,36 +116,29 @@ impl Plugin for UemActions {
     }
 
     fn invoke(ctx: &Context, action: &str, input: Value) -> Result<Value> {
-        if !roles::ACTIONS.iter().any(|(a, _)| *a == action) {
-            return Err(Error::not_found(format!(
-                "uem-actions has no action `{action}`"
-            )));
-        }
-        if !enabled(action) {
-            return Err(Error::forbidden(format!(
-                "action `{action}` is not offered to this tenant (config `actions`)"
-            )));
-        }
-        let actor = ctx.actor.as_ref();
-        let roles: &[String] = actor.map_or(&[], |a| &a.roles);
-        let Some(grant) = roles::authorize(action, roles) else {
-            return Err(Error::forbidden(format!(
-                "action `{action}` needs one of the roles allowed for it; the actor has [{}]",
-                roles.join(", ")
-            )));
-        };
-        let uem = Uem::new(&config::require("api_url")?);
-        match action {
-            "test-connection" => test_connection(&uem),
-            "verify-oauth-token" => verify_token(),
-            "find-devices" => find_devices(ctx, grant, &uem, &input),
-            "add-device" => add_device(ctx, grant, &uem, &input),
-            _ => device_action(ctx, grant, &uem, action, &input),
-        }
+        actions::dispatch(ctx, action, input)
     }
 }
 
 switchyard_sdk::register!(UemActions);
+
+/// Checks that the tenant offers `action` and the actor's roles allow it;
+/// gives the grant and the UEM client.
+fn admit(ctx: &Context, action: &str) -> Result<(Grant, Uem)> {
+    if !enabled(action) {
+        return Err(Error::forbidden(format!(
+            "action `{action}` is not offered to this tenant (config `actions`)"
+        )));
+    }
+    let roles: &[String] = ctx.actor.as_ref().map_or(&[], |a| &a.roles);
+    let Some(grant) = roles::authorize(action, roles) else {
+        return Err(Error::forbidden(format!(
+            "action `{action}` needs one of the roles allowed for it; the actor has [{}]",
+            roles.join(", ")
+        )));
+    };
+    Ok((grant, Uem::new(&config::require("api_url")?)))
+}
 
 fn flag(key: &str) -> bool {
     config::get(key).is_none_or(|v| !matches!(v.trim(), "false" | "no" | "0" | "off"))
@@ -185,21 +170,11 @@ fn same_email(a: &str, b: &str) -> bool {
 }
 
 fn test_connection(uem: &Uem) -> Result<Value> {
-    let info = uem
-        .get("/system/info", "reading the system info")?
-        .unwrap_or(Value::Null);
-    let version = info["ProductVersion"]
-        .as_str()
-        .ok_or_else(|| Error::Upstream {
-            status: None,
-            message: "UEM's system info has no ProductVersion".into(),
-            retry_after_secs: None,
-        })?;
-    Ok(json!({ "ok": true, "version": version }))
+    Ok(json!({ "ok": true, "version": uem.version()? }))
 }
 
 fn verify_token() -> Result<Value> {
-    let v = credentials::verify(uem::CREDENTIAL)?;
+    let v = credentials::verify(switchyard_uem::CREDENTIAL)?;
     if v.kind != CredentialKind::Oauth2ClientCredentials {
         return Err(Error::conflict(
             "the `uem` credential is not OAuth2 client credentials; use Test Connection for Basic",
@@ -208,33 +183,23 @@ fn verify_token() -> Result<Value> {
     Ok(json!({ "ok": true, "expires_at_ms": v.expires_at_ms, "scope": v.scope }))
 }
 
-fn find_devices(ctx: &Context, grant: Grant, uem: &Uem, input: &Value) -> Result<Value> {
-    let devices = match grant {
+fn find_devices(
+    ctx: &Context,
+    grant: Grant,
+    uem: &Uem,
+    device: Option<&Selector>,
+) -> Result<Value> {
+    let devices = match (grant, device) {
         // Employees see only their own devices, whatever they ask for.
-        Grant::OwnDevices => uem.devices_of(&actor_email(ctx)?)?,
-        Grant::Agent => uem.resolve(&Selector::parse(&input["device"])?)?,
+        (Grant::OwnDevices, _) => uem.devices_of(&actor_email(ctx)?)?,
+        (Grant::Agent, Some(sel)) => uem.resolve(sel)?,
+        (Grant::Agent, None) => {
+            return Err(Error::invalid_input(
+                "`device` must name the device by `id`, `serial`, `udid` or `email`",
+            ));
+        }
     };
     Ok(json!({ "devices": devices }))
-}
-
-/// Resolves the one device an action targets.
-fn one_device(uem: &Uem, input: &Value) -> Result<Device> {
-    let sel = Selector::parse(&input["device"])?;
-    let mut devices = uem.resolve(&sel)?;
-    match devices.len() {
-        0 => Err(Error::not_found(format!("UEM has no device for {sel:?}"))),
-        1 => Ok(devices.remove(0)),
-        n => {
-            let list: Vec<String> = devices
-                .iter()
-                .map(|d| format!("{} ({} {})", d.id, d.model, d.os))
-                .collect();
-            Err(Error::conflict(format!(
-                "{n} devices match; name one by id: {}",
-                list.join(", ")
-            )))
-        }
-    }
 }
 
 /// Applies the seed's policy: own devices for self-service, caller-email
@@ -298,20 +263,23 @@ fn now_utc() -> String {
         .unwrap_or_else(|_| "unknown time".into())
 }
 
+/// Runs a device action: resolves the device, applies the policy and the
+/// OS-family gate, runs `perform`, and records the outcome in a note on
+/// the device and a work note on the incident (failures included).
 fn device_action(
     ctx: &Context,
-    grant: Grant,
-    uem: &Uem,
     action: &str,
-    input: &Value,
+    target: actions::Target,
+    perform: impl FnOnce(&Uem, &Device, OsFamily) -> Result<Value>,
 ) -> Result<Value> {
+    let (grant, uem) = admit(ctx, action)?;
     let label = roles::label(action);
-    let mut incident = Incident::parse(&input["incident"])?;
+    let mut incident = Some(target.incident).filter(Incident::is_named);
     let snow = ServiceNow::configured(config::get("servicenow_url"));
     if let (Some(sn), Some(inc)) = (&snow, incident.as_mut()) {
-        sn.load(inc)?;
+        inc.load(sn)?;
     }
-    let device = one_device(uem, input)?;
+    let device = uem.resolve_one(&target.device)?;
     check_policy(ctx, grant, &device, incident.as_ref())?;
     let family = device.os_family.ok_or_else(|| {
         Error::conflict(format!(
@@ -319,7 +287,7 @@ fn device_action(
             device.id, device.os, device.platform
         ))
     })?;
-    if !family.supports(action) {
+    if !os::supports(family, action) {
         return Err(Error::conflict(format!(
             "{label} does not apply to {} devices (device {})",
             family.name(),
@@ -327,7 +295,7 @@ fn device_action(
         )));
     }
 
-    let outcome = perform(uem, action, &device, family, input);
+    let outcome = perform(&uem, &device, family);
     let who = actor_name(ctx);
     let from = incident
         .as_ref()
@@ -337,7 +305,7 @@ fn device_action(
         (Ok(_), "console-link") => "not applicable".to_owned(),
         (Ok(_), _) if flag("audit_note") => {
             let text = format!("{}: {label} by {who}{from} (Switchyard)", now_utc());
-            match uem.note(&device, &text) {
+            match uem.note(device.id, &text) {
                 Ok(_) => "written".into(),
                 Err(e) => {
                     log::warn(format!("audit note on device {} failed: {e}", device.id));
@@ -363,7 +331,7 @@ fn device_action(
                     &device.user
                 },
             );
-            match sn.work_note(inc, &text) {
+            match inc.work_note(sn, &text) {
                 Ok(()) => "written".to_owned(),
                 Err(e) => {
                     log::warn(format!("work note on {} failed: {e}", inc.name()));
@@ -382,233 +350,4 @@ fn device_action(
         "audit_note": audit_note,
         "work_note": work_note,
     }))
-}
-
-fn perform(
-    uem: &Uem,
-    action: &str,
-    d: &Device,
-    family: os::OsFamily,
-    input: &Value,
-) -> Result<Value> {
-    let id = d.id;
-    let sent = |command: &str| json!({ "command": command, "status": "sent" });
-    match action {
-        "lock-device" => uem.command(d, "Lock").map(|()| sent("Lock")),
-        "soft-reset" => uem.command(d, "SoftReset").map(|()| sent("SoftReset")),
-        "sync-device" => uem.command(d, "SyncDevice").map(|()| sent("SyncDevice")),
-        "device-wipe" | "enterprise-wipe" => {
-            if input["confirm"] != json!(true) {
-                return Err(Error::invalid_input(format!(
-                    "{} erases data on device {id}; repeat the request with \"confirm\": true",
-                    roles::label(action)
-                )));
-            }
-            let command = if action == "device-wipe" {
-                "DeviceWipe"
-            } else {
-                "EnterpriseWipe"
-            };
-            uem.command(d, command).map(|()| sent(command))
-        }
-        "change-passcode" => {
-            let passcode = input["passcode"].as_str().unwrap_or_default();
-            if !(4..=16).contains(&passcode.chars().count()) {
-                return Err(Error::invalid_input(
-                    "`passcode` must be 4 to 16 characters",
-                ));
-            }
-            uem.post(
-                &format!("/mdm/devices/{id}/commands/changepasscode"),
-                Some(&json!({ "Passcode": passcode })),
-                &format!("changing the passcode of device {id}"),
-            )?;
-            Ok(sent("ChangePasscode"))
-        }
-        "find-device" => {
-            let reps = input["repetitions"].as_u64().unwrap_or(3).clamp(1, 10);
-            let gap = input["gap_secs"].as_u64().unwrap_or(10).clamp(1, 60);
-            uem.post(
-                &format!("/mdm/devices/{id}/commands/finddevice"),
-                Some(&json!({"Platform": d.platform, "NumberOfRepetitions": reps, "GapBetweenRepetitions": gap})),
-                &format!("finding device {id}"),
-            )?;
-            Ok(sent("FindDevice"))
-        }
-        "request-device-log" => {
-            let source = input["source"].as_str().unwrap_or("Agent");
-            if !matches!(source, "Agent" | "System" | "Network") {
-                return Err(Error::invalid_input(
-                    "`source` must be Agent, System or Network",
-                ));
-            }
-            let minutes = input["duration_min"].as_u64().unwrap_or(30);
-            if !(1..=720).contains(&minutes) {
-                return Err(Error::invalid_input("`duration_min` must be 1 to 720"));
-            }
-            uem.post(
-                &format!("/mdm/devices/commands/requestdevicelog?searchby=DeviceId&id={id}"),
-                Some(&json!({"Source": source, "Level": "Debug", "Duration": minutes})),
-                &format!("requesting the log of device {id}"),
-            )?;
-            Ok(sent("RequestDeviceLog"))
-        }
-        "send-message" => {
-            let message = input["message"].as_str().map(str::trim).unwrap_or_default();
-            if message.is_empty() {
-                return Err(Error::invalid_input("`message` is required"));
-            }
-            let (app, kind) = family.message_channel().ok_or_else(|| {
-                Error::conflict(format!("{} devices take no push messages", family.name()))
-            })?;
-            uem.post(
-                &format!("/mdm/devices/messages/push?searchby=deviceid&id={id}"),
-                Some(&json!({"MessageBody": message, "Application": app, "MessageType": kind})),
-                &format!("sending a message to device {id}"),
-            )?;
-            Ok(json!({ "command": "SendMessage", "status": "sent", "channel": kind }))
-        }
-        "view-recovery-key" => recovery_key(uem, d, family),
-        "console-link" => {
-            let console = config::get("console_url").unwrap_or_default();
-            if console.trim().is_empty() {
-                return Err(Error::conflict(
-                    "Console Link needs `console_url` in the configuration",
-                ));
-            }
-            Ok(json!({
-                "url": format!("{}/AirWatch/#/AirWatch/Device/Details/Summary/{id}", console.trim_end_matches('/'))
-            }))
-        }
-        "remote-assist" => {
-            let assist = config::get("assist_url").unwrap_or_default();
-            if assist.trim().is_empty() {
-                return Err(Error::conflict(
-                    "Remote Assist needs `assist_url` in the configuration",
-                ));
-            }
-            Ok(json!({
-                "url": format!("{}/devices/{}", assist.trim_end_matches('/'), d.udid)
-            }))
-        }
-        other => Err(Error::internal(format!("no handler for `{other}`"))),
-    }
-}
-
-fn recovery_key(uem: &Uem, d: &Device, family: os::OsFamily) -> Result<Value> {
-    let what = format!("the recovery key of device {}", d.id);
-    match family {
-        os::OsFamily::MacOs => {
-            let v = uem
-                .get(
-                    &format!("/mdm/devices/{}/security/recovery-key", d.uuid),
-                    &what,
-                )?
-                .unwrap_or(Value::Null);
-            let key = v["RecoveryKey"].as_str().ok_or_else(|| {
-                Error::not_found(format!("no FileVault key is escrowed for device {}", d.id))
-            })?;
-            Ok(json!({ "type": "FileVault", "keys": [{ "volume": "/", "key": key }] }))
-        }
-        os::OsFamily::Windows => {
-            let drives = uem
-                .get(&format!("/mdm/devices/{}/bitlocker/drives", d.uuid), &what)?
-                .unwrap_or(Value::Null);
-            let mut keys = Vec::new();
-            for drive in drives["Drives"].as_array().into_iter().flatten() {
-                let Some(volume) = drive["VolumeId"].as_str() else {
-                    continue;
-                };
-                let vol = uem::enc(volume);
-                let p = uem
-                    .get(
-                        &format!("/mdm/devices/{}/bitlocker/drives/{vol}/protectors", d.uuid),
-                        &what,
-                    )?
-                    .unwrap_or(Value::Null);
-                for prot in p["Protectors"].as_array().into_iter().flatten() {
-                    if let Some(k) = prot["RecoveryPassword"].as_str() {
-                        keys.push(json!({ "volume": volume, "key": k, "protector": prot["Id"] }));
-                    }
-                }
-            }
-            if keys.is_empty() {
-                return Err(Error::not_found(format!(
-                    "no BitLocker recovery password is escrowed for device {}",
-                    d.id
-                )));
-            }
-            Ok(json!({ "type": "BitLocker", "keys": keys }))
-        }
-        other => Err(Error::conflict(format!(
-            "{} devices have no encryption recovery key",
-            other.name()
-        ))),
-    }
-}
-
-fn add_device(ctx: &Context, grant: Grant, uem: &Uem, input: &Value) -> Result<Value> {
-    let email = match grant {
-        Grant::OwnDevices => actor_email(ctx)?,
-        Grant::Agent => input["user_email"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| Error::invalid_input("`user_email` is required"))?,
-    };
-    if grant == Grant::OwnDevices
-        && let Some(other) = input["user_email"].as_str()
-        && !same_email(other, &email)
-    {
-        return Err(Error::forbidden(
-            "self-service adds devices for yourself only",
-        ));
-    }
-    let platform_id = match input["platform"]
-        .as_str()
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "ios" | "apple" => 2,
-        "android" => 5,
-        "macos" | "mac" => 10,
-        "windows" => 12,
-        other => {
-            return Err(Error::invalid_input(format!(
-                "`platform` must be iOS, Android, macOS or Windows, not `{other}`"
-            )));
-        }
-    };
-    let ownership = input["ownership"].as_str().unwrap_or("C");
-    if !matches!(ownership, "C" | "E" | "S") {
-        return Err(Error::invalid_input("`ownership` must be C, E or S"));
-    }
-    let user = uem
-        .users_with_email(&email)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::not_found(format!("UEM has no user with email {email}")))?;
-    let user_id = user["Id"]["Value"]
-        .as_i64()
-        .ok_or_else(|| Error::upstream("UEM sent a user without Id.Value"))?;
-    let mut body = json!({
-        "FriendlyName": input["friendly_name"].as_str().unwrap_or("Registered via Switchyard"),
-        "Ownership": ownership,
-        "PlatformId": platform_id,
-        "MessageType": 0,
-    });
-    if let Some(serial) = input["serial"].as_str() {
-        body["SerialNumber"] = json!(serial);
-    }
-    let r = uem.post(
-        &format!("/system/users/{user_id}/registerdevice"),
-        Some(&body),
-        &format!("registering a device for {email}"),
-    )?;
-    let registration = r.json::<Value>().ok().and_then(|v| v["Value"].as_i64());
-    log::info(format!(
-        "device registered for {email} by {}",
-        actor_name(ctx)
-    ));
-    Ok(json!({ "action": "add-device", "user": email, "registration": registration }))
 }

@@ -1,0 +1,501 @@
+//! The actions as types: each one's input (whose generated JSON Schema the
+//! host enforces) and what it does.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use switchyard_sdk::schemars::JsonSchema;
+use switchyard_sdk::{Action, Context, Error, Manifest, Result, config, log};
+use switchyard_uem::{Device, OsFamily, Selector, Uem, enc};
+
+use crate::incident::Incident;
+use crate::roles::{self, Grant};
+use crate::{actor_email, actor_name, admit, device_action, find_devices, same_email};
+
+/// What every device action takes.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub struct Target {
+    /// The device.
+    pub device: Selector,
+    /// The incident the action is taken from: its caller must be the
+    /// device's user (unless exempt), and a work note records the action.
+    // Not an Option: a schema of "Incident or null" would make a wrong
+    // sys_id read "not valid under anyOf" instead of naming the field.
+    #[serde(default)]
+    pub incident: Incident,
+}
+
+/// A wipe: the target, and the confirmation that data is to be erased.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub struct WipeInput {
+    #[serde(flatten)]
+    target: Target,
+    /// Must be true: the wipe erases data on the device.
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// Change Passcode.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub struct PasscodeInput {
+    #[serde(flatten)]
+    target: Target,
+    /// The new passcode.
+    #[schemars(length(min = 4, max = 16))]
+    passcode: String,
+}
+
+/// Find Device (sound on the device).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub struct FindInput {
+    #[serde(flatten)]
+    target: Target,
+    /// How many times the sound plays (default 3).
+    #[serde(default = "three")]
+    #[schemars(range(min = 1, max = 10))]
+    repetitions: u32,
+    /// Seconds between repetitions (default 10).
+    #[serde(default = "ten")]
+    #[schemars(range(min = 1, max = 60))]
+    gap_secs: u32,
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn ten() -> u32 {
+    10
+}
+
+/// Which log the device sends.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub enum LogSource {
+    /// The Hub agent's log.
+    #[default]
+    Agent,
+    /// The system log.
+    System,
+    /// The network log.
+    Network,
+}
+
+/// Request Device Log.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub struct LogInput {
+    #[serde(flatten)]
+    target: Target,
+    /// Which log (default Agent).
+    #[serde(default)]
+    source: LogSource,
+    /// Minutes of logging (default 30).
+    #[serde(default = "thirty")]
+    #[schemars(range(min = 1, max = 720))]
+    duration_min: u32,
+}
+
+fn thirty() -> u32 {
+    30
+}
+
+/// Send Message.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub struct MessageInput {
+    #[serde(flatten)]
+    target: Target,
+    /// The message shown on the device.
+    #[schemars(length(min = 1))]
+    message: String,
+}
+
+/// Device ownership in UEM.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub enum Ownership {
+    /// Corporate-dedicated.
+    #[default]
+    C,
+    /// Employee-owned.
+    E,
+    /// Corporate-shared.
+    S,
+}
+
+/// Add Device.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub struct AddDeviceInput {
+    /// Whose device (agents; self-service adds for the actor).
+    #[serde(default)]
+    user_email: Option<String>,
+    /// iOS, Android, macOS or Windows.
+    platform: String,
+    /// Serial number, if known.
+    #[serde(default)]
+    serial: Option<String>,
+    /// The name shown in UEM.
+    #[serde(default)]
+    friendly_name: Option<String>,
+    /// Ownership (default C).
+    #[serde(default)]
+    ownership: Ownership,
+}
+
+/// Find Devices.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub struct FindDevicesInput {
+    /// Which devices (agents); self-service lists the actor's own.
+    #[serde(default)]
+    device: Option<Selector>,
+}
+
+/// No input.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+pub struct NoInput {}
+
+fn sent(command: &str) -> Value {
+    json!({ "command": command, "status": "sent" })
+}
+
+/// Declares each action as a type whose description is its label in
+/// [`roles::ACTIONS`], with [`declare`] (the manifest) and [`dispatch`]
+/// (routing) over all of them.
+macro_rules! actions {
+    ($($ty:ident $name:literal $label:literal ($input:ident: $in_ty:ty, $ctx:ident) $run:block)*) => {
+        $(
+            struct $ty;
+            impl Action for $ty {
+                const NAME: &'static str = $name;
+                const DESCRIPTION: &'static str = $label;
+                type Input = $in_ty;
+                type Output = Value;
+                fn run($ctx: &Context, $input: $in_ty) -> Result<Value> $run
+            }
+        )*
+
+        /// Adds every action, with its generated input schema.
+        pub fn declare(m: Manifest) -> Manifest {
+            m$(.typed_action::<$ty>())*
+        }
+
+        /// Runs `action`.
+        pub fn dispatch(ctx: &Context, action: &str, input: Value) -> Result<Value> {
+            switchyard_sdk::dispatch!(ctx, action, input; $($ty),*)
+        }
+
+        #[cfg(test)]
+        const DECLARED: &[(&str, &str)] = &[$(($name, $label)),*];
+    };
+}
+
+actions! {
+    ChangePasscode "change-passcode" "Change Passcode" (input: PasscodeInput, ctx) {
+        device_action(ctx, Self::NAME, input.target, |uem, d, _| {
+            uem.post(
+                &format!("/mdm/devices/{}/commands/changepasscode", d.id),
+                Some(&json!({ "Passcode": input.passcode })),
+                &format!("changing the passcode of device {}", d.id),
+            )?;
+            Ok(sent("ChangePasscode"))
+        })
+    }
+    LockDevice "lock-device" "Lock Device" (input: Target, ctx) {
+        command(ctx, Self::NAME, input, "Lock")
+    }
+    RemoteAssist "remote-assist" "Remote Assist" (input: Target, ctx) {
+        device_action(ctx, Self::NAME, input, |_, d, _| {
+            let assist = config::get("assist_url").unwrap_or_default();
+            if assist.trim().is_empty() {
+                return Err(Error::conflict(
+                    "Remote Assist needs `assist_url` in the configuration",
+                ));
+            }
+            Ok(json!({
+                "url": format!("{}/devices/{}", assist.trim_end_matches('/'), d.udid)
+            }))
+        })
+    }
+    RequestDeviceLog "request-device-log" "Request Device Log" (input: LogInput, ctx) {
+        device_action(ctx, Self::NAME, input.target, |uem, d, _| {
+            uem.post(
+                &format!("/mdm/devices/commands/requestdevicelog?searchby=DeviceId&id={}", d.id),
+                Some(&json!({"Source": input.source, "Level": "Debug", "Duration": input.duration_min})),
+                &format!("requesting the log of device {}", d.id),
+            )?;
+            Ok(sent("RequestDeviceLog"))
+        })
+    }
+    SendMessage "send-message" "Send Message" (input: MessageInput, ctx) {
+        let message = input.message.trim().to_owned();
+        if message.is_empty() {
+            return Err(Error::invalid_input("`message` is required"));
+        }
+        device_action(ctx, Self::NAME, input.target, |uem, d, family| {
+            let (app, kind) = family.message_channel().ok_or_else(|| {
+                Error::conflict(format!("{} devices take no push messages", family.name()))
+            })?;
+            uem.post(
+                &format!("/mdm/devices/messages/push?searchby=deviceid&id={}", d.id),
+                Some(&json!({"MessageBody": message, "Application": app, "MessageType": kind})),
+                &format!("sending a message to device {}", d.id),
+            )?;
+            Ok(json!({ "command": "SendMessage", "status": "sent", "channel": kind }))
+        })
+    }
+    SoftReset "soft-reset" "Soft Reset" (input: Target, ctx) {
+        command(ctx, Self::NAME, input, "SoftReset")
+    }
+    SyncDevice "sync-device" "Sync Device" (input: Target, ctx) {
+        command(ctx, Self::NAME, input, "SyncDevice")
+    }
+    FindDevice "find-device" "Find Device" (input: FindInput, ctx) {
+        device_action(ctx, Self::NAME, input.target, |uem, d, _| {
+            uem.post(
+                &format!("/mdm/devices/{}/commands/finddevice", d.id),
+                Some(&json!({
+                    "Platform": d.platform,
+                    "NumberOfRepetitions": input.repetitions,
+                    "GapBetweenRepetitions": input.gap_secs,
+                })),
+                &format!("finding device {}", d.id),
+            )?;
+            Ok(sent("FindDevice"))
+        })
+    }
+    ViewRecoveryKey "view-recovery-key" "View Encryption Recovery Key" (input: Target, ctx) {
+        device_action(ctx, Self::NAME, input, recovery_key)
+    }
+    AddDevice "add-device" "Add Device" (input: AddDeviceInput, ctx) {
+        let (grant, uem) = admit(ctx, Self::NAME)?;
+        add_device(ctx, grant, &uem, input)
+    }
+    DeviceWipe "device-wipe" "Device Wipe" (input: WipeInput, ctx) {
+        wipe(ctx, Self::NAME, input, "DeviceWipe")
+    }
+    EnterpriseWipe "enterprise-wipe" "Enterprise Wipe" (input: WipeInput, ctx) {
+        wipe(ctx, Self::NAME, input, "EnterpriseWipe")
+    }
+    ConsoleLink "console-link" "Console Link" (input: Target, ctx) {
+        device_action(ctx, Self::NAME, input, |_, d, _| {
+            let console = config::get("console_url").unwrap_or_default();
+            if console.trim().is_empty() {
+                return Err(Error::conflict(
+                    "Console Link needs `console_url` in the configuration",
+                ));
+            }
+            Ok(json!({
+                "url": format!(
+                    "{}/AirWatch/#/AirWatch/Device/Details/Summary/{}",
+                    console.trim_end_matches('/'),
+                    d.id
+                )
+            }))
+        })
+    }
+    VerifyOauthToken "verify-oauth-token" "Verify OAuth Token" (_input: NoInput, ctx) {
+        admit(ctx, Self::NAME)?;
+        crate::verify_token()
+    }
+    TestConnection "test-connection" "Test Connection" (_input: NoInput, ctx) {
+        let (_, uem) = admit(ctx, Self::NAME)?;
+        crate::test_connection(&uem)
+    }
+    FindDevices "find-devices" "Find Devices" (input: FindDevicesInput, ctx) {
+        let (grant, uem) = admit(ctx, Self::NAME)?;
+        find_devices(ctx, grant, &uem, input.device.as_ref())
+    }
+}
+
+/// A device command with no body (`Lock`, `SoftReset`, `SyncDevice`).
+fn command(ctx: &Context, action: &str, target: Target, command: &str) -> Result<Value> {
+    device_action(ctx, action, target, |uem, d, _| {
+        uem.command(d.id, command).map(|()| sent(command))
+    })
+}
+
+fn wipe(ctx: &Context, action: &str, input: WipeInput, command: &str) -> Result<Value> {
+    // Checked before anything is looked up: a wipe without confirmation
+    // never reaches UEM. The error says how to confirm.
+    if !input.confirm {
+        admit(ctx, action)?;
+        return Err(Error::invalid_input(format!(
+            "{} erases data on the device; repeat the request with \"confirm\": true",
+            roles::label(action)
+        )));
+    }
+    device_action(ctx, action, input.target, |uem, d, _| {
+        uem.command(d.id, command).map(|()| sent(command))
+    })
+}
+
+fn recovery_key(uem: &Uem, d: &Device, family: OsFamily) -> Result<Value> {
+    let what = format!("the recovery key of device {}", d.id);
+    match family {
+        OsFamily::MacOs => {
+            let v = uem
+                .get(
+                    &format!("/mdm/devices/{}/security/recovery-key", enc(&d.uuid)),
+                    &what,
+                )?
+                .unwrap_or(Value::Null);
+            let key = v["RecoveryKey"].as_str().ok_or_else(|| {
+                Error::not_found(format!("no FileVault key is escrowed for device {}", d.id))
+            })?;
+            Ok(json!({ "type": "FileVault", "keys": [{ "volume": "/", "key": key }] }))
+        }
+        OsFamily::Windows => {
+            let uuid = enc(&d.uuid);
+            let drives = uem
+                .get(&format!("/mdm/devices/{uuid}/bitlocker/drives"), &what)?
+                .unwrap_or(Value::Null);
+            let mut keys = Vec::new();
+            for drive in drives["Drives"].as_array().into_iter().flatten() {
+                let Some(volume) = drive["VolumeId"].as_str() else {
+                    continue;
+                };
+                let p = uem
+                    .get(
+                        &format!(
+                            "/mdm/devices/{uuid}/bitlocker/drives/{}/protectors",
+                            enc(volume)
+                        ),
+                        &what,
+                    )?
+                    .unwrap_or(Value::Null);
+                for prot in p["Protectors"].as_array().into_iter().flatten() {
+                    if let Some(k) = prot["RecoveryPassword"].as_str() {
+                        keys.push(json!({ "volume": volume, "key": k, "protector": prot["Id"] }));
+                    }
+                }
+            }
+            if keys.is_empty() {
+                return Err(Error::not_found(format!(
+                    "no BitLocker recovery password is escrowed for device {}",
+                    d.id
+                )));
+            }
+            Ok(json!({ "type": "BitLocker", "keys": keys }))
+        }
+        other => Err(Error::conflict(format!(
+            "{} devices have no encryption recovery key",
+            other.name()
+        ))),
+    }
+}
+
+fn add_device(ctx: &Context, grant: Grant, uem: &Uem, input: AddDeviceInput) -> Result<Value> {
+    let email = match grant {
+        Grant::OwnDevices => actor_email(ctx)?,
+        Grant::Agent => input
+            .user_email
+            .clone()
+            .ok_or_else(|| Error::invalid_input("`user_email` is required"))?,
+    };
+    if grant == Grant::OwnDevices
+        && let Some(other) = &input.user_email
+        && !same_email(other, &email)
+    {
+        return Err(Error::forbidden(
+            "self-service adds devices for yourself only",
+        ));
+    }
+    let platform_id = match input.platform.to_ascii_lowercase().as_str() {
+        "ios" | "apple" => 2,
+        "android" => 5,
+        "macos" | "mac" => 10,
+        "windows" => 12,
+        other => {
+            return Err(Error::invalid_input(format!(
+                "`platform` must be iOS, Android, macOS or Windows, not `{other}`"
+            )));
+        }
+    };
+    let user = uem
+        .users_with_email(&email)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::not_found(format!("UEM has no user with email {email}")))?;
+    let user_id = user["Id"]["Value"]
+        .as_i64()
+        .ok_or_else(|| Error::upstream("UEM sent a user without Id.Value"))?;
+    let mut body = json!({
+        "FriendlyName": input.friendly_name.as_deref().unwrap_or("Registered via Switchyard"),
+        "Ownership": input.ownership,
+        "PlatformId": platform_id,
+        "MessageType": 0,
+    });
+    if let Some(serial) = &input.serial {
+        body["SerialNumber"] = json!(serial);
+    }
+    let r = uem.post(
+        &format!("/system/users/{user_id}/registerdevice"),
+        Some(&body),
+        &format!("registering a device for {email}"),
+    )?;
+    let registration = r.json::<Value>().ok().and_then(|v| v["Value"].as_i64());
+    log::info(format!(
+        "device registered for {email} by {}",
+        actor_name(ctx)
+    ));
+    Ok(json!({ "action": "add-device", "user": email, "registration": registration }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed actions are exactly the actions the role model knows, with
+    /// the same labels, so no action escapes the role check.
+    #[test]
+    fn every_action_is_declared_once_with_its_label() {
+        assert_eq!(DECLARED.len(), roles::ACTIONS.len());
+        for (name, label) in roles::ACTIONS {
+            assert!(DECLARED.contains(&(*name, *label)), "{name}");
+        }
+    }
+
+    #[test]
+    fn inputs_are_typed_and_checked_by_their_schema() {
+        let m = declare(Manifest::new("x", "0", "x"));
+        let schema = |name: &str| -> Value {
+            let a = m.actions.iter().find(|a| a.name == name).unwrap();
+            serde_json::from_str(&a.input_schema).unwrap()
+        };
+        let passcode = schema("change-passcode");
+        assert_eq!(
+            passcode["properties"]["passcode"]["minLength"], 4,
+            "{passcode}"
+        );
+        assert!(
+            passcode["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "device"),
+            "{passcode}"
+        );
+        let log = schema("request-device-log");
+        assert_eq!(log["properties"]["duration_min"]["maximum"], 720, "{log}");
+        let lock = schema("lock-device");
+        // The incident's sys_id carries its pattern (in `$defs`).
+        assert_eq!(
+            lock["$defs"]["Incident"]["properties"]["sys_id"]["pattern"], "^[0-9a-fA-F]{32}$",
+            "{lock}"
+        );
+        let wipe: WipeInput =
+            serde_json::from_value(json!({"device": {"id": "5"}, "confirm": true})).unwrap();
+        assert_eq!(wipe.target.device, Selector::Id(5));
+        assert!(
+            serde_json::from_value::<LogInput>(json!({"device": {"id": 1}, "source": "Kernel"}))
+                .is_err()
+        );
+    }
+}
