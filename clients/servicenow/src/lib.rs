@@ -34,7 +34,7 @@ use switchyard_sdk::{Error, Result, credentials};
 
 mod query;
 
-pub use query::Query;
+pub use query::{Query, is_safe_value};
 
 /// The usual name of the credential slot for ServiceNow.
 pub const CREDENTIAL: &str = "servicenow";

@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 
-use switchyard_sdk::http::{Request, Response};
+use switchyard_sdk::http::{self, Request, Response};
+use switchyard_sdk::retry::Retry;
 use switchyard_sdk::{Error, Result};
 
-use crate::net::{self, Failure};
 use crate::report::{self, Leaf};
 
 /// Name of the credential slot.
@@ -91,20 +91,21 @@ impl Site {
         }
     }
 
-    fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Response, Failure> {
+    fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Response, http::Error> {
         let url = format!("{}{path}?{}", self.base, urlencode(query));
-        net::send(
+        Retry::default().send(
             &Request::get(url)
                 .header("accept", "text/xml")
                 .credential(CREDENTIAL),
-            "BeyondTrust",
         )
     }
 
     fn report(&self, query: &[(&str, &str)], what: &str) -> Result<Option<Vec<u8>>> {
         match self.get("/api/reporting", query) {
-            Err(Failure::TooLarge(_)) => Ok(None),
-            Err(Failure::Error(e)) => Err(e),
+            // Larger than the host's response limit: the caller asks for a
+            // shorter window.
+            Err(http::Error::TooLarge(_)) => Ok(None),
+            Err(e) => Err(http::error_from("BeyondTrust", e)),
             Ok(r) => Ok(Some(check(r, what)?.body)),
         }
     }
@@ -165,7 +166,10 @@ impl Site {
     }
 
     fn command(&self, query: &[(&str, &str)], what: &str) -> Result<Vec<Leaf>> {
-        let r = check(self.get("/api/command", query)?, what)?;
+        let r = self
+            .get("/api/command", query)
+            .map_err(|e| http::error_from("BeyondTrust", e))?;
+        let r = check(r, what)?;
         report::leaves(&r.body)
             .map_err(|e| Error::upstream(format!("BeyondTrust answered {what} with {e}")))
     }

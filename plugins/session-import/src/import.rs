@@ -26,7 +26,7 @@ use switchyard_sdk::{Error, Result, log, storage};
 use crate::bt::Site;
 use crate::report::{Session, SessionEvent};
 use crate::settings::Settings;
-use crate::snow::{self, ServiceNow, Task};
+use switchyard_servicenow::{self as snow, ServiceNow, SysId, Task};
 
 /// Days a session's marker is kept after it ended.
 pub const RETENTION_DAYS: i64 = 30;
@@ -61,8 +61,8 @@ fn hms(secs: i64) -> String {
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Marker {
     Pending { at: i64, by: String },
-    Created { at: i64, sys_id: String },
-    Done { sys_id: String, task: bool },
+    Created { at: i64, sys_id: SysId },
+    Done { sys_id: SysId, task: bool },
 }
 
 /// The storage key of a session's marker.
@@ -141,7 +141,7 @@ pub struct Importer {
     pub stats: Stats,
     request_id: String,
     tasks: HashMap<String, Option<Task>>,
-    users: HashMap<String, Option<String>>,
+    users: HashMap<String, Option<SysId>>,
 }
 
 impl Importer {
@@ -162,8 +162,15 @@ impl Importer {
         cached(&mut self.tasks, key, || self.sn.find_task("task", key))
     }
 
-    fn user(&mut self, user_name: &str) -> Result<Option<String>> {
-        cached(&mut self.users, user_name, || self.sn.user(user_name))
+    /// The sys_id of the ServiceNow user called `user_name`; None for a
+    /// name that cannot be one (empty, or with `^`).
+    fn user(&mut self, user_name: &str) -> Result<Option<SysId>> {
+        if user_name.is_empty() || !snow::is_safe_value(user_name) {
+            return Ok(None);
+        }
+        cached(&mut self.users, user_name, || {
+            self.sn.find_by("sys_user", "user_name", user_name)
+        })
     }
 
     /// The task a session belongs to: by its external key, else by the rep
@@ -229,7 +236,9 @@ impl Importer {
             .map(|r| r.username.clone())
             .unwrap_or_default();
         let primary_user = if self.settings.associate_user && !primary_username.is_empty() {
-            self.user(&primary_username)?.unwrap_or_default()
+            self.user(&primary_username)?
+                .map(String::from)
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -332,11 +341,11 @@ impl Importer {
         &mut self,
         s: &Session,
         task: &(Task, &'static str),
-        sys_id: &str,
+        sys_id: &SysId,
     ) -> Result<()> {
         let record = format!("{} {sys_id}", self.settings.session_table);
         if let Some(note) = self.note(s, task.1, &record) {
-            self.sn.work_note(&task.0, &note)?;
+            self.sn.work_note(&task.0.table, &task.0.sys_id, &note)?;
             self.stats.work_notes += 1;
         }
         Ok(())
@@ -360,7 +369,7 @@ impl Importer {
             by: self.request_id.clone(),
         };
         // (known sys_id, whether to ask ServiceNow first)
-        let mut claimed: Option<(Option<String>, bool)> = None;
+        let mut claimed: Option<(Option<SysId>, bool)> = None;
         for _ in 0..3 {
             let cur = storage::get(&key)?;
             let marker = match &cur {
@@ -449,7 +458,7 @@ impl Importer {
         s: &Session,
         task_number: Option<&str>,
         key: &str,
-        known: Option<String>,
+        known: Option<SysId>,
         verify: bool,
     ) -> Result<()> {
         let task = self.associate(s, task_number)?;
@@ -496,7 +505,7 @@ impl Importer {
         task_number: Option<&str>,
         key: &str,
         cur: Option<Vec<u8>>,
-        sys_id: String,
+        sys_id: SysId,
         had_task: bool,
     ) -> Result<Imported> {
         self.stats.already += 1;
@@ -572,16 +581,22 @@ mod tests {
 
     #[test]
     fn markers_round_trip() {
+        let id = "0123456789abcdef0123456789abcdef";
         let m = Marker::Done {
-            sys_id: "abc".into(),
+            sys_id: SysId::parse(id).unwrap(),
             task: true,
         };
         let b = serde_json::to_vec(&m).unwrap();
         assert_eq!(
             String::from_utf8(b.clone()).unwrap(),
-            r#"{"state":"done","sys_id":"abc","task":true}"#
+            format!(r#"{{"state":"done","sys_id":"{id}","task":true}}"#)
         );
         assert_eq!(serde_json::from_slice::<Marker>(&b).unwrap(), m);
+        // A marker whose sys_id is not one is unreadable, not used in a URL.
+        assert!(
+            serde_json::from_slice::<Marker>(br#"{"state":"done","sys_id":"../x","task":true}"#)
+                .is_err()
+        );
     }
 
     #[test]

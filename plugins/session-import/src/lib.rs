@@ -20,9 +20,11 @@
 //!   session from the queue. The job and the route are exclusive: a tenant
 //!   sets up one or the other.
 //!
-//! Imports are idempotent (see [`import`]). Actions: `generate-session-key`,
+//! Imports are idempotent (see [`import`]). Actions (typed: the host
+//! checks their input against the generated schema): `generate-session-key`,
 //! `load-issues`, `load-event-types`, `pull-sessions-now`,
-//! `test-connection`.
+//! `test-connection`. ServiceNow is reached through the shared
+//! `switchyard-servicenow` client, with retries from the SDK.
 //!
 //! A tenant file enabling it in pull mode:
 //!
@@ -43,17 +45,18 @@
 
 pub mod bt;
 pub mod import;
-pub mod net;
 pub mod pull;
 pub mod report;
 pub mod settings;
-pub mod snow;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use switchyard_sdk::schemars::JsonSchema;
 use switchyard_sdk::{
-    ActionSpec, ConfigSpec, Context, CredentialKind, CredentialSlot, Error, JobSpec, Manifest,
-    Plugin, Result, WebhookRequest, WebhookResponse, WebhookSpec, config, log,
+    Action, ConfigSpec, Context, CredentialKind, CredentialSlot, Error, JobSpec, Manifest, Plugin,
+    Result, WebhookRequest, WebhookResponse, WebhookSpec, config, log,
 };
+use switchyard_servicenow::{self as snow, Query};
 
 use import::{Imported, Importer, glide_time};
 use settings::{KNOWN_EVENT_TYPES, Settings};
@@ -73,7 +76,6 @@ fn settings() -> Result<Settings> {
 }
 
 fn importer(ctx: &Context) -> Result<Importer> {
-    net::reset_budget();
     Ok(Importer::new(settings()?, &ctx.request_id))
 }
 
@@ -85,50 +87,11 @@ impl Plugin for SessionImport {
             "BeyondTrust Remote Support sessions into ServiceNow: one record per session, \
              associated with its task, with optional work notes",
         )
-        .action(
-            ActionSpec::new(
-                "generate-session-key",
-                "Generate a support session key for an incident (its number becomes the \
-                 session's external key); refused for resolved or closed incidents",
-            )
-            .role("agent")
-            .input_schema(json!({
-                "type": "object",
-                "properties": {
-                    "incident": {"type": "string", "description": "Incident number or sys_id"},
-                    "queue_id": {"type": "string", "description": "Overrides config queue_id"}
-                },
-                "required": ["incident"]
-            })),
-        )
-        .action(
-            ActionSpec::new(
-                "load-issues",
-                "Copy the support site's issues into ServiceNow; reports how many were added and updated",
-            )
-            .role("admin"),
-        )
-        .action(
-            ActionSpec::new(
-                "load-event-types",
-                "Write the known event types, and whether each is imported, to ServiceNow",
-            )
-            .role("admin"),
-        )
-        .action(
-            ActionSpec::new(
-                "pull-sessions-now",
-                "Pull sessions from the cursor now (as the scheduled job does)",
-            )
-            .role("admin"),
-        )
-        .action(
-            ActionSpec::new(
-                "test-connection",
-                "Check both connections: the site's API version and a ServiceNow read",
-            )
-            .role("admin"),
-        )
+        .typed_action::<GenerateSessionKey>()
+        .typed_action::<LoadIssues>()
+        .typed_action::<LoadEventTypes>()
+        .typed_action::<PullSessionsNow>()
+        .typed_action::<TestConnection>()
         .webhook(WebhookSpec::queued(
             EVENTS_ROUTE,
             "BeyondTrust outbound events (support_conference_end, \
@@ -174,28 +137,8 @@ impl Plugin for SessionImport {
     }
 
     fn invoke(ctx: &Context, action: &str, input: Value) -> Result<Value> {
-        let mut imp = importer(ctx)?;
-        match action {
-            "generate-session-key" => generate_session_key(ctx, &mut imp, &input),
-            "load-issues" => load_issues(&mut imp),
-            "load-event-types" => load_event_types(&mut imp),
-            "pull-sessions-now" => {
-                let rep = pull::pull(&mut imp)?;
-                let summary = rep.summary(&imp);
-                Ok(json!({ "summary": summary, "report": rep, "stats": imp.stats }))
-            }
-            "test-connection" => {
-                let version = imp.bt.api_version()?;
-                imp.sn.query(&imp.settings.session_table, "", "sys_id", 1)?;
-                Ok(json!({
-                    "beyondtrust_api_version": version,
-                    "servicenow": format!("{} is readable", imp.settings.session_table),
-                }))
-            }
-            other => Err(Error::not_found(format!(
-                "session-import has no action `{other}`"
-            ))),
-        }
+        switchyard_sdk::dispatch!(ctx, action, input;
+            GenerateSessionKey, LoadIssues, LoadEventTypes, PullSessionsNow, TestConnection)
     }
 
     fn handle_webhook(
@@ -256,6 +199,114 @@ impl Plugin for SessionImport {
     }
 }
 
+/// Input of `generate-session-key`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+struct SessionKeyInput {
+    /// The incident, by number (INC0010001) or sys_id.
+    #[schemars(length(min = 1))]
+    incident: String,
+    /// The queue the session goes to (`general`, `rep:<id>`, `team:<id>`);
+    /// overrides config `queue_id`.
+    #[serde(default)]
+    queue_id: Option<String>,
+}
+
+/// No input.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+struct NoInput {}
+
+struct GenerateSessionKey;
+
+impl Action for GenerateSessionKey {
+    const NAME: &'static str = "generate-session-key";
+    const DESCRIPTION: &'static str = "Generate a support session key for an incident (its number \
+        becomes the session's external key); refused for resolved or closed incidents";
+    type Input = SessionKeyInput;
+    type Output = Value;
+    fn required_role() -> Option<&'static str> {
+        Some("agent")
+    }
+    fn run(ctx: &Context, input: SessionKeyInput) -> Result<Value> {
+        generate_session_key(ctx, &mut importer(ctx)?, input)
+    }
+}
+
+struct LoadIssues;
+
+impl Action for LoadIssues {
+    const NAME: &'static str = "load-issues";
+    const DESCRIPTION: &'static str =
+        "Copy the support site's issues into ServiceNow; reports how many were added and updated";
+    type Input = NoInput;
+    type Output = Value;
+    fn required_role() -> Option<&'static str> {
+        Some("admin")
+    }
+    fn run(ctx: &Context, _: NoInput) -> Result<Value> {
+        load_issues(&mut importer(ctx)?)
+    }
+}
+
+struct LoadEventTypes;
+
+impl Action for LoadEventTypes {
+    const NAME: &'static str = "load-event-types";
+    const DESCRIPTION: &'static str =
+        "Write the known event types, and whether each is imported, to ServiceNow";
+    type Input = NoInput;
+    type Output = Value;
+    fn required_role() -> Option<&'static str> {
+        Some("admin")
+    }
+    fn run(ctx: &Context, _: NoInput) -> Result<Value> {
+        load_event_types(&mut importer(ctx)?)
+    }
+}
+
+struct PullSessionsNow;
+
+impl Action for PullSessionsNow {
+    const NAME: &'static str = "pull-sessions-now";
+    const DESCRIPTION: &'static str =
+        "Pull sessions from the cursor now (as the scheduled job does)";
+    type Input = NoInput;
+    type Output = Value;
+    fn required_role() -> Option<&'static str> {
+        Some("admin")
+    }
+    fn run(ctx: &Context, _: NoInput) -> Result<Value> {
+        let mut imp = importer(ctx)?;
+        let rep = pull::pull(&mut imp)?;
+        let summary = rep.summary(&imp);
+        Ok(json!({ "summary": summary, "report": rep, "stats": imp.stats }))
+    }
+}
+
+struct TestConnection;
+
+impl Action for TestConnection {
+    const NAME: &'static str = "test-connection";
+    const DESCRIPTION: &'static str =
+        "Check both connections: the site's API version and a ServiceNow read";
+    type Input = NoInput;
+    type Output = Value;
+    fn required_role() -> Option<&'static str> {
+        Some("admin")
+    }
+    fn run(ctx: &Context, _: NoInput) -> Result<Value> {
+        let imp = importer(ctx)?;
+        let version = imp.bt.api_version()?;
+        imp.sn
+            .query(&imp.settings.session_table, &Query::new(), &["sys_id"], 1)?;
+        Ok(json!({
+            "beyondtrust_api_version": version,
+            "servicenow": format!("{} is readable", imp.settings.session_table),
+        }))
+    }
+}
+
 /// Imports the session `lsid` (an outbound event named it).
 fn import_one(imp: &mut Importer, lsid: &str) -> Result<String> {
     let body = imp.bt.session(lsid)?;
@@ -290,12 +341,17 @@ fn import_one(imp: &mut Importer, lsid: &str) -> Result<String> {
     }
 }
 
-fn generate_session_key(ctx: &Context, imp: &mut Importer, input: &Value) -> Result<Value> {
-    let key = input["incident"]
-        .as_str()
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| Error::invalid_input("`incident` (number or sys_id) is required"))?;
+fn generate_session_key(
+    ctx: &Context,
+    imp: &mut Importer,
+    input: SessionKeyInput,
+) -> Result<Value> {
+    let key = input.incident.trim();
+    if key.is_empty() {
+        return Err(Error::invalid_input(
+            "`incident` (number or sys_id) is required",
+        ));
+    }
     let incident = imp
         .sn
         .find_task("incident", key)?
@@ -307,11 +363,10 @@ fn generate_session_key(ctx: &Context, imp: &mut Importer, input: &Value) -> Res
             incident.number, incident.state
         )));
     }
-    let queue = input["queue_id"]
-        .as_str()
+    let queue = input
+        .queue_id
         .filter(|q| !q.trim().is_empty())
-        .unwrap_or(&imp.settings.queue_id)
-        .to_owned();
+        .unwrap_or_else(|| imp.settings.queue_id.clone());
     let key = imp.bt.generate_session_key(&incident.number, &queue)?;
     let mut noted = false;
     if imp.settings.notes.session_key {
@@ -326,7 +381,8 @@ fn generate_session_key(ctx: &Context, imp: &mut Importer, input: &Value) -> Res
             String::new()
         };
         imp.sn.work_note(
-            &incident,
+            &incident.table,
+            &incident.sys_id,
             &format!(
                 "Remote support session key {} generated by {who}{expires}. Customer link: {}",
                 key.short_key, key.key_url
@@ -365,7 +421,12 @@ fn upsert(
         .first()
         .map(|r| r.keys().map(String::as_str).collect())
         .unwrap_or_default();
-    let existing = imp.sn.all(table, &format!("sys_id,{}", fields.join(",")))?;
+    let mut wanted = vec!["sys_id"];
+    wanted.extend(fields);
+    // Lookup tables are small; the cap bounds a runaway answer.
+    let existing = imp
+        .sn
+        .query_all(table, &Query::new().order_by("sys_id"), &wanted, 20_000)?;
     let mut n = Loaded::default();
     for row in rows {
         let key = row[key_field].as_str().unwrap_or_default();
@@ -379,7 +440,10 @@ fn upsert(
                     .iter()
                     .any(|(k, v)| snow::field(e, k) != v.as_str().unwrap_or_default());
                 if changed {
-                    imp.sn.update(table, &snow::field(e, "sys_id"), &row)?;
+                    let id = snow::SysId::parse(&snow::field(e, "sys_id")).map_err(|_| {
+                        Error::upstream(format!("a row of {table} has no valid sys_id"))
+                    })?;
+                    imp.sn.update(table, &id, &row)?;
                     n.updated += 1;
                 } else {
                     n.unchanged += 1;

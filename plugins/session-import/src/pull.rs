@@ -15,7 +15,6 @@ use serde::Serialize;
 use switchyard_sdk::{Error, Result, log, storage};
 
 use crate::import::{Imported, Importer, glide_time, now_secs};
-use crate::net;
 use crate::report::{self, Outcome};
 
 /// Storage key of the cursor.
@@ -124,7 +123,7 @@ pub fn pull(imp: &mut Importer) -> Result<PullReport> {
         let mut busy = false;
         let read = report::sessions(&body, |s| {
             rep.sessions += 1;
-            if started.elapsed() >= budget || net::budget_spent() {
+            if started.elapsed() >= budget || switchyard_sdk::retry::budget_spent() {
                 return Err(Halt::Stop(format!(
                     "run budget of {} s used",
                     imp.settings.run_budget_secs
@@ -136,7 +135,7 @@ pub fn pull(imp: &mut Importer) -> Result<PullReport> {
                     Ok(())
                 }
                 Ok(_) => Ok(()),
-                Err(_) if net::budget_spent() => {
+                Err(_) if switchyard_sdk::retry::budget_spent() => {
                     Err(Halt::Stop("this run's request budget is used up".into()))
                 }
                 Err(e) => Err(Halt::Fail(e)),
