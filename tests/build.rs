@@ -2,7 +2,12 @@ use std::fmt::Write;
 
 /// Guests the integration tests load: the first-party plugins they exercise
 /// and the test-only components under tests/guests.
-const GUESTS: &[&str] = &["plugin-echo", "guest-hostile", "guest-trivial"];
+const GUESTS: &[&str] = &[
+    "plugin-echo",
+    "guest-hostile",
+    "guest-trivial",
+    "guest-compat-0-1-0",
+];
 
 fn main() {
     let mut out = String::new();

@@ -53,6 +53,7 @@
 pub mod config;
 pub mod credentials;
 pub mod http;
+pub mod invocation;
 pub mod log;
 mod manifest;
 pub mod retry;
@@ -81,6 +82,26 @@ use bindings::switchyard::plugin::types::{PluginError, UpstreamError};
 
 /// Why a plugin call failed. The host turns each kind into an HTTP status
 /// for the caller (400/422, 404, 403, 409, 502, 500).
+///
+/// A queued webhook delivery or job that fails is retried later for
+/// `Conflict`, `Upstream` and `Internal`, and dead-lettered at once for the
+/// others; [`Error::permanent`] and [`Error::transient`] override that for
+/// one error:
+///
+/// ```
+/// use switchyard_sdk::Error;
+///
+/// // ServiceNow refused the record's fields: the same request will fail
+/// // the same way, so do not retry it.
+/// let e = Error::Upstream {
+///     status: Some(400),
+///     message: "field u_lsid does not exist".into(),
+///     retry_after_secs: None,
+/// }
+/// .permanent();
+/// assert!(matches!(e.kind(), Error::Upstream { status: Some(400), .. }));
+/// assert_eq!(e.to_string(), "upstream failed (HTTP 400): field u_lsid does not exist");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// The input is malformed or incomplete.
@@ -102,6 +123,18 @@ pub enum Error {
     },
     /// A bug or unexpected state in the plugin.
     Internal(String),
+    /// An error with an explicit retry decision (made with
+    /// [`Error::permanent`] or [`Error::transient`]).
+    Marked(Box<Error>, Disposition),
+}
+
+/// Whether a failure is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Retrying cannot help: a queued delivery or job is dead-lettered.
+    Permanent,
+    /// Retrying may help: a queued delivery or job is tried again later.
+    Transient,
 }
 
 impl Error {
@@ -133,6 +166,44 @@ impl Error {
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::Internal(msg.into())
     }
+
+    /// Marks this error as not worth retrying: a queued delivery or job
+    /// that fails with it is dead-lettered at once, whatever its kind. The
+    /// caller of an action sees the same status as without the mark.
+    pub fn permanent(self) -> Self {
+        Self::Marked(Box::new(self.unmarked()), Disposition::Permanent)
+    }
+
+    /// Marks this error as worth retrying: a queued delivery or job that
+    /// fails with it is tried again later, whatever its kind (a `Forbidden`
+    /// that an operator will fix by granting a role, say).
+    pub fn transient(self) -> Self {
+        Self::Marked(Box::new(self.unmarked()), Disposition::Transient)
+    }
+
+    /// The error without its mark.
+    pub fn kind(&self) -> &Error {
+        match self {
+            Self::Marked(e, _) => e.kind(),
+            e => e,
+        }
+    }
+
+    /// The retry decision made with [`Error::permanent`] or
+    /// [`Error::transient`]; None leaves it to the error's kind.
+    pub fn disposition(&self) -> Option<Disposition> {
+        match self {
+            Self::Marked(_, d) => Some(*d),
+            _ => None,
+        }
+    }
+
+    fn unmarked(self) -> Self {
+        match self {
+            Self::Marked(e, _) => e.unmarked(),
+            e => e,
+        }
+    }
 }
 
 impl std::fmt::Display for Error {
@@ -149,6 +220,7 @@ impl std::fmt::Display for Error {
             } => write!(f, "upstream failed (HTTP {s}): {message}"),
             Self::Upstream { message, .. } => write!(f, "upstream failed: {message}"),
             Self::Internal(m) => write!(f, "internal error: {m}"),
+            Self::Marked(e, _) => e.fmt(f),
         }
     }
 }
@@ -178,6 +250,7 @@ impl From<Error> for PluginError {
                 retry_after_secs,
             }),
             Error::Internal(m) => Self::Internal(m),
+            Error::Marked(e, _) => (*e).into(),
         }
     }
 }
@@ -257,13 +330,14 @@ macro_rules! register {
                 request: $crate::WebhookRequest,
             ) -> Result<$crate::WebhookResponse, $crate::__private::PluginError> {
                 <$plugin as $crate::Plugin>::handle_webhook(&ctx, &route, request)
-                    .map_err(Into::into)
+                    .map_err($crate::__private::export_error)
             }
             fn run_job(
                 ctx: $crate::Context,
                 job: String,
             ) -> Result<String, $crate::__private::PluginError> {
-                <$plugin as $crate::Plugin>::run_job(&ctx, &job).map_err(Into::into)
+                <$plugin as $crate::Plugin>::run_job(&ctx, &job)
+                    .map_err($crate::__private::export_error)
             }
         }
 
@@ -299,8 +373,21 @@ pub mod __private {
     ) -> Result<String, PluginError> {
         let input: serde_json::Value = serde_json::from_str(&input)
             .map_err(|e| PluginError::InvalidInput(format!("input is not JSON: {e}")))?;
-        let out = P::invoke(&ctx, &action, input)?;
+        let out = P::invoke(&ctx, &action, input).map_err(export_error)?;
         serde_json::to_string(&out)
             .map_err(|e| Error::internal(format!("serialising output: {e}")).into())
+    }
+
+    /// The error an entry point returns, as the WIT has it; a mark made
+    /// with [`Error::permanent`] or [`Error::transient`] is told to the
+    /// host first (`invocation.mark-error`).
+    pub fn export_error(e: Error) -> PluginError {
+        use crate::bindings::switchyard::plugin::invocation::{Retry, mark_error};
+        match e.disposition() {
+            Some(crate::Disposition::Permanent) => mark_error(Retry::Permanent),
+            Some(crate::Disposition::Transient) => mark_error(Retry::Transient),
+            None => {}
+        }
+        e.into()
     }
 }

@@ -4,9 +4,11 @@
 //! A request is retried a few times within the invocation, waiting as
 //! `Retry-After` says or, without it, with exponential backoff and jitter
 //! (so that many instances that failed together do not return together).
-//! When the upstream asks for a longer wait than [`Retry::max_wait`], or
-//! the waits would add up to more than [`Retry::total_wait`], the last
-//! answer goes back to the caller at once: the host's queue retries the
+//! When the upstream asks for a longer wait than [`Retry::max_wait`], the
+//! waits would add up to more than [`Retry::total_wait`], the wait would
+//! leave less than two seconds of the invocation's deadline, or its request
+//! budget is spent (see [`crate::invocation`]), the last answer goes back
+//! to the caller at once: the host's queue retries the
 //! whole delivery or job later, honouring the `retry_after_secs` of the
 //! error, which is cheaper than holding an instance (and its deadline)
 //! asleep.
@@ -37,6 +39,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::http::{self, Method, Request, Response};
+use crate::invocation;
+
+/// Time a retried request needs after its wait: a wait that would leave
+/// less of the deadline is not taken.
+const LEFT_AFTER_WAIT: Duration = Duration::from_secs(2);
+
+/// What is left of the invocation: time before its deadline, requests in
+/// its budget.
+#[derive(Debug, Clone, Copy)]
+struct Left {
+    time: Duration,
+    requests: u32,
+}
 
 /// Set once the host refused a request for the invocation's request budget.
 static BUDGET_SPENT: AtomicBool = AtomicBool::new(false);
@@ -123,17 +138,28 @@ impl Retry {
         let idempotent = self
             .idempotent
             .unwrap_or(!matches!(req.method(), Method::Post | Method::Patch));
-        self.run(idempotent, || req.send(), std::thread::sleep, jitter)
+        self.run(
+            idempotent,
+            || req.send(),
+            std::thread::sleep,
+            jitter,
+            || Left {
+                time: invocation::remaining(),
+                requests: invocation::remaining_requests(),
+            },
+        )
     }
 
-    /// The loop, with the sending, sleeping and randomness passed in so
-    /// that it can be tested without a host.
+    /// The loop, with the sending, sleeping, randomness and the
+    /// invocation's limits passed in so that it can be tested without a
+    /// host.
     fn run(
         &self,
         idempotent: bool,
         mut send: impl FnMut() -> Result<Response, http::Error>,
         mut sleep: impl FnMut(Duration),
         mut random: impl FnMut() -> f64,
+        mut left: impl FnMut() -> Left,
     ) -> Result<Response, http::Error> {
         let mut waited = Duration::ZERO;
         let mut attempt = 1;
@@ -143,6 +169,7 @@ impl Retry {
                 BUDGET_SPENT.store(true, Ordering::Relaxed);
             }
             match self.next(attempt, idempotent, &result, waited, random()) {
+                Next::Wait(d) if !left().allows(d) => return result,
                 Next::Done => return result,
                 Next::Wait(d) => {
                     sleep(d);
@@ -187,6 +214,13 @@ impl Retry {
     }
 }
 
+impl Left {
+    /// Whether waiting `d` and sending once more fits what is left.
+    fn allows(self, d: Duration) -> bool {
+        self.requests > 0 && self.time.saturating_sub(d) >= LEFT_AFTER_WAIT
+    }
+}
+
 /// A number in [0, 1) from the WASI random source (std's hash keys are
 /// seeded from it), so that backoffs spread.
 fn jitter() -> f64 {
@@ -217,12 +251,29 @@ mod tests {
         })
     }
 
+    /// Plenty of time and requests.
+    fn ample() -> Left {
+        Left {
+            time: Duration::from_secs(30),
+            requests: 64,
+        }
+    }
+
     /// Runs `policy` over `answers` in order; returns the final status (or
     /// error) and the waits it slept.
     fn play(
         policy: Retry,
         idempotent: bool,
         answers: Vec<Result<Response, http::Error>>,
+    ) -> (Result<u16, http::Error>, Vec<Duration>, usize) {
+        play_within(policy, idempotent, answers, ample)
+    }
+
+    fn play_within(
+        policy: Retry,
+        idempotent: bool,
+        answers: Vec<Result<Response, http::Error>>,
+        left: impl FnMut() -> Left,
     ) -> (Result<u16, http::Error>, Vec<Duration>, usize) {
         let answers = RefCell::new(answers.into_iter());
         let sent = RefCell::new(0);
@@ -238,6 +289,7 @@ mod tests {
             },
             |d| waits.borrow_mut().push(d),
             || 0.5,
+            left,
         );
         (out.map(|r| r.status), waits.into_inner(), sent.into_inner())
     }
@@ -340,6 +392,39 @@ mod tests {
         assert!(matches!(out, Err(http::Error::LimitExceeded(_))));
         assert_eq!(sent, 1);
         assert!(budget_spent());
+    }
+
+    #[test]
+    fn waits_stay_inside_the_deadline_and_the_request_budget() {
+        // 3 s of Retry-After with 4 s left would leave 1 s: not waited.
+        let (out, waits, sent) =
+            play_within(Retry::default(), true, vec![answer(429, Some("3"))], || {
+                Left {
+                    time: Duration::from_secs(4),
+                    requests: 10,
+                }
+            });
+        assert_eq!(out.unwrap(), 429);
+        assert!(waits.is_empty() && sent == 1);
+        // With 6 s left it is.
+        let (out, waits, _) = play_within(
+            Retry::default(),
+            true,
+            vec![answer(429, Some("3")), answer(200, None)],
+            || Left {
+                time: Duration::from_secs(6),
+                requests: 10,
+            },
+        );
+        assert_eq!(out.unwrap(), 200);
+        assert_eq!(waits, [Duration::from_secs(3)]);
+        // No request left: no retry.
+        let (_, waits, sent) =
+            play_within(Retry::default(), true, vec![answer(503, None)], || Left {
+                time: Duration::from_secs(30),
+                requests: 0,
+            });
+        assert!(waits.is_empty() && sent == 1);
     }
 
     #[test]

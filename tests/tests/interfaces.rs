@@ -428,3 +428,34 @@ async fn a_slow_storage_write_reports_what_happened() {
         Some(&b"2"[..])
     );
 }
+
+/// A component built against `switchyard:plugin@0.1.0` (a frozen copy of
+/// that WIT, no SDK) loads and runs on this host, whose contract has grown
+/// since: every import it uses still answers, and its errors still arrive
+/// typed, unmarked.
+#[tokio::test]
+async fn a_component_built_for_0_1_0_still_runs() {
+    let plugin = load(guests::GUEST_COMPAT_0_1_0).await;
+    assert_eq!(plugin.manifest().id, "compat-0-1-0");
+    let inst = instance(plugin, InstanceSpec::new("acme", "old-1"));
+    for n in 1..=2 {
+        let inv = inst
+            .invoke("ping", r#"{"n":1}"#, CallOptions::default())
+            .await;
+        let out: serde_json::Value = serde_json::from_str(&inv.result.unwrap()).unwrap();
+        assert_eq!(out, json!({"pong": {"n": 1}, "config": "hej", "stored": n}));
+        assert_eq!(inv.report.logs.len(), 1);
+    }
+    let inv = inst
+        .invoke("fail", r#""upstream""#, CallOptions::default())
+        .await;
+    match inv.result {
+        Err(InvokeError::Plugin(switchyard_runtime::PluginError::Upstream {
+            status: Some(503),
+            retry_after_secs: Some(7),
+            ..
+        })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(inv.report.retry, None);
+}

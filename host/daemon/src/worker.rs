@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_runtime::{CallOptions, InvokeError, PluginError, log::Progress};
+use switchyard_runtime::{CallOptions, InvokeError, PluginError, RetryMark, log::Progress};
 use switchyard_store::{
     Attempt, Finish, Job, LeaseRequest, NextLease, Outcome, Retry, RunRecord, Settled,
 };
@@ -207,12 +207,32 @@ enum Settle {
 /// How a failed attempt is retried. A plugin that refuses the input, has
 /// no such route or job, or answers a delivery with a 4xx says it will
 /// never succeed: the job is dead-lettered at once. Everything else —
-/// upstream failures, 5xx answers, deadlines, crashes — is retried.
-fn settle(result: Result<Option<u16>, &InvokeError>, max_retry_after_ms: i64) -> Settle {
+/// upstream failures, 5xx answers, deadlines, crashes — is retried. A
+/// plugin error the plugin marked (`mark`, from `invocation.mark-error`)
+/// is settled as marked instead of by its kind; the host's own verdicts
+/// (refused input, deadline, crash) are not the plugin's to change.
+fn settle(
+    result: Result<Option<u16>, &InvokeError>,
+    mark: Option<RetryMark>,
+    max_retry_after_ms: i64,
+) -> Settle {
     use InvokeError as E;
     let permanent = |message: String| Settle::Fail {
         message,
         retry: Retry::Never,
+    };
+    let later = |e: &InvokeError| {
+        let retry_after_ms = match e {
+            E::Plugin(PluginError::Upstream {
+                retry_after_secs: Some(s),
+                ..
+            }) => Some((i64::from(*s) * 1000).min(max_retry_after_ms)),
+            _ => None,
+        };
+        Settle::Fail {
+            message: e.to_string(),
+            retry: Retry::Backoff { retry_after_ms },
+        }
     };
     match result {
         Ok(None) => Settle::Done,
@@ -227,6 +247,10 @@ fn settle(result: Result<Option<u16>, &InvokeError>, max_retry_after_ms: i64) ->
             "the plugin refused the delivery with HTTP {status}; it will not be retried"
         )),
         Err(E::Busy(_)) => Settle::Release,
+        Err(e @ E::Plugin(_)) if mark == Some(RetryMark::Permanent) => permanent(format!(
+            "{e}; the plugin marked it permanent, so it will not be retried"
+        )),
+        Err(e @ E::Plugin(_)) if mark == Some(RetryMark::Transient) => later(e),
         Err(
             e @ (E::Unknown { .. }
             | E::InvalidInput(_)
@@ -237,19 +261,7 @@ fn settle(result: Result<Option<u16>, &InvokeError>, max_retry_after_ms: i64) ->
                 | PluginError::Forbidden { .. },
             )),
         ) => permanent(format!("{e}; it will not be retried")),
-        Err(e) => {
-            let retry_after_ms = match e {
-                E::Plugin(PluginError::Upstream {
-                    retry_after_secs: Some(s),
-                    ..
-                }) => Some((i64::from(*s) * 1000).min(max_retry_after_ms)),
-                _ => None,
-            };
-            Settle::Fail {
-                message: e.to_string(),
-                retry: Retry::Backoff { retry_after_ms },
-            }
-        }
+        Err(e) => later(e),
     }
 }
 
@@ -293,14 +305,16 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
             Ok(req) => {
                 let inv = inst.handle_webhook(&job.name, req, opts).await;
                 let result = inv.result.as_ref().map(|r| Some(r.status));
-                (settle(result, max_retry_after_ms), Some(inv.report))
+                let settled = settle(result, inv.report.retry, max_retry_after_ms);
+                (settled, Some(inv.report))
             }
         },
         _ => {
             let inv = inst.run_job(&job.name, opts).await;
             summary = inv.result.as_ref().ok().cloned();
             let result = inv.result.as_ref().map(|_| None);
-            (settle(result, max_retry_after_ms), Some(inv.report))
+            let settled = settle(result, inv.report.retry, max_retry_after_ms);
+            (settled, Some(inv.report))
         }
     };
     let outcome = match settled {
@@ -444,7 +458,7 @@ mod tests {
         for (kind, e) in crate::errors::plugin_error_kinds() {
             let row = crate::errors::readme_error_row(kind);
             let dead = matches!(
-                settle(Err(&e), 1000),
+                settle(Err(&e), None, 1000),
                 Settle::Fail {
                     retry: Retry::Never,
                     ..
@@ -468,20 +482,21 @@ mod tests {
                 retry_after_ms: None,
             },
         };
-        assert_eq!(settle(Ok(None), 600_000), Settle::Done);
-        assert_eq!(settle(Ok(Some(204)), 600_000), Settle::Done);
+        assert_eq!(settle(Ok(None), None, 600_000), Settle::Done);
+        assert_eq!(settle(Ok(Some(204)), None, 600_000), Settle::Done);
         // A 5xx answer is a failure, retried (item 1).
         assert_eq!(
-            settle(Ok(Some(503)), 600_000),
+            settle(Ok(Some(503)), None, 600_000),
             backoff("the plugin answered the delivery with HTTP 503")
         );
         // A 4xx answer, or a refused input, is permanent (item 16).
         for r in [
-            settle(Ok(Some(400)), 600_000),
+            settle(Ok(Some(400)), None, 600_000),
             settle(
                 Err(&InvokeError::Plugin(PluginError::InvalidInput {
                     message: "not JSON".into(),
                 })),
+                None,
                 600_000,
             ),
         ] {
@@ -498,12 +513,12 @@ mod tests {
         }
         // No wasm slot: not an attempt (item 19).
         assert_eq!(
-            settle(Err(&InvokeError::Busy("full".into())), 600_000),
+            settle(Err(&InvokeError::Busy("full".into())), None, 600_000),
             Settle::Release
         );
         // A trap is retried.
         assert!(matches!(
-            settle(Err(&InvokeError::Trap("boom".into())), 600_000),
+            settle(Err(&InvokeError::Trap("boom".into())), None, 600_000),
             Settle::Fail {
                 retry: Retry::Backoff { .. },
                 ..
@@ -516,7 +531,7 @@ mod tests {
             retry_after_secs: Some(999_999),
         });
         assert!(matches!(
-            settle(Err(&slow), 600_000),
+            settle(Err(&slow), None, 600_000),
             Settle::Fail {
                 retry: Retry::Backoff {
                     retry_after_ms: Some(600_000)
@@ -524,6 +539,64 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Issue 14: a plugin's mark overrides its error kind's default, in
+    /// both directions, and only for errors the plugin returned.
+    #[test]
+    fn marked_errors_are_settled_as_marked() {
+        let never = |r: &Settle| {
+            matches!(
+                r,
+                Settle::Fail {
+                    retry: Retry::Never,
+                    ..
+                }
+            )
+        };
+        let upstream = InvokeError::Plugin(PluginError::Upstream {
+            status: Some(400),
+            message: "field u_x does not exist".into(),
+            retry_after_secs: Some(5),
+        });
+        assert!(!never(&settle(Err(&upstream), None, 600_000)));
+        let r = settle(Err(&upstream), Some(RetryMark::Permanent), 600_000);
+        assert!(never(&r), "{r:?}");
+        assert!(
+            matches!(&r, Settle::Fail { message, .. } if message.contains("marked it permanent")),
+            "{r:?}"
+        );
+        let forbidden = InvokeError::Plugin(PluginError::Forbidden {
+            message: "ACL missing".into(),
+        });
+        assert!(never(&settle(Err(&forbidden), None, 600_000)));
+        assert_eq!(
+            settle(Err(&forbidden), Some(RetryMark::Transient), 600_000),
+            Settle::Fail {
+                message: forbidden.to_string(),
+                retry: Retry::Backoff {
+                    retry_after_ms: None
+                },
+            }
+        );
+        // The host's own verdicts stand.
+        let schema = InvokeError::InputSchema(vec!["at `/x`: wrong".into()]);
+        assert!(never(&settle(
+            Err(&schema),
+            Some(RetryMark::Transient),
+            600_000
+        )));
+        let trap = InvokeError::Trap("boom".into());
+        assert!(!never(&settle(
+            Err(&trap),
+            Some(RetryMark::Permanent),
+            600_000
+        )));
+        // A success is a success, marked or not.
+        assert_eq!(
+            settle(Ok(None), Some(RetryMark::Permanent), 600_000),
+            Settle::Done
+        );
     }
 
     /// A queue of instantly finishing jobs, counting what the loop asks.

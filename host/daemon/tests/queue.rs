@@ -92,6 +92,41 @@ async fn a_delivery_answered_with_5xx_is_retried() {
     assert_eq!(done[0]["attempts"], 2, "{done:?}");
 }
 
+/// Issue 14: a plugin marks an error permanent or transient, and the queue
+/// follows the mark rather than the error's kind: an upstream failure
+/// marked permanent is dead after one attempt, a refusal marked transient
+/// is retried until it succeeds.
+#[tokio::test]
+async fn marked_errors_are_retried_as_the_plugin_says() {
+    let (dir, cfg, api) = setup("data_dir = \"data\"\n");
+    let d = start(dir.path());
+    let events = "/hooks/acme/echo-1/events";
+    let body = json!({"id": "p-1", "fail_times": 99, "fail_as": "upstream-permanent"});
+    let (status, r) = post(&d, events, None, &AUTH, &body.to_string()).await;
+    assert_eq!(status, 200, "{r}");
+    let dead = eventually("the dead letter", || async {
+        let dead = jobs(&cfg, "dead");
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead[0]["attempts"], 1, "{dead:?}");
+    let error = dead[0]["last_error"].as_str().unwrap();
+    assert!(error.contains("marked it permanent"), "{error}");
+    assert_eq!(processed(&d, &api, "echo-1", "p-1").await, 1);
+
+    // Forbidden is permanent by kind; marked transient, it is retried.
+    let body = json!({"id": "t-1", "fail_times": 1, "fail_as": "forbidden-transient"});
+    let (status, r) = post(&d, events, None, &AUTH, &body.to_string()).await;
+    assert_eq!(status, 200, "{r}");
+    let done = eventually("the retried job done", || async {
+        let done = jobs(&cfg, "done");
+        (!done.is_empty()).then_some(done)
+    })
+    .await;
+    assert_eq!(done[0]["attempts"], 2, "{done:?}");
+    assert_eq!(processed(&d, &api, "echo-1", "t-1").await, 2);
+}
+
 /// Items 15 and 16: a route that deduplicates finds the event id whatever
 /// the content type says, and refuses a delivery without one; a delivery
 /// the plugin refuses as unprocessable is dead-lettered at once.

@@ -4,8 +4,8 @@
 //! `http`, `credentials` and `storage` are async on the host (they wait on the
 //! network or the database) and trappable, so a host bug or an exceeded limit
 //! can end the invocation; expected failures travel as the WIT `error`
-//! variants. `log` and `config` are plain synchronous calls: they cannot fail
-//! and are the cheapest round trip the host offers.
+//! variants. `log`, `config` and `invocation` are plain synchronous calls:
+//! they cannot fail and are the cheapest round trip the host offers.
 
 wasmtime::component::bindgen!({
     world: "plugin",
@@ -13,9 +13,10 @@ wasmtime::component::bindgen!({
     imports: {
         "switchyard:plugin/log": trappable,
         "switchyard:plugin/config": trappable,
+        "switchyard:plugin/invocation": trappable,
         default: async | trappable,
     },
     exports: { default: async },
 });
 
-pub use switchyard::plugin::{config, credentials, http, log, storage, types};
+pub use switchyard::plugin::{config, credentials, http, invocation, log, storage, types};

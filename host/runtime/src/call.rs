@@ -54,6 +54,17 @@ pub struct Progress {
     pub note: String,
 }
 
+/// What the plugin said of the error it returned
+/// (`invocation.mark-error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryMark {
+    /// Retrying cannot help: dead-letter at once.
+    Permanent,
+    /// Retrying may help: try again later, whatever the error's kind.
+    Transient,
+}
+
 /// State of one invocation: labels, budgets and what the guest did.
 pub struct CallState {
     pub(crate) tenant: String,
@@ -68,6 +79,8 @@ pub struct CallState {
     pub(crate) logs_dropped: u32,
     pub(crate) progress: Option<Progress>,
     pub(crate) progress_sink: Option<tokio::sync::watch::Sender<Option<Progress>>>,
+    /// What the plugin said of the error it returns (`invocation`).
+    pub(crate) retry: Option<RetryMark>,
 }
 
 impl CallState {
@@ -93,6 +106,7 @@ impl CallState {
             logs_dropped: 0,
             progress: None,
             progress_sink,
+            retry: None,
         }
     }
 }

@@ -132,6 +132,9 @@ pub struct Report {
     pub logs_dropped: u32,
     /// Last progress report.
     pub progress: Option<Progress>,
+    /// Whether the plugin marked the error it returned permanent or
+    /// transient (`invocation.mark-error`); None when it did not.
+    pub retry: Option<crate::call::RetryMark>,
 }
 
 /// The result of a call and its report (which exists even when it failed:
@@ -450,6 +453,7 @@ impl Instance {
                     logs: call.logs,
                     logs_dropped: call.logs_dropped,
                     progress: call.progress,
+                    retry: call.retry,
                 },
             }
         };

@@ -9,14 +9,15 @@
 //! and limits are built once; every call then gets a fresh, bounded Store.
 //!
 //! Host side of each interface, one module each: [`http`] (egress policy in
-//! [`egress`]), [`credentials`], [`storage`], [`log`], [`config`].
+//! [`egress`]), [`credentials`], [`storage`], [`log`], [`config`],
+//! [`invocation`].
 //!
 //! Modules use only modules below them, never the other way: `bindings`
 //! (the one `bindgen!`), `clock`, `sched` (where guest code runs: long
 //! runners move to a low-priority pool), `limits`, [`egress`], `call` (what
 //! one invocation did), `net` (clients and the checking resolver), `error`;
-//! the capabilities [`config`], [`storage`], [`log`], [`credentials`],
-//! [`http`]; `manifest`, `schema` (actions' input schemas, checked before a
+//! the capabilities [`config`], [`invocation`], [`storage`], [`log`],
+//! [`credentials`], [`http`]; `manifest`, `schema` (actions' input schemas, checked before a
 //! call), [`grants`]; `state` (what a Store holds), `runtime` (engine and
 //! compiled plugins), `instance` (a plugin enabled for a tenant).
 //!
@@ -51,6 +52,7 @@ mod error;
 pub mod grants;
 pub mod http;
 mod instance;
+pub mod invocation;
 mod limits;
 pub mod log;
 mod manifest;
@@ -62,7 +64,7 @@ mod state;
 pub mod storage;
 
 pub use bindings::types::{Header as WebhookHeader, WebhookRequest, WebhookResponse};
-pub use call::{CallState, EGRESS_ITEMISED};
+pub use call::{CallState, EGRESS_ITEMISED, RetryMark};
 pub use clock::Clock;
 pub use error::{InvokeError, PluginError};
 pub use instance::{Actor, CallOptions, Instance, InstanceSpec, Invocation, Report, SpecError};

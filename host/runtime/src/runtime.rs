@@ -273,6 +273,7 @@ impl Runtime {
         crate::storage::add_to_linker(&mut linker)?;
         crate::log::add_to_linker(&mut linker)?;
         crate::config::add_to_linker(&mut linker)?;
+        crate::invocation::add_to_linker(&mut linker)?;
 
         let mut manifest_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut manifest_linker)?;

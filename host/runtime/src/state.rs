@@ -10,6 +10,7 @@ use crate::call::CallState;
 use crate::config::{ConfigCtx, ConfigCtxView, ConfigView};
 use crate::credentials::{CredentialsCtx, CredentialsCtxView, CredentialsView};
 use crate::http::{HttpCtx, HttpCtxView, HttpView};
+use crate::invocation::{InvocationCtxView, InvocationView};
 use crate::limits::{Limiter, Limits, TenantBudgets};
 use crate::log::{LogCtxView, LogView};
 use crate::storage::{StorageCtx, StorageCtxView, StorageView};
@@ -78,6 +79,14 @@ impl LogView for StoreState {
         LogCtxView {
             call: &mut self.call,
             bucket: &self.inst.budgets.log_records,
+        }
+    }
+}
+
+impl InvocationView for StoreState {
+    fn invocation(&mut self) -> InvocationCtxView<'_> {
+        InvocationCtxView {
+            call: &mut self.call,
         }
     }
 }

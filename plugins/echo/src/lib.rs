@@ -15,8 +15,11 @@
 //!
 //! Webhook `inbound` (synchronous) answers with the body it received (or
 //! fails as an upstream error when the request has an `x-echo-fail` header);
-//! webhook `events` (queued) records each event `{"id", "delay_ms"?}` under
-//! `events/<id>` with the number of times it was processed; job `tick`
+//! webhook `events` (queued) records each event `{"id", "delay_ms"?,
+//! "fail_times"?, "fail_as"?}` under `events/<id>` with the number of times
+//! it was processed (the first `fail_times` answer 503, or fail with the
+//! marked error `fail_as` names: `upstream-permanent`,
+//! `forbidden-transient`); job `tick`
 //! counts its runs in storage.
 
 use serde_json::{Map, Value, json};
@@ -165,8 +168,23 @@ fn record_event(request: &WebhookRequest) -> Result<WebhookResponse> {
         let next = (count + 1).to_string();
         if storage::compare_and_swap(&key, current.as_deref(), Some(next.as_bytes()))? {
             // `fail_times: n`: the first n deliveries answer 503 (after
-            // counting), so tests can see a failed delivery retried.
+            // counting), so tests can see a failed delivery retried; with
+            // `fail_as` they return that marked error instead.
             let failing = event["fail_times"].as_u64().is_some_and(|n| count < n);
+            match (failing, event["fail_as"].as_str()) {
+                (true, Some("upstream-permanent")) => {
+                    return Err(Error::Upstream {
+                        status: Some(400),
+                        message: "the upstream refused the record".into(),
+                        retry_after_secs: None,
+                    }
+                    .permanent());
+                }
+                (true, Some("forbidden-transient")) => {
+                    return Err(Error::forbidden("the upstream account lacks a role").transient());
+                }
+                _ => {}
+            }
             return Ok(WebhookResponse {
                 status: if failing { 503 } else { 200 },
                 headers: Vec::new(),
