@@ -175,7 +175,6 @@ fn run_delivers_webhooks_runs_jobs_and_enforces_roles() {
 fn a_scaffolded_plugin_builds_outside_the_workspace_and_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("hello-plugin");
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = switchyard(&[
         "plugin",
         "new",
@@ -183,7 +182,7 @@ fn a_scaffolded_plugin_builds_outside_the_workspace_and_runs() {
         "--dir",
         dir.to_str().unwrap(),
         "--sdk-path",
-        repo.join("sdk").to_str().unwrap(),
+        repo_root().join("sdk").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // A second time into the same directory is refused.
@@ -213,32 +212,10 @@ fn a_scaffolded_plugin_builds_outside_the_workspace_and_runs() {
         text(&bad.stderr)
     );
 
-    // Built as an author would, with the toolchain file it was given (a
-    // target directory kept between runs, so that only the first is slow).
-    let build = Command::new("cargo")
-        .current_dir(&dir)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target"))
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .output()
-        .unwrap();
-    assert!(build.status.success(), "{}", text(&build.stderr));
-    let wasm = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("scaffold-target/wasm32-wasip2/release/hello_plugin.wasm");
+    let wasm = build_scaffolded(&dir, "hello_plugin");
     let wasm = wasm.to_str().unwrap();
 
-    let manifest = switchyard(&["plugin", "inspect", wasm]);
-    assert!(manifest.status.success(), "{}", text(&manifest.stderr));
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
-    assert_eq!(manifest["id"], "hello-plugin");
+    let manifest = inspect_scaffolded(wasm, "hello-plugin");
     // The typed action's schema was generated into the manifest, and the
     // host enforces it.
     assert_eq!(
@@ -253,23 +230,7 @@ fn a_scaffolded_plugin_builds_outside_the_workspace_and_runs() {
         text(&wrong.stderr)
     );
 
-    let instance = dir.join("instance.json");
-    let greet = switchyard(&[
-        "plugin",
-        "run",
-        wasm,
-        "greet",
-        "--input",
-        r#"{"name":"Ada"}"#,
-        "--instance",
-        instance.to_str().unwrap(),
-    ]);
-    assert!(greet.status.success(), "{}", text(&greet.stderr));
-    assert!(
-        text(&greet.stdout).contains("Hej, Ada"),
-        "{}",
-        text(&greet.stdout)
-    );
+    greet_scaffolded(wasm, &dir);
 
     let data = tmp.path().join("data");
     let body = tmp.path().join("event.json");
@@ -302,4 +263,206 @@ fn a_scaffolded_plugin_builds_outside_the_workspace_and_runs() {
     ]);
     assert!(job.status.success(), "{}", text(&job.stderr));
     assert_eq!(text(&job.stdout).trim(), "1 event(s) stored");
+}
+
+/// `plugin new --sdk-git URL --sdk-rev REV`: the plugin builds against the
+/// SDK (and the shared service clients) as git dependencies, cargo resolving the SDK's workspace inheritance
+/// and its `../wit` from the whole repository. The repository is a snapshot
+/// of this checkout's work tree (so uncommitted changes are covered; in a
+/// clean clone it is HEAD), fetched over a `file://` URL: no network.
+#[test]
+fn a_scaffolded_plugin_builds_with_the_sdk_as_a_git_dependency() {
+    // A fixed place and fixed commit dates: the same files give the same
+    // commit, so cargo reuses its checkout and the build stays incremental.
+    let snapshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-git-snapshot");
+    let rev = snapshot_repo(&snapshot);
+    let url = format!("file://{}", snapshot.display());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hello-git-plugin");
+    let out = switchyard(&[
+        "plugin",
+        "new",
+        "hello-git-plugin",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--sdk-git",
+        &url,
+        "--sdk-rev",
+        &rev,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cargo_toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    assert!(
+        cargo_toml.contains(&format!(
+            "switchyard-sdk = {{ git = {url:?}, rev = {rev:?} }}"
+        )),
+        "{cargo_toml}"
+    );
+
+    // The shared service clients come the same way: a third party's
+    // plugin can depend on them too.
+    let sdk_line = format!("switchyard-sdk = {{ git = {url:?}, rev = {rev:?} }}");
+    let clients = format!(
+        "{sdk_line}\nswitchyard-servicenow = {{ git = {url:?}, rev = {rev:?} }}\n\
+         switchyard-uem = {{ git = {url:?}, rev = {rev:?} }}"
+    );
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        cargo_toml.replace(&sdk_line, &clients),
+    )
+    .unwrap();
+    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    // Used, not only compiled: a query the client builds.
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        format!(
+            "{lib}\n/// Proves the shared clients link.\npub fn clients_link() -> bool {{\n    \
+             switchyard_servicenow::Query::new().eq(\"number\", \"INC1\").encode().is_ok()\n        \
+             && switchyard_uem::OsFamily::detect(\"iOS 17\", \"Apple\").is_some()\n}}\n"
+        ),
+    )
+    .unwrap();
+
+    let wasm = build_scaffolded(&dir, "hello_git_plugin");
+    let wasm = wasm.to_str().unwrap();
+    inspect_scaffolded(wasm, "hello-git-plugin");
+    greet_scaffolded(wasm, &dir);
+}
+
+/// This checkout: the root of the repository.
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Makes `into` (replacing what is there) a git repository of one commit
+/// holding the repository's files as they are in the work tree: the tracked
+/// ones (less those deleted there) and the new ones git does not ignore, so
+/// that a module not yet added is there too; in a clean clone, HEAD. Returns
+/// the commit's hash.
+fn snapshot_repo(into: &std::path::Path) -> String {
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            // Whatever repository the tests were started from stays out.
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("GIT_INDEX_FILE")
+            .env_remove("GIT_OBJECT_DIRECTORY")
+            .env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES")
+            .env("GIT_AUTHOR_DATE", "2000-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2000-01-01T00:00:00Z")
+            .output()
+            .expect("running git");
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+        out.stdout
+    };
+    let root = repo_root();
+    let files = git(
+        &root,
+        &[
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ],
+    );
+    if into.exists() {
+        std::fs::remove_dir_all(into).unwrap();
+    }
+    for file in files.split(|&b| b == 0).filter(|f| !f.is_empty()) {
+        let file = std::str::from_utf8(file).unwrap();
+        let from = root.join(file);
+        if !from.is_file() {
+            continue;
+        }
+        let to = into.join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        match std::fs::copy(&from, &to) {
+            // Deleted since it was listed (another test's file, say).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => {
+                r.unwrap_or_else(|e| panic!("copying {file}: {e}"));
+            }
+        }
+    }
+    git(into, &["init", "-q"]);
+    git(into, &["add", "-A"]);
+    git(
+        into,
+        &[
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-q",
+            "--no-verify",
+            "-m",
+            "snapshot",
+        ],
+    );
+    text(&git(into, &["rev-parse", "HEAD"])).trim().to_owned()
+}
+
+/// Builds the scaffolded plugin in `dir` as an author would, with the
+/// toolchain file it was given (into a target directory kept between runs
+/// and shared by the scaffold tests, so that only the first build is slow);
+/// returns its component, `<crate_name>.wasm`.
+fn build_scaffolded(dir: &std::path::Path, crate_name: &str) -> std::path::PathBuf {
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target");
+    let build = Command::new("cargo")
+        .current_dir(dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    target
+        .join("wasm32-wasip2/release")
+        .join(format!("{crate_name}.wasm"))
+}
+
+/// `plugin inspect` of a scaffolded plugin: its manifest, whose id is `id`.
+fn inspect_scaffolded(wasm: &str, id: &str) -> serde_json::Value {
+    let manifest = switchyard(&["plugin", "inspect", wasm]);
+    assert!(manifest.status.success(), "{}", text(&manifest.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(manifest["id"], id);
+    manifest
+}
+
+/// Runs a scaffolded plugin's typed action `greet` with the `instance.json`
+/// of its directory `dir`, whose greeting is "Hej".
+fn greet_scaffolded(wasm: &str, dir: &std::path::Path) {
+    let instance = dir.join("instance.json");
+    let greet = switchyard(&[
+        "plugin",
+        "run",
+        wasm,
+        "greet",
+        "--input",
+        r#"{"name":"Ada"}"#,
+        "--instance",
+        instance.to_str().unwrap(),
+    ]);
+    assert!(greet.status.success(), "{}", text(&greet.stderr));
+    assert!(
+        text(&greet.stdout).contains("Hej, Ada"),
+        "{}",
+        text(&greet.stdout)
+    );
 }
