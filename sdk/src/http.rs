@@ -251,6 +251,23 @@ pub struct Response {
 }
 
 impl Response {
+    /// An answer with `status`, `headers` and `body`: what unit tests of a
+    /// plugin's handling of upstream answers build (the host makes the
+    /// real ones).
+    pub fn new(status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            headers: headers
+                .iter()
+                .map(|(name, value)| Header {
+                    name: name.to_ascii_lowercase(),
+                    value: (*value).to_owned(),
+                })
+                .collect(),
+            body: body.into(),
+        }
+    }
+
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

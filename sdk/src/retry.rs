@@ -235,20 +235,13 @@ mod tests {
     use std::cell::RefCell;
 
     use super::*;
-    use crate::http::Header;
 
     fn answer(status: u16, retry_after: Option<&str>) -> Result<Response, http::Error> {
-        Ok(Response {
-            status,
-            headers: retry_after
-                .map(|v| Header {
-                    name: "retry-after".into(),
-                    value: v.into(),
-                })
-                .into_iter()
-                .collect(),
-            body: Vec::new(),
-        })
+        let headers: Vec<(&str, &str)> = retry_after
+            .map(|v| ("retry-after", v))
+            .into_iter()
+            .collect();
+        Ok(Response::new(status, &headers, Vec::new()))
     }
 
     /// Plenty of time and requests.

@@ -109,6 +109,94 @@ macro_rules! dispatch {
     }};
 }
 
+/// Declares typed actions in one place: for each, a unit type
+/// implementing [`Action`] with the body given (private to the module);
+/// then, visible in the crate, `declare_actions` (adds them all to a
+/// manifest), `dispatch_action` (routes a call by name) and
+/// `DECLARED_ACTIONS` (`(name, description)` of each).
+///
+/// ```no_run
+/// use serde::Deserialize;
+/// use switchyard_sdk::{Context, Manifest, Plugin, Result, Value, json, schemars};
+///
+/// #[derive(Deserialize, schemars::JsonSchema)]
+/// #[schemars(crate = "switchyard_sdk::schemars")]
+/// struct Target {
+///     /// The device id.
+///     id: u64,
+/// }
+///
+/// switchyard_sdk::actions! {
+///     /// Locks a device.
+///     Lock = "lock-device", "Lock a device" => |_ctx, input: Target| -> Value {
+///         Ok(json!({ "locked": input.id }))
+///     }
+///     Wipe = "wipe-device", "Erase a device", role "admin" => |_ctx, input: Target| -> Value {
+///         Ok(json!({ "wiped": input.id }))
+///     }
+/// }
+///
+/// struct Devices;
+///
+/// impl Plugin for Devices {
+///     fn manifest() -> Manifest {
+///         declare_actions(Manifest::new("devices", "1.0.0", "Device actions"))
+///     }
+///     fn invoke(ctx: &Context, action: &str, input: Value) -> Result<Value> {
+///         dispatch_action(ctx, action, input)
+///     }
+/// }
+///
+/// switchyard_sdk::register!(Devices);
+/// ```
+#[macro_export]
+macro_rules! actions {
+    ($(
+        $(#[$meta:meta])*
+        $ty:ident = $name:literal, $description:literal $(, role $role:literal)?
+            => |$ctx:ident, $input:ident : $in_ty:ty| -> $out_ty:ty $body:block
+    )+) => {
+        $(
+            #[doc = concat!("The `", $name, "` action.")]
+            $(#[$meta])*
+            struct $ty;
+
+            impl $crate::Action for $ty {
+                const NAME: &'static str = $name;
+                const DESCRIPTION: &'static str = $description;
+                type Input = $in_ty;
+                type Output = $out_ty;
+                $(
+                    fn required_role() -> Option<&'static str> {
+                        Some($role)
+                    }
+                )?
+                #[allow(unused_variables)]
+                fn run($ctx: &$crate::Context, $input: $in_ty) -> $crate::Result<$out_ty> $body
+            }
+        )+
+
+        /// Adds every declared action to `m`, with its generated input
+        /// schema.
+        pub(crate) fn declare_actions(m: $crate::Manifest) -> $crate::Manifest {
+            m$(.typed_action::<$ty>())+
+        }
+
+        /// Runs the declared action named `action`, or answers not-found.
+        pub(crate) fn dispatch_action(
+            ctx: &$crate::Context,
+            action: &str,
+            input: $crate::Value,
+        ) -> $crate::Result<$crate::Value> {
+            $crate::dispatch!(ctx, action, input; $($ty),+)
+        }
+
+        /// `(name, description)` of every declared action, in order.
+        #[allow(dead_code)]
+        pub(crate) const DECLARED_ACTIONS: &[(&str, &str)] = &[$(($name, $description)),+];
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use serde::{Deserialize, Serialize};
@@ -184,5 +272,40 @@ mod tests {
         );
         let unknown = call("wipe", Value::Null).unwrap_err();
         assert!(matches!(unknown, Error::NotFound(_)), "{unknown:?}");
+    }
+
+    mod declared {
+        use super::LockInput;
+        use crate::{Value, json};
+
+        crate::actions! {
+            Lock = "lock", "Locks" => |_ctx, input: LockInput| -> Value {
+                Ok(json!({ "locked": input.device_id }))
+            }
+            Wipe = "wipe", "Wipes", role "admin" => |_ctx, _input: LockInput| -> Value {
+                Ok(json!({ "wiped": true }))
+            }
+        }
+    }
+
+    #[test]
+    fn the_actions_macro_declares_routes_and_lists() {
+        use crate::Manifest;
+        let m = declared::declare_actions(Manifest::new("x", "0", "x"));
+        let names: Vec<&str> = m.actions.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["lock", "wipe"]);
+        assert_eq!(m.actions[1].required_role.as_deref(), Some("admin"));
+        assert_eq!(m.actions[0].required_role, None);
+        assert_eq!(
+            declared::DECLARED_ACTIONS,
+            &[("lock", "Locks"), ("wipe", "Wipes")]
+        );
+        let out =
+            declared::dispatch_action(&ctx(), "lock", serde_json::json!({"device_id": 3})).unwrap();
+        assert_eq!(out, serde_json::json!({"locked": 3}));
+        assert!(matches!(
+            declared::dispatch_action(&ctx(), "nope", Value::Null),
+            Err(Error::NotFound(_))
+        ));
     }
 }

@@ -74,25 +74,6 @@ impl SysId {
     }
 }
 
-impl TryFrom<String> for SysId {
-    type Error = String;
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        Self::parse(&s).map_err(|e| e.to_string())
-    }
-}
-
-impl From<SysId> for String {
-    fn from(id: SysId) -> Self {
-        id.0
-    }
-}
-
-impl fmt::Display for SysId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// A task number (`INC0010001`, `RITM0001234`): letters, digits and
 /// `-_.`, at most 40 characters, so that it is safe in a query.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,29 +104,30 @@ impl TaskNumber {
     }
 }
 
-impl TryFrom<String> for TaskNumber {
-    type Error = String;
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        Self::parse(&s).map_err(|e| e.to_string())
-    }
-}
-
-impl From<TaskNumber> for String {
-    fn from(n: TaskNumber) -> Self {
-        n.0
-    }
-}
-
-impl fmt::Display for TaskNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A string type's schema: its pattern, so that the host refuses a bad
+/// What a checked string type shares: conversions through its `parse`,
+/// `Display`, and a schema with its pattern, so that the host refuses a bad
 /// value (422, naming where) before the plugin runs.
-macro_rules! string_schema {
+macro_rules! checked_string {
     ($ty:ty, $name:literal, $pattern:literal, $description:literal) => {
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(s: String) -> std::result::Result<Self, String> {
+                Self::parse(&s).map_err(|e| e.to_string())
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(v: $ty) -> Self {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
         impl JsonSchema for $ty {
             fn inline_schema() -> bool {
                 true
@@ -164,13 +146,13 @@ macro_rules! string_schema {
     };
 }
 
-string_schema!(
+checked_string!(
     SysId,
     "SysId",
     "^[0-9a-fA-F]{32}$",
     "A ServiceNow sys_id: 32 hexadecimal digits"
 );
-string_schema!(
+checked_string!(
     TaskNumber,
     "TaskNumber",
     "^[A-Za-z0-9_.-]{1,40}$",
@@ -592,23 +574,11 @@ fn rows(result: Value, what: &str) -> Result<Vec<Value>> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-    use switchyard_sdk::http::Header;
-
     use super::*;
+    use serde_json::json;
 
     fn resp(status: u16, body: &str, headers: &[(&str, &str)]) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| Header {
-                    name: (*n).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            body: body.as_bytes().to_vec(),
-        }
+        Response::new(status, headers, body)
     }
 
     #[test]

@@ -530,22 +530,10 @@ impl Uem {
 
 #[cfg(test)]
 mod tests {
-    use switchyard_sdk::http::Header;
-
     use super::*;
 
     fn resp(status: u16, body: &str, headers: &[(&str, &str)]) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| Header {
-                    name: (*n).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            body: body.as_bytes().to_vec(),
-        }
+        Response::new(status, headers, body)
     }
 
     #[test]

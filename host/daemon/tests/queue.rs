@@ -54,6 +54,15 @@ fn jobs(cfg: &str, state: &str) -> Vec<Value> {
     .collect()
 }
 
+/// The jobs in `state`, once there are any (`what` names the wait).
+async fn jobs_in(cfg: &str, state: &str, what: &str) -> Vec<Value> {
+    eventually(what, || async {
+        let found = jobs(cfg, state);
+        (!found.is_empty()).then_some(found)
+    })
+    .await
+}
+
 /// How often the echo plugin of `instance` processed event `id`.
 async fn processed(d: &Daemon, api: &str, instance: &str, id: &str) -> u64 {
     let body = json!({"input": {"ops": [{"op": "get", "key": format!("events/{id}")}]},
@@ -84,11 +93,7 @@ async fn a_delivery_answered_with_5xx_is_retried() {
         (processed(&d, &api, "echo-1", "r-1").await == 2).then_some(())
     })
     .await;
-    let done = eventually("the job done", || async {
-        let done = jobs(&cfg, "done");
-        (!done.is_empty()).then_some(done)
-    })
-    .await;
+    let done = jobs_in(&cfg, "done", "the job done").await;
     assert_eq!(done[0]["attempts"], 2, "{done:?}");
 }
 
@@ -104,11 +109,7 @@ async fn marked_errors_are_retried_as_the_plugin_says() {
     let body = json!({"id": "p-1", "fail_times": 99, "fail_as": "upstream-permanent"});
     let (status, r) = post(&d, events, None, &AUTH, &body.to_string()).await;
     assert_eq!(status, 200, "{r}");
-    let dead = eventually("the dead letter", || async {
-        let dead = jobs(&cfg, "dead");
-        (!dead.is_empty()).then_some(dead)
-    })
-    .await;
+    let dead = jobs_in(&cfg, "dead", "the dead letter").await;
     assert_eq!(dead[0]["attempts"], 1, "{dead:?}");
     let error = dead[0]["last_error"].as_str().unwrap();
     assert!(error.contains("marked it permanent"), "{error}");
@@ -118,11 +119,7 @@ async fn marked_errors_are_retried_as_the_plugin_says() {
     let body = json!({"id": "t-1", "fail_times": 1, "fail_as": "forbidden-transient"});
     let (status, r) = post(&d, events, None, &AUTH, &body.to_string()).await;
     assert_eq!(status, 200, "{r}");
-    let done = eventually("the retried job done", || async {
-        let done = jobs(&cfg, "done");
-        (!done.is_empty()).then_some(done)
-    })
-    .await;
+    let done = jobs_in(&cfg, "done", "the retried job done").await;
     assert_eq!(done[0]["attempts"], 2, "{done:?}");
     assert_eq!(processed(&d, &api, "echo-1", "t-1").await, 2);
 }
@@ -168,11 +165,7 @@ async fn undeduplicable_and_unprocessable_deliveries_are_refused_or_dead_at_once
     // process (not JSON) is dead after one attempt, not eight.
     let (status, r) = post_raw(&d, "/hooks/acme/loose/events", &AUTH, b"not json").await;
     assert_eq!(status, 200, "{r}");
-    let dead = eventually("the dead letter", || async {
-        let dead = jobs(&cfg, "dead");
-        (!dead.is_empty()).then_some(dead)
-    })
-    .await;
+    let dead = jobs_in(&cfg, "dead", "the dead letter").await;
     assert_eq!(dead[0]["attempts"], 1, "{dead:?}");
     assert!(
         dead[0]["last_error"]

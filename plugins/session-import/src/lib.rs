@@ -53,8 +53,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use switchyard_sdk::schemars::JsonSchema;
 use switchyard_sdk::{
-    Action, ConfigSpec, Context, CredentialKind, CredentialSlot, Error, JobSpec, Manifest, Plugin,
-    Result, WebhookRequest, WebhookResponse, WebhookSpec, config, log,
+    ConfigSpec, Context, CredentialKind, CredentialSlot, Error, JobSpec, Manifest, Plugin, Result,
+    WebhookRequest, WebhookResponse, WebhookSpec, config, log,
 };
 use switchyard_servicenow::{self as snow, Query};
 
@@ -81,17 +81,12 @@ fn importer(ctx: &Context) -> Result<Importer> {
 
 impl Plugin for SessionImport {
     fn manifest() -> Manifest {
-        let mut m = Manifest::new(
+        let mut m = declare_actions(Manifest::new(
             "session-import",
             env!("CARGO_PKG_VERSION"),
             "BeyondTrust Remote Support sessions into ServiceNow: one record per session, \
              associated with its task, with optional work notes",
-        )
-        .typed_action::<GenerateSessionKey>()
-        .typed_action::<LoadIssues>()
-        .typed_action::<LoadEventTypes>()
-        .typed_action::<PullSessionsNow>()
-        .typed_action::<TestConnection>()
+        ))
         .webhook(WebhookSpec::queued(
             EVENTS_ROUTE,
             "BeyondTrust outbound events (support_conference_end, \
@@ -137,8 +132,7 @@ impl Plugin for SessionImport {
     }
 
     fn invoke(ctx: &Context, action: &str, input: Value) -> Result<Value> {
-        switchyard_sdk::dispatch!(ctx, action, input;
-            GenerateSessionKey, LoadIssues, LoadEventTypes, PullSessionsNow, TestConnection)
+        dispatch_action(ctx, action, input)
     }
 
     fn handle_webhook(
@@ -217,85 +211,35 @@ struct SessionKeyInput {
 #[schemars(crate = "switchyard_sdk::schemars")]
 struct NoInput {}
 
-struct GenerateSessionKey;
-
-impl Action for GenerateSessionKey {
-    const NAME: &'static str = "generate-session-key";
-    const DESCRIPTION: &'static str = "Generate a support session key for an incident (its number \
-        becomes the session's external key); refused for resolved or closed incidents";
-    type Input = SessionKeyInput;
-    type Output = Value;
-    fn required_role() -> Option<&'static str> {
-        Some("agent")
-    }
-    fn run(ctx: &Context, input: SessionKeyInput) -> Result<Value> {
+switchyard_sdk::actions! {
+    GenerateSessionKey = "generate-session-key",
+        "Generate a support session key for an incident (its number becomes the session's \
+         external key); refused for resolved or closed incidents", role "agent"
+        => |ctx, input: SessionKeyInput| -> Value {
         generate_session_key(ctx, &mut importer(ctx)?, input)
     }
-}
-
-struct LoadIssues;
-
-impl Action for LoadIssues {
-    const NAME: &'static str = "load-issues";
-    const DESCRIPTION: &'static str =
-        "Copy the support site's issues into ServiceNow; reports how many were added and updated";
-    type Input = NoInput;
-    type Output = Value;
-    fn required_role() -> Option<&'static str> {
-        Some("admin")
-    }
-    fn run(ctx: &Context, _: NoInput) -> Result<Value> {
+    LoadIssues = "load-issues",
+        "Copy the support site's issues into ServiceNow; reports how many were added and updated",
+        role "admin"
+        => |ctx, _input: NoInput| -> Value {
         load_issues(&mut importer(ctx)?)
     }
-}
-
-struct LoadEventTypes;
-
-impl Action for LoadEventTypes {
-    const NAME: &'static str = "load-event-types";
-    const DESCRIPTION: &'static str =
-        "Write the known event types, and whether each is imported, to ServiceNow";
-    type Input = NoInput;
-    type Output = Value;
-    fn required_role() -> Option<&'static str> {
-        Some("admin")
-    }
-    fn run(ctx: &Context, _: NoInput) -> Result<Value> {
+    LoadEventTypes = "load-event-types",
+        "Write the known event types, and whether each is imported, to ServiceNow", role "admin"
+        => |ctx, _input: NoInput| -> Value {
         load_event_types(&mut importer(ctx)?)
     }
-}
-
-struct PullSessionsNow;
-
-impl Action for PullSessionsNow {
-    const NAME: &'static str = "pull-sessions-now";
-    const DESCRIPTION: &'static str =
-        "Pull sessions from the cursor now (as the scheduled job does)";
-    type Input = NoInput;
-    type Output = Value;
-    fn required_role() -> Option<&'static str> {
-        Some("admin")
-    }
-    fn run(ctx: &Context, _: NoInput) -> Result<Value> {
+    PullSessionsNow = "pull-sessions-now",
+        "Pull sessions from the cursor now (as the scheduled job does)", role "admin"
+        => |ctx, _input: NoInput| -> Value {
         let mut imp = importer(ctx)?;
         let rep = pull::pull(&mut imp)?;
         let summary = rep.summary(&imp);
         Ok(json!({ "summary": summary, "report": rep, "stats": imp.stats }))
     }
-}
-
-struct TestConnection;
-
-impl Action for TestConnection {
-    const NAME: &'static str = "test-connection";
-    const DESCRIPTION: &'static str =
-        "Check both connections: the site's API version and a ServiceNow read";
-    type Input = NoInput;
-    type Output = Value;
-    fn required_role() -> Option<&'static str> {
-        Some("admin")
-    }
-    fn run(ctx: &Context, _: NoInput) -> Result<Value> {
+    TestConnection = "test-connection",
+        "Check both connections: the site's API version and a ServiceNow read", role "admin"
+        => |ctx, _input: NoInput| -> Value {
         let imp = importer(ctx)?;
         let version = imp.bt.api_version()?;
         imp.sn

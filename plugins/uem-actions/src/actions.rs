@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_sdk::schemars::JsonSchema;
-use switchyard_sdk::{Action, Context, Error, Manifest, Result, config, log};
+use switchyard_sdk::{Context, Error, Result, config, log};
 use switchyard_uem::{Device, OsFamily, Selector, Uem, enc};
 
 use crate::incident::Incident;
@@ -165,39 +165,8 @@ fn sent(command: &str) -> Value {
     json!({ "command": command, "status": "sent" })
 }
 
-/// Declares each action as a type whose description is its label in
-/// [`roles::ACTIONS`], with [`declare`] (the manifest) and [`dispatch`]
-/// (routing) over all of them.
-macro_rules! actions {
-    ($($ty:ident $name:literal $label:literal ($input:ident: $in_ty:ty, $ctx:ident) $run:block)*) => {
-        $(
-            struct $ty;
-            impl Action for $ty {
-                const NAME: &'static str = $name;
-                const DESCRIPTION: &'static str = $label;
-                type Input = $in_ty;
-                type Output = Value;
-                fn run($ctx: &Context, $input: $in_ty) -> Result<Value> $run
-            }
-        )*
-
-        /// Adds every action, with its generated input schema.
-        pub fn declare(m: Manifest) -> Manifest {
-            m$(.typed_action::<$ty>())*
-        }
-
-        /// Runs `action`.
-        pub fn dispatch(ctx: &Context, action: &str, input: Value) -> Result<Value> {
-            switchyard_sdk::dispatch!(ctx, action, input; $($ty),*)
-        }
-
-        #[cfg(test)]
-        const DECLARED: &[(&str, &str)] = &[$(($name, $label)),*];
-    };
-}
-
-actions! {
-    ChangePasscode "change-passcode" "Change Passcode" (input: PasscodeInput, ctx) {
+switchyard_sdk::actions! {
+    ChangePasscode = "change-passcode", "Change Passcode" => |ctx, input: PasscodeInput| -> Value {
         device_action(ctx, Self::NAME, input.target, |uem, d, _| {
             uem.post(
                 &format!("/mdm/devices/{}/commands/changepasscode", d.id),
@@ -207,23 +176,16 @@ actions! {
             Ok(sent("ChangePasscode"))
         })
     }
-    LockDevice "lock-device" "Lock Device" (input: Target, ctx) {
+    LockDevice = "lock-device", "Lock Device" => |ctx, input: Target| -> Value {
         command(ctx, Self::NAME, input, "Lock")
     }
-    RemoteAssist "remote-assist" "Remote Assist" (input: Target, ctx) {
+    RemoteAssist = "remote-assist", "Remote Assist" => |ctx, input: Target| -> Value {
         device_action(ctx, Self::NAME, input, |_, d, _| {
-            let assist = config::get("assist_url").unwrap_or_default();
-            if assist.trim().is_empty() {
-                return Err(Error::conflict(
-                    "Remote Assist needs `assist_url` in the configuration",
-                ));
-            }
-            Ok(json!({
-                "url": format!("{}/devices/{}", assist.trim_end_matches('/'), d.udid)
-            }))
+            let assist = configured_url("assist_url", "Remote Assist")?;
+            Ok(json!({ "url": format!("{assist}/devices/{}", d.udid) }))
         })
     }
-    RequestDeviceLog "request-device-log" "Request Device Log" (input: LogInput, ctx) {
+    RequestDeviceLog = "request-device-log", "Request Device Log" => |ctx, input: LogInput| -> Value {
         device_action(ctx, Self::NAME, input.target, |uem, d, _| {
             uem.post(
                 &format!("/mdm/devices/commands/requestdevicelog?searchby=DeviceId&id={}", d.id),
@@ -233,7 +195,7 @@ actions! {
             Ok(sent("RequestDeviceLog"))
         })
     }
-    SendMessage "send-message" "Send Message" (input: MessageInput, ctx) {
+    SendMessage = "send-message", "Send Message" => |ctx, input: MessageInput| -> Value {
         let message = input.message.trim().to_owned();
         if message.is_empty() {
             return Err(Error::invalid_input("`message` is required"));
@@ -250,13 +212,13 @@ actions! {
             Ok(json!({ "command": "SendMessage", "status": "sent", "channel": kind }))
         })
     }
-    SoftReset "soft-reset" "Soft Reset" (input: Target, ctx) {
+    SoftReset = "soft-reset", "Soft Reset" => |ctx, input: Target| -> Value {
         command(ctx, Self::NAME, input, "SoftReset")
     }
-    SyncDevice "sync-device" "Sync Device" (input: Target, ctx) {
+    SyncDevice = "sync-device", "Sync Device" => |ctx, input: Target| -> Value {
         command(ctx, Self::NAME, input, "SyncDevice")
     }
-    FindDevice "find-device" "Find Device" (input: FindInput, ctx) {
+    FindDevice = "find-device", "Find Device" => |ctx, input: FindInput| -> Value {
         device_action(ctx, Self::NAME, input.target, |uem, d, _| {
             uem.post(
                 &format!("/mdm/devices/{}/commands/finddevice", d.id),
@@ -270,48 +232,52 @@ actions! {
             Ok(sent("FindDevice"))
         })
     }
-    ViewRecoveryKey "view-recovery-key" "View Encryption Recovery Key" (input: Target, ctx) {
+    ViewRecoveryKey = "view-recovery-key", "View Encryption Recovery Key" => |ctx, input: Target| -> Value {
         device_action(ctx, Self::NAME, input, recovery_key)
     }
-    AddDevice "add-device" "Add Device" (input: AddDeviceInput, ctx) {
+    AddDevice = "add-device", "Add Device" => |ctx, input: AddDeviceInput| -> Value {
         let (grant, uem) = admit(ctx, Self::NAME)?;
         add_device(ctx, grant, &uem, input)
     }
-    DeviceWipe "device-wipe" "Device Wipe" (input: WipeInput, ctx) {
+    DeviceWipe = "device-wipe", "Device Wipe" => |ctx, input: WipeInput| -> Value {
         wipe(ctx, Self::NAME, input, "DeviceWipe")
     }
-    EnterpriseWipe "enterprise-wipe" "Enterprise Wipe" (input: WipeInput, ctx) {
+    EnterpriseWipe = "enterprise-wipe", "Enterprise Wipe" => |ctx, input: WipeInput| -> Value {
         wipe(ctx, Self::NAME, input, "EnterpriseWipe")
     }
-    ConsoleLink "console-link" "Console Link" (input: Target, ctx) {
+    ConsoleLink = "console-link", "Console Link" => |ctx, input: Target| -> Value {
         device_action(ctx, Self::NAME, input, |_, d, _| {
-            let console = config::get("console_url").unwrap_or_default();
-            if console.trim().is_empty() {
-                return Err(Error::conflict(
-                    "Console Link needs `console_url` in the configuration",
-                ));
-            }
+            let console = configured_url("console_url", "Console Link")?;
             Ok(json!({
-                "url": format!(
-                    "{}/AirWatch/#/AirWatch/Device/Details/Summary/{}",
-                    console.trim_end_matches('/'),
-                    d.id
-                )
+                "url": format!("{console}/AirWatch/#/AirWatch/Device/Details/Summary/{}", d.id)
             }))
         })
     }
-    VerifyOauthToken "verify-oauth-token" "Verify OAuth Token" (_input: NoInput, ctx) {
+    VerifyOauthToken = "verify-oauth-token", "Verify OAuth Token" => |ctx, _input: NoInput| -> Value {
         admit(ctx, Self::NAME)?;
         crate::verify_token()
     }
-    TestConnection "test-connection" "Test Connection" (_input: NoInput, ctx) {
+    TestConnection = "test-connection", "Test Connection" => |ctx, _input: NoInput| -> Value {
         let (_, uem) = admit(ctx, Self::NAME)?;
         crate::test_connection(&uem)
     }
-    FindDevices "find-devices" "Find Devices" (input: FindDevicesInput, ctx) {
+    FindDevices = "find-devices", "Find Devices" => |ctx, input: FindDevicesInput| -> Value {
         let (grant, uem) = admit(ctx, Self::NAME)?;
         find_devices(ctx, grant, &uem, input.device.as_ref())
     }
+}
+
+/// The URL configured under `key` (without a trailing `/`), which the
+/// action `label` needs: `conflict` naming the key when it is not set.
+fn configured_url(key: &str, label: &str) -> Result<String> {
+    let url = config::get(key).unwrap_or_default();
+    let url = url.trim().trim_end_matches('/');
+    if url.is_empty() {
+        return Err(Error::conflict(format!(
+            "{label} needs `{key}` in the configuration"
+        )));
+    }
+    Ok(url.to_owned())
 }
 
 /// A device command with no body (`Lock`, `SoftReset`, `SyncDevice`).
@@ -456,15 +422,15 @@ mod tests {
     /// the same labels, so no action escapes the role check.
     #[test]
     fn every_action_is_declared_once_with_its_label() {
-        assert_eq!(DECLARED.len(), roles::ACTIONS.len());
+        assert_eq!(DECLARED_ACTIONS.len(), roles::ACTIONS.len());
         for (name, label) in roles::ACTIONS {
-            assert!(DECLARED.contains(&(*name, *label)), "{name}");
+            assert!(DECLARED_ACTIONS.contains(&(*name, *label)), "{name}");
         }
     }
 
     #[test]
     fn inputs_are_typed_and_checked_by_their_schema() {
-        let m = declare(Manifest::new("x", "0", "x"));
+        let m = declare_actions(switchyard_sdk::Manifest::new("x", "0", "x"));
         let schema = |name: &str| -> Value {
             let a = m.actions.iter().find(|a| a.name == name).unwrap();
             serde_json::from_str(&a.input_schema).unwrap()

@@ -89,7 +89,7 @@ impl Plugin for UemActions {
         );
         // Roles are checked by the plugin (an action may be allowed by
         // several roles, and catalog roles only on own devices).
-        actions::declare(m)
+        actions::declare_actions(m)
             .config(ConfigSpec::required("api_url", "UEM REST API base URL, e.g. https://as1234.awmdm.com"))
             .config(ConfigSpec::optional("console_url", "UEM console base URL, for Console Link", ""))
             .config(ConfigSpec::optional("assist_url", "Workspace ONE Assist portal URL, for Remote Assist", ""))
@@ -116,7 +116,7 @@ impl Plugin for UemActions {
     }
 
     fn invoke(ctx: &Context, action: &str, input: Value) -> Result<Value> {
-        actions::dispatch(ctx, action, input)
+        actions::dispatch_action(ctx, action, input)
     }
 }
 
