@@ -21,7 +21,6 @@ pub mod bindings {
     });
 }
 
-
 use bindings::switchyard::plugin::types::{ActionSpec, ConfigSpec, UpstreamError};
 use bindings::switchyard::plugin::{config, log, storage};
 use bindings::{Context, Guest, Manifest, PluginError, WebhookRequest, WebhookResponse};
