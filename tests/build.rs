@@ -7,6 +7,7 @@ const GUESTS: &[&str] = &[
     "guest-hostile",
     "guest-trivial",
     "guest-compat-0-1-0",
+    "guest-clients",
 ];
 
 fn main() {
