@@ -1,7 +1,12 @@
 use std::fmt::Write;
 
 /// First-party plugins embedded in the `switchyard` binary.
-const PLUGINS: &[&str] = &["plugin-echo", "plugin-uem-actions", "plugin-session-import"];
+const PLUGINS: &[&str] = &[
+    "plugin-echo",
+    "plugin-uem-actions",
+    "plugin-session-import",
+    "plugin-access-tickets",
+];
 
 fn main() {
     let mut out = String::new();

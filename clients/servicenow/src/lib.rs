@@ -471,19 +471,35 @@ impl ServiceNow {
     /// retried after a timeout or a 5xx (it may have been written): the
     /// caller checks what exists before trying again.
     pub fn insert(&self, table: &str, fields: &Map<String, Value>) -> Result<SysId> {
+        let row = self.insert_row(table, fields, &["sys_id"])?;
+        SysId::parse(&field(&row, "sys_id")).map_err(|_| {
+            Error::upstream(format!(
+                "ServiceNow created a {table} record but did not say its sys_id"
+            ))
+        })
+    }
+
+    /// Inserts a row into `table` and returns the created row's `fields`
+    /// (its number and state, say), read from the insert's own answer. Not
+    /// retried after a timeout or a 5xx, like [`ServiceNow::insert`].
+    pub fn insert_row(
+        &self,
+        table: &str,
+        fields: &Map<String, Value>,
+        return_fields: &[&str],
+    ) -> Result<Value> {
         let what = format!("creating a {table} record");
-        let url = format!("{}?sysparm_fields=sys_id", self.table_url(table)?);
+        let url = format!(
+            "{}?sysparm_exclude_reference_link=true&sysparm_fields={}",
+            self.table_url(table)?,
+            fields_param(return_fields)?
+        );
         let r = self.send(
             Request::post(url).json(fields)?,
             self.retry.idempotent(false),
             &what,
         )?;
-        let id = field(&Self::result(&r, &what)?, "sys_id");
-        SysId::parse(&id).map_err(|_| {
-            Error::upstream(format!(
-                "ServiceNow created a {table} record but did not say its sys_id"
-            ))
-        })
+        Self::result(&r, &what)
     }
 
     /// Sets fields of a row (a `PATCH` that sets values is safe to repeat;

@@ -6,17 +6,22 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /api/access-requests?status=<s>` | `{"requests": [request...]}`, oldest first |
-//! | `GET /api/access-requests/{id}` | the request: `{id, requester, requester_email, resource, justification, status, ticket_number, ticket_state, history[]}` |
+//! | `GET /api/access-requests?status=<s>&category=<c>&changed_since=<seq>` | `{"requests": [request...], "seq": <latest change>}`, oldest first; every filter optional |
+//! | `GET /api/access-requests/{id}` | the request: `{id, requester, requester_email, resource, justification, category, status, ticket_number, ticket_state, comments[], history[], seq}` |
 //! | `POST /api/access-requests/{id}/ticket-status` JSON `{"ticket_number", "state", "comment"}` | 200 with the request |
+//! | `POST /api/access-requests/{id}/ticket` JSON `{"ticket_number"}` | 200 with the request: the ticket is recorded, the status unchanged |
 //!
-//! - `status`: `pending_manual` (needs a person, i.e. a ticket), `in_progress`,
-//!   `fulfilled`, `rejected`. A ticket state `closed_complete` fulfils the
-//!   request, `closed_incomplete`/`closed_rejected` rejects it, anything in
-//!   `new`, `in_progress`, `on_hold` marks it `in_progress`; other states are
+//! - `status`: `pending_manual` (needs a person, i.e. a ticket),
+//!   `pending_approval` (the identity system's own approvers decide),
+//!   `approved`, `in_progress`, `fulfilled`, `rejected`, `withdrawn`. A
+//!   ticket state `closed_complete` fulfils the request,
+//!   `closed_incomplete`/`closed_rejected` rejects it, anything in `new`,
+//!   `in_progress`, `on_hold` marks it `in_progress`; other states are
 //!   refused with 400.
-//! - A request that is already fulfilled or rejected refuses further updates
-//!   (409).
+//! - A request that is already fulfilled, rejected or withdrawn refuses
+//!   further updates (409).
+//! - Every change (status, ticket, comment) takes the next sequence number
+//!   `seq`; `changed_since` lists the requests changed after one.
 //! - Authentication: `Authorization: Bearer <token>`; otherwise 401.
 //! - Errors: `{"error": "<code>", "message": "..."}`.
 //!
@@ -80,11 +85,41 @@ pub struct AccessRequest {
     pub ticket_state: Option<String>,
     /// Every status update received: `{ticket_number, state, comment}`.
     pub history: Vec<Value>,
+    /// Service category (`finance`, `it`, `sales`).
+    pub category: String,
+    /// Comments made in the identity system: `{by, text, seq}`.
+    pub comments: Vec<Value>,
+    /// Sequence number of the last change.
+    pub seq: u64,
 }
+
+/// Statuses no update may change.
+const TERMINAL: &[&str] = &["fulfilled", "rejected", "withdrawn"];
 
 struct Sim {
     cfg: IdentityConfig,
     requests: Mutex<Vec<AccessRequest>>,
+    /// The latest change's sequence number.
+    seq: Mutex<u64>,
+}
+
+impl Sim {
+    /// The next sequence number, for a change being made.
+    fn next_seq(&self) -> u64 {
+        let mut seq = common::state(&self.seq);
+        *seq += 1;
+        *seq
+    }
+
+    /// Changes request `id` with `f`, stamping the change; None if there is
+    /// no such request.
+    fn change<T>(&self, id: &str, f: impl FnOnce(&mut AccessRequest) -> T) -> Option<T> {
+        let seq = self.next_seq();
+        let mut requests = common::state(&self.requests);
+        let r = requests.iter_mut().find(|r| r.id == id)?;
+        r.seq = seq;
+        Some(f(r))
+    }
 }
 
 /// A running identity-system simulator.
@@ -139,12 +174,29 @@ async fn gate(State(sim): S, req: Request, next: Next) -> Response {
 }
 
 async fn list(State(sim): S, Query(q): Query<HashMap<String, String>>) -> Response {
-    let requests: Vec<AccessRequest> = common::state(&sim.requests)
+    let since = match q.get("changed_since").map(|s| s.parse::<u64>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return idm_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "`changed_since` must be a sequence number",
+            );
+        }
+    };
+    let seq = *common::state(&sim.seq);
+    let mut requests: Vec<AccessRequest> = common::state(&sim.requests)
         .iter()
         .filter(|r| q.get("status").is_none_or(|s| &r.status == s))
+        .filter(|r| q.get("category").is_none_or(|c| &r.category == c))
+        .filter(|r| r.seq > since)
         .cloned()
         .collect();
-    axum::Json(json!({ "requests": requests })).into_response()
+    if q.contains_key("changed_since") {
+        requests.sort_by_key(|r| r.seq);
+    }
+    axum::Json(json!({ "requests": requests, "seq": seq })).into_response()
 }
 
 async fn read(State(sim): S, Path(id): Path<String>) -> Response {
@@ -189,26 +241,60 @@ async fn ticket_status(State(sim): S, Path(id): Path<String>, body: Bytes) -> Re
             );
         }
     };
-    let mut requests = common::state(&sim.requests);
-    let Some(r) = requests.iter_mut().find(|r| r.id == id) else {
-        return idm_error(
+    let changed = sim.change(&id, |r| {
+        if TERMINAL.contains(&r.status.as_str()) {
+            return Err(idm_error(
+                StatusCode::CONFLICT,
+                "closed",
+                &format!("access request `{id}` is already {}", r.status),
+            ));
+        }
+        r.ticket_number = Some(number.to_owned());
+        r.ticket_state = Some(state.to_owned());
+        r.status = status.to_owned();
+        r.history.push(update.clone());
+        Ok(axum::Json(&*r).into_response())
+    });
+    match changed {
+        None => idm_error(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("no access request `{id}`"),
+        ),
+        Some(Ok(r) | Err(r)) => r,
+    }
+}
+
+async fn link_ticket(State(sim): S, Path(id): Path<String>, body: Bytes) -> Response {
+    let number = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["ticket_number"].as_str().map(str::to_owned));
+    let Some(number) = number else {
+        return idm_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`ticket_number` is a required string",
         );
     };
-    if matches!(r.status.as_str(), "fulfilled" | "rejected") {
-        return idm_error(
-            StatusCode::CONFLICT,
-            "closed",
-            &format!("access request `{id}` is already {}", r.status),
-        );
+    let changed = sim.change(&id, |r| {
+        if TERMINAL.contains(&r.status.as_str()) {
+            return Err(idm_error(
+                StatusCode::CONFLICT,
+                "closed",
+                &format!("access request `{id}` is already {}", r.status),
+            ));
+        }
+        r.ticket_number = Some(number);
+        Ok(axum::Json(&*r).into_response())
+    });
+    match changed {
+        None => idm_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no access request `{id}`"),
+        ),
+        Some(Ok(r) | Err(r)) => r,
     }
-    r.ticket_number = Some(number.to_owned());
-    r.ticket_state = Some(state.to_owned());
-    r.status = status.to_owned();
-    r.history.push(update);
-    axum::Json(&*r).into_response()
 }
 
 impl Identity {
@@ -244,12 +330,16 @@ impl Identity {
                     ticket_number: None,
                     ticket_state: None,
                     history: Vec::new(),
+                    category: CATEGORIES[i % CATEGORIES.len()].into(),
+                    comments: Vec::new(),
+                    seq: i as u64 + 1,
                 }
             })
             .collect();
         let sim = Arc::new(Sim {
             cfg,
             requests: Mutex::new(requests),
+            seq: Mutex::new(n as u64),
         });
         let control = Arc::new(Control::default());
         let router = Router::new()
@@ -259,6 +349,7 @@ impl Identity {
                 "/api/access-requests/{id}/ticket-status",
                 post(ticket_status),
             )
+            .route("/api/access-requests/{id}/ticket", post(link_ticket))
             .layer(axum::middleware::from_fn_with_state(sim.clone(), gate))
             .with_state(sim.clone());
         let s = sim.clone();
@@ -294,4 +385,62 @@ impl Identity {
     pub fn requests(&self) -> Vec<AccessRequest> {
         common::state(&self.sim.requests).clone()
     }
+
+    /// Request `id`.
+    pub fn request(&self, id: &str) -> Option<AccessRequest> {
+        self.requests().into_iter().find(|r| r.id == id)
+    }
+
+    /// Adds a request in `category` with `status`, as a user of the
+    /// identity system would; returns its id.
+    pub fn add(&self, category: &str, status: &str) -> String {
+        let seq = self.sim.next_seq();
+        let mut requests = common::state(&self.sim.requests);
+        let i = requests.len();
+        let p = common::person(i);
+        let id = format!("AR-{:05}", 1000 + i);
+        requests.push(AccessRequest {
+            id: id.clone(),
+            requester: p.user_name,
+            requester_email: p.email,
+            resource: "Salesforce admin".into(),
+            justification: "New role".into(),
+            status: status.into(),
+            ticket_number: None,
+            ticket_state: None,
+            history: Vec::new(),
+            category: category.into(),
+            comments: Vec::new(),
+            seq,
+        });
+        id
+    }
+
+    /// The identity system's approvers (or the requester) move request `id`
+    /// to `status` (`approved`, `rejected`, `withdrawn`, …); false if there
+    /// is no such request or it is already closed.
+    pub fn set_status(&self, id: &str, status: &str) -> bool {
+        self.sim
+            .change(id, |r| {
+                if TERMINAL.contains(&r.status.as_str()) {
+                    return false;
+                }
+                r.status = status.into();
+                true
+            })
+            .unwrap_or(false)
+    }
+
+    /// Someone comments on request `id` in the identity system.
+    pub fn comment(&self, id: &str, by: &str, text: &str) -> bool {
+        let seq = *common::state(&self.sim.seq) + 1;
+        self.sim
+            .change(id, |r| {
+                r.comments.push(json!({"by": by, "text": text, "seq": seq}));
+            })
+            .is_some()
+    }
 }
+
+/// Service categories the seeded requests rotate through.
+pub const CATEGORIES: &[&str] = &["finance", "it", "sales"];

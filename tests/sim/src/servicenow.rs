@@ -32,8 +32,8 @@
 //! - Journal fields (`work_notes`, `comments`) read back as `""`, like the
 //!   real Table API; what was written is in `sys_journal_field`.
 //! - Unknown tables answer 400 "Invalid table"; the known ones are
-//!   `incident`, `problem`, `change_request`, `sc_request`, `sys_user`,
-//!   `sys_journal_field`, `task` (read-only union) plus
+//!   `incident`, `problem`, `change_request`, `sc_request`, `sc_req_item`,
+//!   `sys_user`, `sys_journal_field`, `task` (read-only union) plus
 //!   [`ServiceNowConfig::extra_tables`].
 //! - The app-approval endpoint creates one `sc_request` per `RequestId`; a
 //!   repeated `RequestId` answers 200 with the existing request.
@@ -99,12 +99,19 @@ const STANDARD_TABLES: &[&str] = &[
     "problem",
     "change_request",
     "sc_request",
+    "sc_req_item",
     "sys_user",
     "sys_journal_field",
 ];
 
 /// Tables that extend `task` (a `task` query spans them).
-const TASK_TABLES: &[&str] = &["incident", "problem", "change_request", "sc_request"];
+const TASK_TABLES: &[&str] = &[
+    "incident",
+    "problem",
+    "change_request",
+    "sc_request",
+    "sc_req_item",
+];
 
 const JOURNAL_FIELDS: &[&str] = &["work_notes", "comments"];
 
@@ -124,6 +131,7 @@ fn number_prefix(table: &str) -> Option<&'static str> {
         "problem" => Some("PRB"),
         "change_request" => Some("CHG"),
         "sc_request" => Some("REQ"),
+        "sc_req_item" => Some("RITM"),
         _ => None,
     }
 }

@@ -1,0 +1,413 @@
+//! The `access-tickets` plugin driven through the daemon against the
+//! identity and ServiceNow simulators, in both modes: requests become
+//! tickets, agent updates and closures flow back, a deleted ticket and a
+//! request closed on the identity side are closed out, a lost insert answer
+//! makes no second ticket, polling is batched and backs off, the webhook
+//! reads a ticket at once, and in identity-master mode approvals, comments
+//! and withdrawals reach the ticket.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use switchyard_sim::common::{Fault, FaultKind};
+use switchyard_sim::identity::{Identity, IdentityConfig};
+use switchyard_sim::servicenow::{ServiceNow, ServiceNowConfig};
+
+const TABLE: &str = "sc_req_item";
+const BASE: &str = "/v1/tenants/acme/instances/tickets";
+
+struct Env {
+    idm: Identity,
+    sn: ServiceNow,
+    _dir: tempfile::TempDir,
+    d: Daemon,
+    token: String,
+}
+
+/// `requests` access requests waiting for a person, ServiceNow with their
+/// requesters as users, and the plugin with `config` (extra config lines).
+async fn setup(requests: usize, config: &str) -> Env {
+    let idm = Identity::start(IdentityConfig::default(), 3, requests)
+        .await
+        .unwrap();
+    let sn = ServiceNow::start(
+        ServiceNowConfig {
+            rate_limit_per_minute: u32::MAX,
+            ..ServiceNowConfig::default()
+        },
+        3,
+        requests.max(1),
+        0,
+    )
+    .await
+    .unwrap();
+    let acme = format!(
+        r#"[roles]
+"Access Admin" = ["admin", "viewer"]
+
+[[instance]]
+id = "tickets"
+plugin = "access-tickets"
+egress = ["{sn}", "{idm}"]
+
+[instance.config]
+servicenow_url = "{sn}"
+identity_url = "{idm}"
+{config}
+
+[instance.limits]
+http_requests = 2000
+
+[instance.credentials.servicenow]
+kind = "basic"
+hosts = ["{sn}"]
+username = "{sn_user}"
+password = "secret:sn-password"
+
+[instance.credentials.identity]
+kind = "bearer"
+hosts = ["{idm}"]
+token = "secret:idm-token"
+
+[instance.webhooks.ticket-changed]
+token = "secret:hook-token"
+"#,
+        sn = sn.url(),
+        idm = idm.url(),
+        sn_user = sn.config().username,
+    );
+    let dir = config_dir("data_dir = \"data\"\n", &[("acme", &acme)]);
+    let cfg = dir.path().to_str().unwrap();
+    for (name, value) in [
+        ("sn-password", sn.config().password.clone()),
+        ("idm-token", idm.config().token.clone()),
+        ("hook-token", "hook-t0ken".to_owned()),
+    ] {
+        cli(
+            &["secret", "--config", cfg, "set", "acme", name],
+            Some(&value),
+        );
+    }
+    let token = token(dir.path(), "acme");
+    let d = start(dir.path());
+    Env {
+        idm,
+        sn,
+        _dir: dir,
+        d,
+        token,
+    }
+}
+
+impl Env {
+    async fn act(&self, action: &str, input: Value) -> (u16, Value) {
+        let path = format!("{BASE}/actions/{action}");
+        act(&self.d, &self.token, &path, &["Access Admin"], input).await
+    }
+
+    async fn job_status(&self) -> Value {
+        let (status, st) = get(&self.d, &format!("{BASE}/status"), Some(&self.token)).await;
+        assert_eq!(status, 200, "{st}");
+        // The job runs on demand here (no schedule): its statistics.
+        st["invocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "job" && s["name"] == "sync")
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Runs the `sync` job now and waits for it; its summary.
+    async fn sync(&self) -> String {
+        let before = self.job_status().await["runs"].as_i64().unwrap_or(0);
+        let (status, out) = post(
+            &self.d,
+            &format!("{BASE}/jobs/sync/run"),
+            Some(&self.token),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, 202, "{out}");
+        let job = eventually("the sync run", || async {
+            let j = self.job_status().await;
+            (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
+        })
+        .await;
+        assert_eq!(job["last_outcome"], "ok", "{job}");
+        job["last_summary"].as_str().unwrap().to_owned()
+    }
+
+    /// The ticket of access request `id`; panics if there is not exactly one.
+    fn ticket(&self, id: &str) -> Value {
+        let mut found: Vec<Value> = self
+            .sn
+            .records(TABLE)
+            .into_iter()
+            .filter(|t| t["correlation_id"] == id)
+            .collect();
+        assert_eq!(found.len(), 1, "tickets of {id}: {found:?}");
+        found.remove(0)
+    }
+
+    fn agent(&self, ticket: &Value, fields: &[(&str, &str)]) {
+        assert!(
+            self.sn
+                .agent_update(TABLE, ticket["sys_id"].as_str().unwrap(), fields)
+        );
+    }
+}
+
+/// ServiceNow is master: pending requests get one ticket each (requester
+/// found by email), agent updates and comments flow back, closed complete
+/// fulfils, closed incomplete rejects, a deleted ticket and a request
+/// already closed on the identity side are closed out, and nothing more
+/// flows for a closed ticket.
+#[tokio::test]
+async fn servicenow_master_round_trip() {
+    let env = setup(4, "").await;
+    let summary = env.sync().await;
+    assert!(summary.starts_with("4 created"), "{summary}");
+    let ids: Vec<String> = env.idm.requests().iter().map(|r| r.id.clone()).collect();
+    for id in &ids {
+        let t = env.ticket(id);
+        let r = env.idm.request(id).unwrap();
+        assert_eq!(r.status, "in_progress", "{r:?}");
+        assert_eq!(r.ticket_number.as_deref(), t["number"].as_str());
+        assert_eq!(r.ticket_state.as_deref(), Some("new"));
+        // The requester, found in sys_user by email.
+        let user = env
+            .sn
+            .record("sys_user", t["requested_for"].as_str().unwrap());
+        assert_eq!(user.unwrap()["email"], r.requester_email.as_str());
+        assert!(
+            t["short_description"]
+                .as_str()
+                .unwrap()
+                .contains(&r.resource)
+        );
+    }
+    // A second run with nothing changed reports nothing and creates nothing.
+    let summary = env.sync().await;
+    assert!(
+        summary.contains("0 created") && summary.contains("0 reported"),
+        "{summary}"
+    );
+
+    // The agent works on the first, closes the second complete and the
+    // third incomplete, and deletes the fourth's ticket; the fourth's
+    // request was meanwhile fulfilled in the identity system.
+    let t: Vec<Value> = ids.iter().map(|id| env.ticket(id)).collect();
+    env.agent(&t[0], &[("state", "2"), ("comments", "Working on it")]);
+    env.agent(&t[1], &[("state", "3"), ("comments", "Granted")]);
+    env.agent(&t[2], &[("state", "4")]);
+    assert!(env.idm.set_status(&ids[3], "fulfilled"));
+    env.agent(&t[3], &[("state", "2")]);
+    let summary = env.sync().await;
+    assert!(summary.contains("3 reported"), "{summary}");
+    let r0 = env.idm.request(&ids[0]).unwrap();
+    assert_eq!(r0.ticket_state.as_deref(), Some("in_progress"));
+    assert_eq!(r0.history.last().unwrap()["comment"], "Working on it");
+    assert_eq!(env.idm.request(&ids[1]).unwrap().status, "fulfilled");
+    assert_eq!(
+        env.idm.request(&ids[1]).unwrap().history.last().unwrap()["comment"],
+        "Granted"
+    );
+    assert_eq!(env.idm.request(&ids[2]).unwrap().status, "rejected");
+    // The identity system refused the update (409): closed out, not failed.
+    assert!(summary.contains("0 failed"), "{summary}");
+    assert!(summary.contains("3 closed"), "{summary}");
+
+    // Closed tickets are not read again; the open one still is.
+    env.agent(&t[1], &[("comments", "Reopened by mistake")]);
+    env.sn.control().clear_requests();
+    env.sync().await;
+    let reads = env
+        .sn
+        .control()
+        .requests_to(&format!("/api/now/table/{TABLE}"));
+    assert_eq!(reads.len(), 1, "one batch for the one open ticket");
+    let q = reads[0].query.as_deref().unwrap_or_default();
+    assert!(q.contains(t[0]["sys_id"].as_str().unwrap()), "{q}");
+    assert!(!q.contains(t[1]["sys_id"].as_str().unwrap()), "{q}");
+    assert_eq!(env.idm.request(&ids[1]).unwrap().history.len(), 2);
+
+    // The deleted ticket: the request is closed out with a note.
+    let (status, _) = env.act("history", json!({"request_id": ids[0]})).await;
+    assert_eq!(status, 200);
+    let gone = env.ticket(&ids[0]);
+    let url = format!(
+        "{}/api/now/table/{TABLE}/{}",
+        env.sn.url(),
+        gone["sys_id"].as_str().unwrap()
+    );
+    let deleted = reqwest::Client::new()
+        .delete(url)
+        .basic_auth(&env.sn.config().username, Some(&env.sn.config().password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    env.sync().await;
+    let r0 = env.idm.request(&ids[0]).unwrap();
+    assert_eq!(r0.status, "rejected");
+    assert!(
+        r0.history.last().unwrap()["comment"]
+            .as_str()
+            .unwrap()
+            .contains("was deleted"),
+        "{r0:?}"
+    );
+    let (status, h) = env.act("history", json!({"request_id": ids[0]})).await;
+    assert_eq!(status, 200, "{h}");
+    let what: Vec<&str> = h["output"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        what,
+        ["ticket created", "state", "state", "state", "closed"],
+        "{h}"
+    );
+    let (status, list) = env.act("list", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["output"]["open"], json!([]), "{list}");
+}
+
+/// A lost insert answer: the ticket was written but the plugin never heard
+/// so. The next run finds it by its correlation id and adopts it: one
+/// ticket per request.
+#[tokio::test]
+async fn a_lost_insert_answer_makes_no_second_ticket() {
+    let env = setup(2, "").await;
+    env.sn.control().inject(
+        Fault::on(format!("/api/now/table/{TABLE}"), FaultKind::LostAnswer)
+            .method("POST")
+            .times(1),
+    );
+    let summary = env.sync().await;
+    assert!(summary.starts_with("1 created"), "{summary}");
+    assert!(summary.contains("1 failed"), "{summary}");
+    assert_eq!(env.sn.records(TABLE).len(), 2, "the lost one was written");
+    let summary = env.sync().await;
+    assert!(summary.starts_with("0 created, 1 adopted"), "{summary}");
+    for r in env.idm.requests() {
+        env.ticket(&r.id);
+        assert_eq!(r.status, "in_progress");
+    }
+}
+
+/// Open tickets are read in batches of 100, two queries per batch, and
+/// tickets that stay quiet are read less often.
+#[tokio::test]
+async fn polling_is_batched_and_backs_off() {
+    // Quiet for two runs: read every fourth run only.
+    let env = setup(250, "backoff_after_runs = \"2\"\nbackoff_every = \"4\"").await;
+    let summary = env.sync().await;
+    assert!(summary.starts_with("250 created"), "{summary}");
+    env.sn.control().clear_requests();
+    let summary = env.sync().await;
+    assert!(summary.contains("250 polled (0 backed off)"), "{summary}");
+    let tickets = env
+        .sn
+        .control()
+        .requests_to(&format!("/api/now/table/{TABLE}"));
+    let notes = env
+        .sn
+        .control()
+        .requests_to("/api/now/table/sys_journal_field");
+    assert_eq!((tickets.len(), notes.len()), (3, 3), "{summary}");
+
+    // Quiet for two runs now: most are skipped.
+    let summary = env.sync().await;
+    let polled: usize = summary
+        .split("; ")
+        .nth(1)
+        .and_then(|p| p.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(polled < 125, "{summary}");
+    assert!(
+        summary.contains(&format!("({} backed off)", 250 - polled)),
+        "{summary}"
+    );
+}
+
+/// The business rule's notice reads that one ticket at once, without
+/// waiting for the job.
+#[tokio::test]
+async fn a_ticket_change_notice_is_handled_at_once() {
+    let env = setup(1, "").await;
+    env.sync().await;
+    let id = env.idm.requests()[0].id.clone();
+    let t = env.ticket(&id);
+    env.agent(&t, &[("state", "3"), ("comments", "Done")]);
+    let body = json!({"sys_id": t["sys_id"]}).to_string();
+    let (status, r) = post(
+        &env.d,
+        "/hooks/acme/tickets/ticket-changed",
+        None,
+        &[("x-switchyard-token", "hook-t0ken")],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    eventually("the fulfilment", || async {
+        (env.idm.request(&id).unwrap().status == "fulfilled").then_some(())
+    })
+    .await;
+}
+
+/// The identity system is master: only enabled categories get a ticket,
+/// linked without changing the request; approvals, comments and a
+/// withdrawal reach the ticket as states and work notes.
+#[tokio::test]
+async fn identity_master_pushes_changes_to_the_ticket() {
+    let env = setup(0, "mode = \"identity-master\"\ncategories = \"finance\"").await;
+    let fin = env.idm.add("finance", "pending_approval");
+    let sales = env.idm.add("sales", "pending_approval");
+    let summary = env.sync().await;
+    assert!(summary.starts_with("1 created"), "{summary}");
+    let t = env.ticket(&fin);
+    assert!(
+        env.sn
+            .records(TABLE)
+            .iter()
+            .all(|r| r["correlation_id"] != sales.as_str())
+    );
+    let r = env.idm.request(&fin).unwrap();
+    assert_eq!(r.status, "pending_approval", "linked, not changed");
+    assert_eq!(r.ticket_number.as_deref(), t["number"].as_str());
+
+    assert!(env.idm.set_status(&fin, "approved"));
+    assert!(env.idm.comment(&fin, "lead.approver", "Approved for Q4"));
+    let summary = env.sync().await;
+    assert!(summary.contains("2 pushed"), "{summary}");
+    let sys_id = t["sys_id"].as_str().unwrap();
+    assert_eq!(env.sn.record(TABLE, sys_id).unwrap()["state"], "2");
+    let notes = env.sn.work_notes(TABLE, sys_id);
+    assert!(
+        notes.iter().any(|n| n.contains("was approved")),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.contains("Approved for Q4")),
+        "{notes:?}"
+    );
+    // Nothing new: nothing pushed twice.
+    let summary = env.sync().await;
+    assert!(summary.contains("0 pushed"), "{summary}");
+    assert_eq!(env.sn.work_notes(TABLE, sys_id).len(), 2);
+
+    assert!(env.idm.set_status(&fin, "withdrawn"));
+    let summary = env.sync().await;
+    assert!(
+        summary.contains("1 pushed") && summary.contains("1 closed"),
+        "{summary}"
+    );
+    assert_eq!(env.sn.record(TABLE, sys_id).unwrap()["state"], "7");
+}
