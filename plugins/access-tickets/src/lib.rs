@@ -212,7 +212,7 @@ impl Plugin for AccessTickets {
         }
         match sync::ticket(&request_id)? {
             Some(t) if !t.closed => {
-                sync.poll(&[request_id.clone()], true)?;
+                sync.poll(std::slice::from_ref(&request_id), true)?;
                 Ok(answer(format!("{request_id}: {}", sync.report.summary())))
             }
             Some(_) => Ok(answer(format!("{request_id}: already closed"))),

@@ -505,7 +505,7 @@ impl<'a> Sync<'a> {
             }
             let quiet = self.run.saturating_sub(t.changed_run);
             let backed_off = quiet >= u64::from(self.s.backoff_after_runs)
-                && (self.run + spread(id)) % u64::from(self.s.backoff_every) != 0;
+                && !(self.run + spread(id)).is_multiple_of(u64::from(self.s.backoff_every));
             if backed_off && !all {
                 self.report.backed_off += 1;
             } else {
