@@ -102,7 +102,11 @@ use bindings::switchyard::plugin::types::{PluginError, UpstreamError};
 /// assert!(matches!(e.kind(), Error::Upstream { status: Some(400), .. }));
 /// assert_eq!(e.to_string(), "upstream failed (HTTP 400): field u_lsid does not exist");
 /// ```
+///
+/// Match on [`Error::kind`] to see through a mark. New kinds may be added,
+/// so a `match` needs a catch-all arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// The input is malformed or incomplete.
     InvalidInput(String),

@@ -34,8 +34,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::http::{self, Method, Request, Response};
@@ -53,14 +53,18 @@ struct Left {
     requests: u32,
 }
 
-/// Set once the host refused a request for the invocation's request budget.
-static BUDGET_SPENT: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Set once the host refused a request for the invocation's request
+    /// budget. (A component has one thread; per thread, unit tests running
+    /// side by side do not see each other's.)
+    static BUDGET_SPENT: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Whether the host has refused a request of this invocation because its
 /// request budget is used up. Each invocation runs in a fresh instance, so
 /// this starts false in every one.
 pub fn budget_spent() -> bool {
-    BUDGET_SPENT.load(Ordering::Relaxed)
+    BUDGET_SPENT.get()
 }
 
 /// How to retry a request. [`Retry::default`] decides by the request's
@@ -166,10 +170,17 @@ impl Retry {
         loop {
             let result = send();
             if let Err(http::Error::LimitExceeded(_)) = &result {
-                BUDGET_SPENT.store(true, Ordering::Relaxed);
+                BUDGET_SPENT.set(true);
             }
             match self.next(attempt, idempotent, &result, waited, random()) {
-                Next::Wait(d) if !left().allows(d) => return result,
+                Next::Wait(d) if !left().allows(d) => {
+                    // Out of requests: say so, as a refused send would, so
+                    // that a job stops cleanly rather than fail.
+                    if left().requests == 0 {
+                        BUDGET_SPENT.set(true);
+                    }
+                    return result;
+                }
                 Next::Done => return result,
                 Next::Wait(d) => {
                     sleep(d);

@@ -23,6 +23,10 @@ struct Env {
 /// Both simulators (`incidents` incidents in ServiceNow, 40 UEM devices)
 /// and the test component bound to them with Basic credentials.
 async fn setup(incidents: usize) -> Env {
+    setup_with(incidents, 40).await
+}
+
+async fn setup_with(incidents: usize, devices: usize) -> Env {
     let sn_cfg = ServiceNowConfig {
         rate_limit_per_minute: u32::MAX,
         ..ServiceNowConfig::default()
@@ -34,7 +38,7 @@ async fn setup(incidents: usize) -> Env {
         rate_limit_per_minute: u32::MAX,
         ..UemConfig::default()
     };
-    let uem = Uem::start(uem_cfg.clone(), 7, 40).await.unwrap();
+    let uem = Uem::start(uem_cfg.clone(), 7, devices).await.unwrap();
     let mut spec = InstanceSpec::new("acme", "clients");
     spec.config.insert("servicenow_url".into(), sn.url());
     spec.config.insert("uem_url".into(), uem.url());
@@ -96,8 +100,7 @@ async fn servicenow_reads_every_page_by_its_link_header() {
         .iter()
         .map(|r| r["number"].as_str().unwrap())
         .collect();
-    let mut unique = numbers.clone();
-    unique.dedup();
+    let unique: std::collections::HashSet<&str> = numbers.iter().copied().collect();
     assert_eq!(unique.len(), 2_300, "no row twice, none left out");
     let pages = env.sn.control().requests_to("/api/now/table/incident");
     assert_eq!(pages.len(), 3, "1000 + 1000 + 300");
@@ -172,8 +175,8 @@ async fn servicenow_queries_cannot_be_widened_and_errors_are_typed() {
     )
     .await;
     assert!(
-        matches!(&e, PluginError::NotFound { message } | PluginError::Upstream { message, .. }
-            if message.contains("ServiceNow")),
+        matches!(&e, PluginError::Upstream { status: Some(400), message, .. }
+            if message.contains("Invalid table")),
         "{e:?}"
     );
 }
@@ -386,4 +389,29 @@ async fn uem_groups_and_devices_are_found() {
     );
     let out = ok(&env.inst, "uem-devices-of", json!({"name": d.user_email})).await;
     assert_eq!(out["count"], owned);
+}
+
+/// UEM's 0-based search paging reads every page (500 devices each), and
+/// the host tells the component what is left of its request budget and
+/// deadline.
+#[tokio::test]
+async fn uem_searches_page_and_the_invocation_knows_its_limits() {
+    let env = setup_with(1, 1_200).await;
+    env.uem.control().clear_requests();
+    let out = ok(&env.inst, "uem-search-all", json!({})).await;
+    assert_eq!(out["count"], 1_200);
+    let pages: Vec<String> = env
+        .uem
+        .control()
+        .requests_to("/api/mdm/devices/search")
+        .iter()
+        .map(|r| r.param("page").unwrap_or_default())
+        .collect();
+    assert_eq!(pages, ["0", "1", "2"]);
+
+    let out = ok(&env.inst, "limits", json!({})).await;
+    assert_eq!(out["requests_before"], 200, "{out}");
+    assert_eq!(out["requests_after"], 199, "{out}");
+    let ms = out["remaining_ms"].as_u64().unwrap();
+    assert!(ms > 0 && ms <= 30_000, "{out}");
 }

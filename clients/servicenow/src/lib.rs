@@ -288,16 +288,53 @@ fn fields_param(fields: &[&str]) -> Result<String> {
     Ok(fields.join(","))
 }
 
+/// The links of a `Link` header (RFC 8288): `(target, params)` pairs.
+/// Targets are read between `<` and `>`, so a comma inside one (ServiceNow
+/// writes `sysparm_fields=a,b,c` unencoded) does not split it.
+fn links(header: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let Some(len) = rest[start + 1..].find('>') else {
+            break;
+        };
+        let target = &rest[start + 1..start + 1 + len];
+        let after = &rest[start + 2 + len..];
+        // Parameters run to the next link (`, <`) or the end.
+        let end = after
+            .char_indices()
+            .find(|&(i, c)| c == ',' && after[i + 1..].trim_start().starts_with('<'))
+            .map_or(after.len(), |(i, _)| i);
+        out.push((target, &after[..end]));
+        rest = &after[end..];
+    }
+    out
+}
+
 /// The `rel="next"` target of a `Link` header.
 fn next_link(r: &Response) -> Option<String> {
-    r.header("link")?.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        let is_next = params
-            .split(';')
-            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next");
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        is_next.then(|| target.to_owned())
-    })
+    links(r.header("link")?)
+        .into_iter()
+        .find_map(|(target, params)| {
+            let is_next = params.split(';').any(|p| {
+                let p = p.trim().replace(' ', "");
+                p.eq_ignore_ascii_case("rel=\"next\"") || p.eq_ignore_ascii_case("rel=next")
+            });
+            is_next.then(|| target.to_owned())
+        })
+}
+
+/// Where to read the page after `r`: its `next` link, if it is on `own`
+/// (the credential must not follow a link elsewhere); None after the last.
+fn next_page(r: &Response, own: &str, what: &str) -> Result<Option<String>> {
+    match next_link(r) {
+        None => Ok(None),
+        Some(next) if origin(&next).as_deref() == Some(own) => Ok(Some(next)),
+        Some(next) => Err(Error::upstream(format!(
+            "ServiceNow's next page {what} is on another origin ({}); not followed",
+            origin(&next).unwrap_or_else(|| shorten(&next))
+        ))),
+    }
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -435,6 +472,9 @@ impl ServiceNow {
     /// header's `next` page by page; refuses (`upstream`) a result of more
     /// than `max_rows`, rather than reading without end. A `next` link to
     /// another origin is not followed (the credential would go with it).
+    /// It fails rather than return part of the rows: when the pages end
+    /// (no `next`, or an empty page) with fewer rows than ServiceNow's
+    /// `X-Total-Count` said, the answer is `upstream`.
     pub fn query_all(
         &self,
         table: &str,
@@ -444,25 +484,34 @@ impl ServiceNow {
     ) -> Result<Vec<Value>> {
         let what = format!("reading {table}");
         let mut url = self.query_url(table, query, fields, PAGE.min(max_rows.max(1)))?;
-        let own = origin(&self.base);
+        let own = origin(&self.base).ok_or_else(|| {
+            Error::internal(format!("the ServiceNow URL `{}` does not parse", self.base))
+        })?;
         let mut out = Vec::new();
         loop {
             let r = self.send(Request::get(url), self.retry, &what)?;
-            out.extend(rows(Self::result(&r, &what)?, &what)?);
+            let page = rows(Self::result(&r, &what)?, &what)?;
+            let empty = page.is_empty();
+            out.extend(page);
             if out.len() > max_rows {
                 return Err(Error::upstream(format!(
                     "ServiceNow has more than {max_rows} rows {what}; narrow the query"
                 )));
             }
-            match next_link(&r) {
-                Some(next) if origin(&next) == own && own.is_some() => url = next,
-                Some(next) => {
-                    return Err(Error::upstream(format!(
-                        "ServiceNow's next page {what} is on another origin ({})",
-                        origin(&next).unwrap_or_else(|| shorten(&next))
-                    )));
+            let total = r
+                .header("x-total-count")
+                .and_then(|t| t.trim().parse::<usize>().ok());
+            match next_page(&r, &own, &what)? {
+                Some(next) if !empty => url = next,
+                _ => {
+                    return match total {
+                        Some(total) if out.len() < total => Err(Error::upstream(format!(
+                            "ServiceNow said {total} rows {what} but its pages held {}",
+                            out.len()
+                        ))),
+                        _ => Ok(out),
+                    };
                 }
-                None => return Ok(out),
             }
         }
     }
@@ -683,6 +732,42 @@ mod tests {
         assert_eq!(
             origin("https://a.example:8443/x?y").as_deref(),
             Some("https://a.example:8443")
+        );
+    }
+
+    /// ServiceNow writes `sysparm_fields=a,b,c` unencoded inside its
+    /// links: a comma in a target must not split it.
+    #[test]
+    fn commas_inside_link_targets_do_not_split_them() {
+        let link = "<https://a.example/api/now/table/x?sysparm_fields=sys_id,number,state&sysparm_offset=0>;rel=\"first\",\
+                    <https://a.example/api/now/table/x?sysparm_fields=sys_id,number,state&sysparm_offset=1000>;rel=\"next\",\
+                    <https://a.example/api/now/table/x?sysparm_fields=sys_id,number,state&sysparm_offset=2000>;rel=\"last\"";
+        let r = resp(200, "", &[("link", link)]);
+        assert_eq!(
+            next_link(&r).as_deref(),
+            Some(
+                "https://a.example/api/now/table/x?sysparm_fields=sys_id,number,state&sysparm_offset=1000"
+            )
+        );
+        assert_eq!(links(link).len(), 3);
+        // A next page elsewhere is refused, not followed.
+        let evil = "<https://evil.example/steal?sysparm_offset=1000>; rel=\"next\"";
+        let err = next_page(
+            &resp(200, "", &[("link", evil)]),
+            "https://a.example",
+            "reading x",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("another origin (https://evil.example)"),
+            "{err}"
+        );
+        let ok = next_page(&r, "https://a.example", "reading x").unwrap();
+        assert!(ok.unwrap().ends_with("sysparm_offset=1000"));
+        assert_eq!(
+            next_page(&resp(200, "", &[]), "https://a.example", "x").unwrap(),
+            None
         );
     }
 

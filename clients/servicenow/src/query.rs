@@ -4,9 +4,11 @@
 //! In an encoded query `^` separates conditions (`^OR` adds an
 //! alternative, `^NQ` a new query) and ServiceNow has no way to quote it
 //! inside a value, so a value such as `INC1^ORactive=true` would widen the
-//! query to every active record. A value with `^`, a line break or (for
-//! lists) a comma is refused, as is a field name with anything but
-//! letters, digits, `_` and `.`.
+//! query to every active record; and a value starting with `javascript:`
+//! is run as a server-side script (`caller_id=javascript:gs.getUserID()`).
+//! A value with `^`, a line break, a leading `javascript:` or (for lists)
+//! a comma is refused, as is a field name with anything but letters,
+//! digits, `_` and `.`.
 
 use switchyard_sdk::{Error, Result};
 
@@ -29,10 +31,14 @@ pub struct Query {
     error: Option<String>,
 }
 
-/// Whether `value` is safe as a query value: no `^` and no control
-/// characters.
+/// Whether `value` is safe as a query value: no `^`, no control
+/// characters, and not a script (`javascript:…`, in any case).
 pub fn is_safe_value(value: &str) -> bool {
-    !value.contains('^') && !value.chars().any(char::is_control)
+    let script = value
+        .trim_start()
+        .get(..11)
+        .is_some_and(|p| p.eq_ignore_ascii_case("javascript:"));
+    !script && !value.contains('^') && !value.chars().any(char::is_control)
 }
 
 /// Letters, digits, `_`, and `.` for dot-walking (`caller_id.email`).
@@ -72,7 +78,7 @@ impl Query {
         }
         if !is_safe_value(value) {
             return self.fail(format!(
-                "the value for `{field}` contains `^` or a control character, which would change a ServiceNow query"
+                "the value for `{field}` contains `^` or a control character, or is a `javascript:` script, which would change a ServiceNow query"
             ));
         }
         self.parts.push(format!("{field}{op}{value}"));
@@ -110,12 +116,18 @@ impl Query {
         self.push(field, "LIKE", value)
     }
 
-    /// `field` is one of `values` (none may contain a comma).
+    /// `field` is one of `values` (none may contain a comma, and each must
+    /// be safe on its own).
     pub fn one_of<'a>(self, field: &str, values: impl IntoIterator<Item = &'a str>) -> Self {
         let values: Vec<&str> = values.into_iter().collect();
         if values.iter().any(|v| v.contains(',')) {
             return self.fail(format!(
                 "a value for `{field}` contains a comma, which would split a ServiceNow IN list"
+            ));
+        }
+        if values.iter().any(|v| !is_safe_value(v)) {
+            return self.fail(format!(
+                "a value for `{field}` contains `^` or a control character, or is a `javascript:` script, which would change a ServiceNow query"
             ));
         }
         self.push(field, "IN", &values.join(","))
@@ -173,6 +185,12 @@ mod tests {
             .unwrap_err();
         assert!(q.to_string().contains("`b c`"), "{q}");
         assert!(Query::new().one_of("state", ["1", "2,3"]).encode().is_err());
+        assert!(
+            Query::new()
+                .one_of("sys_id", ["a", "javascript:gs.getUserID()"])
+                .encode()
+                .is_err()
+        );
         assert!(Query::new().order_by("x^ORy").encode().is_err());
     }
 

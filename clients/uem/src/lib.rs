@@ -37,9 +37,31 @@ pub const CREDENTIAL: &str = "uem";
 /// The page size of UEM's searches (its default and maximum).
 const PAGE: usize = 500;
 
-/// Percent-encodes a path segment or query value.
+/// Percent-encodes a query value (`a b` becomes `a+b`).
 pub fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `s` as one URL path segment: every byte but the unreserved ones
+/// (`A-Z a-z 0-9 - . _ ~`) percent-encoded, so a value cannot add a
+/// segment (`/`), a query (`?`) or a fragment. An empty value, `.` and
+/// `..` are refused (`invalid-input`): URL parsing would remove or climb
+/// them, encoded or not, and address another resource.
+pub fn segment(what: &str, s: &str) -> Result<String> {
+    if matches!(s, "" | "." | "..") {
+        return Err(Error::invalid_input(format!(
+            "{what} `{s}` cannot name a UEM resource"
+        )));
+    }
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
 }
 
 /// What UEM's error body said: `{errorCode, message, activityId}`, or the
@@ -278,11 +300,11 @@ impl Uem {
         match sel {
             Selector::Id(id) => one(format!("/mdm/devices/{id}"), format!("device {id}")),
             Selector::Serial(s) => one(
-                format!("/mdm/devices/serialnumber/{}", enc(s)),
+                format!("/mdm/devices/serialnumber/{}", segment("serial number", s)?),
                 format!("the device with serial number {s}"),
             ),
             Selector::Udid(u) => one(
-                format!("/mdm/devices/udid/{}", enc(u)),
+                format!("/mdm/devices/udid/{}", segment("UDID", u)?),
                 format!("the device with UDID {u}"),
             ),
             Selector::Email(email) => self.devices_of(email),
@@ -450,7 +472,10 @@ impl Uem {
     pub fn device_tags(&self, device: &Device) -> Result<Vec<Tag>> {
         let v = self
             .get(
-                &format!("/mdm/devices/{}/tags", enc(&device.uuid)),
+                &format!(
+                    "/mdm/devices/{}/tags",
+                    segment("device UUID", &device.uuid)?
+                ),
                 &format!("the tags of device {}", device.id),
             )?
             .unwrap_or(Value::Null);
@@ -586,5 +611,20 @@ mod tests {
         assert_eq!(id_value(&json!({"Id": 7})), Some(7));
         assert_eq!(id_value(&json!({"Name": "x"})), None);
         assert_eq!(enc("a b/c?d"), "a+b%2Fc%3Fd");
+    }
+
+    /// Issue 14 review: a value put into a path stays one segment, and
+    /// dot segments are refused rather than climbed.
+    #[test]
+    fn path_segments_cannot_move_the_request() {
+        assert_eq!(segment("x", "C02 X/1?a#b").unwrap(), "C02%20X%2F1%3Fa%23b");
+        assert_eq!(segment("x", "4F3A-00.b_c~").unwrap(), "4F3A-00.b_c~");
+        assert_eq!(segment("x", "%2e%2e").unwrap(), "%252e%252e");
+        for bad in ["", ".", ".."] {
+            assert!(
+                matches!(segment("serial", bad), Err(Error::InvalidInput(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -313,7 +313,8 @@ fn a_scaffolded_plugin_builds_with_the_sdk_as_a_git_dependency() {
     )
     .unwrap();
     let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
-    // Used, not only compiled: a query the client builds.
+    // Referenced from a public function, so both clients are compiled and
+    // linked into the component, not only resolved.
     std::fs::write(
         dir.join("src/lib.rs"),
         format!(

@@ -674,6 +674,19 @@ async fn refusals_roles_email_exceptions_os_and_wipes() {
         before,
         "no request reached UEM"
     );
+    // What ServiceNow UI actions and flows send still works: blank incident
+    // fields and a null incident mean "no incident".
+    for incident in [json!({"sys_id": "", "number": " "}), Value::Null] {
+        let (status, out) = env
+            .act(
+                "lock-device",
+                &["ITIL Agent"],
+                json!({"device": {"id": many.id}, "incident": incident}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(out["output"]["work_note"], "skipped: no incident", "{out}");
+    }
 }
 
 #[tokio::test]

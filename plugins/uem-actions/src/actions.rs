@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_sdk::schemars::JsonSchema;
 use switchyard_sdk::{Context, Error, Result, config, log};
-use switchyard_uem::{Device, OsFamily, Selector, Uem, enc};
+use switchyard_uem::{Device, OsFamily, Selector, Uem, segment};
 
 use crate::incident::Incident;
 use crate::roles::{self, Grant};
@@ -20,8 +20,9 @@ pub struct Target {
     /// The incident the action is taken from: its caller must be the
     /// device's user (unless exempt), and a work note records the action.
     // Not an Option: a schema of "Incident or null" would make a wrong
-    // sys_id read "not valid under anyOf" instead of naming the field.
-    #[serde(default)]
+    // sys_id read "not valid under anyOf" instead of naming the field
+    // (Incident's own schema admits null).
+    #[serde(default, deserialize_with = "crate::incident::null_is_none")]
     pub incident: Incident,
 }
 
@@ -53,13 +54,13 @@ pub struct PasscodeInput {
 pub struct FindInput {
     #[serde(flatten)]
     target: Target,
-    /// How many times the sound plays (default 3).
+    /// How many times the sound plays (default 3; 1 to 10, larger or
+    /// smaller values are brought into range).
     #[serde(default = "three")]
-    #[schemars(range(min = 1, max = 10))]
     repetitions: u32,
-    /// Seconds between repetitions (default 10).
+    /// Seconds between repetitions (default 10; 1 to 60, brought into
+    /// range).
     #[serde(default = "ten")]
-    #[schemars(range(min = 1, max = 60))]
     gap_secs: u32,
 }
 
@@ -151,9 +152,10 @@ pub struct AddDeviceInput {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(crate = "switchyard_sdk::schemars")]
 pub struct FindDevicesInput {
-    /// Which devices (agents); self-service lists the actor's own.
+    /// Which devices (agents: `id`, `serial`, `udid` or `email`);
+    /// self-service lists the actor's own whatever this says.
     #[serde(default)]
-    device: Option<Selector>,
+    device: Option<serde_json::Map<String, Value>>,
 }
 
 /// No input.
@@ -224,8 +226,8 @@ switchyard_sdk::actions! {
                 &format!("/mdm/devices/{}/commands/finddevice", d.id),
                 Some(&json!({
                     "Platform": d.platform,
-                    "NumberOfRepetitions": input.repetitions,
-                    "GapBetweenRepetitions": input.gap_secs,
+                    "NumberOfRepetitions": input.repetitions.clamp(1, 10),
+                    "GapBetweenRepetitions": input.gap_secs.clamp(1, 60),
                 })),
                 &format!("finding device {}", d.id),
             )?;
@@ -263,7 +265,11 @@ switchyard_sdk::actions! {
     }
     FindDevices = "find-devices", "Find Devices" => |ctx, input: FindDevicesInput| -> Value {
         let (grant, uem) = admit(ctx, Self::NAME)?;
-        find_devices(ctx, grant, &uem, input.device.as_ref())
+        let device = match (grant, input.device) {
+            (Grant::Agent, Some(d)) => Some(Selector::parse(&Value::Object(d))?),
+            _ => None,
+        };
+        find_devices(ctx, grant, &uem, device.as_ref())
     }
 }
 
@@ -308,7 +314,10 @@ fn recovery_key(uem: &Uem, d: &Device, family: OsFamily) -> Result<Value> {
         OsFamily::MacOs => {
             let v = uem
                 .get(
-                    &format!("/mdm/devices/{}/security/recovery-key", enc(&d.uuid)),
+                    &format!(
+                        "/mdm/devices/{}/security/recovery-key",
+                        segment("device UUID", &d.uuid)?
+                    ),
                     &what,
                 )?
                 .unwrap_or(Value::Null);
@@ -318,7 +327,7 @@ fn recovery_key(uem: &Uem, d: &Device, family: OsFamily) -> Result<Value> {
             Ok(json!({ "type": "FileVault", "keys": [{ "volume": "/", "key": key }] }))
         }
         OsFamily::Windows => {
-            let uuid = enc(&d.uuid);
+            let uuid = segment("device UUID", &d.uuid)?;
             let drives = uem
                 .get(&format!("/mdm/devices/{uuid}/bitlocker/drives"), &what)?
                 .unwrap_or(Value::Null);
@@ -331,7 +340,7 @@ fn recovery_key(uem: &Uem, d: &Device, family: OsFamily) -> Result<Value> {
                     .get(
                         &format!(
                             "/mdm/devices/{uuid}/bitlocker/drives/{}/protectors",
-                            enc(volume)
+                            segment("BitLocker volume", volume)?
                         ),
                         &what,
                     )?
@@ -453,7 +462,8 @@ mod tests {
         let lock = schema("lock-device");
         // The incident's sys_id carries its pattern (in `$defs`).
         assert_eq!(
-            lock["$defs"]["Incident"]["properties"]["sys_id"]["pattern"], "^[0-9a-fA-F]{32}$",
+            lock["$defs"]["Incident"]["properties"]["sys_id"]["pattern"],
+            r"^\s*([0-9a-fA-F]{32})?\s*$",
             "{lock}"
         );
         let wipe: WipeInput =

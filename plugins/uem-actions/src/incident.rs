@@ -1,26 +1,55 @@
 //! The incident an action comes from: its caller's email (for
 //! caller-email validation) and the work note that records the action.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use switchyard_sdk::schemars::JsonSchema;
 use switchyard_sdk::{Error, Result};
 use switchyard_servicenow::{Query, ServiceNow, SysId, TaskNumber, field};
 
 /// The incident named in an action's input. The sys_id and number are
 /// typed, so a value that could address another record or widen a query
-/// is refused (422) before the plugin runs.
+/// is refused (422) before the plugin runs. As ServiceNow UI actions and
+/// flows send them, blank values (and `"incident": null`) mean "none", and
+/// values may carry surrounding spaces.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[schemars(crate = "switchyard_sdk::schemars")]
+#[schemars(crate = "switchyard_sdk::schemars", extend("type" = ["object", "null"]))]
 pub struct Incident {
     /// The incident's sys_id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "blank_is_none")]
+    #[schemars(
+        with = "Option<String>",
+        regex(pattern = r"^\s*([0-9a-fA-F]{32})?\s*$")
+    )]
     pub sys_id: Option<SysId>,
     /// The incident's number, e.g. INC0010001.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "blank_is_none")]
+    #[schemars(
+        with = "Option<String>",
+        regex(pattern = r"^\s*([A-Za-z0-9_.-]{1,40})?\s*$")
+    )]
     pub number: Option<TaskNumber>,
     /// The caller's email; read from ServiceNow when it is configured.
     #[serde(default)]
     pub caller_email: Option<String>,
+}
+
+/// A blank or absent string is None; anything else is trimmed and must
+/// parse as `T`.
+fn blank_is_none<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<String, Error = String>,
+{
+    let v: Option<String> = Option::deserialize(d)?;
+    match v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => T::try_from(s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// `null` as the default incident (none).
+pub fn null_is_none<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Incident, D::Error> {
+    Ok(Option::<Incident>::deserialize(d)?.unwrap_or_default())
 }
 
 impl Incident {

@@ -116,6 +116,12 @@ impl Plugin for UemActions {
     }
 
     fn invoke(ctx: &Context, action: &str, input: Value) -> Result<Value> {
+        // Every action is offered and allowed first, before its input is
+        // looked at: no action can skip the role check. (The host has
+        // already checked the input's schema.)
+        if roles::ACTIONS.iter().any(|(a, _)| *a == action) {
+            admit(ctx, action)?;
+        }
         actions::dispatch_action(ctx, action, input)
     }
 }

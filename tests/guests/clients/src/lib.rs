@@ -138,6 +138,20 @@ switchyard_sdk::actions! {
     UemResolve = "uem-resolve", "resolve_one" => |_ctx, input: Device| -> Value {
         Ok(serde_json::to_value(uem()?.resolve_one(&input.device)?)?)
     }
+    UemSearchAll = "uem-search-all", "search_all over every device" => |_ctx, input: Named| -> Value {
+        let devices = uem()?.search_all("/mdm/devices/search", "Devices", 100_000, "every device")?;
+        let _ = input;
+        Ok(json!({ "count": devices.len() }))
+    }
+    Limits = "limits", "What is left of the invocation, before and after one request" => |_ctx, _input: Named| -> Value {
+        let before = switchyard_sdk::invocation::remaining_requests();
+        sn()?.query("incident", &Query::new(), &["sys_id"], 1)?;
+        Ok(json!({
+            "requests_before": before,
+            "requests_after": switchyard_sdk::invocation::remaining_requests(),
+            "remaining_ms": switchyard_sdk::invocation::remaining().as_millis() as u64,
+        }))
+    }
     UemDevicesOf = "uem-devices-of", "devices_of (paged search)" => |_ctx, input: Named| -> Value {
         let devices = uem()?.devices_of(&input.name)?;
         Ok(json!({ "count": devices.len() }))
