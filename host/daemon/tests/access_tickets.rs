@@ -28,6 +28,11 @@ struct Env {
 /// `requests` access requests waiting for a person, ServiceNow with their
 /// requesters as users, and the plugin with `config` (extra config lines).
 async fn setup(requests: usize, config: &str) -> Env {
+    setup_with(requests, config, "").await
+}
+
+/// [`setup`] with extra `[instance.limits]` lines.
+async fn setup_with(requests: usize, config: &str, limits: &str) -> Env {
     let idm = Identity::start(IdentityConfig::default(), 3, requests)
         .await
         .unwrap();
@@ -58,6 +63,7 @@ identity_url = "{idm}"
 
 [instance.limits]
 http_requests = 2000
+{limits}
 
 [instance.credentials.servicenow]
 kind = "basic"
@@ -410,4 +416,142 @@ async fn identity_master_pushes_changes_to_the_ticket() {
         "{summary}"
     );
     assert_eq!(env.sn.record(TABLE, sys_id).unwrap()["state"], "7");
+}
+
+/// Outages: the identity system refusing for a while, then ServiceNow
+/// failing a whole run. Each run ends with a clear account, and the next
+/// good run brings both sides to agreement with nothing reported twice.
+#[tokio::test]
+async fn outages_are_reconciled_without_duplicates() {
+    let env = setup(3, "").await;
+    env.sync().await;
+    let ids: Vec<String> = env.idm.requests().iter().map(|r| r.id.clone()).collect();
+    let t0 = env.ticket(&ids[0]);
+    env.agent(&t0, &[("state", "2"), ("comments", "On it")]);
+    // The identity system is down for the reports (every retry too).
+    env.idm.control().inject(
+        Fault::on(
+            "/api/access-requests/",
+            FaultKind::Status {
+                status: 503,
+                message: None,
+            },
+        )
+        .method("POST"),
+    );
+    let summary = env.sync().await;
+    assert!(
+        summary.contains("0 reported") && summary.contains("1 failed"),
+        "{summary}"
+    );
+    assert_eq!(env.idm.request(&ids[0]).unwrap().history.len(), 1);
+    env.idm.control().clear_faults();
+    // A ServiceNow 429 in the middle is waited out within the run.
+    env.sn.control().inject(
+        Fault::on(
+            format!("/api/now/table/{TABLE}"),
+            FaultKind::RateLimit {
+                retry_after_secs: 0,
+            },
+        )
+        .method("GET")
+        .times(1),
+    );
+    let summary = env.sync().await;
+    assert!(
+        summary.contains("1 reported") && summary.contains("0 failed"),
+        "{summary}"
+    );
+    let r0 = env.idm.request(&ids[0]).unwrap();
+    assert_eq!(r0.history.len(), 2, "reported once: {r0:?}");
+    assert_eq!(r0.history[1]["comment"], "On it");
+
+    // ServiceNow fails every read: the run fails, naming ServiceNow.
+    env.agent(&t0, &[("state", "3")]);
+    env.sn.control().inject(
+        Fault::on(
+            format!("/api/now/table/{TABLE}"),
+            FaultKind::Status {
+                status: 503,
+                message: None,
+            },
+        )
+        .method("GET"),
+    );
+    let before = env.job_status().await["runs"].as_i64().unwrap_or(0);
+    let (status, _) = post(
+        &env.d,
+        &format!("{BASE}/jobs/sync/run"),
+        Some(&env.token),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 202);
+    let failed = eventually("the failed run", || async {
+        let j = env.job_status().await;
+        (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
+    })
+    .await;
+    assert_ne!(failed["last_outcome"], "ok", "{failed}");
+    let error = failed["last_error"].to_string();
+    assert!(error.contains("ServiceNow"), "{error}");
+    env.sn.control().clear_faults();
+    // The next run (a run-now is tried once; the schedule would bring the
+    // next) catches up.
+    let summary = env.sync().await;
+    assert!(
+        summary.contains("1 reported") && summary.contains("1 closed"),
+        "{summary}"
+    );
+    let r0 = env.idm.request(&ids[0]).unwrap();
+    assert_eq!(r0.status, "fulfilled");
+    assert_eq!(r0.history.len(), 3, "{r0:?}");
+}
+
+/// A daemon killed in the middle of creating tickets: after a restart,
+/// every request has exactly one ticket.
+#[tokio::test]
+async fn a_daemon_killed_mid_run_makes_no_duplicate_tickets() {
+    // A short deadline: the killed run's lock lapses with it.
+    let mut env = setup_with(60, "", "deadline = 4000").await;
+    // ServiceNow answers inserts slowly, so the kill lands mid-run.
+    env.sn.control().inject(
+        Fault::on(
+            format!("/api/now/table/{TABLE}"),
+            FaultKind::Latency { ms: 40 },
+        )
+        .method("POST"),
+    );
+    let run = format!("{BASE}/jobs/sync/run");
+    let (status, out) = post(&env.d, &run, Some(&env.token), &[], "").await;
+    assert_eq!(status, 202, "{out}");
+    eventually("part of the run", || async {
+        (env.sn.records(TABLE).len() >= 10).then_some(())
+    })
+    .await;
+    env.d.child.kill().unwrap();
+    env.d.child.wait().unwrap();
+    let before = env.sn.records(TABLE).len();
+    assert!(before < 60, "the kill came too late to test anything");
+    env.sn.control().clear_faults();
+
+    // After the restart the re-queued run and this one may meet the dead
+    // run's lock until its deadline; then one of them does the work.
+    env.d = start(env._dir.path());
+    eventually("a run that is not skipped", || async {
+        let summary = env.sync().await;
+        (!summary.starts_with("skipped")).then_some(())
+    })
+    .await;
+    eventually("every request with its ticket", || async {
+        (env.idm.requests().iter().all(|r| r.status == "in_progress")).then_some(())
+    })
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    for t in env.sn.records(TABLE) {
+        let id = t["correlation_id"].as_str().unwrap().to_owned();
+        assert!(seen.insert(id.clone()), "two tickets for {id}");
+    }
+    assert_eq!(seen.len(), 60);
 }

@@ -162,7 +162,7 @@ impl Plugin for AccessTickets {
     }
 
     fn handle_webhook(
-        _ctx: &Context,
+        ctx: &Context,
         route: &str,
         request: WebhookRequest,
     ) -> Result<WebhookResponse> {
@@ -172,65 +172,87 @@ impl Plugin for AccessTickets {
             )));
         }
         let s = settings()?;
-        let answer = |text: String| WebhookResponse {
+        let text = if s.mode == Mode::IdentityMaster {
+            "ignored: the identity system is master, ticket changes do not flow back".into()
+        } else {
+            if let Some(until) = sync::lock(&ctx.request_id)? {
+                // A run is reading tickets now; this notice comes back later.
+                return Err(Error::Upstream {
+                    status: None,
+                    message: "a sync run is in progress".into(),
+                    retry_after_secs: Some((until - sync::now()).clamp(1, 60) as u32),
+                }
+                .transient());
+            }
+            let result = notice(&s, &request.body);
+            sync::unlock(&ctx.request_id)?;
+            result?
+        };
+        Ok(WebhookResponse {
             status: 200,
             headers: Vec::new(),
             body: text.into_bytes(),
-        };
-        if s.mode == Mode::IdentityMaster {
-            return Ok(answer(
-                "ignored: the identity system is master, ticket changes do not flow back".into(),
-            ));
-        }
-        let body: Value = serde_json::from_slice(&request.body).map_err(|e| {
-            Error::invalid_input(format!("the notice is not JSON: {e}")).permanent()
-        })?;
-        let text = |k: &str| body[k].as_str().map(str::trim).filter(|v| !v.is_empty());
-        let mut sync = Sync::start(&s)?;
-        let request_id = match (text("correlation_id"), text("sys_id")) {
-            (Some(id), _) => id.to_owned(),
-            (None, Some(sys_id)) => {
-                let sys_id = SysId::parse(sys_id)?;
-                let row = sync
-                    .sn
-                    .get(&s.table, &sys_id, &[s.correlation_field.as_str()])?
-                    .ok_or_else(|| {
-                        Error::not_found(format!("ServiceNow has no {} {sys_id}", s.table))
-                    })?;
-                field(&row, &s.correlation_field)
-            }
-            (None, None) => {
-                return Err(Error::invalid_input(
-                    "the notice names no ticket: send {\"sys_id\"} or {\"correlation_id\"}",
-                ));
-            }
-        };
-        if !sync::valid_id(&request_id) {
-            return Ok(answer(
-                "ignored: the ticket is not an access request's".into(),
-            ));
-        }
-        match sync::ticket(&request_id)? {
-            Some(t) if !t.closed => {
-                sync.poll(std::slice::from_ref(&request_id), true)?;
-                Ok(answer(format!("{request_id}: {}", sync.report.summary())))
-            }
-            Some(_) => Ok(answer(format!("{request_id}: already closed"))),
-            None => Ok(answer(format!("{request_id}: no ticket recorded; ignored"))),
-        }
+        })
     }
 
-    fn run_job(_ctx: &Context, job: &str) -> Result<String> {
+    fn run_job(ctx: &Context, job: &str) -> Result<String> {
         if job != "sync" {
             return Err(Error::not_found(format!(
                 "access-tickets has no job `{job}`"
             )));
         }
         let s = settings()?;
-        let report = Sync::start(&s)?.run()?;
+        if let Some(until) = sync::lock(&ctx.request_id)? {
+            // Another run is at work: this one is not needed.
+            return Ok(format!(
+                "skipped: another run holds the lock for {} s more",
+                (until - sync::now()).max(0)
+            ));
+        }
+        let result = Sync::start(&s).and_then(Sync::run);
+        sync::unlock(&ctx.request_id)?;
+        let report = result?;
         switchyard_sdk::log::progress(1, Some(1), report.summary());
         Ok(report.summary())
     }
 }
 
 switchyard_sdk::register!(AccessTickets);
+
+/// Handles a ticket-change notice: reads that ticket now and reports what
+/// changed; the answer's text says what happened.
+fn notice(s: &Settings, body: &[u8]) -> Result<String> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid_input(format!("the notice is not JSON: {e}")).permanent())?;
+    let text = |k: &str| body[k].as_str().map(str::trim).filter(|v| !v.is_empty());
+    let mut sync = Sync::start(s)?;
+    let request_id = match (text("correlation_id"), text("sys_id")) {
+        (Some(id), _) => id.to_owned(),
+        (None, Some(sys_id)) => {
+            let sys_id = SysId::parse(sys_id)?;
+            let row = sync
+                .sn
+                .get(&s.table, &sys_id, &[s.correlation_field.as_str()])?
+                .ok_or_else(|| {
+                    Error::not_found(format!("ServiceNow has no {} {sys_id}", s.table))
+                })?;
+            field(&row, &s.correlation_field)
+        }
+        (None, None) => {
+            return Err(Error::invalid_input(
+                "the notice names no ticket: send {\"sys_id\"} or {\"correlation_id\"}",
+            ));
+        }
+    };
+    if !sync::valid_id(&request_id) {
+        return Ok("ignored: the ticket is not an access request's".into());
+    }
+    match sync::ticket(&request_id)? {
+        Some(t) if !t.closed => {
+            sync.poll(std::slice::from_ref(&request_id), true)?;
+            Ok(format!("{request_id}: {}", sync.report.summary()))
+        }
+        Some(_) => Ok(format!("{request_id}: already closed")),
+        None => Ok(format!("{request_id}: no ticket recorded; ignored")),
+    }
+}
