@@ -7,9 +7,11 @@
 //! The sample tenant `acme` runs the bundled `echo` plugin with a bearer
 //! credential for a loopback stand-in API, a verified queued webhook and a
 //! scheduled job, the `uem-actions` plugin against the Workspace ONE UEM
-//! and ServiceNow simulators (`tests/sim`), and the `session-import` plugin
-//! against the BeyondTrust and ServiceNow simulators. As first-party plugins
-//! land, the scenario grows to show them.
+//! and ServiceNow simulators (`tests/sim`), the `session-import` plugin
+//! against the BeyondTrust and ServiceNow simulators, and the
+//! `access-tickets` plugin against the identity-system and ServiceNow
+//! simulators. As first-party plugins land, the scenario grows to show
+//! them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use switchyard_sim::beyondtrust::{BeyondTrust, BtConfig};
+use switchyard_sim::identity::{Identity, IdentityConfig};
 use switchyard_sim::servicenow::{ServiceNow, ServiceNowConfig};
 use switchyard_sim::uem::{Uem, UemConfig};
 
@@ -63,7 +66,13 @@ async fn start_upstream(expected: SecretString) -> anyhow::Result<String> {
     Ok(origin)
 }
 
-fn tenant_file(upstream: &str, uem: &Uem, sn: &ServiceNow, bt: &BeyondTrust) -> String {
+fn tenant_file(
+    upstream: &str,
+    uem: &Uem,
+    sn: &ServiceNow,
+    bt: &BeyondTrust,
+    idm: &Identity,
+) -> String {
     format!(
         r#"[roles]
 "ITIL Agent" = ["operator", "standard", "agent"]
@@ -136,7 +145,30 @@ username = "{sn_user}"
 password = "secret:sn-password"
 # In production, `[instance.jobs.pull]` pulls every 5 minutes; the demo
 # pulls on demand so that its output is the same every time.
+
+[[instance]]
+id = "tickets"
+plugin = "access-tickets"
+egress = ["{sn_url}", "{idm_url}"]
+
+[instance.config]
+servicenow_url = "{sn_url}"
+identity_url = "{idm_url}"
+
+[instance.credentials.servicenow]
+kind = "basic"
+hosts = ["{sn_url}"]
+username = "{sn_user}"
+password = "secret:sn-password"
+
+[instance.credentials.identity]
+kind = "bearer"
+hosts = ["{idm_url}"]
+token = "secret:idm-token"
+# In production, `[instance.jobs.sync]` runs every 15 minutes; the demo
+# runs it on demand.
 "#,
+        idm_url = idm.url(),
         bt_url = bt.url(),
         bt_id = bt.config().client_id,
         uem_url = uem.url(),
@@ -210,6 +242,50 @@ impl Client {
         .await
     }
 
+    /// Runs `job` of `instance` now and waits for it (at most 30 s); its
+    /// summary.
+    async fn run_job(&self, instance: &str, job: &str) -> anyhow::Result<String> {
+        let status_path = format!("/v1/tenants/acme/instances/{instance}/status");
+        let runs = |st: &Value| -> (i64, Value) {
+            let stat = st["invocations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["kind"] == "job" && s["name"] == job)
+                .cloned()
+                .unwrap_or(Value::Null);
+            (stat["runs"].as_i64().unwrap_or(0), stat)
+        };
+        let (before, _) = runs(&self.get(&status_path).await?.1);
+        let (status, out) = self
+            .send(
+                self.http
+                    .post(format!(
+                        "{}/v1/tenants/acme/instances/{instance}/jobs/{job}/run",
+                        self.base
+                    ))
+                    .bearer_auth(&self.token),
+            )
+            .await?;
+        ensure_step(status == 202, &format!("run-now answered {status}: {out}"))?;
+        let give_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (n, stat) = runs(&self.get(&status_path).await?.1);
+            if n > before {
+                ensure_step(
+                    stat["last_outcome"] == "ok",
+                    &format!("the `{job}` run failed: {stat}"),
+                )?;
+                return Ok(stat["last_summary"].as_str().unwrap_or_default().to_owned());
+            }
+            ensure_step(
+                Instant::now() < give_up,
+                &format!("the `{job}` run finished"),
+            )?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
         self.send(
             self.http
@@ -238,6 +314,9 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     // account of one of its reps in ServiceNow.
     let bt = BeyondTrust::start(BtConfig::default(), 7, 12).await?;
     sn.insert("sys_user", &[("user_name", "jrep"), ("name", "Jane Rep")]);
+    // An identity system with one access request waiting for a person (its
+    // requester is one of ServiceNow's seeded users).
+    let idm = Identity::start(IdentityConfig::default(), 7, 1).await?;
 
     // A configuration directory like an operator's, in a temporary place.
     let dir = tempfile::tempdir()?;
@@ -245,7 +324,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     std::fs::create_dir(dir.path().join("tenants"))?;
     std::fs::write(
         dir.path().join("tenants/acme.toml"),
-        tenant_file(&upstream, &uem, &sn, &bt),
+        tenant_file(&upstream, &uem, &sn, &bt, &idm),
     )?;
     let cfg = load_config(dir.path())?;
     let _lock = crate::boot::lock_data_dir(&cfg)?;
@@ -259,6 +338,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
         ("uem-tenant-code", &uem.config().tenant_code),
         ("sn-password", &sn.config().password),
         ("bt-client-secret", &bt.config().client_secret),
+        ("idm-token", &idm.config().token),
     ] {
         secrets
             .set("acme", name, &SecretString::from(value.clone()))
@@ -293,6 +373,10 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     println!(
         "tenant `acme`, instance `sessions` (bundled plugin session-import): BeyondTrust simulator at {}",
         bt.url()
+    );
+    println!(
+        "tenant `acme`, instance `tickets` (bundled plugin access-tickets): identity-system simulator at {}",
+        idm.url()
     );
 
     let c = Client {
@@ -665,6 +749,59 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
 
         step(
             12,
+            "an access request waits for a person: the `sync` job gives it a ServiceNow ticket, \
+             the agent closes the ticket, and the next run fulfils the request",
+        );
+        let request = idm
+            .requests()
+            .first()
+            .cloned()
+            .context("the seeded request")?;
+        let summary = c.run_job("tickets", "sync").await?;
+        println!("   sync: {summary}");
+        let ticket = sn
+            .records("sc_req_item")
+            .into_iter()
+            .find(|t| t["correlation_id"] == request.id.as_str())
+            .context("the request has a ticket")?;
+        let number = ticket["number"].as_str().unwrap_or_default().to_owned();
+        println!(
+            "   {} ({}) → ticket {number}; the request is now {}",
+            request.id,
+            request.resource,
+            idm.request(&request.id)
+                .map(|r| r.status)
+                .unwrap_or_default()
+        );
+        let sys_id = ticket["sys_id"].as_str().unwrap_or_default();
+        ensure_step(
+            sn.agent_update(
+                "sc_req_item",
+                sys_id,
+                &[("state", "3"), ("comments", "Role granted")],
+            ),
+            "the agent closes the ticket",
+        )?;
+        let summary = c.run_job("tickets", "sync").await?;
+        println!("   agent closed {number} complete; sync: {summary}");
+        let done = idm.request(&request.id).context("the request")?;
+        println!(
+            "   {} is {} (ticket state {}, comment \"{}\")",
+            done.id,
+            done.status,
+            done.ticket_state.as_deref().unwrap_or("-"),
+            done.history
+                .last()
+                .and_then(|h| h["comment"].as_str())
+                .unwrap_or_default()
+        );
+        ensure_step(
+            done.status == "fulfilled",
+            "the closed ticket fulfils the access request",
+        )?;
+
+        step(
+            13,
             "status — the scheduled job `tick` ran at start-up and is due again in 300 s",
         );
         let (_, st) = c.get("/v1/tenants/acme/instances/echo-1/status").await?;
@@ -673,7 +810,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             st["paused"], st["jobs"], st["queue"]
         );
 
-        step(13, "audit log (newest first; no bodies, tokens or secrets)");
+        step(14, "audit log (newest first; no bodies, tokens or secrets)");
         let (_, audit) = c.get("/v1/tenants/acme/audit?limit=10").await?;
         for e in audit["entries"].as_array().into_iter().flatten() {
             println!(
@@ -684,7 +821,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             );
         }
 
-        step(14, "metrics (Prometheus)");
+        step(15, "metrics (Prometheus)");
         let text = c
             .http
             .get(format!("{base}/metrics"))

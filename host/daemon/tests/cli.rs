@@ -37,6 +37,7 @@ fn demo_runs_every_step() {
         "kind=\"job\",outcome=\"ok\"} 1",
         "by external key",
         "pulled again: 0 new",
+        "is fulfilled (ticket state closed_complete, comment \"Role granted\")",
         "All steps passed",
     ] {
         assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
