@@ -555,3 +555,89 @@ async fn a_daemon_killed_mid_run_makes_no_duplicate_tickets() {
     }
     assert_eq!(seen.len(), 60);
 }
+
+/// ServiceNow is master, and the requester withdraws the request in the
+/// identity system: the ticket is closed (skipped) with a work note, and
+/// nothing more flows for it. The field mapping is the tenant's.
+#[tokio::test]
+async fn a_withdrawn_request_closes_its_ticket() {
+    let env = setup(
+        2,
+        "resource_field = \"u_resource\"\njustification_field = \"u_why\"",
+    )
+    .await;
+    env.sync().await;
+    let ids: Vec<String> = env.idm.requests().iter().map(|r| r.id.clone()).collect();
+    let t = env.ticket(&ids[0]);
+    assert!(
+        t["u_resource"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Access request {}", ids[0]))
+    );
+    assert!(t["u_why"].as_str().unwrap().contains("quarter-end"));
+    assert!(env.idm.set_status(&ids[0], "withdrawn"));
+    let summary = env.sync().await;
+    assert!(
+        summary.contains("1 pushed") && summary.contains("1 closed"),
+        "{summary}"
+    );
+    let sys_id = t["sys_id"].as_str().unwrap();
+    assert_eq!(env.sn.record(TABLE, sys_id).unwrap()["state"], "7");
+    let notes = env.sn.work_notes(TABLE, sys_id);
+    assert!(
+        notes.iter().any(|n| n.contains("was withdrawn")),
+        "{notes:?}"
+    );
+    // The agent's later change goes nowhere: the request is closed out.
+    env.agent(&t, &[("state", "2")]);
+    let summary = env.sync().await;
+    assert!(
+        summary.contains("0 reported") && summary.contains("1 polled"),
+        "{summary}"
+    );
+    assert_eq!(env.idm.request(&ids[0]).unwrap().status, "withdrawn");
+}
+
+/// Tickets as incidents: the caller is the requester, and a resolved
+/// incident fulfils the request. `verify` reaches both systems.
+#[tokio::test]
+async fn incidents_work_as_tickets_and_verify_reaches_both_systems() {
+    let env = setup(1, "ticket_table = \"incident\"").await;
+    let (status, out) = env.act("verify", json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["output"]["identity"]["pending_manual"], 1, "{out}");
+    assert_eq!(out["output"]["servicenow"]["table"], "incident", "{out}");
+    env.sync().await;
+    let id = env.idm.requests()[0].id.clone();
+    let inc = env
+        .sn
+        .records("incident")
+        .into_iter()
+        .find(|i| i["correlation_id"] == id.as_str())
+        .expect("an incident for the request");
+    let caller = env
+        .sn
+        .record("sys_user", inc["caller_id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        caller["email"],
+        env.idm.requests()[0].requester_email.as_str()
+    );
+    let (_, list) = env.act("list", json!({})).await;
+    assert_eq!(list["output"]["open"][0]["ticket"], inc["number"], "{list}");
+    assert!(
+        list["output"]["open"][0]["last_exchange_at"]
+            .as_i64()
+            .unwrap()
+            > 0,
+        "{list}"
+    );
+    assert!(env.sn.agent_update(
+        "incident",
+        inc["sys_id"].as_str().unwrap(),
+        &[("state", "6")]
+    ));
+    env.sync().await;
+    assert_eq!(env.idm.request(&id).unwrap().status, "fulfilled");
+}

@@ -86,9 +86,11 @@ switchyard_sdk::actions! {
         let mut open = Vec::new();
         for id in sync::open_requests()? {
             if let Some(t) = sync::ticket(&id)? {
+                let last = sync::history(&id)?.last().map(|e| e.at);
                 open.push(json!({
                     "request_id": id, "ticket": t.number, "table": t.table, "state": t.state,
                     "reported": t.reported, "changed_run": t.changed_run,
+                    "last_exchange_at": last,
                 }));
             }
         }

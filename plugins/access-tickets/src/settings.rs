@@ -57,6 +57,16 @@ pub const DEFAULTS: &[(&str, &str, &str)] = &[
          (default: requested_for on sc_req_item, caller_id on incident)",
     ),
     (
+        "resource_field",
+        "short_description",
+        "Ticket field for what is asked for",
+    ),
+    (
+        "justification_field",
+        "description",
+        "Ticket field for why (with the requester and the category)",
+    ),
+    (
         "state_map",
         "",
         "ServiceNow state=identity state pairs, comma-separated (default: the table's standard states)",
@@ -96,6 +106,10 @@ pub struct Settings {
     pub correlation_field: String,
     /// Requester field.
     pub requester_field: String,
+    /// Field for the resource asked for.
+    pub resource_field: String,
+    /// Field for the justification.
+    pub justification_field: String,
     /// ServiceNow state → identity state.
     pub state_map: BTreeMap<String, String>,
     /// Identity status → ServiceNow state (identity-master).
@@ -282,6 +296,8 @@ impl Settings {
             mode,
             correlation_field: field_name("correlation_field", &value("correlation_field"))?,
             requester_field: requester,
+            resource_field: field_name("resource_field", &value("resource_field"))?,
+            justification_field: field_name("justification_field", &value("justification_field"))?,
             state_map,
             push_state_map,
             backoff_after_runs: runs("backoff_after_runs", &value("backoff_after_runs"))?,
@@ -366,6 +382,7 @@ mod tests {
             (vec![("push_state_map", "approved=yes")], "push_state_map"),
             (vec![("push_state_map", "paused=2")], "`paused`"),
             (vec![("correlation_field", "x^y")], "correlation_field"),
+            (vec![("resource_field", "a b")], "resource_field"),
             (vec![("backoff_every", "0")], "backoff_every"),
             (vec![("identity_url", "ftp://x")], "identity_url"),
         ] {

@@ -423,11 +423,11 @@ impl<'a> Sync<'a> {
         let mut fields = Map::new();
         fields.insert(self.s.correlation_field.clone(), json!(r.id));
         fields.insert(
-            "short_description".into(),
+            self.s.resource_field.clone(),
             json!(format!("Access request {}: {}", r.id, r.resource)),
         );
         fields.insert(
-            "description".into(),
+            self.s.justification_field.clone(),
             json!(format!(
                 "{}\n\nRequested by {} ({})",
                 r.justification, r.requester_email, r.category
