@@ -39,6 +39,20 @@ pub use query::{Query, is_safe_value};
 /// The usual name of the credential slot for ServiceNow.
 pub const CREDENTIAL: &str = "servicenow";
 
+/// The manifest's credential slot [`CREDENTIAL`]: Basic or OAuth2 client
+/// credentials, `purpose` saying what the plugin uses ServiceNow for.
+pub fn credential_slot(purpose: &str) -> switchyard_sdk::CredentialSlot {
+    use switchyard_sdk::CredentialKind;
+    switchyard_sdk::CredentialSlot::new(
+        CREDENTIAL,
+        purpose,
+        &[
+            CredentialKind::Basic,
+            CredentialKind::Oauth2ClientCredentials,
+        ],
+    )
+}
+
 /// Rows per page when reading a whole result set.
 const PAGE: usize = 1000;
 

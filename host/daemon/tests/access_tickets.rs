@@ -83,19 +83,14 @@ token = "secret:hook-token"
         idm = idm.url(),
         sn_user = sn.config().username,
     );
-    let dir = config_dir("data_dir = \"data\"\n", &[("acme", &acme)]);
-    let cfg = dir.path().to_str().unwrap();
-    for (name, value) in [
-        ("sn-password", sn.config().password.clone()),
-        ("idm-token", idm.config().token.clone()),
-        ("hook-token", "hook-t0ken".to_owned()),
-    ] {
-        cli(
-            &["secret", "--config", cfg, "set", "acme", name],
-            Some(&value),
-        );
-    }
-    let token = token(dir.path(), "acme");
+    let (dir, token) = acme_with_secrets(
+        &acme,
+        &[
+            ("sn-password", sn.config().password.clone()),
+            ("idm-token", idm.config().token.clone()),
+            ("hook-token", "hook-t0ken".to_owned()),
+        ],
+    );
     let d = start(dir.path());
     Env {
         idm,
@@ -125,8 +120,15 @@ impl Env {
             .unwrap_or(Value::Null)
     }
 
-    /// Runs the `sync` job now and waits for it; its summary.
+    /// Runs the `sync` job now, expecting it to succeed; its summary.
     async fn sync(&self) -> String {
+        let job = self.run_sync().await;
+        assert_eq!(job["last_outcome"], "ok", "{job}");
+        job["last_summary"].as_str().unwrap().to_owned()
+    }
+
+    /// Runs the `sync` job now and waits for it; its statistics.
+    async fn run_sync(&self) -> Value {
         let before = self.job_status().await["runs"].as_i64().unwrap_or(0);
         let (status, out) = post(
             &self.d,
@@ -137,13 +139,11 @@ impl Env {
         )
         .await;
         assert_eq!(status, 202, "{out}");
-        let job = eventually("the sync run", || async {
+        eventually("the sync run", || async {
             let j = self.job_status().await;
             (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
         })
-        .await;
-        assert_eq!(job["last_outcome"], "ok", "{job}");
-        job["last_summary"].as_str().unwrap().to_owned()
+        .await
     }
 
     /// The ticket of access request `id`; panics if there is not exactly one.
@@ -478,21 +478,7 @@ async fn outages_are_reconciled_without_duplicates() {
         )
         .method("GET"),
     );
-    let before = env.job_status().await["runs"].as_i64().unwrap_or(0);
-    let (status, _) = post(
-        &env.d,
-        &format!("{BASE}/jobs/sync/run"),
-        Some(&env.token),
-        &[],
-        "",
-    )
-    .await;
-    assert_eq!(status, 202);
-    let failed = eventually("the failed run", || async {
-        let j = env.job_status().await;
-        (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
-    })
-    .await;
+    let failed = env.run_sync().await;
     assert_ne!(failed["last_outcome"], "ok", "{failed}");
     let error = failed["last_error"].to_string();
     assert!(error.contains("ServiceNow"), "{error}");

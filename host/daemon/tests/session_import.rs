@@ -58,19 +58,14 @@ async fn setup_with(bt: BeyondTrust, config: &str, more: &str, extra: Extra<'_>)
         acme.push('\n');
         acme.push_str(&extra(&bt, &sn));
     }
-    let dir = config_dir("data_dir = \"data\"\n", &[("acme", &acme)]);
-    let cfg = dir.path().to_str().unwrap();
-    for (name, value) in [
-        ("bt-secret", bt.config().client_secret.clone()),
-        ("sn-password", sn.config().password.clone()),
-        ("bt-event-token", "event-token-1".to_owned()),
-    ] {
-        cli(
-            &["secret", "--config", cfg, "set", "acme", name],
-            Some(&value),
-        );
-    }
-    let token = token(dir.path(), "acme");
+    let (dir, token) = acme_with_secrets(
+        &acme,
+        &[
+            ("bt-secret", bt.config().client_secret.clone()),
+            ("sn-password", sn.config().password.clone()),
+            ("bt-event-token", "event-token-1".to_owned()),
+        ],
+    );
     let d = start(dir.path());
     Env {
         bt,

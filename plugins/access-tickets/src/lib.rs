@@ -142,13 +142,8 @@ impl Plugin for AccessTickets {
         for (key, default, description) in settings::DEFAULTS {
             m = m.config(ConfigSpec::optional(key, description, default));
         }
-        m.credential(CredentialSlot::new(
-            switchyard_servicenow::CREDENTIAL,
+        m.credential(switchyard_servicenow::credential_slot(
             "ServiceNow integration user",
-            &[
-                CredentialKind::Basic,
-                CredentialKind::Oauth2ClientCredentials,
-            ],
         ))
         .credential(CredentialSlot::new(
             idm::CREDENTIAL,

@@ -119,14 +119,7 @@ impl Plugin for SessionImport {
             "BeyondTrust API account (client id and secret; token URL <site>/oauth2/token)",
             &[CredentialKind::Oauth2ClientCredentials],
         ))
-        .credential(CredentialSlot::new(
-            snow::CREDENTIAL,
-            "ServiceNow integration user",
-            &[
-                CredentialKind::Basic,
-                CredentialKind::Oauth2ClientCredentials,
-            ],
-        ))
+        .credential(snow::credential_slot("ServiceNow integration user"))
         .egress(None, "The BeyondTrust site (config `site_url`)")
         .egress(None, "The ServiceNow instance (config `servicenow_url`)")
     }

@@ -104,12 +104,8 @@ impl Plugin for UemActions {
                 &[CredentialKind::Oauth2ClientCredentials, CredentialKind::Basic],
             ))
             .credential(
-                CredentialSlot::new(
-                    switchyard_servicenow::CREDENTIAL,
-                    "ServiceNow, for work notes on the incident",
-                    &[CredentialKind::Basic, CredentialKind::Oauth2ClientCredentials],
-                )
-                .optional(),
+                switchyard_servicenow::credential_slot("ServiceNow, for work notes on the incident")
+                    .optional(),
             )
             .egress(None, "The UEM API host (config `api_url`) and token endpoint")
             .egress(None, "The ServiceNow instance (config `servicenow_url`), if used")

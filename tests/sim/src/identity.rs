@@ -241,7 +241,18 @@ async fn ticket_status(State(sim): S, Path(id): Path<String>, body: Bytes) -> Re
             );
         }
     };
-    let changed = sim.change(&id, |r| {
+    update_open(&sim, &id, |r| {
+        r.ticket_number = Some(number.to_owned());
+        r.ticket_state = Some(state.to_owned());
+        r.status = status.to_owned();
+        r.history.push(update.clone());
+    })
+}
+
+/// Changes request `id` with `f` unless it is closed (409) or unknown
+/// (404); answers the request as changed.
+fn update_open(sim: &Sim, id: &str, f: impl FnOnce(&mut AccessRequest)) -> Response {
+    let changed = sim.change(id, |r| {
         if TERMINAL.contains(&r.status.as_str()) {
             return Err(idm_error(
                 StatusCode::CONFLICT,
@@ -249,10 +260,7 @@ async fn ticket_status(State(sim): S, Path(id): Path<String>, body: Bytes) -> Re
                 &format!("access request `{id}` is already {}", r.status),
             ));
         }
-        r.ticket_number = Some(number.to_owned());
-        r.ticket_state = Some(state.to_owned());
-        r.status = status.to_owned();
-        r.history.push(update.clone());
+        f(r);
         Ok(axum::Json(&*r).into_response())
     });
     match changed {
@@ -276,25 +284,7 @@ async fn link_ticket(State(sim): S, Path(id): Path<String>, body: Bytes) -> Resp
             "`ticket_number` is a required string",
         );
     };
-    let changed = sim.change(&id, |r| {
-        if TERMINAL.contains(&r.status.as_str()) {
-            return Err(idm_error(
-                StatusCode::CONFLICT,
-                "closed",
-                &format!("access request `{id}` is already {}", r.status),
-            ));
-        }
-        r.ticket_number = Some(number);
-        Ok(axum::Json(&*r).into_response())
-    });
-    match changed {
-        None => idm_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no access request `{id}`"),
-        ),
-        Some(Ok(r) | Err(r)) => r,
-    }
+    update_open(&sim, &id, |r| r.ticket_number = Some(number))
 }
 
 impl Identity {

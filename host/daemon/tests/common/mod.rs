@@ -186,6 +186,21 @@ where
     }
 }
 
+/// A config directory with `data_dir = "data"` and tenant `acme` =
+/// `tenant`, the tenant's `secrets` set, and an API token for it.
+pub fn acme_with_secrets(tenant: &str, secrets: &[(&str, String)]) -> (tempfile::TempDir, String) {
+    let dir = config_dir("data_dir = \"data\"\n", &[("acme", tenant)]);
+    let cfg = dir.path().to_str().unwrap();
+    for (name, value) in secrets {
+        cli(
+            &["secret", "--config", cfg, "set", "acme", name],
+            Some(value),
+        );
+    }
+    let token = token(dir.path(), "acme");
+    (dir, token)
+}
+
 /// One `[[instance]]` of session-import against the BeyondTrust and
 /// ServiceNow simulators, with secrets `bt-secret` and `sn-password`;
 /// `config` adds config keys, `more` adds sections.
