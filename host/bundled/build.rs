@@ -6,6 +6,7 @@ const PLUGINS: &[&str] = &[
     "plugin-uem-actions",
     "plugin-session-import",
     "plugin-access-tickets",
+    "plugin-mtd-tagging",
 ];
 
 fn main() {

@@ -83,3 +83,85 @@ pub fn get_json<T: DeserializeOwned>(key: &str) -> crate::Result<Option<T>> {
 pub fn set_json<T: Serialize + ?Sized>(key: &str, value: &T) -> crate::Result<()> {
     Ok(set(key, &serde_json::to_vec(value)?)?)
 }
+
+/// One holder at a time for `key`, until the holder's deadline: for work
+/// that must not run twice at once (a scheduled run and a run-now, a run
+/// re-queued after a crash, a webhook touching the same records).
+///
+/// The lease lasts until this invocation's deadline (plus a second), when
+/// the host has stopped the holder for certain, so a lease left by a
+/// killed daemon lapses by itself. Taken with compare-and-swap.
+///
+/// ```no_run
+/// # fn main() -> switchyard_sdk::Result<()> {
+/// use switchyard_sdk::storage::Lease;
+/// match Lease::take("sync-lock", "req-1")? {
+///     Ok(lease) => {
+///         // … the work …
+///         lease.release()?;
+///     }
+///     Err(lapses_in) => println!("another run holds it for {} s more", lapses_in.as_secs()),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "release the lease when the work is done"]
+pub struct Lease {
+    key: String,
+    holder: String,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct LeaseRecord {
+    holder: String,
+    /// Seconds since the epoch.
+    until: u64,
+}
+
+fn epoch_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Lease {
+    /// Takes `key` for `holder` (say, the request id), or answers how long
+    /// the current holder keeps it.
+    pub fn take(key: &str, holder: &str) -> crate::Result<Result<Self, std::time::Duration>> {
+        let until = epoch_secs() + crate::invocation::remaining().as_secs() + 1;
+        let mine = serde_json::to_vec(&LeaseRecord {
+            holder: holder.to_owned(),
+            until,
+        })?;
+        loop {
+            let cur = get(key)?;
+            if let Some(held) = cur
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<LeaseRecord>(b).ok())
+                && held.holder != holder
+                && held.until > epoch_secs()
+            {
+                return Ok(Err(std::time::Duration::from_secs(
+                    held.until - epoch_secs(),
+                )));
+            }
+            if compare_and_swap(key, cur.as_deref(), Some(&mine))? {
+                return Ok(Ok(Self {
+                    key: key.to_owned(),
+                    holder: holder.to_owned(),
+                }));
+            }
+        }
+    }
+
+    /// Gives the lease back (if it is still this holder's).
+    pub fn release(self) -> crate::Result<()> {
+        let Some(cur) = get(&self.key)? else {
+            return Ok(());
+        };
+        if serde_json::from_slice::<LeaseRecord>(&cur).is_ok_and(|l| l.holder == self.holder) {
+            compare_and_swap(&self.key, Some(&cur), None)?;
+        }
+        Ok(())
+    }
+}

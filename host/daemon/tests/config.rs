@@ -214,7 +214,7 @@ fn broken_configurations_are_reported_with_file_line_and_field() {
                 "tenants/acme.toml:9: instance[0].jobs.tick.interval: 30 s is outside the allowed range 60..=3600 s",
                 "instance[0].jobs.nightly: plugin `echo` has no job `nightly`",
                 // The list names every installed plugin, echo among them.
-                "tenants/acme.toml:16: instance[1].plugin: no plugin `nope` is installed (available: access-tickets, echo, ",
+                "tenants/acme.toml:16: instance[1].plugin: no plugin `nope` is installed (available: access-tickets, echo, mtd-tagging, ",
             ],
         ),
         (

@@ -38,6 +38,7 @@ pub mod sync;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_sdk::schemars::JsonSchema;
+use switchyard_sdk::storage::Lease;
 use switchyard_sdk::{
     ConfigSpec, Context, CredentialKind, CredentialSlot, Error, JobSpec, Manifest, Plugin, Result,
     WebhookRequest, WebhookResponse, WebhookSpec, config,
@@ -172,17 +173,20 @@ impl Plugin for AccessTickets {
         let text = if s.mode == Mode::IdentityMaster {
             "ignored: the identity system is master, ticket changes do not flow back".into()
         } else {
-            if let Some(until) = sync::lock(&ctx.request_id)? {
+            let lease = match Lease::take("lock", &ctx.request_id)? {
+                Ok(lease) => lease,
                 // A run is reading tickets now; this notice comes back later.
-                return Err(Error::Upstream {
-                    status: None,
-                    message: "a sync run is in progress".into(),
-                    retry_after_secs: Some((until - sync::now()).clamp(1, 60) as u32),
+                Err(left) => {
+                    return Err(Error::Upstream {
+                        status: None,
+                        message: "a sync run is in progress".into(),
+                        retry_after_secs: Some(left.as_secs().clamp(1, 60) as u32),
+                    }
+                    .transient());
                 }
-                .transient());
-            }
+            };
             let result = notice(&s, &request.body);
-            sync::unlock(&ctx.request_id)?;
+            lease.release()?;
             result?
         };
         Ok(WebhookResponse {
@@ -199,15 +203,18 @@ impl Plugin for AccessTickets {
             )));
         }
         let s = settings()?;
-        if let Some(until) = sync::lock(&ctx.request_id)? {
+        let lease = match Lease::take("lock", &ctx.request_id)? {
+            Ok(lease) => lease,
             // Another run is at work: this one is not needed.
-            return Ok(format!(
-                "skipped: another run holds the lock for {} s more",
-                (until - sync::now()).max(0)
-            ));
-        }
+            Err(left) => {
+                return Ok(format!(
+                    "skipped: another run holds the lock for {} s more",
+                    left.as_secs()
+                ));
+            }
+        };
         let result = Sync::start(&s).and_then(Sync::run);
-        sync::unlock(&ctx.request_id)?;
+        lease.release()?;
         let report = result?;
         switchyard_sdk::log::progress(1, Some(1), report.summary());
         Ok(report.summary())

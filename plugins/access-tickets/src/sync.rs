@@ -7,8 +7,8 @@
 //! the ticket instead of creating another. An insert is never retried
 //! within a run.
 //!
-//! One run at a time: a run (or a webhook notice) takes the `lock` with
-//! compare-and-swap until its own deadline, so two runs (a scheduled one
+//! One run at a time: a run (or a webhook notice) takes the `lock`
+//! ([`switchyard_sdk::storage::Lease`]) until its own deadline, so two runs (a scheduled one
 //! and a run-now, or one re-queued after a crash) never look the same
 //! correlation id up at once and both insert. A run that finds the lock
 //! held ends at once, saying until when; a lock left by a killed run lapses
@@ -190,48 +190,6 @@ pub fn open_requests() -> Result<Vec<String>> {
         .into_iter()
         .filter_map(|k| k.strip_prefix("o/").map(str::to_owned))
         .collect())
-}
-
-/// Who holds the run lock, and until when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Lock {
-    holder: String,
-    until: i64,
-}
-
-/// Takes the run lock for invocation `holder` until its deadline (plus a
-/// second). None when taken; the holder's lapse time when another holds it.
-pub fn lock(holder: &str) -> Result<Option<i64>> {
-    let until = now() + invocation::remaining().as_secs() as i64 + 1;
-    let mine = serde_json::to_vec(&Lock {
-        holder: holder.to_owned(),
-        until,
-    })?;
-    loop {
-        let cur = storage::get("lock")?;
-        if let Some(held) = cur
-            .as_deref()
-            .and_then(|b| serde_json::from_slice::<Lock>(b).ok())
-            && held.holder != holder
-            && held.until > now()
-        {
-            return Ok(Some(held.until));
-        }
-        if storage::compare_and_swap("lock", cur.as_deref(), Some(&mine))? {
-            return Ok(None);
-        }
-    }
-}
-
-/// Releases the run lock if `holder` still holds it.
-pub fn unlock(holder: &str) -> Result<()> {
-    let Some(cur) = storage::get("lock")? else {
-        return Ok(());
-    };
-    if serde_json::from_slice::<Lock>(&cur).is_ok_and(|l| l.holder == holder) {
-        storage::compare_and_swap("lock", Some(&cur), None)?;
-    }
-    Ok(())
 }
 
 /// One run's context.

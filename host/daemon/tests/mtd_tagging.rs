@@ -1,0 +1,404 @@
+//! The `mtd-tagging` plugin driven through the daemon against the UEM and
+//! MTD simulators: the first and an incremental sync, a device leaving
+//! (deleted after N syncs), the threshold stopping a mass deletion, PII
+//! off, tags created when missing and moved by a signed risk-change
+//! notice, a bad signature refused, and a notice that arrives before its
+//! device.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use serde_json::{Value, json};
+use switchyard_sim::mtd::{Mtd, MtdConfig};
+use switchyard_sim::uem::{Uem, UemConfig};
+
+const BASE: &str = "/v1/tenants/acme/instances/mtd";
+const HOOK: &str = "/hooks/acme/mtd/risk-changed";
+
+struct Env {
+    uem: Uem,
+    mtd: Mtd,
+    _dir: tempfile::TempDir,
+    d: Daemon,
+    token: String,
+}
+
+/// UEM with `devices` devices (groups 571-573 under 570), the MTD service,
+/// and the plugin syncing `groups` with `config` (extra lines).
+async fn setup(devices: usize, config: &str) -> Env {
+    let uem_cfg = UemConfig {
+        rate_limit_per_minute: u32::MAX,
+        ..UemConfig::default()
+    };
+    let uem = Uem::start(uem_cfg.clone(), 5, devices).await.unwrap();
+    let mtd = Mtd::start(MtdConfig {
+        rate_limit_per_minute: u32::MAX,
+        ..MtdConfig::default()
+    })
+    .await
+    .unwrap();
+    let acme = format!(
+        r#"[roles]
+"MTD Admin" = ["admin", "viewer"]
+
+[[instance]]
+id = "mtd"
+plugin = "mtd-tagging"
+egress = ["{uem}", "{mtd}"]
+
+[instance.config]
+api_url = "{uem}"
+mtd_url = "{mtd}"
+{config}
+
+[instance.limits]
+http_requests = 1000
+
+[instance.credentials.uem]
+kind = "basic"
+hosts = ["{uem}"]
+username = "{uem_user}"
+password = "secret:uem-password"
+extra_header = "aw-tenant-code"
+extra_header_value = "secret:uem-tenant-code"
+
+[instance.credentials.mtd]
+kind = "api-key"
+hosts = ["{mtd}"]
+header = "x-api-key"
+key = "secret:mtd-key"
+
+[instance.webhooks.risk-changed]
+hmac_secret = "secret:mtd-hook"
+signature_header = "x-mtd-signature"
+"#,
+        uem = uem.url(),
+        mtd = mtd.url(),
+        uem_user = uem_cfg.username,
+    );
+    let (dir, token) = acme_with_secrets(
+        &acme,
+        &[
+            ("uem-password", uem_cfg.password.clone()),
+            ("uem-tenant-code", uem_cfg.tenant_code.clone()),
+            ("mtd-key", mtd.config().api_key.clone()),
+            ("mtd-hook", mtd.config().webhook_secret.clone()),
+        ],
+    );
+    let d = start(dir.path());
+    mtd.set_webhook(&format!("{}{HOOK}", d.base));
+    Env {
+        uem,
+        mtd,
+        _dir: dir,
+        d,
+        token,
+    }
+}
+
+impl Env {
+    async fn act(&self, action: &str) -> (u16, Value) {
+        let path = format!("{BASE}/actions/{action}");
+        act(&self.d, &self.token, &path, &["MTD Admin"], json!({})).await
+    }
+
+    async fn job(&self) -> Value {
+        let (status, st) = get(&self.d, &format!("{BASE}/status"), Some(&self.token)).await;
+        assert_eq!(status, 200, "{st}");
+        st["invocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "job" && s["name"] == "device-sync")
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Runs `device-sync` now, expecting success; its summary.
+    async fn sync(&self) -> String {
+        let before = self.job().await["runs"].as_i64().unwrap_or(0);
+        let (status, out) = post(
+            &self.d,
+            &format!("{BASE}/jobs/device-sync/run"),
+            Some(&self.token),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, 202, "{out}");
+        let job = eventually("the sync", || async {
+            let j = self.job().await;
+            (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
+        })
+        .await;
+        assert_eq!(job["last_outcome"], "ok", "{job}");
+        job["last_summary"].as_str().unwrap().to_owned()
+    }
+
+    /// Device ids in UEM tag `name`.
+    fn tagged(&self, name: &str) -> BTreeSet<i64> {
+        self.uem
+            .tags()
+            .into_iter()
+            .find(|t| t.name == name)
+            .map(|t| t.devices.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// UEM devices in organization group `g`.
+    fn in_group(&self, g: i64) -> BTreeSet<i64> {
+        self.uem
+            .devices()
+            .into_iter()
+            .filter(|d| d.group == g)
+            .map(|d| d.id)
+            .collect()
+    }
+}
+
+/// The first sync stores each device of the chosen groups once (groups
+/// overlapping through a smart group), creates the status and risk tags
+/// in the top-level group and tags every device; a second stores again
+/// and moves nothing. `list-groups` and `sync-status` show the setup.
+#[tokio::test]
+async fn devices_are_synced_once_and_tagged() {
+    let env = setup(30, "groups = \"571, 572\"\nsmart_groups = \"90\"").await;
+    let summary = env.sync().await;
+    let mut want: BTreeSet<i64> = env.in_group(571);
+    want.extend(env.in_group(572));
+    want.extend(env.uem.smart_groups()[0].devices.iter().copied());
+    let got: BTreeSet<i64> = env
+        .mtd
+        .devices()
+        .iter()
+        .map(|d| d.id.parse().unwrap())
+        .collect();
+    assert_eq!(got, want, "{summary}");
+    assert!(
+        summary.starts_with(&format!(
+            "{} devices from 3 groups: {} added, 0 updated",
+            want.len(),
+            want.len()
+        )),
+        "{summary}"
+    );
+    assert!(
+        env.mtd.devices().iter().all(|d| d.upserts == 1),
+        "stored once each"
+    );
+    // New devices are provisioned, with no risk: one status tag each.
+    assert_eq!(env.tagged("CHKP_Status_Provisioned"), want);
+    let tag = env
+        .uem
+        .tags()
+        .into_iter()
+        .find(|t| t.name == "CHKP_Status_Provisioned")
+        .unwrap();
+    assert_eq!(tag.group, 570, "created in the top-level group");
+    // PII is on by default.
+    let first = &env.mtd.devices()[0];
+    assert!(first.fields["owner_email"].as_str().unwrap().contains('@'));
+    assert!(
+        !first.fields["owner_email"]
+            .as_str()
+            .unwrap()
+            .starts_with("UEMDevice")
+    );
+
+    let summary = env.sync().await;
+    assert!(
+        summary.contains(&format!("0 added, {} updated", want.len())),
+        "{summary}"
+    );
+    assert!(summary.contains("tags: 0 added, 0 removed"), "{summary}");
+
+    let (status, groups) = env.act("list-groups").await;
+    assert_eq!(status, 200, "{groups}");
+    assert_eq!(
+        groups["output"]["organization_groups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let (status, st) = env.act("sync-status").await;
+    assert_eq!(status, 200, "{st}");
+    assert_eq!(st["output"]["last_sync"]["devices"], want.len(), "{st}");
+    assert_eq!(
+        st["output"]["tags"]["CHKP_Status_Provisioned"],
+        want.len(),
+        "{st}"
+    );
+}
+
+/// PII off: nothing personal reaches the MTD service (its request log is
+/// searched for every name and email UEM holds).
+#[tokio::test]
+async fn without_pii_no_name_or_email_leaves_uem() {
+    let env = setup(12, "groups = \"570\"\nimport_pii = \"false\"").await;
+    env.sync().await;
+    let sent: String = env
+        .mtd
+        .control()
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    for d in env.uem.devices() {
+        assert!(!sent.contains(&d.user_email), "{} was sent", d.user_email);
+        assert!(!sent.contains(&d.user_name), "{} was sent", d.user_name);
+    }
+    for d in env.mtd.devices() {
+        let udid = d.fields["udid"].as_str().unwrap();
+        assert_eq!(
+            d.fields["owner_email"],
+            format!("UEMDevice{udid}@vendor.UEM")
+        );
+        assert_eq!(d.fields["name"], "");
+    }
+}
+
+/// A device that leaves the chosen groups is deleted after
+/// `delete_after_syncs` syncs; a mass departure over the threshold deletes
+/// nothing and says why.
+#[tokio::test]
+async fn departures_are_deleted_carefully() {
+    let env = setup(
+        40,
+        "groups = \"571, 572, 573\"\ndelete_after_syncs = \"2\"\ndeletion_threshold_pct = \"20\"",
+    )
+    .await;
+    env.sync().await;
+    let all = env.mtd.devices().len();
+    // One device moves to a group that is not synced.
+    let mut leaver = env
+        .uem
+        .devices()
+        .into_iter()
+        .find(|d| d.group == 571)
+        .unwrap();
+    leaver.group = 570;
+    env.uem.put_device(leaver.clone());
+    let summary = env.sync().await;
+    assert!(summary.contains("1 missing, 0 deleted"), "{summary}");
+    let summary = env.sync().await;
+    assert!(summary.contains("1 missing, 1 deleted"), "{summary}");
+    assert_eq!(env.mtd.deleted(), [leaver.id.to_string()]);
+    assert_eq!(env.mtd.devices().len(), all - 1);
+
+    // A whole group leaves: over 20 %, nothing is deleted, twice.
+    for mut d in env.uem.devices().into_iter().filter(|d| d.group == 572) {
+        d.group = 570;
+        env.uem.put_device(d);
+    }
+    env.sync().await;
+    let summary = env.sync().await;
+    assert!(summary.contains("deletion held back"), "{summary}");
+    assert!(summary.contains("over the 20 % threshold"), "{summary}");
+    assert_eq!(env.mtd.deleted().len(), 1, "{summary}");
+    let (_, st) = env.act("sync-status").await;
+    assert!(
+        st["output"]["last_sync"]["held_back"]
+            .as_str()
+            .unwrap()
+            .contains("threshold"),
+        "{st}"
+    );
+}
+
+/// A signed risk-change notice moves the device's risk tag at once; a
+/// wrong signature is refused; a notice for a device not synced yet is
+/// kept and applied when it arrives.
+#[tokio::test]
+async fn risk_changes_move_tags_and_wait_for_unsynced_devices() {
+    let env = setup(10, "groups = \"571\"\ntag_threats = \"true\"").await;
+    env.sync().await;
+    let device = *env.in_group(571).iter().next().unwrap();
+    let n = env
+        .mtd
+        .set_risk(&device.to_string(), "high", &["jailbreak"])
+        .await
+        .unwrap();
+    assert_eq!(n.outcome, Ok(200), "{n:?}");
+    eventually("the risk tag", || async {
+        (env.tagged("CHKP_Risk_High") == BTreeSet::from([device])).then_some(())
+    })
+    .await;
+    assert_eq!(
+        env.tagged("CHKP_Threat_jailbreak"),
+        BTreeSet::from([device])
+    );
+    // Lower risk: the high tag and the threat tag go, the low one comes.
+    env.mtd
+        .set_risk(&device.to_string(), "low", &[])
+        .await
+        .unwrap();
+    eventually("the move to low", || async {
+        (env.tagged("CHKP_Risk_Low") == BTreeSet::from([device])
+            && env.tagged("CHKP_Risk_High").is_empty()
+            && env.tagged("CHKP_Threat_jailbreak").is_empty())
+        .then_some(())
+    })
+    .await;
+    // The status tag stayed.
+    assert!(env.tagged("CHKP_Status_Provisioned").contains(&device));
+
+    // A forged notice is refused by the host.
+    let body = json!({"event": "risk_changed", "device_id": device.to_string(), "risk": "high",
+                      "threat_factors": []})
+    .to_string();
+    let (status, r) = post(
+        &env.d,
+        HOOK,
+        None,
+        &[("x-mtd-signature", "sha256=00")],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 401, "{r}");
+
+    // A device joins the group after the service flagged it.
+    let mut newcomer = env
+        .uem
+        .devices()
+        .into_iter()
+        .find(|d| d.group == 572)
+        .unwrap();
+    let body = json!({"event": "risk_changed", "device_id": newcomer.id.to_string(),
+                      "risk": "medium", "threat_factors": []})
+    .to_string();
+    let signature = sign(&env.mtd.config().webhook_secret, body.as_bytes());
+    let (status, r) = post(
+        &env.d,
+        HOOK,
+        None,
+        &[("x-mtd-signature", &signature)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    // The notice is queued; once handled, it waits for the device.
+    eventually("the kept notice", || async {
+        let (_, st) = env.act("sync-status").await;
+        (st["output"]["pending_risk_changes"] == 1).then_some(())
+    })
+    .await;
+    newcomer.group = 571;
+    env.uem.put_device(newcomer.clone());
+    let summary = env.sync().await;
+    assert!(
+        summary.contains("1 pending risk changes applied"),
+        "{summary}"
+    );
+    assert!(env.tagged("CHKP_Risk_Medium").contains(&newcomer.id));
+}
+
+/// `sha256=<hex HMAC-SHA256>` of `body` under `secret`, as the service signs.
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}

@@ -1,0 +1,200 @@
+//! `mtd-tagging`: a mobile threat defense (MTD) service kept in step with
+//! Workspace ONE UEM, and UEM devices tagged with their MTD status, risk
+//! level and threat factors, so that UEM compliance rules can act on them.
+//!
+//! - Job `device-sync` (every 60 minutes by default, 10 minutes to a day):
+//!   the devices of the chosen organization and smart groups go to the MTD
+//!   service (without names or emails when `import_pii` is off), devices
+//!   that left are deleted after `delete_after_syncs` syncs — never more
+//!   than `deletion_threshold_pct` of the inventory in one sync — and the
+//!   tags are brought up to date with UEM's bulk calls. See [`sync`].
+//! - Webhook `risk-changed` (HMAC-verified by the host): the MTD service's
+//!   notice moves that device's risk and threat tags at once; a notice for
+//!   a device not synced yet is kept until it is.
+//! - Actions `list-groups` (every organization and smart group the API
+//!   account sees, for a setup screen) and `sync-status` (the last good
+//!   sync, the tagging state, the last error).
+//!
+//! One sync or notice at a time (a [`switchyard_sdk::storage::Lease`]).
+
+pub mod mtd;
+pub mod settings;
+pub mod sync;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_sdk::schemars::JsonSchema;
+use switchyard_sdk::storage::{self, Lease};
+use switchyard_sdk::{
+    ConfigSpec, Context, CredentialKind, CredentialSlot, Error, JobSpec, Manifest, Plugin, Result,
+    WebhookRequest, WebhookResponse, WebhookSpec, config, log,
+};
+use switchyard_uem::Uem;
+
+use settings::Settings;
+
+/// The webhook route the MTD service posts risk changes to.
+pub const RISK_ROUTE: &str = "risk-changed";
+
+fn settings() -> Result<Settings> {
+    Settings::read(config::get).map_err(|e| Error::invalid_input(format!("configuration: {e}")))
+}
+
+/// No input.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "switchyard_sdk::schemars")]
+struct NoInput {}
+
+switchyard_sdk::actions! {
+    ListGroups = "list-groups", "Every organization group and smart group the UEM API account can see", role "admin"
+        => |_ctx, _input: NoInput| -> Value {
+        let uem = Uem::new(&config::require("api_url")?);
+        Ok(json!({ "organization_groups": uem.org_groups("")?, "smart_groups": uem.smart_groups("")? }))
+    }
+    SyncStatus = "sync-status", "The server configuration, the last good device sync, tagging and the last error", role "viewer"
+        => |_ctx, _input: NoInput| -> Value {
+        let configured = settings();
+        let last: Option<sync::Report> = storage::get_json("last_sync")?;
+        let tags: std::collections::BTreeMap<String, std::collections::BTreeSet<i64>> =
+            storage::get_json("tags")?.unwrap_or_default();
+        let last_error: Option<Value> = storage::get_json("last_error")?;
+        let pending: std::collections::BTreeMap<String, Value> =
+            storage::get_json("pending")?.unwrap_or_default();
+        Ok(json!({
+            "configuration": match &configured {
+                Ok(s) => json!({"ok": true, "groups": s.groups, "smart_groups": s.smart_groups,
+                                "import_pii": s.import_pii, "tag_status": s.tag_status,
+                                "tag_risk": s.tag_risk, "tag_threats": s.tag_threats}),
+                Err(e) => json!({"ok": false, "error": e.to_string()}),
+            },
+            "last_sync": last,
+            "tags": tags.iter().map(|(t, d)| (t.clone(), d.len())).collect::<std::collections::BTreeMap<_, _>>(),
+            "pending_risk_changes": pending.len(),
+            "last_error": last_error,
+        }))
+    }
+}
+
+struct MtdTagging;
+
+impl Plugin for MtdTagging {
+    fn manifest() -> Manifest {
+        let mut m = declare_actions(Manifest::new(
+            "mtd-tagging",
+            env!("CARGO_PKG_VERSION"),
+            "Mobile threat defense and Workspace ONE UEM: device sync from chosen groups, careful deletion, risk and status tags",
+        ))
+        .job(JobSpec::new(
+            "device-sync",
+            "Store the chosen groups' devices in the MTD service, delete those that left (within the threshold), update the tags",
+            600,
+            3_600,
+            86_400,
+        ))
+        .webhook(WebhookSpec::queued(
+            RISK_ROUTE,
+            "The MTD service's risk-change notices (JSON, HMAC-SHA256 in x-mtd-signature)",
+        ))
+        .config(ConfigSpec::required("api_url", "UEM REST API base URL, e.g. https://as1234.awmdm.com"))
+        .config(ConfigSpec::required("mtd_url", "The MTD service's API base URL"));
+        for (key, default, description) in settings::DEFAULTS {
+            m = m.config(ConfigSpec::optional(key, description, default));
+        }
+        m.credential(CredentialSlot::new(
+            switchyard_uem::CREDENTIAL,
+            "Workspace ONE UEM API: OAuth2 client credentials (recommended), or Basic with the aw-tenant-code header",
+            &[CredentialKind::Oauth2ClientCredentials, CredentialKind::Basic],
+        ))
+        .credential(CredentialSlot::new(
+            mtd::CREDENTIAL,
+            "The MTD service's API key (x-api-key)",
+            &[CredentialKind::ApiKey],
+        ))
+        .egress(None, "The UEM API host (config `api_url`) and its token endpoint")
+        .egress(None, "The MTD service (config `mtd_url`)")
+    }
+
+    fn invoke(ctx: &Context, action: &str, input: Value) -> Result<Value> {
+        dispatch_action(ctx, action, input)
+    }
+
+    fn handle_webhook(
+        ctx: &Context,
+        route: &str,
+        request: WebhookRequest,
+    ) -> Result<WebhookResponse> {
+        if route != RISK_ROUTE {
+            return Err(Error::not_found(format!(
+                "mtd-tagging has no webhook route `{route}`"
+            )));
+        }
+        let body: Value = serde_json::from_slice(&request.body)
+            .map_err(|e| Error::invalid_input(format!("the notice is not JSON: {e}")))?;
+        let device = body["device_id"]
+            .as_str()
+            .filter(|d| !d.is_empty() && d.len() <= 64)
+            .ok_or_else(|| Error::invalid_input("the notice has no string `device_id`"))?;
+        let risk = body["risk"]
+            .as_str()
+            .filter(|r| matches!(*r, "none" | "low" | "medium" | "high"))
+            .ok_or_else(|| Error::invalid_input("`risk` must be none, low, medium or high"))?;
+        let factors: Vec<String> = body["threat_factors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str().map(str::to_owned))
+            .collect();
+        let s = settings()?;
+        let lease = match Lease::take("lock", &ctx.request_id)? {
+            Ok(lease) => lease,
+            Err(left) => {
+                return Err(Error::Upstream {
+                    status: None,
+                    message: "a device sync is in progress".into(),
+                    retry_after_secs: Some(left.as_secs().clamp(1, 60) as u32),
+                }
+                .transient());
+            }
+        };
+        let result = sync::risk_changed(&s, device, risk, &factors);
+        lease.release()?;
+        Ok(WebhookResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: result?.into_bytes(),
+        })
+    }
+
+    fn run_job(ctx: &Context, job: &str) -> Result<String> {
+        if job != "device-sync" {
+            return Err(Error::not_found(format!("mtd-tagging has no job `{job}`")));
+        }
+        let s = settings()?;
+        let lease = match Lease::take("lock", &ctx.request_id)? {
+            Ok(lease) => lease,
+            Err(left) => {
+                return Ok(format!(
+                    "skipped: another sync holds the lock for {} s more",
+                    left.as_secs()
+                ));
+            }
+        };
+        let result = sync::device_sync(&s);
+        lease.release()?;
+        match result {
+            Ok(report) => Ok(report.summary()),
+            Err(e) => {
+                // The previous good sync's counts stay; the error is shown
+                // beside them.
+                let _ = storage::set_json(
+                    "last_error",
+                    &json!({"at": sync::now(), "error": e.to_string()}),
+                );
+                log::error(format!("device sync failed: {e}"));
+                Err(e)
+            }
+        }
+    }
+}
+
+switchyard_sdk::register!(MtdTagging);

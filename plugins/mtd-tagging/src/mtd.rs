@@ -1,0 +1,115 @@
+//! The MTD service's device API (its simulator documents it): upsert,
+//! list page by page, delete. Authentication is the `mtd` credential
+//! (`x-api-key`), attached by the host.
+
+use serde::Deserialize;
+use serde_json::Value;
+use switchyard_sdk::http::{self, Request, Response};
+use switchyard_sdk::retry::Retry;
+use switchyard_sdk::{Error, Result};
+
+/// Name of the credential slot.
+pub const CREDENTIAL: &str = "mtd";
+
+/// Devices per page when listing (the service's maximum).
+const PAGE: usize = 500;
+
+/// What the service knows of a device.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct MtdDevice {
+    /// The id the plugin gave it (the UEM device id).
+    pub id: String,
+    /// `provisioned`, `active` or `inactive`.
+    #[serde(default)]
+    pub status: String,
+    /// `none`, `low`, `medium` or `high`.
+    #[serde(default)]
+    pub risk: String,
+    /// Current threat factors.
+    #[serde(default)]
+    pub threat_factors: Vec<String>,
+}
+
+/// The MTD service at a base URL.
+pub struct Mtd {
+    base: String,
+}
+
+fn check(r: Response, what: &str) -> Result<Response> {
+    if r.is_success() {
+        return Ok(r);
+    }
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let message = v["error"]["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| r.text().chars().take(200).collect());
+    Err(Error::Upstream {
+        status: Some(r.status),
+        message: match r.status {
+            401 | 403 => format!("the MTD service refused the `mtd` credential {what}: {message}"),
+            _ => format!("the MTD service failed {what}: {message}"),
+        },
+        retry_after_secs: r.retry_after_secs(),
+    })
+}
+
+impl Mtd {
+    /// The service at `base`.
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn send(&self, req: Request) -> std::result::Result<Response, Error> {
+        // Upserts and deletes are idempotent: safe to retry.
+        Retry::default()
+            .idempotent(true)
+            .send(
+                &req.header("accept", "application/json")
+                    .credential(CREDENTIAL),
+            )
+            .map_err(|e| http::error_from("MTD service", e))
+    }
+
+    /// Creates or replaces device `id`; true when it was new.
+    pub fn upsert(&self, id: i64, device: &Value) -> Result<bool> {
+        let what = format!("storing device {id}");
+        let r =
+            self.send(Request::put(format!("{}/api/v1/devices/{id}", self.base)).json(device)?)?;
+        Ok(check(r, &what)?.status == 201)
+    }
+
+    /// Deletes device `id`; false when the service did not have it.
+    pub fn delete(&self, id: &str) -> Result<bool> {
+        let seg: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let r = self.send(Request::delete(format!(
+            "{}/api/v1/devices/{seg}",
+            self.base
+        )))?;
+        if r.status == 404 {
+            return Ok(false);
+        }
+        check(r, &format!("deleting device {id}")).map(|_| true)
+    }
+
+    /// Every device, page by page.
+    pub fn list(&self) -> Result<Vec<MtdDevice>> {
+        let mut out = Vec::new();
+        let mut page = 0usize;
+        loop {
+            let url = format!("{}/api/v1/devices?page={page}&page_size={PAGE}", self.base);
+            let r = check(self.send(Request::get(url))?, "listing devices")?;
+            let v: Value = r.json()?;
+            let devices: Vec<MtdDevice> = serde_json::from_value(v["devices"].clone())
+                .map_err(|e| Error::upstream(format!("the MTD device list is malformed: {e}")))?;
+            let n = devices.len();
+            out.extend(devices);
+            match v["next_page"].as_u64() {
+                Some(next) if n > 0 && next as usize > page => page = next as usize,
+                _ => return Ok(out),
+            }
+        }
+    }
+}
