@@ -104,32 +104,37 @@ impl Env {
         act(&self.d, &self.token, &path, &["MTD Admin"], json!({})).await
     }
 
-    async fn job(&self) -> Value {
+    async fn job(&self, name: &str) -> Value {
         let (status, st) = get(&self.d, &format!("{BASE}/status"), Some(&self.token)).await;
         assert_eq!(status, 200, "{st}");
         st["invocations"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|s| s["kind"] == "job" && s["name"] == "device-sync")
+            .find(|s| s["kind"] == "job" && s["name"] == name)
             .cloned()
             .unwrap_or(Value::Null)
     }
 
     /// Runs `device-sync` now, expecting success; its summary.
     async fn sync(&self) -> String {
-        let before = self.job().await["runs"].as_i64().unwrap_or(0);
+        self.run("device-sync").await
+    }
+
+    /// Runs `job` now, expecting success; its summary.
+    async fn run(&self, job: &str) -> String {
+        let before = self.job(job).await["runs"].as_i64().unwrap_or(0);
         let (status, out) = post(
             &self.d,
-            &format!("{BASE}/jobs/device-sync/run"),
+            &format!("{BASE}/jobs/{job}/run"),
             Some(&self.token),
             &[],
             "",
         )
         .await;
         assert_eq!(status, 202, "{out}");
-        let job = eventually("the sync", || async {
-            let j = self.job().await;
+        let job = eventually("the run", || async {
+            let j = self.job(job).await;
             (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
         })
         .await;
@@ -393,6 +398,155 @@ async fn risk_changes_move_tags_and_wait_for_unsynced_devices() {
         "{summary}"
     );
     assert!(env.tagged("CHKP_Risk_Medium").contains(&newcomer.id));
+}
+
+/// The app sync sends each iOS device's managed apps, a little at a time
+/// when the request budget is small, without touching what the device sync
+/// sent.
+#[tokio::test]
+async fn apps_of_ios_devices_are_sent_across_runs() {
+    let env = setup(30, "groups = \"570\"").await;
+    env.sync().await;
+    let ios: Vec<i64> = env
+        .uem
+        .devices()
+        .iter()
+        .filter(|d| d.platform == "Apple")
+        .map(|d| d.id)
+        .collect();
+    assert!(ios.len() > 6, "the seed has iOS devices: {}", ios.len());
+    // A small request budget: each run sends a few devices' apps and the
+    // next continues where it stopped.
+    let cfg = env._dir.path();
+    let file = cfg.join("tenants/acme.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("http_requests = 1000", "http_requests = 12"),
+    )
+    .unwrap();
+    let operator = cli(
+        &[
+            "token",
+            "--config",
+            cfg.to_str().unwrap(),
+            "create-operator",
+        ],
+        None,
+    )
+    .trim()
+    .to_owned();
+    let (status, body) = post(&env.d, "/v1/admin/reload", Some(&operator), &[], "").await;
+    assert_eq!(status, 200, "{body}");
+    let mut sent = 0;
+    let mut runs = 0;
+    loop {
+        let summary = env.run("app-sync").await;
+        runs += 1;
+        sent += summary
+            .strip_prefix("apps of ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap();
+        if !summary.contains("left for the next run") {
+            break;
+        }
+        assert!(runs < 20, "{summary}");
+    }
+    assert!(runs > 1, "the budget split the work");
+    assert_eq!(sent, ios.len(), "each iOS device once");
+    for d in env.mtd.devices() {
+        let id: i64 = d.id.parse().unwrap();
+        let uem = env.uem.device(id).unwrap();
+        if ios.contains(&id) {
+            let managed = uem.apps.iter().filter(|a| a.managed).count();
+            assert_eq!(d.fields["apps"].as_array().unwrap().len(), managed, "{d:?}");
+        } else {
+            assert!(d.fields.get("apps").is_none(), "{d:?}");
+        }
+        // The device sync's fields are still there.
+        assert_eq!(d.fields["serial"], uem.serial.as_str());
+    }
+}
+
+/// Upstream trouble mid-sync: UEM's 429 is waited out; a failing MTD
+/// service fails the run with an error naming it, deletes nothing and
+/// leaves the last good sync's counts in place.
+#[tokio::test]
+async fn upstream_trouble_fails_clearly_and_deletes_nothing() {
+    let env = setup(
+        20,
+        "groups = \"571, 572\"\ndelete_after_syncs = \"1\"\ndeletion_threshold_pct = \"100\"",
+    )
+    .await;
+    env.sync().await;
+    let good = env.act("sync-status").await.1["output"]["last_sync"].clone();
+    env.uem.control().inject(
+        switchyard_sim::common::Fault::on(
+            "/api/mdm/devices/search",
+            switchyard_sim::common::FaultKind::RateLimit {
+                retry_after_secs: 1,
+            },
+        )
+        .times(1),
+    );
+    let summary = env.sync().await;
+    assert!(summary.contains("0 deleted"), "{summary}");
+    // A device leaves, and the MTD service fails while storing devices.
+    let mut leaver = env
+        .uem
+        .devices()
+        .into_iter()
+        .find(|d| d.group == 571)
+        .unwrap();
+    leaver.group = 573;
+    env.uem.put_device(leaver);
+    env.mtd.control().inject(
+        switchyard_sim::common::Fault::on(
+            "/api/v1/devices/",
+            switchyard_sim::common::FaultKind::Status {
+                status: 500,
+                message: None,
+            },
+        )
+        .method("PUT"),
+    );
+    let before = env.job("device-sync").await["runs"].as_i64().unwrap();
+    let (status, _) = post(
+        &env.d,
+        &format!("{BASE}/jobs/device-sync/run"),
+        Some(&env.token),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 202);
+    let failed = eventually("the failed sync", || async {
+        let j = env.job("device-sync").await;
+        (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
+    })
+    .await;
+    assert_ne!(failed["last_outcome"], "ok", "{failed}");
+    assert!(
+        failed["last_error"].to_string().contains("MTD service"),
+        "{failed}"
+    );
+    assert!(
+        env.mtd.deleted().is_empty(),
+        "nothing deleted by a failed sync"
+    );
+    let st = env.act("sync-status").await.1;
+    assert_ne!(st["output"]["last_sync"], good, "the 429 sync was good");
+    assert!(
+        st["output"]["last_error"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("MTD service"),
+        "{st}"
+    );
+    env.mtd.control().clear_faults();
+    let summary = env.sync().await;
+    assert!(summary.contains("1 missing, 1 deleted"), "{summary}");
 }
 
 /// `sha256=<hex HMAC-SHA256>` of `body` under `secret`, as the service signs.

@@ -8,6 +8,9 @@
 //!   that left are deleted after `delete_after_syncs` syncs — never more
 //!   than `deletion_threshold_pct` of the inventory in one sync — and the
 //!   tags are brought up to date with UEM's bulk calls. See [`sync`].
+//! - Job `app-sync` (every 60 minutes by default): the managed apps of the
+//!   synced iOS devices go to the MTD service, continuing across runs when
+//!   a run's request budget is spent.
 //! - Webhook `risk-changed` (HMAC-verified by the host): the MTD service's
 //!   notice moves that device's risk and threat tags at once; a notice for
 //!   a device not synced yet is kept until it is.
@@ -91,6 +94,13 @@ impl Plugin for MtdTagging {
             3_600,
             86_400,
         ))
+        .job(JobSpec::new(
+            "app-sync",
+            "Send the managed apps of the synced iOS devices to the MTD service (continues where the last run stopped)",
+            600,
+            3_600,
+            86_400,
+        ))
         .webhook(WebhookSpec::queued(
             RISK_ROUTE,
             "The MTD service's risk-change notices (JSON, HMAC-SHA256 in x-mtd-signature)",
@@ -166,7 +176,7 @@ impl Plugin for MtdTagging {
     }
 
     fn run_job(ctx: &Context, job: &str) -> Result<String> {
-        if job != "device-sync" {
+        if job != "device-sync" && job != "app-sync" {
             return Err(Error::not_found(format!("mtd-tagging has no job `{job}`")));
         }
         let s = settings()?;
@@ -179,21 +189,21 @@ impl Plugin for MtdTagging {
                 ));
             }
         };
-        let result = sync::device_sync(&s);
+        let result = if job == "device-sync" {
+            sync::device_sync(&s).map(|r| r.summary())
+        } else {
+            sync::app_sync(&s).map(|r| r.summary())
+        };
         lease.release()?;
-        match result {
-            Ok(report) => Ok(report.summary()),
-            Err(e) => {
-                // The previous good sync's counts stay; the error is shown
-                // beside them.
-                let _ = storage::set_json(
-                    "last_error",
-                    &json!({"at": sync::now(), "error": e.to_string()}),
-                );
-                log::error(format!("device sync failed: {e}"));
-                Err(e)
-            }
-        }
+        result.inspect_err(|e| {
+            // The previous good sync's counts stay; the error is shown
+            // beside them.
+            let _ = storage::set_json(
+                "last_error",
+                &json!({"at": sync::now(), "job": job, "error": e.to_string()}),
+            );
+            log::error(format!("{job} failed: {e}"));
+        })
     }
 }
 

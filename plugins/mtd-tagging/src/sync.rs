@@ -343,10 +343,86 @@ pub fn device_sync(s: &Settings) -> Result<Report> {
     report.untagged = removed;
 
     let synced: BTreeSet<i64> = devices.keys().copied().collect();
+    // The iOS devices and their UDIDs, for the app sync.
+    let ios: BTreeMap<i64, String> = devices
+        .iter()
+        .filter(|(_, (d, _))| d.os_family == Some(switchyard_uem::OsFamily::IOs))
+        .map(|(id, (d, _))| (*id, d.udid.clone()))
+        .collect();
+    storage::set_json("ios", &ios)?;
     storage::set_json("pending", &pending)?;
     storage::set_json("synced", &synced)?;
     report.at = now();
     storage::set_json("last_sync", &report)?;
+    Ok(report)
+}
+
+/// What an app sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AppReport {
+    /// iOS devices whose apps were sent this run.
+    pub devices: usize,
+    /// Managed apps sent.
+    pub apps: usize,
+    /// iOS devices left for the next run (the request budget ran low).
+    pub left: usize,
+}
+
+impl AppReport {
+    /// One line for the job status.
+    pub fn summary(&self) -> String {
+        let rest = if self.left > 0 {
+            format!("; {} devices left for the next run", self.left)
+        } else {
+            String::new()
+        };
+        format!(
+            "apps of {} iOS devices sent ({} managed apps){rest}",
+            self.devices, self.apps
+        )
+    }
+}
+
+/// The managed apps of each synced iOS device go to the MTD service. A run
+/// that nears its request budget stops and the next one continues where
+/// it stopped (`app_cursor`), so any number of devices is covered.
+pub fn app_sync(s: &Settings) -> Result<AppReport> {
+    let uem = Uem::new(&s.api_url);
+    let mtd = Mtd::new(&s.mtd_url);
+    let ios: BTreeMap<i64, String> = storage::get_json("ios")?.unwrap_or_default();
+    let cursor: i64 = storage::get_json("app_cursor")?.unwrap_or(0);
+    let mut report = AppReport::default();
+    let todo: Vec<(&i64, &String)> = ios.range(cursor + 1..).collect();
+    for (i, (id, udid)) in todo.iter().enumerate() {
+        if switchyard_sdk::invocation::remaining_requests() < 4 {
+            report.left = todo.len() - i;
+            storage::set_json("app_cursor", &(**id - 1))?;
+            return Ok(report);
+        }
+        let apps = uem
+            .get(
+                &format!("/mdm/devices/{id}/apps"),
+                &format!("the apps of device {id}"),
+            )?
+            .unwrap_or(Value::Null);
+        let managed: Vec<Value> = apps["DeviceApps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["IsManaged"] == true)
+            .map(|a| json!({"package": a["ApplicationIdentifier"], "version": a["Version"]}))
+            .collect();
+        report.apps += managed.len();
+        mtd.upsert(
+            **id,
+            &json!({"udid": udid, "platform": "Apple", "apps": managed}),
+        )?;
+        report.devices += 1;
+        if i % 100 == 99 {
+            log::progress(i as u64 + 1, Some(todo.len() as u64), "sending apps");
+        }
+    }
+    storage::set_json("app_cursor", &0i64)?;
     Ok(report)
 }
 

@@ -5,7 +5,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `PUT /api/v1/devices/{id}` JSON `{udid, serial, platform, os_version, model, name, owner_email, groups[], apps[{package, version}]}` | 201 (new) or 200 (updated) with the device |
+//! | `PUT /api/v1/devices/{id}` JSON `{udid, serial, platform, os_version, model, name, owner_email, groups[], apps[{package, version}]}` | 201 (new) or 200 (updated) with the device; `udid` and `platform` are required, other fields omitted keep their values |
 //! | `GET /api/v1/devices/{id}` | the device: the fields above plus `status` (`provisioned`, `active`, `inactive`), `risk` (`none`, `low`, `medium`, `high`), `threat_factors[]`, `updated_at` |
 //! | `GET /api/v1/devices?page=N&page_size=M` | `{"devices": [...], "page", "page_size", "total", "next_page": N+1 or null}`; pages from 0, default size 100, at most 500 |
 //! | `DELETE /api/v1/devices/{id}` | 204, or 404 |
@@ -226,7 +226,9 @@ async fn upsert(State(sim): S, Path(id): Path<String>, body: Bytes) -> Response 
         threat_factors: Vec::new(),
         upserts: 0,
     });
-    d.fields = fields;
+    // Fields sent replace theirs; fields omitted keep their values (so a
+    // device sync and an app sync can each send their part).
+    d.fields.extend(fields);
     d.upserts += 1;
     let body = device_json(d);
     let status = if created {
