@@ -10,6 +10,7 @@
 //! and ServiceNow simulators (`tests/sim`), the `session-import` plugin
 //! against the BeyondTrust and ServiceNow simulators, and the
 //! `access-tickets` plugin against the identity-system and ServiceNow
+//! simulators, and the `mtd-tagging` plugin against the UEM and MTD
 //! simulators. As first-party plugins land, the scenario grows to show
 //! them.
 
@@ -26,6 +27,7 @@ use serde_json::{Value, json};
 
 use switchyard_sim::beyondtrust::{BeyondTrust, BtConfig};
 use switchyard_sim::identity::{Identity, IdentityConfig};
+use switchyard_sim::mtd::{Mtd, MtdConfig};
 use switchyard_sim::servicenow::{ServiceNow, ServiceNowConfig};
 use switchyard_sim::uem::{Uem, UemConfig};
 
@@ -72,6 +74,7 @@ fn tenant_file(
     sn: &ServiceNow,
     bt: &BeyondTrust,
     idm: &Identity,
+    mtd: &Mtd,
 ) -> String {
     format!(
         r#"[roles]
@@ -167,7 +170,36 @@ hosts = ["{idm_url}"]
 token = "secret:idm-token"
 # In production, `[instance.jobs.sync]` runs every 15 minutes; the demo
 # runs it on demand.
+
+[[instance]]
+id = "mtd"
+plugin = "mtd-tagging"
+egress = ["{uem_url}", "{mtd_url}"]
+
+[instance.config]
+api_url = "{uem_url}"
+mtd_url = "{mtd_url}"
+groups = "571"
+
+[instance.credentials.uem]
+kind = "basic"
+hosts = ["{uem_url}"]
+username = "{uem_user}"
+password = "secret:uem-password"
+extra_header = "aw-tenant-code"
+extra_header_value = "secret:uem-tenant-code"
+
+[instance.credentials.mtd]
+kind = "api-key"
+hosts = ["{mtd_url}"]
+header = "x-api-key"
+key = "secret:mtd-key"
+
+[instance.webhooks.risk-changed]
+hmac_secret = "secret:mtd-hook"
+signature_header = "x-mtd-signature"
 "#,
+        mtd_url = mtd.url(),
         idm_url = idm.url(),
         bt_url = bt.url(),
         bt_id = bt.config().client_id,
@@ -317,6 +349,8 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     // An identity system with one access request waiting for a person (its
     // requester is one of ServiceNow's seeded users).
     let idm = Identity::start(IdentityConfig::default(), 7, 1).await?;
+    // A mobile threat defense service, empty until the plugin fills it.
+    let mtd = Mtd::start(MtdConfig::default()).await?;
 
     // A configuration directory like an operator's, in a temporary place.
     let dir = tempfile::tempdir()?;
@@ -324,7 +358,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     std::fs::create_dir(dir.path().join("tenants"))?;
     std::fs::write(
         dir.path().join("tenants/acme.toml"),
-        tenant_file(&upstream, &uem, &sn, &bt, &idm),
+        tenant_file(&upstream, &uem, &sn, &bt, &idm, &mtd),
     )?;
     let cfg = load_config(dir.path())?;
     let _lock = crate::boot::lock_data_dir(&cfg)?;
@@ -339,6 +373,8 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
         ("sn-password", &sn.config().password),
         ("bt-client-secret", &bt.config().client_secret),
         ("idm-token", &idm.config().token),
+        ("mtd-key", &mtd.config().api_key),
+        ("mtd-hook", &mtd.config().webhook_secret),
     ] {
         secrets
             .set("acme", name, &SecretString::from(value.clone()))
@@ -378,6 +414,11 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
         "tenant `acme`, instance `tickets` (bundled plugin access-tickets): identity-system simulator at {}",
         idm.url()
     );
+    println!(
+        "tenant `acme`, instance `mtd` (bundled plugin mtd-tagging): MTD simulator at {}",
+        mtd.url()
+    );
+    mtd.set_webhook(&format!("{base}/hooks/acme/mtd/risk-changed"));
 
     let c = Client {
         http: reqwest::Client::new(),
@@ -802,6 +843,45 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
 
         step(
             13,
+            "the `device-sync` job stores group 571's devices in the MTD service and tags them; \
+             the service flags one as high risk, and its signed notice moves the device's tag",
+        );
+        let summary = c.run_job("mtd", "device-sync").await?;
+        println!("   device-sync: {summary}");
+        let tag_of = |device: i64| -> Vec<String> {
+            uem.tags()
+                .into_iter()
+                .filter(|t| t.devices.contains(&device))
+                .map(|t| t.name)
+                .collect()
+        };
+        let flagged = uem
+            .devices()
+            .into_iter()
+            .find(|d| d.group == 571)
+            .context("group 571 has a device")?;
+        println!("   device {} tags: {:?}", flagged.id, tag_of(flagged.id));
+        let sent = mtd
+            .set_risk(&flagged.id.to_string(), "high", &["jailbreak"])
+            .await
+            .context("the device is in the MTD inventory")?;
+        ensure_step(
+            sent.outcome == Ok(200),
+            &format!("the signed notice is accepted: {:?}", sent.outcome),
+        )?;
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while !tag_of(flagged.id).iter().any(|t| t == "CHKP_Risk_High") {
+            ensure_step(Instant::now() < give_up, "the risk tag moves")?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "   after the risk change: device {} tags: {:?}",
+            flagged.id,
+            tag_of(flagged.id)
+        );
+
+        step(
+            14,
             "status — the scheduled job `tick` ran at start-up and is due again in 300 s",
         );
         let (_, st) = c.get("/v1/tenants/acme/instances/echo-1/status").await?;
@@ -810,7 +890,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             st["paused"], st["jobs"], st["queue"]
         );
 
-        step(14, "audit log (newest first; no bodies, tokens or secrets)");
+        step(15, "audit log (newest first; no bodies, tokens or secrets)");
         let (_, audit) = c.get("/v1/tenants/acme/audit?limit=10").await?;
         for e in audit["entries"].as_array().into_iter().flatten() {
             println!(
@@ -821,7 +901,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             );
         }
 
-        step(15, "metrics (Prometheus)");
+        step(16, "metrics (Prometheus)");
         let text = c
             .http
             .get(format!("{base}/metrics"))

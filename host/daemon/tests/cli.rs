@@ -38,6 +38,7 @@ fn demo_runs_every_step() {
         "by external key",
         "pulled again: 0 new",
         "is fulfilled (ticket state closed_complete, comment \"Role granted\")",
+        "\"CHKP_Status_Provisioned\", \"CHKP_Risk_High\"]",
         "All steps passed",
     ] {
         assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
