@@ -28,6 +28,12 @@ struct Env {
 /// UEM with `devices` devices (groups 571-573 under 570), the MTD service,
 /// and the plugin syncing `groups` with `config` (extra lines).
 async fn setup(devices: usize, config: &str) -> Env {
+    setup_with(devices, config, false, "").await
+}
+
+/// [`setup`], with UEM's OAuth2 credential instead of Basic when `oauth`,
+/// and extra `[instance.limits]` lines.
+async fn setup_with(devices: usize, config: &str, oauth: bool, limits: &str) -> Env {
     let uem_cfg = UemConfig {
         rate_limit_per_minute: u32::MAX,
         ..UemConfig::default()
@@ -55,14 +61,9 @@ mtd_url = "{mtd}"
 
 [instance.limits]
 http_requests = 1000
+{limits}
 
-[instance.credentials.uem]
-kind = "basic"
-hosts = ["{uem}"]
-username = "{uem_user}"
-password = "secret:uem-password"
-extra_header = "aw-tenant-code"
-extra_header_value = "secret:uem-tenant-code"
+{uem_credential}
 
 [instance.credentials.mtd]
 kind = "api-key"
@@ -76,13 +77,30 @@ signature_header = "x-mtd-signature"
 "#,
         uem = uem.url(),
         mtd = mtd.url(),
-        uem_user = uem_cfg.username,
+        uem_credential = if oauth {
+            format!(
+                "[instance.credentials.uem]\nkind = \"oauth2-client-credentials\"\nhosts = [\"{}\"]\n\
+                 token_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"secret:uem-client-secret\"",
+                uem.url(),
+                uem.token_url(),
+                uem_cfg.client_id
+            )
+        } else {
+            format!(
+                "[instance.credentials.uem]\nkind = \"basic\"\nhosts = [\"{}\"]\nusername = \"{}\"\n\
+                 password = \"secret:uem-password\"\nextra_header = \"aw-tenant-code\"\n\
+                 extra_header_value = \"secret:uem-tenant-code\"",
+                uem.url(),
+                uem_cfg.username
+            )
+        },
     );
     let (dir, token) = acme_with_secrets(
         &acme,
         &[
             ("uem-password", uem_cfg.password.clone()),
             ("uem-tenant-code", uem_cfg.tenant_code.clone()),
+            ("uem-client-secret", uem_cfg.client_secret.clone()),
             ("mtd-key", mtd.config().api_key.clone()),
             ("mtd-hook", mtd.config().webhook_secret.clone()),
         ],
@@ -547,6 +565,76 @@ async fn upstream_trouble_fails_clearly_and_deletes_nothing() {
     env.mtd.control().clear_faults();
     let summary = env.sync().await;
     assert!(summary.contains("1 missing, 1 deleted"), "{summary}");
+}
+
+/// With OAuth2, a token UEM expired early is fetched again and the sync
+/// goes on; a daemon killed mid-sync loses nothing: after a restart the
+/// inventory matches UEM, and a device that left is still deleted.
+#[tokio::test]
+async fn an_expired_token_and_a_kill_mid_sync_lose_nothing() {
+    let mut env = setup_with(
+        120,
+        "groups = \"571, 572, 573\"\ndelete_after_syncs = \"1\"\ndeletion_threshold_pct = \"100\"",
+        true,
+        "deadline = 4000",
+    )
+    .await;
+    env.sync().await;
+    env.uem.expire_tokens();
+    let summary = env.sync().await;
+    assert!(summary.contains(": 0 added,"), "{summary}");
+    let tokens = env.uem.control().requests_to("/connect/token").len();
+    assert!(tokens >= 2, "a new token was fetched ({tokens})");
+
+    // A device leaves UEM; the MTD service answers slowly; the daemon dies
+    // in the middle of the next sync.
+    // (Group 570 is the top: a device there is in none of the synced ones.)
+    let leaver = env.uem.devices()[0].clone();
+    let mut moved = leaver.clone();
+    moved.group = 570;
+    env.uem.put_device(moved);
+    env.mtd.control().inject(
+        switchyard_sim::common::Fault::on(
+            "/api/v1/devices/",
+            switchyard_sim::common::FaultKind::Latency { ms: 15 },
+        )
+        .method("PUT"),
+    );
+    let before: u32 = env.mtd.devices().iter().map(|d| d.upserts).sum();
+    let (status, _) = post(
+        &env.d,
+        &format!("{BASE}/jobs/device-sync/run"),
+        Some(&env.token),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 202);
+    eventually("part of the sync", || async {
+        let now: u32 = env.mtd.devices().iter().map(|d| d.upserts).sum();
+        (now >= before + 20).then_some(())
+    })
+    .await;
+    env.d.child.kill().unwrap();
+    env.d.child.wait().unwrap();
+    assert!(env.mtd.deleted().is_empty(), "killed before deleting");
+    env.mtd.control().clear_faults();
+
+    env.d = start(env._dir.path());
+    eventually("a sync that is not skipped", || async {
+        (!env.sync().await.starts_with("skipped")).then_some(())
+    })
+    .await;
+    assert_eq!(env.mtd.deleted(), [leaver.id.to_string()]);
+    let want: BTreeSet<String> = env
+        .uem
+        .devices()
+        .iter()
+        .filter(|d| d.group != 570)
+        .map(|d| d.id.to_string())
+        .collect();
+    let got: BTreeSet<String> = env.mtd.devices().into_iter().map(|d| d.id).collect();
+    assert_eq!(got, want);
 }
 
 /// `sha256=<hex HMAC-SHA256>` of `body` under `secret`, as the service signs.
