@@ -88,9 +88,10 @@ pub fn set_json<T: Serialize + ?Sized>(key: &str, value: &T) -> crate::Result<()
 /// that must not run twice at once (a scheduled run and a run-now, a run
 /// re-queued after a crash, a webhook touching the same records).
 ///
-/// The lease lasts until this invocation's deadline (plus a second), when
-/// the host has stopped the holder for certain, so a lease left by a
-/// killed daemon lapses by itself. Taken with compare-and-swap.
+/// The lease lasts until this invocation's deadline (plus two seconds, for
+/// clocks read at different moments), when the host has stopped the
+/// holder for certain, so a lease left by a killed daemon lapses by itself.
+/// Taken with compare-and-swap.
 ///
 /// ```no_run
 /// # fn main() -> switchyard_sdk::Result<()> {
@@ -114,24 +115,28 @@ pub struct Lease {
 #[derive(Serialize, serde::Deserialize)]
 struct LeaseRecord {
     holder: String,
-    /// Seconds since the epoch.
-    until: u64,
+    /// Milliseconds since the epoch.
+    until_ms: u64,
 }
 
-fn epoch_secs() -> u64 {
+fn epoch_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Margin past the holder's deadline.
+const LEASE_MARGIN_MS: u64 = 2_000;
 
 impl Lease {
     /// Takes `key` for `holder` (say, the request id), or answers how long
     /// the current holder keeps it.
     pub fn take(key: &str, holder: &str) -> crate::Result<Result<Self, std::time::Duration>> {
-        let until = epoch_secs() + crate::invocation::remaining().as_secs() + 1;
+        let remaining = crate::invocation::remaining().as_millis() as u64;
+        let until_ms = epoch_ms() + remaining + LEASE_MARGIN_MS;
         let mine = serde_json::to_vec(&LeaseRecord {
             holder: holder.to_owned(),
-            until,
+            until_ms,
         })?;
         loop {
             let cur = get(key)?;
@@ -139,10 +144,10 @@ impl Lease {
                 .as_deref()
                 .and_then(|b| serde_json::from_slice::<LeaseRecord>(b).ok())
                 && held.holder != holder
-                && held.until > epoch_secs()
+                && held.until_ms > epoch_ms()
             {
-                return Ok(Err(std::time::Duration::from_secs(
-                    held.until - epoch_secs(),
+                return Ok(Err(std::time::Duration::from_millis(
+                    held.until_ms - epoch_ms(),
                 )));
             }
             if compare_and_swap(key, cur.as_deref(), Some(&mine))? {

@@ -307,17 +307,30 @@ async fn a_lost_insert_answer_makes_no_second_ticket() {
     }
 }
 
-/// Open tickets are read in batches of 100, two queries per batch, and
-/// tickets that stay quiet are read less often.
+/// 2,000 open requests are read in batches of 100, two queries per batch
+/// (40 ServiceNow requests in all), and tickets that stay quiet are read
+/// less often.
 #[tokio::test]
 async fn polling_is_batched_and_backs_off() {
-    // Quiet for two runs: read every fourth run only.
-    let env = setup(250, "backoff_after_runs = \"2\"\nbackoff_every = \"4\"").await;
-    let summary = env.sync().await;
-    assert!(summary.starts_with("250 created"), "{summary}");
+    // Quiet for six runs: read every fourth run only.
+    let env = setup(2_000, "backoff_after_runs = \"6\"\nbackoff_every = \"4\"").await;
+    // 2,000 inserts and 2,000 reports do not fit one run's 2,000 requests:
+    // each run creates what it can and leaves the rest for the next.
+    let first = env.sync().await;
+    assert!(!first.contains(" 0 deferred"), "{first}");
+    let mut runs = 1;
+    while !env.sync().await.contains(" 0 deferred") {
+        runs += 1;
+        assert!(runs < 5, "still deferring after {runs} runs");
+    }
+    assert_eq!(env.sn.records(TABLE).len(), 2_000, "{first}");
+    for r in env.idm.requests() {
+        assert_eq!(r.status, "in_progress", "{r:?}");
+    }
     env.sn.control().clear_requests();
     let summary = env.sync().await;
-    assert!(summary.contains("250 polled (0 backed off)"), "{summary}");
+    assert!(summary.contains("2000 polled (0 backed off)"), "{summary}");
+    let all = env.sn.control().requests();
     let tickets = env
         .sn
         .control()
@@ -326,19 +339,33 @@ async fn polling_is_batched_and_backs_off() {
         .sn
         .control()
         .requests_to("/api/now/table/sys_journal_field");
-    assert_eq!((tickets.len(), notes.len()), (3, 3), "{summary}");
+    assert_eq!(
+        (tickets.len(), notes.len(), all.len()),
+        (20, 20, 40),
+        "{summary}"
+    );
 
-    // Quiet for two runs now: most are skipped.
-    let summary = env.sync().await;
-    let polled: usize = summary
-        .split("; ")
-        .nth(1)
-        .and_then(|p| p.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    assert!(polled < 125, "{summary}");
+    // Once every cohort has been quiet for six runs, most are skipped in
+    // each run, and every ticket is either read or backed off.
+    let polled_in = |summary: &str| -> usize {
+        summary
+            .split("; ")
+            .nth(1)
+            .and_then(|p| p.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    let mut summary = env.sync().await;
+    for _ in 0..6 {
+        if polled_in(&summary) < 1_000 {
+            break;
+        }
+        summary = env.sync().await;
+    }
+    let polled = polled_in(&summary);
+    assert!(polled < 1_000, "{summary}");
     assert!(
-        summary.contains(&format!("({} backed off)", 250 - polled)),
+        summary.contains(&format!("({} backed off)", 2_000 - polled)),
         "{summary}"
     );
 }
@@ -626,4 +653,56 @@ async fn incidents_work_as_tickets_and_verify_reaches_both_systems() {
     ));
     env.sync().await;
     assert_eq!(env.idm.request(&id).unwrap().status, "fulfilled");
+}
+
+/// Identity master: a push that fails (ServiceNow refusing one ticket) is
+/// kept and finished in a later run without sending anything twice, and
+/// it never holds up the other requests' changes.
+#[tokio::test]
+async fn a_failed_push_is_finished_later_and_holds_nothing_up() {
+    let env = setup(0, "mode = \"identity-master\"\ncategories = \"finance\"").await;
+    let a = env.idm.add("finance", "pending_approval");
+    let b = env.idm.add("finance", "pending_approval");
+    env.sync().await;
+    let (ta, tb) = (env.ticket(&a), env.ticket(&b));
+    let (sa, sb) = (
+        ta["sys_id"].as_str().unwrap().to_owned(),
+        tb["sys_id"].as_str().unwrap().to_owned(),
+    );
+    assert!(env.idm.set_status(&a, "approved"));
+    assert!(env.idm.comment(&a, "lead", "Fine by me"));
+    assert!(env.idm.set_status(&b, "approved"));
+    env.sn.control().inject(
+        Fault::on(
+            format!("/api/now/table/{TABLE}/{sa}"),
+            FaultKind::Status {
+                status: 503,
+                message: None,
+            },
+        )
+        .method("PATCH"),
+    );
+    let summary = env.sync().await;
+    assert!(
+        summary.contains("1 pushed") && summary.contains("1 failed"),
+        "{summary}"
+    );
+    assert_eq!(
+        env.sn.record(TABLE, &sb).unwrap()["state"],
+        "2",
+        "b was not held up"
+    );
+    env.sn.control().clear_faults();
+    let summary = env.sync().await;
+    assert!(
+        summary.contains("2 pushed") && summary.contains("0 failed"),
+        "{summary}"
+    );
+    assert_eq!(env.sn.record(TABLE, &sa).unwrap()["state"], "2");
+    let notes = env.sn.work_notes(TABLE, &sa);
+    assert_eq!(notes.len(), 2, "one state note and one comment: {notes:?}");
+    // Nothing left to do: nothing is sent again.
+    let summary = env.sync().await;
+    assert!(summary.contains("0 pushed"), "{summary}");
+    assert_eq!(env.sn.work_notes(TABLE, &sb).len(), 1);
 }

@@ -136,15 +136,25 @@ impl Identity {
         Ok((requests, v["seq"].as_u64().unwrap_or(0)))
     }
 
+    /// Request `id`, read afresh.
+    pub fn get(&self, id: &str) -> Result<AccessRequest> {
+        let url = format!("{}/api/access-requests/{}", self.base, enc(id));
+        let r = self.send(Request::get(url), &format!("reading access request {id}"))?;
+        r.json::<AccessRequest>()
+            .map_err(|e| Error::upstream(format!("access request {id} is malformed: {e}")))
+    }
+
     fn post(&self, id: &str, what: &str, path: &str, body: &Value) -> Result<Reported> {
         let url = format!("{}/api/access-requests/{}/{path}", self.base, enc(id));
-        // Reporting the same state twice has the same effect: safe to retry.
         let req = Request::post(url)
             .header("accept", "application/json")
             .credential(CREDENTIAL)
             .json(body)?;
+        // A state alone is safe to send twice; a comment would be appended
+        // twice, so a post with one is retried only after a 429.
+        let repeatable = body["comment"].as_str().is_none_or(str::is_empty);
         let r = Retry::default()
-            .idempotent(true)
+            .idempotent(repeatable)
             .send(&req)
             .map_err(|e| http::error_from("identity system", e))?;
         if r.status == 409 {

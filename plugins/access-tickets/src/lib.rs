@@ -229,7 +229,7 @@ fn notice(s: &Settings, body: &[u8]) -> Result<String> {
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| Error::invalid_input(format!("the notice is not JSON: {e}")).permanent())?;
     let text = |k: &str| body[k].as_str().map(str::trim).filter(|v| !v.is_empty());
-    let mut sync = Sync::start(s)?;
+    let mut sync = Sync::notice(s)?;
     let request_id = match (text("correlation_id"), text("sys_id")) {
         (Some(id), _) => id.to_owned(),
         (None, Some(sys_id)) => {

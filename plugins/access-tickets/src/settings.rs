@@ -83,6 +83,11 @@ pub const DEFAULTS: &[(&str, &str, &str)] = &[
         "Runs a ticket may stay unchanged before it is polled less often (1-1000)",
     ),
     (
+        "history_days",
+        "90",
+        "Days a closed request's record and history are kept (1-3650)",
+    ),
+    (
         "backoff_every",
         "8",
         "An unchanged ticket past backoff_after_runs is polled every this many runs (1-1000)",
@@ -118,6 +123,8 @@ pub struct Settings {
     pub backoff_after_runs: u32,
     /// Poll period of a backed-off ticket, in runs.
     pub backoff_every: u32,
+    /// Days a closed request is kept.
+    pub history_days: u32,
 }
 
 fn field_name(key: &str, v: &str) -> Result<String, String> {
@@ -254,11 +261,12 @@ impl Settings {
                 ));
             }
         };
-        let categories: Vec<String> = value("categories")
-            .split(',')
-            .map(|c| c.trim().to_owned())
-            .filter(|c| !c.is_empty())
-            .collect();
+        let mut categories: Vec<String> = Vec::new();
+        for c in value("categories").split(',').map(str::trim) {
+            if !c.is_empty() && !categories.iter().any(|k| k == c) {
+                categories.push(c.to_owned());
+            }
+        }
         if mode == Mode::IdentityMaster && categories.is_empty() {
             return Err(
                 "categories: identity-master mode needs at least one service category".into(),
@@ -302,6 +310,15 @@ impl Settings {
             push_state_map,
             backoff_after_runs: runs("backoff_after_runs", &value("backoff_after_runs"))?,
             backoff_every: runs("backoff_every", &value("backoff_every"))?,
+            history_days: match value("history_days").trim().parse::<u32>() {
+                Ok(n) if (1..=3650).contains(&n) => n,
+                _ => {
+                    return Err(format!(
+                        "history_days: `{}` is not a number of days from 1 to 3650",
+                        value("history_days").trim()
+                    ));
+                }
+            },
             categories,
             table,
         })
@@ -363,7 +380,7 @@ mod tests {
         assert_eq!(s.identity_state("1"), Some("new"));
         let s = with(&[
             ("mode", "identity-master"),
-            ("categories", "finance, it"),
+            ("categories", "finance, it, finance"),
             ("push_state_map", "approved=-5"),
         ])
         .unwrap();

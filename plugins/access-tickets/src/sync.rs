@@ -18,7 +18,7 @@
 //! open, `h/<request>` its history, `run` the run counter, `cursor` the
 //! identity system's last change seen, `lock` the running invocation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -34,6 +34,30 @@ pub const BATCH: usize = 100;
 const RESERVE_REQUESTS: u32 = 12;
 /// History entries kept per request (the oldest go first).
 const HISTORY: usize = 200;
+/// Closed requests are pruned every this many runs.
+const PRUNE_EVERY: u64 = 24;
+
+/// Deletes the record and history of requests closed more than `days`
+/// ago (their last exchange), so that storage stays bounded however many
+/// requests pass through; returns how many.
+pub fn prune(days: u32) -> Result<usize> {
+    let horizon = now() - i64::from(days) * 86_400;
+    let mut pruned = 0;
+    for key in storage::list("t/")? {
+        let id = &key[2..];
+        let Some(t) = ticket(id)? else { continue };
+        if !t.closed {
+            continue;
+        }
+        let last = history(id)?.last().map_or(0, |e| e.at);
+        if last < horizon {
+            storage::delete(&key)?;
+            storage::delete(&format!("h/{id}"))?;
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
+}
 
 /// What the plugin keeps of a request's ticket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +123,9 @@ pub struct Report {
     pub polled: usize,
     /// Open tickets not read this run (unchanged for long: backed off).
     pub backed_off: usize,
+    /// Open tickets due but left for the next run (the request budget ran
+    /// low).
+    pub poll_deferred: usize,
     /// Updates sent to the identity system.
     pub reported: usize,
     /// Updates pushed to tickets (identity master).
@@ -107,18 +134,25 @@ pub struct Report {
     pub closed: usize,
     /// Requests that could not be handled this run (each logged).
     pub failed: usize,
+    /// Closed requests whose record and history were pruned.
+    pub pruned: usize,
 }
 
 impl Report {
     /// A one-line summary for the job status.
     pub fn summary(&self) -> String {
         format!(
-            "{} created, {} adopted, {} deferred; {} polled ({} backed off); {} reported, {} pushed, {} closed; {} failed",
+            "{} created, {} adopted, {} deferred; {} polled ({} backed off{}); {} reported, {} pushed, {} closed; {} failed",
             self.created,
             self.adopted,
             self.deferred,
             self.polled,
             self.backed_off,
+            if self.poll_deferred > 0 {
+                format!(", {} left for the next run", self.poll_deferred)
+            } else {
+                String::new()
+            },
             self.reported,
             self.pushed,
             self.closed,
@@ -211,13 +245,23 @@ impl<'a> Sync<'a> {
     pub fn start(s: &'a Settings) -> Result<Self> {
         let run = storage::get_json::<u64>("run")?.unwrap_or(0) + 1;
         storage::set_json("run", &run)?;
-        Ok(Self {
+        Ok(Self::at(s, run))
+    }
+
+    /// A notice's pass, in the current run (back-off counts job runs only).
+    pub fn notice(s: &'a Settings) -> Result<Self> {
+        let run = storage::get_json::<u64>("run")?.unwrap_or(0);
+        Ok(Self::at(s, run))
+    }
+
+    fn at(s: &'a Settings, run: u64) -> Self {
+        Self {
             s,
             sn: ServiceNow::new(&s.servicenow_url),
             idm: Identity::new(&s.identity_url),
             run,
             report: Report::default(),
-        })
+        }
     }
 
     /// The whole run.
@@ -227,6 +271,9 @@ impl<'a> Sync<'a> {
         if self.s.mode == Mode::ServiceNowMaster {
             let open = open_requests()?;
             self.poll(&open, false)?;
+        }
+        if self.run.is_multiple_of(PRUNE_EVERY) {
+            self.report.pruned = prune(self.s.history_days)?;
         }
         Ok(self.report)
     }
@@ -274,7 +321,15 @@ impl<'a> Sync<'a> {
                 None => missing.push(r),
             }
         }
-        for chunk in missing.chunks(BATCH) {
+        let mut seen = BTreeSet::new();
+        missing.retain(|r| seen.insert(r.id.clone()));
+        for (i, chunk) in missing.chunks(BATCH).enumerate() {
+            // Two lookups per chunk, then an insert and a report per
+            // request: stop while the rest of the run can still go on.
+            if invocation::remaining_requests() < RESERVE_REQUESTS + 2 {
+                self.report.deferred += missing.len() - i * BATCH;
+                break;
+            }
             self.create_batch(chunk)?;
         }
         Ok(())
@@ -313,10 +368,11 @@ impl<'a> Sync<'a> {
                 .collect()
         };
         for r in requests {
+            // A report (or link) follows each ticket: keep room for it.
             let (t, adopted) = match by_request.get(&r.id) {
                 Some(row) => (self.ticket_from(row)?, true),
                 None => {
-                    if invocation::remaining_requests() < RESERVE_REQUESTS {
+                    if invocation::remaining_requests() < RESERVE_REQUESTS + 2 {
                         self.report.deferred += 1;
                         continue;
                     }
@@ -354,6 +410,14 @@ impl<'a> Sync<'a> {
                 Mode::IdentityMaster => {
                     if self.idm.link_ticket(&r.id, &t.number)? == Reported::Closed {
                         self.close(&r.id, t, "the identity request is already closed")?;
+                    } else if let Err(e) = self.push(r, t) {
+                        // A status set before the ticket existed: pushed
+                        // now, or retried next run.
+                        log::warn(format!("{}: {e}", r.id));
+                        let mut retry: BTreeSet<String> =
+                            storage::get_json("retry")?.unwrap_or_default();
+                        retry.insert(r.id.clone());
+                        storage::set_json("retry", &retry)?;
                     }
                 }
             }
@@ -412,6 +476,10 @@ impl<'a> Sync<'a> {
                 self.report.reported += 1;
                 record(&r.id, exchange("to-identity", "state", "", &state, ""))?;
                 t.reported = Some(state);
+                if self.s.is_closed(&t.state) {
+                    let why = format!("ticket {} was already closed", t.number);
+                    return self.close(&r.id, t, &why);
+                }
                 save(&r.id, &t)
             }
             Reported::Closed => self.close(&r.id, t, "the identity request is already closed"),
@@ -433,7 +501,22 @@ impl<'a> Sync<'a> {
         let cursor = storage::get_json::<u64>("cursor")?.unwrap_or(0);
         let since = cursor.to_string();
         let (changed, latest) = self.idm.list(&[("changed_since", &since)])?;
-        for r in changed {
+        // Requests whose last push failed come first, read afresh; a
+        // failure is kept for the next run and never holds up the others.
+        let mut retry: BTreeSet<String> = storage::get_json("retry")?.unwrap_or_default();
+        let mut todo: Vec<AccessRequest> = Vec::new();
+        for id in std::mem::take(&mut retry) {
+            match self.idm.get(&id) {
+                Ok(r) => todo.push(r),
+                Err(e) => {
+                    log::warn(format!("{id}: {e}"));
+                    retry.insert(id);
+                }
+            }
+        }
+        let retried: BTreeSet<String> = todo.iter().map(|r| r.id.clone()).collect();
+        todo.extend(changed.into_iter().filter(|r| !retried.contains(&r.id)));
+        for r in todo {
             if !valid_id(&r.id) {
                 continue;
             }
@@ -444,10 +527,10 @@ impl<'a> Sync<'a> {
             if let Err(e) = self.push(&r, t) {
                 log::warn(format!("{}: {e}", r.id));
                 self.report.failed += 1;
-                // The cursor stays: the change is seen again next run.
-                return Ok(());
+                retry.insert(r.id.clone());
             }
         }
+        storage::set_json("retry", &retry)?;
         storage::set_json("cursor", &latest)
     }
 
@@ -464,7 +547,24 @@ impl<'a> Sync<'a> {
             let state = self.s.push_state_map[&r.status].clone();
             let mut f = Map::new();
             f.insert("state".into(), json!(state));
-            self.sn.update(&t.table, &t.sys_id, &f)?;
+            match self.sn.update(&t.table, &t.sys_id, &f) {
+                // The ticket is gone: nothing more can be pushed to it.
+                Err(Error::NotFound(_)) => {
+                    let why = format!("the ServiceNow ticket {} was deleted", t.number);
+                    return self.close(&r.id, t, &why);
+                }
+                other => other?,
+            }
+            // Saved at once, so that a failure further on does not send
+            // this again.
+            t.state = state.clone();
+            t.pushed_status = Some(r.status.clone());
+            t.changed_run = self.run;
+            save(&r.id, &t)?;
+            record(
+                &r.id,
+                exchange("to-servicenow", "state", "", &state, &r.status),
+            )?;
             self.sn.work_note(
                 &t.table,
                 &t.sys_id,
@@ -473,13 +573,6 @@ impl<'a> Sync<'a> {
                     r.id, r.status
                 ),
             )?;
-            record(
-                &r.id,
-                exchange("to-servicenow", "state", &t.state, &state, &r.status),
-            )?;
-            t.state = state;
-            t.pushed_status = Some(r.status.clone());
-            t.changed_run = self.run;
             self.report.pushed += 1;
         }
         if self.s.mode == Mode::IdentityMaster {
@@ -487,9 +580,10 @@ impl<'a> Sync<'a> {
             for c in r.comments.iter().filter(|c| c.seq > pushed) {
                 let note = format!("Comment by {} in the identity system: {}", c.by, c.text);
                 self.sn.work_note(&t.table, &t.sys_id, &note)?;
-                record(&r.id, exchange("to-servicenow", "comment", "", "", &c.text))?;
                 t.pushed_comment_seq = c.seq;
                 t.changed_run = self.run;
+                save(&r.id, &t)?;
+                record(&r.id, exchange("to-servicenow", "comment", "", "", &c.text))?;
                 self.report.pushed += 1;
             }
         }
@@ -519,7 +613,27 @@ impl<'a> Sync<'a> {
                 due.push((id.clone(), t));
             }
         }
-        for chunk in due.chunks(BATCH) {
+        // Batches of one table each; the start turns with the run, so that
+        // a run that runs out of requests leaves a different tail each time.
+        due.sort_by(|a, b| a.1.table.cmp(&b.1.table));
+        if !due.is_empty() {
+            let start = (self.run as usize * BATCH) % due.len();
+            due.rotate_left(start);
+        }
+        let mut batches: Vec<Vec<(String, Ticket)>> = Vec::new();
+        for item in due {
+            match batches.last_mut() {
+                Some(b) if b.len() < BATCH && b[0].1.table == item.1.table => b.push(item),
+                _ => batches.push(vec![item]),
+            }
+        }
+        for (i, chunk) in batches.iter().enumerate() {
+            // Two reads per batch and up to one report per ticket.
+            if invocation::remaining_requests() < 2 + chunk.len() as u32 {
+                let left: usize = batches[i..].iter().map(Vec::len).sum();
+                self.report.poll_deferred += left;
+                break;
+            }
             if let Err(e) = self.poll_batch(chunk) {
                 log::warn(format!("reading tickets: {e}"));
                 self.report.failed += chunk.len();
@@ -531,8 +645,9 @@ impl<'a> Sync<'a> {
 
     fn poll_batch(&mut self, batch: &[(String, Ticket)]) -> Result<()> {
         let ids: Vec<&str> = batch.iter().map(|(_, t)| t.sys_id.as_str()).collect();
+        let table = batch[0].1.table.clone();
         let rows = self.sn.query(
-            &self.s.table,
+            &table,
             &Query::new().one_of("sys_id", ids.iter().copied()),
             &["sys_id", "number", "state"],
             BATCH * 2,
@@ -559,7 +674,16 @@ impl<'a> Sync<'a> {
             let id = id.as_str();
             let t = t.clone();
             let result = match rows.get(t.sys_id.as_str()) {
-                None => self.deleted(id, t),
+                // Not in the list: asked once more by sys_id before it is
+                // taken for deleted (a list can miss a row an ACL hides).
+                None => match self.sn.get(&t.table, &t.sys_id, &["sys_id", "state"]) {
+                    Ok(None) => self.deleted(id, t),
+                    Ok(Some(row)) => {
+                        let comment = latest.get(t.sys_id.as_str()).cloned();
+                        self.changed(id, t, &field(&row, "state"), comment)
+                    }
+                    Err(e) => Err(e),
+                },
                 Some(row) => {
                     let comment = latest.get(t.sys_id.as_str()).cloned();
                     self.changed(id, t, &field(row, "state"), comment)

@@ -180,11 +180,18 @@ impl Plugin for MtdTagging {
             return Err(Error::not_found(format!("mtd-tagging has no job `{job}`")));
         }
         let s = settings()?;
-        let lease = match Lease::take("lock", &ctx.request_id)? {
+        // The app sync touches only the apps field and no tags: it has its
+        // own lock, so the two jobs never skip each other.
+        let key = if job == "device-sync" {
+            "lock"
+        } else {
+            "app-lock"
+        };
+        let lease = match Lease::take(key, &ctx.request_id)? {
             Ok(lease) => lease,
             Err(left) => {
                 return Ok(format!(
-                    "skipped: another sync holds the lock for {} s more",
+                    "skipped: another {job} holds the lock for {} s more",
                     left.as_secs()
                 ));
             }

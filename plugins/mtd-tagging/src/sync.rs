@@ -169,22 +169,32 @@ pub fn apply_tags(
             }
         };
         let entry = tags.entry(name.clone()).or_default();
+        // Only what UEM accepted is recorded: a refused device is tried
+        // again next time (and one UEM would not untag keeps its entry).
+        let refused = |bulk: &switchyard_uem::Bulk, verb: &str| -> BTreeSet<i64> {
+            bulk.failed
+                .iter()
+                .filter_map(|(device, why)| {
+                    log::warn(format!(
+                        "UEM did not {verb} device {device} ({name}): {why}"
+                    ));
+                    device.parse().ok()
+                })
+                .collect()
+        };
         for chunk in add.chunks(BULK) {
-            let bulk = uem.add_to_tag(id, chunk)?;
-            for (device, why) in &bulk.failed {
-                log::warn(format!(
-                    "UEM did not tag device {device} with {name}: {why}"
-                ));
+            let no = refused(&uem.add_to_tag(id, chunk)?, "tag");
+            for d in chunk.iter().filter(|d| !no.contains(d)) {
+                entry.insert(*d);
+                added += 1;
             }
-            entry.extend(chunk.iter().copied());
-            added += chunk.len() - bulk.failed.len().min(chunk.len());
         }
         for chunk in remove.chunks(BULK) {
-            uem.remove_from_tag(id, chunk)?;
-            for d in chunk {
+            let no = refused(&uem.remove_from_tag(id, chunk)?, "untag");
+            for d in chunk.iter().filter(|d| !no.contains(d)) {
                 entry.remove(d);
+                removed += 1;
             }
-            removed += chunk.len();
         }
     }
     tags.retain(|_, devices| !devices.is_empty());
@@ -364,8 +374,11 @@ pub struct AppReport {
     pub devices: usize,
     /// Managed apps sent.
     pub apps: usize,
-    /// iOS devices left for the next run (the request budget ran low).
+    /// iOS devices left for the next run (the request budget or the
+    /// deadline ran low).
     pub left: usize,
+    /// Devices whose apps could not be read or sent (each logged).
+    pub failed: usize,
 }
 
 impl AppReport {
@@ -376,8 +389,13 @@ impl AppReport {
         } else {
             String::new()
         };
+        let failed = if self.failed > 0 {
+            format!("; {} failed", self.failed)
+        } else {
+            String::new()
+        };
         format!(
-            "apps of {} iOS devices sent ({} managed apps){rest}",
+            "apps of {} iOS devices sent ({} managed apps){rest}{failed}",
             self.devices, self.apps
         )
     }
@@ -394,32 +412,50 @@ pub fn app_sync(s: &Settings) -> Result<AppReport> {
     let mut report = AppReport::default();
     let todo: Vec<(&i64, &String)> = ios.range(cursor + 1..).collect();
     for (i, (id, udid)) in todo.iter().enumerate() {
-        if switchyard_sdk::invocation::remaining_requests() < 4 {
+        // Stop while there is room to record where: the next run goes on
+        // from here.
+        let out_of_time =
+            switchyard_sdk::invocation::remaining() < std::time::Duration::from_secs(3);
+        if switchyard_sdk::invocation::remaining_requests() < 4 || out_of_time {
             report.left = todo.len() - i;
             storage::set_json("app_cursor", &(**id - 1))?;
             return Ok(report);
         }
-        let apps = uem
+        let sent = uem
             .get(
                 &format!("/mdm/devices/{id}/apps"),
                 &format!("the apps of device {id}"),
-            )?
-            .unwrap_or(Value::Null);
-        let managed: Vec<Value> = apps["DeviceApps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|a| a["IsManaged"] == true)
-            .map(|a| json!({"package": a["ApplicationIdentifier"], "version": a["Version"]}))
-            .collect();
-        report.apps += managed.len();
-        mtd.upsert(
-            **id,
-            &json!({"udid": udid, "platform": "Apple", "apps": managed}),
-        )?;
-        report.devices += 1;
+            )
+            .and_then(|apps| {
+                let managed: Vec<Value> = apps.unwrap_or(Value::Null)["DeviceApps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a["IsManaged"] == true)
+                    .map(
+                        |a| json!({"package": a["ApplicationIdentifier"], "version": a["Version"]}),
+                    )
+                    .collect();
+                mtd.upsert(
+                    **id,
+                    &json!({"udid": udid, "platform": "Apple", "apps": managed}),
+                )?;
+                Ok(managed.len())
+            });
+        match sent {
+            Ok(n) => {
+                report.apps += n;
+                report.devices += 1;
+            }
+            // One device's trouble does not stop the others.
+            Err(e) => {
+                log::warn(format!("apps of device {id}: {e}"));
+                report.failed += 1;
+            }
+        }
         if i % 100 == 99 {
             log::progress(i as u64 + 1, Some(todo.len() as u64), "sending apps");
+            storage::set_json("app_cursor", *id)?;
         }
     }
     storage::set_json("app_cursor", &0i64)?;
