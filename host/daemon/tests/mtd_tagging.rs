@@ -280,6 +280,8 @@ async fn without_pii_no_name_or_email_leaves_uem() {
             format!("UEMDevice{udid}@vendor.UEM")
         );
         assert_eq!(d.fields["name"], "");
+        // Groups by id: a group's name can name people.
+        assert_eq!(d.fields["groups"], json!(["group 570"]), "{d:?}");
     }
 }
 

@@ -135,6 +135,18 @@ fn tag_group(s: &Settings, uem: &Uem) -> Result<i64> {
         .ok_or_else(|| Error::upstream("UEM shows no top-level organization group to tag in"))
 }
 
+/// The UEM id of tag `name`, from the cache or found (or created) in the
+/// tag group.
+fn tag_id(s: &Settings, uem: &Uem, ids: &mut BTreeMap<String, i64>, name: &str) -> Result<i64> {
+    if let Some(id) = ids.get(name) {
+        return Ok(*id);
+    }
+    let id = uem.ensure_tag(name, tag_group(s, uem)?)?;
+    ids.insert(name.to_owned(), id);
+    storage::set_json("tag_ids", ids)?;
+    Ok(id)
+}
+
 /// Moves devices in and out of managed tags so that `tags` (what the
 /// plugin tagged) becomes `want`; returns (added, removed).
 pub fn apply_tags(
@@ -158,16 +170,7 @@ pub fn apply_tags(
         if add.is_empty() && remove.is_empty() {
             continue;
         }
-        let id = match ids.get(&name) {
-            Some(id) => *id,
-            None => {
-                let group = tag_group(s, uem)?;
-                let id = uem.ensure_tag(&name, group)?;
-                ids.insert(name.clone(), id);
-                storage::set_json("tag_ids", &ids)?;
-                id
-            }
-        };
+        let mut id = tag_id(s, uem, &mut ids, &name)?;
         let entry = tags.entry(name.clone()).or_default();
         // Only what UEM accepted is recorded: a refused device is tried
         // again next time (and one UEM would not untag keeps its entry).
@@ -183,14 +186,28 @@ pub fn apply_tags(
                 .collect()
         };
         for chunk in add.chunks(BULK) {
-            let no = refused(&uem.add_to_tag(id, chunk)?, "tag");
+            let bulk = match uem.add_to_tag(id, chunk) {
+                // A tag someone deleted in UEM: created again.
+                Err(Error::NotFound(_)) => {
+                    ids.remove(&name);
+                    id = tag_id(s, uem, &mut ids, &name)?;
+                    uem.add_to_tag(id, chunk)?
+                }
+                other => other?,
+            };
+            let no = refused(&bulk, "tag");
             for d in chunk.iter().filter(|d| !no.contains(d)) {
                 entry.insert(*d);
                 added += 1;
             }
         }
         for chunk in remove.chunks(BULK) {
-            let no = refused(&uem.remove_from_tag(id, chunk)?, "untag");
+            let bulk = match uem.remove_from_tag(id, chunk) {
+                // The tag is gone, and with it what it held.
+                Err(Error::NotFound(_)) => switchyard_uem::Bulk::default(),
+                other => other?,
+            };
+            let no = refused(&bulk, "untag");
             for d in chunk.iter().filter(|d| !no.contains(d)) {
                 entry.remove(d);
                 removed += 1;
@@ -232,11 +249,15 @@ pub fn device_sync(s: &Settings) -> Result<Report> {
             entry.1.insert("Android Enterprise".into());
         }
     };
+    // Without PII, groups are sent by id: a group's name can name people.
+    let label = |names: &BTreeMap<i64, String>, kind: &str, g: i64| -> String {
+        match names.get(&g) {
+            Some(n) if s.import_pii => n.clone(),
+            _ => format!("{kind} {g}"),
+        }
+    };
     for g in &s.groups {
-        let name = names
-            .get(g)
-            .cloned()
-            .unwrap_or_else(|| format!("group {g}"));
+        let name = label(&names, "group", *g);
         let ae = s.android_enterprise.contains(g);
         for v in uem.search_all(
             &format!("/mdm/devices/search?lgid={g}"),
@@ -248,10 +269,7 @@ pub fn device_sync(s: &Settings) -> Result<Report> {
         }
     }
     for g in &s.smart_groups {
-        let name = smart_names
-            .get(g)
-            .cloned()
-            .unwrap_or_else(|| format!("smart group {g}"));
+        let name = label(&smart_names, "smart group", *g);
         let ae = s.android_enterprise.contains(g);
         for d in uem.smart_group_devices(*g)? {
             add(d, name.clone(), ae);
