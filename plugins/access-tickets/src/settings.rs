@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use switchyard_sdk::config::Values;
+
 /// Who decides a request's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -142,15 +144,6 @@ fn field_name(key: &str, v: &str) -> Result<String, String> {
     }
 }
 
-fn runs(key: &str, v: &str) -> Result<u32, String> {
-    match v.trim().parse::<u32>() {
-        Ok(n) if (1..=1000).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{key}: `{v}` is not a number of runs from 1 to 1000"
-        )),
-    }
-}
-
 /// `a=b, c=d` pairs; `allowed_right` checks each right-hand side.
 fn pairs(
     key: &str,
@@ -227,23 +220,8 @@ fn default_push_map(table: &str) -> BTreeMap<String, String> {
 impl Settings {
     /// Reads and checks every key; the error names the key and the value.
     pub fn read(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let value = |key: &str| -> String {
-            get(key).unwrap_or_else(|| {
-                DEFAULTS
-                    .iter()
-                    .find(|(k, _, _)| *k == key)
-                    .map(|(_, d, _)| (*d).to_owned())
-                    .unwrap_or_default()
-            })
-        };
-        let url = |key: &str| -> Result<String, String> {
-            let v = value(key);
-            let v = v.trim().trim_end_matches('/');
-            match url::Url::parse(v) {
-                Ok(u) if matches!(u.scheme(), "https" | "http") => Ok(v.to_owned()),
-                _ => Err(format!("{key}: `{v}` is not an http(s) URL")),
-            }
-        };
+        let v = Values::new(get, DEFAULTS);
+        let value = |key: &str| v.text(key);
         let mode = match value("mode").trim() {
             "servicenow-master" => Mode::ServiceNowMaster,
             "identity-master" => Mode::IdentityMaster,
@@ -299,8 +277,8 @@ impl Settings {
         }
         push_state_map.extend(push);
         Ok(Self {
-            servicenow_url: url("servicenow_url")?,
-            identity_url: url("identity_url")?,
+            servicenow_url: v.url("servicenow_url")?,
+            identity_url: v.url("identity_url")?,
             mode,
             correlation_field: field_name("correlation_field", &value("correlation_field"))?,
             requester_field: requester,
@@ -308,17 +286,9 @@ impl Settings {
             justification_field: field_name("justification_field", &value("justification_field"))?,
             state_map,
             push_state_map,
-            backoff_after_runs: runs("backoff_after_runs", &value("backoff_after_runs"))?,
-            backoff_every: runs("backoff_every", &value("backoff_every"))?,
-            history_days: match value("history_days").trim().parse::<u32>() {
-                Ok(n) if (1..=3650).contains(&n) => n,
-                _ => {
-                    return Err(format!(
-                        "history_days: `{}` is not a number of days from 1 to 3650",
-                        value("history_days").trim()
-                    ));
-                }
-            },
+            backoff_after_runs: v.number("backoff_after_runs", 1, 1000)? as u32,
+            backoff_every: v.number("backoff_every", 1, 1000)? as u32,
+            history_days: v.number("history_days", 1, 3650)? as u32,
             categories,
             table,
         })

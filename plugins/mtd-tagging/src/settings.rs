@@ -1,5 +1,7 @@
 //! The instance's configuration, read and checked once per invocation.
 
+use switchyard_sdk::config::Values;
+
 /// Every optional key: (key, default, description).
 pub const DEFAULTS: &[(&str, &str, &str)] = &[
     (
@@ -163,23 +165,8 @@ fn three(key: &str, v: &str) -> Result<[String; 3], String> {
 impl Settings {
     /// Reads and checks every key; the error names the key and the value.
     pub fn read(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let value = |key: &str| -> String {
-            get(key).unwrap_or_else(|| {
-                DEFAULTS
-                    .iter()
-                    .find(|(k, _, _)| *k == key)
-                    .map(|(_, d, _)| (*d).to_owned())
-                    .unwrap_or_default()
-            })
-        };
-        let url = |key: &str| -> Result<String, String> {
-            let v = value(key);
-            let v = v.trim().trim_end_matches('/');
-            match url::Url::parse(v) {
-                Ok(u) if matches!(u.scheme(), "https" | "http") => Ok(v.to_owned()),
-                _ => Err(format!("{key}: `{v}` is not an http(s) URL")),
-            }
-        };
+        let v = Values::new(get, DEFAULTS);
+        let value = |key: &str| v.text(key);
         let groups = ids("groups", &value("groups"))?;
         let smart_groups = ids("smart_groups", &value("smart_groups"))?;
         if groups.is_empty() && smart_groups.is_empty() {
@@ -206,8 +193,8 @@ impl Settings {
         let threat_prefix = value("threat_tag_prefix");
         tag_name("threat_tag_prefix", &format!("{threat_prefix}x"))?;
         Ok(Self {
-            api_url: url("api_url")?,
-            mtd_url: url("mtd_url")?,
+            api_url: v.url("api_url")?,
+            mtd_url: v.url("mtd_url")?,
             groups,
             smart_groups,
             android_enterprise,
