@@ -107,19 +107,6 @@ impl Env {
         act(&self.d, &self.token, &path, &["Access Admin"], input).await
     }
 
-    async fn job_status(&self) -> Value {
-        let (status, st) = get(&self.d, &format!("{BASE}/status"), Some(&self.token)).await;
-        assert_eq!(status, 200, "{st}");
-        // The job runs on demand here (no schedule): its statistics.
-        st["invocations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["kind"] == "job" && s["name"] == "sync")
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-
     /// Runs the `sync` job now, expecting it to succeed; its summary.
     async fn sync(&self) -> String {
         let job = self.run_sync().await;
@@ -129,21 +116,7 @@ impl Env {
 
     /// Runs the `sync` job now and waits for it; its statistics.
     async fn run_sync(&self) -> Value {
-        let before = self.job_status().await["runs"].as_i64().unwrap_or(0);
-        let (status, out) = post(
-            &self.d,
-            &format!("{BASE}/jobs/sync/run"),
-            Some(&self.token),
-            &[],
-            "",
-        )
-        .await;
-        assert_eq!(status, 202, "{out}");
-        eventually("the sync run", || async {
-            let j = self.job_status().await;
-            (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
-        })
-        .await
+        run_job(&self.d, &self.token, BASE, "sync").await
     }
 
     /// The ticket of access request `id`; panics if there is not exactly one.
@@ -536,9 +509,7 @@ async fn a_daemon_killed_mid_run_makes_no_duplicate_tickets() {
         )
         .method("POST"),
     );
-    let run = format!("{BASE}/jobs/sync/run");
-    let (status, out) = post(&env.d, &run, Some(&env.token), &[], "").await;
-    assert_eq!(status, 202, "{out}");
+    start_job(&env.d, &env.token, BASE, "sync").await;
     eventually("part of the run", || async {
         (env.sn.records(TABLE).len() >= 10).then_some(())
     })

@@ -122,18 +122,6 @@ impl Env {
         act(&self.d, &self.token, &path, &["MTD Admin"], json!({})).await
     }
 
-    async fn job(&self, name: &str) -> Value {
-        let (status, st) = get(&self.d, &format!("{BASE}/status"), Some(&self.token)).await;
-        assert_eq!(status, 200, "{st}");
-        st["invocations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["kind"] == "job" && s["name"] == name)
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-
     /// Runs `device-sync` now, expecting success; its summary.
     async fn sync(&self) -> String {
         self.run("device-sync").await
@@ -141,21 +129,7 @@ impl Env {
 
     /// Runs `job` now, expecting success; its summary.
     async fn run(&self, job: &str) -> String {
-        let before = self.job(job).await["runs"].as_i64().unwrap_or(0);
-        let (status, out) = post(
-            &self.d,
-            &format!("{BASE}/jobs/{job}/run"),
-            Some(&self.token),
-            &[],
-            "",
-        )
-        .await;
-        assert_eq!(status, 202, "{out}");
-        let job = eventually("the run", || async {
-            let j = self.job(job).await;
-            (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
-        })
-        .await;
+        let job = run_job(&self.d, &self.token, BASE, job).await;
         assert_eq!(job["last_outcome"], "ok", "{job}");
         job["last_summary"].as_str().unwrap().to_owned()
     }
@@ -531,21 +505,7 @@ async fn upstream_trouble_fails_clearly_and_deletes_nothing() {
         )
         .method("PUT"),
     );
-    let before = env.job("device-sync").await["runs"].as_i64().unwrap();
-    let (status, _) = post(
-        &env.d,
-        &format!("{BASE}/jobs/device-sync/run"),
-        Some(&env.token),
-        &[],
-        "",
-    )
-    .await;
-    assert_eq!(status, 202);
-    let failed = eventually("the failed sync", || async {
-        let j = env.job("device-sync").await;
-        (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
-    })
-    .await;
+    let failed = run_job(&env.d, &env.token, BASE, "device-sync").await;
     assert_ne!(failed["last_outcome"], "ok", "{failed}");
     assert!(
         failed["last_error"].to_string().contains("MTD service"),
@@ -603,15 +563,7 @@ async fn an_expired_token_and_a_kill_mid_sync_lose_nothing() {
         .method("PUT"),
     );
     let before: u32 = env.mtd.devices().iter().map(|d| d.upserts).sum();
-    let (status, _) = post(
-        &env.d,
-        &format!("{BASE}/jobs/device-sync/run"),
-        Some(&env.token),
-        &[],
-        "",
-    )
-    .await;
-    assert_eq!(status, 202);
+    start_job(&env.d, &env.token, BASE, "device-sync").await;
     eventually("part of the sync", || async {
         let now: u32 = env.mtd.devices().iter().map(|d| d.upserts).sum();
         (now >= before + 20).then_some(())

@@ -186,6 +186,41 @@ where
     }
 }
 
+/// The statistics of job `job` of the instance at `base`
+/// (`/v1/tenants/<t>/instances/<i>`), as its status reports them; Null
+/// before its first run.
+pub async fn job_stats(d: &Daemon, token: &str, base: &str, job: &str) -> Value {
+    let (status, st) = get(d, &format!("{base}/status"), Some(token)).await;
+    assert_eq!(status, 200, "{st}");
+    st["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "job" && s["name"] == job)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Asks for a run of job `job` of the instance at `base` now (202).
+pub async fn start_job(d: &Daemon, token: &str, base: &str, job: &str) {
+    let (status, out) = post(d, &format!("{base}/jobs/{job}/run"), Some(token), &[], "").await;
+    assert_eq!(status, 202, "{out}");
+}
+
+/// Runs job `job` of the instance at `base` now and waits for it to end,
+/// however it ends; its statistics.
+pub async fn run_job(d: &Daemon, token: &str, base: &str, job: &str) -> Value {
+    let before = job_stats(d, token, base, job).await["runs"]
+        .as_i64()
+        .unwrap_or(0);
+    start_job(d, token, base, job).await;
+    eventually(&format!("the `{job}` run"), || async {
+        let j = job_stats(d, token, base, job).await;
+        (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
+    })
+    .await
+}
+
 /// A config directory with `data_dir = "data"` and tenant `acme` =
 /// `tenant`, the tenant's `secrets` set, and an API token for it.
 pub fn acme_with_secrets(tenant: &str, secrets: &[(&str, String)]) -> (tempfile::TempDir, String) {
