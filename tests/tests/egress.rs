@@ -550,3 +550,79 @@ async fn pooled_connections_are_never_shared_across_restricted_address_rules() {
     assert_eq!(out["error"]["kind"], "denied", "{out}");
     assert_eq!(up.requests_to("/pooled").len(), 2);
 }
+
+/// A secret-URL credential (a Slack incoming webhook): the guest names the
+/// host's root, the request goes to the secret URL, and neither the guest's
+/// answer nor the egress record holds the secret path.
+#[tokio::test]
+async fn secret_url_credentials_send_to_a_url_the_plugin_never_sees() {
+    let up = Recorder::start().await;
+    let secret_url = up.url("/services/T0/B0/s3cr3t-path?tag=k3y");
+    let cred = |url: String, hosts: Vec<String>| CredentialSpec {
+        name: "upstream".into(),
+        hosts,
+        secret: CredentialSecret::SecretUrl {
+            url: SecretString::from(url),
+        },
+    };
+    let mut spec = spec_for(&up);
+    spec.credentials
+        .push(cred(secret_url.clone(), vec![up.origin()]));
+    let inst = instance(load(guests::PLUGIN_ECHO).await, spec);
+    let inv = call(
+        &inst,
+        "fetch",
+        json!({"url": format!("{}/", up.origin()), "method": "POST", "body": "{\"text\":\"hi\"}",
+               "credential": "upstream"}),
+    )
+    .await;
+    let out = inv.result.unwrap();
+    assert_eq!(out["status"], 200, "{out}");
+    let seen = up.requests_to("/services/T0/B0/s3cr3t-path");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].query, "tag=k3y");
+    assert_eq!(seen[0].body, b"{\"text\":\"hi\"}");
+    assert_eq!(seen[0].header("authorization"), None);
+    assert_eq!(inv.report.egress[0].path, "/");
+    // (This recorder echoes the path in its body; the host adds it nowhere.)
+    let shown = format!("{} {:?}", out["headers"], inv.report);
+    assert!(
+        !shown.contains("s3cr3t") && !shown.contains("k3y"),
+        "{shown}"
+    );
+
+    // Any other path with the credential is refused, without the secret.
+    let out = ok(
+        &inst,
+        "fetch",
+        json!({"url": up.url("/elsewhere"), "credential": "upstream"}),
+    )
+    .await;
+    assert_eq!(error_kind(&out), "invalid-request", "{out}");
+    assert!(out.to_string().contains("secret URL"), "{out}");
+    assert!(!out.to_string().contains("s3cr3t"), "{out}");
+    assert!(up.requests_to("/elsewhere").is_empty());
+
+    // The URL must be on the credential's one, exact host.
+    let plugin = load(guests::PLUGIN_ECHO).await;
+    for (url, hosts) in [
+        (
+            "https://hooks.example.com/services/x".to_owned(),
+            vec![up.origin()],
+        ),
+        (
+            secret_url.clone(),
+            vec![up.origin(), "https://other.example".into()],
+        ),
+        ("not a url".to_owned(), vec![up.origin()]),
+    ] {
+        let mut spec = spec_for(&up);
+        spec.credentials.push(cred(url, hosts));
+        let err = Instance::new(runtime(), plugin.clone(), spec, memory_store())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("credential `upstream`: url:"), "{err}");
+        assert!(!err.contains("services"), "{err}");
+    }
+}

@@ -371,15 +371,15 @@ async fn a_manifest_that_calls_an_import_or_spins_is_refused() {
     for (mode, needle) in [
         (
             "storage",
-            "called the host import `switchyard:plugin/storage@0.1.1#get`",
+            "called the host import `switchyard:plugin/storage@0.1.2#get`",
         ),
         (
             "log",
-            "called the host import `switchyard:plugin/log@0.1.1#emit`",
+            "called the host import `switchyard:plugin/log@0.1.2#emit`",
         ),
         (
             "http",
-            "called the host import `switchyard:plugin/http@0.1.1#send`",
+            "called the host import `switchyard:plugin/http@0.1.2#send`",
         ),
         ("spin", "manifest() did not return within 1000 ms"),
     ] {

@@ -37,9 +37,32 @@ pub fn runtime(slots: u32) -> anyhow::Result<Runtime> {
     Runtime::new(RuntimeConfig {
         cache_dir: Some(cache_dir()),
         max_concurrent_invocations: slots,
+        clock: clock_from_env()?,
         ..RuntimeConfig::default()
     })
     .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))
+}
+
+/// Shifts the plugins' clock (their WASI wall clock and the token cache's
+/// clock) this many seconds ahead. For tests and drills of date-driven
+/// plugin behaviour (an approval that expires after 14 days) without
+/// waiting; the daemon's own schedule and records keep the real time.
+pub const CLOCK_OFFSET_ENV: &str = "SWITCHYARD_TEST_CLOCK_OFFSET_SECS";
+
+fn clock_from_env() -> anyhow::Result<switchyard_runtime::Clock> {
+    let clock = switchyard_runtime::Clock::default();
+    if let Ok(v) = std::env::var(CLOCK_OFFSET_ENV) {
+        let secs: u64 = v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{CLOCK_OFFSET_ENV}: `{v}` is not a number of seconds"))?;
+        tracing::warn!(
+            offset_secs = secs,
+            "{CLOCK_OFFSET_ENV} is set: plugins see a clock this far ahead"
+        );
+        clock.advance(std::time::Duration::from_secs(secs));
+    }
+    Ok(clock)
 }
 
 /// Loads a configuration directory, failing with every problem in it.

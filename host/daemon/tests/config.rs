@@ -214,7 +214,7 @@ fn broken_configurations_are_reported_with_file_line_and_field() {
                 "tenants/acme.toml:9: instance[0].jobs.tick.interval: 30 s is outside the allowed range 60..=3600 s",
                 "instance[0].jobs.nightly: plugin `echo` has no job `nightly`",
                 // The list names every installed plugin, echo among them.
-                "tenants/acme.toml:16: instance[1].plugin: no plugin `nope` is installed (available: access-tickets, echo, mtd-tagging, ",
+                "tenants/acme.toml:16: instance[1].plugin: no plugin `nope` is installed (available: access-tickets, app-approval, echo, mtd-tagging, ",
             ],
         ),
         (
@@ -242,6 +242,19 @@ fn broken_configurations_are_reported_with_file_line_and_field() {
                 // The value is left out: it could be a secret pasted in the wrong place.
                 "switchyard.toml:3: (file): unknown variant, expected `sqlite`",
                 "tenants/acme.toml:1: max_concurrent_jobs: must be at least 1",
+            ],
+        ),
+        (
+            "secret-url on several hosts",
+            SERVER,
+            &[(
+                "acme",
+                "[[instance]]\nid = \"e\"\nplugin = \"echo\"\n\n\
+                 [instance.credentials.upstream]\nkind = \"secret-url\"\n\
+                 hosts = [\"https://hooks.slack.com\", \"https://*.slack.com\"]\nurl = \"secret:hook\"\n",
+            )],
+            &[
+                "tenants/acme.toml:5: instance[0].credentials.upstream.hosts: a secret-url credential takes exactly one host",
             ],
         ),
         (

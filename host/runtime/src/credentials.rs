@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::credentials::{self, CredentialInfo, Error, Host, Kind, Verification};
+use crate::bindings::credentials::{
+    self, CredentialInfo, Error, Host, Kind, SecretPlacement, Verification,
+};
 use crate::clock::Clock;
 use crate::egress::{self, Destination, EgressPolicy};
 
@@ -55,7 +57,7 @@ pub enum ClientAuth {
 
 /// The kinds of credential the host can attach, as configuration files and
 /// manifests spell them (`oauth2-client-credentials`, `basic`, `api-key`,
-/// `bearer`). The one place the host maps kinds to names.
+/// `bearer`, `secret-url`). The one place the host maps kinds to names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CredentialKind {
@@ -67,6 +69,11 @@ pub enum CredentialKind {
     ApiKey,
     /// A static bearer token.
     Bearer,
+    /// A URL that is itself the secret (a Slack incoming webhook). The WIT
+    /// 0.1 `kind` enum cannot grow, so plugins see it as `bearer` (a bearer
+    /// token in the URI) and tell it apart with `credentials.placement`;
+    /// a slot that accepts `bearer` accepts it.
+    SecretUrl,
 }
 
 impl CredentialKind {
@@ -77,7 +84,13 @@ impl CredentialKind {
             Self::Basic => "basic",
             Self::ApiKey => "api-key",
             Self::Bearer => "bearer",
+            Self::SecretUrl => "secret-url",
         }
+    }
+
+    /// Whether a slot declaring `accepted` takes a credential of this kind.
+    pub fn satisfies(self, accepted: &[CredentialKind]) -> bool {
+        accepted.contains(&self) || (self == Self::SecretUrl && accepted.contains(&Self::Bearer))
     }
 }
 
@@ -104,7 +117,7 @@ impl From<CredentialKind> for Kind {
             CredentialKind::Oauth2ClientCredentials => Self::Oauth2ClientCredentials,
             CredentialKind::Basic => Self::Basic,
             CredentialKind::ApiKey => Self::ApiKey,
-            CredentialKind::Bearer => Self::Bearer,
+            CredentialKind::Bearer | CredentialKind::SecretUrl => Self::Bearer,
         }
     }
 }
@@ -115,7 +128,7 @@ impl From<CredentialKind> for Kind {
 /// so the tenant TOML and the `plugin run --instance` file cannot drift.
 ///
 /// ```toml
-/// kind = "basic"                       # or oauth2-client-credentials, api-key, bearer
+/// kind = "basic"                       # or oauth2-client-credentials, api-key, bearer, secret-url
 /// username = "api-admin"
 /// password = "secret:uem-password"
 /// extra_header = "aw-tenant-code"      # optional, with extra_header_value
@@ -176,6 +189,12 @@ pub enum Auth<S> {
         /// The token.
         token: S,
     },
+    /// A URL that is the secret: requests named with this credential go to
+    /// it. Its origin must be the credential's one host.
+    SecretUrl {
+        /// The whole URL, e.g. a Slack incoming-webhook URL.
+        url: S,
+    },
 }
 
 /// Secret material of a credential, by kind.
@@ -189,6 +208,7 @@ impl<S> Auth<S> {
             Self::Basic { .. } => CredentialKind::Basic,
             Self::ApiKey { .. } => CredentialKind::ApiKey,
             Self::Bearer { .. } => CredentialKind::Bearer,
+            Self::SecretUrl { .. } => CredentialKind::SecretUrl,
         }
     }
 
@@ -211,6 +231,7 @@ impl<S> Auth<S> {
                 .collect(),
             Self::ApiKey { key, .. } => vec![("key", key)],
             Self::Bearer { token } => vec![("token", token)],
+            Self::SecretUrl { url } => vec![("url", url)],
         }
     }
 
@@ -323,6 +344,9 @@ impl<S> Auth<S> {
             Self::Bearer { token } => Auth::Bearer {
                 token: f("token", token)?,
             },
+            Self::SecretUrl { url } => Auth::SecretUrl {
+                url: f("url", url)?,
+            },
         })
     }
 }
@@ -386,6 +410,9 @@ impl Credential {
 pub struct Authorization {
     /// Headers, values marked sensitive.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// For a secret-URL credential, where the request really goes. Never
+    /// logged, never in an error.
+    pub url: Option<Url>,
     token: Option<Arc<Token>>,
 }
 
@@ -410,6 +437,40 @@ fn header_name(name: &str, cred: &str) -> Result<HeaderName, String> {
         .map_err(|_| format!("credential `{cred}`: `{name}` is not a valid header name"))
 }
 
+/// A secret URL must be an absolute http(s) URL without user info on the
+/// credential's one, exact host. Errors name the credential, never the URL.
+fn check_secret_url(
+    name: &str,
+    url: &SecretString,
+    hosts: &[String],
+    bound: &EgressPolicy,
+) -> Result<(), String> {
+    let fail = |why: &str| Err(format!("credential `{name}`: url: {why}"));
+    // `scheme://host[:port]` has two slashes; a CIDR entry has a third.
+    if hosts.len() != 1 || hosts[0].contains('*') || hosts[0].matches('/').count() > 2 {
+        return fail(
+            "a secret-url credential takes exactly one host, without wildcards: the origin of its URL",
+        );
+    }
+    let Ok(parsed) = Url::parse(url.expose_secret()) else {
+        return fail("is not an absolute URL");
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return fail("must not carry user info");
+    }
+    match egress::destination(&parsed) {
+        Ok(dest) if bound.allows(&dest) => Ok(()),
+        Ok(_) => fail(&format!("is not on the credential's host {}", hosts[0])),
+        Err(_) => fail("is not an http or https URL"),
+    }
+}
+
+/// Whether `url` is what a plugin sends with a secret-URL credential: the
+/// host's root, with no query or fragment.
+pub fn is_secret_url_placeholder(url: &Url) -> bool {
+    url.path() == "/" && url.query().is_none() && url.fragment().is_none()
+}
+
 impl CredentialsCtx {
     /// Validates `specs` and builds the context. `client` and `policy` are the
     /// instance's: token requests obey the same egress rules as the plugin's.
@@ -428,6 +489,9 @@ impl CredentialsCtx {
             }
             if let Some((field, problem)) = spec.secret.problems().into_iter().next() {
                 return Err(format!("credential `{name}`: {field}: {problem}"));
+            }
+            if let CredentialSecret::SecretUrl { url } = &spec.secret {
+                check_secret_url(&name, url, &spec.hosts, &bound)?;
             }
             let cred = Credential {
                 name: name.clone(),
@@ -490,6 +554,7 @@ impl CredentialsCtx {
         };
         let mut headers = Vec::with_capacity(2);
         let mut token = None;
+        let mut url = None;
         match &cred.secret {
             CredentialSecret::OAuth2 { .. } => {
                 let t = self.token(cred).await?;
@@ -516,12 +581,20 @@ impl CredentialsCtx {
                 let value = format!("Bearer {}", token.expose_secret());
                 headers.push((AUTHORIZATION, sensitive(&value, "token").map_err(bad)?));
             }
+            // Checked when the context was built.
+            CredentialSecret::SecretUrl { url: secret } => {
+                url = Url::parse(secret.expose_secret()).ok();
+            }
         }
         if let Some((n, v)) = cred.secret.extra_header() {
             let hn = header_name(n, name).map_err(bad)?;
             headers.push((hn, sensitive(v.expose_secret(), n).map_err(bad)?));
         }
-        Ok(Authorization { headers, token })
+        Ok(Authorization {
+            headers,
+            url,
+            token,
+        })
     }
 
     /// Drops the cached token that `auth` carried, if it is still the cached
@@ -704,6 +777,21 @@ impl Host for CredentialsCtxView<'_> {
             }),
             Err(e @ CredentialError::Rejected { .. }) => Err(Error::Rejected(e.to_string())),
             Err(e) => Err(Error::Unavailable(e.to_string())),
+        })
+    }
+
+    async fn placement(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<SecretPlacement, Error>> {
+        Ok(match self.ctx.by_name.get(&name) {
+            None => Err(Error::NotFound(format!(
+                "no credential named `{name}` is bound to this instance"
+            ))),
+            Some(c) if matches!(c.secret, CredentialSecret::SecretUrl { .. }) => {
+                Ok(SecretPlacement::Url)
+            }
+            Some(_) => Ok(SecretPlacement::Headers),
         })
     }
 }

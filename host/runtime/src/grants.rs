@@ -118,7 +118,7 @@ pub fn check(manifest: &Manifest, grant: &Grant<'_>) -> Vec<GrantProblem> {
                 format!("credentials.{name}"),
                 format!("plugin `{plugin}` has no credential slot `{name}`"),
             )),
-            Some(slot) if !slot.kinds.contains(kind) => {
+            Some(slot) if !kind.satisfies(&slot.kinds) => {
                 let accepted: Vec<&str> = slot.kinds.iter().map(|k| k.as_str()).collect();
                 out.push(error(
                     format!("credentials.{name}.kind"),
@@ -365,6 +365,17 @@ mod tests {
         let p = check(&manifest(), &g);
         assert_eq!(p[0].field, "credentials.api.kind");
         assert!(p[0].message.contains("accepts basic"), "{p:?}");
+        g.credentials = vec![("api", CredentialKind::SecretUrl)];
+        assert_eq!(check(&manifest(), &g)[0].field, "credentials.api.kind");
+    }
+
+    #[test]
+    fn a_secret_url_fills_a_slot_that_accepts_bearer() {
+        use CredentialKind::*;
+        assert!(SecretUrl.satisfies(&[Bearer]));
+        assert!(SecretUrl.satisfies(&[SecretUrl]));
+        assert!(!SecretUrl.satisfies(&[Basic, ApiKey]));
+        assert!(!Bearer.satisfies(&[SecretUrl]));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::http::{self, Error, Header, Host, Method, Request, Response};
 pub use crate::call::EgressRecord;
 use crate::call::{CallState, EGRESS_ITEMISED};
-use crate::credentials::{CredentialError, CredentialsCtx};
+use crate::credentials::{CredentialError, CredentialsCtx, is_secret_url_placeholder};
 use crate::egress::{self, EgressError, EgressPolicy};
 pub use crate::net::{Clients, Lookup, LookupFn};
 use crate::net::{ReadError, describe_reqwest_error, find_egress_denial, read_capped};
@@ -170,6 +170,22 @@ impl HttpCtxView<'_> {
                 headers.insert(k.clone(), v.clone());
             }
         }
+        // A secret-URL credential: the plugin named only the host; the
+        // request goes to the secret URL (same origin, so the egress check
+        // above and the resolver's address check still hold).
+        let target = match auth.as_ref().and_then(|a| a.url.clone()) {
+            Some(secret) => {
+                if !is_secret_url_placeholder(&url) {
+                    return Err(Error::InvalidRequest(format!(
+                        "credential `{}` is a secret URL: address the request to {dest}/ \
+                         (path `/`, no query); the host supplies the rest",
+                        req.credential.as_deref().unwrap_or_default()
+                    )));
+                }
+                secret
+            }
+            None => url,
+        };
 
         let left = self.call.deadline.saturating_duration_since(Instant::now());
         let timeout = req
@@ -185,7 +201,7 @@ impl HttpCtxView<'_> {
             let mut rb = self
                 .ctx
                 .client
-                .request(method(req.method), url.clone())
+                .request(method(req.method), target.clone())
                 .headers(headers)
                 .timeout(timeout);
             if let Some(body) = &req.body {

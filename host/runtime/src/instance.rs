@@ -245,6 +245,7 @@ impl Instance {
                 config: ConfigCtx::new(config),
                 budgets,
                 long_runners: runtime.long_runners.handle().clone(),
+                clock: runtime.clock.clone(),
             }),
         })
     }
@@ -497,6 +498,7 @@ fn new_store(
     // ways out are the switchyard interfaces. stderr is captured to explain
     // panics; stdin is empty and stdout discarded.
     let wasi = WasiCtxBuilder::new()
+        .wall_clock(crate::clock::GuestWallClock(inst.clock.clone()))
         .stderr(stderr)
         .allow_tcp(false)
         .allow_udp(false)

@@ -29,6 +29,8 @@ pub(crate) struct InstanceCtx {
     pub(crate) budgets: Arc<TenantBudgets>,
     /// The runtime's long-runner pool (see `sched`).
     pub(crate) long_runners: tokio::runtime::Handle,
+    /// The runtime's clock; the guest's WASI wall clock follows it.
+    pub(crate) clock: crate::clock::Clock,
 }
 
 pub(crate) struct StoreState {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use switchyard_runtime::Limits;
+use switchyard_runtime::credentials::CredentialKind;
 use switchyard_runtime::egress::{EgressPolicy, EgressRule};
 use switchyard_runtime::grants::{self, Grant, JobGrant};
 
@@ -98,6 +99,16 @@ pub(super) fn check_tenant(
                 if let Err(err) = h.parse::<EgressRule>() {
                     report.at(&cred.span(), field(&format!("hosts[{j}]")), err.to_string());
                 }
+            }
+            if c.auth.kind() == CredentialKind::SecretUrl
+                && (c.hosts.len() != 1 || c.hosts.iter().any(|h| h.contains('*')))
+            {
+                report.at(
+                    &cred.span(),
+                    field("hosts"),
+                    "a secret-url credential takes exactly one host, without wildcards: \
+                     the origin of its URL (e.g. https://hooks.slack.com)",
+                );
             }
             for (x, problem) in c.auth.problems() {
                 report.at(&cred.span(), field(x), problem);

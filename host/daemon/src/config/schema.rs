@@ -707,7 +707,13 @@ mod reference {
             "### `[instance.webhooks.ROUTE]`",
             &accepted::<TenantFile>(&format!("{inst}[instance.webhooks.t]\n{unknown}")),
         );
-        for kind in ["oauth2-client-credentials", "basic", "api-key", "bearer"] {
+        for kind in [
+            "oauth2-client-credentials",
+            "basic",
+            "api-key",
+            "bearer",
+            "secret-url",
+        ] {
             assert_documented(
                 &format!("#### `kind = \"{kind}\"`"),
                 &accepted::<TenantFile>(&cred(kind)),
