@@ -110,6 +110,8 @@ pub struct Device {
     pub last_seen: String,
     /// Compliance.
     pub compliance: String,
+    /// `EnrollmentStatus` (`Enrolled`, `Unenrolled`, …).
+    pub enrollment: String,
 }
 
 impl Device {
@@ -134,6 +136,7 @@ impl Device {
             email: s("UserEmailAddress"),
             last_seen: s("LastSeen"),
             compliance: s("ComplianceStatus"),
+            enrollment: s("EnrollmentStatus"),
         })
     }
 

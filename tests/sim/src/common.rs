@@ -116,6 +116,13 @@ pub enum FaultKind {
     /// drops the connection instead of answering: the client cannot tell
     /// whether its request took effect.
     LostAnswer,
+    /// Handles the request normally (what it writes stays written), then
+    /// waits this long before answering: a window in which a client can be
+    /// killed after its request took effect and before it heard so.
+    SlowAnswer {
+        /// Delay in milliseconds.
+        ms: u64,
+    },
 }
 
 /// A fault injected on the requests that match it.
@@ -304,10 +311,12 @@ async fn record_and_fault(State(l): State<Layer>, req: Request, next: Next) -> R
         body: bytes.to_vec(),
     });
     let mut lose_answer = false;
+    let mut answer_after = None;
     match l.control.take_fault(&parts.method, parts.uri.path()) {
         None => {}
         Some(FaultKind::Latency { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
         Some(FaultKind::LostAnswer) => lose_answer = true,
+        Some(FaultKind::SlowAnswer { ms }) => answer_after = Some(Duration::from_millis(ms)),
         Some(FaultKind::Status { status, message }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = message.unwrap_or_else(|| {
@@ -329,6 +338,9 @@ async fn record_and_fault(State(l): State<Layer>, req: Request, next: Next) -> R
         .await;
     if lose_answer {
         return reset();
+    }
+    if let Some(wait) = answer_after {
+        tokio::time::sleep(wait).await;
     }
     answer
 }

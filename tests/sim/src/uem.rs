@@ -42,6 +42,17 @@
 //! - Rate limit: a fixed window per minute (default 600 requests).
 //! - Whether a Bearer call also needs `aw-tenant-code`: not required, but
 //!   checked when sent.
+//! - App catalog (MAM): `GET /api/mam/apps/{internal|public|purchased}/{id}`
+//!   answers `{"Id": {"Value"}, "ApplicationName", "BundleId", "AppVersion",
+//!   "Platform", "AppType", "Status", "RequireApprovalToInstall"}` (the last
+//!   stands for the assignment setting "Require Approval To Install"); an
+//!   unknown id, or one of another type, answers 404 with errorCode 1000.
+//! - Install: `POST /api/mam/apps/{type}/{id}/install` takes `{"DeviceId"}`
+//!   (or `"SerialNumber"`, `"Udid"`, `"MacAddress"`) and answers 202 with an
+//!   empty body; the app appears in the device's apps as `"Status":
+//!   "Pending Install"` and becomes `"Installed"` (or `"Failed"` for the
+//!   ids in [`UemConfig::failing_apps`]) after [`UemConfig::install_reads`]
+//!   reads of that device's apps.
 //! - Device registration: `POST /api/system/users/{id}/registerdevice` with
 //!   `{"FriendlyName", "Ownership": "C|E|S", "PlatformId", "SerialNumber"?,
 //!   "MessageType"}` answers `{"Value": <registration id>}`; user ids are
@@ -85,6 +96,10 @@ pub struct UemConfig {
     pub rate_limit_per_minute: u32,
     /// Commands the API admin lacks permission for (answered 403).
     pub denied_commands: Vec<String>,
+    /// Reads of a device's apps after which a pending install settles.
+    pub install_reads: u32,
+    /// Catalog app ids whose installs fail.
+    pub failing_apps: Vec<i64>,
 }
 
 impl Default for UemConfig {
@@ -99,6 +114,8 @@ impl Default for UemConfig {
             product_version: "24.10.0.7".into(),
             rate_limit_per_minute: 600,
             denied_commands: Vec::new(),
+            install_reads: 2,
+            failing_apps: Vec::new(),
         }
     }
 }
@@ -140,6 +157,41 @@ pub struct App {
     pub version: String,
     /// Managed by UEM.
     pub managed: bool,
+    /// `Installed`, `Pending Install` or `Failed`.
+    pub status: String,
+    /// Reads of the device's apps left before a pending install settles.
+    #[serde(skip)]
+    pub settles_in: u32,
+}
+
+/// An application in the UEM catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogApp {
+    /// `Id.Value`.
+    pub id: i64,
+    /// `internal`, `public` or `purchased` (the path segment).
+    pub kind: String,
+    /// `ApplicationName`.
+    pub name: String,
+    /// `BundleId` (package id).
+    pub bundle_id: String,
+    /// `AppVersion`.
+    pub version: String,
+    /// `Platform` (UEM's names).
+    pub platform: String,
+    /// The assignment's "Require Approval To Install".
+    pub requires_approval: bool,
+}
+
+/// An install the simulator accepted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Install {
+    /// Catalog app id.
+    pub app_id: i64,
+    /// Device id it resolved to.
+    pub device_id: i64,
+    /// The request body.
+    pub body: Value,
 }
 
 /// A managed device.
@@ -233,6 +285,8 @@ struct Data {
     tags: Vec<Tag>,
     commands: Vec<Command>,
     registrations: Vec<Registration>,
+    catalog: Vec<CatalogApp>,
+    installs: Vec<Install>,
     next_id: i64,
 }
 
@@ -362,6 +416,63 @@ impl Data {
             next_id: 20_000,
             ..Default::default()
         };
+        for (id, kind, name, bundle, version, platform, approval) in [
+            (
+                301,
+                "internal",
+                "Visual Studio Code",
+                "Microsoft.VisualStudioCode",
+                "1.95.3",
+                "WinRT",
+                true,
+            ),
+            (
+                302,
+                "public",
+                "Zoom Workplace",
+                "Zoom.ZoomWorkplace",
+                "6.2.11",
+                "WinRT",
+                true,
+            ),
+            (
+                303,
+                "purchased",
+                "Adobe Acrobat Pro",
+                "Adobe.Acrobat.Pro",
+                "24.4",
+                "WinRT",
+                true,
+            ),
+            (
+                304,
+                "internal",
+                "Notepad++",
+                "Notepad++.Notepad++",
+                "8.7",
+                "WinRT",
+                false,
+            ),
+            (
+                305,
+                "public",
+                "Slack",
+                "com.tinyspeck.chatlyio",
+                "24.11",
+                "Apple",
+                true,
+            ),
+        ] {
+            d.catalog.push(CatalogApp {
+                id,
+                kind: kind.into(),
+                name: name.into(),
+                bundle_id: bundle.into(),
+                version: version.into(),
+                platform: platform.into(),
+                requires_approval: approval,
+            });
+        }
         let root = OrgGroup {
             id: 570,
             name: "Acme".into(),
@@ -387,6 +498,8 @@ impl Data {
                 identifier: "com.air-watch.agent".into(),
                 version: "24.10".into(),
                 managed: true,
+                status: "Installed".into(),
+                settles_in: 0,
             }];
             if rng.bool() {
                 apps.push(App {
@@ -394,6 +507,8 @@ impl Data {
                     identifier: "com.microsoft.Office.Outlook".into(),
                     version: "4.24".into(),
                     managed: true,
+                    status: "Installed".into(),
+                    settles_in: 0,
                 });
             }
             let device = Device {
@@ -962,23 +1077,125 @@ fn timestamp() -> String {
 }
 
 async fn apps(State(sim): S, Path(id): Path<String>) -> Response {
-    let data = sim.data();
-    let Some(d) = numeric(&id).and_then(|i| data.devices.get(&i)) else {
+    let failing = sim.cfg.failing_apps.clone();
+    let mut data = sim.data();
+    let catalog = data.catalog.clone();
+    let Some(d) = numeric(&id).and_then(|i| data.devices.get_mut(&i)) else {
         return not_found();
     };
     let apps: Vec<Value> = d
         .apps
-        .iter()
+        .iter_mut()
         .map(|a| {
+            if a.status == "Pending Install" {
+                if a.settles_in == 0 {
+                    let fails = catalog
+                        .iter()
+                        .any(|c| c.bundle_id == a.identifier && failing.contains(&c.id));
+                    a.status = if fails { "Failed" } else { "Installed" }.into();
+                } else {
+                    a.settles_in -= 1;
+                }
+            }
             json!({
                 "ApplicationName": a.name, "ApplicationIdentifier": a.identifier,
-                "Version": a.version, "IsManaged": a.managed, "Status": "Installed",
+                "Version": a.version, "IsManaged": a.managed, "Status": a.status,
             })
         })
         .collect();
     let total = apps.len();
     axum::Json(json!({"DeviceApps": apps, "Page": 0, "PageSize": 500, "Total": total}))
         .into_response()
+}
+
+fn catalog_json(a: &CatalogApp) -> Value {
+    let kind = match a.kind.as_str() {
+        "internal" => "Internal",
+        "public" => "Public",
+        _ => "Purchased",
+    };
+    json!({
+        "Id": {"Value": a.id}, "ApplicationName": a.name, "BundleId": a.bundle_id,
+        "AppVersion": a.version, "Platform": a.platform, "AppType": kind,
+        "Status": "Active", "RequireApprovalToInstall": a.requires_approval,
+    })
+}
+
+fn find_app<'a>(data: &'a Data, kind: &str, id: &str) -> Option<&'a CatalogApp> {
+    let id = numeric(id)?;
+    data.catalog.iter().find(|a| a.id == id && a.kind == kind)
+}
+
+fn app_not_found() -> Response {
+    uem_error(
+        StatusCode::NOT_FOUND,
+        1000,
+        "The requested application was not found.",
+    )
+}
+
+async fn catalog_app(State(sim): S, Path((kind, id)): Path<(String, String)>) -> Response {
+    let data = sim.data();
+    match find_app(&data, &kind, &id) {
+        Some(a) => axum::Json(catalog_json(a)).into_response(),
+        None => app_not_found(),
+    }
+}
+
+async fn install_app(
+    State(sim): S,
+    Path((kind, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return uem_error(
+            StatusCode::BAD_REQUEST,
+            1000,
+            "The request body is not JSON.",
+        );
+    };
+    let reads = sim.cfg.install_reads;
+    let mut data = sim.data();
+    let Some(app) = find_app(&data, &kind, &id).cloned() else {
+        return app_not_found();
+    };
+    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let device = if let Some(n) = body.get("DeviceId").and_then(Value::as_i64) {
+        data.devices.get(&n)
+    } else if let Some(serial) = text("SerialNumber") {
+        data.devices.values().find(|d| d.serial == serial)
+    } else if let Some(udid) = text("Udid") {
+        data.devices.values().find(|d| d.udid == udid)
+    } else if let Some(mac) = text("MacAddress") {
+        data.devices.values().find(|d| d.mac == mac)
+    } else {
+        return uem_error(
+            StatusCode::BAD_REQUEST,
+            1000,
+            "One of DeviceId, SerialNumber, Udid or MacAddress is required.",
+        );
+    };
+    let Some(device_id) = device.map(|d| d.id) else {
+        return not_found();
+    };
+    data.installs.push(Install {
+        app_id: app.id,
+        device_id,
+        body,
+    });
+    let Some(d) = data.devices.get_mut(&device_id) else {
+        return not_found();
+    };
+    d.apps.retain(|a| a.identifier != app.bundle_id);
+    d.apps.push(App {
+        name: app.name,
+        identifier: app.bundle_id,
+        version: app.version,
+        managed: true,
+        status: "Pending Install".into(),
+        settles_in: reads,
+    });
+    StatusCode::ACCEPTED.into_response()
 }
 
 async fn recovery_key(State(sim): S, Path(uuid): Path<String>) -> Response {
@@ -1265,6 +1482,8 @@ fn api_routes() -> Router<Arc<Sim>> {
         .route("/mdm/tags/search", get(tag_search))
         .route("/mdm/tags/{tag}/{op}", post(tag_members))
         .route("/mdm/smartgroups/search", get(smart_groups_search))
+        .route("/mam/apps/{kind}/{id}", get(catalog_app))
+        .route("/mam/apps/{kind}/{id}/install", post(install_app))
         .route("/mdm/smartgroups/{id}/devices", get(smart_group_devices))
 }
 
@@ -1372,5 +1591,15 @@ impl Uem {
     /// Expires every issued token now.
     pub fn expire_tokens(&self) {
         self.sim.tokens.expire_all();
+    }
+
+    /// The app catalog.
+    pub fn catalog(&self) -> Vec<CatalogApp> {
+        self.sim.data().catalog.clone()
+    }
+
+    /// Installs accepted so far, oldest first.
+    pub fn installs(&self) -> Vec<Install> {
+        self.sim.data().installs.clone()
     }
 }
