@@ -7,6 +7,7 @@ const PLUGINS: &[&str] = &[
     "plugin-session-import",
     "plugin-access-tickets",
     "plugin-mtd-tagging",
+    "plugin-app-approval",
 ];
 
 fn main() {

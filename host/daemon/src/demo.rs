@@ -29,6 +29,7 @@ use switchyard_sim::beyondtrust::{BeyondTrust, BtConfig};
 use switchyard_sim::identity::{Identity, IdentityConfig};
 use switchyard_sim::mtd::{Mtd, MtdConfig};
 use switchyard_sim::servicenow::{ServiceNow, ServiceNowConfig};
+use switchyard_sim::slack::{Slack, SlackConfig};
 use switchyard_sim::uem::{Uem, UemConfig};
 
 use crate::boot::{load_config, open_state, runtime};
@@ -68,18 +69,38 @@ async fn start_upstream(expected: SecretString) -> anyhow::Result<String> {
     Ok(origin)
 }
 
-fn tenant_file(
-    upstream: &str,
-    uem: &Uem,
-    sn: &ServiceNow,
-    bt: &BeyondTrust,
-    idm: &Identity,
-    mtd: &Mtd,
-) -> String {
+/// The simulators the demo's tenant talks to.
+struct Sims<'a> {
+    uem: &'a Uem,
+    sn: &'a ServiceNow,
+    bt: &'a BeyondTrust,
+    idm: &'a Identity,
+    mtd: &'a Mtd,
+    slack: &'a Slack,
+}
+
+/// Slack channels of the app-approval instance: (credential slot, channel).
+const SLACK_CHANNELS: &[(&str, &str)] = &[
+    ("slack-requests", "app-requests"),
+    ("slack-approvals", "app-approvals"),
+    ("slack-installs", "app-installs"),
+];
+
+fn tenant_file(upstream: &str, base: &str, s: &Sims) -> String {
+    let (uem, sn, bt, idm, mtd) = (s.uem, s.sn, s.bt, s.idm, s.mtd);
+    let slack_slots: String = SLACK_CHANNELS
+        .iter()
+        .map(|(slot, _)| {
+            format!(
+                "\n[instance.credentials.{slot}]\nkind = \"secret-url\"\nhosts = [\"{}\"]\nurl = \"secret:{slot}\"\n",
+                s.slack.url()
+            )
+        })
+        .collect();
     format!(
         r#"[roles]
 "ITIL Agent" = ["operator", "standard", "agent"]
-"Integration Admin" = ["admin"]
+"Integration Admin" = ["admin", "viewer"]
 
 [[instance]]
 id = "echo-1"
@@ -198,7 +219,38 @@ key = "secret:mtd-key"
 [instance.webhooks.risk-changed]
 hmac_secret = "secret:mtd-hook"
 signature_header = "x-mtd-signature"
+
+[[instance]]
+id = "apps"
+plugin = "app-approval"
+egress = ["{uem_url}", "{sn_url}", "{slack_url}"]
+
+[instance.config]
+uem_url = "{uem_url}"
+servicenow_url = "{sn_url}"
+servicenow_namespace = "x_acme_uem"
+callback_url = "{base}/hooks/acme/apps/decisions"
+
+[instance.credentials.uem]
+kind = "basic"
+hosts = ["{uem_url}"]
+username = "{uem_user}"
+password = "secret:uem-password"
+extra_header = "aw-tenant-code"
+extra_header_value = "secret:uem-tenant-code"
+
+[instance.credentials.servicenow]
+kind = "basic"
+hosts = ["{sn_url}"]
+username = "{sn_user}"
+password = "secret:sn-password"
+{slack_slots}
+[instance.webhooks.decisions]
+allowed_ips = ["127.0.0.1"]
+# In production, `[instance.jobs.tick]` runs every 5 minutes; the demo runs
+# it on demand.
 "#,
+        slack_url = s.slack.url(),
         mtd_url = mtd.url(),
         idm_url = idm.url(),
         bt_url = bt.url(),
@@ -351,6 +403,21 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     let idm = Identity::start(IdentityConfig::default(), 7, 1).await?;
     // A mobile threat defense service, empty until the plugin fills it.
     let mtd = Mtd::start(MtdConfig::default()).await?;
+    // Slack, with one incoming webhook per channel.
+    let slack = Slack::start(SlackConfig {
+        channels: SLACK_CHANNELS
+            .iter()
+            .map(|(_, c)| (*c).to_owned())
+            .collect(),
+        ..SlackConfig::default()
+    })
+    .await?;
+    // Bound before the configuration is written: ServiceNow's callbacks
+    // need the daemon's address.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let base = format!("http://{}", listener.local_addr()?);
 
     // A configuration directory like an operator's, in a temporary place.
     let dir = tempfile::tempdir()?;
@@ -358,7 +425,18 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     std::fs::create_dir(dir.path().join("tenants"))?;
     std::fs::write(
         dir.path().join("tenants/acme.toml"),
-        tenant_file(&upstream, &uem, &sn, &bt, &idm, &mtd),
+        tenant_file(
+            &upstream,
+            &base,
+            &Sims {
+                uem: &uem,
+                sn: &sn,
+                bt: &bt,
+                idm: &idm,
+                mtd: &mtd,
+                slack: &slack,
+            },
+        ),
     )?;
     let cfg = load_config(dir.path())?;
     let _lock = crate::boot::lock_data_dir(&cfg)?;
@@ -380,14 +458,14 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             .set("acme", name, &SecretString::from(value.clone()))
             .await?;
     }
+    for (slot, channel) in SLACK_CHANNELS {
+        let url = SecretString::from(slack.webhook_url(channel));
+        secrets.set("acme", slot, &url).await?;
+    }
     let (_, api_token) = db.create_token("acme", "demo").await?;
 
     let rt = Arc::new(runtime(cfg.wasm_slots())?);
     let state = Live::start(&cfg, &[], rt, db, Arc::new(secrets)).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {
@@ -882,6 +960,89 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
 
         step(
             14,
+            "an employee requests an app that needs approval: ServiceNow gets the request, \
+             the agent approves it, UEM installs it, and Slack hears each step (its webhook \
+             URLs are secret-url credentials the plugin never sees)",
+        );
+        let device = uem
+            .devices()
+            .into_iter()
+            .find(|d| d.platform == "WinRT")
+            .context("a Windows device")?;
+        let (status, out) = c
+            .action_on(
+                "apps",
+                "request-app",
+                json!({
+                    "requester": {"user_name": device.user_name, "email": device.user_email},
+                    "device": {"id": device.id},
+                    "app": {"id": 301, "categories": ["Developer Tools"]},
+                    "notes": "For the build pipeline",
+                }),
+                &["ITIL Agent"],
+            )
+            .await?;
+        ensure_step(
+            status == 200,
+            &format!("request-app answered {status}: {out}"),
+        )?;
+        let request = &out["output"]["request"];
+        let id = request["request_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let sc = sn
+            .records("sc_request")
+            .into_iter()
+            .find(|r| r["u_uem_request_id"] == id.as_str())
+            .context("ServiceNow has the request")?;
+        println!(
+            "   request {id}: {} for device {} → ServiceNow {} ({})",
+            request["app"]["name"].as_str().unwrap_or_default(),
+            device.id,
+            sc["number"].as_str().unwrap_or_default(),
+            request["status"].as_str().unwrap_or_default()
+        );
+        let cb = sn
+            .decide(
+                sc["sys_id"].as_str().unwrap_or_default(),
+                true,
+                "Approved for the team",
+            )
+            .await;
+        ensure_step(
+            cb.outcome == Ok(200),
+            &format!("the approval callback is accepted: {:?}", cb.outcome),
+        )?;
+        let mut state = String::new();
+        for _ in 0..5 {
+            let summary = c.run_job("apps", "tick").await?;
+            let (_, r) = c
+                .action_on(
+                    "apps",
+                    "get-request",
+                    json!({ "request_id": id }),
+                    &["Integration Admin"],
+                )
+                .await?;
+            state = r["output"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            println!("   tick: {summary} → {state}");
+            if state == "Installed" {
+                break;
+            }
+        }
+        ensure_step(state == "Installed", "UEM reports the app installed")?;
+        for (_, channel) in SLACK_CHANNELS {
+            for m in slack.messages(channel) {
+                println!("   slack #{channel}: {}", m.text.unwrap_or_default());
+            }
+        }
+
+        step(
+            15,
             "status — the scheduled job `tick` ran at start-up and is due again in 300 s",
         );
         let (_, st) = c.get("/v1/tenants/acme/instances/echo-1/status").await?;
@@ -890,7 +1051,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             st["paused"], st["jobs"], st["queue"]
         );
 
-        step(15, "audit log (newest first; no bodies, tokens or secrets)");
+        step(16, "audit log (newest first; no bodies, tokens or secrets)");
         let (_, audit) = c.get("/v1/tenants/acme/audit?limit=10").await?;
         for e in audit["entries"].as_array().into_iter().flatten() {
             println!(
@@ -901,7 +1062,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
             );
         }
 
-        step(16, "metrics (Prometheus)");
+        step(17, "metrics (Prometheus)");
         let text = c
             .http
             .get(format!("{base}/metrics"))

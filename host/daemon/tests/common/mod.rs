@@ -43,13 +43,29 @@ impl Drop for Daemon {
 
 /// Starts `serve` on an ephemeral port and waits until it listens.
 pub fn start(cfg: &Path) -> Daemon {
-    let mut child = bin()
+    start_with(cfg, "127.0.0.1:0", &[])
+}
+
+/// A loopback address no one listens on now, for a daemon whose address
+/// must be known before it starts (a callback URL in its configuration).
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Starts `serve` on `listen` with extra environment variables.
+pub fn start_with(cfg: &Path, listen: &str, env: &[(&str, &str)]) -> Daemon {
+    let mut cmd = bin();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args([
             "serve",
             "--config",
             cfg.to_str().unwrap(),
             "--listen",
-            "127.0.0.1:0",
+            listen,
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
