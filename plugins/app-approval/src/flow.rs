@@ -144,6 +144,11 @@ pub fn intake(s: &Settings, input: AppRequestInput, by: &str) -> Result<Value> {
     }
     let app = catalog_app(&uem, &input.app)?;
     let id = token::uuid()?;
+    // The claim decides between two requests for the same device and app
+    // that arrive at the same moment.
+    if let Some(existing) = store::claim(device.id, input.app.id, &id, now)? {
+        return Ok(json!({ "existing": true, "request": view(&existing) }));
+    }
     let mut r = Request {
         id,
         status: PENDING.into(),
@@ -181,10 +186,16 @@ pub fn intake(s: &Settings, input: AppRequestInput, by: &str) -> Result<Value> {
     };
     let who = r.requester.email.clone();
     r.record(now, PENDING, by, format!("requested by {who}"));
-    store::create(&r)?;
+    if let Err(e) = store::create(&r) {
+        let _ = store::unclaim(r.device.id, r.app.id, &r.id);
+        return Err(e);
+    }
     slack::announce(s, PENDING, &r)?;
     // A failure here leaves the request Pending and unforwarded: `tick`
-    // sends it again with the same RequestId.
+    // sends it again with the same RequestId. (Not under the request's
+    // lease: a lease left by a crash would hold the request back until the
+    // dead call's deadline, and a `tick` forwarding at the same moment
+    // only sends the same RequestId twice.)
     forward(s, &mut r)?;
     Ok(json!({ "existing": false, "request": view(&r) }))
 }
@@ -366,7 +377,7 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 /// Handles the `decisions` route.
-pub fn decision(s: &Settings, query: &str, body: &[u8]) -> Result<Answer> {
+pub fn decision(s: &Settings, query: &str, body: &[u8], holder: &str) -> Result<Answer> {
     let (Some(rid), Some(tok)) = (
         query_param(query, "request_id"),
         query_param(query, "token"),
@@ -376,9 +387,9 @@ pub fn decision(s: &Settings, query: &str, body: &[u8]) -> Result<Answer> {
             "the callback URL carries no request_id and token",
         ));
     };
-    let Some(mut r) = store::load(&rid)? else {
+    if store::load(&rid)?.is_none() {
         return Ok(answer(404, format!("no app request {rid}")));
-    };
+    }
     if !token::verify(&rid, &tok)? {
         return Ok(answer(
             403,
@@ -403,6 +414,23 @@ pub fn decision(s: &Settings, query: &str, body: &[u8]) -> Result<Answer> {
             ),
         ));
     }
+    // The job may be working on this request (forwarding it, say): wait
+    // for it, then decide on the request as it is now.
+    let Some(lease) = store::lock(&rid, holder, std::time::Duration::from_secs(10))? else {
+        return Ok(answer(
+            503,
+            format!("request {rid} is busy; send the decision again"),
+        ));
+    };
+    let result = decide(s, &rid, &cb);
+    lease.release()?;
+    result
+}
+
+fn decide(s: &Settings, rid: &str, cb: &Callback) -> Result<Answer> {
+    let Some(mut r) = store::load(rid)? else {
+        return Ok(answer(404, format!("no app request {rid}")));
+    };
     let device = match &cb.device_id {
         Value::String(d) => d.trim().to_owned(),
         Value::Number(n) => n.to_string(),
@@ -672,7 +700,7 @@ pub struct Tick {
 
 /// The job: forward, dispatch, follow installs, expire and remind, for
 /// every open request while time and requests last (the next run goes on).
-pub fn tick(s: &Settings) -> Result<String> {
+pub fn tick(s: &Settings, holder: &str) -> Result<String> {
     let mut t = Tick::default();
     for id in store::open_ids()? {
         if invocation::remaining_requests() <= 4
@@ -681,7 +709,13 @@ pub fn tick(s: &Settings) -> Result<String> {
             t.deferred += 1;
             continue;
         }
+        // A request a callback is changing right now waits for the next run.
+        let Some(lease) = store::lock(&id, holder, std::time::Duration::ZERO)? else {
+            t.deferred += 1;
+            continue;
+        };
         let Some(mut r) = store::load(&id)? else {
+            lease.release()?;
             continue;
         };
         let events = r.history.len();
@@ -716,6 +750,7 @@ pub fn tick(s: &Settings) -> Result<String> {
         if r.error.is_some() && r.history.len() == events {
             t.failed += 1;
         }
+        lease.release()?;
     }
     let f = slack::flush(now_ms())?;
     Ok(format!(

@@ -182,11 +182,39 @@ switchyard_sdk::actions! {
         if let Some(v) = known {
             uem["version"] = json!(v);
         }
+        // The newest app request in ServiceNow shows whether the configured
+        // sc_request columns hold what the plugin sent (a renamed column
+        // reads back empty).
         let sn = switchyard_servicenow::ServiceNow::new(&s.servicenow_url);
-        let (sn_ok, servicenow) = check_system(
-            "servicenow",
-            sn.query("sc_request", &switchyard_servicenow::Query::new(), &["sys_id"], 1),
-        );
+        let query = switchyard_servicenow::Query::new()
+            .is_not_empty(&s.column_request_id)
+            .order_by_desc("sys_created_on");
+        let fields = ["sys_id", s.column_device_id.as_str(), s.column_callback_url.as_str()];
+        let newest = sn.query("sc_request", &query, &fields, 1);
+        let row = newest.as_ref().ok().and_then(|rows| rows.first().cloned());
+        let (mut sn_ok, mut servicenow) = check_system("servicenow", newest);
+        if let Some(row) = row {
+            let text = |c: &str| row.get(c).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let mut bad = Vec::new();
+            if text(&s.column_device_id).is_empty() {
+                bad.push(format!("{} (column_device_id) is empty", s.column_device_id));
+            }
+            if !text(&s.column_callback_url).starts_with(&s.callback_url) {
+                bad.push(format!(
+                    "{} (column_callback_url) does not hold this instance's callback URL",
+                    s.column_callback_url
+                ));
+            }
+            if bad.is_empty() {
+                servicenow["columns"] = json!("checked on the newest app request");
+            } else {
+                sn_ok = false;
+                servicenow["error"] = json!(format!("sc_request: {}", bad.join("; ")));
+            }
+        } else if sn_ok {
+            servicenow["columns"] = json!("not checked: ServiceNow has no app request yet");
+        }
+        servicenow["ok"] = json!(sn_ok);
         let mut channels = serde_json::Map::new();
         let mut slack_ok = true;
         for (slot, _) in settings::SLACK_SLOTS {
@@ -316,7 +344,7 @@ impl Plugin for AppApproval {
     }
 
     fn handle_webhook(
-        _ctx: &Context,
+        ctx: &Context,
         route: &str,
         request: WebhookRequest,
     ) -> Result<WebhookResponse> {
@@ -336,7 +364,7 @@ impl Plugin for AppApproval {
                 )
             }
             DECISIONS_ROUTE => {
-                let a = flow::decision(&s, &request.query, &request.body)?;
+                let a = flow::decision(&s, &request.query, &request.body, &ctx.request_id)?;
                 (a.status, a.body)
             }
             other => {
@@ -356,11 +384,11 @@ impl Plugin for AppApproval {
         })
     }
 
-    fn run_job(_ctx: &Context, job: &str) -> Result<String> {
+    fn run_job(ctx: &Context, job: &str) -> Result<String> {
         if job != "tick" {
             return Err(Error::not_found(format!("app-approval has no job `{job}`")));
         }
-        flow::tick(&settings()?)
+        flow::tick(&settings()?, &ctx.request_id)
     }
 }
 

@@ -2,23 +2,29 @@
 //! message a second per webhook, 429 with `Retry-After` beyond it) never
 //! blocks the flow and never loses a message.
 //!
-//! Every status change appends a message to `outbox` in the same
-//! invocation that saves the change. Each invocation then delivers from the
-//! front while it has time and requests left, and stops at the first
-//! message Slack does not take: 429 and 5xx wait (`not_before`), so order
-//! is kept, per request and overall. A message Slack refuses for good
-//! (400, 403, 404, 410: a broken payload, an archived channel, a revoked
-//! webhook) is moved to `outbox-failed` with Slack's answer, not retried
-//! for ever and not dropped silently.
+//! Every status change stores a message under `out/<ms>-<seq>-<random>`
+//! in the same invocation that saves the change (one key per message: two
+//! invocations adding at once cannot lose one). Each invocation then
+//! delivers from the oldest while it has time and requests left, holding
+//! the lease `slack-lock` so that two never send the same message, and
+//! stops at the first message Slack does not take: 429 and 5xx wait
+//! (`slack-not-before`), so order is kept, per request and overall. A
+//! message is deleted only after Slack took it (a crash in between sends
+//! it once more). A message Slack refuses for good (400, 403, 404, 410: a
+//! broken payload, an archived channel, a revoked webhook) is moved to
+//! `slack-refused/` with Slack's answer, not retried for ever and not
+//! dropped silently.
 //!
 //! The webhook URL is a secret-URL credential: the plugin addresses the
 //! credential's host and the host sends the message to the secret URL.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::cell::Cell;
 use switchyard_sdk::credentials::{self, SecretPlacement};
 use switchyard_sdk::http::Request;
-use switchyard_sdk::storage::{get_json, set_json};
+
+use switchyard_sdk::storage::{self, Lease, get_json, set_json};
 use switchyard_sdk::{Result, invocation};
 
 use crate::settings::Settings;
@@ -38,11 +44,19 @@ pub struct Message {
     pub refused: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Outbox {
-    messages: Vec<Message>,
-    /// Don't send before this (ms), after a 429 or a 5xx.
-    not_before_ms: u64,
+thread_local! {
+    /// Orders the messages one invocation stores within a millisecond.
+    static SEQ: Cell<u32> = const { Cell::new(0) };
+}
+
+fn message_key(now_ms: u64) -> Result<String> {
+    let seq = SEQ.with(|c| {
+        let n = c.get();
+        c.set(n + 1);
+        n
+    });
+    let r: [u8; 4] = crate::token::random_bytes()?;
+    Ok(format!("out/{now_ms:013}-{seq:06}-{}", hex::encode(r)))
 }
 
 /// The host URL of the secret-URL credential `slot`, when it is bound as
@@ -102,14 +116,13 @@ pub fn announce(s: &Settings, event: &str, r: &AppRequest) -> Result<()> {
             {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("{detail} · request {}", r.id)}]},
         ],
     });
-    let mut outbox: Outbox = get_json("outbox")?.unwrap_or_default();
-    outbox.messages.push(Message {
+    let message = Message {
         slot: slot.to_owned(),
         request_id: r.id.clone(),
         payload,
         refused: None,
-    });
-    set_json("outbox", &outbox)
+    };
+    set_json(&message_key(crate::flow::now_ms())?, &message)
 }
 
 /// What a flush did.
@@ -126,18 +139,38 @@ pub struct Flushed {
 /// Delivers what it can, in order; `now_ms` decides whether a back-off
 /// has passed. Keeps two requests and two seconds for the caller.
 pub fn flush(now_ms: u64) -> Result<Flushed> {
-    let mut outbox: Outbox = get_json("outbox")?.unwrap_or_default();
     let mut done = Flushed::default();
-    if outbox.messages.is_empty() || now_ms < outbox.not_before_ms {
-        done.waiting = outbox.messages.len();
-        return Ok(done);
+    let not_before: u64 = get_json("slack-not-before")?.unwrap_or(0);
+    let lease = if now_ms < not_before {
+        None
+    } else {
+        // Another invocation is delivering: it goes on from where we are.
+        Lease::take("slack-lock", &invocation_holder()?)?.ok()
+    };
+    if let Some(lease) = lease {
+        let result = deliver(now_ms, &mut done);
+        lease.release()?;
+        result?;
     }
-    while let Some(m) = outbox.messages.first().cloned() {
+    done.waiting = storage::list("out/")?.len();
+    Ok(done)
+}
+
+fn invocation_holder() -> Result<String> {
+    let r: [u8; 8] = crate::token::random_bytes()?;
+    Ok(hex::encode(r))
+}
+
+fn deliver(now_ms: u64, done: &mut Flushed) -> Result<()> {
+    for key in storage::list("out/")? {
         if invocation::remaining_requests() <= 2
             || invocation::remaining() < std::time::Duration::from_secs(2)
         {
             break;
         }
+        let Some(m) = get_json::<Message>(&key)? else {
+            continue;
+        };
         let sent = destination(&m.slot)
             .map_err(switchyard_sdk::Error::invalid_input)
             .and_then(|host| {
@@ -147,73 +180,64 @@ pub fn flush(now_ms: u64) -> Result<Flushed> {
                     .send()
                     .map_err(|e| switchyard_sdk::http::error_from("Slack", e))
             });
-        let outcome = match sent {
-            Ok(r) if r.status == 200 => Ok(()),
+        let answer = |r: &switchyard_sdk::http::Response| {
+            String::from_utf8_lossy(&r.body)
+                .chars()
+                .take(64)
+                .collect::<String>()
+        };
+        match sent {
+            Ok(r) if r.status == 200 => {
+                storage::delete(&key)?;
+                done.sent += 1;
+                store::note_exchange("slack", now_ms, &Ok(()))?;
+            }
             Ok(r) if r.status == 429 || r.status >= 500 => {
                 let wait = r
                     .header("retry-after")
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .unwrap_or(1)
                     .clamp(1, 3600);
-                outbox.not_before_ms = now_ms + wait * 1000;
+                set_json("slack-not-before", &(now_ms + wait * 1000))?;
                 let e = switchyard_sdk::Error::upstream(format!(
                     "Slack answered {} ({}); retrying in {wait} s",
                     r.status,
-                    String::from_utf8_lossy(&r.body)
-                        .chars()
-                        .take(64)
-                        .collect::<String>()
+                    answer(&r)
                 ));
-                store::note_exchange::<()>("slack", now_ms, &Err(e))?;
-                break;
+                return store::note_exchange::<()>("slack", now_ms, &Err(e));
             }
-            Ok(r) => Err(format!(
-                "Slack refused the message: {} {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-                    .chars()
-                    .take(64)
-                    .collect::<String>()
-            )),
-            // Not bound as a secret URL, or unreachable: keep it and say so.
-            Err(e) => {
-                outbox.not_before_ms = now_ms + 60_000;
-                store::note_exchange::<()>("slack", now_ms, &Err(e))?;
-                break;
-            }
-        };
-        outbox.messages.remove(0);
-        match outcome {
-            Ok(()) => {
-                done.sent += 1;
-                store::note_exchange("slack", now_ms, &Ok(()))?;
-            }
-            Err(why) => {
+            Ok(r) => {
+                let why = format!("Slack refused the message: {} {}", r.status, answer(&r));
+                set_json(
+                    &key.replacen("out/", "slack-refused/", 1),
+                    &Message {
+                        refused: Some(why.clone()),
+                        ..m
+                    },
+                )?;
+                storage::delete(&key)?;
                 done.refused += 1;
-                let mut failed: Vec<Message> = get_json("outbox-failed")?.unwrap_or_default();
-                failed.push(Message {
-                    refused: Some(why.clone()),
-                    ..m
-                });
-                set_json("outbox-failed", &failed)?;
                 store::note_exchange::<()>(
                     "slack",
                     now_ms,
                     &Err(switchyard_sdk::Error::upstream(why)),
                 )?;
             }
+            // Not bound as a secret URL, or unreachable: keep it, say so,
+            // try again in a minute.
+            Err(e) => {
+                set_json("slack-not-before", &(now_ms + 60_000))?;
+                return store::note_exchange::<()>("slack", now_ms, &Err(e));
+            }
         }
-        // Saved after each message: a crash re-sends at most one.
-        set_json("outbox", &outbox)?;
     }
-    set_json("outbox", &outbox)?;
-    done.waiting = outbox.messages.len();
-    Ok(done)
+    Ok(())
 }
 
 /// Messages waiting, and those refused for good.
 pub fn pending() -> Result<(usize, usize)> {
-    let outbox: Outbox = get_json("outbox")?.unwrap_or_default();
-    let failed: Vec<Message> = get_json("outbox-failed")?.unwrap_or_default();
-    Ok((outbox.messages.len(), failed.len()))
+    Ok((
+        storage::list("out/")?.len(),
+        storage::list("slack-refused/")?.len(),
+    ))
 }

@@ -1,17 +1,25 @@
 //! Requests in the instance's storage.
 //!
 //! - `req/<id>`: one [`Request`] with its whole history.
-//! - `index`: every request id, oldest first (for `list-requests`).
-//! - `open`: ids of requests that still have work: waiting for a decision,
+//! - `idx/<created ms>/<id>`: every request, oldest first (for
+//!   `list-requests`).
+//! - `open/<id>`: requests that still have work: waiting for a decision,
 //!   for forwarding, or for an install to finish.
-//! - `pending/<device>/<app>`: the open request for that device and app, so
-//!   that a second request is answered with the first.
+//! - `pending/<device>/<app>`: the open request for that device and app
+//!   (taken with compare-and-swap), so that a second request, even one
+//!   arriving at the same moment, is answered with the first.
+//! - `lock/<id>`: a lease held while one invocation changes a request, so a
+//!   decision callback and the job never overwrite each other's change.
 //! - `key`: the instance's HMAC key for callback tokens.
-//! - `outbox`: Slack messages not yet delivered (see `slack`).
+//! - `out/…`, `slack-not-before`, `slack-refused`: Slack's outbox (see
+//!   `slack`).
 //! - `stats`: last good exchange per system, last error.
+//!
+//! Indexes are one key per entry, never a list read, changed and written
+//! back, so concurrent invocations cannot lose each other's entries.
 
 use serde::{Deserialize, Serialize};
-use switchyard_sdk::storage::{self, get_json, set_json};
+use switchyard_sdk::storage::{self, Lease, get_json, set_json};
 use switchyard_sdk::{Error, Result};
 
 /// Who asked.
@@ -148,52 +156,122 @@ pub fn load(id: &str) -> Result<Option<Request>> {
     get_json(&key(id))
 }
 
-/// Saves `r` and keeps the indexes in step with its status.
+/// Saves `r` and keeps its `open/` marker and pending claim in step with
+/// its status.
 pub fn save(r: &Request) -> Result<()> {
     set_json(&key(&r.id), r)?;
-    let mut open: Vec<String> = get_json("open")?.unwrap_or_default();
-    let was_open = open.contains(&r.id);
-    let pending = pending_key(r.device.id, r.app.id);
-    if r.is_open() && !was_open {
-        open.push(r.id.clone());
-        set_json("open", &open)?;
-        set_json(&pending, &r.id)?;
-    } else if !r.is_open() && was_open {
-        open.retain(|i| i != &r.id);
-        set_json("open", &open)?;
-        if get_json::<String>(&pending)?.as_deref() == Some(r.id.as_str()) {
-            storage::delete(&pending)?;
-        }
+    let open = format!("open/{}", r.id);
+    if r.is_open() {
+        set_json(&open, &1)?;
+    } else {
+        storage::delete(&open)?;
+        // Only this request's claim goes; a newer request's stays.
+        unclaim(r.device.id, r.app.id, &r.id)?;
     }
     Ok(())
 }
 
-/// Creates `r`: record first, then the index (a crash in between leaves a
-/// record that `save` completes on its next change, never an index entry
-/// without a record).
+/// Creates `r` (its pending claim is already taken): record, then the
+/// index and the open marker. A crash in between leaves a record that the
+/// next change completes, never an index entry without a record.
 pub fn create(r: &Request) -> Result<()> {
     save(r)?;
-    let mut index: Vec<String> = get_json("index")?.unwrap_or_default();
-    index.push(r.id.clone());
-    set_json("index", &index)
+    set_json(&format!("idx/{:013}/{}", r.created_ms, r.id), &1)
+}
+
+/// How long a claim whose request is not stored yet counts as another
+/// intake at work (after that, it was left by a crash).
+const CLAIM_GRACE_MS: u64 = 60_000;
+
+/// A device × app claim: the request it is for, and since when.
+#[derive(Serialize, Deserialize)]
+struct Claim {
+    id: String,
+    at_ms: u64,
+}
+
+/// Claims device × app for request `id` at `now_ms`. Answers the open
+/// request that holds the claim instead, if there is one; a conflict if
+/// another intake took it a moment ago and has not stored its request yet;
+/// a claim left by a request that has ended, or by a crash, is taken over.
+pub fn claim(device: i64, app: i64, id: &str, now_ms: u64) -> Result<Option<Request>> {
+    let k = pending_key(device, app);
+    let mine = serde_json::to_vec(&Claim {
+        id: id.to_owned(),
+        at_ms: now_ms,
+    })?;
+    loop {
+        let cur = storage::get(&k)?;
+        if let Some(held) = cur
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<Claim>(b).ok())
+        {
+            match load(&held.id)? {
+                Some(r) if r.is_open() => return Ok(Some(r)),
+                None if now_ms < held.at_ms + CLAIM_GRACE_MS => {
+                    return Err(Error::conflict(
+                        "another request for this device and app is being made right now; \
+                         ask again in a moment",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if storage::compare_and_swap(&k, cur.as_deref(), Some(&mine))? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Gives up device × app's claim if request `id` holds it.
+pub fn unclaim(device: i64, app: i64, id: &str) -> Result<()> {
+    let k = pending_key(device, app);
+    if let Some(cur) = storage::get(&k)?
+        && serde_json::from_slice::<Claim>(&cur).is_ok_and(|c| c.id == id)
+    {
+        storage::compare_and_swap(&k, Some(&cur), None)?;
+    }
+    Ok(())
 }
 
 /// The open request for `device` and `app`, if any.
 pub fn open_for(device: i64, app: i64) -> Result<Option<Request>> {
-    let Some(id) = get_json::<String>(&pending_key(device, app))? else {
+    let Some(c) = get_json::<Claim>(&pending_key(device, app))? else {
         return Ok(None);
     };
-    Ok(load(&id)?.filter(Request::is_open))
+    Ok(load(&c.id)?.filter(Request::is_open))
 }
 
 /// Ids of requests with work left.
 pub fn open_ids() -> Result<Vec<String>> {
-    Ok(get_json("open")?.unwrap_or_default())
+    Ok(storage::list("open/")?
+        .into_iter()
+        .map(|k| k["open/".len()..].to_owned())
+        .collect())
 }
 
 /// Every request id, oldest first.
 pub fn all_ids() -> Result<Vec<String>> {
-    Ok(get_json("index")?.unwrap_or_default())
+    Ok(storage::list("idx/")?
+        .into_iter()
+        .filter_map(|k| k.rsplit('/').next().map(str::to_owned))
+        .collect())
+}
+
+/// Holds request `id` for this invocation's change, waiting up to
+/// `patience` for another invocation to finish its own; None if it does
+/// not in time.
+pub fn lock(id: &str, holder: &str, patience: std::time::Duration) -> Result<Option<Lease>> {
+    let give_up = std::time::Instant::now() + patience;
+    loop {
+        match Lease::take(&format!("lock/{id}"), holder)? {
+            Ok(lease) => return Ok(Some(lease)),
+            Err(_) if std::time::Instant::now() < give_up => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(_) => return Ok(None),
+        }
+    }
 }
 
 /// Last good exchange per system and the last error.
