@@ -584,12 +584,45 @@ async fn secret_url_credentials_send_to_a_url_the_plugin_never_sees() {
     assert_eq!(seen[0].body, b"{\"text\":\"hi\"}");
     assert_eq!(seen[0].header("authorization"), None);
     assert_eq!(inv.report.egress[0].path, "/");
-    // (This recorder echoes the path in its body; the host adds it nowhere.)
-    let shown = format!("{} {:?}", out["headers"], inv.report);
+    // This recorder echoes the path in its body: the host hides it.
+    assert_eq!(out["body"], r#"{"ok":true,"path":"[secret-url]"}"#, "{out}");
+    let shown = format!("{out} {:?}", inv.report);
     assert!(
         !shown.contains("s3cr3t") && !shown.contains("k3y"),
         "{shown}"
     );
+
+    // A redirect from the secret URL is neither followed nor shown, and a
+    // secret URL that cannot be reached fails without naming its path.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for (url, origin) in [
+        (
+            up.url("/redirect?to=/services/T0/B0/s3cr3t-moved"),
+            up.origin(),
+        ),
+        (
+            format!("http://127.0.0.1:{closed}/services/T0/B0/s3cr3t-closed"),
+            format!("http://127.0.0.1:{closed}"),
+        ),
+    ] {
+        let mut spec = InstanceSpec::new("acme", "echo-1");
+        spec.egress.push(origin.clone());
+        spec.credentials.push(cred(url, vec![origin.clone()]));
+        let inst = instance(load(guests::PLUGIN_ECHO).await, spec);
+        let inv = call(
+            &inst,
+            "fetch",
+            json!({"url": format!("{origin}/"), "method": "POST", "credential": "upstream"}),
+        )
+        .await;
+        let out = inv.result.unwrap();
+        assert_eq!(error_kind(&out), "connection", "{out}");
+        let shown = format!("{out} {:?}", inv.report);
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
 
     // Any other path with the credential is refused, without the secret.
     let out = ok(

@@ -34,10 +34,15 @@ pub const CLI_SLOTS: u32 = 4;
 /// The wasm runtime with `slots` invocations at once (see
 /// [`Config::wasm_slots`]), and the on-disk compile cache.
 pub fn runtime(slots: u32) -> anyhow::Result<Runtime> {
+    runtime_with_clock(slots, switchyard_runtime::Clock::default())
+}
+
+/// [`runtime`] whose plugins read `clock`.
+pub fn runtime_with_clock(slots: u32, clock: switchyard_runtime::Clock) -> anyhow::Result<Runtime> {
     Runtime::new(RuntimeConfig {
         cache_dir: Some(cache_dir()),
         max_concurrent_invocations: slots,
-        clock: clock_from_env()?,
+        clock,
         ..RuntimeConfig::default()
     })
     .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))
@@ -47,11 +52,20 @@ pub fn runtime(slots: u32) -> anyhow::Result<Runtime> {
 /// clock) this many seconds ahead. For tests and drills of date-driven
 /// plugin behaviour (an approval that expires after 14 days) without
 /// waiting; the daemon's own schedule and records keep the real time.
+/// `serve` honours it in development mode only.
 pub const CLOCK_OFFSET_ENV: &str = "SWITCHYARD_TEST_CLOCK_OFFSET_SECS";
 
-fn clock_from_env() -> anyhow::Result<switchyard_runtime::Clock> {
+/// The plugins' clock for `serve`: the system's, moved ahead by
+/// [`CLOCK_OFFSET_ENV`] when it is set, which production mode refuses.
+pub fn clock_from_env(mode: crate::config::Mode) -> anyhow::Result<switchyard_runtime::Clock> {
     let clock = switchyard_runtime::Clock::default();
     if let Ok(v) = std::env::var(CLOCK_OFFSET_ENV) {
+        if mode == crate::config::Mode::Production {
+            anyhow::bail!(
+                "{CLOCK_OFFSET_ENV} is set, but the configuration is in production mode; \
+                 the plugins' clock may be moved in development mode only (mode = \"development\")"
+            );
+        }
         let secs: u64 = v
             .trim()
             .parse()

@@ -33,6 +33,10 @@ struct Env {
 struct Options {
     uem: UemConfig,
     slack_burst: u32,
+    /// Slack messages per second, steady.
+    slack_pace: f64,
+    /// A Slack slot bound by mistake as a header token, not a secret URL.
+    bearer_slot: Option<&'static str>,
     /// Slack channels archived (their webhook answers 410).
     archived: Vec<String>,
 }
@@ -46,6 +50,8 @@ impl Default for Options {
                 ..UemConfig::default()
             },
             slack_burst: 20,
+            slack_pace: 1.0,
+            bearer_slot: None,
             archived: Vec::new(),
         }
     }
@@ -76,6 +82,7 @@ async fn setup_with(o: Options) -> Env {
             .collect(),
         archived: o.archived.clone(),
         burst: o.slack_burst,
+        per_second: o.slack_pace,
     })
     .await
     .unwrap();
@@ -83,10 +90,17 @@ async fn setup_with(o: Options) -> Env {
     let slack_slots: String = CHANNELS
         .iter()
         .map(|c| {
-            format!(
-                "[instance.credentials.slack-{c}]\nkind = \"secret-url\"\nhosts = [\"{}\"]\nurl = \"secret:slack-{c}\"\n\n",
-                slack.url()
-            )
+            if o.bearer_slot == Some(*c) {
+                format!(
+                    "[instance.credentials.slack-{c}]\nkind = \"bearer\"\nhosts = [\"{}\"]\ntoken = \"secret:slack-{c}\"\n\n",
+                    slack.url()
+                )
+            } else {
+                format!(
+                    "[instance.credentials.slack-{c}]\nkind = \"secret-url\"\nhosts = [\"{}\"]\nurl = \"secret:slack-{c}\"\n\n",
+                    slack.url()
+                )
+            }
         })
         .collect();
     let acme = format!(
@@ -141,7 +155,13 @@ token = "secret:intake-token"
     for (c, name) in CHANNELS.iter().zip(&names) {
         secrets.push((name.as_str(), slack.webhook_url(c)));
     }
-    let (dir, token) = acme_with_secrets(&acme, &secrets);
+    // Development mode: the tests move the plugins' clock ahead
+    // (SWITCHYARD_TEST_CLOCK_OFFSET_SECS), which production mode refuses.
+    let (dir, token) = acme_with_server(
+        "data_dir = \"data\"\nmode = \"development\"\n",
+        &acme,
+        &secrets,
+    );
     let d = start_with(dir.path(), &addr, &[]);
     Env {
         uem,
@@ -357,12 +377,6 @@ async fn an_approved_request_is_installed_and_announced_in_each_channel() {
     let (_, status) = env.act("sync-status", json!({})).await;
     assert_eq!(status["counts"]["Installed"], 1, "{status}");
     assert!(status["last_ok_ms"]["slack"].as_u64().is_some(), "{status}");
-    let secret = env.slack.webhook_url("installs");
-    let secret_path = secret.rsplit('/').next().unwrap();
-    let (_, audit) = get(&env.d, "/v1/tenants/acme/audit?limit=500", Some(&env.token)).await;
-    assert!(audit.to_string().contains("request-app"), "{audit}");
-    assert!(!audit.to_string().contains(secret_path));
-    assert!(!r.to_string().contains(secret_path));
 }
 
 #[tokio::test]
@@ -380,7 +394,10 @@ async fn decision_callbacks_refuse_what_they_must() {
     };
 
     // A forged token, and A's token with B's request id.
-    let forged = url_a.replace("token=", "token=00");
+    // Same length, one hex digit changed.
+    let (head, token) = url_a.split_once("token=").unwrap();
+    let flipped = if token.starts_with('0') { "1" } else { "0" };
+    let forged = format!("{head}token={flipped}{}", &token[1..]);
     assert_eq!(
         env.callback(&forged, body(&ida, a, "APPROVED")).await.0,
         403
@@ -582,6 +599,8 @@ async fn servicenow_down_while_forwarding_is_retried_without_a_duplicate() {
 async fn a_slack_429_storm_delays_messages_but_loses_none_and_keeps_order() {
     let env = setup_with(Options {
         slack_burst: 1,
+        // Slow enough that the four requests below always outrun it.
+        slack_pace: 0.4,
         ..Options::default()
     })
     .await;
@@ -737,4 +756,126 @@ async fn simultaneous_requests_for_one_device_and_app_make_one_request() {
     assert_eq!(env.sn.records("sc_request").len(), 1);
     let (_, list) = env.act("list-requests", json!({"device": device})).await;
     assert_eq!(list["total"], 1, "{list}");
+}
+
+#[tokio::test]
+async fn a_decision_while_the_request_is_being_forwarded_is_kept() {
+    let env = setup().await;
+    let path = "/api/x_acme_uem/appapproval/request";
+    // ServiceNow stores the request at once but answers only after 3 s; the
+    // agent approves in between.
+    env.sn
+        .control()
+        .inject(Fault::on(path, FaultKind::SlowAnswer { ms: 3_000 }).times(1));
+    let device = env.device("WinRT", 0);
+    let intake = env.request(device, 301);
+    let approve = async {
+        let sc = eventually("ServiceNow has the request", || async {
+            env.sn.records("sc_request").into_iter().next()
+        })
+        .await;
+        env.sn
+            .decide(sc["sys_id"].as_str().unwrap(), true, "quick")
+            .await
+    };
+    let ((status, out), cb) = tokio::join!(intake, approve);
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(cb.outcome, Ok(200), "{cb:?}");
+    let id = out["request"]["request_id"].as_str().unwrap().to_owned();
+    let r = env.get(&id).await;
+    assert_eq!(r["status"], "Install Command Dispatched", "{r}");
+    assert_eq!(r["forwarded"], true, "{r}");
+    assert_eq!(r["decision"], "APPROVED", "{r}");
+    assert_eq!(env.uem.installs().len(), 1);
+}
+
+#[tokio::test]
+async fn a_decision_past_the_due_date_expires_the_request_even_before_the_job() {
+    let mut env = setup().await;
+    let device = env.device("WinRT", 0);
+    let (_, out) = env.request(device, 302).await;
+    let id = out["request"]["request_id"].as_str().unwrap().to_owned();
+    env.restart_ahead(15 * DAY);
+    let cb = env
+        .sn
+        .decide(
+            env.sc_request(&id)["sys_id"].as_str().unwrap(),
+            true,
+            "late",
+        )
+        .await;
+    assert_eq!(cb.outcome, Ok(409), "{cb:?}");
+    assert_eq!(env.get(&id).await["status"], "Expired");
+    assert!(env.uem.installs().is_empty());
+}
+
+#[tokio::test]
+async fn a_device_gone_after_the_install_was_sent_ends_in_error_and_a_misbound_slot_blocks_nothing()
+{
+    let env = setup_with(Options {
+        bearer_slot: Some("alerts"),
+        ..Options::default()
+    })
+    .await;
+    let device = env.device("WinRT", 0);
+    let (_, out) = env.request(device, 301).await;
+    let id = out["request"]["request_id"].as_str().unwrap().to_owned();
+    env.sn
+        .decide(env.sc_request(&id)["sys_id"].as_str().unwrap(), true, "")
+        .await;
+    assert_eq!(env.get(&id).await["status"], "Install Command Dispatched");
+    env.uem.control().inject(Fault::on(
+        format!("/api/mdm/devices/{device}/apps"),
+        FaultKind::Status {
+            status: 404,
+            message: Some("Device not found for this request.".into()),
+        },
+    ));
+    env.tick().await;
+    let r = env.get(&id).await;
+    assert_eq!(r["status"], "Error", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("Device not found"),
+        "{r}"
+    );
+
+    // slack-alerts is a header token, not a secret URL: its message is set
+    // aside with the reason, and the next message on another channel still
+    // goes out.
+    let (_, status) = env.act("sync-status", json!({})).await;
+    assert_eq!(status["slack"]["refused"], 1, "{status}");
+    let last = status["last_error"]["message"].as_str().unwrap();
+    assert!(last.contains("secret-url"), "{status}");
+    let (_, out) = env.request(env.device("WinRT", 1), 302).await;
+    assert_eq!(out["existing"], false, "{out}");
+    assert_eq!(
+        env.texts("requests").len(),
+        2,
+        "{:?}",
+        env.texts("requests")
+    );
+    let (_, status) = env.act("sync-status", json!({})).await;
+    assert_eq!(status["slack"]["waiting"], 0, "{status}");
+}
+
+#[test]
+fn production_mode_refuses_a_moved_clock() {
+    let dir = config_dir("data_dir = \"data\"\n", &[]);
+    let out = bin()
+        .args([
+            "serve",
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("SWITCHYARD_TEST_CLOCK_OFFSET_SECS", "60")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SWITCHYARD_TEST_CLOCK_OFFSET_SECS") && err.contains("production mode"),
+        "{err}"
+    );
 }

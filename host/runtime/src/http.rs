@@ -173,8 +173,12 @@ impl HttpCtxView<'_> {
         // A secret-URL credential: the plugin named only the host; the
         // request goes to the secret URL (same origin, so the egress check
         // above and the resolver's address check still hold).
+        // What of the secret URL must not reach the guest through the
+        // answer (a server that echoes its path, a redirect's Location).
+        let mut hidden: Vec<String> = Vec::new();
         let target = match auth.as_ref().and_then(|a| a.url.clone()) {
             Some(secret) => {
+                hidden = secret_parts(&secret);
                 if !is_secret_url_placeholder(&url) {
                     return Err(Error::InvalidRequest(format!(
                         "credential `{}` is a secret URL: address the request to {dest}/ \
@@ -232,12 +236,17 @@ impl HttpCtxView<'_> {
         }
         record.status = Some(resp.status().as_u16());
         let status = resp.status().as_u16();
+        if !hidden.is_empty() && resp.status().is_redirection() {
+            return Err(Error::Connection(format!(
+                "the secret URL answered a redirect ({status}); it is not followed or shown"
+            )));
+        }
         let resp_headers = resp
             .headers()
             .iter()
             .map(|(k, v)| Header {
                 name: k.as_str().to_owned(),
-                value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                value: redact_text(&String::from_utf8_lossy(v.as_bytes()), &hidden),
             })
             .collect();
         let left = timeout.saturating_sub(started.elapsed());
@@ -246,7 +255,8 @@ impl HttpCtxView<'_> {
                 Err(_) => return Err(Error::Timeout),
                 Ok(Err(ReadError::TooLarge(limit))) => return Err(Error::TooLarge(limit)),
                 Ok(Err(ReadError::Failed(m))) => return Err(Error::Connection(m)),
-                Ok(Ok(body)) => body,
+                Ok(Ok(body)) if hidden.is_empty() => body,
+                Ok(Ok(body)) => redact_bytes(body, &hidden),
             };
         Ok(Response {
             status,
@@ -254,6 +264,58 @@ impl HttpCtxView<'_> {
             body,
         })
     }
+}
+
+/// The parts of a secret URL to keep out of what a guest sees: its path
+/// (unless `/`), its query, and the path's segments of 8 or more characters
+/// (a Slack key on its own).
+fn secret_parts(url: &Url) -> Vec<String> {
+    let mut out = Vec::new();
+    if url.path() != "/" {
+        out.push(url.path().to_owned());
+    }
+    if let Some(q) = url.query().filter(|q| !q.is_empty()) {
+        out.push(q.to_owned());
+    }
+    out.extend(
+        url.path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|s| s.len() >= 8)
+            .map(str::to_owned),
+    );
+    // Longest first, so a part inside another is not left half-replaced.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+const REDACTED: &str = "[secret-url]";
+
+fn redact_text(text: &str, hidden: &[String]) -> String {
+    hidden
+        .iter()
+        .fold(text.to_owned(), |t, h| t.replace(h.as_str(), REDACTED))
+}
+
+fn redact_bytes(body: Vec<u8>, hidden: &[String]) -> Vec<u8> {
+    hidden.iter().fold(body, |b, h| {
+        let needle = h.as_bytes();
+        if needle.is_empty() || b.len() < needle.len() {
+            return b;
+        }
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i..].starts_with(needle) {
+                out.extend_from_slice(REDACTED.as_bytes());
+                i += needle.len();
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    })
 }
 
 /// Sends on the host's runtime (see `sched::on_host`): the connection may

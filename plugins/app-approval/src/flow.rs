@@ -8,6 +8,8 @@
 //! ignores further callbacks. So a run that dies anywhere is finished by
 //! the next one (the job `tick`).
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_sdk::http::Request as Http;
@@ -109,7 +111,7 @@ pub struct AppRequestInput {
 
 /// Intake: checks, records, forwards. Answers the request (an existing one
 /// for the same device and app while it is open).
-pub fn intake(s: &Settings, input: AppRequestInput, by: &str) -> Result<Value> {
+pub fn intake(s: &Settings, input: AppRequestInput, by: &str, holder: &str) -> Result<Value> {
     if matches!(input.device, Selector::Email(_)) {
         return Err(Error::invalid_input(
             "`device` must name one device by `id`, `serial` or `udid`",
@@ -179,6 +181,7 @@ pub fn intake(s: &Settings, input: AppRequestInput, by: &str) -> Result<Value> {
         sn_sys_id: None,
         sn_number: None,
         decision: None,
+        decided_ms: None,
         dispatched_ms: None,
         reminded: false,
         error: None,
@@ -186,18 +189,28 @@ pub fn intake(s: &Settings, input: AppRequestInput, by: &str) -> Result<Value> {
     };
     let who = r.requester.email.clone();
     r.record(now, PENDING, by, format!("requested by {who}"));
+    slack::announce(s, PENDING, &r)?;
     if let Err(e) = store::create(&r) {
         let _ = store::unclaim(r.device.id, r.app.id, &r.id);
         return Err(e);
     }
-    slack::announce(s, PENDING, &r)?;
-    // A failure here leaves the request Pending and unforwarded: `tick`
-    // sends it again with the same RequestId. (Not under the request's
-    // lease: a lease left by a crash would hold the request back until the
-    // dead call's deadline, and a `tick` forwarding at the same moment
-    // only sends the same RequestId twice.)
-    forward(s, &mut r)?;
-    Ok(json!({ "existing": false, "request": view(&r) }))
+    // ServiceNow may call back before its answer to the POST arrives, so
+    // the POST goes out without the request's lease, and its outcome is
+    // merged into the request as it is then, under the lease. A failure
+    // leaves the request unforwarded: `tick` sends it again with the same
+    // RequestId. (A crash during the POST leaves no lease behind.)
+    let sent = send_to_servicenow(s, &r);
+    let Some(lease) = store::lock(&r.id, holder, Duration::from_secs(10))? else {
+        return Ok(json!({ "existing": false, "request": view(&r) }));
+    };
+    let result = (|| -> Result<Request> {
+        let mut current = store::load(&r.id)?.unwrap_or(r);
+        apply_forwarded(&mut current, sent)?;
+        store::save(&current)?;
+        Ok(current)
+    })();
+    lease.release()?;
+    Ok(json!({ "existing": false, "request": view(&result?) }))
 }
 
 fn catalog_app(uem: &Uem, input: &AppInput) -> Result<App> {
@@ -294,27 +307,39 @@ pub fn forward(s: &Settings, r: &mut Request) -> Result<()> {
     if r.forwarded {
         return Ok(());
     }
+    let sent = send_to_servicenow(s, r);
+    apply_forwarded(r, sent)?;
+    store::save(r)
+}
+
+/// The POST itself; ServiceNow's `result` on success.
+fn send_to_servicenow(s: &Settings, r: &Request) -> Result<Value> {
     let sn = ServiceNow::new(&s.servicenow_url);
     let url = format!("{}/api/{}/appapproval/request", sn.base(), s.namespace);
-    let sent = (|| {
-        let req = Http::post(url)
-            .header("accept", "application/json")
-            .credential(switchyard_servicenow::CREDENTIAL)
-            .json(&payload(s, r)?)?;
-        // The RequestId makes the POST idempotent: a repeat answers the
-        // same request.
-        let resp = switchyard_sdk::retry::Retry::default()
-            .idempotent(true)
-            .send(&req)
-            .map_err(|e| switchyard_sdk::http::error_from("ServiceNow", e))?;
-        let resp = switchyard_servicenow::check(resp, "forwarding the app request")?;
-        let body: Value = resp
-            .json()
-            .map_err(|e| Error::upstream(format!("ServiceNow's answer is not JSON: {e}")))?;
-        Ok(body["result"].clone())
-    })();
+    let req = Http::post(url)
+        .header("accept", "application/json")
+        .credential(switchyard_servicenow::CREDENTIAL)
+        .json(&payload(s, r)?)?;
+    // The RequestId makes the POST idempotent: a repeat answers the same
+    // request.
+    let resp = switchyard_sdk::retry::Retry::default()
+        .idempotent(true)
+        .send(&req)
+        .map_err(|e| switchyard_sdk::http::error_from("ServiceNow", e))?;
+    let resp = switchyard_servicenow::check(resp, "forwarding the app request")?;
+    let body: Value = resp
+        .json()
+        .map_err(|e| Error::upstream(format!("ServiceNow's answer is not JSON: {e}")))?;
+    Ok(body["result"].clone())
+}
+
+/// Records the outcome of [`send_to_servicenow`] on `r` (not saved).
+fn apply_forwarded(r: &mut Request, sent: Result<Value>) -> Result<()> {
     let now = now_ms();
     store::note_exchange("servicenow", now, &sent)?;
+    if r.forwarded {
+        return Ok(());
+    }
     match sent {
         Ok(result) => {
             r.forwarded = true;
@@ -336,7 +361,7 @@ pub fn forward(s: &Settings, r: &mut Request) -> Result<()> {
             ))
         }
     }
-    store::save(r)
+    Ok(())
 }
 
 /// A decision callback, as ServiceNow posts it.
@@ -486,7 +511,30 @@ fn decide(s: &Settings, rid: &str, cb: &Callback) -> Result<Answer> {
             format!("request {rid} is {}, not waiting for a decision", r.status),
         ));
     }
+    // Past the due date the request has expired, whether or not `tick` has
+    // said so yet.
+    if now >= r.due_ms {
+        r.record(
+            now,
+            EXPIRED,
+            "switchyard",
+            format!("no decision within {} days", s.expiry_days),
+        );
+        r.record(
+            now,
+            EXPIRED,
+            &by,
+            format!("{status} arrived after expiry ({}); ignored", cb.updated_at),
+        );
+        slack::announce(s, EXPIRED, &r)?;
+        store::save(&r)?;
+        return Ok(answer(
+            409,
+            format!("request {rid} expired before the decision arrived"),
+        ));
+    }
     r.decision = Some(status.clone());
+    r.decided_ms = Some(now);
     r.forwarded = true;
     let notes = if cb.notes.is_empty() {
         String::new()
@@ -495,8 +543,8 @@ fn decide(s: &Settings, rid: &str, cb: &Callback) -> Result<Answer> {
     };
     if status == "REJECTED" {
         r.record(now, REJECTED, &by, format!("rejected by {by}{notes}"));
-        store::save(&r)?;
         slack::announce(s, REJECTED, &r)?;
+        store::save(&r)?;
     } else {
         r.record(now, PENDING, &by, format!("approved by {by}{notes}"));
         store::save(&r)?;
@@ -540,8 +588,8 @@ pub fn dispatch(s: &Settings, r: &mut Request) -> Result<()> {
                 "switchyard",
                 format!("install command sent to UEM for device {}", r.device.id),
             );
-            store::save(r)?;
-            slack::announce(s, DISPATCHED, r)
+            slack::announce(s, DISPATCHED, r)?;
+            store::save(r)
         }
         // UEM will not take it (the app or device is gone, permission):
         // waiting will not help; the employee must request again.
@@ -554,11 +602,29 @@ pub fn dispatch(s: &Settings, r: &mut Request) -> Result<()> {
             let why = store::describe(&e);
             r.error = Some(why.clone());
             r.record(now, ERROR, "UEM", format!("install refused: {why}"));
-            store::save(r)?;
-            slack::announce(s, ERROR, r)
+            slack::announce(s, ERROR, r)?;
+            store::save(r)
         }
+        // Worth another try by the next run, within the install time limit
+        // counted from the decision.
         Err(e) => {
-            r.error = Some(format!("install not sent yet: {}", store::describe(&e)));
+            let why = store::describe(&e);
+            let since = r.decided_ms.unwrap_or(r.created_ms);
+            if now >= since + s.install_timeout_hours * 3_600_000 {
+                r.error = Some(why.clone());
+                r.record(
+                    now,
+                    ERROR,
+                    "UEM",
+                    format!(
+                        "the install could not be sent within {} hours: {why}; request the app again",
+                        s.install_timeout_hours
+                    ),
+                );
+                slack::announce(s, ERROR, r)?;
+                return store::save(r);
+            }
+            r.error = Some(format!("install not sent yet: {why}"));
             store::save(r)
         }
     }
@@ -573,7 +639,32 @@ fn follow_install(s: &Settings, r: &mut Request) -> Result<()> {
     );
     let now = now_ms();
     store::note_exchange("uem", now, &apps)?;
-    let apps = apps?.unwrap_or(Value::Null);
+    let timed_out = r
+        .dispatched_ms
+        .is_some_and(|d| now >= d + s.install_timeout_hours * 3_600_000);
+    let apps = match apps {
+        Ok(a) => a.unwrap_or(Value::Null),
+        // The device is gone from UEM: the install cannot finish.
+        Err(e) if matches!(e.kind(), Error::NotFound(_)) => {
+            let why = store::describe(&e);
+            r.error = Some(why.clone());
+            r.record(now, ERROR, "UEM", format!("{why}; request the app again"));
+            slack::announce(s, ERROR, r)?;
+            return store::save(r);
+        }
+        Err(e) if timed_out => {
+            let why = format!(
+                "not installed within {} hours; UEM could not be asked: {}",
+                s.install_timeout_hours,
+                store::describe(&e)
+            );
+            r.error = Some(why.clone());
+            r.record(now, ERROR, "UEM", format!("{why}; request the app again"));
+            slack::announce(s, ERROR, r)?;
+            return store::save(r);
+        }
+        Err(e) => return Err(e),
+    };
     let status = apps["DeviceApps"]
         .as_array()
         .into_iter()
@@ -590,12 +681,9 @@ fn follow_install(s: &Settings, r: &mut Request) -> Result<()> {
             "UEM",
             format!("{} {} is installed", r.app.name, r.app.version),
         );
-        store::save(r)?;
-        return slack::announce(s, INSTALLED, r);
+        slack::announce(s, INSTALLED, r)?;
+        return store::save(r);
     }
-    let timed_out = r
-        .dispatched_ms
-        .is_some_and(|d| now >= d + s.install_timeout_hours * 3_600_000);
     let failed = lower.contains("fail") || lower.contains("error");
     if failed || timed_out {
         let why = if failed {
@@ -613,8 +701,8 @@ fn follow_install(s: &Settings, r: &mut Request) -> Result<()> {
         };
         r.error = Some(why.clone());
         r.record(now, ERROR, "UEM", format!("{why}; request the app again"));
-        store::save(r)?;
-        return slack::announce(s, ERROR, r);
+        slack::announce(s, ERROR, r)?;
+        return store::save(r);
     }
     Ok(())
 }
@@ -629,8 +717,8 @@ fn age(s: &Settings, r: &mut Request) -> Result<bool> {
             "switchyard",
             format!("no decision within {} days", s.expiry_days),
         );
-        store::save(r)?;
         slack::announce(s, EXPIRED, r)?;
+        store::save(r)?;
         note_in_servicenow(
             s,
             r,
@@ -658,8 +746,8 @@ fn age(s: &Settings, r: &mut Request) -> Result<bool> {
                 "switchyard",
                 format!("reminder sent: expires in {left} day(s)"),
             );
-            store::save(r)?;
             slack::announce(s, "Reminder", r)?;
+            store::save(r)?;
         }
         return Ok(true);
     }
@@ -718,6 +806,13 @@ pub fn tick(s: &Settings, holder: &str) -> Result<String> {
             lease.release()?;
             continue;
         };
+        // A crash after a request ended and before its open marker went:
+        // saving it again removes the marker.
+        if !r.is_open() {
+            store::save(&r)?;
+            lease.release()?;
+            continue;
+        }
         let events = r.history.len();
         let step = (|| -> Result<()> {
             if r.status == PENDING && !r.forwarded {

@@ -128,7 +128,7 @@ switchyard_sdk::actions! {
     RequestApp = "request-app", "Request an app that needs approval for a device (checks, records, forwards to ServiceNow)"
         => |ctx, input: flow::AppRequestInput| -> Value {
         let s = settings()?;
-        let out = flow::intake(&s, input, &actor(ctx))?;
+        let out = flow::intake(&s, input, &actor(ctx), &ctx.request_id)?;
         slack::flush(flow::now_ms())?;
         Ok(out)
     }
@@ -353,7 +353,7 @@ impl Plugin for AppApproval {
             REQUESTS_ROUTE => {
                 let input: flow::AppRequestInput = serde_json::from_slice(&request.body)
                     .map_err(|e| Error::invalid_input(format!("the request body: {e}")))?;
-                let out = flow::intake(&s, input, "webhook")?;
+                let out = flow::intake(&s, input, "webhook", &ctx.request_id)?;
                 (
                     if out["existing"] == json!(true) {
                         200

@@ -2,9 +2,10 @@
 //! message a second per webhook, 429 with `Retry-After` beyond it) never
 //! blocks the flow and never loses a message.
 //!
-//! Every status change stores a message under `out/<ms>-<seq>-<random>`
-//! in the same invocation that saves the change (one key per message: two
-//! invocations adding at once cannot lose one). Each invocation then
+//! Every status change stores its message (under `out/<created>-<request>-
+//! <change>`, one key per message, so two invocations adding at once cannot
+//! lose one) before the change itself is saved: a crash in between makes
+//! the step run again, and it stores the same key again. Each invocation then
 //! delivers from the oldest while it has time and requests left, holding
 //! the lease `slack-lock` so that two never send the same message, and
 //! stops at the first message Slack does not take: 429 and 5xx wait
@@ -20,9 +21,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::cell::Cell;
 use switchyard_sdk::credentials::{self, SecretPlacement};
-use switchyard_sdk::http::Request;
+use switchyard_sdk::http::{Error as HttpError, Request};
 
 use switchyard_sdk::storage::{self, Lease, get_json, set_json};
 use switchyard_sdk::{Result, invocation};
@@ -44,19 +44,13 @@ pub struct Message {
     pub refused: Option<String>,
 }
 
-thread_local! {
-    /// Orders the messages one invocation stores within a millisecond.
-    static SEQ: Cell<u32> = const { Cell::new(0) };
-}
-
-fn message_key(now_ms: u64) -> Result<String> {
-    let seq = SEQ.with(|c| {
-        let n = c.get();
-        c.set(n + 1);
-        n
-    });
-    let r: [u8; 4] = crate::token::random_bytes()?;
-    Ok(format!("out/{now_ms:013}-{seq:06}-{}", hex::encode(r)))
+/// A message's key: the request's creation time, the request, and the
+/// change's place in its history. Deliveries go in key order, so a
+/// request's messages go in the order of its changes; and a step that runs
+/// again after a crash stores its message under the same key instead of a
+/// second copy.
+fn message_key(r: &AppRequest) -> String {
+    format!("out/{:013}-{}-{:04}", r.created_ms, r.id, r.history.len())
 }
 
 /// The host URL of the secret-URL credential `slot`, when it is bound as
@@ -122,7 +116,7 @@ pub fn announce(s: &Settings, event: &str, r: &AppRequest) -> Result<()> {
         payload,
         refused: None,
     };
-    set_json(&message_key(crate::flow::now_ms())?, &message)
+    set_json(&message_key(r), &message)
 }
 
 /// What a flush did.
@@ -161,6 +155,75 @@ fn invocation_holder() -> Result<String> {
     Ok(hex::encode(r))
 }
 
+/// What became of one message.
+enum Outcome {
+    /// Slack took it.
+    Sent,
+    /// Slack or the way to it is busy or down: stop, retry after this many
+    /// seconds (order is kept).
+    Later(u64, String),
+    /// It can never be sent as it is: set it aside with the reason.
+    Refused(String),
+    /// This call has no requests left: the next one goes on.
+    Stop,
+}
+
+fn send(m: &Message) -> Outcome {
+    let host = match destination(&m.slot) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Refused(format!("not sent: {e}")),
+    };
+    let req = match Request::post(format!("{host}/"))
+        .credential(&m.slot)
+        .json(&m.payload)
+    {
+        Ok(r) => r,
+        Err(e) => return Outcome::Refused(format!("not sent: {}", store::describe(&e))),
+    };
+    let snippet = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .chars()
+            .take(64)
+            .collect::<String>()
+    };
+    match req.send() {
+        Ok(r) if r.status == 200 => Outcome::Sent,
+        Ok(r) if r.status == 429 || r.status >= 500 => {
+            let wait = r
+                .header("retry-after")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(1)
+                .clamp(1, 3600);
+            Outcome::Later(
+                wait,
+                format!(
+                    "Slack answered {} ({}); retrying in {wait} s",
+                    r.status,
+                    snippet(&r.body)
+                ),
+            )
+        }
+        Ok(r) => Outcome::Refused(format!(
+            "Slack refused the message: {} {}",
+            r.status,
+            snippet(&r.body)
+        )),
+        Err(HttpError::LimitExceeded(_)) => Outcome::Stop,
+        Err(e @ (HttpError::Timeout | HttpError::Connection(_) | HttpError::TooLarge(_))) => {
+            Outcome::Later(
+                60,
+                store::describe(&switchyard_sdk::http::error_from("Slack", e)),
+            )
+        }
+        // Egress denied, the credential not usable, a request the host
+        // refuses: waiting will not help.
+        Err(e) => Outcome::Refused(format!(
+            "not sent: {}",
+            store::describe(&switchyard_sdk::http::error_from("Slack", e))
+        )),
+    }
+}
+
 fn deliver(now_ms: u64, done: &mut Flushed) -> Result<()> {
     for key in storage::list("out/")? {
         if invocation::remaining_requests() <= 2
@@ -171,43 +234,18 @@ fn deliver(now_ms: u64, done: &mut Flushed) -> Result<()> {
         let Some(m) = get_json::<Message>(&key)? else {
             continue;
         };
-        let sent = destination(&m.slot)
-            .map_err(switchyard_sdk::Error::invalid_input)
-            .and_then(|host| {
-                Request::post(format!("{host}/"))
-                    .credential(&m.slot)
-                    .json(&m.payload)?
-                    .send()
-                    .map_err(|e| switchyard_sdk::http::error_from("Slack", e))
-            });
-        let answer = |r: &switchyard_sdk::http::Response| {
-            String::from_utf8_lossy(&r.body)
-                .chars()
-                .take(64)
-                .collect::<String>()
-        };
-        match sent {
-            Ok(r) if r.status == 200 => {
+        match send(&m) {
+            Outcome::Sent => {
                 storage::delete(&key)?;
                 done.sent += 1;
                 store::note_exchange("slack", now_ms, &Ok(()))?;
             }
-            Ok(r) if r.status == 429 || r.status >= 500 => {
-                let wait = r
-                    .header("retry-after")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(1)
-                    .clamp(1, 3600);
+            Outcome::Later(wait, why) => {
                 set_json("slack-not-before", &(now_ms + wait * 1000))?;
-                let e = switchyard_sdk::Error::upstream(format!(
-                    "Slack answered {} ({}); retrying in {wait} s",
-                    r.status,
-                    answer(&r)
-                ));
+                let e = switchyard_sdk::Error::upstream(why);
                 return store::note_exchange::<()>("slack", now_ms, &Err(e));
             }
-            Ok(r) => {
-                let why = format!("Slack refused the message: {} {}", r.status, answer(&r));
+            Outcome::Refused(why) => {
                 set_json(
                     &key.replacen("out/", "slack-refused/", 1),
                     &Message {
@@ -217,18 +255,10 @@ fn deliver(now_ms: u64, done: &mut Flushed) -> Result<()> {
                 )?;
                 storage::delete(&key)?;
                 done.refused += 1;
-                store::note_exchange::<()>(
-                    "slack",
-                    now_ms,
-                    &Err(switchyard_sdk::Error::upstream(why)),
-                )?;
+                let e = switchyard_sdk::Error::upstream(why);
+                store::note_exchange::<()>("slack", now_ms, &Err(e))?;
             }
-            // Not bound as a secret URL, or unreachable: keep it, say so,
-            // try again in a minute.
-            Err(e) => {
-                set_json("slack-not-before", &(now_ms + 60_000))?;
-                return store::note_exchange::<()>("slack", now_ms, &Err(e));
-            }
+            Outcome::Stop => break,
         }
     }
     Ok(())

@@ -113,6 +113,9 @@ pub struct Request {
     pub sn_number: Option<String>,
     /// `APPROVED` or `REJECTED`, once decided.
     pub decision: Option<String>,
+    /// When the decision arrived.
+    #[serde(default)]
+    pub decided_ms: Option<u64>,
     /// When the install command went out.
     pub dispatched_ms: Option<u64>,
     /// The reminder went out.
@@ -171,12 +174,12 @@ pub fn save(r: &Request) -> Result<()> {
     Ok(())
 }
 
-/// Creates `r` (its pending claim is already taken): record, then the
-/// index and the open marker. A crash in between leaves a record that the
-/// next change completes, never an index entry without a record.
+/// Creates `r` (its pending claim is already taken): the index entry, then
+/// the record and its open marker. A crash in between leaves an index entry
+/// without a record, which listings skip.
 pub fn create(r: &Request) -> Result<()> {
-    save(r)?;
-    set_json(&format!("idx/{:013}/{}", r.created_ms, r.id), &1)
+    set_json(&format!("idx/{:013}/{}", r.created_ms, r.id), &1)?;
+    save(r)
 }
 
 /// How long a claim whose request is not stored yet counts as another

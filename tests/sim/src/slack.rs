@@ -8,8 +8,8 @@
 //!
 //! Rate limit (the fact sheet says "about one message per second"): a
 //! token bucket per webhook holding [`SlackConfig::burst`] messages,
-//! refilled one per second; an empty bucket answers 429 with
-//! `Retry-After: 1`.
+//! refilled at [`SlackConfig::per_second`]; an empty bucket answers 429
+//! with `Retry-After: 1`.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -43,8 +43,10 @@ pub struct SlackConfig {
     pub channels: Vec<String>,
     /// Archived channels (their webhook answers 410).
     pub archived: Vec<String>,
-    /// Messages a webhook takes at once before the one-per-second pace.
+    /// Messages a webhook takes at once before its steady pace.
     pub burst: u32,
+    /// The steady pace, in messages per second (Slack: about one).
+    pub per_second: f64,
 }
 
 impl Default for SlackConfig {
@@ -53,6 +55,7 @@ impl Default for SlackConfig {
             channels: vec!["general".into(), "it-alerts".into()],
             archived: Vec::new(),
             burst: 3,
+            per_second: 1.0,
         }
     }
 }
@@ -142,7 +145,8 @@ async fn webhook(
         return plain(StatusCode::GONE, "channel_is_archived");
     }
     let now = Instant::now();
-    hook.tokens = (hook.tokens + now.duration_since(hook.last).as_secs_f64()).min(burst);
+    let refill = now.duration_since(hook.last).as_secs_f64() * sim.cfg.per_second;
+    hook.tokens = (hook.tokens + refill).min(burst);
     hook.last = now;
     if hook.tokens < 1.0 {
         return SlackFlavor.rate_limited(1);

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::boot::{open_state, runtime};
+use crate::boot::open_state;
 use crate::config::Config;
 use crate::problem::{self, Problem};
 use crate::state::Live;
@@ -31,7 +31,8 @@ pub(super) async fn run(config: &Path, listen: Option<SocketAddr>) -> anyhow::Re
     }
     let _lock = crate::boot::lock_data_dir(&cfg)?;
     let (db, secrets) = open_state(&cfg)?;
-    let rt = Arc::new(runtime(cfg.wasm_slots())?);
+    let clock = crate::boot::clock_from_env(cfg.mode)?;
+    let rt = Arc::new(crate::boot::runtime_with_clock(cfg.wasm_slots(), clock)?);
     let live = Live::start(&cfg, &problems, rt, db, Arc::new(secrets)).await?;
     let listen = listen.unwrap_or(cfg.listen);
     // The parsed files are not needed once the instances are built (a

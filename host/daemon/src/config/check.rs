@@ -101,13 +101,16 @@ pub(super) fn check_tenant(
                 }
             }
             if c.auth.kind() == CredentialKind::SecretUrl
-                && (c.hosts.len() != 1 || c.hosts.iter().any(|h| h.contains('*')))
+                && (c.hosts.len() != 1
+                    || c.hosts
+                        .iter()
+                        .any(|h| h.contains('*') || h.matches('/').count() > 2))
             {
                 report.at(
                     &cred.span(),
                     field("hosts"),
-                    "a secret-url credential takes exactly one host, without wildcards: \
-                     the origin of its URL (e.g. https://hooks.slack.com)",
+                    "a secret-url credential takes exactly one host, without wildcards or \
+                     address ranges: the origin of its URL (e.g. https://hooks.slack.com)",
                 );
             }
             for (x, problem) in c.auth.problems() {

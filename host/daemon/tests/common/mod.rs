@@ -240,7 +240,16 @@ pub async fn run_job(d: &Daemon, token: &str, base: &str, job: &str) -> Value {
 /// A config directory with `data_dir = "data"` and tenant `acme` =
 /// `tenant`, the tenant's `secrets` set, and an API token for it.
 pub fn acme_with_secrets(tenant: &str, secrets: &[(&str, String)]) -> (tempfile::TempDir, String) {
-    let dir = config_dir("data_dir = \"data\"\n", &[("acme", tenant)]);
+    acme_with_server("data_dir = \"data\"\n", tenant, secrets)
+}
+
+/// [`acme_with_secrets`] with `server` as `switchyard.toml`.
+pub fn acme_with_server(
+    server: &str,
+    tenant: &str,
+    secrets: &[(&str, String)],
+) -> (tempfile::TempDir, String) {
+    let dir = config_dir(server, &[("acme", tenant)]);
     let cfg = dir.path().to_str().unwrap();
     for (name, value) in secrets {
         cli(
