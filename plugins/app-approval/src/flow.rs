@@ -492,13 +492,22 @@ fn decide(s: &Settings, rid: &str, cb: &Callback) -> Result<Answer> {
     } else {
         cb.updated_by.clone()
     };
-    if r.status == EXPIRED {
+    // Past the due date the request has expired, whether or not `tick` has
+    // said so yet.
+    if r.status == EXPIRED || (r.status == PENDING && now >= r.due_ms) {
+        let newly = r.status != EXPIRED;
+        if newly {
+            expire(s, &mut r, now);
+        }
         r.record(
             now,
             EXPIRED,
             &by,
             format!("{status} arrived after expiry ({}); ignored", cb.updated_at),
         );
+        if newly {
+            slack::announce(s, EXPIRED, &r)?;
+        }
         store::save(&r)?;
         return Ok(answer(
             409,
@@ -509,28 +518,6 @@ fn decide(s: &Settings, rid: &str, cb: &Callback) -> Result<Answer> {
         return Ok(answer(
             409,
             format!("request {rid} is {}, not waiting for a decision", r.status),
-        ));
-    }
-    // Past the due date the request has expired, whether or not `tick` has
-    // said so yet.
-    if now >= r.due_ms {
-        r.record(
-            now,
-            EXPIRED,
-            "switchyard",
-            format!("no decision within {} days", s.expiry_days),
-        );
-        r.record(
-            now,
-            EXPIRED,
-            &by,
-            format!("{status} arrived after expiry ({}); ignored", cb.updated_at),
-        );
-        slack::announce(s, EXPIRED, &r)?;
-        store::save(&r)?;
-        return Ok(answer(
-            409,
-            format!("request {rid} expired before the decision arrived"),
         ));
     }
     r.decision = Some(status.clone());
@@ -707,16 +694,21 @@ fn follow_install(s: &Settings, r: &mut Request) -> Result<()> {
     Ok(())
 }
 
+/// Marks `r` expired (not saved).
+fn expire(s: &Settings, r: &mut Request, now: u64) {
+    r.record(
+        now,
+        EXPIRED,
+        "switchyard",
+        format!("no decision within {} days", s.expiry_days),
+    );
+}
+
 /// Expires or reminds a request waiting for a decision.
 fn age(s: &Settings, r: &mut Request) -> Result<bool> {
     let now = now_ms();
     if now >= r.due_ms {
-        r.record(
-            now,
-            EXPIRED,
-            "switchyard",
-            format!("no decision within {} days", s.expiry_days),
-        );
+        expire(s, r, now);
         slack::announce(s, EXPIRED, r)?;
         store::save(r)?;
         note_in_servicenow(
