@@ -659,3 +659,62 @@ async fn secret_url_credentials_send_to_a_url_the_plugin_never_sees() {
         assert!(!err.contains("services"), "{err}");
     }
 }
+
+/// A POST, PUT or PATCH without a body goes out with `Content-Length: 0`
+/// (IIS and other front ends answer 411 without it); a GET without a body
+/// carries no length. Read from the socket, not through an HTTP library.
+#[tokio::test]
+async fn bodiless_writes_say_content_length_zero_on_the_wire() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&head).to_lowercase());
+                        let _ = sock
+                            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    let mut spec = InstanceSpec::new("acme", "echo-1");
+    spec.egress.push(origin.clone());
+    let inst = instance(load(guests::PLUGIN_ECHO).await, spec);
+    for method in ["POST", "PUT", "PATCH", "GET"] {
+        let out = ok(
+            &inst,
+            "fetch",
+            json!({"url": format!("{origin}/commands"), "method": method}),
+        )
+        .await;
+        assert_eq!(out["status"], 202, "{method}: {out}");
+    }
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 4, "{heads:?}");
+    for (head, method) in heads.iter().zip(["post", "put", "patch", "get"]) {
+        assert!(head.starts_with(&format!("{method} /commands ")), "{head}");
+        let zero = head.contains("\r\ncontent-length: 0\r\n");
+        assert_eq!(zero, method != "get", "{head}");
+    }
+}

@@ -422,6 +422,47 @@ async fn event_filter_and_work_note_switches_decide_what_is_written() {
     // Admin actions need the admin role.
     let (status, _) = env.act("load-issues", &["ITIL Agent"], json!({})).await;
     assert_eq!(status, 403);
+
+    // The command API refuses with `<error>` inside a 200: that is a
+    // failure naming the site's words, not "0 issues".
+    env.bt.control().inject(
+        Fault::on(
+            "/api/command",
+            FaultKind::Status {
+                status: 200,
+                message: Some("Insufficient permissions to view support teams.".into()),
+            },
+        )
+        .times(1),
+    );
+    let (status, out) = env
+        .act("load-issues", &["Integration Admin"], json!({}))
+        .await;
+    assert_eq!(status, 502, "{out}");
+    assert!(
+        out.to_string()
+            .contains("Insufficient permissions to view support teams."),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_expiry_sent_as_element_text_is_read() {
+    let bt = BeyondTrust::start(
+        BtConfig {
+            expiry_as_text: true,
+            ..BtConfig::default()
+        },
+        6,
+        0,
+    )
+    .await
+    .unwrap();
+    let env = setup_with(bt, "", "", None).await;
+    let (status, out) = env.generate_key(json!({"incident": "INC0010002"})).await;
+    assert_eq!(status, 200, "{out}");
+    let expires = env.bt.session_keys()[0].expires;
+    assert_eq!(out["output"]["expires"], expires, "{out}");
 }
 
 #[tokio::test]

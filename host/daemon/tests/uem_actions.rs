@@ -101,7 +101,11 @@ struct Env {
 }
 
 async fn setup() -> Env {
-    let uem = Uem::start(UemConfig::default(), 11, 40).await.unwrap();
+    setup_with(UemConfig::default()).await
+}
+
+async fn setup_with(uem_cfg: UemConfig) -> Env {
+    let uem = Uem::start(uem_cfg, 11, 40).await.unwrap();
     let sn = ServiceNow::start(ServiceNowConfig::default(), 11, 20, 0)
         .await
         .unwrap();
@@ -977,4 +981,65 @@ async fn a_reload_rebuilds_only_changed_tenants_and_keeps_their_tokens() {
     let (status, out) = lock().await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(tokens(), 2, "the rebuilt instance fetched its own token");
+}
+
+#[tokio::test]
+async fn unenrolled_devices_old_versions_and_unknown_answers_are_named() {
+    let env = setup_with(UemConfig {
+        product_version: "20.11.0.3".into(),
+        recovery_key_field: "PersonalRecoveryKey".into(),
+        ..UemConfig::default()
+    })
+    .await;
+
+    // Test Connection compares the version with the seed's minimum.
+    let (status, out) = env
+        .act("test-connection", &["Integration Admin"], json!({}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["output"]["ok"], false, "{out}");
+    assert_eq!(out["output"]["supported"], false, "{out}");
+    let message = out["output"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("20.11.0.3") && message.contains("21.07"),
+        "{out}"
+    );
+    assert!(out["output"]["assist"]["minimum"] == "21.03", "{out}");
+
+    // A recovery-key answer in a shape the plugin does not know.
+    let mac = env.device("AppleOsX");
+    let (status, out) = env
+        .act(
+            "view-recovery-key",
+            &["Desk Lead"],
+            json!({"device": {"id": mac.id}}),
+        )
+        .await;
+    assert_eq!(status, 502, "{out}");
+    let text = out.to_string();
+    assert!(
+        text.contains("without a recovery key field") && text.contains("PersonalRecoveryKey"),
+        "{out}"
+    );
+
+    // Actions run on enrolled devices only; lookups too unless allowed.
+    let mut gone = env.device("Android");
+    gone.enrollment = "Unenrolled".into();
+    env.uem.put_device(gone.clone());
+    for action in ["lock-device", "console-link"] {
+        let (status, out) = env
+            .act(action, &["Desk Lead"], json!({"device": {"id": gone.id}}))
+            .await;
+        assert_eq!(status, 409, "{action}: {out}");
+        assert!(out.to_string().contains("`Unenrolled`"), "{out}");
+    }
+    assert!(env.uem.commands().is_empty(), "{:?}", env.uem.commands());
+    let (status, out) = env
+        .act(
+            "find-devices",
+            &["Desk Lead"],
+            json!({"device": {"id": gone.id}}),
+        )
+        .await;
+    assert_eq!(status, 200, "a lookup still finds it: {out}");
 }

@@ -208,8 +208,18 @@ impl HttpCtxView<'_> {
                 .request(method(req.method), target.clone())
                 .headers(headers)
                 .timeout(timeout);
-            if let Some(body) = &req.body {
-                rb = rb.body(body.clone());
+            match &req.body {
+                Some(body) => rb = rb.body(body.clone()),
+                // A POST, PUT or PATCH without a body still says so:
+                // `Content-Length: 0`. Without it some front ends (IIS among
+                // them) answer 411, and a plugin may not set the header
+                // itself.
+                None if matches!(req.method, Method::Post | Method::Put | Method::Patch) => {
+                    rb = rb
+                        .header(reqwest::header::CONTENT_LENGTH, "0")
+                        .body(Vec::new())
+                }
+                None => {}
             }
             send_on_host(rb)
         };

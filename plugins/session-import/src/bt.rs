@@ -59,6 +59,23 @@ fn urlencode(pairs: &[(&str, &str)]) -> String {
     s.finish()
 }
 
+/// A session key's expiry (Unix seconds): the `timestamp` attribute, or
+/// the element's text as a number or an ISO 8601 date-time (sites differ).
+fn expiry(l: &Leaf) -> Option<i64> {
+    if let Some(ts) = l
+        .attr_of("expires", "timestamp")
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(ts);
+    }
+    let text = l.text.trim();
+    text.parse().ok().or_else(|| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| t.unix_timestamp())
+    })
+}
+
 /// The text of the `<error>` document a failed call answered, if any.
 fn error_text(r: &Response) -> String {
     report::leaves(&r.body)
@@ -170,8 +187,20 @@ impl Site {
             .get("/api/command", query)
             .map_err(|e| http::error_from("BeyondTrust", e))?;
         let r = check(r, what)?;
-        report::leaves(&r.body)
-            .map_err(|e| Error::upstream(format!("BeyondTrust answered {what} with {e}")))
+        let leaves = report::leaves(&r.body)
+            .map_err(|e| Error::upstream(format!("BeyondTrust answered {what} with {e}")))?;
+        // The command API also refuses with `<error>…</error>` inside a 200.
+        if let Some(err) = leaves
+            .iter()
+            .find(|l| l.path.len() == 1 && l.name() == "error")
+        {
+            return Err(Error::Upstream {
+                status: Some(r.status),
+                message: format!("BeyondTrust refused {what}: {}", err.text),
+                retry_after_secs: None,
+            });
+        }
+        Ok(leaves)
     }
 
     /// The site's API version (`get_api_info`).
@@ -209,7 +238,7 @@ impl Site {
             expires: leaves
                 .iter()
                 .find(|l| l.name() == "expires")
-                .and_then(|l| l.attr_of("expires", "timestamp")?.parse().ok())
+                .and_then(expiry)
                 .unwrap_or(0),
             mail_subject: text("mail_subject"),
             mail_body: text("mail_body"),

@@ -321,9 +321,39 @@ fn recovery_key(uem: &Uem, d: &Device, family: OsFamily) -> Result<Value> {
                     &what,
                 )?
                 .unwrap_or(Value::Null);
-            let key = v["RecoveryKey"].as_str().ok_or_else(|| {
-                Error::not_found(format!("no FileVault key is escrowed for device {}", d.id))
-            })?;
+            // A shape this plugin does not know is not "no key": say what
+            // UEM sent instead.
+            let key = match &v["RecoveryKey"] {
+                Value::String(k) if !k.is_empty() => k.clone(),
+                Value::Null if v.get("RecoveryKey").is_some() || v.is_null() => {
+                    return Err(Error::not_found(format!(
+                        "no FileVault key is escrowed for device {}",
+                        d.id
+                    )));
+                }
+                Value::String(_) => {
+                    return Err(Error::not_found(format!(
+                        "no FileVault key is escrowed for device {}",
+                        d.id
+                    )));
+                }
+                _ => {
+                    let fields: Vec<String> = v
+                        .as_object()
+                        .map(|o| o.keys().cloned().collect())
+                        .unwrap_or_default();
+                    return Err(Error::upstream(format!(
+                        "UEM answered without a recovery key field (RecoveryKey) for device {}; \
+                         its answer has: {}",
+                        d.id,
+                        if fields.is_empty() {
+                            "no fields".to_owned()
+                        } else {
+                            fields.join(", ")
+                        }
+                    )));
+                }
+            };
             Ok(json!({ "type": "FileVault", "keys": [{ "volume": "/", "key": key }] }))
         }
         OsFamily::Windows => {

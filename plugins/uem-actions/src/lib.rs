@@ -32,7 +32,7 @@
 //! | `add-device` | `"user_email"`, `"platform"`, `"serial"?`, `"friendly_name"?`, `"ownership"?` | `POST /api/system/users/{id}/registerdevice` |
 //! | `find-devices` | `{"device": …}` | the matching devices |
 //! | `verify-oauth-token` | | host obtains a token for the `uem` credential |
-//! | `test-connection` | | `GET /api/system/info` → the UEM version |
+//! | `test-connection` | | `GET /api/system/info` → the UEM version, compared with 21.07 |
 //!
 //! ## Policy (the seed's application defaults)
 //! - Roles: see [`roles`] — standard, advanced, one per action,
@@ -48,6 +48,14 @@
 //!   actor's.
 //! - Actions that do not apply to the device's OS family (e.g. a recovery
 //!   key on iOS) answer 409 naming the family.
+//! - Actions run on enrolled devices only (the seed): a device whose
+//!   `EnrollmentStatus` is not `Enrolled` answers 409 naming the status.
+//!   `allow_unenrolled_lookups` lets the read-only actions (console-link,
+//!   view-recovery-key) through; `find-devices` always lists.
+//! - Test Connection compares UEM's version with the seed's minimum (2107,
+//!   i.e. 21.07) and says `supported: false` with the reason when it is
+//!   older; Assist (21.03+ when `assist_url` is set) reports no version
+//!   through an API, so the answer says what to check.
 //! - After each successful device action a note goes on the UEM device
 //!   (`audit_note`, on by default): time, action, acting user, incident. With
 //!   an incident and ServiceNow configured (`servicenow_url` and the
@@ -98,6 +106,11 @@ impl Plugin for UemActions {
             .config(ConfigSpec::optional("audit_note", "Write a note on the UEM device after each action (true/false)", "true"))
             .config(ConfigSpec::optional("validate_caller_email", "The incident caller must be the device's user (true/false)", "true"))
             .config(ConfigSpec::optional("email_exceptions", "Emails exempt from caller validation, semicolon-separated", ""))
+            .config(ConfigSpec::optional(
+                "allow_unenrolled_lookups",
+                "Allow the read-only actions (console-link, view-recovery-key) on devices that are not enrolled (true/false)",
+                "false",
+            ))
             .credential(CredentialSlot::new(
                 switchyard_uem::CREDENTIAL,
                 "Workspace ONE UEM API: OAuth2 client credentials, or Basic with the aw-tenant-code header",
@@ -146,6 +159,48 @@ fn flag(key: &str) -> bool {
     config::get(key).is_none_or(|v| !matches!(v.trim(), "false" | "no" | "0" | "off"))
 }
 
+/// A switch that is off unless set to true.
+fn flag_on(key: &str) -> bool {
+    config::get(key).is_some_and(|v| matches!(v.trim(), "true" | "yes" | "1" | "on"))
+}
+
+/// Actions that only read, allowed on unenrolled devices when
+/// `allow_unenrolled_lookups` is on.
+const LOOKUPS: &[&str] = &["console-link", "view-recovery-key"];
+
+/// The seed: actions run on enrolled devices only. UEM's `EnrollmentStatus`
+/// must say `Enrolled`; a device whose answer has no status at all (an
+/// older API version) is not refused on that account.
+fn check_enrolled(action: &str, device: &Device) -> Result<()> {
+    let status = device.enrollment.trim();
+    if status.is_empty() || status.eq_ignore_ascii_case("enrolled") {
+        return Ok(());
+    }
+    if LOOKUPS.contains(&action) && flag_on("allow_unenrolled_lookups") {
+        return Ok(());
+    }
+    Err(Error::conflict(format!(
+        "device {} is not enrolled (UEM says `{status}`); actions run on enrolled devices only",
+        device.id
+    )))
+}
+
+/// The oldest UEM the seed supports: 2107 (21.07).
+const MIN_UEM: (u32, u32) = (21, 7);
+
+/// Whether UEM's `ProductVersion` (`24.10.0.7`; `2107`-style also read) is
+/// at least [`MIN_UEM`]; None when it cannot be read.
+fn uem_supported(version: &str) -> Option<bool> {
+    let mut parts = version.trim().split('.');
+    let first = parts.next()?.trim();
+    let (major, minor) = if first.len() == 4 && !version.contains('.') {
+        (first[..2].parse().ok()?, first[2..].parse().ok()?)
+    } else {
+        (first.parse().ok()?, parts.next()?.trim().parse().ok()?)
+    };
+    Some((major, minor) >= MIN_UEM)
+}
+
 fn enabled(action: &str) -> bool {
     let list = config::get("actions").unwrap_or_else(|| "all".into());
     let list = list.trim();
@@ -172,7 +227,38 @@ fn same_email(a: &str, b: &str) -> bool {
 }
 
 fn test_connection(uem: &Uem) -> Result<Value> {
-    Ok(json!({ "ok": true, "version": uem.version()? }))
+    let version = uem.version()?;
+    let min = format!("{}.{:02}", MIN_UEM.0, MIN_UEM.1);
+    let (supported, message) = match uem_supported(&version) {
+        Some(true) => (
+            Some(true),
+            format!("UEM {version} is supported ({min} or later)"),
+        ),
+        Some(false) => (
+            Some(false),
+            format!(
+                "UEM {version} is older than {min} (2107), the oldest this integration supports"
+            ),
+        ),
+        None => (
+            None,
+            format!("UEM reports version `{version}`, which cannot be compared with {min}"),
+        ),
+    };
+    let mut out = json!({
+        "ok": supported != Some(false),
+        "version": version,
+        "supported": supported,
+        "message": message,
+    });
+    // Assist has no documented version API; say what the seed requires.
+    if config::get("assist_url").is_some_and(|u| !u.trim().is_empty()) {
+        out["assist"] = json!({
+            "minimum": "21.03",
+            "message": "Workspace ONE Assist reports no version through an API: check that it is 21.03 or later",
+        });
+    }
+    Ok(out)
 }
 
 fn verify_token() -> Result<Value> {
@@ -283,6 +369,7 @@ fn device_action(
     }
     let device = uem.resolve_one(&target.device)?;
     check_policy(ctx, grant, &device, incident.as_ref())?;
+    check_enrolled(action, &device)?;
     let family = device.os_family.ok_or_else(|| {
         Error::conflict(format!(
             "cannot tell the OS family of device {} (OperatingSystem `{}`, Platform `{}`)",
@@ -352,4 +439,20 @@ fn device_action(
         "audit_note": audit_note,
         "work_note": work_note,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uem_supported;
+
+    #[test]
+    fn uem_versions_are_compared_with_2107() {
+        assert_eq!(uem_supported("24.10.0.7"), Some(true));
+        assert_eq!(uem_supported("21.07.0.1"), Some(true));
+        assert_eq!(uem_supported("21.06"), Some(false));
+        assert_eq!(uem_supported("20.11.0.3"), Some(false));
+        assert_eq!(uem_supported("2107"), Some(true));
+        assert_eq!(uem_supported("2011"), Some(false));
+        assert_eq!(uem_supported("unknown"), None);
+    }
 }

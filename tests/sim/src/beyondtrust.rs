@@ -89,6 +89,9 @@ pub struct BtConfig {
     pub site: String,
     /// Delay before retrying a refused outbound event.
     pub retry_ms: u64,
+    /// A session key's expiry only as the element's text (ISO 8601), with
+    /// no `timestamp` attribute, as some sites send it.
+    pub expiry_as_text: bool,
 }
 
 impl Default for BtConfig {
@@ -102,6 +105,7 @@ impl Default for BtConfig {
             api_version: "1.24.1".into(),
             site: "support.acme.example".into(),
             retry_ms: 1000,
+            expiry_as_text: false,
         }
     }
 }
@@ -168,6 +172,8 @@ pub struct SessionKey {
     pub external_key: Option<String>,
     /// URL the customer opens.
     pub key_url: String,
+    /// When it expires (Unix seconds).
+    pub expires: i64,
 }
 
 /// An outbound event and its delivery attempts.
@@ -614,7 +620,13 @@ async fn command(
                 queue_id: queue,
                 external_key: external_key.clone(),
                 key_url: key_url.clone(),
+                expires,
             });
+            let stamp = if sim.cfg.expiry_as_text {
+                String::new()
+            } else {
+                format!(" timestamp=\"{expires}\"")
+            };
             let subject = "Remote support session invitation";
             let mail = format!(
                 "To start your support session, open {key_url} or enter key {short_key} at https://{}.",
@@ -624,7 +636,7 @@ async fn command(
                 StatusCode::OK,
                 format!(
                     "<session_key xmlns=\"{NS_COMMAND}\"><short_key>{short_key}</short_key>\
-                     <key_url>{}</key_url><expires timestamp=\"{expires}\">{}</expires>\
+                     <key_url>{}</key_url><expires{stamp}>{}</expires>\
                      <mail_subject>{subject}</mail_subject><mail_body>{}</mail_body></session_key>",
                     e(&key_url),
                     iso(expires),

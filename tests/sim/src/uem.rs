@@ -100,6 +100,9 @@ pub struct UemConfig {
     pub install_reads: u32,
     /// Catalog app ids whose installs fail.
     pub failing_apps: Vec<i64>,
+    /// The field a FileVault key comes in (`RecoveryKey`; another name
+    /// stands for an API version whose answer a client does not know).
+    pub recovery_key_field: String,
 }
 
 impl Default for UemConfig {
@@ -116,6 +119,7 @@ impl Default for UemConfig {
             denied_commands: Vec::new(),
             install_reads: 2,
             failing_apps: Vec::new(),
+            recovery_key_field: "RecoveryKey".into(),
         }
     }
 }
@@ -1204,7 +1208,11 @@ async fn recovery_key(State(sim): S, Path(uuid): Path<String>) -> Response {
         return not_found();
     };
     match &d.filevault_key {
-        Some(k) => axum::Json(json!({ "RecoveryKey": k })).into_response(),
+        Some(k) => {
+            let mut body = serde_json::Map::new();
+            body.insert(sim.cfg.recovery_key_field.clone(), json!(k));
+            axum::Json(Value::Object(body)).into_response()
+        }
         None => uem_error(
             StatusCode::NOT_FOUND,
             5061,
