@@ -77,6 +77,7 @@ egress = ["{uem}"]
 [instance.config]
 api_url = "{uem}"
 actions = "lock-device, sync-device, find-devices, view-recovery-key, verify-oauth-token"
+admin_actions = "verify-oauth-token, find-devices, view-configuration"
 
 [instance.credentials.uem]
 kind = "oauth2-client-credentials"
@@ -906,6 +907,31 @@ async fn self_service_with_oauth_acts_on_own_devices_only() {
         .await;
     assert_eq!(status, 200, "{out}");
     assert!(out["output"]["expires_at_ms"].as_u64().unwrap() > 0);
+    // UEM administrators have their own list (admin_actions).
+    let (status, out) = env
+        .act_globex(
+            "lock-device",
+            json!({"id": "adm", "roles": ["Admin", "Agent"]}),
+            json!({"device": {"id": mac.id}}),
+        )
+        .await;
+    assert_eq!(status, 403, "{out}");
+    assert!(out.to_string().contains("config `admin_actions`"), "{out}");
+    // The read-only configuration view: settings and credential metadata.
+    let (status, out) = env
+        .act_globex(
+            "view-configuration",
+            json!({"id": "adm", "roles": ["Admin"]}),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["output"]["settings"]["api_url"], env.uem.url(), "{out}");
+    assert_eq!(
+        out["output"]["credentials"][0]["kind"],
+        "oauth2-client-credentials"
+    );
+    assert!(!out.to_string().contains(&env.uem.config().client_secret));
     // An expired token is refreshed once and the call succeeds.
     env.uem.expire_tokens();
     let (status, out) = env

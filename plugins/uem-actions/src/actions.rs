@@ -263,6 +263,10 @@ switchyard_sdk::actions! {
         let (_, uem) = admit(ctx, Self::NAME)?;
         crate::test_connection(&uem)
     }
+    ViewConfiguration = "view-configuration", "View Configuration" => |ctx, _input: NoInput| -> Value {
+        admit(ctx, Self::NAME)?;
+        Ok(crate::view_configuration())
+    }
     FindDevices = "find-devices", "Find Devices" => |ctx, input: FindDevicesInput| -> Value {
         let (grant, uem) = admit(ctx, Self::NAME)?;
         let device = match (grant, input.device) {

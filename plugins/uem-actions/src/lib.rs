@@ -33,12 +33,15 @@
 //! | `find-devices` | `{"device": …}` | the matching devices |
 //! | `verify-oauth-token` | | host obtains a token for the `uem` credential |
 //! | `test-connection` | | `GET /api/system/info` → the UEM version, compared with 21.07 |
+//! | `view-configuration` | | none: the instance's settings and credential names, kinds and hosts (never a secret) |
 //!
 //! ## Policy (the seed's application defaults)
 //! - Roles: see [`roles`] — standard, advanced, one per action,
 //!   console-viewer, catalog roles (own devices only), admin.
-//! - `actions` (config) lists the actions this tenant offers; others answer
-//!   403 naming the setting.
+//! - Two action lists, as in the seed: `admin_actions` for UEM
+//!   administrators (actors holding `admin`) and `service_desk_actions`
+//!   (older name `actions`) for everyone else; an action not in the
+//!   actor's list answers 403 naming the setting.
 //! - Caller-email validation (`validate_caller_email`, on by default): when
 //!   an action comes from an incident, the incident caller's email (read
 //!   from ServiceNow when it is configured, else `incident.caller_email`)
@@ -102,7 +105,17 @@ impl Plugin for UemActions {
             .config(ConfigSpec::optional("console_url", "UEM console base URL, for Console Link", ""))
             .config(ConfigSpec::optional("assist_url", "Workspace ONE Assist portal URL, for Remote Assist", ""))
             .config(ConfigSpec::optional("servicenow_url", "ServiceNow instance URL, for work notes and caller lookup", ""))
-            .config(ConfigSpec::optional("actions", "Actions offered, comma-separated, or `all`", "all"))
+            .config(ConfigSpec::optional("actions", "Actions offered to the service desk, comma-separated, or `all` (older name of service_desk_actions)", "all"))
+            .config(ConfigSpec::optional(
+                "service_desk_actions",
+                "Actions offered to actors without the admin role, comma-separated, or `all`; empty: the `actions` setting",
+                "",
+            ))
+            .config(ConfigSpec::optional(
+                "admin_actions",
+                "Actions offered to UEM administrators (actors with the admin role), comma-separated, or `all`",
+                "all",
+            ))
             .config(ConfigSpec::optional("audit_note", "Write a note on the UEM device after each action (true/false)", "true"))
             .config(ConfigSpec::optional("validate_caller_email", "The incident caller must be the device's user (true/false)", "true"))
             .config(ConfigSpec::optional("email_exceptions", "Emails exempt from caller validation, semicolon-separated", ""))
@@ -140,12 +153,18 @@ switchyard_sdk::register!(UemActions);
 /// Checks that the tenant offers `action` and the actor's roles allow it;
 /// gives the grant and the UEM client.
 fn admit(ctx: &Context, action: &str) -> Result<(Grant, Uem)> {
-    if !enabled(action) {
+    let roles: &[String] = ctx.actor.as_ref().map_or(&[], |a| &a.roles);
+    let (setting, list) = offered_list(roles);
+    if !in_list(&list, action) {
         return Err(Error::forbidden(format!(
-            "action `{action}` is not offered to this tenant (config `actions`)"
+            "action `{action}` is not offered to {} (config `{setting}`)",
+            if setting == "admin_actions" {
+                "UEM administrators"
+            } else {
+                "the service desk"
+            }
         )));
     }
-    let roles: &[String] = ctx.actor.as_ref().map_or(&[], |a| &a.roles);
     let Some(grant) = roles::authorize(action, roles) else {
         return Err(Error::forbidden(format!(
             "action `{action}` needs one of the roles allowed for it; the actor has [{}]",
@@ -201,10 +220,50 @@ fn uem_supported(version: &str) -> Option<bool> {
     Some((major, minor) >= MIN_UEM)
 }
 
-fn enabled(action: &str) -> bool {
-    let list = config::get("actions").unwrap_or_else(|| "all".into());
+/// The seed's two action lists: one for UEM administrators (actors holding
+/// the `admin` role), one for the service desk (everyone else). Which
+/// setting applies, and its value.
+fn offered_list(roles: &[String]) -> (&'static str, String) {
+    if roles.iter().any(|r| r == "admin") {
+        return (
+            "admin_actions",
+            config::get("admin_actions").unwrap_or_else(|| "all".into()),
+        );
+    }
+    match config::get("service_desk_actions").filter(|v| !v.trim().is_empty()) {
+        Some(list) => ("service_desk_actions", list),
+        None => (
+            "actions",
+            config::get("actions").unwrap_or_else(|| "all".into()),
+        ),
+    }
+}
+
+fn in_list(list: &str, action: &str) -> bool {
     let list = list.trim();
     list.is_empty() || list == "all" || list.split([',', ';']).any(|a| a.trim() == action)
+}
+
+/// The instance's settings and credential metadata, never a secret: the
+/// seed's "Validate Connection" view for a setup screen.
+fn view_configuration() -> Value {
+    let settings: serde_json::Map<String, Value> = config::all()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let creds: Vec<Value> = credentials::list()
+        .into_iter()
+        .map(|c| {
+            let kind = match c.kind {
+                CredentialKind::Oauth2ClientCredentials => "oauth2-client-credentials",
+                CredentialKind::Basic => "basic",
+                CredentialKind::ApiKey => "api-key",
+                CredentialKind::Bearer => "bearer",
+            };
+            json!({ "name": c.name, "kind": kind, "hosts": c.hosts })
+        })
+        .collect();
+    json!({ "settings": settings, "credentials": creds })
 }
 
 fn actor_name(ctx: &Context) -> String {

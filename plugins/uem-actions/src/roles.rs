@@ -10,7 +10,7 @@
 //! | `console-viewer` | `console-link` |
 //! | `catalog-all` | the self-service actions, on the actor's own devices |
 //! | `catalog-<action>` | that self-service action, on the actor's own devices |
-//! | `admin` | `test-connection`, `verify-oauth-token` (as does `advanced`) |
+//! | `admin` | `test-connection`, `verify-oauth-token`, `view-configuration` (as does `advanced`) |
 //!
 //! Self-service actions: add-device, change-passcode, find-device,
 //! lock-device, sync-device, view-recovery-key.
@@ -41,11 +41,16 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("console-link", "Console Link"),
     ("verify-oauth-token", "Verify OAuth Token"),
     ("test-connection", "Test Connection"),
+    ("view-configuration", "View Configuration"),
     ("find-devices", "Find Devices"),
 ];
 
 const WIPES: &[&str] = &["device-wipe", "enterprise-wipe"];
-const ADMIN: &[&str] = &["test-connection", "verify-oauth-token"];
+const ADMIN: &[&str] = &[
+    "test-connection",
+    "verify-oauth-token",
+    "view-configuration",
+];
 /// Actions employees may run on their own devices from the catalog.
 pub const SELF_SERVICE: &[&str] = &[
     "add-device",
