@@ -819,3 +819,27 @@ async fn a_daemon_killed_mid_import_imports_every_session_exactly_once() {
     let got: HashSet<String> = env.records().into_keys().collect();
     assert_eq!(got, want);
 }
+
+#[tokio::test]
+async fn with_import_external_sessions_off_only_sessions_a_task_claims_are_imported() {
+    let env = setup(60, "import_external_sessions = \"false\"").await;
+    let (recent, _) = ended_within(&env.bt, 86_400);
+    let out = env.pull().await;
+    let records = env.records();
+    let unclaimed: Vec<_> = recent
+        .iter()
+        .filter(|s| s.external_key.is_none() && s.rep_survey.is_empty())
+        .collect();
+    assert!(
+        !unclaimed.is_empty(),
+        "the seed has sessions no task claims"
+    );
+    for s in &recent {
+        let claimed = s.external_key.is_some() || !s.rep_survey.is_empty();
+        assert_eq!(records.contains_key(&s.lsid), claimed, "session {}", s.lsid);
+    }
+    assert_eq!(out["stats"]["external_skipped"], unclaimed.len(), "{out}");
+    assert_eq!(out["stats"]["imported"], records.len(), "{out}");
+    let summary = out["summary"].as_str().unwrap();
+    assert!(summary.contains("import_external_sessions is off"), "{out}");
+}

@@ -108,6 +108,8 @@ pub enum Imported {
     Associated,
     /// Another run holds it; retry after this many seconds.
     Busy(u32),
+    /// Started outside ServiceNow, and `import_external_sessions` is off.
+    External,
 }
 
 /// Counts of one invocation's work.
@@ -127,6 +129,9 @@ pub struct Stats {
     pub busy: usize,
     /// Sessions skipped because their lsid is unusable.
     pub invalid: usize,
+    /// Sessions started outside ServiceNow, not imported
+    /// (`import_external_sessions` off).
+    pub external_skipped: usize,
 }
 
 /// The importer of one invocation.
@@ -360,6 +365,17 @@ impl Importer {
                 s.lsid.chars().take(140).collect::<String>()
             ));
             return Ok(Imported::Already);
+        }
+        // The seed's "Import External Sessions" switch: with it off, only
+        // sessions a ServiceNow task claims are imported. Nothing is
+        // stored for the others: if a task claims one later (a survey
+        // answered late), a later pull imports it.
+        if !self.settings.import_external
+            && storage::get(&marker_key(s))?.is_none()
+            && self.associate(s, task_number)?.is_none()
+        {
+            self.stats.external_skipped += 1;
+            return Ok(Imported::External);
         }
         let key = marker_key(s);
         let now = now_secs();

@@ -275,6 +275,9 @@ fn import_one(imp: &mut Importer, lsid: &str) -> Result<String> {
         Some(Imported::Written) => Ok("imported".into()),
         Some(Imported::Already) => Ok("already imported".into()),
         Some(Imported::Associated) => Ok("associated with its task".into()),
+        Some(Imported::External) => Ok(
+            "not imported: started outside ServiceNow, and import_external_sessions is off".into(),
+        ),
     }
 }
 

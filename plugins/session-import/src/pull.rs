@@ -67,6 +67,12 @@ impl PullReport {
         if st.invalid > 0 {
             s.push_str(&format!(", {} skipped (unusable lsid)", st.invalid));
         }
+        if st.external_skipped > 0 {
+            s.push_str(&format!(
+                ", {} started outside ServiceNow not imported (import_external_sessions is off)",
+                st.external_skipped
+            ));
+        }
         s.push_str(&format!("; cursor {} UTC", glide_time(self.cursor)));
         if let Some(why) = &self.stopped {
             s.push_str(&format!("; stopped early ({why}), the next run continues"));

@@ -99,6 +99,9 @@ pub struct Settings {
     pub notes: Notes,
     /// Associate the record with the ServiceNow user of the primary rep.
     pub associate_user: bool,
+    /// Import sessions started outside ServiceNow: those that no ServiceNow
+    /// task claims (no external key or survey task that matches one).
+    pub import_external: bool,
     /// How far back the first pull reaches, seconds.
     pub lookback_secs: i64,
     /// Report window asked for at once, seconds (halved when too large).
@@ -160,6 +163,11 @@ pub const DEFAULTS: &[(&str, &str, &str)] = &[
         "associate_user",
         "false",
         "Associate each session with the ServiceNow user named like its primary rep",
+    ),
+    (
+        "import_external_sessions",
+        "true",
+        "Import sessions started outside ServiceNow (no external key or survey task matching a ServiceNow task)",
     ),
     (
         "first_pull_hours",
@@ -265,6 +273,10 @@ impl Settings {
                 )?,
             },
             associate_user: flag("associate_user", &value("associate_user"))?,
+            import_external: flag(
+                "import_external_sessions",
+                &value("import_external_sessions"),
+            )?,
             lookback_secs: number("first_pull_hours", &value("first_pull_hours"), 1, 24 * 90)?
                 * 3600,
             window_secs: number("window_minutes", &value("window_minutes"), 1, 24 * 60)? * 60,
