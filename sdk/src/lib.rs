@@ -210,6 +210,23 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The message alone, without the kind that `Display` puts first: for
+    /// a summary or a status line (`ServiceNow: the upstream did not answer
+    /// in time`).
+    pub fn message(&self) -> &str {
+        match self {
+            Self::InvalidInput(m)
+            | Self::NotFound(m)
+            | Self::Forbidden(m)
+            | Self::Conflict(m)
+            | Self::Internal(m)
+            | Self::Upstream { message: m, .. } => m,
+            Self::Marked(e, _) => e.message(),
+        }
+    }
+}
+
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

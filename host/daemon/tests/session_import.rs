@@ -843,3 +843,54 @@ async fn with_import_external_sessions_off_only_sessions_a_task_claims_are_impor
     let summary = out["summary"].as_str().unwrap();
     assert!(summary.contains("import_external_sessions is off"), "{out}");
 }
+
+#[tokio::test]
+async fn a_refused_survey_report_does_not_block_the_import_and_is_asked_for_again() {
+    let env = setup(60, "").await;
+    let (recent, _) = ended_within(&env.bt, 86_400);
+    env.bt.refuse_surveys(true);
+    let out = env.pull().await;
+    let records = env.records();
+    for s in &recent {
+        assert!(records.contains_key(&s.lsid), "session {} missing", s.lsid);
+    }
+    let summary = out["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("survey association unavailable")
+            && summary.contains("does not have permission"),
+        "{out}"
+    );
+    let surveyed: Vec<_> = recent
+        .iter()
+        .filter(|s| s.external_key.is_none() && !s.rep_survey.is_empty())
+        .collect();
+    assert!(!surveyed.is_empty(), "the seed has surveyed sessions");
+    for s in &surveyed {
+        assert_eq!(records[&s.lsid]["u_task"], "", "no survey, no task yet");
+    }
+
+    // Still refused: the windows stay owed, nothing is written twice.
+    let out = env.pull().await;
+    assert_eq!(out["stats"]["imported"], 0, "{out}");
+    assert!(out["report"]["surveys_owed"].as_u64().unwrap() > 0, "{out}");
+
+    // The survey comes back: the owed windows are read again and the
+    // surveyed sessions get their task.
+    env.bt.refuse_surveys(false);
+    let mut rounds = 0;
+    loop {
+        let out = env.pull().await;
+        rounds += 1;
+        if out["report"]["surveys_owed"] == 0 {
+            break;
+        }
+        assert!(rounds < 20, "the owed surveys never came: {out}");
+    }
+    // (records() refuses two records for one session.)
+    let records = env.records();
+    for s in &surveyed {
+        let inc = env.incident(&s.rep_survey[0].1);
+        assert_eq!(records[&s.lsid]["u_task"], inc["sys_id"], "{}", s.lsid);
+        assert_eq!(records[&s.lsid]["u_association"], "exit survey");
+    }
+}

@@ -305,13 +305,5 @@ pub fn stats() -> Result<Stats> {
 
 /// An error's message without its kind.
 pub fn describe(e: &Error) -> String {
-    match e.kind() {
-        Error::Upstream { message, .. } => message.clone(),
-        Error::InvalidInput(m)
-        | Error::NotFound(m)
-        | Error::Forbidden(m)
-        | Error::Conflict(m)
-        | Error::Internal(m) => m.clone(),
-        other => format!("{other:?}"),
-    }
+    e.message().to_owned()
 }

@@ -8,6 +8,15 @@
 //! are bounded (`window_minutes`, halved when an answer exceeds the host's
 //! response limit), so the answer held in memory at once is bounded too,
 //! and the reader keeps one parsed session at a time.
+//!
+//! The rep exit-survey report only associates sessions with tasks: when the
+//! site refuses it (an API account without the permission, an older site,
+//! an `<error>` answer) or fails, the window's sessions are imported
+//! anyway, the summary says why survey association is unavailable, and the
+//! window is kept in `survey-retry`. Each later run asks for the oldest
+//! kept windows' surveys again and, when they come, reads those windows
+//! once more so that the surveyed sessions get their task (the markers make
+//! the second read cheap and write nothing twice).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +33,12 @@ pub const CURSOR_KEY: &str = "cursor";
 pub const SETTLE_SECS: i64 = 300;
 /// Shortest window asked for before giving up on an oversized answer.
 const MIN_WINDOW_SECS: i64 = 60;
+/// Storage key of the windows whose survey report is still owed.
+const SURVEY_RETRY_KEY: &str = "survey-retry";
+/// Windows whose survey is asked for again per run.
+const SURVEY_RETRIES_PER_RUN: usize = 4;
+/// Windows kept for a survey retry at most (the oldest go first).
+const SURVEY_RETRY_MAX: usize = 1000;
 
 /// What a pull did.
 #[derive(Debug, Default, Serialize)]
@@ -41,6 +56,12 @@ pub struct PullReport {
     pub more: bool,
     /// Why it stopped early, if it did.
     pub stopped: Option<String>,
+    /// Why survey association was unavailable in this run, if it was.
+    pub survey_unavailable: Option<String>,
+    /// Earlier windows whose survey came this run.
+    pub surveys_recovered: usize,
+    /// Windows whose survey is still owed.
+    pub surveys_owed: usize,
 }
 
 impl PullReport {
@@ -73,6 +94,18 @@ impl PullReport {
                 st.external_skipped
             ));
         }
+        if let Some(why) = &self.survey_unavailable {
+            s.push_str(&format!(
+                "; survey association unavailable ({why}), {} window(s) to ask again",
+                self.surveys_owed
+            ));
+        }
+        if self.surveys_recovered > 0 {
+            s.push_str(&format!(
+                "; surveys of {} earlier window(s) came",
+                self.surveys_recovered
+            ));
+        }
         s.push_str(&format!("; cursor {} UTC", glide_time(self.cursor)));
         if let Some(why) = &self.stopped {
             s.push_str(&format!("; stopped early ({why}), the next run continues"));
@@ -99,6 +132,9 @@ pub fn pull(imp: &mut Importer) -> Result<PullReport> {
         cursor,
         ..PullReport::default()
     };
+    let mut owed: Vec<(i64, i64)> = storage::get_json(SURVEY_RETRY_KEY)?.unwrap_or_default();
+    retry_surveys(imp, &mut owed, &mut rep, started, budget)?;
+    storage::set_json(SURVEY_RETRY_KEY, &owed)?;
     let total_secs = (now - cursor).max(1) as u64;
     let mut window = imp.settings.window_secs;
     while cursor < now {
@@ -125,44 +161,34 @@ pub fn pull(imp: &mut Importer) -> Result<PullReport> {
             continue;
         };
         rep.windows += 1;
-        let tasks = imp.bt.task_numbers_in(cursor, secs)?;
-        let mut busy = false;
-        let read = report::sessions(&body, |s| {
-            rep.sessions += 1;
-            if started.elapsed() >= budget || switchyard_sdk::retry::budget_spent() {
-                return Err(Halt::Stop(format!(
-                    "run budget of {} s used",
-                    imp.settings.run_budget_secs
-                )));
-            }
-            match imp.import(&s, tasks.get(&s.lsid).map(String::as_str)) {
-                Ok(Imported::Busy(_)) => {
-                    busy = true;
-                    Ok(())
-                }
-                Ok(_) => Ok(()),
-                Err(_) if switchyard_sdk::retry::budget_spent() => {
-                    Err(Halt::Stop("this run's request budget is used up".into()))
-                }
-                Err(e) => Err(Halt::Fail(e)),
-            }
-        });
-        match read {
-            Err(Halt::Fail(e)) => return Err(e),
-            Err(Halt::Stop(why)) => {
-                rep.stopped = Some(why);
-                break;
-            }
-            Ok(Err(e)) => {
-                return Err(Error::upstream(format!(
-                    "BeyondTrust's report of sessions ending {} to {} UTC: {e}; the cursor stays \
-                     at {} UTC and the next run asks again",
-                    glide_time(cursor),
-                    glide_time(cursor + secs),
+        let tasks = match imp.bt.task_numbers_in(cursor, secs) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let why = e.message().to_owned();
+                log::warn(format!(
+                    "the rep exit survey report of {} UTC is unavailable ({why}); sessions are \
+                     imported without survey association, and the survey is asked for again later",
                     glide_time(cursor)
-                )));
+                ));
+                rep.survey_unavailable.get_or_insert(why);
+                None
             }
-            Ok(Ok(Outcome::NoArchives | Outcome::Sessions(_))) => {}
+        };
+        let busy = match read_window(
+            imp,
+            &body,
+            &tasks.clone().unwrap_or_default(),
+            cursor,
+            secs,
+            &mut rep,
+            started,
+            budget,
+        )? {
+            WindowEnd::Stopped => break,
+            WindowEnd::Done { busy } => busy,
+        };
+        if tasks.is_none() {
+            owe_survey(&mut owed, cursor, secs);
         }
         if busy {
             rep.stopped = Some("a session is being imported by another run".into());
@@ -171,6 +197,8 @@ pub fn pull(imp: &mut Importer) -> Result<PullReport> {
         // The window is done: move past it, but not into the settling
         // margin (that part is asked for again next run).
         let next = (cursor + secs).min(horizon).max(cursor);
+        // The owed survey is recorded before the cursor moves past it.
+        storage::set_json(SURVEY_RETRY_KEY, &owed)?;
         if next > cursor {
             storage::set_json(CURSOR_KEY, &next)?;
             rep.cursor = next;
@@ -188,8 +216,123 @@ pub fn pull(imp: &mut Importer) -> Result<PullReport> {
         cursor += secs;
     }
     rep.more = rep.stopped.is_some();
+    rep.surveys_owed = owed.len();
     if let Err(e) = imp.prune(now, 500) {
         log::warn(format!("pruning old session markers: {e}"));
     }
     Ok(rep)
+}
+
+/// How reading a window ended.
+enum WindowEnd {
+    /// Every session was read (`busy`: one was held by another run).
+    Done { busy: bool },
+    /// Out of time or budget: `rep.stopped` says why.
+    Stopped,
+}
+
+/// Imports the sessions of one window's report `body`, with the survey's
+/// task numbers `tasks`.
+#[allow(clippy::too_many_arguments)]
+fn read_window(
+    imp: &mut Importer,
+    body: &[u8],
+    tasks: &std::collections::HashMap<String, String>,
+    cursor: i64,
+    secs: i64,
+    rep: &mut PullReport,
+    started: Instant,
+    budget: Duration,
+) -> Result<WindowEnd> {
+    let mut busy = false;
+    let mut sessions = 0;
+    let read = report::sessions(body, |s| {
+        sessions += 1;
+        if started.elapsed() >= budget || switchyard_sdk::retry::budget_spent() {
+            return Err(Halt::Stop(format!(
+                "run budget of {} s used",
+                imp.settings.run_budget_secs
+            )));
+        }
+        match imp.import(&s, tasks.get(&s.lsid).map(String::as_str)) {
+            Ok(Imported::Busy(_)) => {
+                busy = true;
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(_) if switchyard_sdk::retry::budget_spent() => {
+                Err(Halt::Stop("this run's request budget is used up".into()))
+            }
+            Err(e) => Err(Halt::Fail(e)),
+        }
+    });
+    rep.sessions += sessions;
+    match read {
+        Err(Halt::Fail(e)) => Err(e),
+        Err(Halt::Stop(why)) => {
+            rep.stopped = Some(why);
+            Ok(WindowEnd::Stopped)
+        }
+        Ok(Err(e)) => Err(Error::upstream(format!(
+            "BeyondTrust's report of sessions ending {} to {} UTC: {e}; the cursor stays \
+             at {} UTC and the next run asks again",
+            glide_time(cursor),
+            glide_time(cursor + secs),
+            glide_time(cursor)
+        ))),
+        Ok(Ok(Outcome::NoArchives | Outcome::Sessions(_))) => Ok(WindowEnd::Done { busy }),
+    }
+}
+
+/// Adds a window to those whose survey is owed, dropping the oldest past
+/// [`SURVEY_RETRY_MAX`].
+fn owe_survey(owed: &mut Vec<(i64, i64)>, from: i64, secs: i64) {
+    if !owed.contains(&(from, secs)) {
+        owed.push((from, secs));
+    }
+    if owed.len() > SURVEY_RETRY_MAX {
+        let dropped = owed.remove(0);
+        log::warn(format!(
+            "the survey of the window from {} UTC is no longer asked for (over {SURVEY_RETRY_MAX} are owed)",
+            glide_time(dropped.0)
+        ));
+    }
+}
+
+/// Asks again for the surveys of the oldest owed windows; for each that
+/// comes, reads the window's sessions once more so that surveyed sessions
+/// get their task. Stops at the first survey still refused.
+fn retry_surveys(
+    imp: &mut Importer,
+    owed: &mut Vec<(i64, i64)>,
+    rep: &mut PullReport,
+    started: Instant,
+    budget: Duration,
+) -> Result<()> {
+    for _ in 0..SURVEY_RETRIES_PER_RUN {
+        let Some(&(from, secs)) = owed.first() else {
+            return Ok(());
+        };
+        let tasks = match imp.bt.task_numbers_in(from, secs) {
+            Ok(t) => t,
+            Err(e) => {
+                rep.survey_unavailable.get_or_insert(e.message().to_owned());
+                return Ok(());
+            }
+        };
+        if !tasks.is_empty() {
+            let Some(body) = imp.bt.sessions_in(from, secs)? else {
+                // Too large at this size now: leave it to a later run.
+                return Ok(());
+            };
+            match read_window(imp, &body, &tasks, from, secs, rep, started, budget)? {
+                WindowEnd::Stopped => return Ok(()),
+                WindowEnd::Done { busy: true } => return Ok(()),
+                WindowEnd::Done { busy: false } => {}
+            }
+        }
+        owed.remove(0);
+        rep.surveys_recovered += 1;
+    }
+    Ok(())
 }

@@ -212,6 +212,9 @@ struct Sim {
     data: Mutex<Data>,
     tokens: Arc<Tokens>,
     wake: tokio::sync::Notify,
+    /// Survey reports answer `<error>` (an API account without the
+    /// permission to read them).
+    refuse_surveys: std::sync::atomic::AtomicBool,
 }
 
 /// A running BeyondTrust simulator.
@@ -773,6 +776,17 @@ async fn reporting(
             out.push_str("</session_list>");
             xml(StatusCode::OK, out)
         }
+        Some("SupportRepExitSurvey" | "SupportCustExitSurvey")
+            if sim
+                .refuse_surveys
+                .load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            xml_error(
+                StatusCode::OK,
+                NS_COMMAND,
+                "The API account does not have permission to run this report.",
+            )
+        }
         Some(kind @ ("SupportRepExitSurvey" | "SupportCustExitSurvey")) => {
             let with: Vec<&&Session> = sessions
                 .iter()
@@ -874,6 +888,7 @@ impl BeyondTrust {
             data: Mutex::new(Data::seed(seed, sessions, common::now_secs())),
             tokens: Arc::new(Tokens::default()),
             wake: tokio::sync::Notify::new(),
+            refuse_surveys: std::sync::atomic::AtomicBool::new(false),
         });
         let control = Arc::new(Control::default());
         control.expires(sim.tokens.clone());
@@ -1011,6 +1026,14 @@ impl BeyondTrust {
     /// Events waiting (the first is being retried).
     pub fn pending(&self) -> Vec<Outbound> {
         self.sim.data().pending.iter().cloned().collect()
+    }
+
+    /// Makes the exit-survey reports answer `<error>` (as for an API
+    /// account without the permission), or answer again.
+    pub fn refuse_surveys(&self, refuse: bool) {
+        self.sim
+            .refuse_surveys
+            .store(refuse, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Session keys generated so far.
