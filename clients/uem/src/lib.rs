@@ -34,6 +34,21 @@ pub use device::{Device, OsFamily, Selector};
 /// The usual name of the credential slot for UEM.
 pub const CREDENTIAL: &str = "uem";
 
+/// The manifest's credential slot [`CREDENTIAL`]: OAuth2 client
+/// credentials or Basic (with the `aw-tenant-code` header), `purpose`
+/// saying what the plugin uses UEM for.
+pub fn credential_slot(purpose: &str) -> switchyard_sdk::CredentialSlot {
+    use switchyard_sdk::CredentialKind;
+    switchyard_sdk::CredentialSlot::new(
+        CREDENTIAL,
+        purpose,
+        &[
+            CredentialKind::Oauth2ClientCredentials,
+            CredentialKind::Basic,
+        ],
+    )
+}
+
 /// The page size of UEM's searches (its default and maximum).
 const PAGE: usize = 500;
 

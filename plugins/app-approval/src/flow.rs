@@ -357,7 +357,7 @@ fn apply_forwarded(r: &mut Request, sent: Result<Value>) -> Result<()> {
         Err(e) => {
             r.error = Some(format!(
                 "forwarding to ServiceNow failed: {}",
-                store::describe(&e)
+                e.message().to_owned()
             ))
         }
     }
@@ -586,7 +586,7 @@ pub fn dispatch(s: &Settings, r: &mut Request) -> Result<()> {
                 Error::NotFound(_) | Error::Forbidden(_) | Error::InvalidInput(_)
             ) =>
         {
-            let why = store::describe(&e);
+            let why = e.message().to_owned();
             r.error = Some(why.clone());
             r.record(now, ERROR, "UEM", format!("install refused: {why}"));
             slack::announce(s, ERROR, r)?;
@@ -595,7 +595,7 @@ pub fn dispatch(s: &Settings, r: &mut Request) -> Result<()> {
         // Worth another try by the next run, within the install time limit
         // counted from the decision.
         Err(e) => {
-            let why = store::describe(&e);
+            let why = e.message().to_owned();
             let since = r.decided_ms.unwrap_or(r.created_ms);
             if now >= since + s.install_timeout_hours * 3_600_000 {
                 r.error = Some(why.clone());
@@ -633,7 +633,7 @@ fn follow_install(s: &Settings, r: &mut Request) -> Result<()> {
         Ok(a) => a.unwrap_or(Value::Null),
         // The device is gone from UEM: the install cannot finish.
         Err(e) if matches!(e.kind(), Error::NotFound(_)) => {
-            let why = store::describe(&e);
+            let why = e.message().to_owned();
             r.error = Some(why.clone());
             r.record(now, ERROR, "UEM", format!("{why}; request the app again"));
             slack::announce(s, ERROR, r)?;
@@ -643,7 +643,7 @@ fn follow_install(s: &Settings, r: &mut Request) -> Result<()> {
             let why = format!(
                 "not installed within {} hours; UEM could not be asked: {}",
                 s.install_timeout_hours,
-                store::describe(&e)
+                e.message().to_owned()
             );
             r.error = Some(why.clone());
             r.record(now, ERROR, "UEM", format!("{why}; request the app again"));
@@ -831,7 +831,7 @@ pub fn tick(s: &Settings, holder: &str) -> Result<String> {
         // A step that could not talk to its system leaves the request as it
         // was, with the reason; the next run tries again.
         if let Err(e) = step {
-            r.error = Some(store::describe(&e));
+            r.error = Some(e.message().to_owned());
             store::save(&r)?;
         }
         if r.error.is_some() && r.history.len() == events {

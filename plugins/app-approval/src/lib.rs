@@ -120,7 +120,10 @@ fn check_system<T>(system: &str, r: Result<T>) -> (bool, Value) {
     let _ = store::note_exchange(system, now, &r);
     match r {
         Ok(_) => (true, json!({ "ok": true })),
-        Err(e) => (false, json!({ "ok": false, "error": store::describe(&e) })),
+        Err(e) => (
+            false,
+            json!({ "ok": false, "error": e.message().to_owned() }),
+        ),
     }
 }
 
@@ -241,7 +244,7 @@ switchyard_sdk::actions! {
                         }
                         Err(e) => {
                             slack_ok = false;
-                            json!({ "ok": false, "error": store::describe(&e) })
+                            json!({ "ok": false, "error": e.message().to_owned() })
                         }
                     }
                 }
@@ -317,11 +320,9 @@ impl Plugin for AppApproval {
             m = m.config(ConfigSpec::optional(key, description, default));
         }
         m = m
-            .credential(CredentialSlot::new(
-                switchyard_uem::CREDENTIAL,
+            .credential(switchyard_uem::credential_slot(
                 "Workspace ONE UEM API (devices, app catalog, installs): OAuth2 client credentials, \
                  or Basic with the aw-tenant-code header",
-                &[CredentialKind::Oauth2ClientCredentials, CredentialKind::Basic],
             ))
             .credential(switchyard_servicenow::credential_slot(
                 "ServiceNow integration user (app-approval API, sc_request work notes)",

@@ -17,19 +17,16 @@ pub const ERROR: &str = "Error";
 /// Every status, in the order of the flow.
 pub const STATUSES: &[&str] = &[PENDING, DISPATCHED, INSTALLED, REJECTED, EXPIRED, ERROR];
 
-/// Slack events: (setting key, what it announces, default credential slot).
-pub const SLACK_EVENTS: &[(&str, &str, &str)] = &[
-    ("slack_pending_approval", PENDING, "slack-requests"),
-    (
-        "slack_install_command_dispatched",
-        DISPATCHED,
-        "slack-approvals",
-    ),
-    ("slack_installed", INSTALLED, "slack-installs"),
-    ("slack_rejected", REJECTED, "slack-approvals"),
-    ("slack_expired", EXPIRED, "slack-alerts"),
-    ("slack_error", ERROR, "slack-alerts"),
-    ("slack_reminder", "Reminder", "slack-requests"),
+/// Slack events: (setting key, what it announces). Their default slots
+/// are in [`DEFAULTS`].
+pub const SLACK_EVENTS: &[(&str, &str)] = &[
+    ("slack_pending_approval", PENDING),
+    ("slack_install_command_dispatched", DISPATCHED),
+    ("slack_installed", INSTALLED),
+    ("slack_rejected", REJECTED),
+    ("slack_expired", EXPIRED),
+    ("slack_error", ERROR),
+    ("slack_reminder", "Reminder"),
 ];
 
 /// The Slack credential slots a tenant can bind (one incoming webhook, so
@@ -194,7 +191,7 @@ impl Settings {
             return Err("allowed_platforms: name at least one OS family".into());
         }
         let mut slack = Vec::new();
-        for (key, event, _) in SLACK_EVENTS {
+        for (key, event) in SLACK_EVENTS {
             let slot = v.text(key).trim().to_owned();
             if slot == "none" || slot.is_empty() {
                 slack.push((*event, None));

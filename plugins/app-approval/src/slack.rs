@@ -178,7 +178,7 @@ fn send(m: &Message) -> Outcome {
         .json(&m.payload)
     {
         Ok(r) => r,
-        Err(e) => return Outcome::Refused(format!("not sent: {}", store::describe(&e))),
+        Err(e) => return Outcome::Refused(format!("not sent: {}", e.message().to_owned())),
     };
     let snippet = |b: &[u8]| {
         String::from_utf8_lossy(b)
@@ -212,14 +212,18 @@ fn send(m: &Message) -> Outcome {
         Err(e @ (HttpError::Timeout | HttpError::Connection(_) | HttpError::TooLarge(_))) => {
             Outcome::Later(
                 60,
-                store::describe(&switchyard_sdk::http::error_from("Slack", e)),
+                switchyard_sdk::http::error_from("Slack", e)
+                    .message()
+                    .to_owned(),
             )
         }
         // Egress denied, the credential not usable, a request the host
         // refuses: waiting will not help.
         Err(e) => Outcome::Refused(format!(
             "not sent: {}",
-            store::describe(&switchyard_sdk::http::error_from("Slack", e))
+            switchyard_sdk::http::error_from("Slack", e)
+                .message()
+                .to_owned()
         )),
     }
 }

@@ -293,7 +293,7 @@ pub fn note_exchange<T>(system: &str, now_ms: u64, result: &Result<T>) -> Result
         Ok(_) => {
             s.last_ok.insert(system.to_owned(), now_ms);
         }
-        Err(e) => s.last_error = Some((now_ms, system.to_owned(), describe(e))),
+        Err(e) => s.last_error = Some((now_ms, system.to_owned(), e.message().to_owned())),
     }
     set_json("stats", &s)
 }
@@ -301,9 +301,4 @@ pub fn note_exchange<T>(system: &str, now_ms: u64, result: &Result<T>) -> Result
 /// The statistics.
 pub fn stats() -> Result<Stats> {
     Ok(get_json("stats")?.unwrap_or_default())
-}
-
-/// An error's message without its kind.
-pub fn describe(e: &Error) -> String {
-    e.message().to_owned()
 }

@@ -110,10 +110,8 @@ impl Plugin for MtdTagging {
         for (key, default, description) in settings::DEFAULTS {
             m = m.config(ConfigSpec::optional(key, description, default));
         }
-        m.credential(CredentialSlot::new(
-            switchyard_uem::CREDENTIAL,
+        m.credential(switchyard_uem::credential_slot(
             "Workspace ONE UEM API: OAuth2 client credentials (recommended), or Basic with the aw-tenant-code header",
-            &[CredentialKind::Oauth2ClientCredentials, CredentialKind::Basic],
         ))
         .credential(CredentialSlot::new(
             mtd::CREDENTIAL,

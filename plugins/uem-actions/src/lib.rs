@@ -79,8 +79,7 @@ pub mod roles;
 
 use serde_json::{Value, json};
 use switchyard_sdk::{
-    ConfigSpec, Context, CredentialKind, CredentialSlot, Error, Manifest, Plugin, Result, config,
-    credentials, log,
+    ConfigSpec, Context, CredentialKind, Error, Manifest, Plugin, Result, config, credentials, log,
 };
 use switchyard_servicenow::ServiceNow;
 use switchyard_uem::{Device, OsFamily, Selector, Uem};
@@ -124,10 +123,8 @@ impl Plugin for UemActions {
                 "Allow the read-only actions (console-link, view-recovery-key) on devices that are not enrolled (true/false)",
                 "false",
             ))
-            .credential(CredentialSlot::new(
-                switchyard_uem::CREDENTIAL,
+            .credential(switchyard_uem::credential_slot(
                 "Workspace ONE UEM API: OAuth2 client credentials, or Basic with the aw-tenant-code header",
-                &[CredentialKind::Oauth2ClientCredentials, CredentialKind::Basic],
             ))
             .credential(
                 switchyard_servicenow::credential_slot("ServiceNow, for work notes on the incident")
