@@ -371,15 +371,15 @@ async fn a_manifest_that_calls_an_import_or_spins_is_refused() {
     for (mode, needle) in [
         (
             "storage",
-            "called the host import `switchyard:plugin/storage@0.1.2#get`",
+            "called the host import `switchyard:plugin/storage@0.1.3#get`",
         ),
         (
             "log",
-            "called the host import `switchyard:plugin/log@0.1.2#emit`",
+            "called the host import `switchyard:plugin/log@0.1.3#emit`",
         ),
         (
             "http",
-            "called the host import `switchyard:plugin/http@0.1.2#send`",
+            "called the host import `switchyard:plugin/http@0.1.3#send`",
         ),
         ("spin", "manifest() did not return within 1000 ms"),
     ] {

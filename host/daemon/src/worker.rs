@@ -350,8 +350,14 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
         actor: "",
         request_id: &rid,
     };
+    // A job that goes on across invocations asked to run again soon.
+    let again_at_ms = match (&outcome, job.kind.as_str(), report.run_again_secs) {
+        (Outcome::Done, "job", Some(secs)) => Some(now_ms() + i64::from(secs) * 1000),
+        _ => None,
+    };
     let finish = Finish {
         attempt,
+        again_at_ms,
         run: RunRecord {
             tenant: job.tenant.clone(),
             instance: job.instance.clone(),

@@ -81,6 +81,8 @@ pub struct CallState {
     pub(crate) progress_sink: Option<tokio::sync::watch::Sender<Option<Progress>>>,
     /// What the plugin said of the error it returns (`invocation`).
     pub(crate) retry: Option<RetryMark>,
+    /// Seconds after which a job asked to run again (`invocation`).
+    pub(crate) run_again: Option<u32>,
 }
 
 impl CallState {
@@ -107,6 +109,7 @@ impl CallState {
             progress: None,
             progress_sink,
             retry: None,
+            run_again: None,
         }
     }
 }

@@ -135,6 +135,9 @@ pub struct Report {
     /// Whether the plugin marked the error it returned permanent or
     /// transient (`invocation.mark-error`); None when it did not.
     pub retry: Option<crate::call::RetryMark>,
+    /// When a job asked to run again (`invocation.run-again`): after this
+    /// many seconds (at most [`crate::invocation::MAX_RUN_AGAIN_SECS`]).
+    pub run_again_secs: Option<u32>,
 }
 
 /// The result of a call and its report (which exists even when it failed:
@@ -455,6 +458,7 @@ impl Instance {
                     logs_dropped: call.logs_dropped,
                     progress: call.progress,
                     retry: call.retry,
+                    run_again_secs: call.run_again,
                 },
             }
         };

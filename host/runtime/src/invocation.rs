@@ -2,7 +2,7 @@
 //! invocation's deadline and request budget, and the plugin's word on
 //! whether its error is worth retrying.
 //!
-//! The retry mark is kept in the invocation's state and reported with the
+//! The retry mark and a job's wish to run again are kept in the invocation's state and reported with the
 //! result ([`crate::Report::retry`]); the daemon's queue applies it only
 //! when the plugin returned an error (not to traps, deadlines or refused
 //! input, which the host judges itself).
@@ -13,6 +13,10 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::invocation::{self, Host, Retry};
 use crate::call::{CallState, RetryMark};
+
+/// The longest delay `run-again` asks for: a longer wait is what the job's
+/// schedule is for.
+pub const MAX_RUN_AGAIN_SECS: u32 = 3_600;
 
 /// What an `invocation` call sees: the invocation's state.
 pub struct InvocationCtxView<'a> {
@@ -45,6 +49,11 @@ impl Host for InvocationCtxView<'_> {
             Retry::Permanent => RetryMark::Permanent,
             Retry::Transient => RetryMark::Transient,
         });
+        Ok(())
+    }
+
+    fn run_again(&mut self, after_secs: u32) -> wasmtime::Result<()> {
+        self.call.run_again = Some(after_secs.min(MAX_RUN_AGAIN_SECS));
         Ok(())
     }
 }

@@ -243,6 +243,11 @@ pub struct Finish<'a> {
     pub egress: Vec<AuditEntry>,
     /// Lease the worker slot's next job in the same transaction.
     pub next: Option<NextLease>,
+    /// A job that succeeded and asked to run again (`invocation.run-again`):
+    /// its next run is queued for this time (ms since the epoch) in the same
+    /// transaction, keyed like a scheduled run so that the schedule waits
+    /// behind it.
+    pub again_at_ms: Option<i64>,
 }
 
 /// What [`Finish::next`] leases under (as [`LeaseRequest`], for one job).
@@ -437,6 +442,31 @@ const REQUEUE_EXPIRED: &str = "UPDATE jobs INDEXED BY jobs_running
 const PRUNE_DONE: &str = "DELETE FROM jobs WHERE id IN (
     SELECT id FROM jobs INDEXED BY jobs_done WHERE state='done' AND finished_at < ?1 LIMIT ?2)";
 
+/// Queues the next run of job `id`, which asked to run again at `at_ms`.
+/// Its key, `schedule:<job>:again-<id>`, falls in the range the schedule
+/// checks for a pending run ([`crate::InstanceStore::fire_schedule`]), so
+/// a scheduled run that comes due meanwhile is skipped rather than run
+/// beside it; the id keeps a second settlement of the same run from
+/// queueing two.
+fn again_in(
+    tx: &rusqlite::Savepoint<'_>,
+    id: i64,
+    at_ms: i64,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO jobs (tenant, instance, kind, name, payload, idempotency_key,
+                           state, attempts, max_attempts, run_after, created_at)
+         SELECT tenant, instance, 'job', name, x'', 'schedule:' || name || ':again-' || id,
+                'queued', 0, max_attempts, ?2, ?3
+         FROM jobs WHERE id = ?1 AND kind = 'job'
+         ON CONFLICT (tenant, instance, idempotency_key) DO NOTHING",
+        params![id, at_ms.max(now_ms), now_ms],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
 #[async_trait]
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
@@ -563,6 +593,7 @@ impl JobQueue for SqliteStore {
             mut job_entry,
             mut egress,
             next,
+            again_at_ms,
             ..
         } = f;
         let cursor = self.lease_cursor.clone();
@@ -584,6 +615,9 @@ impl JobQueue for SqliteStore {
                     }
                 }
             };
+            if let (Settled::Done, Some(at)) = (settled, again_at_ms) {
+                again_in(&tx, id, at, now_ms)?;
+            }
             // The attempt ran whether or not its lease held: its run and
             // what it did are recorded either way.
             crate::schedule::record_run_in(&tx, &run, now_ms)?;
@@ -1141,6 +1175,7 @@ mod tests {
         use crate::{InstanceStore, MAX_SUMMARY_CHARS, RunRecord};
         let db = SqliteStore::open_in_memory().unwrap();
         let finish = |attempt, outcome: Outcome, summary: Option<String>| Finish {
+            again_at_ms: None,
             attempt,
             run: RunRecord {
                 tenant: "acme".into(),
@@ -1206,6 +1241,112 @@ mod tests {
         assert_eq!(stats[0].last_summary.as_deref(), Some(kept.as_str()));
     }
 
+    /// `invocation.run-again`: a job that succeeds and asks to run again has
+    /// its next run queued (once) for the time asked, the schedule waits
+    /// behind it, and an attempt that lost its lease queues nothing.
+    #[tokio::test]
+    async fn a_job_that_asks_to_run_again_is_queued_once_and_the_schedule_waits() {
+        use crate::{Fired, InstanceStore, RunRecord, WantedSchedule};
+        let db = SqliteStore::open_in_memory().unwrap();
+        let done = |attempt, again_at_ms| Finish {
+            attempt,
+            again_at_ms,
+            outcome: Outcome::Done,
+            run: RunRecord {
+                tenant: "acme".into(),
+                instance: "i".into(),
+                kind: "job".into(),
+                name: "sync".into(),
+                outcome: "ok".into(),
+                error: None,
+                summary: None,
+            },
+            job_entry: AuditEntry {
+                seq: 0,
+                time: 0,
+                tenant: "acme".into(),
+                instance: Some("i".into()),
+                actor: None,
+                kind: "job".into(),
+                what: "sync".into(),
+                outcome: String::new(),
+                duration_ms: 1,
+                request_id: "r".into(),
+            },
+            egress: vec![],
+            next: None,
+        };
+        let wanted = vec![WantedSchedule {
+            tenant: "acme".into(),
+            instance: "i".into(),
+            job: "sync".into(),
+            interval_ms: 10_000,
+        }];
+        db.sync_schedules(wanted, 1_000).await.unwrap();
+        let due = db.due_schedules(1_000).await.unwrap();
+        let Fired::Queued(first) = db.fire_schedule(&due[0], 3, 1_000).await.unwrap() else {
+            panic!("the schedule did not fire");
+        };
+        let j = lease(&db, 1_000, 60_000, 1, 1).await.remove(0);
+        assert_eq!(j.id, first);
+        let f = db
+            .finish_job(done(j.attempt("w"), Some(5_000)), 1_500)
+            .await;
+        assert_eq!(f.unwrap().settled, Settled::Done);
+
+        // Queued for the time asked, not before.
+        let again = db
+            .list_jobs("acme", Some(JobState::Queued), 10)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0].name, "sync");
+        assert_eq!(
+            (
+                again[0].kind.as_str(),
+                again[0].run_after_ms,
+                again[0].max_attempts
+            ),
+            ("job", 5_000, 3)
+        );
+        assert!(lease(&db, 4_999, 60_000, 1, 1).await.is_empty());
+
+        // The schedule comes due meanwhile: it waits behind the pending run.
+        let due = db.due_schedules(11_000).await.unwrap();
+        assert_eq!(
+            db.fire_schedule(&due[0], 3, 11_000).await.unwrap(),
+            Fired::StillPending(again[0].id)
+        );
+
+        // The further run, taken over by a second worker after its lease
+        // ran out, asks again twice: only the current holder's word counts.
+        let stale = lease(&db, 11_000, 1_000, 1, 1).await.remove(0);
+        let current = lease_as(&db, "b", 13_000, 60_000, 1, &TenantConcurrency::uniform(1))
+            .await
+            .remove(0);
+        assert_eq!((stale.id, current.id), (again[0].id, again[0].id));
+        let lost = db
+            .finish_job(done(stale.attempt("w"), Some(13_000)), 13_100)
+            .await;
+        assert_eq!(lost.unwrap().settled, Settled::LeaseLost);
+        assert!(
+            db.list_jobs("acme", Some(JobState::Queued), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let f = db
+            .finish_job(done(current.attempt("b"), None), 13_200)
+            .await;
+        assert_eq!(f.unwrap().settled, Settled::Done);
+        assert!(
+            db.list_jobs("acme", Some(JobState::Queued), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     #[tokio::test]
     async fn a_finished_job_commits_with_its_run_and_audit() {
         use crate::{AdminStore, InstanceStore, RunRecord};
@@ -1225,6 +1366,7 @@ mod tests {
             request_id: "r".into(),
         };
         let finish = |attempt| Finish {
+            again_at_ms: None,
             attempt,
             outcome: Outcome::Failed {
                 error: "boom".into(),
