@@ -34,11 +34,21 @@ async fn setup(devices: usize, config: &str) -> Env {
 /// [`setup`], with UEM's OAuth2 credential instead of Basic when `oauth`,
 /// and extra `[instance.limits]` lines.
 async fn setup_with(devices: usize, config: &str, oauth: bool, limits: &str) -> Env {
-    let uem_cfg = UemConfig {
+    let uem = Uem::start(uem_config(), 5, devices).await.unwrap();
+    setup_env(uem, config, oauth, limits, "").await
+}
+
+fn uem_config() -> UemConfig {
+    UemConfig {
         rate_limit_per_minute: u32::MAX,
         ..UemConfig::default()
-    };
-    let uem = Uem::start(uem_cfg.clone(), 5, devices).await.unwrap();
+    }
+}
+
+/// [`setup_with`] for a UEM simulator already started, with extra lines
+/// in the `[[instance]]` table.
+async fn setup_env(uem: Uem, config: &str, oauth: bool, limits: &str, instance: &str) -> Env {
+    let uem_cfg = uem.config().clone();
     let mtd = Mtd::start(MtdConfig {
         rate_limit_per_minute: u32::MAX,
         ..MtdConfig::default()
@@ -53,6 +63,7 @@ async fn setup_with(devices: usize, config: &str, oauth: bool, limits: &str) -> 
 id = "mtd"
 plugin = "mtd-tagging"
 egress = ["{uem}", "{mtd}"]
+{instance}
 
 [instance.config]
 api_url = "{uem}"
@@ -181,10 +192,20 @@ async fn devices_are_synced_once_and_tagged() {
         )),
         "{summary}"
     );
-    assert!(
-        env.mtd.devices().iter().all(|d| d.upserts == 1),
-        "stored once each"
-    );
+    // A device in an organization group and the smart group is stored
+    // again when the second group is read, with both.
+    let smart: BTreeSet<i64> = env.uem.smart_groups()[0].devices.iter().copied().collect();
+    for d in env.mtd.devices() {
+        let id: i64 = d.id.parse().unwrap();
+        let groups = d.fields["groups"].as_array().unwrap().len();
+        let in_org = env.in_group(571).contains(&id) || env.in_group(572).contains(&id);
+        let both = in_org && smart.contains(&id);
+        assert_eq!(
+            (d.upserts, groups),
+            if both { (2, 2) } else { (1, 1) },
+            "{d:?}"
+        );
+    }
     // New devices are provisioned, with no risk: one status tag each.
     assert_eq!(env.tagged("CHKP_Status_Provisioned"), want);
     let tag = env
@@ -432,22 +453,24 @@ async fn apps_of_ios_devices_are_sent_across_runs() {
     .to_owned();
     let (status, body) = post(&env.d, "/v1/admin/reload", Some(&operator), &[], "").await;
     assert_eq!(status, 200, "{body}");
-    let mut sent = 0;
-    let mut runs = 0;
-    loop {
-        let summary = env.run("app-sync").await;
-        runs += 1;
-        sent += summary
-            .strip_prefix("apps of ")
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap();
-        if !summary.contains("left for the next run") {
-            break;
-        }
-        assert!(runs < 20, "{summary}");
-    }
-    assert!(runs > 1, "the budget split the work");
+    // One run now: each run that stops early asks for the next at once.
+    start_job(&env.d, &env.token, BASE, "app-sync").await;
+    let stats = eventually("the app sync to finish", || async {
+        let j = job_stats(&env.d, &env.token, BASE, "app-sync").await;
+        let done = !j["last_summary"]
+            .as_str()?
+            .contains("left for the next run");
+        (done && j["runs"].as_i64()? > 1).then_some(j)
+    })
+    .await;
+    assert_eq!(stats["errors"], 0, "{stats}");
+    let sent = env
+        .mtd
+        .control()
+        .requests_to("/api/v1/devices/")
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .count();
     assert_eq!(sent, ios.len(), "each iOS device once");
     for d in env.mtd.devices() {
         let id: i64 = d.id.parse().unwrap();
@@ -461,6 +484,151 @@ async fn apps_of_ios_devices_are_sent_across_runs() {
         // The device sync's fields are still there.
         assert_eq!(d.fields["serial"], uem.serial.as_str());
     }
+}
+
+/// A sync larger than one invocation's request budget saves where it is
+/// and asks to run again at once: one run-now ends with every device
+/// stored once and tagged, over several runs, without waiting for the
+/// schedule; a risk notice that comes meanwhile is kept and applied.
+#[tokio::test]
+async fn a_sync_larger_than_one_run_goes_on_by_itself() {
+    let env = setup_with(600, "groups = \"571, 572, 573\"", false, "").await;
+    let file = env._dir.path().join("tenants/acme.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("http_requests = 1000", "http_requests = 12"),
+    )
+    .unwrap();
+    let operator = cli(
+        &[
+            "token",
+            "--config",
+            env._dir.path().to_str().unwrap(),
+            "create-operator",
+        ],
+        None,
+    )
+    .trim()
+    .to_owned();
+    let (status, body) = post(&env.d, "/v1/admin/reload", Some(&operator), &[], "").await;
+    assert_eq!(status, 200, "{body}");
+
+    // The first run stops early (its summary may already be a later
+    // run's when it is read: each asks for the next at once).
+    env.sync().await;
+    // Devices stored by the first run can be flagged while the rest runs.
+    let flagged = env.mtd.devices()[0].id.clone();
+    let n = env.mtd.set_risk(&flagged, "high", &[]).await.unwrap();
+    assert_eq!(n.outcome, Ok(200), "{n:?}");
+    let st = eventually("the sync to finish", || async {
+        let (_, st) = env.act("sync-status").await;
+        (st["output"]["sync_in_progress"].is_null() && st["output"]["last_sync"].is_object())
+            .then_some(st)
+    })
+    .await;
+    let report = &st["output"]["last_sync"];
+    assert!(report["runs"].as_u64().unwrap() >= 3, "{st}");
+    let stats = job_stats(&env.d, &env.token, BASE, "device-sync").await;
+    assert_eq!(stats["errors"], 0, "{stats}");
+    assert!(stats["runs"].as_i64().unwrap() >= 3, "{stats}");
+
+    let mut want = env.in_group(571);
+    want.extend(env.in_group(572));
+    want.extend(env.in_group(573));
+    let got: BTreeSet<i64> = env
+        .mtd
+        .devices()
+        .iter()
+        .map(|d| d.id.parse().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        env.mtd.devices().iter().all(|d| d.upserts == 1),
+        "stored once each"
+    );
+    assert_eq!(report["devices"], want.len(), "{report}");
+    assert_eq!(report["added"], want.len(), "{report}");
+    assert_eq!(env.tagged("CHKP_Status_Provisioned"), want);
+    let flagged: i64 = flagged.parse().unwrap();
+    eventually("the flagged device's risk tag", || async {
+        (env.tagged("CHKP_Risk_High") == BTreeSet::from([flagged])).then_some(())
+    })
+    .await;
+    let (_, st) = env.act("sync-status").await;
+    assert_eq!(st["output"]["pending_risk_changes"], 0, "{st}");
+    assert_eq!(st["output"]["tags"]["CHKP_Risk_High"], 1, "{st}");
+}
+
+/// A UEM whose certificate a private CA signed: refused (the error names
+/// the certificate) until the instance trusts that CA with `ca_certs`.
+#[tokio::test]
+async fn a_uem_behind_a_private_ca_is_reached_once_its_ca_is_trusted() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Acme Private CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let uem = Uem::start_tls(uem_config(), 5, 12, &leaf.pem(), &leaf_key.serialize_pem())
+        .await
+        .unwrap();
+    assert!(uem.url().starts_with("https://"));
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), ca.pem()).unwrap();
+
+    // Without the CA: the run fails, naming UEM and the certificate.
+    let env = setup_env(uem, "groups = \"571\"", false, "", "").await;
+    let failed = run_job(&env.d, &env.token, BASE, "device-sync").await;
+    assert_ne!(failed["last_outcome"], "ok", "{failed}");
+    let error = failed["last_error"].as_str().unwrap().to_lowercase();
+    assert!(
+        error.contains("uem") && error.contains("certificate"),
+        "{failed}"
+    );
+    assert!(env.mtd.devices().is_empty());
+
+    // Trusting the CA (and nothing else changed): the sync goes through.
+    let file = env._dir.path().join("tenants/acme.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let trusted = text.replacen(
+        "\n\n[instance.config]",
+        &format!(
+            "\nca_certs = [\"{}\"]\n\n[instance.config]",
+            ca_file.path().display()
+        ),
+        1,
+    );
+    assert_ne!(trusted, text);
+    std::fs::write(&file, trusted).unwrap();
+    let operator = cli(
+        &[
+            "token",
+            "--config",
+            env._dir.path().to_str().unwrap(),
+            "create-operator",
+        ],
+        None,
+    )
+    .trim()
+    .to_owned();
+    let (status, body) = post(&env.d, "/v1/admin/reload", Some(&operator), &[], "").await;
+    assert_eq!(status, 200, "{body}");
+    let summary = env.sync().await;
+    let want = env.in_group(571);
+    assert!(
+        summary.starts_with(&format!("{} devices", want.len())),
+        "{summary}"
+    );
+    assert_eq!(env.mtd.devices().len(), want.len());
+    assert_eq!(env.tagged("CHKP_Status_Provisioned"), want);
 }
 
 /// Upstream trouble mid-sync: UEM's 429 is waited out; a failing MTD
@@ -497,13 +665,13 @@ async fn upstream_trouble_fails_clearly_and_deletes_nothing() {
     env.uem.put_device(leaver);
     env.mtd.control().inject(
         switchyard_sim::common::Fault::on(
-            "/api/v1/devices/",
+            "/api/v1/devices/bulk",
             switchyard_sim::common::FaultKind::Status {
                 status: 500,
                 message: None,
             },
         )
-        .method("PUT"),
+        .method("POST"),
     );
     let failed = run_job(&env.d, &env.token, BASE, "device-sync").await;
     assert_ne!(failed["last_outcome"], "ok", "{failed}");
@@ -557,13 +725,14 @@ async fn an_expired_token_and_a_kill_mid_sync_lose_nothing() {
     env.uem.put_device(moved);
     env.mtd.control().inject(
         switchyard_sim::common::Fault::on(
-            "/api/v1/devices/",
-            switchyard_sim::common::FaultKind::Latency { ms: 15 },
+            "/api/v1/devices/bulk",
+            switchyard_sim::common::FaultKind::Latency { ms: 700 },
         )
-        .method("PUT"),
+        .method("POST"),
     );
     let before: u32 = env.mtd.devices().iter().map(|d| d.upserts).sum();
     start_job(&env.d, &env.token, BASE, "device-sync").await;
+    // One group's page is stored, the next is on its way.
     eventually("part of the sync", || async {
         let now: u32 = env.mtd.devices().iter().map(|d| d.upserts).sum();
         (now >= before + 20).then_some(())

@@ -7,7 +7,9 @@
 //!   service (without names or emails when `import_pii` is off), devices
 //!   that left are deleted after `delete_after_syncs` syncs — never more
 //!   than `deletion_threshold_pct` of the inventory in one sync — and the
-//!   tags are brought up to date with UEM's bulk calls. See [`sync`].
+//!   tags are brought up to date with UEM's bulk calls. A sync larger than
+//!   one invocation's request budget or deadline saves where it is and
+//!   goes on in a run it asks for at once. See [`sync`] and [`table`].
 //! - Job `app-sync` (every 60 minutes by default): the managed apps of the
 //!   synced iOS devices go to the MTD service, continuing across runs when
 //!   a run's request budget is spent.
@@ -23,10 +25,14 @@
 pub mod mtd;
 pub mod settings;
 pub mod sync;
+pub mod table;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::time::Duration;
 use switchyard_sdk::schemars::JsonSchema;
+
+use switchyard_sdk::invocation;
 use switchyard_sdk::storage::{self, Lease};
 use switchyard_sdk::{
     ConfigSpec, Context, CredentialKind, CredentialSlot, Error, JobSpec, Manifest, Plugin, Result,
@@ -58,11 +64,20 @@ switchyard_sdk::actions! {
         => |_ctx, _input: NoInput| -> Value {
         let configured = settings();
         let last: Option<sync::Report> = storage::get_json("last_sync")?;
-        let tags: std::collections::BTreeMap<String, std::collections::BTreeSet<i64>> =
-            storage::get_json("tags")?.unwrap_or_default();
+        let mut tags = std::collections::BTreeMap::<String, usize>::new();
+        let mut devices = 0;
+        if let Some(h) = table::Header::load()? {
+            table::for_each_dev(&h, |table::Dev(_, mask, _)| {
+                devices += 1;
+                for name in h.names_of(mask) {
+                    *tags.entry(name.to_owned()).or_default() += 1;
+                }
+                Ok(())
+            })?;
+        }
         let last_error: Option<Value> = storage::get_json("last_error")?;
-        let pending: std::collections::BTreeMap<String, Value> =
-            storage::get_json("pending")?.unwrap_or_default();
+        let pending = storage::list("pending/")?.len();
+        let in_progress: Option<Value> = storage::get_json("run")?;
         Ok(json!({
             "configuration": match &configured {
                 Ok(s) => json!({"ok": true, "groups": s.groups, "smart_groups": s.smart_groups,
@@ -71,8 +86,12 @@ switchyard_sdk::actions! {
                 Err(e) => json!({"ok": false, "error": e.to_string()}),
             },
             "last_sync": last,
-            "tags": tags.iter().map(|(t, d)| (t.clone(), d.len())).collect::<std::collections::BTreeMap<_, _>>(),
-            "pending_risk_changes": pending.len(),
+            "synced_devices": devices,
+            "tags": tags,
+            "pending_risk_changes": pending,
+            "sync_in_progress": in_progress.map(|r| json!({
+                "started": r["started"], "step": r["step"], "report": r["report"],
+            })),
             "last_error": last_error,
         }))
     }
@@ -152,20 +171,38 @@ impl Plugin for MtdTagging {
             .flatten()
             .filter_map(|f| f.as_str().map(str::to_owned))
             .collect();
+        // The notice's own time orders notices that overtake each other.
+        let at = body["timestamp"].as_i64().unwrap_or_else(sync::now);
         let s = settings()?;
-        let lease = match Lease::take("lock", &ctx.request_id)? {
-            Ok(lease) => lease,
+        let result = match Lease::take("lock", &ctx.request_id)? {
+            Ok(lease) => {
+                let result = sync::risk_changed(&s, device, risk, &factors, at);
+                lease.release()?;
+                result
+            }
+            // A sync that goes on across invocations applies the notice
+            // when it finishes: kept for it, rather than retried behind
+            // it. If the sync finished meanwhile (or this is a one-run
+            // sync), the notice is tried again once the lock is free.
             Err(left) => {
-                return Err(Error::Upstream {
-                    status: None,
-                    message: "a device sync is in progress".into(),
-                    retry_after_secs: Some(left.as_secs().clamp(1, 60) as u32),
+                let kept = if sync::in_progress()? {
+                    Some(sync::keep_while_busy(device, risk, &factors, at)?)
+                } else {
+                    None
+                };
+                match kept {
+                    Some(kept) if sync::in_progress()? => Ok(kept),
+                    _ => {
+                        return Err(Error::Upstream {
+                            status: None,
+                            message: "a device sync holds the lock".into(),
+                            retry_after_secs: Some(left.as_secs().clamp(1, 60) as u32),
+                        }
+                        .transient());
+                    }
                 }
-                .transient());
             }
         };
-        let result = sync::risk_changed(&s, device, risk, &factors);
-        lease.release()?;
         Ok(WebhookResponse {
             status: 200,
             headers: Vec::new(),
@@ -195,9 +232,20 @@ impl Plugin for MtdTagging {
             }
         };
         let result = if job == "device-sync" {
-            sync::device_sync(&s).map(|r| r.summary())
+            sync::device_sync(&s).map(|outcome| match outcome {
+                sync::Outcome::Done(r) => r.summary(),
+                sync::Outcome::Continues(what) => {
+                    invocation::run_again(Duration::ZERO);
+                    what
+                }
+            })
         } else {
-            sync::app_sync(&s).map(|r| r.summary())
+            sync::app_sync(&s).map(|r| {
+                if r.left > 0 {
+                    invocation::run_again(Duration::ZERO);
+                }
+                r.summary()
+            })
         };
         lease.release()?;
         result.inspect_err(|e| {

@@ -1,5 +1,6 @@
-//! The MTD service's device API (its simulator documents it): upsert,
-//! list page by page, delete. Authentication is the `mtd` credential
+//! The MTD service's device API (its simulator documents it): upsert and
+//! delete, one by one or up to [`BULK`] in one request, and the inventory
+//! page by page. Authentication is the `mtd` credential
 //! (`x-api-key`), attached by the host.
 
 use serde::Deserialize;
@@ -13,6 +14,24 @@ pub const CREDENTIAL: &str = "mtd";
 
 /// Devices per page when listing (the service's maximum).
 const PAGE: usize = 500;
+
+/// Items per bulk request (the service's maximum).
+pub const BULK: usize = 500;
+
+/// What the service did with one item of a bulk request.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct BulkResult {
+    /// The device id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `upsert` or `delete`.
+    pub op: String,
+    /// 201 created, 200 updated, 204 deleted, 404 not there, 400 refused.
+    pub status: u16,
+    /// Why it was refused.
+    #[serde(default)]
+    pub error: Option<String>,
+}
 
 /// What the service knows of a device.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -94,22 +113,36 @@ impl Mtd {
         check(r, &format!("deleting device {id}")).map(|_| true)
     }
 
-    /// Every device, page by page.
-    pub fn list(&self) -> Result<Vec<MtdDevice>> {
-        let mut out = Vec::new();
-        let mut page = 0usize;
-        loop {
-            let url = format!("{}/api/v1/devices?page={page}&page_size={PAGE}", self.base);
-            let r = check(self.send(Request::get(url))?, "listing devices")?;
-            let v: Value = r.json()?;
-            let devices: Vec<MtdDevice> = serde_json::from_value(v["devices"].clone())
-                .map_err(|e| Error::upstream(format!("the MTD device list is malformed: {e}")))?;
-            let n = devices.len();
-            out.extend(devices);
-            match v["next_page"].as_u64() {
-                Some(next) if n > 0 && next as usize > page => page = next as usize,
-                _ => return Ok(out),
-            }
+    /// Upserts (`{"id", …fields}`) and deletes, at most [`BULK`] in all, in
+    /// one request; one result per item, upserts first.
+    pub fn bulk(&self, upserts: Vec<Value>, deletes: &[String]) -> Result<Vec<BulkResult>> {
+        let n = upserts.len() + deletes.len();
+        let body = serde_json::json!({"upsert": upserts, "delete": deletes});
+        let r =
+            self.send(Request::post(format!("{}/api/v1/devices/bulk", self.base)).json(&body)?)?;
+        let v: Value = check(r, &format!("storing or deleting {n} devices"))?.json()?;
+        let results: Vec<BulkResult> = serde_json::from_value(v["results"].clone())
+            .map_err(|e| Error::upstream(format!("the MTD bulk answer is malformed: {e}")))?;
+        if results.len() != n {
+            return Err(Error::upstream(format!(
+                "the MTD service answered {} results for {n} bulk items",
+                results.len()
+            )));
         }
+        Ok(results)
+    }
+
+    /// Page `page` (from 0) of the inventory, and the next page's number.
+    pub fn page(&self, page: usize) -> Result<(Vec<MtdDevice>, Option<usize>)> {
+        let url = format!("{}/api/v1/devices?page={page}&page_size={PAGE}", self.base);
+        let r = check(self.send(Request::get(url))?, "listing devices")?;
+        let v: Value = r.json()?;
+        let devices: Vec<MtdDevice> = serde_json::from_value(v["devices"].clone())
+            .map_err(|e| Error::upstream(format!("the MTD device list is malformed: {e}")))?;
+        let next = match v["next_page"].as_u64() {
+            Some(next) if !devices.is_empty() && next as usize > page => Some(next as usize),
+            _ => None,
+        };
+        Ok((devices, next))
     }
 }

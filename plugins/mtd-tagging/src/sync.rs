@@ -1,39 +1,62 @@
-//! Device sync and tagging.
+//! Device sync and tagging, in steps that go on across invocations.
 //!
-//! A sync reads the devices of every chosen group from UEM (0-based pages;
-//! smart-group members), stores each in the MTD service once (a device in
-//! two groups counts once), then reads the MTD inventory: devices UEM no
-//! longer shows are counted, and one missing for `delete_after_syncs`
-//! syncs in a row is deleted — unless the deletions of this sync would be
-//! more than `deletion_threshold_pct` of the inventory, when none is and
-//! the summary says why. Nothing is deleted, and the missing counts do not
-//! move, unless every read and store before succeeded.
+//! A sync:
+//! 1. **Devices**: reads the devices of every chosen group from UEM page by
+//!    page (0-based pages; smart-group members) and stores each page in
+//!    the MTD service with one bulk request. A device in two groups counts
+//!    once (it is stored again with both groups).
+//! 2. **Inventory**: reads the MTD inventory page by page. A device UEM no
+//!    longer shows is counted missing; for the others the wanted tags are
+//!    worked out (a risk change announced before the device was synced
+//!    counts).
+//! 3. **Deletion**: a device missing `delete_after_syncs` syncs in a row is
+//!    deleted — unless the deletions of this sync are more than
+//!    `deletion_threshold_pct` of the inventory (but one device is always
+//!    allowed, so that a small fleet can lose one), when none is and the
+//!    summary says why.
+//! 4. **Tags**: each synced device gets its status tag, risk tag and
+//!    threat-factor tags (as switched on) with UEM's bulk calls; tags that
+//!    no longer apply, and those of devices that left, are removed. Only
+//!    what UEM accepted is recorded.
+//! 5. **Finish**: the new device table ([`crate::table`]) and the report.
 //!
-//! Tags follow the MTD inventory: each synced device carries its status
-//! tag, its risk tag and its threat-factor tags (as switched on), added
-//! and removed with UEM's bulk calls. What the plugin tagged is kept in
-//! storage (`tags`), so only changes are sent.
+//! When an invocation's request budget or deadline runs low, the sync
+//! saves where it is (`run` and its chunked lists), asks the host to run
+//! it again at once (`invocation.run-again`) and goes on there, so any
+//! number of devices is covered without raising the host's limits. A sync
+//! that fails is taken up again from its last saved step by the next run;
+//! nothing is deleted, and the last good sync's report stays, until its
+//! inventory has been read whole. A saved sync older than a day, or one
+//! for other groups, is dropped and started afresh.
 //!
-//! Storage: `missing` (device id → syncs missed), `tags` (tag → device
-//! ids), `tag_ids` (tag → UEM id), `synced` (device ids of the last sync),
-//! `pending` (risk changes for devices not synced yet), `last_sync` (the
-//! last good sync's report), `lock` (one sync or webhook at a time).
+//! Risk notices (the `risk-changed` webhook) move one device's tags at
+//! once. While a sync is in progress, or before the device is synced, a
+//! notice is kept (`pending/<device>`, the newest wins) and the sync
+//! applies it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use switchyard_sdk::{Error, Result, log, storage};
+use switchyard_sdk::{Error, Result, invocation, log, storage};
 use switchyard_uem::{Device, Uem};
 
-use crate::mtd::{Mtd, MtdDevice};
+use crate::mtd::{self, Mtd, MtdDevice};
 use crate::settings::Settings;
+use crate::table::{self, Dev, Header, Mask};
 
 /// Devices per bulk tag call.
 const BULK: usize = 500;
 
+/// Devices per UEM search page.
+const PAGE: usize = 500;
+
+/// A saved sync older than this is started afresh.
+const STALE_RUN_SECS: i64 = 24 * 3600;
+
 /// What a sync did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// Seconds since the epoch when it finished.
     pub at: i64,
@@ -45,6 +68,9 @@ pub struct Report {
     pub added: usize,
     /// Updated there.
     pub updated: usize,
+    /// Refused by the MTD service (each logged).
+    #[serde(default)]
+    pub skipped: usize,
     /// In the MTD service but not in the chosen groups.
     pub missing: usize,
     /// Deleted from the MTD service.
@@ -57,6 +83,9 @@ pub struct Report {
     pub untagged: usize,
     /// Risk changes received before their device was synced, now applied.
     pub pending_applied: usize,
+    /// Invocations the sync took.
+    #[serde(default)]
+    pub runs: u32,
 }
 
 impl Report {
@@ -67,8 +96,13 @@ impl Report {
             .as_deref()
             .map(|h| format!(" ({h})"))
             .unwrap_or_default();
+        let skipped = if self.skipped > 0 {
+            format!(", {} refused by the MTD service", self.skipped)
+        } else {
+            String::new()
+        };
         format!(
-            "{} devices from {} groups: {} added, {} updated, {} missing, {} deleted{held}; tags: {} added, {} removed; {} pending risk changes applied",
+            "{} devices from {} groups: {} added, {} updated{skipped}, {} missing, {} deleted{held}; tags: {} added, {} removed; {} pending risk changes applied; {} run(s)",
             self.devices,
             self.groups,
             self.added,
@@ -77,9 +111,19 @@ impl Report {
             self.deleted,
             self.tagged,
             self.untagged,
-            self.pending_applied
+            self.pending_applied,
+            self.runs,
         )
     }
+}
+
+/// How a sync invocation ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The sync finished.
+    Done(Report),
+    /// It saved where it is and goes on in the next run; what it is doing.
+    Continues(String),
 }
 
 /// Seconds since the epoch.
@@ -135,254 +179,911 @@ fn tag_group(s: &Settings, uem: &Uem) -> Result<i64> {
         .ok_or_else(|| Error::upstream("UEM shows no top-level organization group to tag in"))
 }
 
-/// The UEM id of tag `name`, from the cache or found (or created) in the
-/// tag group.
-fn tag_id(s: &Settings, uem: &Uem, ids: &mut BTreeMap<String, i64>, name: &str) -> Result<i64> {
-    if let Some(id) = ids.get(name) {
-        return Ok(*id);
-    }
-    let id = uem.ensure_tag(name, tag_group(s, uem)?)?;
-    ids.insert(name.to_owned(), id);
-    storage::set_json("tag_ids", ids)?;
-    Ok(id)
-}
+/// UEM tag ids by name, cached in storage (`tag_ids`).
+struct TagIds(HashMap<String, i64>);
 
-/// Moves devices in and out of managed tags so that `tags` (what the
-/// plugin tagged) becomes `want`; returns (added, removed).
-pub fn apply_tags(
-    s: &Settings,
-    uem: &Uem,
-    tags: &mut BTreeMap<String, BTreeSet<i64>>,
-    want: &BTreeMap<String, BTreeSet<i64>>,
-    scope: Option<&BTreeSet<i64>>,
-) -> Result<(usize, usize)> {
-    let mut ids: BTreeMap<String, i64> = storage::get_json("tag_ids")?.unwrap_or_default();
-    let names: BTreeSet<String> = tags.keys().chain(want.keys()).cloned().collect();
-    let (mut added, mut removed) = (0, 0);
-    let empty = BTreeSet::new();
-    for name in names.into_iter().filter(|n| s.managed(n)) {
-        let have = tags.get(&name).cloned().unwrap_or_default();
-        let should = want.get(&name).unwrap_or(&empty);
-        // Only devices in scope are judged (a webhook touches one).
-        let in_scope = |d: &i64| scope.is_none_or(|sc| sc.contains(d));
-        let add: Vec<i64> = should.difference(&have).copied().filter(in_scope).collect();
-        let remove: Vec<i64> = have.difference(should).copied().filter(in_scope).collect();
-        if add.is_empty() && remove.is_empty() {
-            continue;
+impl TagIds {
+    fn load() -> Result<Self> {
+        Ok(Self(storage::get_json("tag_ids")?.unwrap_or_default()))
+    }
+
+    /// The UEM id of tag `name`, found (or created) in the tag group.
+    fn get(&mut self, s: &Settings, uem: &Uem, name: &str) -> Result<i64> {
+        if let Some(id) = self.0.get(name) {
+            return Ok(*id);
         }
-        let mut id = tag_id(s, uem, &mut ids, &name)?;
-        let entry = tags.entry(name.clone()).or_default();
-        // Only what UEM accepted is recorded: a refused device is tried
-        // again next time (and one UEM would not untag keeps its entry).
-        let refused = |bulk: &switchyard_uem::Bulk, verb: &str| -> BTreeSet<i64> {
-            bulk.failed
-                .iter()
-                .filter_map(|(device, why)| {
-                    log::warn(format!(
-                        "UEM did not {verb} device {device} ({name}): {why}"
-                    ));
-                    device.parse().ok()
-                })
-                .collect()
-        };
-        for chunk in add.chunks(BULK) {
-            let bulk = match uem.add_to_tag(id, chunk) {
+        let id = uem.ensure_tag(name, tag_group(s, uem)?)?;
+        self.0.insert(name.to_owned(), id);
+        storage::set_json("tag_ids", &self.0)?;
+        Ok(id)
+    }
+
+    /// Adds (or removes) `devices` to tag `name` in one bulk call; returns
+    /// the devices UEM accepted (a refused one is logged and tried again
+    /// next time).
+    fn apply(
+        &mut self,
+        s: &Settings,
+        uem: &Uem,
+        name: &str,
+        devices: &[i64],
+        add: bool,
+    ) -> Result<Vec<i64>> {
+        let id = self.get(s, uem, name)?;
+        let bulk = if add {
+            match uem.add_to_tag(id, devices) {
                 // A tag someone deleted in UEM: created again.
                 Err(Error::NotFound(_)) => {
-                    ids.remove(&name);
-                    id = tag_id(s, uem, &mut ids, &name)?;
-                    uem.add_to_tag(id, chunk)?
+                    self.0.remove(name);
+                    let id = self.get(s, uem, name)?;
+                    uem.add_to_tag(id, devices)?
                 }
                 other => other?,
-            };
-            let no = refused(&bulk, "tag");
-            for d in chunk.iter().filter(|d| !no.contains(d)) {
-                entry.insert(*d);
-                added += 1;
             }
-        }
-        for chunk in remove.chunks(BULK) {
-            let bulk = match uem.remove_from_tag(id, chunk) {
+        } else {
+            match uem.remove_from_tag(id, devices) {
                 // The tag is gone, and with it what it held.
                 Err(Error::NotFound(_)) => switchyard_uem::Bulk::default(),
                 other => other?,
+            }
+        };
+        let verb = if add { "tag" } else { "untag" };
+        let refused: HashSet<i64> = bulk
+            .failed
+            .iter()
+            .filter_map(|(device, why)| {
+                log::warn(format!(
+                    "UEM did not {verb} device {device} ({name}): {why}"
+                ));
+                device.parse().ok()
+            })
+            .collect();
+        Ok(devices
+            .iter()
+            .copied()
+            .filter(|d| !refused.contains(d))
+            .collect())
+    }
+}
+
+/// When an invocation stops and saves: too few requests or too little
+/// time left for one more step and the save. The time kept back is 5 s,
+/// or a quarter of a shorter deadline; the first step of an invocation
+/// always runs, so that every invocation gets on.
+struct Budget {
+    margin: Duration,
+    stepped: bool,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            margin: (invocation::remaining() / 4).min(Duration::from_secs(5)),
+            stepped: false,
+        }
+    }
+
+    /// Whether to stop before the next step (counted as taken if not).
+    fn low(&mut self) -> bool {
+        let low = self.stepped
+            && (invocation::remaining_requests() < 8 || invocation::remaining() < self.margin);
+        self.stepped = true;
+        low
+    }
+}
+
+/// A device of a sync in progress: id, group set (index into
+/// [`Run::sets`]), wanted and present tags (bits of [`Run::names`]), UDID
+/// of an iOS device, flags ([`GONE`], [`IN_INVENTORY`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Seen(i64, u32, Mask, Mask, Option<String>, u8);
+
+/// In the last table but no longer in the chosen groups: its tags go.
+const GONE: u8 = 1;
+/// Found in the MTD inventory.
+const IN_INVENTORY: u8 = 2;
+
+/// Where a sync is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Step {
+    /// Reading group `list` (index into [`Run::lists`]) at page `page`.
+    Devices { list: usize, page: usize },
+    /// Reading the MTD inventory at page `page`.
+    Inventory { page: usize },
+    /// Deleting the devices that are due.
+    Delete,
+    /// Moving tags.
+    Tags,
+    /// Saving the table.
+    Finish,
+}
+
+/// A sync between its invocations (storage key `run`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Run {
+    started: i64,
+    step: Step,
+    report: Report,
+    /// The groups read: (`org` or `smart`, id), organization groups first.
+    lists: Vec<(String, i64)>,
+    /// What each of those is called in the MTD service.
+    labels: Vec<String>,
+    /// Whether each is an Android Enterprise group.
+    android: Vec<bool>,
+    /// Distinct sets of groups devices are in (indices into `lists`).
+    sets: Vec<Vec<u16>>,
+    /// Tag names, by bit of the masks of `seen`.
+    names: Vec<String>,
+    /// Generation of the saved lists (`run/<generation>/seen|missing`).
+    generation: u64,
+    seen_chunks: usize,
+    missing_chunks: usize,
+    /// Whether the last table's tags were merged into `seen`.
+    merged: bool,
+    /// Whether this sync may delete (decided once, when the inventory is read).
+    delete_ok: Option<bool>,
+    /// The MTD inventory's size.
+    inventory: usize,
+    /// Risk notices applied: (storage key, value as read), deleted when
+    /// the table is saved unless a newer one replaced them.
+    applied: Vec<(String, String)>,
+}
+
+/// A sync loaded for one invocation.
+struct Sync<'a> {
+    s: &'a Settings,
+    uem: Uem,
+    mtd: Mtd,
+    run: Run,
+    seen: HashMap<i64, Seen>,
+    /// (MTD id, syncs missed), for the inventory read so far.
+    missing: Vec<(String, u32)>,
+    budget: Budget,
+}
+
+fn lists_of(s: &Settings) -> Vec<(String, i64)> {
+    let org = s.groups.iter().map(|g| ("org".to_owned(), *g));
+    let smart = s.smart_groups.iter().map(|g| ("smart".to_owned(), *g));
+    org.chain(smart).collect()
+}
+
+impl<'a> Sync<'a> {
+    /// The saved sync, or a new one.
+    fn load(s: &'a Settings) -> Result<Self> {
+        let uem = Uem::new(&s.api_url);
+        let mtd = Mtd::new(&s.mtd_url);
+        if let Some(run) = storage::get_json::<Run>("run")? {
+            if run.lists == lists_of(s) && now() - run.started < STALE_RUN_SECS {
+                let seen = table::load_list::<Seen>(
+                    &format!("run/{}/seen", run.generation),
+                    run.seen_chunks,
+                )?
+                .into_iter()
+                .map(|e| (e.0, e))
+                .collect();
+                let missing = table::load_list(
+                    &format!("run/{}/missing", run.generation),
+                    run.missing_chunks,
+                )?;
+                return Ok(Self {
+                    s,
+                    uem,
+                    mtd,
+                    run,
+                    seen,
+                    missing,
+                    budget: Budget::new(),
+                });
+            }
+            log::warn("a saved device sync is stale or for other groups: starting afresh");
+            drop_run(&run)?;
+        }
+        migrate_v0()?;
+        let lists = lists_of(s);
+        let names: HashMap<i64, String> = uem
+            .org_groups("")?
+            .into_iter()
+            .map(|g| (g.id, g.name))
+            .collect();
+        let smart_names: HashMap<i64, String> = if s.smart_groups.is_empty() {
+            HashMap::new()
+        } else {
+            uem.smart_groups("")?
+                .into_iter()
+                .map(|g| (g.id, g.name))
+                .collect()
+        };
+        // Without PII, groups are sent by id: a group's name can name people.
+        let labels = lists
+            .iter()
+            .map(|(kind, g)| {
+                let (known, word) = if kind == "org" {
+                    (&names, "group")
+                } else {
+                    (&smart_names, "smart group")
+                };
+                match known.get(g) {
+                    Some(n) if s.import_pii => n.clone(),
+                    _ => format!("{word} {g}"),
+                }
+            })
+            .collect();
+        let android = lists
+            .iter()
+            .map(|(_, g)| s.android_enterprise.contains(g))
+            .collect();
+        let run = Run {
+            started: now(),
+            step: Step::Devices { list: 0, page: 0 },
+            report: Report {
+                groups: lists.len(),
+                ..Report::default()
+            },
+            lists,
+            labels,
+            android,
+            sets: Vec::new(),
+            names: Vec::new(),
+            generation: 0,
+            seen_chunks: 0,
+            missing_chunks: 0,
+            merged: false,
+            delete_ok: None,
+            inventory: 0,
+            applied: Vec::new(),
+        };
+        Ok(Self {
+            s,
+            uem,
+            mtd,
+            run,
+            seen: HashMap::new(),
+            missing: Vec::new(),
+            budget: Budget::new(),
+        })
+    }
+
+    /// Saves where the sync is: the lists of a new generation, then `run`
+    /// (which makes them current), then the old generation goes.
+    fn save(&mut self) -> Result<()> {
+        let old = (
+            self.run.generation,
+            self.run.seen_chunks,
+            self.run.missing_chunks,
+        );
+        let generation = old.0 + 1;
+        let mut seen: Vec<&Seen> = self.seen.values().collect();
+        seen.sort_by_key(|e| e.0);
+        self.run.seen_chunks = table::save_list(&format!("run/{generation}/seen"), &seen)?;
+        self.run.missing_chunks =
+            table::save_list(&format!("run/{generation}/missing"), &self.missing)?;
+        self.run.generation = generation;
+        storage::set_json("run", &self.run)?;
+        table::delete_list(&format!("run/{}/seen", old.0), old.1)?;
+        table::delete_list(&format!("run/{}/missing", old.0), old.2)
+    }
+
+    /// The label set of group set `set`, as the MTD service gets it.
+    fn group_labels(&self, set: u32) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for &i in &self.run.sets[set as usize] {
+            out.insert(self.run.labels[i as usize].clone());
+            if self.run.android[i as usize] {
+                out.insert("Android Enterprise".into());
+            }
+        }
+        out
+    }
+
+    /// The index of group set `groups`, added when new.
+    fn intern(&mut self, groups: Vec<u16>) -> u32 {
+        match self.run.sets.iter().position(|g| *g == groups) {
+            Some(i) => i as u32,
+            None => {
+                self.run.sets.push(groups);
+                (self.run.sets.len() - 1) as u32
+            }
+        }
+    }
+
+    /// One page of a group: each device new to this sync, or found in one
+    /// more group, goes to the MTD service in one bulk request. Returns
+    /// whether it was the group's last page.
+    fn devices_page(&mut self, list: usize, page: usize) -> Result<bool> {
+        let (kind, g) = self.run.lists[list].clone();
+        let (items, last) = if kind == "org" {
+            let v = self
+                .uem
+                .get(
+                    &format!("/mdm/devices/search?lgid={g}&page={page}&pagesize={PAGE}"),
+                    &format!("the devices of group {g}"),
+                )?
+                .unwrap_or(Value::Null);
+            let items = v["Devices"].as_array().cloned().unwrap_or_default();
+            let total = v["Total"].as_u64().unwrap_or(0) as usize;
+            let last = items.len() < PAGE || (page + 1) * PAGE >= total;
+            (items, last)
+        } else {
+            let v = self
+                .uem
+                .get(
+                    &format!("/mdm/smartgroups/{g}/devices"),
+                    &format!("the devices of smart group {g}"),
+                )?
+                .unwrap_or(Value::Null);
+            (v["Devices"].as_array().cloned().unwrap_or_default(), true)
+        };
+        let mut upserts = Vec::new();
+        let mut first = HashSet::new();
+        for v in &items {
+            let d = Device::from_uem(v)?;
+            let set = match self.seen.get(&d.id).map(|e| e.1) {
+                None => {
+                    first.insert(d.id);
+                    self.intern(vec![list as u16])
+                }
+                Some(set) if self.run.sets[set as usize].contains(&(list as u16)) => continue,
+                Some(set) => {
+                    let mut groups = self.run.sets[set as usize].clone();
+                    groups.push(list as u16);
+                    self.intern(groups)
+                }
             };
-            let no = refused(&bulk, "untag");
-            for d in chunk.iter().filter(|d| !no.contains(d)) {
-                entry.remove(d);
+            let mut record = mtd_record(&d, &self.group_labels(set), self.s.import_pii);
+            record["id"] = json!(d.id.to_string());
+            upserts.push(record);
+            let ios = d.os_family == Some(switchyard_uem::OsFamily::IOs);
+            let entry = self
+                .seen
+                .entry(d.id)
+                .or_insert(Seen(d.id, set, 0, 0, None, 0));
+            entry.1 = set;
+            entry.4 = ios.then(|| d.udid.clone());
+        }
+        for chunk in upserts.chunks(mtd::BULK) {
+            for r in self.mtd.bulk(chunk.to_vec(), &[])? {
+                let Some(id) = r.id.as_deref().and_then(|i| i.parse::<i64>().ok()) else {
+                    continue;
+                };
+                if !first.contains(&id) {
+                    continue;
+                }
+                match r.status {
+                    201 => self.run.report.added += 1,
+                    200 => self.run.report.updated += 1,
+                    status => {
+                        log::warn(format!(
+                            "the MTD service refused device {id} ({status}): {}",
+                            r.error.as_deref().unwrap_or("no reason given")
+                        ));
+                        self.run.report.skipped += 1;
+                    }
+                }
+            }
+        }
+        self.run.report.devices = self.seen.len();
+        Ok(last)
+    }
+
+    /// One page of the MTD inventory; returns the next page's number.
+    fn inventory_page(
+        &mut self,
+        page: usize,
+        before: &HashMap<String, u32>,
+        pending: &HashMap<String, (String, Value)>,
+    ) -> Result<Option<usize>> {
+        let (devices, next) = self.mtd.page(page)?;
+        for mut m in devices {
+            self.run.inventory += 1;
+            let Some(id) =
+                m.id.parse::<i64>()
+                    .ok()
+                    .filter(|n| self.seen.contains_key(n))
+            else {
+                self.run.report.missing += 1;
+                let count = before.get(&m.id).copied().unwrap_or(0) + 1;
+                self.missing.push((m.id, count));
+                continue;
+            };
+            let key = format!("pending/{}", m.id);
+            if let Some((raw, p)) = pending.get(&key) {
+                if !self.run.applied.iter().any(|(k, _)| *k == key) {
+                    self.run.applied.push((key, raw.clone()));
+                    self.run.report.pending_applied += 1;
+                }
+                if let Some(risk) = p["risk"].as_str() {
+                    m.risk = risk.to_owned();
+                }
+                m.threat_factors = factors(p);
+            }
+            let mut want = 0;
+            for tag in desired(self.s, &m) {
+                want |= table::bit_of(&mut self.run.names, &tag)?;
+            }
+            let e = self.seen.get_mut(&id).expect("checked above");
+            e.2 = want;
+            e.5 |= IN_INVENTORY;
+        }
+        Ok(next)
+    }
+
+    /// Deletes the devices that are due, if the threshold allows; returns
+    /// false when it stopped for lack of budget.
+    fn delete(&mut self) -> Result<bool> {
+        let s = self.s;
+        let due = |missing: &[(String, u32)]| -> Vec<String> {
+            missing
+                .iter()
+                .filter(|(_, n)| *n >= s.delete_after)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        if self.run.delete_ok.is_none() {
+            let n = due(&self.missing).len();
+            let total = self.run.inventory;
+            // The threshold guards against a mass deletion; one device is
+            // never one, or a fleet of four could never lose a device.
+            let allowed = match s.threshold_pct {
+                100.. => usize::MAX,
+                0 => 0,
+                pct => (total * pct as usize / 100).max(1),
+            };
+            let ok = n <= allowed;
+            if !ok {
+                let share = if total == 0 { 0 } else { n * 100 / total };
+                let why = format!(
+                    "deletion held back: {n} of {total} devices ({share} %) is over the {} % threshold",
+                    s.threshold_pct
+                );
+                log::warn(&why);
+                self.run.report.held_back = Some(why);
+            }
+            self.run.delete_ok = Some(ok);
+        }
+        if self.run.delete_ok != Some(true) {
+            return Ok(true);
+        }
+        let due = due(&self.missing);
+        for chunk in due.chunks(mtd::BULK) {
+            if self.budget.low() {
+                return Ok(false);
+            }
+            let results = self.mtd.bulk(Vec::new(), chunk)?;
+            let gone: HashSet<&str> = results
+                .iter()
+                .filter(|r| matches!(r.status, 204 | 404))
+                .filter_map(|r| r.id.as_deref())
+                .collect();
+            self.run.report.deleted += results.iter().filter(|r| r.status == 204).count();
+            for r in results.iter().filter(|r| !matches!(r.status, 204 | 404)) {
+                log::warn(format!(
+                    "the MTD service did not delete device {} ({}): {}",
+                    r.id.as_deref().unwrap_or("?"),
+                    r.status,
+                    r.error.as_deref().unwrap_or("no reason given")
+                ));
+            }
+            self.missing.retain(|(id, _)| !gone.contains(id.as_str()));
+        }
+        Ok(true)
+    }
+
+    /// Brings the last table's tags in: present tags of devices still here,
+    /// and the devices that left (whose tags go).
+    fn merge_table(&mut self, old: Option<&Header>) -> Result<()> {
+        let Some(h) = old else {
+            return Ok(());
+        };
+        let names = &mut self.run.names;
+        let seen = &mut self.seen;
+        table::for_each_dev(h, |Dev(id, mask, _)| {
+            let mut have = 0;
+            for name in h.names_of(mask) {
+                have |= table::bit_of(names, name)?;
+            }
+            seen.entry(id).and_modify(|e| e.3 = have).or_insert(Seen(
+                id,
+                u32::MAX,
+                0,
+                have,
+                None,
+                GONE,
+            ));
+            Ok(())
+        })
+    }
+
+    /// Moves tags until every device has what it should; returns false
+    /// when it stopped for lack of budget.
+    fn tags(&mut self, ids: &mut TagIds) -> Result<bool> {
+        for bit in 0..self.run.names.len() {
+            let name = self.run.names[bit].clone();
+            if !self.s.managed(&name) {
+                continue;
+            }
+            let m: Mask = 1 << bit;
+            for add in [true, false] {
+                let mut todo: Vec<i64> = self
+                    .seen
+                    .values()
+                    .filter(|e| {
+                        let (want, have) = (e.2 & m != 0, e.3 & m != 0);
+                        if add { want && !have } else { have && !want }
+                    })
+                    .map(|e| e.0)
+                    .collect();
+                todo.sort_unstable();
+                for chunk in todo.chunks(BULK) {
+                    if self.budget.low() {
+                        return Ok(false);
+                    }
+                    let done = ids.apply(self.s, &self.uem, &name, chunk, add)?;
+                    for d in &done {
+                        if let Some(e) = self.seen.get_mut(d) {
+                            e.3 = if add { e.3 | m } else { e.3 & !m };
+                        }
+                    }
+                    if add {
+                        self.run.report.tagged += done.len();
+                    } else {
+                        self.run.report.untagged += done.len();
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Saves the new table and the report, and forgets the run.
+    fn finish(mut self, old: Option<&Header>) -> Result<Report> {
+        let devs = self
+            .seen
+            .values()
+            .filter(|e| e.5 & GONE == 0)
+            .map(|e| Dev(e.0, e.3, e.4.clone()));
+        let header = table::save_table(old, self.run.names.clone(), devs, &self.missing)?;
+        // Notices applied by this sync are done, unless a newer one came.
+        for (key, raw) in &self.run.applied {
+            storage::compare_and_swap(key, Some(raw.as_bytes()), None)?;
+        }
+        self.run.report.at = now();
+        storage::set_json("last_sync", &self.run.report)?;
+        drop_run(&self.run)?;
+        // Notices that came while the sync ran, for devices it synced.
+        let uem = &self.uem;
+        // (Listed after the run was dropped: a notice kept because the run
+        // was there is listed here; one that came later is applied by its
+        // webhook.) Moving a device's tags takes a request or two.
+        let listed = storage::list("pending/")?;
+        for (i, key) in listed.iter().enumerate() {
+            if invocation::remaining_requests() < 4 {
+                log::warn(format!(
+                    "{} risk notices wait for the next sync: this run's request budget is spent",
+                    listed.len() - i
+                ));
+                break;
+            }
+            let Some(raw) = storage::get(key)? else {
+                continue;
+            };
+            let Ok(p) = serde_json::from_slice::<Value>(&raw) else {
+                continue;
+            };
+            let device = &key["pending/".len()..];
+            if let Some(message) = apply_notice(self.s, uem, &header, device, &p)? {
+                storage::compare_and_swap(key, Some(&raw), None)?;
+                log::info(message);
+            }
+        }
+        Ok(self.run.report)
+    }
+}
+
+/// Deletes a saved run and its lists.
+fn drop_run(run: &Run) -> Result<()> {
+    table::delete_list(&format!("run/{}/seen", run.generation), run.seen_chunks)?;
+    table::delete_list(
+        &format!("run/{}/missing", run.generation),
+        run.missing_chunks,
+    )?;
+    storage::delete("run")?;
+    Ok(())
+}
+
+/// Risk notices kept so far, by key: (value as read, value).
+fn pending_notices() -> Result<HashMap<String, (String, Value)>> {
+    let mut out = HashMap::new();
+    for key in storage::list("pending/")? {
+        if let Some(raw) = storage::get(&key)? {
+            let raw = String::from_utf8_lossy(&raw).into_owned();
+            if let Ok(v) = serde_json::from_str(&raw) {
+                out.insert(key, (raw, v));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn factors(p: &Value) -> Vec<String> {
+    p["threat_factors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Storage of the first release (whole maps in single values: `tags`,
+/// `synced`, `ios`, `missing`, `pending`) becomes the chunked table.
+fn migrate_v0() -> Result<()> {
+    use std::collections::BTreeMap;
+    if Header::load()?.is_some() || storage::get("synced")?.is_none() {
+        return Ok(());
+    }
+    let synced: BTreeSet<i64> = storage::get_json("synced")?.unwrap_or_default();
+    let tags: BTreeMap<String, BTreeSet<i64>> = storage::get_json("tags")?.unwrap_or_default();
+    let ios: BTreeMap<i64, String> = storage::get_json("ios")?.unwrap_or_default();
+    let missing: BTreeMap<String, u32> = storage::get_json("missing")?.unwrap_or_default();
+    let pending: BTreeMap<String, Value> = storage::get_json("pending")?.unwrap_or_default();
+    let mut names = Vec::new();
+    let mut masks: HashMap<i64, Mask> = HashMap::new();
+    for (name, devices) in &tags {
+        let bit = table::bit_of(&mut names, name)?;
+        for d in devices {
+            *masks.entry(*d).or_default() |= bit;
+        }
+    }
+    let devs = synced.iter().map(|id| {
+        Dev(
+            *id,
+            masks.get(id).copied().unwrap_or(0),
+            ios.get(id).cloned(),
+        )
+    });
+    let missing: Vec<(String, u32)> = missing.into_iter().collect();
+    table::save_table(None, names, devs, &missing)?;
+    for (device, p) in pending {
+        storage::set_json(&format!("pending/{device}"), &p)?;
+    }
+    for key in ["synced", "tags", "ios", "missing", "pending"] {
+        storage::delete(key)?;
+    }
+    log::info("stored sync state moved to the chunked device table");
+    Ok(())
+}
+
+/// One invocation's share of a device sync.
+pub fn device_sync(s: &Settings) -> Result<Outcome> {
+    let mut sync = Sync::load(s)?;
+    sync.run.report.runs += 1;
+    let old = Header::load()?;
+    let mut pending: Option<HashMap<String, (String, Value)>> = None;
+    let mut before: Option<HashMap<String, u32>> = None;
+    let mut ids = TagIds::load()?;
+    loop {
+        let progress = match sync.run.step.clone() {
+            Step::Devices { list, page } => {
+                if list >= sync.run.lists.len() {
+                    sync.run.step = Step::Inventory { page: 0 };
+                    continue;
+                }
+                if sync.budget.low() {
+                    None
+                } else {
+                    let last = sync.devices_page(list, page)?;
+                    sync.run.step = if last {
+                        Step::Devices {
+                            list: list + 1,
+                            page: 0,
+                        }
+                    } else {
+                        Step::Devices {
+                            list,
+                            page: page + 1,
+                        }
+                    };
+                    log::progress(
+                        sync.seen.len() as u64,
+                        None,
+                        format!(
+                            "devices read from UEM and stored (group {} of {})",
+                            list + 1,
+                            sync.run.lists.len()
+                        ),
+                    );
+                    Some(())
+                }
+            }
+            Step::Inventory { page } => {
+                if sync.budget.low() {
+                    None
+                } else {
+                    if before.is_none() {
+                        before = Some(match &old {
+                            Some(h) => table::load_missing(h)?.into_iter().collect(),
+                            None => HashMap::new(),
+                        });
+                    }
+                    if pending.is_none() {
+                        pending = Some(pending_notices()?);
+                    }
+                    let next = sync.inventory_page(
+                        page,
+                        before.as_ref().expect("loaded above"),
+                        pending.as_ref().expect("loaded above"),
+                    )?;
+                    sync.run.step = match next {
+                        Some(p) => Step::Inventory { page: p },
+                        None => Step::Delete,
+                    };
+                    log::progress(sync.run.inventory as u64, None, "MTD inventory read");
+                    Some(())
+                }
+            }
+            Step::Delete => {
+                if sync.delete()? {
+                    sync.run.step = Step::Tags;
+                    Some(())
+                } else {
+                    None
+                }
+            }
+            Step::Tags => {
+                if !sync.run.merged {
+                    sync.merge_table(old.as_ref())?;
+                    sync.run.merged = true;
+                }
+                if sync.tags(&mut ids)? {
+                    sync.run.step = Step::Finish;
+                    Some(())
+                } else {
+                    None
+                }
+            }
+            Step::Finish => return sync.finish(old.as_ref()).map(Outcome::Done),
+        };
+        if progress.is_none() {
+            sync.save()?;
+            let r = &sync.run.report;
+            return Ok(Outcome::Continues(format!(
+                "device sync in progress ({:?}): {} devices from UEM, {} added, {} updated, {} in the MTD inventory, tags {} added, {} removed; it goes on in the next run",
+                sync.run.step,
+                r.devices,
+                r.added,
+                r.updated,
+                sync.run.inventory,
+                r.tagged,
+                r.untagged
+            )));
+        }
+    }
+}
+
+/// Applies risk notice `p` to `device` if it is in the table (its tags
+/// move now); None when it is not.
+fn apply_notice(
+    s: &Settings,
+    uem: &Uem,
+    header: &Header,
+    device: &str,
+    p: &Value,
+) -> Result<Option<String>> {
+    let Some(id) = device.parse::<i64>().ok() else {
+        return Ok(None);
+    };
+    let b = table::bucket_of(id);
+    let mut devs = table::load_bucket(header.generation, b)?;
+    let Some(pos) = devs.iter().position(|d| d.0 == id) else {
+        return Ok(None);
+    };
+    let mut header = header.clone();
+    let have = devs[pos].1;
+    let names_before = header.names.len();
+    // The status stays as it is: the notice is about risk.
+    let status = s
+        .status_tags
+        .iter()
+        .zip(["provisioned", "active", "inactive"])
+        .find(|(t, _)| header.names_of(have).any(|n| n == t.as_str()))
+        .map_or("", |(_, st)| st);
+    let risk = p["risk"].as_str().unwrap_or("none").to_owned();
+    let now_is = MtdDevice {
+        id: device.to_owned(),
+        status: status.to_owned(),
+        risk: risk.clone(),
+        threat_factors: factors(p),
+    };
+    let mut want: Mask = 0;
+    for t in desired(s, &now_is) {
+        want |= header.bit(&t)?;
+    }
+    let mut ids = TagIds::load()?;
+    let mut mask = have;
+    let (mut added, mut removed) = (0, 0);
+    for bit in 0..header.names.len() {
+        let m: Mask = 1 << bit;
+        let name = header.names[bit].clone();
+        if !s.managed(&name) || (want & m != 0) == (have & m != 0) {
+            continue;
+        }
+        let add = want & m != 0;
+        if ids.apply(s, uem, &name, &[id], add)?.contains(&id) {
+            if add {
+                mask |= m;
+                added += 1;
+            } else {
+                mask &= !m;
                 removed += 1;
             }
         }
     }
-    tags.retain(|_, devices| !devices.is_empty());
-    Ok((added, removed))
+    devs[pos].1 = mask;
+    if header.names.len() != names_before {
+        storage::set_json("devs", &header)?;
+    }
+    table::save_bucket(header.generation, b, &devs)?;
+    Ok(Some(format!(
+        "device {device}: risk {risk}; {added} tag(s) added, {removed} removed"
+    )))
 }
 
-/// One device sync, then tagging.
-pub fn device_sync(s: &Settings) -> Result<Report> {
+/// Keeps a notice for a device not synced yet (or while a sync runs),
+/// unless a newer one is kept already.
+fn keep(device: &str, p: &Value, why: &str) -> Result<String> {
+    let key = format!("pending/{device}");
+    let kept: Option<Value> = storage::get_json(&key)?;
+    let newer = kept.is_some_and(|k| k["at"].as_i64() > p["at"].as_i64());
+    if !newer {
+        storage::set_json(&key, p)?;
+    }
+    Ok(format!(
+        "device {device}: {why}; its risk ({}) is kept and applied by the sync",
+        p["risk"].as_str().unwrap_or("?")
+    ))
+}
+
+/// A risk change the service announced (`at`: the notice's time): the
+/// device's risk and threat tags move now if it has been synced and no
+/// sync is in progress; otherwise the notice is kept for the sync.
+pub fn risk_changed(
+    s: &Settings,
+    device: &str,
+    risk: &str,
+    factors: &[String],
+    at: i64,
+) -> Result<String> {
+    let p = json!({"risk": risk, "threat_factors": factors, "at": at});
+    if in_progress()? {
+        return keep(device, &p, "a device sync is in progress");
+    }
+    let Some(header) = Header::load()? else {
+        return keep(device, &p, "no sync has finished yet");
+    };
     let uem = Uem::new(&s.api_url);
-    let mtd = Mtd::new(&s.mtd_url);
-    let mut report = Report {
-        groups: s.groups.len() + s.smart_groups.len(),
-        ..Report::default()
-    };
-
-    // 1. Every device of every chosen group, once, with its group names.
-    let names: BTreeMap<i64, String> = uem
-        .org_groups("")?
-        .into_iter()
-        .map(|g| (g.id, g.name))
-        .collect();
-    let smart_names: BTreeMap<i64, String> = if s.smart_groups.is_empty() {
-        BTreeMap::new()
-    } else {
-        uem.smart_groups("")?
-            .into_iter()
-            .map(|g| (g.id, g.name))
-            .collect()
-    };
-    let mut devices: BTreeMap<i64, (Device, BTreeSet<String>)> = BTreeMap::new();
-    let mut add = |d: Device, group: String, ae: bool| {
-        let entry = devices.entry(d.id).or_insert_with(|| (d, BTreeSet::new()));
-        entry.1.insert(group);
-        if ae {
-            entry.1.insert("Android Enterprise".into());
-        }
-    };
-    // Without PII, groups are sent by id: a group's name can name people.
-    let label = |names: &BTreeMap<i64, String>, kind: &str, g: i64| -> String {
-        match names.get(&g) {
-            Some(n) if s.import_pii => n.clone(),
-            _ => format!("{kind} {g}"),
-        }
-    };
-    for g in &s.groups {
-        let name = label(&names, "group", *g);
-        let ae = s.android_enterprise.contains(g);
-        for v in uem.search_all(
-            &format!("/mdm/devices/search?lgid={g}"),
-            "Devices",
-            1_000_000,
-            &format!("the devices of group {g}"),
-        )? {
-            add(Device::from_uem(&v)?, name.clone(), ae);
-        }
-    }
-    for g in &s.smart_groups {
-        let name = label(&smart_names, "smart group", *g);
-        let ae = s.android_enterprise.contains(g);
-        for d in uem.smart_group_devices(*g)? {
-            add(d, name.clone(), ae);
-        }
-    }
-    report.devices = devices.len();
-
-    // 2. Each into the MTD service.
-    let total = devices.len() as u64;
-    for (i, (id, (d, groups))) in devices.iter().enumerate() {
-        if mtd.upsert(*id, &mtd_record(d, groups, s.import_pii))? {
-            report.added += 1;
-        } else {
-            report.updated += 1;
-        }
-        if i % 100 == 99 {
-            log::progress(
-                i as u64 + 1,
-                Some(total),
-                "storing devices in the MTD service",
-            );
-        }
-    }
-
-    // 3. The inventory: what is missing, and what may be deleted.
-    let inventory = mtd.list()?;
-    let mut missing: BTreeMap<String, u32> = storage::get_json("missing")?.unwrap_or_default();
-    missing.retain(|id, _| id.parse::<i64>().is_ok_and(|n| !devices.contains_key(&n)));
-    let mut due = Vec::new();
-    for m in &inventory {
-        if m.id.parse::<i64>().is_ok_and(|n| devices.contains_key(&n)) {
-            continue;
-        }
-        report.missing += 1;
-        let count = missing.entry(m.id.clone()).or_insert(0);
-        *count += 1;
-        if *count >= s.delete_after {
-            due.push(m.id.clone());
-        }
-    }
-    let share = if inventory.is_empty() {
-        0
-    } else {
-        due.len() * 100 / inventory.len()
-    };
-    if !due.is_empty()
-        && s.threshold_pct < 100
-        && due.len() * 100 > s.threshold_pct as usize * inventory.len()
-    {
-        let why = format!(
-            "deletion held back: {} of {} devices ({share} %) is over the {} % threshold",
-            due.len(),
-            inventory.len(),
-            s.threshold_pct
-        );
-        log::warn(&why);
-        report.held_back = Some(why);
-    } else {
-        for id in &due {
-            mtd.delete(id)?;
-            missing.remove(id);
-            report.deleted += 1;
-        }
-    }
-    storage::set_json("missing", &missing)?;
-
-    // 4. Tags, from what the service says of each synced device; a risk
-    // change announced before the device was synced is applied now.
-    let mut pending: BTreeMap<String, Value> = storage::get_json("pending")?.unwrap_or_default();
-    let mut want: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    for m in &inventory {
-        let Ok(id) = m.id.parse::<i64>() else {
-            continue;
-        };
-        if !devices.contains_key(&id) {
-            continue;
-        }
-        let mut m = m.clone();
-        if let Some(p) = pending.remove(&m.id) {
-            report.pending_applied += 1;
-            if let Some(risk) = p["risk"].as_str() {
-                m.risk = risk.to_owned();
+    match apply_notice(s, &uem, &header, device, &p)? {
+        Some(message) => {
+            // An older notice kept while a sync ran is overtaken.
+            let key = format!("pending/{device}");
+            if let Some(raw) = storage::get(&key)?
+                && serde_json::from_slice::<Value>(&raw).is_ok_and(|k| k["at"].as_i64() <= Some(at))
+            {
+                storage::compare_and_swap(&key, Some(&raw), None)?;
             }
-            m.threat_factors = p["threat_factors"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f.as_str().map(str::to_owned))
-                .collect();
+            Ok(message)
         }
-        for tag in desired(s, &m) {
-            want.entry(tag).or_default().insert(id);
-        }
+        None => keep(device, &p, "not synced yet"),
     }
-    let mut tags: BTreeMap<String, BTreeSet<i64>> = storage::get_json("tags")?.unwrap_or_default();
-    let (added, removed) = apply_tags(s, &uem, &mut tags, &want, None)?;
-    storage::set_json("tags", &tags)?;
-    report.tagged = added;
-    report.untagged = removed;
+}
 
-    let synced: BTreeSet<i64> = devices.keys().copied().collect();
-    // The iOS devices and their UDIDs, for the app sync.
-    let ios: BTreeMap<i64, String> = devices
-        .iter()
-        .filter(|(_, (d, _))| d.os_family == Some(switchyard_uem::OsFamily::IOs))
-        .map(|(id, (d, _))| (*id, d.udid.clone()))
-        .collect();
-    storage::set_json("ios", &ios)?;
-    storage::set_json("pending", &pending)?;
-    storage::set_json("synced", &synced)?;
-    report.at = now();
-    storage::set_json("last_sync", &report)?;
-    Ok(report)
+/// Whether a device sync is saved half-way (it goes on in another run).
+pub fn in_progress() -> Result<bool> {
+    Ok(storage::get("run")?.is_some())
+}
+
+/// Keeps a notice that came while another sync or notice held the lock.
+pub fn keep_while_busy(device: &str, risk: &str, factors: &[String], at: i64) -> Result<String> {
+    let p = json!({"risk": risk, "threat_factors": factors, "at": at});
+    keep(device, &p, "a device sync is running")
 }
 
 /// What an app sync did.
@@ -420,12 +1121,21 @@ impl AppReport {
 }
 
 /// The managed apps of each synced iOS device go to the MTD service. A run
-/// that nears its request budget stops and the next one continues where
-/// it stopped (`app_cursor`), so any number of devices is covered.
+/// that nears its request budget stops, and the next one (asked for at
+/// once) continues where it stopped (`app_cursor`), so any number of
+/// devices is covered.
 pub fn app_sync(s: &Settings) -> Result<AppReport> {
     let uem = Uem::new(&s.api_url);
     let mtd = Mtd::new(&s.mtd_url);
-    let ios: BTreeMap<i64, String> = storage::get_json("ios")?.unwrap_or_default();
+    let mut ios: std::collections::BTreeMap<i64, String> = Default::default();
+    if let Some(h) = Header::load()? {
+        table::for_each_dev(&h, |Dev(id, _, udid)| {
+            if let Some(udid) = udid {
+                ios.insert(id, udid);
+            }
+            Ok(())
+        })?;
+    }
     let cursor: i64 = storage::get_json("app_cursor")?.unwrap_or(0);
     let mut report = AppReport::default();
     let todo: Vec<(&i64, &String)> = ios.range(cursor + 1..).collect();
@@ -478,55 +1188,6 @@ pub fn app_sync(s: &Settings) -> Result<AppReport> {
     }
     storage::set_json("app_cursor", &0i64)?;
     Ok(report)
-}
-
-/// A risk change the service announced: the device's risk and threat tags
-/// move now if it has been synced; otherwise it waits for the device.
-pub fn risk_changed(s: &Settings, device: &str, risk: &str, factors: &[String]) -> Result<String> {
-    let synced: BTreeSet<i64> = storage::get_json("synced")?.unwrap_or_default();
-    let id = device.parse::<i64>().ok().filter(|n| synced.contains(n));
-    let Some(id) = id else {
-        let mut pending: BTreeMap<String, Value> =
-            storage::get_json("pending")?.unwrap_or_default();
-        pending.insert(
-            device.to_owned(),
-            json!({"risk": risk, "threat_factors": factors, "at": now()}),
-        );
-        storage::set_json("pending", &pending)?;
-        return Ok(format!(
-            "device {device} is not synced yet; its risk ({risk}) is kept until it is"
-        ));
-    };
-    let uem = Uem::new(&s.api_url);
-    let mut tags: BTreeMap<String, BTreeSet<i64>> = storage::get_json("tags")?.unwrap_or_default();
-    // The status stays as it is: the notice is about risk.
-    let status = s
-        .status_tags
-        .iter()
-        .zip(["provisioned", "active", "inactive"])
-        .find(|(t, _)| tags.get(*t).is_some_and(|d| d.contains(&id)))
-        .map_or("", |(_, st)| st);
-    let now_is = MtdDevice {
-        id: device.to_owned(),
-        status: status.to_owned(),
-        risk: risk.to_owned(),
-        threat_factors: factors.to_vec(),
-    };
-    let mut want: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    for t in desired(s, &now_is) {
-        want.entry(t).or_default().insert(id);
-    }
-    // Every other device keeps what it has.
-    for (t, devices) in &tags {
-        let others: BTreeSet<i64> = devices.iter().copied().filter(|d| *d != id).collect();
-        want.entry(t.clone()).or_default().extend(others);
-    }
-    let scope = BTreeSet::from([id]);
-    let (added, removed) = apply_tags(s, &uem, &mut tags, &want, Some(&scope))?;
-    storage::set_json("tags", &tags)?;
-    Ok(format!(
-        "device {device}: risk {risk}; {added} tag(s) added, {removed} removed"
-    ))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! | `GET /api/v1/devices/{id}` | the device: the fields above plus `status` (`provisioned`, `active`, `inactive`), `risk` (`none`, `low`, `medium`, `high`), `threat_factors[]`, `updated_at` |
 //! | `GET /api/v1/devices?page=N&page_size=M` | `{"devices": [...], "page", "page_size", "total", "next_page": N+1 or null}`; pages from 0, default size 100, at most 500 |
 //! | `DELETE /api/v1/devices/{id}` | 204, or 404 |
+//! | `POST /api/v1/devices/bulk` JSON `{"upsert": [{"id", …fields}], "delete": [id]}`, at most 500 items in all | 200 `{"results": [{"id", "op": "upsert"\|"delete", "status": 201\|200\|204\|404\|400, "error"?}]}`, one per item in order: each item is applied (or refused) on its own, as the single calls would |
 //!
 //! - Authentication: header `x-api-key: <key>`; otherwise 401.
 //! - Errors: `{"error": {"code": "unauthorized|not_found|invalid_request|rate_limited", "message"}}`.
@@ -168,6 +169,9 @@ async fn gate(State(sim): S, req: Request, next: Next) -> Response {
     }
 }
 
+/// The most items one bulk request may carry.
+pub const BULK_MAX: usize = 500;
+
 fn device_json(d: &MtdDevice) -> Value {
     let mut v = d.fields.clone();
     v.insert("id".into(), json!(d.id));
@@ -189,6 +193,47 @@ const FIELDS: &[&str] = &[
     "apps",
 ];
 
+/// Checks an upsert's fields: what is wrong with them, if anything.
+fn refuse_fields(fields: &serde_json::Map<String, Value>) -> Option<String> {
+    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Some(format!("unknown field `{unknown}`"));
+    }
+    ["udid", "platform"]
+        .into_iter()
+        .find(|r| !fields.get(*r).is_some_and(Value::is_string))
+        .map(|r| format!("`{r}` is required"))
+}
+
+/// Creates or updates device `id`; true when it was new.
+fn apply_upsert(data: &mut Data, id: &str, fields: serde_json::Map<String, Value>) -> bool {
+    let created = !data.devices.contains_key(id);
+    let d = data
+        .devices
+        .entry(id.to_owned())
+        .or_insert_with(|| MtdDevice {
+            id: id.to_owned(),
+            fields: Default::default(),
+            status: "provisioned".into(),
+            risk: "none".into(),
+            threat_factors: Vec::new(),
+            upserts: 0,
+        });
+    // Fields sent replace theirs; fields omitted keep their values (so a
+    // device sync and an app sync can each send their part).
+    d.fields.extend(fields);
+    d.upserts += 1;
+    created
+}
+
+/// Deletes device `id`; false when there was none.
+fn apply_delete(data: &mut Data, id: &str) -> bool {
+    if data.devices.remove(id).is_none() {
+        return false;
+    }
+    data.deleted.push(id.to_owned());
+    true
+}
+
 async fn upsert(State(sim): S, Path(id): Path<String>, body: Bytes) -> Response {
     let fields = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(m)) => m,
@@ -200,43 +245,83 @@ async fn upsert(State(sim): S, Path(id): Path<String>, body: Bytes) -> Response 
             );
         }
     };
-    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return mtd_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            &format!("unknown field `{unknown}`"),
-        );
-    }
-    for required in ["udid", "platform"] {
-        if !fields.get(required).is_some_and(Value::is_string) {
-            return mtd_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("`{required}` is required"),
-            );
-        }
+    if let Some(why) = refuse_fields(&fields) {
+        return mtd_error(StatusCode::BAD_REQUEST, "invalid_request", &why);
     }
     let mut data = common::state(&sim.data);
-    let created = !data.devices.contains_key(&id);
-    let d = data.devices.entry(id.clone()).or_insert_with(|| MtdDevice {
-        id: id.clone(),
-        fields: Default::default(),
-        status: "provisioned".into(),
-        risk: "none".into(),
-        threat_factors: Vec::new(),
-        upserts: 0,
-    });
-    // Fields sent replace theirs; fields omitted keep their values (so a
-    // device sync and an app sync can each send their part).
-    d.fields.extend(fields);
-    d.upserts += 1;
-    let body = device_json(d);
+    let created = apply_upsert(&mut data, &id, fields);
+    let body = device_json(&data.devices[&id]);
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     (status, axum::Json(body)).into_response()
+}
+
+async fn bulk(State(sim): S, body: Bytes) -> Response {
+    let bad = |m: &str| mtd_error(StatusCode::BAD_REQUEST, "invalid_request", m);
+    let Ok(Value::Object(mut req)) = serde_json::from_slice::<Value>(&body) else {
+        return bad("the body must be a JSON object with `upsert` and/or `delete` lists");
+    };
+    if let Some(k) = req.keys().find(|k| *k != "upsert" && *k != "delete") {
+        return bad(&format!("unknown field `{k}`"));
+    }
+    let list = |v: Option<Value>| match v {
+        None => Some(Vec::new()),
+        Some(Value::Array(a)) => Some(a),
+        Some(_) => None,
+    };
+    let (Some(upserts), Some(deletes)) = (list(req.remove("upsert")), list(req.remove("delete")))
+    else {
+        return bad("`upsert` and `delete` must be lists");
+    };
+    if upserts.len() + deletes.len() > BULK_MAX {
+        return bad(&format!("at most {BULK_MAX} items per request"));
+    }
+    let mut data = common::state(&sim.data);
+    let mut results = Vec::with_capacity(upserts.len() + deletes.len());
+    for item in upserts {
+        let Value::Object(mut fields) = item else {
+            results.push(
+                json!({"id": null, "op": "upsert", "status": 400, "error": "not a JSON object"}),
+            );
+            continue;
+        };
+        let id = match fields.remove("id") {
+            Some(Value::String(id)) if !id.is_empty() => id,
+            _ => {
+                results.push(
+                    json!({"id": null, "op": "upsert", "status": 400, "error": "`id` is required"}),
+                );
+                continue;
+            }
+        };
+        if let Some(why) = refuse_fields(&fields) {
+            results.push(json!({"id": id, "op": "upsert", "status": 400, "error": why}));
+            continue;
+        }
+        let status = if apply_upsert(&mut data, &id, fields) {
+            201
+        } else {
+            200
+        };
+        results.push(json!({"id": id, "op": "upsert", "status": status}));
+    }
+    for id in deletes {
+        let Value::String(id) = id else {
+            results
+                .push(json!({"id": id, "op": "delete", "status": 400, "error": "ids are strings"}));
+            continue;
+        };
+        let status = if apply_delete(&mut data, &id) {
+            204
+        } else {
+            404
+        };
+        results.push(json!({"id": id, "op": "delete", "status": status}));
+    }
+    axum::Json(json!({ "results": results })).into_response()
 }
 
 async fn read(State(sim): S, Path(id): Path<String>) -> Response {
@@ -251,15 +336,13 @@ async fn read(State(sim): S, Path(id): Path<String>) -> Response {
 }
 
 async fn remove(State(sim): S, Path(id): Path<String>) -> Response {
-    let mut data = common::state(&sim.data);
-    if data.devices.remove(&id).is_none() {
+    if !apply_delete(&mut common::state(&sim.data), &id) {
         return mtd_error(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("no device `{id}`"),
         );
     }
-    data.deleted.push(id);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -312,6 +395,7 @@ impl Mtd {
         let control = Arc::new(Control::default());
         let router = Router::new()
             .route("/api/v1/devices", get(list))
+            .route("/api/v1/devices/bulk", axum::routing::post(bulk))
             .route("/api/v1/devices/{id}", get(read).put(upsert).delete(remove))
             .layer(axum::middleware::from_fn_with_state(sim.clone(), gate))
             .with_state(sim.clone());
@@ -348,6 +432,14 @@ impl Mtd {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Empties the inventory and the deletion log (to run a second client
+    /// from the same start).
+    pub fn clear(&self) {
+        let mut data = common::state(&self.sim.data);
+        data.devices.clear();
+        data.deleted.clear();
     }
 
     /// Ids deleted through the API, in order.

@@ -1346,21 +1346,26 @@ async fn tag_members(State(sim): S, Path((tag, op)): Path<(i64, String)>, body: 
     let Some(t) = data.tags.iter_mut().find(|t| t.id == tag) else {
         return uem_error(StatusCode::NOT_FOUND, 1000, "Tag not found.");
     };
+    if op != "adddevices" && op != "removedevices" {
+        return bad_request(format!("Unknown tag operation {op}."));
+    }
+    // Sets, not scans per item: a tag may hold 100,000 devices.
+    let mut has: std::collections::HashSet<i64> = t.devices.iter().copied().collect();
+    let mut removed = std::collections::HashSet::new();
     let mut faults = Vec::new();
     for (id, ok) in ids.iter().zip(known) {
         if !ok {
             faults.push(json!({"ItemValue": id.to_string(), "ErrorCode": 5061, "Message": "Device not found."}));
-            continue;
-        }
-        match op.as_str() {
-            "adddevices" => {
-                if !t.devices.contains(id) {
-                    t.devices.push(*id);
-                }
+        } else if op == "adddevices" {
+            if has.insert(*id) {
+                t.devices.push(*id);
             }
-            "removedevices" => t.devices.retain(|d| d != id),
-            _ => return bad_request(format!("Unknown tag operation {op}.")),
+        } else if has.remove(id) {
+            removed.insert(*id);
         }
+    }
+    if !removed.is_empty() {
+        t.devices.retain(|d| !removed.contains(d));
     }
     axum::Json(json!({
         "TotalItems": ids.len(),
@@ -1502,12 +1507,41 @@ impl Uem {
         Self::start_on(cfg, seed, devices, common::loopback()).await
     }
 
+    /// Like [`Uem::start`] over HTTPS with a certificate chain and key in
+    /// PEM (a UEM whose certificate a private CA signed).
+    pub async fn start_tls(
+        cfg: UemConfig,
+        seed: u64,
+        devices: usize,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> std::io::Result<Self> {
+        Self::serve(
+            cfg,
+            seed,
+            devices,
+            common::loopback(),
+            Some((cert_pem, key_pem)),
+        )
+        .await
+    }
+
     /// Like [`Uem::start`] on a given address.
     pub async fn start_on(
         cfg: UemConfig,
         seed: u64,
         devices: usize,
         addr: std::net::SocketAddr,
+    ) -> std::io::Result<Self> {
+        Self::serve(cfg, seed, devices, addr, None).await
+    }
+
+    async fn serve(
+        cfg: UemConfig,
+        seed: u64,
+        devices: usize,
+        addr: std::net::SocketAddr,
+        tls: Option<(&str, &str)>,
     ) -> std::io::Result<Self> {
         let sim = Arc::new(Sim {
             limit: RateLimit::new(cfg.rate_limit_per_minute, 60),
@@ -1529,8 +1563,12 @@ impl Uem {
         let router = common::instrument(router, control.clone(), Arc::new(UemFlavor), move || {
             serde_json::to_value(&*s.data()).unwrap_or(Value::Null)
         });
+        let server = match tls {
+            Some((cert, key)) => SimServer::start_tls(router, addr, cert, key).await?,
+            None => SimServer::start(router, addr).await?,
+        };
         Ok(Self {
-            server: SimServer::start(router, addr).await?,
+            server,
             sim,
             control,
         })
@@ -1569,6 +1607,24 @@ impl Uem {
     /// Adds (or replaces) a device; its group must exist.
     pub fn put_device(&self, device: Device) {
         self.sim.data().devices.insert(device.id, device);
+    }
+
+    /// Changes every device with `f` (say, to spread a large fleet over
+    /// groups made with [`Uem::put_group`]).
+    pub fn update_devices(&self, mut f: impl FnMut(&mut Device)) {
+        self.sim.data().devices.values_mut().for_each(&mut f);
+    }
+
+    /// Adds (or replaces) an organization group.
+    pub fn put_group(&self, group: OrgGroup) {
+        let mut data = self.sim.data();
+        data.groups.retain(|g| g.id != group.id);
+        data.groups.push(group);
+    }
+
+    /// Deletes every tag (to run a second client from the same start).
+    pub fn clear_tags(&self) {
+        self.sim.data().tags.clear();
     }
 
     /// Commands accepted so far, oldest first.
