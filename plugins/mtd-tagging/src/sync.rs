@@ -630,7 +630,7 @@ impl<'a> Sync<'a> {
             };
             let ok = n <= allowed;
             if !ok {
-                let share = if total == 0 { 0 } else { n * 100 / total };
+                let share = (n * 100).checked_div(total).unwrap_or(0);
                 let why = format!(
                     "deletion held back: {n} of {total} devices ({share} %) is over the {} % threshold",
                     s.threshold_pct
