@@ -133,6 +133,28 @@ impl Env {
         act(&self.d, &self.token, &path, &["MTD Admin"], json!({})).await
     }
 
+    /// Replaces `from` with `to` in the tenant file and reloads.
+    async fn edit_tenant(&self, from: &str, to: &str) {
+        let cfg = self._dir.path();
+        let file = cfg.join("tenants/acme.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains(from), "{from} is not in the tenant file");
+        std::fs::write(&file, text.replacen(from, to, 1)).unwrap();
+        let operator = cli(
+            &[
+                "token",
+                "--config",
+                cfg.to_str().unwrap(),
+                "create-operator",
+            ],
+            None,
+        )
+        .trim()
+        .to_owned();
+        let (status, body) = post(&self.d, "/v1/admin/reload", Some(&operator), &[], "").await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// Runs `device-sync` now, expecting success; its summary.
     async fn sync(&self) -> String {
         self.run("device-sync").await
@@ -432,27 +454,8 @@ async fn apps_of_ios_devices_are_sent_across_runs() {
     assert!(ios.len() > 6, "the seed has iOS devices: {}", ios.len());
     // A small request budget: each run sends a few devices' apps and the
     // next continues where it stopped.
-    let cfg = env._dir.path();
-    let file = cfg.join("tenants/acme.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("http_requests = 1000", "http_requests = 12"),
-    )
-    .unwrap();
-    let operator = cli(
-        &[
-            "token",
-            "--config",
-            cfg.to_str().unwrap(),
-            "create-operator",
-        ],
-        None,
-    )
-    .trim()
-    .to_owned();
-    let (status, body) = post(&env.d, "/v1/admin/reload", Some(&operator), &[], "").await;
-    assert_eq!(status, 200, "{body}");
+    env.edit_tenant("http_requests = 1000", "http_requests = 12")
+        .await;
     // One run now: each run that stops early asks for the next at once.
     start_job(&env.d, &env.token, BASE, "app-sync").await;
     let stats = eventually("the app sync to finish", || async {
@@ -493,26 +496,8 @@ async fn apps_of_ios_devices_are_sent_across_runs() {
 #[tokio::test]
 async fn a_sync_larger_than_one_run_goes_on_by_itself() {
     let env = setup_with(600, "groups = \"571, 572, 573\"", false, "").await;
-    let file = env._dir.path().join("tenants/acme.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("http_requests = 1000", "http_requests = 12"),
-    )
-    .unwrap();
-    let operator = cli(
-        &[
-            "token",
-            "--config",
-            env._dir.path().to_str().unwrap(),
-            "create-operator",
-        ],
-        None,
-    )
-    .trim()
-    .to_owned();
-    let (status, body) = post(&env.d, "/v1/admin/reload", Some(&operator), &[], "").await;
-    assert_eq!(status, 200, "{body}");
+    env.edit_tenant("http_requests = 1000", "http_requests = 12")
+        .await;
 
     // The first run stops early (its summary may already be a later
     // run's when it is read: each asks for the next at once).
@@ -596,31 +581,14 @@ async fn a_uem_behind_a_private_ca_is_reached_once_its_ca_is_trusted() {
     assert!(env.mtd.devices().is_empty());
 
     // Trusting the CA (and nothing else changed): the sync goes through.
-    let file = env._dir.path().join("tenants/acme.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let trusted = text.replacen(
+    env.edit_tenant(
         "\n\n[instance.config]",
         &format!(
             "\nca_certs = [\"{}\"]\n\n[instance.config]",
             ca_file.path().display()
         ),
-        1,
-    );
-    assert_ne!(trusted, text);
-    std::fs::write(&file, trusted).unwrap();
-    let operator = cli(
-        &[
-            "token",
-            "--config",
-            env._dir.path().to_str().unwrap(),
-            "create-operator",
-        ],
-        None,
     )
-    .trim()
-    .to_owned();
-    let (status, body) = post(&env.d, "/v1/admin/reload", Some(&operator), &[], "").await;
-    assert_eq!(status, 200, "{body}");
+    .await;
     let summary = env.sync().await;
     let want = env.in_group(571);
     assert!(
