@@ -225,6 +225,11 @@ impl Plugin for MtdTagging {
         let lease = match Lease::take(key, &ctx.request_id)? {
             Ok(lease) => lease,
             Err(left) => {
+                // A sync saved half-way must not wait for its schedule
+                // because a notice held the lock for a moment.
+                if job == "device-sync" && sync::in_progress()? {
+                    invocation::run_again(left.max(Duration::from_secs(1)));
+                }
                 return Ok(format!(
                     "skipped: another {job} holds the lock for {} s more",
                     left.as_secs()

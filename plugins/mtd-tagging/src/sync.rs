@@ -327,6 +327,10 @@ struct Run {
     /// Risk notices applied: (storage key, value as read), deleted when
     /// the table is saved unless a newer one replaced them.
     applied: Vec<(String, String)>,
+    /// The table's generation when the sync started (0: none): a newer
+    /// one means this sync saved its table already.
+    #[serde(default)]
+    base_generation: u64,
 }
 
 /// A sync loaded for one invocation.
@@ -431,6 +435,7 @@ impl<'a> Sync<'a> {
             delete_ok: None,
             inventory: 0,
             applied: Vec::new(),
+            base_generation: Header::load()?.map_or(0, |h| h.generation),
         };
         Ok(Self {
             s,
@@ -580,9 +585,13 @@ impl<'a> Sync<'a> {
                     .ok()
                     .filter(|n| self.seen.contains_key(n))
             else {
-                self.run.report.missing += 1;
-                let count = before.get(&m.id).copied().unwrap_or(0) + 1;
-                self.missing.push((m.id, count));
+                // (A page that shifted between invocations may show a
+                // device twice.)
+                if self.missing.iter().all(|(id, _)| *id != m.id) {
+                    self.run.report.missing += 1;
+                    let count = before.get(&m.id).copied().unwrap_or(0) + 1;
+                    self.missing.push((m.id, count));
+                }
                 continue;
             };
             let key = format!("pending/{}", m.id);
@@ -706,6 +715,10 @@ impl<'a> Sync<'a> {
                 let mut todo: Vec<i64> = self
                     .seen
                     .values()
+                    // A device the inventory did not show (its pages moved
+                    // between invocations) keeps its tags until next time;
+                    // one that left loses them.
+                    .filter(|e| e.5 & (IN_INVENTORY | GONE) != 0)
                     .filter(|e| {
                         let (want, have) = (e.2 & m != 0, e.3 & m != 0);
                         if add { want && !have } else { have && !want }
@@ -741,14 +754,8 @@ impl<'a> Sync<'a> {
             .values()
             .filter(|e| e.5 & GONE == 0)
             .map(|e| Dev(e.0, e.3, e.4.clone()));
-        let header = table::save_table(old, self.run.names.clone(), devs, &self.missing)?;
-        // Notices applied by this sync are done, unless a newer one came.
-        for (key, raw) in &self.run.applied {
-            storage::compare_and_swap(key, Some(raw.as_bytes()), None)?;
-        }
-        self.run.report.at = now();
-        storage::set_json("last_sync", &self.run.report)?;
-        drop_run(&self.run)?;
+        let mut header = table::save_table(old, self.run.names.clone(), devs, &self.missing)?;
+        let report = wrap_up(&mut self.run)?;
         // Notices that came while the sync ran, for devices it synced.
         let uem = &self.uem;
         // (Listed after the run was dropped: a notice kept because the run
@@ -770,24 +777,45 @@ impl<'a> Sync<'a> {
                 continue;
             };
             let device = &key["pending/".len()..];
-            if let Some(message) = apply_notice(self.s, uem, &header, device, &p)? {
-                storage::compare_and_swap(key, Some(&raw), None)?;
-                log::info(message);
+            // The sync is done: one notice's trouble is logged and the
+            // notice stays for the next sync or notice.
+            match apply_notice(self.s, uem, &mut header, device, &p) {
+                Ok(Some(message)) => {
+                    storage::compare_and_swap(key, Some(&raw), None)?;
+                    log::info(message);
+                }
+                Ok(None) => {}
+                Err(e) => log::warn(format!("risk notice for device {device}: {e}")),
             }
         }
-        Ok(self.run.report)
+        Ok(report)
     }
+}
+
+/// The end of a sync once its table is saved: the notices it applied are
+/// cleared (unless a newer one came), the report is kept, the run goes.
+/// Safe to repeat: a run whose table was saved but which did not get this
+/// far does only this on its next invocation.
+fn wrap_up(run: &mut Run) -> Result<Report> {
+    for (key, raw) in &run.applied {
+        storage::compare_and_swap(key, Some(raw.as_bytes()), None)?;
+    }
+    run.report.at = now();
+    storage::set_json("last_sync", &run.report)?;
+    drop_run(run)?;
+    Ok(run.report.clone())
 }
 
 /// Deletes a saved run and its lists.
 fn drop_run(run: &Run) -> Result<()> {
+    // `run` first: a crash after it leaves only unreferenced chunks, never
+    // a run whose lists are gone.
+    storage::delete("run")?;
     table::delete_list(&format!("run/{}/seen", run.generation), run.seen_chunks)?;
     table::delete_list(
         &format!("run/{}/missing", run.generation),
         run.missing_chunks,
-    )?;
-    storage::delete("run")?;
-    Ok(())
+    )
 }
 
 /// Risk notices kept so far, by key: (value as read, value).
@@ -841,10 +869,12 @@ fn migrate_v0() -> Result<()> {
         )
     });
     let missing: Vec<(String, u32)> = missing.into_iter().collect();
-    table::save_table(None, names, devs, &missing)?;
+    // Notices first (a crash before the table is saved migrates again;
+    // one after never loses them), without replacing newer ones.
     for (device, p) in pending {
-        storage::set_json(&format!("pending/{device}"), &p)?;
+        keep(&device, &p, "migrated")?;
     }
+    table::save_table(None, names, devs, &missing)?;
     for key in ["synced", "tags", "ios", "missing", "pending"] {
         storage::delete(key)?;
     }
@@ -857,6 +887,10 @@ pub fn device_sync(s: &Settings) -> Result<Outcome> {
     let mut sync = Sync::load(s)?;
     sync.run.report.runs += 1;
     let old = Header::load()?;
+    if old.as_ref().map_or(0, |h| h.generation) != sync.run.base_generation {
+        // Stopped after saving its table: only the end is left.
+        return wrap_up(&mut sync.run).map(Outcome::Done);
+    }
     let mut pending: Option<HashMap<String, (String, Value)>> = None;
     let mut before: Option<HashMap<String, u32>> = None;
     let mut ids = TagIds::load()?;
@@ -940,7 +974,15 @@ pub fn device_sync(s: &Settings) -> Result<Outcome> {
                     None
                 }
             }
-            Step::Finish => return sync.finish(old.as_ref()).map(Outcome::Done),
+            Step::Finish => {
+                // Saving takes a few hundred storage calls and no requests:
+                // only the time is short.
+                if sync.budget.low() && invocation::remaining() < sync.budget.margin {
+                    None
+                } else {
+                    return sync.finish(old.as_ref()).map(Outcome::Done);
+                }
+            }
         };
         if progress.is_none() {
             sync.save()?;
@@ -964,7 +1006,7 @@ pub fn device_sync(s: &Settings) -> Result<Outcome> {
 fn apply_notice(
     s: &Settings,
     uem: &Uem,
-    header: &Header,
+    header: &mut Header,
     device: &str,
     p: &Value,
 ) -> Result<Option<String>> {
@@ -976,7 +1018,6 @@ fn apply_notice(
     let Some(pos) = devs.iter().position(|d| d.0 == id) else {
         return Ok(None);
     };
-    let mut header = header.clone();
     let have = devs[pos].1;
     let names_before = header.names.len();
     // The status stays as it is: the notice is about risk.
@@ -1031,10 +1072,16 @@ fn apply_notice(
 /// unless a newer one is kept already.
 fn keep(device: &str, p: &Value, why: &str) -> Result<String> {
     let key = format!("pending/{device}");
-    let kept: Option<Value> = storage::get_json(&key)?;
-    let newer = kept.is_some_and(|k| k["at"].as_i64() > p["at"].as_i64());
-    if !newer {
-        storage::set_json(&key, p)?;
+    let value = serde_json::to_vec(p)?;
+    // Compare-and-swap: two notices for one device at once keep the newer.
+    loop {
+        let kept = storage::get(&key)?;
+        let newer = kept.as_deref().is_some_and(|k| {
+            serde_json::from_slice::<Value>(k).is_ok_and(|k| k["at"].as_i64() > p["at"].as_i64())
+        });
+        if newer || storage::compare_and_swap(&key, kept.as_deref(), Some(&value))? {
+            break;
+        }
     }
     Ok(format!(
         "device {device}: {why}; its risk ({}) is kept and applied by the sync",
@@ -1060,7 +1107,8 @@ pub fn risk_changed(
         return keep(device, &p, "no sync has finished yet");
     };
     let uem = Uem::new(&s.api_url);
-    match apply_notice(s, &uem, &header, device, &p)? {
+    let mut header = header;
+    match apply_notice(s, &uem, &mut header, device, &p)? {
         Some(message) => {
             // An older notice kept while a sync ran is overtaken.
             let key = format!("pending/{device}");
