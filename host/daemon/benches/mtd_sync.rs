@@ -269,14 +269,7 @@ api_url = "{uem}"
 mtd_url = "{mtd}"
 groups = "{groups}"
 
-[instance.credentials.uem]
-kind = "basic"
-hosts = ["{uem}"]
-username = "{user}"
-password = "secret:uem-password"
-extra_header = "aw-tenant-code"
-extra_header_value = "secret:uem-tenant-code"
-
+{uem_credential}
 [instance.credentials.mtd]
 kind = "api-key"
 hosts = ["{mtd}"]
@@ -286,7 +279,7 @@ key = "secret:mtd-key"
         uem = uem.url(),
         mtd = mtd.url(),
         groups = groups.join(","),
-        user = uem_cfg.username,
+        uem_credential = uem_basic_credential(&uem),
     );
     let dir = config_dir("data_dir = \"data\"\n", &[("acme", &tenant)]);
     let cfg = dir.path().to_str().unwrap();

@@ -118,20 +118,8 @@ servicenow_url = "{sn}"
 servicenow_namespace = "x_acme_uem"
 callback_url = "http://{addr}/hooks/acme/apps/decisions"
 
-[instance.credentials.uem]
-kind = "basic"
-hosts = ["{uem}"]
-username = "{uem_user}"
-password = "secret:uem-password"
-extra_header = "aw-tenant-code"
-extra_header_value = "secret:uem-tenant-code"
-
-[instance.credentials.servicenow]
-kind = "basic"
-hosts = ["{sn}"]
-username = "{sn_user}"
-password = "secret:sn-password"
-
+{uem_credential}
+{sn_credential}
 {slack_slots}
 [instance.webhooks.decisions]
 allowed_ips = ["127.0.0.1"]
@@ -142,8 +130,8 @@ token = "secret:intake-token"
         uem = uem.url(),
         sn = sn.url(),
         slack = slack.url(),
-        uem_user = o.uem.username,
-        sn_user = sn.config().username,
+        uem_credential = uem_basic_credential(&uem),
+        sn_credential = servicenow_basic_credential(&sn),
     );
     let mut secrets = vec![
         ("uem-password", o.uem.password.clone()),

@@ -97,13 +97,7 @@ signature_header = "x-mtd-signature"
                 uem_cfg.client_id
             )
         } else {
-            format!(
-                "[instance.credentials.uem]\nkind = \"basic\"\nhosts = [\"{}\"]\nusername = \"{}\"\n\
-                 password = \"secret:uem-password\"\nextra_header = \"aw-tenant-code\"\n\
-                 extra_header_value = \"secret:uem-tenant-code\"",
-                uem.url(),
-                uem_cfg.username
-            )
+            uem_basic_credential(&uem)
         },
     );
     let (dir, token) = acme_with_secrets(

@@ -41,24 +41,12 @@ console_url = "https://cn1.awmdm.example"
 assist_url = "https://assist.acme.example"
 email_exceptions = "kiosk@acme.example; shared@acme.example"
 
-[instance.credentials.uem]
-kind = "basic"
-hosts = ["{uem}"]
-username = "{uem_user}"
-password = "secret:uem-password"
-extra_header = "aw-tenant-code"
-extra_header_value = "secret:uem-tenant-code"
-
-[instance.credentials.servicenow]
-kind = "basic"
-hosts = ["{sn}"]
-username = "{sn_user}"
-password = "secret:sn-password"
-"#,
+{uem_credential}
+{sn_credential}"#,
         uem = uem.url(),
         sn = sn.url(),
-        uem_user = uem.config().username,
-        sn_user = sn.config().username,
+        uem_credential = uem_basic_credential(uem),
+        sn_credential = servicenow_basic_credential(sn),
     )
 }
 

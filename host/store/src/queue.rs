@@ -1167,21 +1167,22 @@ mod tests {
         assert!(db.complete_job(second.attempt("a"), 5100).await.unwrap());
     }
 
-    /// Issue 14: what a job returns is kept, on its row and per job in the
-    /// run statistics, where a later failure does not erase it; a long one
-    /// is cut.
-    #[tokio::test]
-    async fn a_done_job_keeps_its_summary() {
-        use crate::{InstanceStore, MAX_SUMMARY_CHARS, RunRecord};
-        let db = SqliteStore::open_in_memory().unwrap();
-        let finish = |attempt, outcome: Outcome, summary: Option<String>| Finish {
+    /// The settlement of an attempt at job `name` of acme/i: its run and
+    /// audit entry, no egress, no next lease, no further run.
+    fn finish_of<'a>(
+        attempt: Attempt<'a>,
+        name: &str,
+        outcome: Outcome,
+        summary: Option<String>,
+    ) -> Finish<'a> {
+        Finish {
             again_at_ms: None,
             attempt,
-            run: RunRecord {
+            run: crate::RunRecord {
                 tenant: "acme".into(),
                 instance: "i".into(),
                 kind: "job".into(),
-                name: "pull".into(),
+                name: name.into(),
                 outcome: "ok".into(),
                 error: None,
                 summary,
@@ -1194,14 +1195,24 @@ mod tests {
                 instance: Some("i".into()),
                 actor: None,
                 kind: "job".into(),
-                what: "pull".into(),
+                what: name.into(),
                 outcome: String::new(),
                 duration_ms: 1,
                 request_id: "r".into(),
             },
             egress: vec![],
             next: None,
-        };
+        }
+    }
+
+    /// Issue 14: what a job returns is kept, on its row and per job in the
+    /// run statistics, where a later failure does not erase it; a long one
+    /// is cut.
+    #[tokio::test]
+    async fn a_done_job_keeps_its_summary() {
+        use crate::{InstanceStore, MAX_SUMMARY_CHARS};
+        let db = SqliteStore::open_in_memory().unwrap();
+        let finish = |attempt, outcome, summary| finish_of(attempt, "pull", outcome, summary);
         let e = db.enqueue(job("acme", None), 0).await.unwrap();
         let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
         let f = finish(
@@ -1246,35 +1257,11 @@ mod tests {
     /// behind it, and an attempt that lost its lease queues nothing.
     #[tokio::test]
     async fn a_job_that_asks_to_run_again_is_queued_once_and_the_schedule_waits() {
-        use crate::{Fired, InstanceStore, RunRecord, WantedSchedule};
+        use crate::{Fired, InstanceStore, WantedSchedule};
         let db = SqliteStore::open_in_memory().unwrap();
         let done = |attempt, again_at_ms| Finish {
-            attempt,
             again_at_ms,
-            outcome: Outcome::Done,
-            run: RunRecord {
-                tenant: "acme".into(),
-                instance: "i".into(),
-                kind: "job".into(),
-                name: "sync".into(),
-                outcome: "ok".into(),
-                error: None,
-                summary: None,
-            },
-            job_entry: AuditEntry {
-                seq: 0,
-                time: 0,
-                tenant: "acme".into(),
-                instance: Some("i".into()),
-                actor: None,
-                kind: "job".into(),
-                what: "sync".into(),
-                outcome: String::new(),
-                duration_ms: 1,
-                request_id: "r".into(),
-            },
-            egress: vec![],
-            next: None,
+            ..finish_of(attempt, "sync", Outcome::Done, None)
         };
         let wanted = vec![WantedSchedule {
             tenant: "acme".into(),

@@ -289,16 +289,34 @@ token_url = "{bt}/oauth2/token"
 client_id = "{bt_id}"
 client_secret = "secret:bt-secret"
 
-[instance.credentials.servicenow]
-kind = "basic"
-hosts = ["{sn}"]
-username = "{sn_user}"
-password = "secret:sn-password"
-{more}"#,
+{sn_credential}{more}"#,
         bt = bt.url(),
         sn = sn.url(),
         bt_id = bt.config().client_id,
-        sn_user = sn.config().username,
+        sn_credential = servicenow_basic_credential(sn),
+    )
+}
+
+/// `[instance.credentials.uem]` for the UEM simulator: Basic with the
+/// tenant code header (secrets `uem-password` and `uem-tenant-code`).
+pub fn uem_basic_credential(uem: &switchyard_sim::uem::Uem) -> String {
+    format!(
+        "[instance.credentials.uem]\nkind = \"basic\"\nhosts = [\"{url}\"]\nusername = \"{user}\"\n\
+         password = \"secret:uem-password\"\nextra_header = \"aw-tenant-code\"\n\
+         extra_header_value = \"secret:uem-tenant-code\"\n",
+        url = uem.url(),
+        user = uem.config().username,
+    )
+}
+
+/// `[instance.credentials.servicenow]` for the ServiceNow simulator: Basic
+/// (secret `sn-password`).
+pub fn servicenow_basic_credential(sn: &switchyard_sim::servicenow::ServiceNow) -> String {
+    format!(
+        "[instance.credentials.servicenow]\nkind = \"basic\"\nhosts = [\"{url}\"]\n\
+         username = \"{user}\"\npassword = \"secret:sn-password\"\n",
+        url = sn.url(),
+        user = sn.config().username,
     )
 }
 
