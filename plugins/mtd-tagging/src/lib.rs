@@ -172,11 +172,15 @@ impl Plugin for MtdTagging {
             .filter_map(|f| f.as_str().map(str::to_owned))
             .collect();
         // The notice's own time orders notices that overtake each other.
-        let at = body["timestamp"].as_i64().unwrap_or_else(sync::now);
+        let notice = sync::notice(
+            risk,
+            &factors,
+            body["timestamp"].as_i64().unwrap_or_else(sync::now),
+        );
         let s = settings()?;
         let result = match Lease::take("lock", &ctx.request_id)? {
             Ok(lease) => {
-                let result = sync::risk_changed(&s, device, risk, &factors, at);
+                let result = sync::risk_changed(&s, device, &notice);
                 lease.release()?;
                 result
             }
@@ -186,7 +190,7 @@ impl Plugin for MtdTagging {
             // sync), the notice is tried again once the lock is free.
             Err(left) => {
                 let kept = if sync::in_progress()? {
-                    Some(sync::keep_while_busy(device, risk, &factors, at)?)
+                    Some(sync::keep_while_busy(device, &notice)?)
                 } else {
                     None
                 };

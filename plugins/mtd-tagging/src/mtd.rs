@@ -100,19 +100,6 @@ impl Mtd {
         Ok(check(r, &what)?.status == 201)
     }
 
-    /// Deletes device `id`; false when the service did not have it.
-    pub fn delete(&self, id: &str) -> Result<bool> {
-        let seg: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-        let r = self.send(Request::delete(format!(
-            "{}/api/v1/devices/{seg}",
-            self.base
-        )))?;
-        if r.status == 404 {
-            return Ok(false);
-        }
-        check(r, &format!("deleting device {id}")).map(|_| true)
-    }
-
     /// Upserts (`{"id", …fields}`) and deletes, at most [`BULK`] in all, in
     /// one request; one result per item, upserts first.
     pub fn bulk(&self, upserts: Vec<Value>, deletes: &[String]) -> Result<Vec<BulkResult>> {

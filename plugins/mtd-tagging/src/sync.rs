@@ -1092,34 +1092,28 @@ fn keep(device: &str, p: &Value, why: &str) -> Result<String> {
 /// A risk change the service announced (`at`: the notice's time): the
 /// device's risk and threat tags move now if it has been synced and no
 /// sync is in progress; otherwise the notice is kept for the sync.
-pub fn risk_changed(
-    s: &Settings,
-    device: &str,
-    risk: &str,
-    factors: &[String],
-    at: i64,
-) -> Result<String> {
-    let p = json!({"risk": risk, "threat_factors": factors, "at": at});
+pub fn risk_changed(s: &Settings, device: &str, p: &Value) -> Result<String> {
     if in_progress()? {
-        return keep(device, &p, "a device sync is in progress");
+        return keep(device, p, "a device sync is in progress");
     }
     let Some(header) = Header::load()? else {
-        return keep(device, &p, "no sync has finished yet");
+        return keep(device, p, "no sync has finished yet");
     };
     let uem = Uem::new(&s.api_url);
     let mut header = header;
-    match apply_notice(s, &uem, &mut header, device, &p)? {
+    match apply_notice(s, &uem, &mut header, device, p)? {
         Some(message) => {
             // An older notice kept while a sync ran is overtaken.
             let key = format!("pending/{device}");
             if let Some(raw) = storage::get(&key)?
-                && serde_json::from_slice::<Value>(&raw).is_ok_and(|k| k["at"].as_i64() <= Some(at))
+                && serde_json::from_slice::<Value>(&raw)
+                    .is_ok_and(|k| k["at"].as_i64() <= p["at"].as_i64())
             {
                 storage::compare_and_swap(&key, Some(&raw), None)?;
             }
             Ok(message)
         }
-        None => keep(device, &p, "not synced yet"),
+        None => keep(device, p, "not synced yet"),
     }
 }
 
@@ -1129,9 +1123,15 @@ pub fn in_progress() -> Result<bool> {
 }
 
 /// Keeps a notice that came while another sync or notice held the lock.
-pub fn keep_while_busy(device: &str, risk: &str, factors: &[String], at: i64) -> Result<String> {
-    let p = json!({"risk": risk, "threat_factors": factors, "at": at});
-    keep(device, &p, "a device sync is running")
+pub fn keep_while_busy(device: &str, p: &Value) -> Result<String> {
+    keep(device, p, "a device sync is running")
+}
+
+/// A risk notice as it is applied and kept: the risk, the threat factors
+/// and the notice's own time (`at`, which orders notices that overtake
+/// each other).
+pub fn notice(risk: &str, factors: &[String], at: i64) -> Value {
+    json!({"risk": risk, "threat_factors": factors, "at": at})
 }
 
 /// What an app sync did.
