@@ -70,9 +70,10 @@ use __private::bindings;
 
 pub use bindings::switchyard::plugin::credentials::Kind as CredentialKind;
 pub use bindings::switchyard::plugin::types::{
-    ActionSpec, Actor, ConfigSpec, Context, CredentialSlot, EgressNeed, Header, JobSpec, Manifest,
-    WebhookMode, WebhookRequest, WebhookResponse, WebhookSpec,
+    ActionSpec, Actor, Context, CredentialSlot, EgressNeed, Header, WebhookMode, WebhookRequest,
+    WebhookResponse, WebhookSpec,
 };
+pub use manifest::{ConfigSpec, JobSpec, Manifest};
 /// The JSON Schema derive for typed actions' inputs.
 pub use schemars;
 pub use serde_json::{Value, json};
@@ -335,8 +336,11 @@ macro_rules! register {
         struct __SwitchyardExports;
 
         impl $crate::__private::Guest for __SwitchyardExports {
-            fn manifest() -> $crate::Manifest {
-                <$plugin as $crate::Plugin>::manifest()
+            fn manifest() -> $crate::__private::WitManifest {
+                <$plugin as $crate::Plugin>::manifest().into_wit()
+            }
+            fn settings_schema() -> String {
+                <$plugin as $crate::Plugin>::manifest().settings_schema()
             }
             fn invoke(
                 ctx: $crate::Context,
@@ -373,7 +377,7 @@ pub mod __private {
     pub mod bindings {
         wit_bindgen::generate!({
             path: "../wit",
-            world: "plugin",
+            world: "plugin-with-settings",
             pub_export_macro: true,
             export_macro_name: "__export_plugin_world",
             default_bindings_module: "switchyard_sdk::__private::bindings",
@@ -381,7 +385,7 @@ pub mod __private {
         });
     }
 
-    pub use crate::bindings::switchyard::plugin::types::PluginError;
+    pub use crate::bindings::switchyard::plugin::types::{Manifest as WitManifest, PluginError};
     pub use bindings::Guest;
     pub use wit_bindgen;
 

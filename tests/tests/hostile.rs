@@ -371,17 +371,17 @@ async fn a_manifest_that_calls_an_import_or_spins_is_refused() {
     for (mode, needle) in [
         (
             "storage",
-            "called the host import `switchyard:plugin/storage@0.1.3#get`",
+            "called the host import `switchyard:plugin/storage@0.1.4#get`",
         ),
         (
             "log",
-            "called the host import `switchyard:plugin/log@0.1.3#emit`",
+            "called the host import `switchyard:plugin/log@0.1.4#emit`",
         ),
         (
             "http",
-            "called the host import `switchyard:plugin/http@0.1.3#send`",
+            "called the host import `switchyard:plugin/http@0.1.4#send`",
         ),
-        ("spin", "manifest() did not return within 1000 ms"),
+        ("spin", "did not return within 1000 ms"),
     ] {
         let patched = switchyard_tests::patch_slot(&wasm, "SY-MANIFEST", mode);
         let err = runtime().load(&patched).await.err().unwrap().to_string();

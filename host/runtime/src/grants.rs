@@ -9,7 +9,7 @@
 //! ```
 //! use switchyard_runtime::grants::{self, Grant, Severity};
 //! # fn demo(manifest: &switchyard_runtime::Manifest) {
-//! let grant = Grant { config: vec!["colour"], ..Grant::default() };
+//! let grant = Grant { config: vec![("colour", "blue")], ..Grant::default() };
 //! for p in grants::check(manifest, &grant) {
 //!     let level = if p.severity == Severity::Error { "error" } else { "warning" };
 //!     println!("{level}: {}: {}", p.field, p.message);
@@ -27,8 +27,8 @@ use crate::manifest::Manifest;
 /// grant nothing of that kind.
 #[derive(Debug, Default)]
 pub struct Grant<'a> {
-    /// Configuration keys the tenant sets.
-    pub config: Vec<&'a str>,
+    /// Configuration keys the tenant sets, with their values.
+    pub config: Vec<(&'a str, &'a str)>,
     /// Credentials bound: slot name and kind.
     pub credentials: Vec<(&'a str, CredentialKind)>,
     /// Webhook routes exposed.
@@ -92,12 +92,17 @@ fn warning(field: impl Into<String>, message: impl Into<String>) -> GrantProblem
 pub fn check(manifest: &Manifest, grant: &Grant<'_>) -> Vec<GrantProblem> {
     let mut out = Vec::new();
     let plugin = &manifest.id;
-    for key in &grant.config {
-        if !manifest.config.iter().any(|c| c.key == *key) {
-            out.push(error(
+    for (key, value) in &grant.config {
+        match manifest.config.iter().find(|c| c.key == *key) {
+            None => out.push(error(
                 format!("config.{key}"),
                 format!("plugin `{plugin}` has no config key `{key}`"),
-            ));
+            )),
+            Some(spec) => {
+                if let Some(Err(why)) = spec.schema.as_ref().map(|s| s.check(value)) {
+                    out.push(error(format!("config.{key}"), why));
+                }
+            }
         }
     }
     for c in manifest
@@ -105,7 +110,7 @@ pub fn check(manifest: &Manifest, grant: &Grant<'_>) -> Vec<GrantProblem> {
         .iter()
         .filter(|c| c.required && c.default.is_none())
     {
-        if !grant.config.contains(&c.key.as_str()) {
+        if !grant.config.iter().any(|(k, _)| *k == c.key) {
             out.push(error(
                 "config",
                 format!("required key `{}` is missing ({})", c.key, c.description),
@@ -181,6 +186,16 @@ pub fn check(manifest: &Manifest, grant: &Grant<'_>) -> Vec<GrantProblem> {
                     "{secs} s is outside the allowed range {}..={} s",
                     spec.min_interval_secs, spec.max_interval_secs
                 ),
+            ));
+        } else if let Some(secs) = job.interval_secs
+            && let Some(Err(why)) = spec
+                .interval_schema
+                .as_ref()
+                .map(|s| s.check(&secs.to_string()))
+        {
+            out.push(error(
+                format!("jobs.{name}.interval"),
+                format!("{secs} s is not allowed: {why}"),
             ));
         }
     }
@@ -259,7 +274,9 @@ pub fn job_interval_secs(manifest: &Manifest, job: &JobGrant<'_>) -> Option<u32>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{ConfigSpec, CredentialSlot, EgressNeed, JobSpec, WebhookSpec};
+    use crate::manifest::{
+        ConfigSpec, CredentialSlot, EgressNeed, JobSpec, ValueSchema, WebhookSpec,
+    };
 
     fn manifest() -> Manifest {
         Manifest {
@@ -279,6 +296,13 @@ mod tests {
                 max_interval_secs: 600,
                 default_interval_secs: 300,
                 exclusive_with_webhook: Some("events".into()),
+                interval_schema: Some(
+                    ValueSchema::compile(
+                        "job `pull` interval",
+                        serde_json::json!({"type": "integer", "multipleOf": 60}),
+                    )
+                    .unwrap(),
+                ),
             }],
             config: vec![
                 ConfigSpec {
@@ -286,12 +310,29 @@ mod tests {
                     description: "where".into(),
                     required: true,
                     default: None,
+                    schema: None,
                 },
                 ConfigSpec {
                     key: "colour".into(),
                     description: String::new(),
                     required: true,
                     default: Some("blue".into()),
+                    schema: None,
+                },
+                ConfigSpec {
+                    key: "minutes".into(),
+                    description: String::new(),
+                    required: false,
+                    default: Some("30".into()),
+                    schema: Some(
+                        ValueSchema::compile(
+                            "minutes",
+                            serde_json::json!({
+                                "type": "integer", "minimum": 10, "maximum": 1440, "multipleOf": 10
+                            }),
+                        )
+                        .unwrap(),
+                    ),
                 },
             ],
             credentials: vec![CredentialSlot {
@@ -309,7 +350,7 @@ mod tests {
 
     fn good() -> Grant<'static> {
         Grant {
-            config: vec!["url"],
+            config: vec![("url", "https://example.com")],
             credentials: vec![("api", CredentialKind::Basic)],
             ..Grant::default()
         }
@@ -330,8 +371,27 @@ mod tests {
     #[test]
     fn undeclared_config_keys_are_errors() {
         let mut g = good();
-        g.config.push("colur");
+        g.config.push(("colur", "red"));
         assert_eq!(fields(&g), [(Severity::Error, "config.colur".into())]);
+    }
+
+    #[test]
+    fn values_the_schema_refuses_are_errors_that_say_why() {
+        for (value, why) in [
+            ("35", "35 is not a multiple of 10"),
+            ("5", "5 is less than the minimum of 10"),
+            ("thirty", "`thirty` is not a whole number"),
+        ] {
+            let mut g = good();
+            g.config.push(("minutes", value));
+            let p = check(&manifest(), &g);
+            assert_eq!(p.len(), 1, "{value}: {p:?}");
+            assert_eq!(p[0].field, "config.minutes");
+            assert!(p[0].message.contains(why), "{value}: {p:?}");
+        }
+        let mut g = good();
+        g.config.push(("minutes", " 1440 "));
+        assert!(check(&manifest(), &g).is_empty());
     }
 
     #[test]
@@ -428,6 +488,11 @@ mod tests {
         });
         assert_eq!(fields(&g), [(Severity::Error, "jobs.pull.interval".into())]);
         assert_eq!(job_interval_secs(&manifest(), &g.jobs[0]), Some(30));
+        g.jobs[0].interval_secs = Some(90);
+        let p = check(&manifest(), &g);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "jobs.pull.interval");
+        assert!(p[0].message.contains("90 is not a multiple of 60"), "{p:?}");
         g.jobs[0].interval_secs = None;
         assert_eq!(job_interval_secs(&manifest(), &g.jobs[0]), Some(300));
         g.jobs[0].enabled = false;

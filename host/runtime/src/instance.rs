@@ -167,7 +167,11 @@ fn validate_spec(
     spec: &InstanceSpec,
 ) -> Result<BTreeMap<String, String>, Vec<String>> {
     let grant = crate::grants::Grant {
-        config: spec.config.keys().map(String::as_str).collect(),
+        config: spec
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
         credentials: spec
             .credentials
             .iter()

@@ -70,6 +70,6 @@ pub use error::{InvokeError, PluginError};
 pub use instance::{Actor, CallOptions, Instance, InstanceSpec, Invocation, Report, SpecError};
 pub use limits::Limits;
 pub use manifest::{
-    ActionSpec, ConfigSpec, CredentialSlot, EgressNeed, JobSpec, Manifest, WebhookSpec,
+    ActionSpec, ConfigSpec, CredentialSlot, EgressNeed, JobSpec, Manifest, ValueSchema, WebhookSpec,
 };
 pub use runtime::{LoadError, Plugin, Runtime, RuntimeConfig};

@@ -27,6 +27,9 @@ use crate::state::StoreState;
 /// generous, and start-up with many plugins must not wait on a slow one.
 const MANIFEST_DEADLINE: Duration = Duration::from_secs(1);
 
+/// The optional export describing the values of config keys and job intervals.
+const SETTINGS_SCHEMA_EXPORT: &str = "settings-schema";
+
 /// The Store data of a `manifest()` call: WASI's empty context and limits.
 struct ManifestState {
     wasi: WasiCtx,
@@ -358,23 +361,41 @@ impl Runtime {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
+        let mut phase = "manifest()";
         let run = async {
-            let b = pre.instantiate_async(&mut store).await?;
-            b.call_manifest(&mut store).await
+            let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+            let manifest = crate::bindings::Plugin::new(&mut store, &instance)?
+                .call_manifest(&mut store)
+                .await?;
+            // Optional (0.1.4): a component of the plain `plugin` world has none.
+            phase = "settings-schema()";
+            let schema = match instance.get_func(&mut store, SETTINGS_SCHEMA_EXPORT) {
+                None => None,
+                Some(f) => {
+                    let f = f.typed::<(), (String,)>(&store).map_err(|e| {
+                        wasmtime::format_err!(
+                            "the export `{SETTINGS_SCHEMA_EXPORT}` must be `func() -> string`: {e}"
+                        )
+                    })?;
+                    Some(f.call_async(&mut store, ()).await?.0)
+                }
+            };
+            wasmtime::Result::<_>::Ok((manifest, schema))
         };
         let too_slow = || {
             format!(
-                "manifest() did not return within {} ms; it must only describe the plugin",
+                "manifest() and settings-schema() did not return within {} ms; they must only \
+                 describe the plugin",
                 MANIFEST_DEADLINE.as_millis()
             )
         };
-        let manifest = match tokio::time::timeout(MANIFEST_DEADLINE, run).await {
+        let (manifest, schema) = match tokio::time::timeout(MANIFEST_DEADLINE, run).await {
             Err(_) => return Err(too_slow()),
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 if let Some(import) = called_import(&e) {
                     return Err(format!(
-                        "manifest() called the host import `{import}`; it must not call any \
+                        "{phase} called the host import `{import}`; it must not call any \
                          import (it runs once per plugin version, for no tenant)"
                     ));
                 }
@@ -387,11 +408,11 @@ impl Runtime {
                 );
                 return Err(match err {
                     crate::error::InvokeError::Deadline(_) => too_slow(),
-                    other => format!("manifest() failed: {other}"),
+                    other => format!("{phase} failed: {other}"),
                 });
             }
         };
-        Manifest::from_wit(manifest)
+        Manifest::from_wit(manifest, schema)
     }
 
     fn cache_path(&self, digest: &str) -> Option<PathBuf> {

@@ -13,15 +13,11 @@ use std::collections::HashMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, cut};
 
 /// Problems reported for one input at most: enough to fix it, bounded for
 /// the answer.
 const MAX_PROBLEMS: usize = 5;
-
-/// Longest description of one problem (the validator quotes the offending
-/// value, which may be megabytes).
-const MAX_PROBLEM_CHARS: usize = 300;
 
 /// Compiled input schemas by action name. Actions that accept any input
 /// (`{}` or `true`) have none, and their calls skip the check.
@@ -75,16 +71,10 @@ impl Schemas {
     }
 }
 
-fn cut(text: &str) -> String {
-    match text.char_indices().nth(MAX_PROBLEM_CHARS) {
-        None => text.to_owned(),
-        Some((at, _)) => format!("{}…", &text[..at]),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::MAX_PROBLEM_CHARS;
     use crate::manifest::ActionSpec;
 
     fn manifest(schema: Value) -> Manifest {

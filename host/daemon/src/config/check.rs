@@ -197,7 +197,11 @@ impl Config {
 /// What an instance's configuration grants, for [`grants::check`].
 pub fn grant_of<'a>(inst: &'a InstanceConfig, egress: Option<&'a EgressPolicy>) -> Grant<'a> {
     Grant {
-        config: inst.config.keys().map(String::as_str).collect(),
+        config: inst
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.get_ref().as_str()))
+            .collect(),
         credentials: inst
             .credentials
             .iter()
