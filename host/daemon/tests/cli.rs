@@ -60,6 +60,29 @@ fn inspect_prints_the_manifest_as_json() {
     let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(manifest["id"], "echo");
     assert_eq!(manifest["actions"][1]["required_role"], "operator");
+
+    // The settings schema is read with the manifest and shown with it.
+    let out = switchyard(&["plugin", "inspect", "bundled:mtd-tagging"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = |k: &str| {
+        manifest["config"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["key"] == k)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        key("delete_after_syncs")["schema"],
+        serde_json::json!({"type": "integer", "minimum": 1, "maximum": 100})
+    );
+    assert_eq!(key("import_pii")["schema"]["type"], "boolean");
+    assert_eq!(
+        manifest["jobs"][0]["interval_schema"],
+        serde_json::json!({"type": "integer", "multipleOf": 600})
+    );
 }
 
 #[test]

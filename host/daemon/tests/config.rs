@@ -218,6 +218,28 @@ fn broken_configurations_are_reported_with_file_line_and_field() {
             ],
         ),
         (
+            "values the plugins' settings schemas refuse",
+            SERVER,
+            &[(
+                "acme",
+                "[[instance]]\nid = \"s\"\nplugin = \"session-import\"\n\n[instance.config]\n\
+                 site_url = \"https://support.acme.example\"\nservicenow_url = \"ftp://acme\"\n\
+                 events_to_import = \"Chat Message; Coffee Break\"\nwindow_minutes = \"0\"\n\n\
+                 [[instance]]\nid = \"m\"\nplugin = \"mtd-tagging\"\n\n[instance.config]\n\
+                 api_url = \"https://uem.example\"\nmtd_url = \"https://mtd.example\"\n\
+                 deletion_threshold_pct = \"150\"\nimport_pii = \"maybe\"\n\n\
+                 [instance.jobs.device-sync]\ninterval = 900\n",
+            )],
+            &[
+                "tenants/acme.toml:7: instance[0].config.servicenow_url: `ftp://acme` is not an http(s) URL such as https://host.example.com",
+                "tenants/acme.toml:8: instance[0].config.events_to_import: `Coffee Break` is not one of: all, none, Session Start, Session End, ",
+                "tenants/acme.toml:9: instance[0].config.window_minutes: 0 is less than the minimum of 1",
+                "tenants/acme.toml:18: instance[1].config.deletion_threshold_pct: 150 is greater than the maximum of 100",
+                "tenants/acme.toml:19: instance[1].config.import_pii: `maybe` is not `true` or `false`",
+                "tenants/acme.toml:22: instance[1].jobs.device-sync.interval: 900 s is not allowed: 900 is not a multiple of 600",
+            ],
+        ),
+        (
             "egress, duplicate id, bad tenant name",
             SERVER,
             &[

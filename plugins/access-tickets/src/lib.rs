@@ -141,7 +141,7 @@ impl Plugin for AccessTickets {
             "The identity system's API base URL",
         ));
         for (key, default, description) in settings::DEFAULTS {
-            m = m.config(ConfigSpec::optional(key, description, default));
+            m = m.config(settings::spec(key, default, description));
         }
         m.credential(switchyard_servicenow::credential_slot(
             "ServiceNow integration user",

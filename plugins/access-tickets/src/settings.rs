@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use switchyard_sdk::ConfigSpec;
 use switchyard_sdk::config::Values;
 
 /// Who decides a request's outcome.
@@ -215,6 +216,20 @@ fn default_push_map(table: &str) -> BTreeMap<String, String> {
         .iter()
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect()
+}
+
+/// The manifest's entry for the optional key `key`, with the values it
+/// accepts, so that `switchyard check` refuses what [`Settings::read`]
+/// would (the rules that involve two keys are left to `read`).
+pub fn spec(key: &str, default: &str, description: &str) -> ConfigSpec {
+    let spec = ConfigSpec::optional(key, description, default);
+    match key {
+        "mode" => spec.one_of(&["servicenow-master", "identity-master"]),
+        "ticket_table" => spec.one_of(&["sc_req_item", "incident"]),
+        "backoff_after_runs" | "backoff_every" => spec.integer(1, 1000),
+        "history_days" => spec.integer(1, 3650),
+        _ => spec,
+    }
 }
 
 impl Settings {

@@ -317,7 +317,7 @@ impl Plugin for AppApproval {
             "Public URL of this instance's `decisions` route, as ServiceNow reaches it",
         ));
         for (key, default, description) in settings::DEFAULTS {
-            m = m.config(ConfigSpec::optional(key, description, default));
+            m = m.config(settings::spec(key, default, description));
         }
         m = m
             .credential(switchyard_uem::credential_slot(

@@ -1,5 +1,6 @@
 //! The instance's configuration, read and checked once per invocation.
 
+use switchyard_sdk::ConfigSpec;
 use switchyard_sdk::config::Values;
 
 /// Statuses exactly as the seed names them.
@@ -152,6 +153,20 @@ pub struct Settings {
 
 const FAMILIES: &[&str] = &["windows", "macos", "ios", "android", "linux"];
 
+/// The manifest's entry for the optional key `key`, with the values it
+/// accepts, so that `switchyard check` refuses what [`Settings::read`]
+/// would (the rules that involve two keys are left to `read`).
+pub fn spec(key: &str, default: &str, description: &str) -> ConfigSpec {
+    let spec = ConfigSpec::optional(key, description, default);
+    match key {
+        "expiry_days" => spec.integer(1, 365),
+        "reminder_days" => spec.integer(0, 364),
+        "install_timeout_hours" => spec.integer(1, 720),
+        "allowed_platforms" => spec.list_of(FAMILIES),
+        _ => spec,
+    }
+}
+
 impl Settings {
     /// Reads and checks every key; the error names the first bad one.
     pub fn read(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
@@ -174,7 +189,7 @@ impl Settings {
             ));
         }
         let mut platforms = Vec::new();
-        for p in v.text("allowed_platforms").split(',') {
+        for p in v.text("allowed_platforms").split([',', ';']) {
             let p = p.trim().to_ascii_lowercase();
             if p.is_empty() {
                 continue;

@@ -112,22 +112,24 @@ impl Plugin for MtdTagging {
             600,
             3_600,
             86_400,
-        ))
+        )
+        .interval_multiple_of(600))
         .job(JobSpec::new(
             "app-sync",
             "Send the managed apps of the synced iOS devices to the MTD service (continues where the last run stopped)",
             600,
             3_600,
             86_400,
-        ))
+        )
+        .interval_multiple_of(600))
         .webhook(WebhookSpec::queued(
             RISK_ROUTE,
             "The MTD service's risk-change notices (JSON, HMAC-SHA256 in x-mtd-signature)",
         ))
-        .config(ConfigSpec::required("api_url", "UEM REST API base URL, e.g. https://as1234.awmdm.com"))
-        .config(ConfigSpec::required("mtd_url", "The MTD service's API base URL"));
+        .config(ConfigSpec::required("api_url", "UEM REST API base URL, e.g. https://as1234.awmdm.com").url())
+        .config(ConfigSpec::required("mtd_url", "The MTD service's API base URL").url());
         for (key, default, description) in settings::DEFAULTS {
-            m = m.config(ConfigSpec::optional(key, description, default));
+            m = m.config(settings::spec(key, default, description));
         }
         m.credential(switchyard_uem::credential_slot(
             "Workspace ONE UEM API: OAuth2 client credentials (recommended), or Basic with the aw-tenant-code header",

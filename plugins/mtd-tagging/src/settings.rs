@@ -1,6 +1,7 @@
 //! The instance's configuration, read and checked once per invocation.
 
 use switchyard_sdk::config::Values;
+use switchyard_sdk::{ConfigSpec, json};
 
 /// Every optional key: (key, default, description).
 pub const DEFAULTS: &[(&str, &str, &str)] = &[
@@ -71,6 +72,45 @@ pub const DEFAULTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// A UEM group id (a positive number), as a list item.
+const GROUP_ID: &str = "^[1-9][0-9]{0,17}$";
+
+/// A UEM tag name: letters, digits, `_ - .` and spaces, at most 64.
+const TAG_NAME: &str = "^[A-Za-z0-9_. -]{1,64}$";
+
+/// The manifest's entry for the optional key `key`, with the values it
+/// accepts, so that `switchyard check` refuses what [`Settings::read`]
+/// would (the rules that involve two keys are left to `read`).
+pub fn spec(key: &str, default: &str, description: &str) -> ConfigSpec {
+    let spec = ConfigSpec::optional(key, description, default);
+    let list = |items: &str, len: Option<u32>| {
+        let mut schema = json!({ "type": "array", "items": { "pattern": items } });
+        if let Some(n) = len {
+            schema["minItems"] = n.into();
+            schema["maxItems"] = n.into();
+        }
+        schema
+    };
+    match key {
+        "groups" | "smart_groups" | "android_enterprise_groups" => spec
+            .schema(list(GROUP_ID, None))
+            .described("a UEM group id (a positive number)"),
+        "import_pii" | "tag_status" | "tag_risk" | "tag_threats" => spec.boolean(),
+        "deletion_threshold_pct" => spec.integer(0, 100),
+        "delete_after_syncs" => spec.integer(1, 100),
+        "status_tags" | "risk_tags" => spec
+            .schema(list(TAG_NAME, Some(3)))
+            .described("a tag name (letters, digits, _ - . and spaces, at most 64)"),
+        "threat_tag_prefix" => spec
+            .pattern("^[A-Za-z0-9_. -]{0,63}$")
+            .described("a tag name prefix (letters, digits, _ - . and spaces, at most 63)"),
+        "tag_group" => spec
+            .pattern("^([1-9][0-9]{0,17})?$")
+            .described("a UEM organization group id (a positive number), or empty"),
+        _ => spec,
+    }
+}
+
 /// The checked configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -107,7 +147,7 @@ pub struct Settings {
 }
 
 fn ids(key: &str, v: &str) -> Result<Vec<i64>, String> {
-    v.split(',')
+    v.split([',', ';'])
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
@@ -155,7 +195,7 @@ fn tag_name(key: &str, v: &str) -> Result<String, String> {
 
 fn three(key: &str, v: &str) -> Result<[String; 3], String> {
     let names: Vec<String> = v
-        .split(',')
+        .split([',', ';'])
         .map(|n| tag_name(key, n))
         .collect::<Result<_, _>>()?;
     <[String; 3]>::try_from(names)

@@ -103,16 +103,22 @@ impl Plugin for SessionImport {
             )
             .exclusive_with_webhook(EVENTS_ROUTE),
         )
-        .config(ConfigSpec::required(
-            "site_url",
-            "BeyondTrust support site, e.g. https://support.acme.example",
-        ))
-        .config(ConfigSpec::required(
-            "servicenow_url",
-            "ServiceNow instance, e.g. https://acme.service-now.com",
-        ));
+        .config(
+            ConfigSpec::required(
+                "site_url",
+                "BeyondTrust support site, e.g. https://support.acme.example",
+            )
+            .url(),
+        )
+        .config(
+            ConfigSpec::required(
+                "servicenow_url",
+                "ServiceNow instance, e.g. https://acme.service-now.com",
+            )
+            .url(),
+        );
         for (key, default, description) in settings::DEFAULTS {
-            m = m.config(ConfigSpec::optional(key, description, default));
+            m = m.config(settings::spec(key, default, description));
         }
         m.credential(CredentialSlot::new(
             bt::CREDENTIAL,

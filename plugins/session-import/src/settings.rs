@@ -1,5 +1,7 @@
 //! The instance's configuration, read and checked once per invocation.
 
+use switchyard_sdk::ConfigSpec;
+
 /// Event types BeyondTrust session reports use. The events-to-import filter
 /// names types from this list; "Load Event Types" writes it to ServiceNow.
 pub const KNOWN_EVENT_TYPES: &[&str] = &[
@@ -23,7 +25,37 @@ pub const KNOWN_EVENT_TYPES: &[&str] = &[
     "Elevation Requested",
     "Customer Exit Survey",
     "Representative Exit Survey",
+    "Conference Owner Changed",
 ];
+
+/// The manifest's entry for the optional key `key`, with the values it
+/// accepts, so that `switchyard check` refuses what [`Settings::read`]
+/// would.
+pub fn spec(key: &str, default: &str, description: &str) -> ConfigSpec {
+    let spec = ConfigSpec::optional(key, description, default);
+    match key {
+        "session_table" | "event_type_table" | "issue_table" => spec
+            .pattern("^[a-z0-9_]{1,80}$")
+            .described("a ServiceNow table name (lower-case letters, digits and _)"),
+        "events_to_import" => {
+            let names: Vec<&str> = ["all", "none"]
+                .into_iter()
+                .chain(KNOWN_EVENT_TYPES.iter().copied())
+                .collect();
+            spec.list_of(&names)
+        }
+        "note_session_notes"
+        | "note_session_end"
+        | "note_session_key"
+        | "note_customer_initiated"
+        | "associate_user"
+        | "import_external_sessions" => spec.boolean(),
+        "first_pull_hours" => spec.integer(1, 24 * 90),
+        "window_minutes" => spec.integer(1, 24 * 60),
+        "claim_lease_secs" | "run_budget_secs" => spec.integer(1, 3600),
+        _ => spec,
+    }
+}
 
 /// Which session events go into the session record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,15 +67,19 @@ pub enum EventFilter {
 }
 
 impl EventFilter {
-    /// `all`, `none`, or known event types separated by `;`.
+    /// `all`, `none`, or known event types separated by `;` or `,` (an
+    /// `all` among them means all, a `none` adds nothing).
     pub fn parse(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "" | "all" => return Ok(Self::All),
-            "none" => return Ok(Self::Only(Vec::new())),
-            _ => {}
+        if s.trim().is_empty() {
+            return Ok(Self::All);
         }
         let mut out = Vec::new();
-        for t in s.split(';').map(str::trim).filter(|t| !t.is_empty()) {
+        for t in s.split([';', ',']).map(str::trim).filter(|t| !t.is_empty()) {
+            match t.to_ascii_lowercase().as_str() {
+                "all" => return Ok(Self::All),
+                "none" => continue,
+                _ => {}
+            }
             let Some(known) = KNOWN_EVENT_TYPES.iter().find(|k| k.eq_ignore_ascii_case(t)) else {
                 return Err(format!(
                     "events_to_import: `{t}` is not a known event type (known: {})",
@@ -137,7 +173,7 @@ pub const DEFAULTS: &[(&str, &str, &str)] = &[
     (
         "events_to_import",
         "all",
-        "Session events copied into the record: all, none, or event types separated by `;`",
+        "Session events copied into the record: all, none, or event types separated by `;` (as Load Event Types lists them)",
     ),
     (
         "note_session_notes",
@@ -342,6 +378,16 @@ mod tests {
         assert!(
             e.contains("`Coffee Break` is not a known event type"),
             "{e}"
+        );
+        // Issue 19, session-import 6: seen in real reports, selectable.
+        let f = EventFilter::parse("Conference Owner Changed, Chat Message").unwrap();
+        assert!(f.wants("Conference Owner Changed") && f.wants("Chat Message"));
+        // `all` anywhere means all; unknown types in reports are imported.
+        let all = EventFilter::parse("Chat Message; all").unwrap();
+        assert!(all.wants("Some Type Added By A Newer Site"));
+        assert_eq!(
+            EventFilter::parse("none, Chat Message").unwrap(),
+            EventFilter::Only(vec!["Chat Message".into()])
         );
     }
 

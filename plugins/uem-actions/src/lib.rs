@@ -99,30 +99,35 @@ impl Plugin for UemActions {
         );
         // Roles are checked by the plugin (an action may be allowed by
         // several roles, and catalog roles only on own devices).
-        actions::declare_actions(m)
-            .config(ConfigSpec::required("api_url", "UEM REST API base URL, e.g. https://as1234.awmdm.com"))
-            .config(ConfigSpec::optional("console_url", "UEM console base URL, for Console Link", ""))
-            .config(ConfigSpec::optional("assist_url", "Workspace ONE Assist portal URL, for Remote Assist", ""))
-            .config(ConfigSpec::optional("servicenow_url", "ServiceNow instance URL, for work notes and caller lookup", ""))
-            .config(ConfigSpec::optional("actions", "Actions offered to the service desk, comma-separated, or `all` (older name of service_desk_actions)", "all"))
+        let m = actions::declare_actions(m);
+        // The action lists name actions this plugin has, or `all`.
+        let names: Vec<String> = m.actions.iter().map(|a| a.name.clone()).collect();
+        let names: Vec<&str> = std::iter::once("all")
+            .chain(names.iter().map(String::as_str))
+            .collect();
+        m.config(ConfigSpec::required("api_url", "UEM REST API base URL, e.g. https://as1234.awmdm.com").url())
+            .config(ConfigSpec::optional("console_url", "UEM console base URL, for Console Link", "").url())
+            .config(ConfigSpec::optional("assist_url", "Workspace ONE Assist portal URL, for Remote Assist", "").url())
+            .config(ConfigSpec::optional("servicenow_url", "ServiceNow instance URL, for work notes and caller lookup", "").url())
+            .config(ConfigSpec::optional("actions", "Actions offered to the service desk, comma-separated, or `all` (older name of service_desk_actions)", "all").list_of(&names))
             .config(ConfigSpec::optional(
                 "service_desk_actions",
                 "Actions offered to actors without the admin role, comma-separated, or `all`; empty: the `actions` setting",
                 "",
-            ))
+            ).list_of(&names))
             .config(ConfigSpec::optional(
                 "admin_actions",
                 "Actions offered to UEM administrators (actors with the admin role), comma-separated, or `all`",
                 "all",
-            ))
-            .config(ConfigSpec::optional("audit_note", "Write a note on the UEM device after each action (true/false)", "true"))
-            .config(ConfigSpec::optional("validate_caller_email", "The incident caller must be the device's user (true/false)", "true"))
+            ).list_of(&names))
+            .config(ConfigSpec::optional("audit_note", "Write a note on the UEM device after each action (true/false)", "true").boolean())
+            .config(ConfigSpec::optional("validate_caller_email", "The incident caller must be the device's user (true/false)", "true").boolean())
             .config(ConfigSpec::optional("email_exceptions", "Emails exempt from caller validation, semicolon-separated", ""))
             .config(ConfigSpec::optional(
                 "allow_unenrolled_lookups",
                 "Allow the read-only actions (console-link, view-recovery-key) on devices that are not enrolled (true/false)",
                 "false",
-            ))
+            ).boolean())
             .credential(switchyard_uem::credential_slot(
                 "Workspace ONE UEM API: OAuth2 client credentials, or Basic with the aw-tenant-code header",
             ))
