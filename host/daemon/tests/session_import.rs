@@ -820,6 +820,109 @@ async fn a_daemon_killed_mid_import_imports_every_session_exactly_once() {
     assert_eq!(got, want);
 }
 
+/// Copies the directory `from` to `to` (which must not exist).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+impl Env {
+    /// Stops the daemon, runs `with_data` on its data directory, starts it
+    /// again.
+    fn restart(&mut self, with_data: impl FnOnce(&std::path::Path)) {
+        self.d.child.kill().unwrap();
+        self.d.child.wait().unwrap();
+        with_data(&self.dir.path().join("data"));
+        self.d = start(self.dir.path());
+    }
+
+    /// Lookups of sessions by lsid that ServiceNow has answered so far.
+    fn lsid_lookups(&self) -> usize {
+        self.sn
+            .control()
+            .requests_to(&format!("/api/now/table/{TABLE}"))
+            .iter()
+            .filter(|r| r.method == "GET" && r.query.as_deref().unwrap_or("").contains("u_lsidIN"))
+            .count()
+    }
+}
+
+/// Issue 19, session-import 2: idempotency holds against ServiceNow, not
+/// only against this daemon's storage. A restored backup (markers and
+/// cursor from before the last imports) and a new data directory (none
+/// at all), each pointed at the same ServiceNow, import nothing twice,
+/// and the lookup is one query per batch, not one per session.
+#[tokio::test]
+async fn a_restored_backup_or_a_new_data_directory_imports_nothing_twice() {
+    let mut env = setup(0, "").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (fresh, backup) = (scratch.path().join("fresh"), scratch.path().join("backup"));
+    // A daemon that has never pulled: its data directory as it is now.
+    env.restart(|data| copy_dir(data, &fresh));
+    let out = env.pull().await;
+    assert_eq!(out["stats"]["imported"], 0, "{out}");
+    // The backup: taken after that pull (a cursor, no markers).
+    env.restart(|data| copy_dir(data, &backup));
+
+    let lsids: HashSet<String> = env.bt.add_sessions(7, 20, 200).into_iter().collect();
+    let out = env.pull().await;
+    assert_eq!(out["stats"]["imported"], 20, "{out}");
+    assert_eq!(env.records().into_keys().collect::<HashSet<_>>(), lsids);
+
+    // Restored: the 20 sessions are read again, found with one lookup,
+    // and left alone.
+    env.restart(|data| {
+        std::fs::remove_dir_all(data).unwrap();
+        copy_dir(&backup, data);
+    });
+    let lookups = env.lsid_lookups();
+    let out = env.pull().await;
+    assert_eq!(out["stats"]["imported"], 0, "{out}");
+    assert_eq!(out["stats"]["found_in_servicenow"], 20, "{out}");
+    assert!(
+        out["summary"]
+            .as_str()
+            .unwrap()
+            .contains("20 found in ServiceNow without a marker here"),
+        "{out}"
+    );
+    assert_eq!(env.lsid_lookups() - lookups, 1, "one lookup for the batch");
+    assert_eq!(env.records().len(), 20);
+    // A second pull finds the markers the first one left: no lookup.
+    let lookups = env.lsid_lookups();
+    let out = env.pull().await;
+    assert_eq!(out["stats"]["found_in_servicenow"], 0, "{out}");
+    assert_eq!(env.lsid_lookups(), lookups);
+
+    // New: the first pull starts after the latest session ServiceNow
+    // holds, instead of 24 hours back.
+    env.restart(|data| {
+        std::fs::remove_dir_all(data).unwrap();
+        copy_dir(&fresh, data);
+    });
+    let latest = env.bt.sessions().iter().map(|s| s.end).max().unwrap();
+    let out = env.pull().await;
+    assert_eq!(out["stats"]["imported"], 0, "{out}");
+    assert_eq!(out["report"]["after_servicenow"], latest, "{out}");
+    assert_eq!(out["report"]["from"], latest, "{out}");
+    assert!(
+        out["summary"]
+            .as_str()
+            .unwrap()
+            .contains("after the latest session already in ServiceNow"),
+        "{out}"
+    );
+    assert_eq!(env.records().into_keys().collect::<HashSet<_>>(), lsids);
+}
+
 #[tokio::test]
 async fn with_import_external_sessions_off_only_sessions_a_task_claims_are_imported() {
     let env = setup(60, "import_external_sessions = \"false\"").await;

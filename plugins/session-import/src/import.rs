@@ -52,6 +52,14 @@ pub fn glide_time(ts: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The Unix time of ServiceNow's `YYYY-MM-DD HH:MM:SS` (UTC), if it is one.
+pub fn parse_glide_time(text: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(text.trim(), &fmt)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
+}
+
 fn hms(secs: i64) -> String {
     let secs = secs.max(0);
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
@@ -132,6 +140,9 @@ pub struct Stats {
     /// Sessions started outside ServiceNow, not imported
     /// (`import_external_sessions` off).
     pub external_skipped: usize,
+    /// Sessions with no marker here whose record ServiceNow already has
+    /// (imported by another daemon, or before this data was restored).
+    pub found_in_servicenow: usize,
 }
 
 /// The importer of one invocation.
@@ -147,6 +158,9 @@ pub struct Importer {
     request_id: String,
     tasks: HashMap<String, Option<Task>>,
     users: HashMap<String, Option<SysId>>,
+    /// Sessions without a marker, looked up in ServiceNow by
+    /// [`Importer::look_up`]: the record's sys_id, or None for none.
+    in_servicenow: HashMap<String, Option<SysId>>,
 }
 
 impl Importer {
@@ -160,7 +174,74 @@ impl Importer {
             request_id: request_id.to_owned(),
             tasks: HashMap::new(),
             users: HashMap::new(),
+            in_servicenow: HashMap::new(),
         }
+    }
+
+    /// When the latest session in ServiceNow ended, if it has any: where
+    /// a first pull starts, so that a new daemon (or data directory)
+    /// pointed at an instance that already holds sessions goes on after
+    /// them, as the seed has it, instead of reading them again.
+    pub fn latest_in_servicenow(&self) -> Result<Option<i64>> {
+        let table = &self.settings.session_table;
+        let query = snow::Query::new()
+            .is_not_empty("u_end_time")
+            .order_by_desc("u_end_time");
+        let rows = self.sn.query(table, &query, &["u_end_time"], 1)?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let text = snow::field(row, "u_end_time");
+        parse_glide_time(&text).map(Some).ok_or_else(|| {
+            Error::upstream(format!(
+                "ServiceNow's latest {table} record has the end time `{}`, which is not a \
+                 date and time (YYYY-MM-DD HH:MM:SS)",
+                text.chars().take(40).collect::<String>()
+            ))
+        })
+    }
+
+    /// Looks up in ServiceNow, with one query, the records of those of
+    /// `sessions` that have no marker here, so that [`Importer::import`]
+    /// inserts none that exists already (a new data directory, a restored
+    /// backup or a second daemon pointed at the same instance) without a
+    /// query per session.
+    pub fn look_up(&mut self, sessions: &[Session]) -> Result<()> {
+        let mut unknown: Vec<&str> = Vec::new();
+        for s in sessions {
+            if valid_lsid(&s.lsid)
+                && !self.in_servicenow.contains_key(&s.lsid)
+                && !unknown.contains(&s.lsid.as_str())
+                && storage::get(&marker_key(s))?.is_none()
+            {
+                unknown.push(&s.lsid);
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let table = self.settings.session_table.clone();
+        let query = snow::Query::new().one_of("u_lsid", unknown.iter().copied());
+        // Duplicates made before this check existed may answer twice.
+        let rows = self
+            .sn
+            .query_all(&table, &query, &["sys_id", "u_lsid"], unknown.len() * 4)?;
+        if self.in_servicenow.len() >= CACHE_ENTRIES {
+            self.in_servicenow.clear();
+        }
+        for lsid in unknown {
+            self.in_servicenow.insert(lsid.to_owned(), None);
+        }
+        for r in rows {
+            let lsid = snow::field(&r, "u_lsid");
+            if let (Some(slot @ None), Ok(id)) = (
+                self.in_servicenow.get_mut(&lsid),
+                SysId::parse(&snow::field(&r, "sys_id")),
+            ) {
+                *slot = Some(id);
+            }
+        }
+        Ok(())
     }
 
     fn task(&mut self, key: &str) -> Result<Option<Task>> {
@@ -398,10 +479,23 @@ impl Importer {
                 })?),
             };
             let (next, outcome) = match marker {
-                None => {
-                    let old = s.end < now - RETENTION_DAYS * 86_400;
-                    (mine.clone(), (None, old))
-                }
+                None => match self.in_servicenow.get(&s.lsid) {
+                    // ServiceNow has it: record that here and leave it.
+                    // Its notes were written by whoever created it; only a
+                    // task found later is still added (late association).
+                    Some(Some(sys_id)) => (
+                        Marker::Done {
+                            sys_id: sys_id.clone(),
+                            task: task_number.is_some(),
+                        },
+                        (Some(sys_id.clone()), false),
+                    ),
+                    Some(None) => (mine.clone(), (None, false)),
+                    None => {
+                        let old = s.end < now - RETENTION_DAYS * 86_400;
+                        (mine.clone(), (None, old))
+                    }
+                },
                 Some(Marker::Done { sys_id, task }) => {
                     return self.late_association(s, task_number, &key, cur, sys_id, task);
                 }
@@ -432,6 +526,11 @@ impl Importer {
             self.stats.busy += 1;
             return Ok(Imported::Busy(5));
         };
+        if let Some(Some(_)) = self.in_servicenow.remove(&s.lsid) {
+            self.stats.found_in_servicenow += 1;
+            self.stats.already += 1;
+            return Ok(Imported::Already);
+        }
         let resumed = known.is_some() || verify;
         match self.write(s, task_number, &key, known, verify) {
             Ok(()) => {
@@ -613,6 +712,23 @@ mod tests {
             serde_json::from_slice::<Marker>(br#"{"state":"done","sys_id":"../x","task":true}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn servicenow_times_read_back() {
+        assert_eq!(
+            parse_glide_time(&glide_time(1_700_000_123)),
+            Some(1_700_000_123)
+        );
+        assert_eq!(parse_glide_time(" 1970-01-02 00:00:01 "), Some(86_401));
+        for bad in [
+            "",
+            "2024-13-01 00:00:00",
+            "yesterday",
+            "2024-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_glide_time(bad), None, "{bad}");
+        }
     }
 
     #[test]

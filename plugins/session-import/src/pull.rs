@@ -7,7 +7,14 @@
 //! again (already-imported sessions are skipped by their markers). Windows
 //! are bounded (`window_minutes`, halved when an answer exceeds the host's
 //! response limit), so the answer held in memory at once is bounded too,
-//! and the reader keeps one parsed session at a time.
+//! and the reader keeps a small batch of parsed sessions at a time.
+//!
+//! Idempotency holds against ServiceNow, not only this instance's storage:
+//! the sessions of a batch that have no marker here are looked up in
+//! ServiceNow with one query before any is inserted, and the very first
+//! pull starts after the latest session ServiceNow already holds (within
+//! `first_pull_hours`). A new data directory, a restored backup or a second
+//! daemon pointed at the same instance imports nothing twice.
 //!
 //! The rep exit-survey report only associates sessions with tasks: when the
 //! site refuses it (an API account without the permission, an older site,
@@ -24,7 +31,7 @@ use serde::Serialize;
 use switchyard_sdk::{Error, Result, log, storage};
 
 use crate::import::{Imported, Importer, glide_time, now_secs};
-use crate::report::{self, Outcome};
+use crate::report::{self, Outcome, Session};
 
 /// Storage key of the cursor.
 pub const CURSOR_KEY: &str = "cursor";
@@ -39,6 +46,9 @@ const SURVEY_RETRY_KEY: &str = "survey-retry";
 const SURVEY_RETRIES_PER_RUN: usize = 4;
 /// Windows kept for a survey retry at most (the oldest go first).
 const SURVEY_RETRY_MAX: usize = 1000;
+/// Sessions looked up in ServiceNow with one query: the URL stays well
+/// under 4 KB (an lsid is at most 128 characters, usually 32).
+const LOOKUP_BATCH: usize = 25;
 
 /// What a pull did.
 #[derive(Debug, Default, Serialize)]
@@ -62,6 +72,9 @@ pub struct PullReport {
     pub surveys_recovered: usize,
     /// Windows whose survey is still owed.
     pub surveys_owed: usize,
+    /// A first pull that started after the latest session already in
+    /// ServiceNow: when that session ended.
+    pub after_servicenow: Option<i64>,
 }
 
 impl PullReport {
@@ -79,6 +92,18 @@ impl PullReport {
             st.associated,
             st.work_notes
         );
+        if let Some(latest) = self.after_servicenow {
+            s.push_str(&format!(
+                " (the first pull: after the latest session already in ServiceNow, ended {} UTC)",
+                glide_time(latest)
+            ));
+        }
+        if st.found_in_servicenow > 0 {
+            s.push_str(&format!(
+                ", {} found in ServiceNow without a marker here (not imported again)",
+                st.found_in_servicenow
+            ));
+        }
         if st.resumed > 0 {
             s.push_str(&format!(
                 ", {} completed after an interrupted run",
@@ -125,11 +150,27 @@ pub fn pull(imp: &mut Importer) -> Result<PullReport> {
     let budget = Duration::from_secs(imp.settings.run_budget_secs);
     let now = now_secs();
     let cursor: Option<i64> = storage::get_json(CURSOR_KEY)?;
-    let mut cursor = cursor.unwrap_or(now - imp.settings.lookback_secs);
+    let mut after_servicenow = None;
+    let mut cursor = match cursor {
+        Some(c) => c,
+        None => {
+            // The first pull: after the latest session ServiceNow holds,
+            // but never further back than first_pull_hours.
+            let reach = now - imp.settings.lookback_secs;
+            match imp.latest_in_servicenow()? {
+                Some(latest) if latest > reach => {
+                    after_servicenow = Some(latest);
+                    latest.min(now)
+                }
+                _ => reach,
+            }
+        }
+    };
     let horizon = now - SETTLE_SECS;
     let mut rep = PullReport {
         from: cursor,
         cursor,
+        after_servicenow,
         ..PullReport::default()
     };
     let mut owed: Vec<(i64, i64)> = storage::get_json(SURVEY_RETRY_KEY)?.unwrap_or_default();
@@ -246,26 +287,20 @@ fn read_window(
 ) -> Result<WindowEnd> {
     let mut busy = false;
     let mut sessions = 0;
-    let read = report::sessions(body, |s| {
+    let mut batch: Vec<Session> = Vec::with_capacity(LOOKUP_BATCH);
+    let mut read = report::sessions(body, |s| {
         sessions += 1;
-        if started.elapsed() >= budget || switchyard_sdk::retry::budget_spent() {
-            return Err(Halt::Stop(format!(
-                "run budget of {} s used",
-                imp.settings.run_budget_secs
-            )));
+        batch.push(s);
+        if batch.len() < LOOKUP_BATCH {
+            return Ok(());
         }
-        match imp.import(&s, tasks.get(&s.lsid).map(String::as_str)) {
-            Ok(Imported::Busy(_)) => {
-                busy = true;
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            Err(_) if switchyard_sdk::retry::budget_spent() => {
-                Err(Halt::Stop("this run's request budget is used up".into()))
-            }
-            Err(e) => Err(Halt::Fail(e)),
-        }
+        import_batch(imp, &mut batch, tasks, &mut busy, started, budget)
     });
+    if let Ok(Ok(_)) = &read
+        && let Err(halt) = import_batch(imp, &mut batch, tasks, &mut busy, started, budget)
+    {
+        read = Err(halt);
+    }
     rep.sessions += sessions;
     match read {
         Err(Halt::Fail(e)) => Err(e),
@@ -282,6 +317,43 @@ fn read_window(
         ))),
         Ok(Ok(Outcome::NoArchives | Outcome::Sessions(_))) => Ok(WindowEnd::Done { busy }),
     }
+}
+
+/// Imports `batch` (emptying it), after one ServiceNow lookup of those
+/// of its sessions that have no marker here.
+fn import_batch(
+    imp: &mut Importer,
+    batch: &mut Vec<Session>,
+    tasks: &std::collections::HashMap<String, String>,
+    busy: &mut bool,
+    started: Instant,
+    budget: Duration,
+) -> std::result::Result<(), Halt> {
+    let failed = |e: Error| {
+        if switchyard_sdk::retry::budget_spent() {
+            Halt::Stop("this run's request budget is used up".into())
+        } else {
+            Halt::Fail(e)
+        }
+    };
+    if batch.is_empty() {
+        return Ok(());
+    }
+    imp.look_up(batch).map_err(failed)?;
+    for s in batch.drain(..) {
+        if started.elapsed() >= budget || switchyard_sdk::retry::budget_spent() {
+            return Err(Halt::Stop(format!(
+                "run budget of {} s used",
+                imp.settings.run_budget_secs
+            )));
+        }
+        match imp.import(&s, tasks.get(&s.lsid).map(String::as_str)) {
+            Ok(Imported::Busy(_)) => *busy = true,
+            Ok(_) => {}
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Adds a window to those whose survey is owed, dropping the oldest past
