@@ -74,8 +74,8 @@ impl Schemas {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::MAX_PROBLEM_CHARS;
     use crate::manifest::ActionSpec;
+    use crate::manifest::MAX_PROBLEM_CHARS;
 
     fn manifest(schema: Value) -> Manifest {
         Manifest {
