@@ -20,6 +20,28 @@ pub fn all() -> Vec<(String, String)> {
     wit::get_all()
 }
 
+/// Whole-number keys with their inclusive ranges, `(key, min, max)`: one
+/// table a plugin declares in its manifest (with [`crate::ConfigSpec::integer`],
+/// so that `switchyard check` refuses a value out of range) and reads with
+/// (so that the two can never disagree).
+///
+/// ```
+/// use switchyard_sdk::config::{Ranges, range_of};
+///
+/// const RANGES: Ranges = &[("retries", 1, 10)];
+/// assert_eq!(range_of(RANGES, "retries"), Some((1, 10)));
+/// assert_eq!(range_of(RANGES, "colour"), None);
+/// ```
+pub type Ranges = &'static [(&'static str, i64, i64)];
+
+/// The range of `key` in `ranges`, if it has one.
+pub fn range_of(ranges: Ranges, key: &str) -> Option<(i64, i64)> {
+    ranges
+        .iter()
+        .find(|(k, ..)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
 /// Configuration values read with the manifest's defaults and checked one
 /// by one; each error names the key and the value (`mode: \`both\` is …`),
 /// so a plugin's settings type reads like its documentation.
@@ -79,6 +101,14 @@ impl<G: Fn(&str) -> Option<String>> Values<G> {
             "false" | "no" | "off" | "0" => Ok(false),
             other => Err(format!("{key}: `{other}` is not true or false")),
         }
+    }
+
+    /// A whole number within the range `ranges` gives `key`; an error
+    /// when it gives none (a plugin bug).
+    pub fn ranged(&self, key: &str, ranges: Ranges) -> std::result::Result<i64, String> {
+        let (min, max) =
+            range_of(ranges, key).ok_or_else(|| format!("{key}: no range is declared for it"))?;
+        self.number(key, min, max)
     }
 
     /// A whole number from `min` to `max`.

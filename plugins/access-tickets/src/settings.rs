@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use switchyard_sdk::ConfigSpec;
-use switchyard_sdk::config::Values;
+use switchyard_sdk::config::{Ranges, Values, range_of};
 
 /// Who decides a request's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,16 +218,25 @@ fn default_push_map(table: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The whole-number keys and their ranges, in one table: what `check`
+/// refuses (through [`spec`]) and what [`Settings::read`] accepts.
+const RANGES: Ranges = &[
+    ("backoff_after_runs", 1, 1000),
+    ("backoff_every", 1, 1000),
+    ("history_days", 1, 3650),
+];
+
 /// The manifest's entry for the optional key `key`, with the values it
 /// accepts, so that `switchyard check` refuses what [`Settings::read`]
 /// would (the rules that involve two keys are left to `read`).
 pub fn spec(key: &str, default: &str, description: &str) -> ConfigSpec {
     let spec = ConfigSpec::optional(key, description, default);
+    if let Some((min, max)) = range_of(RANGES, key) {
+        return spec.integer(min, max);
+    }
     match key {
         "mode" => spec.one_of(&["servicenow-master", "identity-master"]),
         "ticket_table" => spec.one_of(&["sc_req_item", "incident"]),
-        "backoff_after_runs" | "backoff_every" => spec.integer(1, 1000),
-        "history_days" => spec.integer(1, 3650),
         _ => spec,
     }
 }
@@ -301,9 +310,9 @@ impl Settings {
             justification_field: field_name("justification_field", &value("justification_field"))?,
             state_map,
             push_state_map,
-            backoff_after_runs: v.number("backoff_after_runs", 1, 1000)? as u32,
-            backoff_every: v.number("backoff_every", 1, 1000)? as u32,
-            history_days: v.number("history_days", 1, 3650)? as u32,
+            backoff_after_runs: v.ranged("backoff_after_runs", RANGES)? as u32,
+            backoff_every: v.ranged("backoff_every", RANGES)? as u32,
+            history_days: v.ranged("history_days", RANGES)? as u32,
             categories,
             table,
         })

@@ -1,7 +1,7 @@
 //! The instance's configuration, read and checked once per invocation.
 
 use switchyard_sdk::ConfigSpec;
-use switchyard_sdk::config::Values;
+use switchyard_sdk::config::{Ranges, Values, range_of};
 
 /// Statuses exactly as the seed names them.
 pub const PENDING: &str = "Pending Approval";
@@ -153,15 +153,23 @@ pub struct Settings {
 
 const FAMILIES: &[&str] = &["windows", "macos", "ios", "android", "linux"];
 
+/// The whole-number keys and their ranges, in one table: what `check`
+/// refuses (through [`spec`]) and what [`Settings::read`] accepts.
+const RANGES: Ranges = &[
+    ("expiry_days", 1, 365),
+    ("reminder_days", 0, 364),
+    ("install_timeout_hours", 1, 720),
+];
+
 /// The manifest's entry for the optional key `key`, with the values it
 /// accepts, so that `switchyard check` refuses what [`Settings::read`]
 /// would (the rules that involve two keys are left to `read`).
 pub fn spec(key: &str, default: &str, description: &str) -> ConfigSpec {
     let spec = ConfigSpec::optional(key, description, default);
+    if let Some((min, max)) = range_of(RANGES, key) {
+        return spec.integer(min, max);
+    }
     match key {
-        "expiry_days" => spec.integer(1, 365),
-        "reminder_days" => spec.integer(0, 364),
-        "install_timeout_hours" => spec.integer(1, 720),
         "allowed_platforms" => spec.list_of(FAMILIES),
         _ => spec,
     }
@@ -181,8 +189,8 @@ impl Settings {
                 "servicenow_namespace: `{namespace}` is not a REST API namespace (letters, digits, _ and -)"
             ));
         }
-        let expiry_days = v.number("expiry_days", 1, 365)? as u64;
-        let reminder_days = v.number("reminder_days", 0, 364)? as u64;
+        let expiry_days = v.ranged("expiry_days", RANGES)? as u64;
+        let reminder_days = v.ranged("reminder_days", RANGES)? as u64;
         if reminder_days >= expiry_days {
             return Err(format!(
                 "reminder_days: {reminder_days} is not less than expiry_days ({expiry_days})"
@@ -235,7 +243,7 @@ impl Settings {
             expiry_days,
             reminder_days,
             platforms,
-            install_timeout_hours: v.number("install_timeout_hours", 1, 720)? as u64,
+            install_timeout_hours: v.ranged("install_timeout_hours", RANGES)? as u64,
             column_callback_url: column("column_callback_url")?,
             column_device_id: column("column_device_id")?,
             column_request_id: column("column_request_id")?,

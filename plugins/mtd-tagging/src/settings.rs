@@ -1,6 +1,6 @@
 //! The instance's configuration, read and checked once per invocation.
 
-use switchyard_sdk::config::Values;
+use switchyard_sdk::config::{Ranges, Values, range_of};
 use switchyard_sdk::{ConfigSpec, json};
 
 /// Every optional key: (key, default, description).
@@ -78,11 +78,21 @@ const GROUP_ID: &str = "^[1-9][0-9]{0,17}$";
 /// A UEM tag name: letters, digits, `_ - .` and spaces, at most 64.
 const TAG_NAME: &str = "^[A-Za-z0-9_. -]{1,64}$";
 
+/// The whole-number keys and their ranges, in one table: what `check`
+/// refuses (through [`spec`]) and what [`Settings::read`] accepts.
+const RANGES: Ranges = &[
+    ("deletion_threshold_pct", 0, 100),
+    ("delete_after_syncs", 1, 100),
+];
+
 /// The manifest's entry for the optional key `key`, with the values it
 /// accepts, so that `switchyard check` refuses what [`Settings::read`]
 /// would (the rules that involve two keys are left to `read`).
 pub fn spec(key: &str, default: &str, description: &str) -> ConfigSpec {
     let spec = ConfigSpec::optional(key, description, default);
+    if let Some((min, max)) = range_of(RANGES, key) {
+        return spec.integer(min, max);
+    }
     let list = |items: &str, len: Option<u32>| {
         let mut schema = json!({ "type": "array", "items": { "pattern": items } });
         if let Some(n) = len {
@@ -96,8 +106,6 @@ pub fn spec(key: &str, default: &str, description: &str) -> ConfigSpec {
             .schema(list(GROUP_ID, None))
             .described("a UEM group id (a positive number)"),
         "import_pii" | "tag_status" | "tag_risk" | "tag_threats" => spec.boolean(),
-        "deletion_threshold_pct" => spec.integer(0, 100),
-        "delete_after_syncs" => spec.integer(1, 100),
         "status_tags" | "risk_tags" => spec
             .schema(list(TAG_NAME, Some(3)))
             .described("a tag name (letters, digits, _ - . and spaces, at most 64)"),
@@ -207,6 +215,11 @@ impl Settings {
     pub fn read(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let v = Values::new(get, DEFAULTS);
         let value = |key: &str| v.text(key);
+        let ranged = |key: &str| {
+            let (min, max) = range_of(RANGES, key)
+                .ok_or_else(|| format!("{key}: no range is declared for it"))?;
+            number(key, &value(key), min as u32, max as u32)
+        };
         let groups = ids("groups", &value("groups"))?;
         let smart_groups = ids("smart_groups", &value("smart_groups"))?;
         if groups.is_empty() && smart_groups.is_empty() {
@@ -239,13 +252,8 @@ impl Settings {
             smart_groups,
             android_enterprise,
             import_pii: flag("import_pii", &value("import_pii"))?,
-            threshold_pct: number(
-                "deletion_threshold_pct",
-                &value("deletion_threshold_pct"),
-                0,
-                100,
-            )?,
-            delete_after: number("delete_after_syncs", &value("delete_after_syncs"), 1, 100)?,
+            threshold_pct: ranged("deletion_threshold_pct")?,
+            delete_after: ranged("delete_after_syncs")?,
             tag_status: flag("tag_status", &value("tag_status"))?,
             tag_risk: flag("tag_risk", &value("tag_risk"))?,
             tag_threats: flag("tag_threats", &value("tag_threats"))?,

@@ -1,6 +1,7 @@
 //! The instance's configuration, read and checked once per invocation.
 
 use switchyard_sdk::ConfigSpec;
+use switchyard_sdk::config::{Ranges, range_of};
 
 /// Event types BeyondTrust session reports use. The events-to-import filter
 /// names types from this list; "Load Event Types" writes it to ServiceNow.
@@ -28,11 +29,23 @@ pub const KNOWN_EVENT_TYPES: &[&str] = &[
     "Conference Owner Changed",
 ];
 
+/// The whole-number keys and their ranges, in one table: what `check`
+/// refuses (through [`spec`]) and what [`Settings::read`] accepts.
+const RANGES: Ranges = &[
+    ("first_pull_hours", 1, 24 * 90),
+    ("window_minutes", 1, 24 * 60),
+    ("claim_lease_secs", 1, 3600),
+    ("run_budget_secs", 1, 3600),
+];
+
 /// The manifest's entry for the optional key `key`, with the values it
 /// accepts, so that `switchyard check` refuses what [`Settings::read`]
 /// would.
 pub fn spec(key: &str, default: &str, description: &str) -> ConfigSpec {
     let spec = ConfigSpec::optional(key, description, default);
+    if let Some((min, max)) = range_of(RANGES, key) {
+        return spec.integer(min, max);
+    }
     match key {
         "session_table" | "event_type_table" | "issue_table" => spec
             .pattern("^[a-z0-9_]{1,80}$")
@@ -50,9 +63,6 @@ pub fn spec(key: &str, default: &str, description: &str) -> ConfigSpec {
         | "note_customer_initiated"
         | "associate_user"
         | "import_external_sessions" => spec.boolean(),
-        "first_pull_hours" => spec.integer(1, 24 * 90),
-        "window_minutes" => spec.integer(1, 24 * 60),
-        "claim_lease_secs" | "run_budget_secs" => spec.integer(1, 3600),
         _ => spec,
     }
 }
@@ -292,6 +302,11 @@ impl Settings {
             }
             Ok(v.to_owned())
         };
+        let ranged = |key: &str| {
+            let (min, max) = range_of(RANGES, key)
+                .ok_or_else(|| format!("{key}: no range is declared for it"))?;
+            number(key, &value(key), min, max)
+        };
         Ok(Self {
             site_url: url("site_url")?,
             servicenow_url: url("servicenow_url")?,
@@ -313,11 +328,10 @@ impl Settings {
                 "import_external_sessions",
                 &value("import_external_sessions"),
             )?,
-            lookback_secs: number("first_pull_hours", &value("first_pull_hours"), 1, 24 * 90)?
-                * 3600,
-            window_secs: number("window_minutes", &value("window_minutes"), 1, 24 * 60)? * 60,
-            claim_lease_secs: number("claim_lease_secs", &value("claim_lease_secs"), 1, 3600)?,
-            run_budget_secs: number("run_budget_secs", &value("run_budget_secs"), 1, 3600)? as u64,
+            lookback_secs: ranged("first_pull_hours")? * 3600,
+            window_secs: ranged("window_minutes")? * 60,
+            claim_lease_secs: ranged("claim_lease_secs")?,
+            run_budget_secs: ranged("run_budget_secs")? as u64,
             key_hidden_states: value("session_key_hidden_states")
                 .split(';')
                 .map(str::trim)
