@@ -281,19 +281,14 @@ key = "secret:mtd-key"
         groups = groups.join(","),
         uem_credential = uem_basic_credential(&uem),
     );
-    let dir = config_dir("data_dir = \"data\"\n", &[("acme", &tenant)]);
-    let cfg = dir.path().to_str().unwrap();
-    for (name, value) in [
-        ("uem-password", uem_cfg.password.clone()),
-        ("uem-tenant-code", uem_cfg.tenant_code.clone()),
-        ("mtd-key", mtd.config().api_key.clone()),
-    ] {
-        cli(
-            &["secret", "--config", cfg, "set", "acme", name],
-            Some(&value),
-        );
-    }
-    let token = token(dir.path(), "acme");
+    let (dir, token) = acme_with_secrets(
+        &tenant,
+        &[
+            ("uem-password", uem_cfg.password.clone()),
+            ("uem-tenant-code", uem_cfg.tenant_code.clone()),
+            ("mtd-key", mtd.config().api_key.clone()),
+        ],
+    );
     let d = start(dir.path());
     let pid = d.child.id();
     let base = "/v1/tenants/acme/instances/mtd";

@@ -76,18 +76,13 @@ async fn run(n: usize) -> Run {
             "[instance.limits]\ndeadline = 3600000\nhttp_requests = 1000000\n",
         )
     );
-    let dir = config_dir("data_dir = \"data\"\n", &[("acme", &tenant)]);
-    let cfg = dir.path().to_str().unwrap();
-    for (name, value) in [
-        ("bt-secret", bt.config().client_secret.clone()),
-        ("sn-password", sn.config().password.clone()),
-    ] {
-        cli(
-            &["secret", "--config", cfg, "set", "acme", name],
-            Some(&value),
-        );
-    }
-    let token = token(dir.path(), "acme");
+    let (dir, token) = acme_with_secrets(
+        &tenant,
+        &[
+            ("bt-secret", bt.config().client_secret.clone()),
+            ("sn-password", sn.config().password.clone()),
+        ],
+    );
     let d = start(dir.path());
     let pid = d.child.id();
     // Warm up: one invocation compiles nothing (the cache is shared) but

@@ -134,17 +134,7 @@ impl Env {
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(text.contains(from), "{from} is not in the tenant file");
         std::fs::write(&file, text.replacen(from, to, 1)).unwrap();
-        let operator = cli(
-            &[
-                "token",
-                "--config",
-                cfg.to_str().unwrap(),
-                "create-operator",
-            ],
-            None,
-        )
-        .trim()
-        .to_owned();
+        let operator = operator_token(cfg);
         let (status, body) = post(&self.d, "/v1/admin/reload", Some(&operator), &[], "").await;
         assert_eq!(status, 200, "{body}");
     }

@@ -527,11 +527,8 @@ async fn a_pause_during_reload_is_kept() {
     let tenants: Vec<String> = (0..200).map(|i| format!("t{i:03}")).collect();
     let refs: Vec<(&str, &str)> = tenants.iter().map(|t| (t.as_str(), plain)).collect();
     let dir = config_dir("data_dir = \"data\"\n", &refs);
-    let cfg = dir.path().to_str().unwrap().to_owned();
     let api = token(dir.path(), "t000");
-    let operator = cli(&["token", "--config", &cfg, "create-operator"], None)
-        .trim()
-        .to_owned();
+    let operator = operator_token(dir.path());
     let d = start(dir.path());
     let base = "/v1/tenants/t000/instances/echo-1";
     for round in 0..3 {

@@ -28,11 +28,8 @@ async fn greeting(d: &Daemon, token: &str) -> Value {
 #[tokio::test]
 async fn reload_swaps_good_configs_and_refuses_bad_ones() {
     let dir = config_dir("data_dir = \"data\"\n", &[("acme", &tenant("hej"))]);
-    let cfg = dir.path().to_str().unwrap();
     let api = token(dir.path(), "acme");
-    let operator = cli(&["token", "--config", cfg, "create-operator"], None)
-        .trim()
-        .to_owned();
+    let operator = operator_token(dir.path());
     let d = start(dir.path());
     assert_eq!(greeting(&d, &api).await, "hej");
 

@@ -933,17 +933,7 @@ async fn self_service_with_oauth_acts_on_own_devices_only() {
 async fn a_reload_rebuilds_only_changed_tenants_and_keeps_their_tokens() {
     let env = setup().await;
     let cfg = env._dir.path();
-    let operator = cli(
-        &[
-            "token",
-            "--config",
-            cfg.to_str().unwrap(),
-            "create-operator",
-        ],
-        None,
-    )
-    .trim()
-    .to_owned();
+    let operator = operator_token(cfg);
     let mac = env.device("AppleOsX");
     let me = json!({"id": "emp-1", "email": mac.user_email, "roles": ["Employee"]});
     let lock = || env.act_globex("lock-device", me.clone(), json!({"device": {"id": mac.id}}));

@@ -108,6 +108,21 @@ pub fn cli(args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A new operator token for the configuration in `cfg` (for reloads).
+pub fn operator_token(cfg: &Path) -> String {
+    cli(
+        &[
+            "token",
+            "--config",
+            cfg.to_str().unwrap(),
+            "create-operator",
+        ],
+        None,
+    )
+    .trim()
+    .to_owned()
+}
+
 pub fn token(cfg: &Path, tenant: &str) -> String {
     cli(
         &[
