@@ -303,7 +303,12 @@ async fn uem_tags_are_created_once_and_hold_devices() {
     .await;
     assert_eq!(out["tag"], out["again"], "found, not created twice");
     assert_eq!(out["added"]["accepted"], 2, "{out}");
-    assert_eq!(out["added"]["failed"][0][0], "999999", "{out}");
+    let fault = &out["added"]["failed"][0];
+    assert_eq!(
+        (&fault["item"], &fault["code"]),
+        (&json!("999999"), &json!(5061)),
+        "{out}"
+    );
     assert_eq!(out["device_tags"][0]["name"], "CHKP_Risk_High", "{out}");
     let tags = env.uem.tags();
     assert_eq!(tags.len(), 1);

@@ -189,8 +189,27 @@ pub struct SmartGroup {
 pub struct Bulk {
     /// Items accepted.
     pub accepted: u64,
-    /// `(device id, message)` of each refused item.
-    pub failed: Vec<(String, String)>,
+    /// Each refused item.
+    pub failed: Vec<BulkFault>,
+}
+
+/// One item of a bulk request that UEM refused (an entry of its `Faults`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BulkFault {
+    /// The item as UEM echoed it (a device id).
+    pub item: String,
+    /// UEM's error code, when it gave one.
+    pub code: Option<i64>,
+    /// UEM's message.
+    pub message: String,
+}
+
+impl BulkFault {
+    /// Whether UEM refused the item because it knows no such device
+    /// (error 5061): a device that no longer exists carries no tags.
+    pub fn device_unknown(&self) -> bool {
+        self.code == Some(5061)
+    }
 }
 
 fn id_value(v: &Value) -> Option<i64> {
@@ -457,14 +476,13 @@ impl Uem {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|f| {
-                (
-                    match &f["ItemValue"] {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    },
-                    f["Message"].as_str().unwrap_or_default().to_owned(),
-                )
+            .map(|f| BulkFault {
+                item: match &f["ItemValue"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+                code: f["ErrorCode"].as_i64(),
+                message: f["Message"].as_str().unwrap_or_default().to_owned(),
             })
             .collect();
         Ok(Bulk {

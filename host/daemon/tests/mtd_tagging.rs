@@ -334,6 +334,60 @@ async fn departures_are_deleted_carefully() {
     );
 }
 
+/// A device that left the chosen groups loses its tags. When UEM refuses
+/// to remove them (the API account may not touch its organization group),
+/// the device is remembered and the next syncs try again until UEM lets
+/// go; a device deleted from UEM (fault 5061) carries no tags and is not
+/// tried again.
+#[tokio::test]
+async fn a_device_that_left_loses_its_tags_even_after_uem_refused_once() {
+    let env = setup(30, "groups = \"571, 572\"").await;
+    env.sync().await;
+    let tag = "CHKP_Status_Provisioned";
+    let in_571: Vec<i64> = env.in_group(571).into_iter().collect();
+    let (mut stuck, deleted) = (env.uem.device(in_571[0]).unwrap(), in_571[1]);
+    assert!(env.tagged(tag).contains(&stuck.id) && env.tagged(tag).contains(&deleted));
+    stuck.group = 570;
+    env.uem.put_device(stuck.clone());
+    env.uem.remove_device(deleted);
+    env.uem.lock_tags(&[stuck.id]);
+
+    let summary = env.sync().await;
+    assert!(
+        env.tagged(tag).contains(&stuck.id),
+        "UEM refused the removal: {summary}"
+    );
+    assert!(!env.tagged(tag).contains(&deleted), "{summary}");
+    // Refused again while the lock holds: tried on every sync.
+    env.uem.control().clear_requests();
+    env.sync().await;
+    let untags = |id: i64| {
+        env.uem
+            .control()
+            .requests_to("/removedevices")
+            .iter()
+            .filter(|r| {
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                body["BulkValues"]["Value"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(id))
+            })
+            .count()
+    };
+    assert_eq!(untags(stuck.id), 1, "the refused removal is tried again");
+    assert_eq!(untags(deleted), 0, "a device UEM no longer knows is not");
+
+    env.uem.lock_tags(&[]);
+    let summary = env.sync().await;
+    assert!(!env.tagged(tag).contains(&stuck.id), "{summary}");
+    assert!(summary.contains("tags: 0 added, 1 removed"), "{summary}");
+    env.uem.control().clear_requests();
+    let summary = env.sync().await;
+    assert!(summary.contains("tags: 0 added, 0 removed"), "{summary}");
+    assert_eq!(untags(stuck.id), 0, "done once UEM let go");
+}
+
 /// A signed risk-change notice moves the device's risk tag at once; a
 /// wrong signature is refused; a notice for a device not synced yet is
 /// kept and applied when it arrives.

@@ -199,8 +199,9 @@ impl TagIds {
     }
 
     /// Adds (or removes) `devices` to tag `name` in one bulk call; returns
-    /// the devices UEM accepted (a refused one is logged and tried again
-    /// next time).
+    /// the devices that have (or no longer have) the tag. A refused one is
+    /// logged and tried again next time, except a device UEM no longer
+    /// knows when removing: it carries no tag any more.
     fn apply(
         &mut self,
         s: &Settings,
@@ -231,11 +232,13 @@ impl TagIds {
         let refused: HashSet<i64> = bulk
             .failed
             .iter()
-            .filter_map(|(device, why)| {
+            .filter(|f| add || !f.device_unknown())
+            .filter_map(|f| {
                 log::warn(format!(
-                    "UEM did not {verb} device {device} ({name}): {why}"
+                    "UEM did not {verb} device {} ({name}): {}",
+                    f.item, f.message
                 ));
-                device.parse().ok()
+                f.item.parse().ok()
             })
             .collect();
         Ok(devices
@@ -678,14 +681,15 @@ impl<'a> Sync<'a> {
     }
 
     /// Brings the last table's tags in: present tags of devices still here,
-    /// and the devices that left (whose tags go).
+    /// and the devices that left (whose tags go), including those that
+    /// left before and whose tags UEM did not let go of then.
     fn merge_table(&mut self, old: Option<&Header>) -> Result<()> {
         let Some(h) = old else {
             return Ok(());
         };
         let names = &mut self.run.names;
         let seen = &mut self.seen;
-        table::for_each_dev(h, |Dev(id, mask, _)| {
+        let mut merge = |id: i64, mask: Mask| -> Result<()> {
             let mut have = 0;
             for name in h.names_of(mask) {
                 have |= table::bit_of(names, name)?;
@@ -699,7 +703,12 @@ impl<'a> Sync<'a> {
                 GONE,
             ));
             Ok(())
-        })
+        };
+        table::for_each_dev(h, |Dev(id, mask, _)| merge(id, mask))?;
+        for (id, mask) in table::load_departed(h)? {
+            merge(id, mask)?;
+        }
+        Ok(())
     }
 
     /// Moves tags until every device has what it should; returns false
@@ -754,7 +763,20 @@ impl<'a> Sync<'a> {
             .values()
             .filter(|e| e.5 & GONE == 0)
             .map(|e| Dev(e.0, e.3, e.4.clone()));
-        let mut header = table::save_table(old, self.run.names.clone(), devs, &self.missing)?;
+        // Devices that left but still carry a tag this plugin manages
+        // (UEM refused to remove it): the next sync tries again.
+        let managed: Mask = (0..self.run.names.len())
+            .filter(|&bit| self.s.managed(&self.run.names[bit]))
+            .fold(0, |m, bit| m | 1 << bit);
+        let mut departed: Vec<(i64, Mask)> = self
+            .seen
+            .values()
+            .filter(|e| e.5 & GONE != 0 && e.3 & managed != 0)
+            .map(|e| (e.0, e.3 & managed))
+            .collect();
+        departed.sort_unstable();
+        let mut header =
+            table::save_table(old, self.run.names.clone(), devs, &self.missing, &departed)?;
         let report = wrap_up(&mut self.run)?;
         // Notices that came while the sync ran, for devices it synced.
         let uem = &self.uem;
@@ -874,7 +896,7 @@ fn migrate_v0() -> Result<()> {
     for (device, p) in pending {
         keep(&device, &p, "migrated")?;
     }
-    table::save_table(None, names, devs, &missing)?;
+    table::save_table(None, names, devs, &missing, &[])?;
     for key in ["synced", "tags", "ios", "missing", "pending"] {
         storage::delete(key)?;
     }

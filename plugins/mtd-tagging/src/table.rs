@@ -43,6 +43,11 @@ pub struct Header {
     pub names: Vec<String>,
     /// Chunks of the missing list (`missing/<generation>/<n>`).
     pub missing_chunks: usize,
+    /// Chunks of the departed list (`departed/<generation>/<n>`): devices
+    /// that left the chosen groups and still carry tags of this plugin,
+    /// as (device id, tags).
+    #[serde(default)]
+    pub departed_chunks: usize,
 }
 
 impl Header {
@@ -118,13 +123,15 @@ pub fn for_each_dev(h: &Header, mut f: impl FnMut(Dev) -> Result<()>) -> Result<
     Ok(())
 }
 
-/// Writes a whole new table: the devices, the missing list, then the
-/// header that makes them current; then deletes the old generation.
+/// Writes a whole new table: the devices, the missing and departed
+/// lists, then the header that makes them current; then deletes the old
+/// generation.
 pub fn save_table(
     old: Option<&Header>,
     names: Vec<String>,
     devs: impl IntoIterator<Item = Dev>,
     missing: &[(String, u32)],
+    departed: &[(i64, Mask)],
 ) -> Result<Header> {
     let generation = old.map_or(1, |h| h.generation + 1);
     let mut buckets: HashMap<i64, Vec<Dev>> = HashMap::new();
@@ -148,6 +155,7 @@ pub fn save_table(
         generation,
         names,
         missing_chunks: save_list(&format!("missing/{generation}"), missing)?,
+        departed_chunks: save_list(&format!("departed/{generation}"), departed)?,
     };
     storage::set_json("devs", &header)?;
     if let Some(old) = old {
@@ -155,6 +163,7 @@ pub fn save_table(
             storage::delete(&bucket_key(old.generation, b))?;
         }
         delete_list(&format!("missing/{}", old.generation), old.missing_chunks)?;
+        delete_list(&format!("departed/{}", old.generation), old.departed_chunks)?;
     }
     Ok(header)
 }
@@ -162,6 +171,11 @@ pub fn save_table(
 /// The missing list of the current table: (MTD device id, syncs missed).
 pub fn load_missing(h: &Header) -> Result<Vec<(String, u32)>> {
     load_list(&format!("missing/{}", h.generation), h.missing_chunks)
+}
+
+/// The departed list of the current table: (device id, tags still on it).
+pub fn load_departed(h: &Header) -> Result<Vec<(i64, Mask)>> {
+    load_list(&format!("departed/{}", h.generation), h.departed_chunks)
 }
 
 /// Saves `items` as `prefix/0`, `prefix/1`, … of at most [`CHUNK`] items;

@@ -37,7 +37,9 @@
 //!   `{"Drives": [{"VolumeId", "VolumeType", "EncryptionStatus"}]}` and
 //!   protectors `{"Protectors": [{"Id", "Type", "RecoveryPassword"}]}`.
 //! - Tag membership changes answer UEM's bulk shape `{"TotalItems",
-//!   "AcceptedItems", "FailedItems", "Faults": {"Fault": [...]}}`.
+//!   "AcceptedItems", "FailedItems", "Faults": {"Fault": [...]}}`; an
+//!   unknown device is a fault with code 5061, a device locked with
+//!   [`Uem::lock_tags`] one with code 1001 (no permission).
 //! - Smart group members: `{"Devices": [device...]}`.
 //! - Rate limit: a fixed window per minute (default 600 requests).
 //! - Whether a Bearer call also needs `aw-tenant-code`: not required, but
@@ -292,6 +294,8 @@ struct Data {
     catalog: Vec<CatalogApp>,
     installs: Vec<Install>,
     next_id: i64,
+    /// Devices whose tag membership the API account may not change.
+    tag_locked: std::collections::HashSet<i64>,
 }
 
 /// A device registration (Add Device) the simulator accepted.
@@ -1343,6 +1347,7 @@ async fn tag_members(State(sim): S, Path((tag, op)): Path<(i64, String)>, body: 
         .collect();
     let mut data = sim.data();
     let known: Vec<bool> = ids.iter().map(|i| data.devices.contains_key(i)).collect();
+    let data_locked = data.tag_locked.clone();
     let Some(t) = data.tags.iter_mut().find(|t| t.id == tag) else {
         return uem_error(StatusCode::NOT_FOUND, 1000, "Tag not found.");
     };
@@ -1356,6 +1361,8 @@ async fn tag_members(State(sim): S, Path((tag, op)): Path<(i64, String)>, body: 
     for (id, ok) in ids.iter().zip(known) {
         if !ok {
             faults.push(json!({"ItemValue": id.to_string(), "ErrorCode": 5061, "Message": "Device not found."}));
+        } else if data_locked.contains(id) {
+            faults.push(json!({"ItemValue": id.to_string(), "ErrorCode": 1001, "Message": "The API account lacks permission over this device's organization group."}));
         } else if op == "adddevices" {
             if has.insert(*id) {
                 t.devices.push(*id);
@@ -1607,6 +1614,23 @@ impl Uem {
     /// Adds (or replaces) a device; its group must exist.
     pub fn put_device(&self, device: Device) {
         self.sim.data().devices.insert(device.id, device);
+    }
+
+    /// Deletes a device (as an admin deleting it in the console would):
+    /// its tags go with it.
+    pub fn remove_device(&self, id: i64) {
+        let mut data = self.sim.data();
+        data.devices.remove(&id);
+        for t in &mut data.tags {
+            t.devices.retain(|d| *d != id);
+        }
+    }
+
+    /// Makes the tag membership of `ids` unchangeable: a bulk add or
+    /// remove refuses them with fault 1001, as for an API account without
+    /// permission over their organization group. An empty list lifts it.
+    pub fn lock_tags(&self, ids: &[i64]) {
+        self.sim.data().tag_locked = ids.iter().copied().collect();
     }
 
     /// Changes every device with `f` (say, to spread a large fleet over
