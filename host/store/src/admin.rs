@@ -108,6 +108,25 @@ pub trait AdminStore: Send + Sync {
     async fn prune_seen_events(&self, before_ms: i64) -> Result<u64, StoreError>;
 }
 
+/// A new random token: `(token, its SHA-256, its public id)`.
+pub(crate) fn new_token() -> (String, Vec<u8>, String) {
+    let mut raw = [0u8; 32];
+    OsRng.fill_bytes(&mut raw);
+    let token = format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let hash = token_hash(&token);
+    let id = hex::encode(&hash[..6]);
+    (token, hash, id)
+}
+
+/// The hash to look `token` up by, or None for what cannot be a token.
+pub(crate) fn lookup_hash(token: &SecretString) -> Option<Vec<u8>> {
+    let token = token.expose_secret();
+    (token.starts_with(TOKEN_PREFIX) && token.len() <= 128).then(|| token_hash(token))
+}
+
 /// Appends `entries` inside the caller's transaction.
 pub(crate) fn append_audit_in(
     c: &rusqlite::Connection,
@@ -137,7 +156,7 @@ pub(crate) fn append_audit_in(
 }
 
 /// Rows one retention statement deletes at most.
-const PRUNE_BATCH: i64 = 5000;
+pub(crate) const PRUNE_BATCH: i64 = 5000;
 
 #[async_trait]
 impl AdminStore for SqliteStore {
@@ -146,14 +165,7 @@ impl AdminStore for SqliteStore {
         tenant: &str,
         label: &str,
     ) -> Result<(TokenInfo, SecretString), StoreError> {
-        let mut raw = [0u8; 32];
-        OsRng.fill_bytes(&mut raw);
-        let token = format!(
-            "{TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        );
-        let hash = token_hash(&token);
-        let id = hex::encode(&hash[..6]);
+        let (token, hash, id) = new_token();
         let (t, l, i) = (tenant.to_owned(), label.to_owned(), id.clone());
         let created_at = self
             .with_conn(move |c| {
@@ -178,11 +190,9 @@ impl AdminStore for SqliteStore {
     }
 
     async fn verify_token(&self, token: &SecretString) -> Result<Option<String>, StoreError> {
-        let token = token.expose_secret();
-        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+        let Some(hash) = lookup_hash(token) else {
             return Ok(None);
-        }
-        let hash = token_hash(token);
+        };
         self.with_read(move |c| {
             c.query_row(
                 "SELECT tenant FROM api_tokens WHERE hash = ?1",
@@ -386,6 +396,7 @@ mod prune_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::backend_tests;
 
     #[tokio::test]
     async fn tokens_are_hashed_verified_and_revoked() {
@@ -423,42 +434,42 @@ mod tests {
         assert_eq!(db.verify_token(&token).await.unwrap(), None);
     }
 
-    #[tokio::test]
-    async fn events_are_seen_once_per_instance() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        assert!(db.mark_event_seen("acme", "i", "e1").await.unwrap());
-        assert!(!db.mark_event_seen("acme", "i", "e1").await.unwrap());
-        assert!(db.mark_event_seen("acme", "j", "e1").await.unwrap());
-        assert!(db.mark_event_seen("globex", "i", "e1").await.unwrap());
-        db.forget_event("acme", "i", "e1").await.unwrap();
-        assert!(db.mark_event_seen("acme", "i", "e1").await.unwrap());
+    backend_tests! {
+        async fn events_are_seen_once_per_instance(db) {
+            assert!(db.mark_event_seen("acme", "i", "e1").await.unwrap());
+            assert!(!db.mark_event_seen("acme", "i", "e1").await.unwrap());
+            assert!(db.mark_event_seen("acme", "j", "e1").await.unwrap());
+            assert!(db.mark_event_seen("globex", "i", "e1").await.unwrap());
+            db.forget_event("acme", "i", "e1").await.unwrap();
+            assert!(db.mark_event_seen("acme", "i", "e1").await.unwrap());
+        }
     }
 
-    #[tokio::test]
-    async fn audit_is_appended_and_read_newest_first() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        let entry = |what: &str, tenant: &str| AuditEntry {
-            seq: 0,
-            time: 0,
-            tenant: tenant.into(),
-            instance: Some("i".into()),
-            actor: None,
-            kind: "action".into(),
-            what: what.into(),
-            outcome: "ok".into(),
-            duration_ms: 1,
-            request_id: "r".into(),
-        };
-        db.append_audit(vec![
-            entry("first", "acme"),
-            entry("second", "acme"),
-            entry("x", "globex"),
-        ])
-        .await
-        .unwrap();
-        let got = db.audit("acme", 10).await.unwrap();
-        let whats: Vec<_> = got.iter().map(|e| e.what.as_str()).collect();
-        assert_eq!(whats, ["second", "first"]);
-        assert!(got[0].seq > got[1].seq && got[0].time > 0);
+    backend_tests! {
+        async fn audit_is_appended_and_read_newest_first(db) {
+            let entry = |what: &str, tenant: &str| AuditEntry {
+                seq: 0,
+                time: 0,
+                tenant: tenant.into(),
+                instance: Some("i".into()),
+                actor: None,
+                kind: "action".into(),
+                what: what.into(),
+                outcome: "ok".into(),
+                duration_ms: 1,
+                request_id: "r".into(),
+            };
+            db.append_audit(vec![
+                entry("first", "acme"),
+                entry("second", "acme"),
+                entry("x", "globex"),
+            ])
+            .await
+            .unwrap();
+            let got = db.audit("acme", 10).await.unwrap();
+            let whats: Vec<_> = got.iter().map(|e| e.what.as_str()).collect();
+            assert_eq!(whats, ["second", "first"]);
+            assert!(got[0].seq > got[1].seq && got[0].time > 0);
+        }
     }
 }

@@ -90,6 +90,42 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Checks a list prefix (at most a key's length).
+pub(crate) fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
+    if prefix.len() > MAX_KEY_BYTES {
+        return Err(StoreError::InvalidKey(format!(
+            "prefix is {} bytes long; the limit is {MAX_KEY_BYTES}",
+            prefix.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a write that would take namespace `ns` from `usage` to `bytes`
+/// and `keys` past `quota`. Shrinking is always allowed, so a namespace
+/// over quota (after the quota was lowered) can recover.
+pub(crate) fn check_quota(
+    ns: &Namespace,
+    quota: &Quota,
+    usage: Usage,
+    bytes: u64,
+    keys: u64,
+) -> Result<(), StoreError> {
+    if bytes > quota.max_total_bytes && bytes > usage.bytes {
+        return Err(StoreError::QuotaExceeded(format!(
+            "namespace {ns} would hold {bytes} bytes; the quota is {} bytes",
+            quota.max_total_bytes
+        )));
+    }
+    if keys > quota.max_keys && keys > usage.keys {
+        return Err(StoreError::QuotaExceeded(format!(
+            "namespace {ns} would hold {keys} keys; the quota is {} keys",
+            quota.max_keys
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_value(value: &[u8], quota: &Quota) -> Result<(), StoreError> {
     if value.len() > quota.max_value_bytes {
         return Err(StoreError::ValueTooLarge {

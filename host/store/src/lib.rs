@@ -26,10 +26,13 @@
 mod admin;
 mod error;
 mod kv;
+mod postgres;
 mod queue;
 mod schedule;
 mod secrets;
 mod sqlite;
+#[cfg(test)]
+mod testing;
 mod writer;
 
 pub use admin::{AdminStore, AuditEntry, TOKEN_PREFIX, TokenInfo};
@@ -37,6 +40,7 @@ pub use error::StoreError;
 pub use kv::{
     InstanceKey, KvBackend, MAX_KEY_BYTES, MAX_LIST_LIMIT, Namespace, Quota, Usage, validate_key,
 };
+pub use postgres::{PgSettings, PgStore, describe_url, url_has_password};
 pub use queue::{
     Attempt, Enqueued, Finish, Finished, Job, JobQueue, JobState, LeaseRequest, NewJob, NextLease,
     Outcome, QueueDepth, Retry, Settled, TenantConcurrency, backoff_ms,

@@ -27,6 +27,7 @@ use aes_gcm::aead::rand_core::RngCore;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
+use crate::admin::PRUNE_BATCH;
 use crate::sqlite::backend;
 use crate::{AuditEntry, InstanceKey, SqliteStore, StoreError};
 
@@ -35,10 +36,7 @@ const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
 /// (tenant, instance) pairs one lease call looks at, at most. Bounds the
 /// work per call when many instances have only jobs waiting out a back-off;
 /// the next call continues where this one stopped.
-const LEASE_VISITS: usize = 1000;
-/// Rows one retention statement deletes, so that pruning never holds the
-/// write lock for long.
-const PRUNE_BATCH: i64 = 5000;
+pub(crate) const LEASE_VISITS: usize = 1000;
 
 /// How many jobs of one instance are in each live state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +111,7 @@ pub enum JobState {
 }
 
 impl JobState {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
             Self::Running => "running",
@@ -122,7 +120,7 @@ impl JobState {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    pub(crate) fn parse(s: &str) -> Self {
         match s {
             "running" => Self::Running,
             "done" => Self::Done,
@@ -314,7 +312,7 @@ pub fn backoff_ms(attempts: u32) -> i64 {
     base + base * jitter / 1000
 }
 
-const JOB_COLUMNS: &str = "id, tenant, instance, kind, name, payload, state, attempts, \
+pub(crate) const JOB_COLUMNS: &str = "id, tenant, instance, kind, name, payload, state, attempts, \
                            max_attempts, run_after, last_error, summary";
 
 fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
@@ -1026,6 +1024,7 @@ impl Leasing<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::backend_tests;
 
     fn job(tenant: &str, key: Option<&str>) -> NewJob {
         NewJob {
@@ -1041,7 +1040,7 @@ mod tests {
 
     /// Leases as worker `w`: `limit` jobs, `per` running per tenant.
     async fn lease(
-        db: &SqliteStore,
+        db: &impl crate::StateBackend,
         now: i64,
         lease_ms: i64,
         limit: usize,
@@ -1059,7 +1058,7 @@ mod tests {
     }
 
     async fn lease_as(
-        db: &SqliteStore,
+        db: &impl crate::StateBackend,
         owner: &str,
         now: i64,
         lease_ms: i64,
@@ -1085,86 +1084,86 @@ mod tests {
         retry_after_ms: None,
     };
 
-    #[tokio::test]
-    async fn enqueue_lease_complete() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        let e = db.enqueue(job("acme", None), 1000).await.unwrap();
-        assert!(!e.duplicate);
-        let leased = lease(&db, 1000, 30_000, 10, 10).await;
-        assert_eq!(leased.len(), 1);
-        assert_eq!(
-            (leased[0].id, leased[0].state, leased[0].attempts),
-            (e.id, JobState::Running, 1)
-        );
-        assert!(
-            lease(&db, 1000, 30_000, 10, 10).await.is_empty(),
-            "leased jobs are not handed out twice"
-        );
-        assert!(db.complete_job(leased[0].attempt("w"), 1000).await.unwrap());
-        assert_eq!(db.job(e.id).await.unwrap().unwrap().state, JobState::Done);
+    backend_tests! {
+        async fn enqueue_lease_complete(db) {
+            let e = db.enqueue(job("acme", None), 1000).await.unwrap();
+            assert!(!e.duplicate);
+            let leased = lease(&db, 1000, 30_000, 10, 10).await;
+            assert_eq!(leased.len(), 1);
+            assert_eq!(
+                (leased[0].id, leased[0].state, leased[0].attempts),
+                (e.id, JobState::Running, 1)
+            );
+            assert!(
+                lease(&db, 1000, 30_000, 10, 10).await.is_empty(),
+                "leased jobs are not handed out twice"
+            );
+            assert!(db.complete_job(leased[0].attempt("w"), 1000).await.unwrap());
+            assert_eq!(db.job(e.id).await.unwrap().unwrap().state, JobState::Done);
+        }
     }
 
-    #[tokio::test]
-    async fn duplicate_keys_add_nothing() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        let a = db.enqueue(job("acme", Some("evt-1")), 0).await.unwrap();
-        let b = db.enqueue(job("acme", Some("evt-1")), 0).await.unwrap();
-        assert_eq!(
-            b,
-            Enqueued {
-                id: a.id,
-                duplicate: true
-            }
-        );
-        // The same key elsewhere is another event.
-        let c = db.enqueue(job("globex", Some("evt-1")), 0).await.unwrap();
-        assert!(!c.duplicate);
-        // Jobs without a key are never duplicates of each other.
-        assert!(!db.enqueue(job("acme", None), 0).await.unwrap().duplicate);
-        assert!(!db.enqueue(job("acme", None), 0).await.unwrap().duplicate);
-        assert_eq!(db.list_jobs("acme", None, 100).await.unwrap().len(), 3);
+    backend_tests! {
+        async fn duplicate_keys_add_nothing(db) {
+            let a = db.enqueue(job("acme", Some("evt-1")), 0).await.unwrap();
+            let b = db.enqueue(job("acme", Some("evt-1")), 0).await.unwrap();
+            assert_eq!(
+                b,
+                Enqueued {
+                    id: a.id,
+                    duplicate: true
+                }
+            );
+            // The same key elsewhere is another event.
+            let c = db.enqueue(job("globex", Some("evt-1")), 0).await.unwrap();
+            assert!(!c.duplicate);
+            // Jobs without a key are never duplicates of each other.
+            assert!(!db.enqueue(job("acme", None), 0).await.unwrap().duplicate);
+            assert!(!db.enqueue(job("acme", None), 0).await.unwrap().duplicate);
+            assert_eq!(db.list_jobs("acme", None, 100).await.unwrap().len(), 3);
+        }
     }
 
-    #[tokio::test]
-    async fn an_expired_lease_is_leased_again() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        assert_eq!(lease(&db, 0, 1000, 10, 10).await.len(), 1);
-        assert!(lease(&db, 999, 1000, 10, 10).await.is_empty());
-        let again = lease(&db, 1001, 1000, 10, 10).await;
-        assert_eq!((again[0].id, again[0].attempts), (e.id, 2));
+    backend_tests! {
+        async fn an_expired_lease_is_leased_again(db) {
+            let e = db.enqueue(job("acme", None), 0).await.unwrap();
+            assert_eq!(lease(&db, 0, 1000, 10, 10).await.len(), 1);
+            assert!(lease(&db, 999, 1000, 10, 10).await.is_empty());
+            let again = lease(&db, 1001, 1000, 10, 10).await;
+            assert_eq!((again[0].id, again[0].attempts), (e.id, 2));
+        }
     }
 
-    /// Issue 13, item 5: a worker whose lease expired cannot overwrite the
-    /// outcome of the worker that took the job over.
-    #[tokio::test]
-    async fn only_the_current_lease_holder_settles_a_job() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        let per = TenantConcurrency::uniform(10);
-        let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        let slow = lease_as(&db, "a", 0, 1000, 1, &per).await.remove(0);
-        // a's lease runs out; b takes the job over and finishes it.
-        let fresh = lease_as(&db, "b", 2000, 1000, 1, &per).await.remove(0);
-        assert_eq!((fresh.id, fresh.attempts), (e.id, 2));
-        assert!(db.complete_job(fresh.attempt("b"), 2100).await.unwrap());
-        // a comes back late: neither its failure nor its success counts.
-        assert_eq!(
-            db.fail_job(slow.attempt("a"), "late", 2200, BACKOFF)
-                .await
-                .unwrap(),
-            None
-        );
-        assert!(!db.complete_job(slow.attempt("a"), 2200).await.unwrap());
-        assert!(!db.release_job(slow.attempt("a"), 0).await.unwrap());
-        let j = db.job(e.id).await.unwrap().unwrap();
-        assert_eq!((j.state, j.last_error), (JobState::Done, None));
-        // Nor can the right worker settle an attempt it no longer holds.
-        let e2 = db.enqueue(job("acme", None), 3000).await.unwrap();
-        let first = lease_as(&db, "a", 3000, 1000, 1, &per).await.remove(0);
-        let second = lease_as(&db, "a", 5000, 1000, 1, &per).await.remove(0);
-        assert_eq!((first.id, second.id), (e2.id, e2.id));
-        assert!(!db.complete_job(first.attempt("a"), 5100).await.unwrap());
-        assert!(db.complete_job(second.attempt("a"), 5100).await.unwrap());
+    backend_tests! {
+        /// Issue 13, item 5: a worker whose lease expired cannot overwrite the
+        /// outcome of the worker that took the job over.
+        async fn only_the_current_lease_holder_settles_a_job(db) {
+            let per = TenantConcurrency::uniform(10);
+            let e = db.enqueue(job("acme", None), 0).await.unwrap();
+            let slow = lease_as(&db, "a", 0, 1000, 1, &per).await.remove(0);
+            // a's lease runs out; b takes the job over and finishes it.
+            let fresh = lease_as(&db, "b", 2000, 1000, 1, &per).await.remove(0);
+            assert_eq!((fresh.id, fresh.attempts), (e.id, 2));
+            assert!(db.complete_job(fresh.attempt("b"), 2100).await.unwrap());
+            // a comes back late: neither its failure nor its success counts.
+            assert_eq!(
+                db.fail_job(slow.attempt("a"), "late", 2200, BACKOFF)
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert!(!db.complete_job(slow.attempt("a"), 2200).await.unwrap());
+            assert!(!db.release_job(slow.attempt("a"), 0).await.unwrap());
+            let j = db.job(e.id).await.unwrap().unwrap();
+            assert_eq!((j.state, j.last_error), (JobState::Done, None));
+            // Nor can the right worker settle an attempt it no longer holds.
+            let e2 = db.enqueue(job("acme", None), 3000).await.unwrap();
+            let first = lease_as(&db, "a", 3000, 1000, 1, &per).await.remove(0);
+            let second = lease_as(&db, "a", 5000, 1000, 1, &per).await.remove(0);
+            assert_eq!((first.id, second.id), (e2.id, e2.id));
+            assert!(!db.complete_job(first.attempt("a"), 5100).await.unwrap());
+            assert!(db.complete_job(second.attempt("a"), 5100).await.unwrap());
+        }
     }
 
     /// The settlement of an attempt at job `name` of acme/i: its run and
@@ -1205,221 +1204,224 @@ mod tests {
         }
     }
 
-    /// Issue 14: what a job returns is kept, on its row and per job in the
-    /// run statistics, where a later failure does not erase it; a long one
-    /// is cut.
-    #[tokio::test]
-    async fn a_done_job_keeps_its_summary() {
-        use crate::{InstanceStore, MAX_SUMMARY_CHARS};
-        let db = SqliteStore::open_in_memory().unwrap();
-        let finish = |attempt, outcome, summary| finish_of(attempt, "pull", outcome, summary);
-        let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
-        let f = finish(
-            j.attempt("w"),
-            Outcome::Done,
-            Some("40 sessions imported".into()),
-        );
-        assert_eq!(db.finish_job(f, 10).await.unwrap().settled, Settled::Done);
-        let row = db.job(e.id).await.unwrap().unwrap();
-        assert_eq!(row.summary.as_deref(), Some("40 sessions imported"));
+    backend_tests! {
+        /// Issue 14: what a job returns is kept, on its row and per job in the
+        /// run statistics, where a later failure does not erase it; a long one
+        /// is cut.
+        async fn a_done_job_keeps_its_summary(db) {
+            use crate::{InstanceStore, MAX_SUMMARY_CHARS};
+            let finish = |attempt, outcome, summary| finish_of(attempt, "pull", outcome, summary);
+            let e = db.enqueue(job("acme", None), 0).await.unwrap();
+            let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
+            let f = finish(
+                j.attempt("w"),
+                Outcome::Done,
+                Some("40 sessions imported".into()),
+            );
+            assert_eq!(db.finish_job(f, 10).await.unwrap().settled, Settled::Done);
+            let row = db.job(e.id).await.unwrap().unwrap();
+            assert_eq!(row.summary.as_deref(), Some("40 sessions imported"));
 
-        db.enqueue(job("acme", None), 20).await.unwrap();
-        let j = lease(&db, 20, 1000, 1, 1).await.remove(0);
-        let failed = Outcome::Failed {
-            error: "boom".into(),
-            retry: Retry::Never,
-        };
-        db.finish_job(finish(j.attempt("w"), failed, None), 30)
-            .await
-            .unwrap();
-        let stats = db.run_stats("acme", "i").await.unwrap();
-        assert_eq!(
-            stats[0].last_summary.as_deref(),
-            Some("40 sessions imported")
-        );
-
-        let e = db.enqueue(job("acme", None), 40).await.unwrap();
-        let j = lease(&db, 40, 1000, 1, 1).await.remove(0);
-        let long = "é".repeat(MAX_SUMMARY_CHARS + 10);
-        db.finish_job(finish(j.attempt("w"), Outcome::Done, Some(long)), 50)
-            .await
-            .unwrap();
-        let kept = db.job(e.id).await.unwrap().unwrap().summary.unwrap();
-        assert_eq!(kept.chars().count(), MAX_SUMMARY_CHARS + 1);
-        assert!(kept.ends_with('…'));
-        let stats = db.run_stats("acme", "i").await.unwrap();
-        assert_eq!(stats[0].last_summary.as_deref(), Some(kept.as_str()));
-    }
-
-    /// `invocation.run-again`: a job that succeeds and asks to run again has
-    /// its next run queued (once) for the time asked, the schedule waits
-    /// behind it, and an attempt that lost its lease queues nothing.
-    #[tokio::test]
-    async fn a_job_that_asks_to_run_again_is_queued_once_and_the_schedule_waits() {
-        use crate::{Fired, InstanceStore, WantedSchedule};
-        let db = SqliteStore::open_in_memory().unwrap();
-        let done = |attempt, again_at_ms| Finish {
-            again_at_ms,
-            ..finish_of(attempt, "sync", Outcome::Done, None)
-        };
-        let wanted = vec![WantedSchedule {
-            tenant: "acme".into(),
-            instance: "i".into(),
-            job: "sync".into(),
-            interval_ms: 10_000,
-        }];
-        db.sync_schedules(wanted, 1_000).await.unwrap();
-        let due = db.due_schedules(1_000).await.unwrap();
-        let Fired::Queued(first) = db.fire_schedule(&due[0], 3, 1_000).await.unwrap() else {
-            panic!("the schedule did not fire");
-        };
-        let j = lease(&db, 1_000, 60_000, 1, 1).await.remove(0);
-        assert_eq!(j.id, first);
-        let f = db
-            .finish_job(done(j.attempt("w"), Some(5_000)), 1_500)
-            .await;
-        assert_eq!(f.unwrap().settled, Settled::Done);
-
-        // Queued for the time asked, not before.
-        let again = db
-            .list_jobs("acme", Some(JobState::Queued), 10)
-            .await
-            .unwrap();
-        assert_eq!(again.len(), 1, "{again:?}");
-        assert_eq!(again[0].name, "sync");
-        assert_eq!(
-            (
-                again[0].kind.as_str(),
-                again[0].run_after_ms,
-                again[0].max_attempts
-            ),
-            ("job", 5_000, 3)
-        );
-        assert!(lease(&db, 4_999, 60_000, 1, 1).await.is_empty());
-
-        // The schedule comes due meanwhile: it waits behind the pending run.
-        let due = db.due_schedules(11_000).await.unwrap();
-        assert_eq!(
-            db.fire_schedule(&due[0], 3, 11_000).await.unwrap(),
-            Fired::StillPending(again[0].id)
-        );
-
-        // The further run, taken over by a second worker after its lease
-        // ran out, asks again twice: only the current holder's word counts.
-        let stale = lease(&db, 11_000, 1_000, 1, 1).await.remove(0);
-        let current = lease_as(&db, "b", 13_000, 60_000, 1, &TenantConcurrency::uniform(1))
-            .await
-            .remove(0);
-        assert_eq!((stale.id, current.id), (again[0].id, again[0].id));
-        let lost = db
-            .finish_job(done(stale.attempt("w"), Some(13_000)), 13_100)
-            .await;
-        assert_eq!(lost.unwrap().settled, Settled::LeaseLost);
-        assert!(
-            db.list_jobs("acme", Some(JobState::Queued), 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let f = db
-            .finish_job(done(current.attempt("b"), None), 13_200)
-            .await;
-        assert_eq!(f.unwrap().settled, Settled::Done);
-        assert!(
-            db.list_jobs("acme", Some(JobState::Queued), 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_finished_job_commits_with_its_run_and_audit() {
-        use crate::{AdminStore, InstanceStore, RunRecord};
-        let db = SqliteStore::open_in_memory().unwrap();
-        let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
-        let entry = |what: &str| AuditEntry {
-            seq: 0,
-            time: 0,
-            tenant: "acme".into(),
-            instance: Some("i".into()),
-            actor: None,
-            kind: "webhook".into(),
-            what: what.into(),
-            outcome: String::new(),
-            duration_ms: 1,
-            request_id: "r".into(),
-        };
-        let finish = |attempt| Finish {
-            again_at_ms: None,
-            attempt,
-            outcome: Outcome::Failed {
+            db.enqueue(job("acme", None), 20).await.unwrap();
+            let j = lease(&db, 20, 1000, 1, 1).await.remove(0);
+            let failed = Outcome::Failed {
                 error: "boom".into(),
-                retry: BACKOFF,
-            },
-            run: RunRecord {
+                retry: Retry::Never,
+            };
+            db.finish_job(finish(j.attempt("w"), failed, None), 30)
+                .await
+                .unwrap();
+            let stats = db.run_stats("acme", "i").await.unwrap();
+            assert_eq!(
+                stats[0].last_summary.as_deref(),
+                Some("40 sessions imported")
+            );
+
+            let e = db.enqueue(job("acme", None), 40).await.unwrap();
+            let j = lease(&db, 40, 1000, 1, 1).await.remove(0);
+            let long = "é".repeat(MAX_SUMMARY_CHARS + 10);
+            db.finish_job(finish(j.attempt("w"), Outcome::Done, Some(long)), 50)
+                .await
+                .unwrap();
+            let kept = db.job(e.id).await.unwrap().unwrap().summary.unwrap();
+            assert_eq!(kept.chars().count(), MAX_SUMMARY_CHARS + 1);
+            assert!(kept.ends_with('…'));
+            let stats = db.run_stats("acme", "i").await.unwrap();
+            assert_eq!(stats[0].last_summary.as_deref(), Some(kept.as_str()));
+        }
+    }
+
+    backend_tests! {
+        /// `invocation.run-again`: a job that succeeds and asks to run again has
+        /// its next run queued (once) for the time asked, the schedule waits
+        /// behind it, and an attempt that lost its lease queues nothing.
+        async fn a_job_that_asks_to_run_again_is_queued_once_and_the_schedule_waits(db) {
+            use crate::{Fired, InstanceStore, WantedSchedule};
+            let done = |attempt, again_at_ms| Finish {
+                again_at_ms,
+                ..finish_of(attempt, "sync", Outcome::Done, None)
+            };
+            let wanted = vec![WantedSchedule {
                 tenant: "acme".into(),
                 instance: "i".into(),
-                kind: "webhook".into(),
-                name: "events".into(),
-                outcome: "error".into(),
-                error: Some("boom".into()),
-                summary: None,
-            },
-            job_entry: entry("events (job 1)"),
-            egress: vec![entry("GET https://x")],
-            next: None,
-        };
-        assert_eq!(
-            db.finish_job(finish(j.attempt("w")), 10).await.unwrap(),
-            Finished {
-                settled: Settled::Queued,
-                next: None
-            }
-        );
-        assert_eq!(db.job(e.id).await.unwrap().unwrap().state, JobState::Queued);
-        let audit = db.audit("acme", 10).await.unwrap();
-        let seen: Vec<(&str, &str)> = audit
-            .iter()
-            .map(|a| (a.what.as_str(), a.outcome.as_str()))
-            .rev()
-            .collect();
-        assert_eq!(
-            seen,
-            [("events (job 1)", "failed (queued)"), ("GET https://x", "")]
-        );
-        let stats = db.run_stats("acme", "i").await.unwrap();
-        assert_eq!((stats[0].runs, stats[0].errors), (1, 1));
-        // A late attempt is recorded as run, and changes no job state.
-        assert_eq!(
-            db.finish_job(finish(j.attempt("w")), 20)
+                job: "sync".into(),
+                interval_ms: 10_000,
+            }];
+            db.sync_schedules(wanted, 1_000).await.unwrap();
+            let due = db.due_schedules(1_000).await.unwrap();
+            let Fired::Queued(first) = db.fire_schedule(&due[0], 3, 1_000).await.unwrap() else {
+                panic!("the schedule did not fire");
+            };
+            let j = lease(&db, 1_000, 60_000, 1, 1).await.remove(0);
+            assert_eq!(j.id, first);
+            let f = db
+                .finish_job(done(j.attempt("w"), Some(5_000)), 1_500)
+                .await;
+            assert_eq!(f.unwrap().settled, Settled::Done);
+
+            // Queued for the time asked, not before.
+            let again = db
+                .list_jobs("acme", Some(JobState::Queued), 10)
                 .await
-                .unwrap()
-                .settled,
-            Settled::LeaseLost
-        );
-        assert_eq!(db.job(e.id).await.unwrap().unwrap().state, JobState::Queued);
-        // Finishing can lease the slot's next job in the same transaction.
-        db.enqueue(job("globex", None), 20).await.unwrap();
-        let j = lease(&db, 5_000, 1000, 1, 1).await.remove(0);
-        let mut f = finish(j.attempt("w"));
-        f.outcome = Outcome::Done;
-        f.next = Some(NextLease {
-            lease_ms: 1000,
-            per_tenant: TenantConcurrency::uniform(1),
-            skip: BTreeSet::new(),
-        });
-        let done = db.finish_job(f, 5_000).await.unwrap();
-        assert_eq!(done.settled, Settled::Done);
-        // The other of the two ready jobs.
-        let next = done.next.expect("the next job");
-        assert_ne!(next.id, j.id);
-        assert_eq!(next.state, JobState::Running);
-        assert_eq!(db.job(j.id).await.unwrap().unwrap().state, JobState::Done);
+                .unwrap();
+            assert_eq!(again.len(), 1, "{again:?}");
+            assert_eq!(again[0].name, "sync");
+            assert_eq!(
+                (
+                    again[0].kind.as_str(),
+                    again[0].run_after_ms,
+                    again[0].max_attempts
+                ),
+                ("job", 5_000, 3)
+            );
+            assert!(lease(&db, 4_999, 60_000, 1, 1).await.is_empty());
+
+            // The schedule comes due meanwhile: it waits behind the pending run.
+            let due = db.due_schedules(11_000).await.unwrap();
+            assert_eq!(
+                db.fire_schedule(&due[0], 3, 11_000).await.unwrap(),
+                Fired::StillPending(again[0].id)
+            );
+
+            // The further run, taken over by a second worker after its lease
+            // ran out, asks again twice: only the current holder's word counts.
+            let stale = lease(&db, 11_000, 1_000, 1, 1).await.remove(0);
+            let current = lease_as(&db, "b", 13_000, 60_000, 1, &TenantConcurrency::uniform(1))
+                .await
+                .remove(0);
+            assert_eq!((stale.id, current.id), (again[0].id, again[0].id));
+            let lost = db
+                .finish_job(done(stale.attempt("w"), Some(13_000)), 13_100)
+                .await;
+            assert_eq!(lost.unwrap().settled, Settled::LeaseLost);
+            assert!(
+                db.list_jobs("acme", Some(JobState::Queued), 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            let f = db
+                .finish_job(done(current.attempt("b"), None), 13_200)
+                .await;
+            assert_eq!(f.unwrap().settled, Settled::Done);
+            assert!(
+                db.list_jobs("acme", Some(JobState::Queued), 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
     }
 
+    backend_tests! {
+        async fn a_finished_job_commits_with_its_run_and_audit(db) {
+            use crate::{AdminStore, InstanceStore, RunRecord};
+            let e = db.enqueue(job("acme", None), 0).await.unwrap();
+            let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
+            let entry = |what: &str| AuditEntry {
+                seq: 0,
+                time: 0,
+                tenant: "acme".into(),
+                instance: Some("i".into()),
+                actor: None,
+                kind: "webhook".into(),
+                what: what.into(),
+                outcome: String::new(),
+                duration_ms: 1,
+                request_id: "r".into(),
+            };
+            let finish = |attempt| Finish {
+                again_at_ms: None,
+                attempt,
+                outcome: Outcome::Failed {
+                    error: "boom".into(),
+                    retry: BACKOFF,
+                },
+                run: RunRecord {
+                    tenant: "acme".into(),
+                    instance: "i".into(),
+                    kind: "webhook".into(),
+                    name: "events".into(),
+                    outcome: "error".into(),
+                    error: Some("boom".into()),
+                    summary: None,
+                },
+                job_entry: entry("events (job 1)"),
+                egress: vec![entry("GET https://x")],
+                next: None,
+            };
+            assert_eq!(
+                db.finish_job(finish(j.attempt("w")), 10).await.unwrap(),
+                Finished {
+                    settled: Settled::Queued,
+                    next: None
+                }
+            );
+            assert_eq!(db.job(e.id).await.unwrap().unwrap().state, JobState::Queued);
+            let audit = db.audit("acme", 10).await.unwrap();
+            let seen: Vec<(&str, &str)> = audit
+                .iter()
+                .map(|a| (a.what.as_str(), a.outcome.as_str()))
+                .rev()
+                .collect();
+            assert_eq!(
+                seen,
+                [("events (job 1)", "failed (queued)"), ("GET https://x", "")]
+            );
+            let stats = db.run_stats("acme", "i").await.unwrap();
+            assert_eq!((stats[0].runs, stats[0].errors), (1, 1));
+            // A late attempt is recorded as run, and changes no job state.
+            assert_eq!(
+                db.finish_job(finish(j.attempt("w")), 20)
+                    .await
+                    .unwrap()
+                    .settled,
+                Settled::LeaseLost
+            );
+            assert_eq!(db.job(e.id).await.unwrap().unwrap().state, JobState::Queued);
+            // Finishing can lease the slot's next job in the same transaction.
+            db.enqueue(job("globex", None), 20).await.unwrap();
+            let j = lease(&db, 5_000, 1000, 1, 1).await.remove(0);
+            let mut f = finish(j.attempt("w"));
+            f.outcome = Outcome::Done;
+            f.next = Some(NextLease {
+                lease_ms: 1000,
+                per_tenant: TenantConcurrency::uniform(1),
+                skip: BTreeSet::new(),
+            });
+            let done = db.finish_job(f, 5_000).await.unwrap();
+            assert_eq!(done.settled, Settled::Done);
+            // The other of the two ready jobs.
+            let next = done.next.expect("the next job");
+            assert_ne!(next.id, j.id);
+            assert_eq!(next.state, JobState::Running);
+            assert_eq!(db.job(j.id).await.unwrap().unwrap().state, JobState::Done);
+        }
+    }
+
+    /// One process owns a SQLite store: whatever ran at start-up belonged
+    /// to a process that is gone. (PostgreSQL is shared; its own test
+    /// shows a live daemon's leases are kept.)
     #[tokio::test]
     async fn running_jobs_are_reclaimed_at_start_up() {
         let db = SqliteStore::open_in_memory().unwrap();
@@ -1430,98 +1432,98 @@ mod tests {
         assert_eq!((again[0].id, again[0].attempts), (e.id, 2));
     }
 
-    #[tokio::test]
-    async fn failures_back_off_then_dead_letter() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
-        assert_eq!(
-            db.fail_job(j.attempt("w"), "boom 1", 0, BACKOFF)
-                .await
-                .unwrap(),
-            Some(JobState::Queued)
-        );
-        let j = db.job(e.id).await.unwrap().unwrap();
-        assert!(
-            (800..=1200).contains(&j.run_after_ms),
-            "first retry after ~1 s: {}",
-            j.run_after_ms
-        );
-        assert_eq!(j.last_error.as_deref(), Some("boom 1"));
-        assert!(
-            lease(&db, 700, 1000, 1, 1).await.is_empty(),
-            "not before its back-off"
-        );
-        let j = lease(&db, 1200, 1000, 1, 1).await.remove(0);
-        // An upstream's Retry-After wins over a shorter back-off.
-        let later = Retry::Backoff {
-            retry_after_ms: Some(60_000),
-        };
-        assert_eq!(
-            db.fail_job(j.attempt("w"), "429", 1200, later)
-                .await
-                .unwrap(),
-            Some(JobState::Queued)
-        );
-        assert_eq!(db.job(e.id).await.unwrap().unwrap().run_after_ms, 61_200);
-        let j = lease(&db, 61_200, 1000, 1, 1).await.remove(0);
-        assert_eq!(
-            db.fail_job(j.attempt("w"), "boom 3", 61_200, BACKOFF)
-                .await
-                .unwrap(),
-            Some(JobState::Dead)
-        );
-        assert!(lease(&db, 10_000_000, 1000, 1, 1).await.is_empty());
-        assert_eq!(
-            db.list_jobs("acme", Some(JobState::Dead), 10)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        assert!(db.retry_job("acme", e.id, 0).await.unwrap());
-        assert!(
-            !db.retry_job("globex", e.id, 0).await.unwrap(),
-            "only the owner can retry"
-        );
-        assert_eq!(lease(&db, 0, 1000, 1, 1).await[0].attempts, 1);
-    }
-
-    #[tokio::test]
-    async fn a_permanent_failure_dead_letters_at_once() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        let e = db.enqueue(job("acme", None), 0).await.unwrap();
-        let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
-        assert_eq!(
-            db.fail_job(j.attempt("w"), "not JSON", 0, Retry::Never)
-                .await
-                .unwrap(),
-            Some(JobState::Dead)
-        );
-        let j = db.job(e.id).await.unwrap().unwrap();
-        assert_eq!((j.state, j.attempts), (JobState::Dead, 1));
-    }
-
-    #[tokio::test]
-    async fn leasing_is_fair_across_tenants() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        for _ in 0..10 {
-            db.enqueue(job("noisy", None), 0).await.unwrap();
+    backend_tests! {
+        async fn failures_back_off_then_dead_letter(db) {
+            let e = db.enqueue(job("acme", None), 0).await.unwrap();
+            let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
+            assert_eq!(
+                db.fail_job(j.attempt("w"), "boom 1", 0, BACKOFF)
+                    .await
+                    .unwrap(),
+                Some(JobState::Queued)
+            );
+            let j = db.job(e.id).await.unwrap().unwrap();
+            assert!(
+                (800..=1200).contains(&j.run_after_ms),
+                "first retry after ~1 s: {}",
+                j.run_after_ms
+            );
+            assert_eq!(j.last_error.as_deref(), Some("boom 1"));
+            assert!(
+                lease(&db, 700, 1000, 1, 1).await.is_empty(),
+                "not before its back-off"
+            );
+            let j = lease(&db, 1200, 1000, 1, 1).await.remove(0);
+            // An upstream's Retry-After wins over a shorter back-off.
+            let later = Retry::Backoff {
+                retry_after_ms: Some(60_000),
+            };
+            assert_eq!(
+                db.fail_job(j.attempt("w"), "429", 1200, later)
+                    .await
+                    .unwrap(),
+                Some(JobState::Queued)
+            );
+            assert_eq!(db.job(e.id).await.unwrap().unwrap().run_after_ms, 61_200);
+            let j = lease(&db, 61_200, 1000, 1, 1).await.remove(0);
+            assert_eq!(
+                db.fail_job(j.attempt("w"), "boom 3", 61_200, BACKOFF)
+                    .await
+                    .unwrap(),
+                Some(JobState::Dead)
+            );
+            assert!(lease(&db, 10_000_000, 1000, 1, 1).await.is_empty());
+            assert_eq!(
+                db.list_jobs("acme", Some(JobState::Dead), 10)
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+            assert!(db.retry_job("acme", e.id, 0).await.unwrap());
+            assert!(
+                !db.retry_job("globex", e.id, 0).await.unwrap(),
+                "only the owner can retry"
+            );
+            assert_eq!(lease(&db, 0, 1000, 1, 1).await[0].attempts, 1);
         }
-        db.enqueue(job("quiet", None), 5).await.unwrap();
-        let leased = lease(&db, 10, 1000, 3, 2).await;
-        let tenants: Vec<_> = leased.iter().map(|j| j.tenant.as_str()).collect();
-        assert_eq!(
-            tenants.iter().filter(|t| **t == "noisy").count(),
-            2,
-            "{tenants:?}"
-        );
-        assert!(tenants.contains(&"quiet"), "{tenants:?}");
-        // The noisy tenant is at its limit until one of its jobs finishes.
-        assert!(lease(&db, 10, 1000, 3, 2).await.is_empty());
-        let noisy = leased.iter().find(|j| j.tenant == "noisy").unwrap();
-        db.complete_job(noisy.attempt("w"), 10).await.unwrap();
-        assert_eq!(lease(&db, 10, 1000, 3, 2).await.len(), 1);
+    }
+
+    backend_tests! {
+        async fn a_permanent_failure_dead_letters_at_once(db) {
+            let e = db.enqueue(job("acme", None), 0).await.unwrap();
+            let j = lease(&db, 0, 1000, 1, 1).await.remove(0);
+            assert_eq!(
+                db.fail_job(j.attempt("w"), "not JSON", 0, Retry::Never)
+                    .await
+                    .unwrap(),
+                Some(JobState::Dead)
+            );
+            let j = db.job(e.id).await.unwrap().unwrap();
+            assert_eq!((j.state, j.attempts), (JobState::Dead, 1));
+        }
+    }
+
+    backend_tests! {
+        async fn leasing_is_fair_across_tenants(db) {
+            for _ in 0..10 {
+                db.enqueue(job("noisy", None), 0).await.unwrap();
+            }
+            db.enqueue(job("quiet", None), 5).await.unwrap();
+            let leased = lease(&db, 10, 1000, 3, 2).await;
+            let tenants: Vec<_> = leased.iter().map(|j| j.tenant.as_str()).collect();
+            assert_eq!(
+                tenants.iter().filter(|t| **t == "noisy").count(),
+                2,
+                "{tenants:?}"
+            );
+            assert!(tenants.contains(&"quiet"), "{tenants:?}");
+            // The noisy tenant is at its limit until one of its jobs finishes.
+            assert!(lease(&db, 10, 1000, 3, 2).await.is_empty());
+            let noisy = leased.iter().find(|j| j.tenant == "noisy").unwrap();
+            db.complete_job(noisy.attempt("w"), 10).await.unwrap();
+            assert_eq!(lease(&db, 10, 1000, 3, 2).await.len(), 1);
+        }
     }
 
     /// Issue 13, item 4: a backlog of one tenant hides no other tenant's
@@ -1551,91 +1553,91 @@ mod tests {
         assert_eq!(tenants, ["noisy", "quiet"].into(), "within one round");
     }
 
-    /// Consecutive leases go round the instances, not back to the first.
-    #[tokio::test]
-    async fn leases_go_round_robin_between_calls() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        for t in ["a", "b", "c"] {
-            for _ in 0..3 {
+    backend_tests! {
+        /// Consecutive leases go round the instances, not back to the first.
+        async fn leases_go_round_robin_between_calls(db) {
+            for t in ["a", "b", "c"] {
+                for _ in 0..3 {
+                    db.enqueue(job(t, None), 0).await.unwrap();
+                }
+            }
+            let mut order = Vec::new();
+            for _ in 0..6 {
+                let j = lease(&db, 10, 1000, 1, 10).await.remove(0);
+                order.push(j.tenant.clone());
+                db.complete_job(j.attempt("w"), 10).await.unwrap();
+            }
+            assert_eq!(order, ["a", "b", "c", "a", "b", "c"]);
+        }
+    }
+
+    backend_tests! {
+        async fn jobs_of_skipped_instances_are_not_leased(db) {
+            db.enqueue(job("acme", None), 0).await.unwrap();
+            let per = TenantConcurrency::uniform(10);
+            let skip: BTreeSet<InstanceKey> = [("acme".to_owned(), "i".to_owned())].into();
+            let req = LeaseRequest {
+                owner: "w",
+                lease_ms: 1000,
+                limit: 10,
+                per_tenant: &per,
+                skip: &skip,
+            };
+            assert!(db.lease(10, req).await.unwrap().is_empty());
+            assert_eq!(lease(&db, 10, 1000, 10, 10).await.len(), 1);
+        }
+    }
+
+    backend_tests! {
+        async fn a_tenant_can_have_its_own_limit(db) {
+            for t in ["big", "big", "big", "small", "small", "small"] {
                 db.enqueue(job(t, None), 0).await.unwrap();
             }
+            let limits = TenantConcurrency {
+                default: 1,
+                tenants: [("big".to_owned(), 3)].into(),
+            };
+            let leased = lease_as(&db, "w", 10, 1000, 10, &limits).await;
+            let count = |t: &str| leased.iter().filter(|j| j.tenant == t).count();
+            assert_eq!((count("big"), count("small")), (3, 1));
         }
-        let mut order = Vec::new();
-        for _ in 0..6 {
-            let j = lease(&db, 10, 1000, 1, 10).await.remove(0);
-            order.push(j.tenant.clone());
-            db.complete_job(j.attempt("w"), 10).await.unwrap();
-        }
-        assert_eq!(order, ["a", "b", "c", "a", "b", "c"]);
     }
 
-    #[tokio::test]
-    async fn jobs_of_skipped_instances_are_not_leased() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        db.enqueue(job("acme", None), 0).await.unwrap();
-        let per = TenantConcurrency::uniform(10);
-        let skip: BTreeSet<InstanceKey> = [("acme".to_owned(), "i".to_owned())].into();
-        let req = LeaseRequest {
-            owner: "w",
-            lease_ms: 1000,
-            limit: 10,
-            per_tenant: &per,
-            skip: &skip,
-        };
-        assert!(db.lease(10, req).await.unwrap().is_empty());
-        assert_eq!(lease(&db, 10, 1000, 10, 10).await.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_tenant_can_have_its_own_limit() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        for t in ["big", "big", "big", "small", "small", "small"] {
-            db.enqueue(job(t, None), 0).await.unwrap();
+    backend_tests! {
+        async fn next_wake_is_the_earliest_due_time(db) {
+            assert_eq!(db.next_wake_ms().await.unwrap(), None);
+            let e = db.enqueue(job("acme", None), 500).await.unwrap();
+            assert_eq!(db.next_wake_ms().await.unwrap(), Some(500));
+            let j = lease(&db, 600, 1000, 1, 1).await.remove(0);
+            // Running: the lease's end is when it could be taken over.
+            assert_eq!(db.next_wake_ms().await.unwrap(), Some(1600));
+            db.fail_job(j.attempt("w"), "x", 700, BACKOFF)
+                .await
+                .unwrap();
+            let after = db.job(e.id).await.unwrap().unwrap().run_after_ms;
+            assert_eq!(db.next_wake_ms().await.unwrap(), Some(after));
         }
-        let limits = TenantConcurrency {
-            default: 1,
-            tenants: [("big".to_owned(), 3)].into(),
-        };
-        let leased = lease_as(&db, "w", 10, 1000, 10, &limits).await;
-        let count = |t: &str| leased.iter().filter(|j| j.tenant == t).count();
-        assert_eq!((count("big"), count("small")), (3, 1));
     }
 
-    #[tokio::test]
-    async fn next_wake_is_the_earliest_due_time() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        assert_eq!(db.next_wake_ms().await.unwrap(), None);
-        let e = db.enqueue(job("acme", None), 500).await.unwrap();
-        assert_eq!(db.next_wake_ms().await.unwrap(), Some(500));
-        let j = lease(&db, 600, 1000, 1, 1).await.remove(0);
-        // Running: the lease's end is when it could be taken over.
-        assert_eq!(db.next_wake_ms().await.unwrap(), Some(1600));
-        db.fail_job(j.attempt("w"), "x", 700, BACKOFF)
-            .await
-            .unwrap();
-        let after = db.job(e.id).await.unwrap().unwrap().run_after_ms;
-        assert_eq!(db.next_wake_ms().await.unwrap(), Some(after));
-    }
-
-    #[tokio::test]
-    async fn done_jobs_are_pruned_after_their_age() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        for now in [1_000, 2_000] {
-            db.enqueue(job("acme", None), now).await.unwrap();
-            let j = lease(&db, now, 1000, 1, 1).await.remove(0);
-            db.complete_job(j.attempt("w"), now).await.unwrap();
+    backend_tests! {
+        async fn done_jobs_are_pruned_after_their_age(db) {
+            for now in [1_000, 2_000] {
+                db.enqueue(job("acme", None), now).await.unwrap();
+                let j = lease(&db, now, 1000, 1, 1).await.remove(0);
+                db.complete_job(j.attempt("w"), now).await.unwrap();
+            }
+            db.enqueue(job("acme", None), 0).await.unwrap(); // still queued
+            assert_eq!(db.prune_done_jobs(1_500).await.unwrap(), 1);
+            assert_eq!(db.prune_done_jobs(1_500).await.unwrap(), 0);
+            let states: Vec<JobState> = db
+                .list_jobs("acme", None, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|j| j.state)
+                .collect();
+            assert_eq!(states, [JobState::Queued, JobState::Done]);
         }
-        db.enqueue(job("acme", None), 0).await.unwrap(); // still queued
-        assert_eq!(db.prune_done_jobs(1_500).await.unwrap(), 1);
-        assert_eq!(db.prune_done_jobs(1_500).await.unwrap(), 0);
-        let states: Vec<JobState> = db
-            .list_jobs("acme", None, 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|j| j.state)
-            .collect();
-        assert_eq!(states, [JobState::Queued, JobState::Done]);
     }
 
     /// The queue's hot reads and sweeps use the partial indexes, never a
@@ -1670,25 +1672,25 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn queue_depths_cover_every_instance_in_one_call() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        for t in ["a", "a", "b"] {
-            db.enqueue(job(t, None), 0).await.unwrap();
-        }
-        let leased = lease(&db, 10, 1000, 1, 1).await;
-        let mut depths = db.queue_depths().await.unwrap();
-        depths.sort_by(|x, y| x.tenant.cmp(&y.tenant));
-        let got: Vec<_> = depths
-            .iter()
-            .map(|d| (d.tenant.as_str(), d.queued, d.running, d.dead))
-            .collect();
-        assert_eq!(got, [("a", 1, 1, 0), ("b", 1, 0, 0)], "leased {leased:?}");
-        for d in &depths {
-            assert_eq!(
-                db.queue_counts(&d.tenant, &d.instance).await.unwrap(),
-                (d.queued, d.running, d.dead)
-            );
+    backend_tests! {
+        async fn queue_depths_cover_every_instance_in_one_call(db) {
+            for t in ["a", "a", "b"] {
+                db.enqueue(job(t, None), 0).await.unwrap();
+            }
+            let leased = lease(&db, 10, 1000, 1, 1).await;
+            let mut depths = db.queue_depths().await.unwrap();
+            depths.sort_by(|x, y| x.tenant.cmp(&y.tenant));
+            let got: Vec<_> = depths
+                .iter()
+                .map(|d| (d.tenant.as_str(), d.queued, d.running, d.dead))
+                .collect();
+            assert_eq!(got, [("a", 1, 1, 0), ("b", 1, 0, 0)], "leased {leased:?}");
+            for d in &depths {
+                assert_eq!(
+                    db.queue_counts(&d.tenant, &d.instance).await.unwrap(),
+                    (d.queued, d.running, d.dead)
+                );
+            }
         }
     }
 

@@ -170,7 +170,7 @@ pub(crate) fn record_run_in(
 
 /// Longest stored error message; the rest is cut (they are for people, and
 /// a plugin's message length is not ours to choose).
-const MAX_ERROR_CHARS: usize = 1000;
+pub(crate) const MAX_ERROR_CHARS: usize = 1000;
 
 /// Longest stored job summary, in characters; the rest is cut (a job's
 /// output is for people reading the status).
@@ -565,6 +565,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::backend_tests;
     use crate::{JobQueue, LeaseRequest, TenantConcurrency};
 
     fn want(job: &str, interval_ms: i64) -> WantedSchedule {
@@ -576,40 +577,40 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_slot_fires_once_and_missed_runs_coalesce() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        db.sync_schedules(vec![want("tick", 60_000)], 1_000)
-            .await
-            .unwrap();
-        let due = db.due_schedules(1_000).await.unwrap();
-        assert_eq!(due.len(), 1);
-        let Fired::Queued(_) = db.fire_schedule(&due[0], 3, 1_000).await.unwrap() else {
-            panic!("the first slot queues a run");
-        };
-        // The same slot again (a second process, or a retry): nothing.
-        assert_eq!(
-            db.fire_schedule(&due[0], 3, 1_000).await.unwrap(),
-            Fired::AlreadyFired
-        );
-        assert!(db.due_schedules(60_999).await.unwrap().is_empty());
-        finish_all(&db, 2_000).await;
-        // Down for ten intervals: one run, then the next a full interval later.
-        let due = db.due_schedules(661_000).await.unwrap();
-        assert_eq!(due.len(), 1);
-        assert!(matches!(
-            db.fire_schedule(&due[0], 3, 661_000).await.unwrap(),
-            Fired::Queued(_)
-        ));
-        assert_eq!(
-            db.schedules("acme", "i").await.unwrap()[0].next_run_ms,
-            721_000
-        );
-        assert_eq!(db.list_jobs("acme", None, 10).await.unwrap().len(), 2);
+    backend_tests! {
+        async fn a_slot_fires_once_and_missed_runs_coalesce(db) {
+            db.sync_schedules(vec![want("tick", 60_000)], 1_000)
+                .await
+                .unwrap();
+            let due = db.due_schedules(1_000).await.unwrap();
+            assert_eq!(due.len(), 1);
+            let Fired::Queued(_) = db.fire_schedule(&due[0], 3, 1_000).await.unwrap() else {
+                panic!("the first slot queues a run");
+            };
+            // The same slot again (a second process, or a retry): nothing.
+            assert_eq!(
+                db.fire_schedule(&due[0], 3, 1_000).await.unwrap(),
+                Fired::AlreadyFired
+            );
+            assert!(db.due_schedules(60_999).await.unwrap().is_empty());
+            finish_all(&db, 2_000).await;
+            // Down for ten intervals: one run, then the next a full interval later.
+            let due = db.due_schedules(661_000).await.unwrap();
+            assert_eq!(due.len(), 1);
+            assert!(matches!(
+                db.fire_schedule(&due[0], 3, 661_000).await.unwrap(),
+                Fired::Queued(_)
+            ));
+            assert_eq!(
+                db.schedules("acme", "i").await.unwrap()[0].next_run_ms,
+                721_000
+            );
+            assert_eq!(db.list_jobs("acme", None, 10).await.unwrap().len(), 2);
+        }
     }
 
     /// Leases and completes every ready job.
-    async fn finish_all(db: &SqliteStore, now: i64) {
+    async fn finish_all(db: &impl crate::StateBackend, now: i64) {
         let per = TenantConcurrency::uniform(100);
         let skip = Default::default();
         let req = LeaseRequest {
@@ -624,160 +625,160 @@ mod tests {
         }
     }
 
-    /// Issue 13, item 9: a run slower than its interval does not pile up.
-    #[tokio::test]
-    async fn a_schedule_keeps_one_pending_run() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        db.sync_schedules(vec![want("tick", 1_000)], 0)
-            .await
-            .unwrap();
-        let due = db.due_schedules(0).await.unwrap();
-        let Fired::Queued(first) = db.fire_schedule(&due[0], 3, 0).await.unwrap() else {
-            panic!("queued");
-        };
-        // Ten intervals pass while the first run is still queued (or
-        // running): the schedule moves on, no second run is queued.
-        for now in (1..=10).map(|i| i * 1_000) {
-            let due = db.due_schedules(now).await.unwrap();
+    backend_tests! {
+        /// Issue 13, item 9: a run slower than its interval does not pile up.
+        async fn a_schedule_keeps_one_pending_run(db) {
+            db.sync_schedules(vec![want("tick", 1_000)], 0)
+                .await
+                .unwrap();
+            let due = db.due_schedules(0).await.unwrap();
+            let Fired::Queued(first) = db.fire_schedule(&due[0], 3, 0).await.unwrap() else {
+                panic!("queued");
+            };
+            // Ten intervals pass while the first run is still queued (or
+            // running): the schedule moves on, no second run is queued.
+            for now in (1..=10).map(|i| i * 1_000) {
+                let due = db.due_schedules(now).await.unwrap();
+                assert_eq!(
+                    db.fire_schedule(&due[0], 3, now).await.unwrap(),
+                    Fired::StillPending(first)
+                );
+            }
+            assert_eq!(db.queue_counts("acme", "i").await.unwrap(), (1, 0, 0));
+            // Once it has run, the next slot queues again.
+            finish_all(&db, 10_500).await;
+            let due = db.due_schedules(11_000).await.unwrap();
+            assert!(matches!(
+                db.fire_schedule(&due[0], 3, 11_000).await.unwrap(),
+                Fired::Queued(_)
+            ));
+        }
+    }
+
+    backend_tests! {
+        async fn plugin_locks_are_kept_replaced_and_forgotten(db) {
+            let lock = |i: &str, v: &str| PluginLock {
+                tenant: "acme".into(),
+                instance: i.into(),
+                plugin: "p".into(),
+                version: v.into(),
+                digest: format!("d{v}"),
+                locked_at: 1,
+            };
+            db.set_plugin_locks(vec![lock("a", "1.0.0"), lock("b", "1.0.0")])
+                .await
+                .unwrap();
+            db.set_plugin_locks(vec![lock("a", "1.1.0")]).await.unwrap();
+            let mut got = db.plugin_locks().await.unwrap();
+            got.sort_by(|x, y| x.instance.cmp(&y.instance));
+            assert_eq!(got, [lock("a", "1.1.0"), lock("b", "1.0.0")]);
+            assert_eq!(db.forget_plugin_locks("acme", Some("a")).await.unwrap(), 1);
+            assert_eq!(db.forget_plugin_locks("acme", None).await.unwrap(), 1);
+            assert!(db.plugin_locks().await.unwrap().is_empty());
+        }
+    }
+
+    backend_tests! {
+        async fn sync_keeps_progress_and_removes_what_is_gone(db) {
+            db.sync_schedules(vec![want("a", 60_000), want("b", 60_000)], 0)
+                .await
+                .unwrap();
+            let due = db.due_schedules(0).await.unwrap();
+            db.fire_schedule(&due[0], 3, 0).await.unwrap();
+            // Restart with the same config: `a` keeps its next run; `b` is gone.
+            db.sync_schedules(vec![want("a", 60_000)], 5_000)
+                .await
+                .unwrap();
+            let s = db.schedules("acme", "i").await.unwrap();
+            assert_eq!(s.len(), 1);
+            assert_eq!((s[0].job.as_str(), s[0].next_run_ms), ("a", 60_000));
+            // A shorter interval pulls the next run in.
+            db.sync_schedules(vec![want("a", 10_000)], 5_000)
+                .await
+                .unwrap();
             assert_eq!(
-                db.fire_schedule(&due[0], 3, now).await.unwrap(),
-                Fired::StillPending(first)
+                db.schedules("acme", "i").await.unwrap()[0].next_run_ms,
+                10_000
             );
         }
-        assert_eq!(db.queue_counts("acme", "i").await.unwrap(), (1, 0, 0));
-        // Once it has run, the next slot queues again.
-        finish_all(&db, 10_500).await;
-        let due = db.due_schedules(11_000).await.unwrap();
-        assert!(matches!(
-            db.fire_schedule(&due[0], 3, 11_000).await.unwrap(),
-            Fired::Queued(_)
-        ));
     }
 
-    #[tokio::test]
-    async fn plugin_locks_are_kept_replaced_and_forgotten() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        let lock = |i: &str, v: &str| PluginLock {
-            tenant: "acme".into(),
-            instance: i.into(),
-            plugin: "p".into(),
-            version: v.into(),
-            digest: format!("d{v}"),
-            locked_at: 1,
-        };
-        db.set_plugin_locks(vec![lock("a", "1.0.0"), lock("b", "1.0.0")])
+    backend_tests! {
+        async fn run_stats_count_and_keep_the_last_error(db) {
+            db.record_run("acme", "i", "job", "tick", "ok", None, 10)
+                .await
+                .unwrap();
+            db.record_run(
+                "acme",
+                "i",
+                "job",
+                "tick",
+                "upstream",
+                Some("UEM said 503"),
+                20,
+            )
             .await
             .unwrap();
-        db.set_plugin_locks(vec![lock("a", "1.1.0")]).await.unwrap();
-        let mut got = db.plugin_locks().await.unwrap();
-        got.sort_by(|x, y| x.instance.cmp(&y.instance));
-        assert_eq!(got, [lock("a", "1.1.0"), lock("b", "1.0.0")]);
-        assert_eq!(db.forget_plugin_locks("acme", Some("a")).await.unwrap(), 1);
-        assert_eq!(db.forget_plugin_locks("acme", None).await.unwrap(), 1);
-        assert!(db.plugin_locks().await.unwrap().is_empty());
+            db.record_run("acme", "i", "job", "tick", "ok", None, 30)
+                .await
+                .unwrap();
+            db.record_run("acme", "i", "action", "lock", "ok", None, 40)
+                .await
+                .unwrap();
+            db.record_run("globex", "i", "job", "tick", "internal", Some("x"), 50)
+                .await
+                .unwrap();
+            let stats = db.run_stats("acme", "i").await.unwrap();
+            assert_eq!(stats.len(), 2);
+            assert_eq!(
+                (stats[0].kind.as_str(), stats[0].name.as_str()),
+                ("action", "lock")
+            );
+            assert_eq!(stats[0].last_error, None);
+            let tick = &stats[1];
+            assert_eq!((tick.runs, tick.errors), (3, 1));
+            assert_eq!(tick.last_run_ms, 30);
+            assert_eq!(tick.last_outcome, "ok");
+            // A later success does not erase when and why it last failed.
+            assert_eq!(tick.last_error.as_deref(), Some("UEM said 503"));
+            assert_eq!(tick.last_error_ms, Some(20));
+        }
     }
 
-    #[tokio::test]
-    async fn sync_keeps_progress_and_removes_what_is_gone() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        db.sync_schedules(vec![want("a", 60_000), want("b", 60_000)], 0)
-            .await
-            .unwrap();
-        let due = db.due_schedules(0).await.unwrap();
-        db.fire_schedule(&due[0], 3, 0).await.unwrap();
-        // Restart with the same config: `a` keeps its next run; `b` is gone.
-        db.sync_schedules(vec![want("a", 60_000)], 5_000)
-            .await
-            .unwrap();
-        let s = db.schedules("acme", "i").await.unwrap();
-        assert_eq!(s.len(), 1);
-        assert_eq!((s[0].job.as_str(), s[0].next_run_ms), ("a", 60_000));
-        // A shorter interval pulls the next run in.
-        db.sync_schedules(vec![want("a", 10_000)], 5_000)
-            .await
-            .unwrap();
-        assert_eq!(
-            db.schedules("acme", "i").await.unwrap()[0].next_run_ms,
-            10_000
-        );
-    }
-
-    #[tokio::test]
-    async fn run_stats_count_and_keep_the_last_error() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        db.record_run("acme", "i", "job", "tick", "ok", None, 10)
-            .await
-            .unwrap();
-        db.record_run(
-            "acme",
-            "i",
-            "job",
-            "tick",
-            "upstream",
-            Some("UEM said 503"),
-            20,
-        )
-        .await
-        .unwrap();
-        db.record_run("acme", "i", "job", "tick", "ok", None, 30)
-            .await
-            .unwrap();
-        db.record_run("acme", "i", "action", "lock", "ok", None, 40)
-            .await
-            .unwrap();
-        db.record_run("globex", "i", "job", "tick", "internal", Some("x"), 50)
-            .await
-            .unwrap();
-        let stats = db.run_stats("acme", "i").await.unwrap();
-        assert_eq!(stats.len(), 2);
-        assert_eq!(
-            (stats[0].kind.as_str(), stats[0].name.as_str()),
-            ("action", "lock")
-        );
-        assert_eq!(stats[0].last_error, None);
-        let tick = &stats[1];
-        assert_eq!((tick.runs, tick.errors), (3, 1));
-        assert_eq!(tick.last_run_ms, 30);
-        assert_eq!(tick.last_outcome, "ok");
-        // A later success does not erase when and why it last failed.
-        assert_eq!(tick.last_error.as_deref(), Some("UEM said 503"));
-        assert_eq!(tick.last_error_ms, Some(20));
-    }
-
-    #[tokio::test]
-    async fn pause_states_persist_and_released_jobs_keep_their_attempts() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        db.set_paused("acme", "i", true).await.unwrap();
-        db.set_paused("acme", "i", false).await.unwrap();
-        db.set_paused("acme", "j", true).await.unwrap();
-        let mut states = db.paused_states().await.unwrap();
-        states.sort();
-        assert_eq!(
-            states,
-            [
-                ("acme".into(), "i".into(), false),
-                ("acme".into(), "j".into(), true)
-            ]
-        );
-        db.sync_schedules(vec![want("tick", 1000)], 0)
-            .await
-            .unwrap();
-        let due = db.due_schedules(0).await.unwrap();
-        db.fire_schedule(&due[0], 3, 0).await.unwrap();
-        let per = TenantConcurrency::uniform(1);
-        let skip = Default::default();
-        let req = LeaseRequest {
-            owner: "w",
-            lease_ms: 1000,
-            limit: 1,
-            per_tenant: &per,
-            skip: &skip,
-        };
-        let leased = db.lease(0, req).await.unwrap();
-        assert_eq!(leased[0].attempts, 1);
-        assert!(db.release_job(leased[0].attempt("w"), 500).await.unwrap());
-        assert_eq!(db.queue_counts("acme", "i").await.unwrap(), (1, 0, 0));
-        let again = db.lease(500, req).await.unwrap();
-        assert_eq!(again[0].attempts, 1, "a release does not use up an attempt");
+    backend_tests! {
+        async fn pause_states_persist_and_released_jobs_keep_their_attempts(db) {
+            db.set_paused("acme", "i", true).await.unwrap();
+            db.set_paused("acme", "i", false).await.unwrap();
+            db.set_paused("acme", "j", true).await.unwrap();
+            let mut states = db.paused_states().await.unwrap();
+            states.sort();
+            assert_eq!(
+                states,
+                [
+                    ("acme".into(), "i".into(), false),
+                    ("acme".into(), "j".into(), true)
+                ]
+            );
+            db.sync_schedules(vec![want("tick", 1000)], 0)
+                .await
+                .unwrap();
+            let due = db.due_schedules(0).await.unwrap();
+            db.fire_schedule(&due[0], 3, 0).await.unwrap();
+            let per = TenantConcurrency::uniform(1);
+            let skip = Default::default();
+            let req = LeaseRequest {
+                owner: "w",
+                lease_ms: 1000,
+                limit: 1,
+                per_tenant: &per,
+                skip: &skip,
+            };
+            let leased = db.lease(0, req).await.unwrap();
+            assert_eq!(leased[0].attempts, 1);
+            assert!(db.release_job(leased[0].attempt("w"), 500).await.unwrap());
+            assert_eq!(db.queue_counts("acme", "i").await.unwrap(), (1, 0, 0));
+            let again = db.lease(500, req).await.unwrap();
+            assert_eq!(again[0].attempts, 1, "a release does not use up an attempt");
+        }
     }
 }

@@ -478,6 +478,7 @@ impl SecretStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::backend_tests;
 
     fn s(v: &str) -> SecretString {
         SecretString::from(v.to_owned())
@@ -598,18 +599,18 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_different_master_key_cannot_read() {
-        let db = SqliteStore::open_in_memory().unwrap();
-        SecretStore::new(Arc::new(db.clone()), MasterKey::generate())
-            .set("acme", "pw", &s("v"))
-            .await
-            .unwrap();
-        let err = SecretStore::new(Arc::new(db), MasterKey::generate())
-            .get("acme", "pw")
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("not the master key"), "{err}");
+    backend_tests! {
+        async fn a_different_master_key_cannot_read(db) {
+            SecretStore::new(Arc::new(db.clone()), MasterKey::generate())
+                .set("acme", "pw", &s("v"))
+                .await
+                .unwrap();
+            let err = SecretStore::new(Arc::new(db), MasterKey::generate())
+                .get("acme", "pw")
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("not the master key"), "{err}");
+        }
     }
 
     #[test]

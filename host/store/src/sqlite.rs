@@ -398,18 +398,7 @@ fn apply(
     let new_bytes = new.map_or(0, |v| v.len() as u64 + key_len);
     let bytes = usage.bytes - old_bytes.min(usage.bytes) + new_bytes;
     let keys = usage.keys - u64::from(old_len.is_some()).min(usage.keys) + u64::from(new.is_some());
-    if bytes > quota.max_total_bytes && bytes > usage.bytes {
-        return Err(StoreError::QuotaExceeded(format!(
-            "namespace {ns} would hold {bytes} bytes; the quota is {} bytes",
-            quota.max_total_bytes
-        )));
-    }
-    if keys > quota.max_keys && keys > usage.keys {
-        return Err(StoreError::QuotaExceeded(format!(
-            "namespace {ns} would hold {keys} keys; the quota is {} keys",
-            quota.max_keys
-        )));
-    }
+    crate::kv::check_quota(ns, quota, usage, bytes, keys)?;
     match new {
         Some(value) => tx
             .prepare_cached(
@@ -506,13 +495,7 @@ impl KvBackend for SqliteStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
-        if prefix.len() > crate::MAX_KEY_BYTES {
-            return Err(StoreError::InvalidKey(format!(
-                "prefix is {} bytes long; the limit is {}",
-                prefix.len(),
-                crate::MAX_KEY_BYTES
-            )));
-        }
+        crate::kv::validate_prefix(prefix)?;
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
         let ns = ns.clone();
         let lower = prefix.as_bytes().to_vec();
@@ -582,132 +565,133 @@ impl KvBackend for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::backend_tests;
 
     fn ns(t: &str) -> Namespace {
         Namespace::new(t, "inst")
     }
 
-    #[tokio::test]
-    async fn set_get_delete_round_trip() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        let q = Quota::default();
-        s.set(&ns("a"), "k", b"v1", &q).await.unwrap();
-        s.set(&ns("a"), "k", b"v2", &q).await.unwrap();
-        assert_eq!(s.get(&ns("a"), "k").await.unwrap(), Some(b"v2".to_vec()));
-        assert_eq!(
-            s.usage(&ns("a")).await.unwrap(),
-            Usage { bytes: 3, keys: 1 }
-        );
-        assert!(s.delete(&ns("a"), "k").await.unwrap());
-        assert!(!s.delete(&ns("a"), "k").await.unwrap());
-        assert_eq!(s.get(&ns("a"), "k").await.unwrap(), None);
-        assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage::default());
-    }
-
-    #[tokio::test]
-    async fn namespaces_are_disjoint() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        let q = Quota::default();
-        s.set(&ns("a"), "shared", b"from-a", &q).await.unwrap();
-        assert_eq!(s.get(&ns("b"), "shared").await.unwrap(), None);
-        assert!(s.list(&ns("b"), "", None, 100).await.unwrap().is_empty());
-        assert!(!s.delete(&ns("b"), "shared").await.unwrap());
-        let other_instance = Namespace::new("a", "other");
-        assert_eq!(s.get(&other_instance, "shared").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn list_pages_by_prefix_and_cursor() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        let q = Quota::default();
-        for k in ["dev/1", "dev/2", "dev/3", "devx", "other", "dev"] {
-            s.set(&ns("a"), k, b"x", &q).await.unwrap();
+    backend_tests! {
+        async fn set_get_delete_round_trip(s) {
+            let q = Quota::default();
+            s.set(&ns("a"), "k", b"v1", &q).await.unwrap();
+            s.set(&ns("a"), "k", b"v2", &q).await.unwrap();
+            assert_eq!(s.get(&ns("a"), "k").await.unwrap(), Some(b"v2".to_vec()));
+            assert_eq!(
+                s.usage(&ns("a")).await.unwrap(),
+                Usage { bytes: 3, keys: 1 }
+            );
+            assert!(s.delete(&ns("a"), "k").await.unwrap());
+            assert!(!s.delete(&ns("a"), "k").await.unwrap());
+            assert_eq!(s.get(&ns("a"), "k").await.unwrap(), None);
+            assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage::default());
         }
-        let page = s.list(&ns("a"), "dev/", None, 2).await.unwrap();
-        assert_eq!(page, ["dev/1", "dev/2"]);
-        let page = s.list(&ns("a"), "dev/", Some("dev/2"), 2).await.unwrap();
-        assert_eq!(page, ["dev/3"]);
-        let all = s.list(&ns("a"), "", None, 10_000).await.unwrap();
-        assert_eq!(all, ["dev", "dev/1", "dev/2", "dev/3", "devx", "other"]);
-        // Non-ASCII keys sort bytewise and prefix-match exactly.
-        s.set(&ns("a"), "é/1", b"x", &q).await.unwrap();
-        assert_eq!(s.list(&ns("a"), "é", None, 10).await.unwrap(), ["é/1"]);
     }
 
-    #[tokio::test]
-    async fn quota_refuses_growth_but_allows_shrinking() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        let q = Quota {
-            max_value_bytes: 100,
-            max_total_bytes: 20,
-            max_keys: 2,
-        };
-        s.set(&ns("a"), "k1", &[0; 10], &q).await.unwrap(); // 12 bytes
-        let err = s.set(&ns("a"), "k2", &[0; 10], &q).await.unwrap_err();
-        assert!(matches!(err, StoreError::QuotaExceeded(_)), "{err}");
-        s.set(&ns("a"), "k1", &[0; 2], &q).await.unwrap(); // shrink: 4 bytes
-        s.set(&ns("a"), "k2", &[0; 2], &q).await.unwrap(); // 8 bytes, 2 keys
-        let err = s.set(&ns("a"), "k3", b"", &q).await.unwrap_err();
-        assert!(err.to_string().contains("keys"), "{err}");
-        let err = s.set(&ns("a"), "big", &[0; 101], &q).await.unwrap_err();
-        assert_eq!(
-            err,
-            StoreError::ValueTooLarge {
-                size: 101,
-                limit: 100
+    backend_tests! {
+        async fn namespaces_are_disjoint(s) {
+            let q = Quota::default();
+            s.set(&ns("a"), "shared", b"from-a", &q).await.unwrap();
+            assert_eq!(s.get(&ns("b"), "shared").await.unwrap(), None);
+            assert!(s.list(&ns("b"), "", None, 100).await.unwrap().is_empty());
+            assert!(!s.delete(&ns("b"), "shared").await.unwrap());
+            let other_instance = Namespace::new("a", "other");
+            assert_eq!(s.get(&other_instance, "shared").await.unwrap(), None);
+        }
+    }
+
+    backend_tests! {
+        async fn list_pages_by_prefix_and_cursor(s) {
+            let q = Quota::default();
+            for k in ["dev/1", "dev/2", "dev/3", "devx", "other", "dev"] {
+                s.set(&ns("a"), k, b"x", &q).await.unwrap();
             }
-        );
-        // Nothing failed half-way: usage matches what is stored.
-        assert_eq!(
-            s.usage(&ns("a")).await.unwrap(),
-            Usage { bytes: 8, keys: 2 }
-        );
-    }
-
-    #[tokio::test]
-    async fn compare_and_swap_semantics() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        let q = Quota::default();
-        let n = ns("a");
-        assert!(
-            s.compare_and_swap(&n, "c", None, Some(b"1"), &q)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !s.compare_and_swap(&n, "c", None, Some(b"2"), &q)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !s.compare_and_swap(&n, "c", Some(b"0"), Some(b"2"), &q)
-                .await
-                .unwrap()
-        );
-        assert!(
-            s.compare_and_swap(&n, "c", Some(b"1"), Some(b"2"), &q)
-                .await
-                .unwrap()
-        );
-        assert_eq!(s.get(&n, "c").await.unwrap(), Some(b"2".to_vec()));
-        assert!(
-            s.compare_and_swap(&n, "c", Some(b"2"), None, &q)
-                .await
-                .unwrap()
-        );
-        assert_eq!(s.get(&n, "c").await.unwrap(), None);
-        assert_eq!(s.usage(&n).await.unwrap(), Usage::default());
-    }
-
-    #[tokio::test]
-    async fn bad_keys_are_refused() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        let q = Quota::default();
-        for key in [String::new(), "a\0b".into(), "k".repeat(513)] {
-            let err = s.set(&ns("a"), &key, b"v", &q).await.unwrap_err();
-            assert!(matches!(err, StoreError::InvalidKey(_)), "{err}");
+            let page = s.list(&ns("a"), "dev/", None, 2).await.unwrap();
+            assert_eq!(page, ["dev/1", "dev/2"]);
+            let page = s.list(&ns("a"), "dev/", Some("dev/2"), 2).await.unwrap();
+            assert_eq!(page, ["dev/3"]);
+            let all = s.list(&ns("a"), "", None, 10_000).await.unwrap();
+            assert_eq!(all, ["dev", "dev/1", "dev/2", "dev/3", "devx", "other"]);
+            // Non-ASCII keys sort bytewise and prefix-match exactly.
+            s.set(&ns("a"), "é/1", b"x", &q).await.unwrap();
+            assert_eq!(s.list(&ns("a"), "é", None, 10).await.unwrap(), ["é/1"]);
         }
-        s.set(&ns("a"), &"k".repeat(512), b"v", &q).await.unwrap();
+    }
+
+    backend_tests! {
+        async fn quota_refuses_growth_but_allows_shrinking(s) {
+            let q = Quota {
+                max_value_bytes: 100,
+                max_total_bytes: 20,
+                max_keys: 2,
+            };
+            s.set(&ns("a"), "k1", &[0; 10], &q).await.unwrap(); // 12 bytes
+            let err = s.set(&ns("a"), "k2", &[0; 10], &q).await.unwrap_err();
+            assert!(matches!(err, StoreError::QuotaExceeded(_)), "{err}");
+            s.set(&ns("a"), "k1", &[0; 2], &q).await.unwrap(); // shrink: 4 bytes
+            s.set(&ns("a"), "k2", &[0; 2], &q).await.unwrap(); // 8 bytes, 2 keys
+            let err = s.set(&ns("a"), "k3", b"", &q).await.unwrap_err();
+            assert!(err.to_string().contains("keys"), "{err}");
+            let err = s.set(&ns("a"), "big", &[0; 101], &q).await.unwrap_err();
+            assert_eq!(
+                err,
+                StoreError::ValueTooLarge {
+                    size: 101,
+                    limit: 100
+                }
+            );
+            // Nothing failed half-way: usage matches what is stored.
+            assert_eq!(
+                s.usage(&ns("a")).await.unwrap(),
+                Usage { bytes: 8, keys: 2 }
+            );
+        }
+    }
+
+    backend_tests! {
+        async fn compare_and_swap_semantics(s) {
+            let q = Quota::default();
+            let n = ns("a");
+            assert!(
+                s.compare_and_swap(&n, "c", None, Some(b"1"), &q)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !s.compare_and_swap(&n, "c", None, Some(b"2"), &q)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !s.compare_and_swap(&n, "c", Some(b"0"), Some(b"2"), &q)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                s.compare_and_swap(&n, "c", Some(b"1"), Some(b"2"), &q)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(s.get(&n, "c").await.unwrap(), Some(b"2".to_vec()));
+            assert!(
+                s.compare_and_swap(&n, "c", Some(b"2"), None, &q)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(s.get(&n, "c").await.unwrap(), None);
+            assert_eq!(s.usage(&n).await.unwrap(), Usage::default());
+        }
+    }
+
+    backend_tests! {
+        async fn bad_keys_are_refused(s) {
+            let q = Quota::default();
+            for key in [String::new(), "a\0b".into(), "k".repeat(513)] {
+                let err = s.set(&ns("a"), &key, b"v", &q).await.unwrap_err();
+                assert!(matches!(err, StoreError::InvalidKey(_)), "{err}");
+            }
+            s.set(&ns("a"), &"k".repeat(512), b"v", &q).await.unwrap();
+        }
     }
 
     #[cfg(unix)]

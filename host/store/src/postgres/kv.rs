@@ -1,0 +1,229 @@
+//! Plugin storage on PostgreSQL: values, running usage totals and quotas,
+//! all inside the write's transaction.
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+
+use super::{PgStore, in_tx};
+use crate::kv::validate_value;
+use crate::{KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, validate_key};
+
+/// Writes `new` (None deletes) under `key` inside `tx`, keeping kv_usage
+/// exact and refusing growth past `quota` (shrinking is always allowed).
+/// The usage row is locked first (`FOR UPDATE`), so two daemons writing
+/// the same namespace at once count one after the other.
+async fn apply(
+    store: &PgStore,
+    tx: &impl GenericClient,
+    ns: &Namespace,
+    key: &str,
+    new: Option<&[u8]>,
+    quota: &Quota,
+) -> Result<(), StoreError> {
+    let fail = |e| store.fail("writing plugin storage", e);
+    lock_namespace(store, tx, ns).await?;
+    let row = tx
+        .query_one(
+            "SELECT bytes, keys FROM kv_usage WHERE tenant=$1 AND instance=$2",
+            &[&ns.tenant, &ns.instance],
+        )
+        .await
+        .map_err(fail)?;
+    let usage = Usage {
+        bytes: row.get::<_, i64>(0) as u64,
+        keys: row.get::<_, i64>(1) as u64,
+    };
+    let k = key.as_bytes();
+    let old_len: Option<i32> = tx
+        .query_opt(
+            "SELECT length(value) FROM kv WHERE tenant=$1 AND instance=$2 AND key=$3",
+            &[&ns.tenant, &ns.instance, &k],
+        )
+        .await
+        .map_err(fail)?
+        .map(|r| r.get(0));
+    let key_len = key.len() as u64;
+    let old_bytes = old_len.map_or(0, |v| v as u64 + key_len);
+    let new_bytes = new.map_or(0, |v| v.len() as u64 + key_len);
+    let bytes = usage.bytes - old_bytes.min(usage.bytes) + new_bytes;
+    let keys = usage.keys - u64::from(old_len.is_some()).min(usage.keys) + u64::from(new.is_some());
+    crate::kv::check_quota(ns, quota, usage, bytes, keys)?;
+    match new {
+        Some(value) => {
+            tx.execute(
+                "INSERT INTO kv (tenant, instance, key, value) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, instance, key) DO UPDATE SET value = excluded.value",
+                &[&ns.tenant, &ns.instance, &k, &value],
+            )
+            .await
+        }
+        None => {
+            tx.execute(
+                "DELETE FROM kv WHERE tenant=$1 AND instance=$2 AND key=$3",
+                &[&ns.tenant, &ns.instance, &k],
+            )
+            .await
+        }
+    }
+    .map_err(fail)?;
+    tx.execute(
+        "UPDATE kv_usage SET bytes=$3, keys=$4 WHERE tenant=$1 AND instance=$2",
+        &[&ns.tenant, &ns.instance, &(bytes as i64), &(keys as i64)],
+    )
+    .await
+    .map_err(fail)?;
+    Ok(())
+}
+
+/// The value under `key`, locking its row when `lock` (compare-and-swap).
+async fn read_value(
+    store: &PgStore,
+    c: &impl GenericClient,
+    ns: &Namespace,
+    key: &str,
+    lock: bool,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let sql = if lock {
+        "SELECT value FROM kv WHERE tenant=$1 AND instance=$2 AND key=$3 FOR UPDATE"
+    } else {
+        "SELECT value FROM kv WHERE tenant=$1 AND instance=$2 AND key=$3"
+    };
+    let k = key.as_bytes();
+    Ok(c.query_opt(sql, &[&ns.tenant, &ns.instance, &k])
+        .await
+        .map_err(|e| store.fail("reading plugin storage", e))?
+        .map(|r| r.get(0)))
+}
+
+/// Locks the namespace's usage row (creating it), so that writers of one
+/// namespace take turns: a compare-and-swap then reads what the previous
+/// writer committed, including a key it just created.
+async fn lock_namespace(
+    store: &PgStore,
+    tx: &impl GenericClient,
+    ns: &Namespace,
+) -> Result<(), StoreError> {
+    let fail = |e| store.fail("writing plugin storage", e);
+    tx.execute(
+        "INSERT INTO kv_usage (tenant, instance, bytes, keys) VALUES ($1, $2, 0, 0)
+         ON CONFLICT (tenant, instance) DO NOTHING",
+        &[&ns.tenant, &ns.instance],
+    )
+    .await
+    .map_err(fail)?;
+    tx.execute(
+        "SELECT 1 FROM kv_usage WHERE tenant=$1 AND instance=$2 FOR UPDATE",
+        &[&ns.tenant, &ns.instance],
+    )
+    .await
+    .map_err(fail)?;
+    Ok(())
+}
+
+#[async_trait]
+impl KvBackend for PgStore {
+    async fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        validate_key(key)?;
+        let c = self.conn().await?;
+        read_value(self, &c, ns, key, false).await
+    }
+
+    async fn set(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        value: &[u8],
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
+        validate_key(key)?;
+        validate_value(value, quota)?;
+        in_tx!(self, "writing plugin storage", |tx| {
+            apply(self, &tx, ns, key, Some(value), quota).await?
+        });
+        Ok(())
+    }
+
+    async fn delete(&self, ns: &Namespace, key: &str) -> Result<bool, StoreError> {
+        validate_key(key)?;
+        Ok(in_tx!(self, "deleting from plugin storage", |tx| {
+            lock_namespace(self, &tx, ns).await?;
+            let existed = read_value(self, &tx, ns, key, true).await?.is_some();
+            if existed {
+                apply(self, &tx, ns, key, None, &Quota::default()).await?;
+            }
+            existed
+        }))
+    }
+
+    async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        crate::kv::validate_prefix(prefix)?;
+        let limit = i64::from(limit.clamp(1, MAX_LIST_LIMIT));
+        let lower = prefix.as_bytes().to_vec();
+        let mut upper = lower.clone();
+        upper.push(0xFF);
+        let after = after.map(|a| a.as_bytes().to_vec());
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT key FROM kv WHERE tenant=$1 AND instance=$2
+                 AND key >= $3 AND key < $4 AND ($5::bytea IS NULL OR key > $5)
+                 ORDER BY key LIMIT $6",
+                &[&ns.tenant, &ns.instance, &lower, &upper, &after, &limit],
+            )
+            .await
+            .map_err(|e| self.fail("listing plugin storage", e))?;
+        rows.into_iter()
+            .map(|r| {
+                String::from_utf8(r.get(0))
+                    .map_err(|_| StoreError::Backend("stored key is not UTF-8".into()))
+            })
+            .collect()
+    }
+
+    async fn compare_and_swap(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        quota: &Quota,
+    ) -> Result<bool, StoreError> {
+        validate_key(key)?;
+        if let Some(v) = new {
+            validate_value(v, quota)?;
+        }
+        Ok(in_tx!(self, "compare-and-swap in plugin storage", |tx| {
+            lock_namespace(self, &tx, ns).await?;
+            let current = read_value(self, &tx, ns, key, true).await?;
+            if current.as_deref() != expected {
+                false
+            } else {
+                if current.is_some() || new.is_some() {
+                    apply(self, &tx, ns, key, new, quota).await?;
+                }
+                true
+            }
+        }))
+    }
+
+    async fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError> {
+        let c = self.conn().await?;
+        Ok(c.query_opt(
+            "SELECT bytes, keys FROM kv_usage WHERE tenant=$1 AND instance=$2",
+            &[&ns.tenant, &ns.instance],
+        )
+        .await
+        .map_err(|e| self.fail("reading storage usage", e))?
+        .map(|r| Usage {
+            bytes: r.get::<_, i64>(0) as u64,
+            keys: r.get::<_, i64>(1) as u64,
+        })
+        .unwrap_or_default())
+    }
+}

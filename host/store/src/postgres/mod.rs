@@ -1,0 +1,630 @@
+//! The shared backend: one PostgreSQL database that several daemons use at
+//! once.
+//!
+//! Everything the embedded SQLite backend keeps is here too, with the same
+//! guarantees, and the ones several processes need on top:
+//!
+//! - **Migrations under a lock.** The schema is versioned
+//!   (`switchyard_schema`); each migration runs in a transaction that holds
+//!   an advisory lock, so two daemons starting at once apply it once. A
+//!   database whose schema is newer than this binary is refused with a
+//!   message that says so.
+//! - **Leasing across daemons.** A lease is one transaction that holds a
+//!   transaction-level advisory lock while it walks the queue, and claims
+//!   rows with `FOR UPDATE SKIP LOCKED`; the per-tenant limits count every
+//!   daemon's running jobs. Completion is fenced by (job, attempt, owner)
+//!   as in SQLite.
+//! - **Nothing secret in the database's hands.** Sealed secrets arrive
+//!   encrypted by [`crate::SecretStore`]; the connection password is a
+//!   [`SecretString`] and never appears in an error.
+//!
+//! ```no_run
+//! use switchyard_store::{KvBackend, Namespace, PgSettings, PgStore, Quota};
+//! # async fn demo() -> Result<(), switchyard_store::StoreError> {
+//! let store = PgStore::connect(&PgSettings::new("postgres://switchyard@db.internal/switchyard")).await?;
+//! store.set(&Namespace::new("acme", "echo-1"), "k", b"v", &Quota::default()).await?;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod instance;
+mod kv;
+mod queue;
+mod secrets;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::NoTls;
+
+use crate::{InstanceKey, StoreError};
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// `postgres://user@host:port/database` (key-value form works too). A
+    /// password written here is used, but [`PgSettings::password`] keeps it
+    /// out of configuration files.
+    pub url: String,
+    /// The password, when not in the URL.
+    pub password: Option<SecretString>,
+    /// Connections this process opens at most.
+    pub pool_size: usize,
+    /// Longest a statement may run (ms); 0 for the server's default.
+    pub statement_timeout_ms: u64,
+    /// The schema the tables live in (`public` when None). Tests use one
+    /// schema each; operators may put several deployments in one database.
+    pub schema: Option<String>,
+}
+
+impl PgSettings {
+    /// Settings for `url` with the defaults: 16 connections, 30 s
+    /// statements, the `public` schema.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            password: None,
+            pool_size: 16,
+            statement_timeout_ms: 30_000,
+            schema: None,
+        }
+    }
+}
+
+impl PgSettings {
+    /// What is wrong with these settings, as `(field, why)`, without
+    /// connecting: a connection string that does not parse, no pool, a
+    /// schema name that is not a plain identifier.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
+            out.push(("url", format!("is not a PostgreSQL connection string: {e}")));
+        }
+        if self.pool_size == 0 {
+            out.push(("pool_size", "must be at least 1".into()));
+        }
+        if let Some(s) = &self.schema
+            && let Err(e) = check_schema_name(s)
+        {
+            out.push(("schema", e.to_string()));
+        }
+        out
+    }
+}
+
+/// Whether a connection string carries a password.
+pub fn url_has_password(url: &str) -> bool {
+    url.parse::<tokio_postgres::Config>()
+        .is_ok_and(|c| c.get_password().is_some())
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("target", &describe_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `host:port/database` of a connection string, for messages: never the
+/// user's password.
+pub fn describe_url(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(c) => {
+            let host = c
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".into());
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            format!(
+                "{host}:{port}/{}",
+                c.get_dbname().unwrap_or("(default database)")
+            )
+        }
+        Err(_) => "(an unreadable connection string)".into(),
+    }
+}
+
+/// The PostgreSQL backend. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    target: Arc<str>,
+    /// Where this process's last lease stopped (round-robin across
+    /// instances, as in SQLite; each daemon keeps its own).
+    lease_cursor: Arc<Mutex<Option<InstanceKey>>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgStore({})", self.target)
+    }
+}
+
+/// A schema name: letters, digits and `_`, not starting with a digit, so
+/// it can be put in SQL without quoting doubts.
+fn check_schema_name(s: &str) -> Result<(), StoreError> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(format!(
+            "schema name `{s}` is not allowed: use letters, digits and _ (at most 63, not starting with a digit)"
+        )))
+    }
+}
+
+impl PgStore {
+    /// Connects, creates the schema if needed and applies the migrations
+    /// this database has not seen (under a lock, so daemons starting
+    /// together apply each once).
+    pub async fn connect(s: &PgSettings) -> Result<Self, StoreError> {
+        let store = Self::connect_only(s).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema (`switchyard migrate --check`).
+    pub async fn connect_only(s: &PgSettings) -> Result<Self, StoreError> {
+        let target = describe_url(&s.url);
+        let mut pg: tokio_postgres::Config = s.url.parse().map_err(|e| {
+            StoreError::Backend(format!(
+                "the PostgreSQL connection string is not valid: {e}"
+            ))
+        })?;
+        if let Some(p) = &s.password {
+            pg.password(p.expose_secret().as_bytes());
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("switchyard");
+        }
+        let mut options = String::new();
+        if s.statement_timeout_ms > 0 {
+            options.push_str(&format!("-c statement_timeout={}", s.statement_timeout_ms));
+        }
+        if let Some(schema) = &s.schema {
+            check_schema_name(schema)?;
+            options.push_str(&format!(" -c search_path={schema}"));
+        }
+        if !options.is_empty() {
+            pg.options(options.trim());
+        }
+        pg.connect_timeout(Duration::from_secs(10));
+        let mgr = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(s.pool_size.max(1))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}")))?;
+        let store = Self {
+            pool,
+            target: target.into(),
+            lease_cursor: Arc::default(),
+        };
+        // Reach the server now, so that a wrong address is reported at
+        // start-up and not at the first request.
+        let mut c = store.conn().await?;
+        if let Some(schema) = &s.schema {
+            // `IF NOT EXISTS` alone races when daemons start together.
+            let doing = "creating the schema";
+            let tx = c.transaction().await.map_err(|e| store.fail(doing, e))?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('switchyard-schema:' || $1::text))",
+                &[schema],
+            )
+            .await
+            .map_err(|e| store.fail(doing, e))?;
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .await
+                .map_err(|e| store.fail(doing, e))?;
+            tx.commit().await.map_err(|e| store.fail(doing, e))?;
+        }
+        Ok(store)
+    }
+
+    /// Closes the pool: its connections end as they come back.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// A pooled connection.
+    async fn conn(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot reach PostgreSQL at {}: {}",
+                self.target,
+                pool_error(&e)
+            ))
+        })
+    }
+
+    /// A driver error, with what was being done.
+    fn fail(&self, doing: &str, e: tokio_postgres::Error) -> StoreError {
+        StoreError::Backend(format!(
+            "PostgreSQL ({}), {doing}: {}",
+            self.target,
+            pg_error(&e)
+        ))
+    }
+
+    /// `(schema version of the database, newest this binary knows)`.
+    pub async fn schema_version(&self) -> Result<(usize, usize), StoreError> {
+        let c = self.conn().await?;
+        let have = current_version(&c)
+            .await
+            .map_err(|e| self.fail("reading the schema version", e))?;
+        Ok((have, MIGRATIONS.len()))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        loop {
+            let tx = c
+                .transaction()
+                .await
+                .map_err(|e| self.fail("migrating", e))?;
+            // Held until this transaction ends: a second daemon waits here,
+            // then finds the migration applied.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('switchyard-migrate:' || current_schema()))",
+                &[],
+            )
+            .await
+            .map_err(|e| self.fail("waiting for the migration lock", e))?;
+            let have = current_version(&tx)
+                .await
+                .map_err(|e| self.fail("reading the schema version", e))?;
+            if have > MIGRATIONS.len() {
+                return Err(StoreError::Backend(format!(
+                    "the database at {} has schema version {have}, newer than this switchyard \
+                     knows ({}); run the newer switchyard, or restore a backup made for this one",
+                    self.target,
+                    MIGRATIONS.len()
+                )));
+            }
+            let Some(sql) = MIGRATIONS.get(have) else {
+                return Ok(());
+            };
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| self.fail(&format!("migrating to schema {}", have + 1), e))?;
+            tx.execute(
+                "INSERT INTO switchyard_schema (version, applied_at)
+                 VALUES ($1, (extract(epoch from now()) * 1000)::bigint)",
+                &[&((have + 1) as i64)],
+            )
+            .await
+            .map_err(|e| self.fail("recording the schema version", e))?;
+            tx.commit()
+                .await
+                .map_err(|e| self.fail(&format!("migrating to schema {}", have + 1), e))?;
+        }
+    }
+}
+
+/// The schema version recorded in the database (0: none yet).
+async fn current_version(
+    c: &impl deadpool_postgres::GenericClient,
+) -> Result<usize, tokio_postgres::Error> {
+    let exists: bool = c
+        .query_one("SELECT to_regclass('switchyard_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let v: Option<i64> = c
+        .query_one("SELECT max(version) FROM switchyard_schema", &[])
+        .await?
+        .get(0);
+    Ok(v.unwrap_or(0) as usize)
+}
+
+fn pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+        other => other.to_string(),
+    }
+}
+
+/// The server's own message when there is one (the driver's `Display` says
+/// only "db error"), with its SQLSTATE.
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(src) => format!("{e}: {src}"),
+        None => e.to_string(),
+    }
+}
+
+/// Runs `$body` with `$tx` a transaction of a pooled connection of
+/// `$store`, committing when the body returns `Ok`.
+macro_rules! in_tx {
+    ($store:expr, $doing:expr, |$tx:ident| $body:expr) => {{
+        let store = $store;
+        let mut conn = store.conn().await?;
+        let $tx = conn
+            .transaction()
+            .await
+            .map_err(|e| store.fail($doing, e))?;
+        let out = $body;
+        $tx.commit().await.map_err(|e| store.fail($doing, e))?;
+        out
+    }};
+}
+pub(crate) use in_tx;
+
+/// The schema's versions, oldest first; each runs once, in a transaction.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+/// The schema of the SQLite backend at its version 5, in PostgreSQL's
+/// types: times are milliseconds (`bigint`) except `audit.time`,
+/// `seen_events.seen_at`, `api_tokens.created_at` and `secrets.updated_at`,
+/// which are seconds as in SQLite.
+const SCHEMA_V1: &str = "
+CREATE TABLE switchyard_schema (
+    version    bigint PRIMARY KEY,
+    applied_at bigint NOT NULL
+);
+CREATE TABLE kv (
+    tenant   text NOT NULL,
+    instance text NOT NULL,
+    key      bytea NOT NULL,
+    value    bytea NOT NULL,
+    PRIMARY KEY (tenant, instance, key)
+);
+CREATE TABLE kv_usage (
+    tenant   text NOT NULL,
+    instance text NOT NULL,
+    bytes    bigint NOT NULL,
+    keys     bigint NOT NULL,
+    PRIMARY KEY (tenant, instance)
+);
+CREATE TABLE tenant_keys (
+    tenant  text PRIMARY KEY,
+    wrapped bytea NOT NULL
+);
+CREATE TABLE api_tokens (
+    hash       bytea PRIMARY KEY,
+    id         text NOT NULL,
+    tenant     text NOT NULL,
+    label      text NOT NULL,
+    created_at bigint NOT NULL
+);
+CREATE TABLE audit (
+    seq         bigserial PRIMARY KEY,
+    time        bigint NOT NULL,
+    tenant      text NOT NULL,
+    instance    text,
+    actor       text,
+    kind        text NOT NULL,
+    what        text NOT NULL,
+    outcome     text NOT NULL,
+    duration_ms bigint NOT NULL,
+    request_id  text NOT NULL
+);
+CREATE INDEX audit_by_tenant ON audit (tenant, seq);
+CREATE INDEX audit_by_time ON audit (time);
+CREATE TABLE schedules (
+    tenant      text NOT NULL,
+    instance    text NOT NULL,
+    job         text NOT NULL,
+    interval_ms bigint NOT NULL,
+    next_run    bigint NOT NULL,
+    last_fired  bigint,
+    PRIMARY KEY (tenant, instance, job)
+);
+CREATE TABLE run_stats (
+    tenant        text NOT NULL,
+    instance      text NOT NULL,
+    kind          text NOT NULL,
+    name          text NOT NULL,
+    runs          bigint NOT NULL,
+    errors        bigint NOT NULL,
+    last_run      bigint NOT NULL,
+    last_outcome  text NOT NULL,
+    last_error    text,
+    last_error_at bigint,
+    last_summary  text,
+    PRIMARY KEY (tenant, instance, kind, name)
+);
+CREATE TABLE instance_state (
+    tenant   text NOT NULL,
+    instance text NOT NULL,
+    paused   boolean NOT NULL,
+    PRIMARY KEY (tenant, instance)
+);
+CREATE TABLE seen_events (
+    tenant   text NOT NULL,
+    instance text NOT NULL,
+    key      text NOT NULL,
+    seen_at  bigint NOT NULL,
+    PRIMARY KEY (tenant, instance, key)
+);
+CREATE INDEX seen_events_by_time ON seen_events (seen_at);
+CREATE TABLE jobs (
+    id              bigserial PRIMARY KEY,
+    tenant          text NOT NULL,
+    instance        text NOT NULL,
+    kind            text NOT NULL,
+    name            text NOT NULL,
+    payload         bytea NOT NULL,
+    idempotency_key text,
+    state           text NOT NULL,
+    attempts        bigint NOT NULL,
+    max_attempts    bigint NOT NULL,
+    run_after       bigint NOT NULL,
+    lease_until     bigint,
+    last_error      text,
+    created_at      bigint NOT NULL,
+    owner           text,
+    finished_at     bigint,
+    summary         text,
+    UNIQUE (tenant, instance, idempotency_key)
+);
+CREATE INDEX jobs_by_instance ON jobs (state, tenant, instance, run_after, id);
+CREATE INDEX jobs_due ON jobs (run_after) WHERE state = 'queued';
+CREATE INDEX jobs_running ON jobs (lease_until) WHERE state = 'running';
+CREATE INDEX jobs_done ON jobs (finished_at) WHERE state = 'done';
+CREATE TABLE secrets (
+    tenant     text NOT NULL,
+    name       text NOT NULL,
+    sealed     bytea NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE plugin_locks (
+    tenant    text NOT NULL,
+    instance  text NOT NULL,
+    plugin    text NOT NULL,
+    version   text NOT NULL,
+    digest    text NOT NULL,
+    locked_at bigint NOT NULL,
+    PRIMARY KEY (tenant, instance)
+);
+";
+
+/// Seconds since the epoch, as the server sees it.
+const NOW_SECS: &str = "extract(epoch from now())::bigint";
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::testing::TestPg;
+    use crate::{JobQueue, LeaseRequest, NewJob, PgSettings, PgStore, TenantConcurrency};
+
+    fn job(tenant: &str) -> NewJob {
+        NewJob {
+            tenant: tenant.into(),
+            instance: "i".into(),
+            kind: "webhook".into(),
+            name: "events".into(),
+            payload: b"{}".to_vec(),
+            idempotency_key: None,
+            max_attempts: 3,
+        }
+    }
+
+    async fn lease(db: &PgStore, owner: &str, now: i64, limit: usize, per: usize) -> usize {
+        let skip = BTreeSet::new();
+        db.lease(
+            now,
+            LeaseRequest {
+                owner,
+                lease_ms: 1000,
+                limit,
+                per_tenant: &TenantConcurrency::uniform(per),
+                skip: &skip,
+            },
+        )
+        .await
+        .unwrap()
+        .len()
+    }
+
+    /// A daemon starting beside others must not take their running jobs:
+    /// only leases that have expired are queued again.
+    #[tokio::test]
+    async fn a_starting_daemon_reclaims_only_expired_leases() {
+        let pg = TestPg::new().await;
+        let db = &pg.store;
+        db.enqueue(job("acme"), 0).await.unwrap();
+        assert_eq!(lease(db, "a", 0, 1, 1).await, 1);
+        assert_eq!(
+            db.reclaim_running_jobs(500).await.unwrap(),
+            0,
+            "still leased"
+        );
+        assert_eq!(db.reclaim_running_jobs(1001).await.unwrap(), 1, "expired");
+        pg.close(&[]).await;
+    }
+
+    /// Two daemons (two pools on one database) leasing at once never get
+    /// the same job, and together keep a tenant's limit.
+    #[tokio::test]
+    async fn daemons_sharing_a_database_split_the_queue() {
+        let pg = TestPg::new().await;
+        let other = PgStore::connect(&TestPg::settings(&pg.schema))
+            .await
+            .unwrap();
+        for _ in 0..40 {
+            pg.store.enqueue(job("acme"), 0).await.unwrap();
+        }
+        let (a, b) = tokio::join!(
+            lease(&pg.store, "a", 0, 40, 25),
+            lease(&other, "b", 0, 40, 25)
+        );
+        assert_eq!(a + b, 25, "the tenant's limit holds across both: {a} + {b}");
+        let running = pg.store.queue_counts("acme", "i").await.unwrap().1;
+        assert_eq!(running, 25);
+        other.close();
+        pg.close(&[]).await;
+    }
+
+    /// Two daemons starting at once against an empty schema migrate it
+    /// once; a schema newer than the binary is refused, saying so.
+    #[tokio::test]
+    async fn migrations_run_once_and_a_newer_schema_is_refused() {
+        let pg = TestPg::new().await;
+        let fresh = format!("{}_m", pg.schema);
+        let s = TestPg::settings(&fresh);
+        let (a, b) = tokio::join!(PgStore::connect(&s), PgStore::connect(&s));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let (have, known) = a.schema_version().await.unwrap();
+        assert_eq!(have, known);
+        let c = a.conn().await.unwrap();
+        c.execute(
+            "INSERT INTO switchyard_schema (version, applied_at) VALUES ($1, 0)",
+            &[&((known + 1) as i64)],
+        )
+        .await
+        .unwrap();
+        drop(c);
+        let e = PgStore::connect(&s).await.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "schema version {}, newer than this switchyard",
+                known + 1
+            )),
+            "{e}"
+        );
+        a.close();
+        b.close();
+        pg.close(&[&fresh]).await;
+    }
+
+    /// A server that does not answer is reported at connect time, naming
+    /// it, and without the password.
+    #[tokio::test]
+    async fn an_unreachable_server_is_named_without_its_password() {
+        let mut s = PgSettings::new("postgres://switchyard:hunter2@127.0.0.1:1/db");
+        s.pool_size = 1;
+        let e = PgStore::connect(&s).await.unwrap_err().to_string();
+        assert!(
+            e.contains("cannot reach PostgreSQL at 127.0.0.1:1/db"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}

@@ -1,0 +1,121 @@
+//! Sealed secrets and wrapped tenant keys on PostgreSQL: opaque bytes,
+//! encrypted before they arrive (see [`crate::SecretStore`]).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::{NOW_SECS, PgStore};
+use crate::{SecretMeta, SecretRows, StoreError};
+
+#[async_trait]
+impl SecretRows for PgStore {
+    async fn wrapped_key(&self, tenant: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let c = self.conn().await?;
+        Ok(c.query_opt(
+            "SELECT wrapped FROM tenant_keys WHERE tenant = $1",
+            &[&tenant],
+        )
+        .await
+        .map_err(|e| self.fail("reading a tenant key", e))?
+        .map(|r| r.get(0)))
+    }
+
+    async fn insert_wrapped_key(
+        &self,
+        tenant: &str,
+        wrapped: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let c = self.conn().await?;
+        let fail = |e| self.fail("storing a tenant key", e);
+        c.execute(
+            "INSERT INTO tenant_keys (tenant, wrapped) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&tenant, &wrapped],
+        )
+        .await
+        .map_err(fail)?;
+        Ok(c.query_one(
+            "SELECT wrapped FROM tenant_keys WHERE tenant = $1",
+            &[&tenant],
+        )
+        .await
+        .map_err(fail)?
+        .get(0))
+    }
+
+    async fn put_sealed(
+        &self,
+        tenant: &str,
+        name: &str,
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        c.execute(
+            &format!(
+                "INSERT INTO secrets (tenant, name, sealed, updated_at)
+                 VALUES ($1, $2, $3, {NOW_SECS})
+                 ON CONFLICT (tenant, name) DO UPDATE
+                 SET sealed = excluded.sealed, updated_at = excluded.updated_at"
+            ),
+            &[&tenant, &name, &sealed],
+        )
+        .await
+        .map_err(|e| self.fail("storing a secret", e))?;
+        Ok(())
+    }
+
+    async fn sealed(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let c = self.conn().await?;
+        Ok(c.query_opt(
+            "SELECT sealed FROM secrets WHERE tenant = $1 AND name = $2",
+            &[&tenant, &name],
+        )
+        .await
+        .map_err(|e| self.fail("reading a secret", e))?
+        .map(|r| r.get(0)))
+    }
+
+    async fn secret_names(&self, tenant: &str) -> Result<Vec<SecretMeta>, StoreError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT name, updated_at FROM secrets WHERE tenant = $1 ORDER BY name",
+                &[&tenant],
+            )
+            .await
+            .map_err(|e| self.fail("listing secrets", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| SecretMeta {
+                name: r.get(0),
+                updated_at: r.get(1),
+            })
+            .collect())
+    }
+
+    async fn delete_sealed(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        let c = self.conn().await?;
+        let n = c
+            .execute(
+                "DELETE FROM secrets WHERE tenant = $1 AND name = $2",
+                &[&tenant, &name],
+            )
+            .await
+            .map_err(|e| self.fail("deleting a secret", e))?;
+        Ok(n > 0)
+    }
+
+    async fn secret_fingerprints(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT tenant, string_agg(name || ':' || upper(encode(substr(sealed, 1, 12), 'hex')),
+                                           ',' ORDER BY name)
+                 FROM secrets GROUP BY tenant",
+                &[],
+            )
+            .await
+            .map_err(|e| self.fail("reading secret fingerprints", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
