@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use switchyard_runtime::{Runtime, RuntimeConfig};
-use switchyard_store::{MasterKey, SecretStore, SqliteStore};
+use switchyard_store::{MasterKey, PgSettings, PgStore, SecretStore, SqliteStore, describe_url};
 
-use crate::config::{Config, StorageConfig};
+use crate::config::secrets::Resolver;
+use crate::config::{Config, StorageConfig, storage_password_rules};
 use crate::problem;
 use crate::state::Db;
 
@@ -107,38 +108,99 @@ const MASTER_KEY_VAR: &str = "SWITCHYARD_MASTER_KEY";
 /// Opens the configured state backend and the secret store, whose master
 /// key comes from `SWITCHYARD_MASTER_KEY` or `<data_dir>/master.key`
 /// (created 0600 on first use).
-pub fn open_state(cfg: &Config) -> anyhow::Result<(Db, SecretStore)> {
+pub async fn open_state(cfg: &Config) -> anyhow::Result<(Db, SecretStore)> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let db: Db = match &cfg.storage {
         StorageConfig::Sqlite { path } => Arc::new(SqliteStore::open(&cfg.data_dir.join(path))?),
+        StorageConfig::Postgres { .. } => Arc::new(
+            PgStore::connect(&postgres_settings(cfg).await?)
+                .await
+                .context("opening the PostgreSQL state database ([storage] in switchyard.toml)")?,
+        ),
     };
     let master = MasterKey::from_env_or_file(MASTER_KEY_VAR, &cfg.data_dir.join("master.key"))?;
     Ok((db.clone(), SecretStore::new(db, master)))
 }
 
-/// The secret store of an existing data directory, for reading only what
-/// is there (`check`): nothing is created. Fails saying why there is none.
-pub fn existing_secret_store(cfg: &Config) -> Result<SecretStore, String> {
-    let StorageConfig::Sqlite { path } = &cfg.storage;
-    let db_path = cfg.data_dir.join(path);
-    if !db_path.is_file() {
-        return Err(format!(
-            "there is no state database at {} yet (`switchyard secret set` creates it)",
-            db_path.display()
-        ));
+/// The PostgreSQL settings of `[storage]`, its password resolved.
+async fn postgres_settings(cfg: &Config) -> anyhow::Result<PgSettings> {
+    let StorageConfig::Postgres {
+        url,
+        password,
+        pool_size,
+        statement_timeout_ms,
+        schema,
+    } = &cfg.storage
+    else {
+        anyhow::bail!("[storage] is not PostgreSQL");
+    };
+    let mut s = PgSettings::new(url.clone());
+    s.pool_size = *pool_size;
+    s.statement_timeout_ms = *statement_timeout_ms;
+    s.schema = schema.clone();
+    if let Some(p) = password {
+        let resolver = Resolver {
+            base: cfg.dir.clone(),
+            store: None,
+            allowed: storage_password_rules(cfg.mode),
+        };
+        s.password = Some(resolver.resolve(p, "storage.password").await?);
     }
+    Ok(s)
+}
+
+/// The secret store of an existing state database, for reading only what
+/// is there (`check`): nothing is created. Fails saying why there is none.
+pub async fn existing_secret_store(cfg: &Config) -> Result<SecretStore, String> {
     let key_path = cfg.data_dir.join("master.key");
-    if std::env::var_os(MASTER_KEY_VAR).is_none() && !key_path.is_file() {
-        return Err(format!(
+    let no_key = || {
+        format!(
             "there is no master key (${MASTER_KEY_VAR} or {})",
             key_path.display()
-        ));
-    }
+        )
+    };
+    let db: Db = match &cfg.storage {
+        StorageConfig::Sqlite { path } => {
+            let db_path = cfg.data_dir.join(path);
+            if !db_path.is_file() {
+                return Err(format!(
+                    "there is no state database at {} yet (`switchyard secret set` creates it)",
+                    db_path.display()
+                ));
+            }
+            if std::env::var_os(MASTER_KEY_VAR).is_none() && !key_path.is_file() {
+                return Err(no_key());
+            }
+            Arc::new(
+                SqliteStore::open(&db_path).map_err(|e| format!("{}: {e}", db_path.display()))?,
+            )
+        }
+        StorageConfig::Postgres { .. } => {
+            if std::env::var_os(MASTER_KEY_VAR).is_none() && !key_path.is_file() {
+                return Err(no_key());
+            }
+            let settings = postgres_settings(cfg).await.map_err(|e| format!("{e:#}"))?;
+            let store = PgStore::connect_only(&settings)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (have, known) = store.schema_version().await.map_err(|e| e.to_string())?;
+            if have == 0 {
+                return Err(format!(
+                    "the PostgreSQL database at {} has no switchyard tables yet (`switchyard serve` creates them)",
+                    describe_url(&settings.url)
+                ));
+            }
+            if have > known {
+                return Err(format!(
+                    "the PostgreSQL database has schema version {have}, newer than this switchyard knows ({known})"
+                ));
+            }
+            Arc::new(store)
+        }
+    };
     let master =
         MasterKey::from_env_or_file(MASTER_KEY_VAR, &key_path).map_err(|e| e.to_string())?;
-    let db: Db =
-        Arc::new(SqliteStore::open(&db_path).map_err(|e| format!("{}: {e}", db_path.display()))?);
     Ok(SecretStore::new(db, master))
 }
 

@@ -440,7 +440,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     )?;
     let cfg = load_config(dir.path())?;
     let _lock = crate::boot::lock_data_dir(&cfg)?;
-    let (db, secrets) = open_state(&cfg)?;
+    let (db, secrets) = open_state(&cfg).await?;
     secrets
         .set("acme", "upstream-token", &upstream_token)
         .await?;

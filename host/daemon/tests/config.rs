@@ -178,6 +178,19 @@ fn broken_configurations_are_reported_with_file_line_and_field() {
             &["switchyard.toml:1: listen: `localhost` is not an address like 127.0.0.1:8080"],
         ),
         (
+            "PostgreSQL storage settings",
+            "data_dir = \"data\"\n\n[storage]\nbackend = \"postgres\"\n\
+             url = \"postgres://sy:hunter2@db.internal/sy\"\npassword = \"hunter3\"\n\
+             pool_size = 0\nschema = \"1x; drop\"\n",
+            &[],
+            &[
+                "switchyard.toml:3: storage.pool_size: must be at least 1",
+                "switchyard.toml:3: storage.schema: ",
+                "switchyard.toml:3: storage.url: holds a password, which production mode does not allow in a file",
+                "switchyard.toml:3: storage.password: a literal password is not allowed in production mode",
+            ],
+        ),
+        (
             "unknown field",
             SERVER,
             &[(
@@ -258,11 +271,11 @@ fn broken_configurations_are_reported_with_file_line_and_field() {
         ),
         (
             "storage backend and job concurrency",
-            "data_dir = \"data\"\n[storage]\nbackend = \"postgres\"\n\n[jobs]\nper_tenant = 0\n",
+            "data_dir = \"data\"\n[storage]\nbackend = \"mysql\"\n\n[jobs]\nper_tenant = 0\n",
             &[("acme", "max_concurrent_jobs = 0\n")],
             &[
                 // The value is left out: it could be a secret pasted in the wrong place.
-                "switchyard.toml:3: (file): unknown variant, expected `sqlite`",
+                "switchyard.toml:3: (file): unknown variant, expected `sqlite` or `postgres`",
                 "tenants/acme.toml:1: max_concurrent_jobs: must be at least 1",
             ],
         ),

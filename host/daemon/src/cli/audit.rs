@@ -13,7 +13,7 @@ pub(super) async fn run(dir: &Path, tenant: &str, limit: u32) -> anyhow::Result<
         "--limit must be 1-{MAX_LIMIT}"
     );
     let cfg = load_config(dir)?;
-    let (db, _) = open_state(&cfg)?;
+    let (db, _) = open_state(&cfg).await?;
     // One more than asked says whether the log goes on.
     let mut entries = db
         .audit(tenant, limit.saturating_add(1).min(MAX_LIMIT))

@@ -22,7 +22,7 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<()> {
     let catalog = Catalog::load(&rt, &cfg.plugin_dir, None).await;
     problems.extend(catalog.problems().iter().cloned());
     problems.extend(cfg.check_against(&catalog));
-    let store = crate::boot::existing_secret_store(&cfg);
+    let store = crate::boot::existing_secret_store(&cfg).await;
     problems.extend(
         cfg.check_references(store.as_ref().map_err(String::as_str))
             .await,

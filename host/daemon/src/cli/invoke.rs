@@ -22,7 +22,7 @@ pub(super) async fn run(
     roles: Vec<String>,
 ) -> anyhow::Result<()> {
     let cfg = load_config(dir)?;
-    let (db, secrets) = open_state(&cfg)?;
+    let (db, secrets) = open_state(&cfg).await?;
     let t = cfg
         .tenants
         .get(tenant)

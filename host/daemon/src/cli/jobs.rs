@@ -34,7 +34,7 @@ pub(super) enum JobsCommand {
 
 pub(super) async fn run(dir: &Path, command: JobsCommand) -> anyhow::Result<()> {
     let cfg = load_config(dir)?;
-    let (db, _) = open_state(&cfg)?;
+    let (db, _) = open_state(&cfg).await?;
     match command {
         JobsCommand::List {
             tenant,

@@ -35,7 +35,7 @@ async fn upgrade(
             "tenant `{tenant}` has no instance `{i}`"
         );
     }
-    let (db, _) = open_state(&cfg)?;
+    let (db, _) = open_state(&cfg).await?;
     let locks = db.plugin_locks().await?;
     let catalog = crate::plugins::Catalog::load(rt, &cfg.plugin_dir, None).await;
     db.forget_plugin_locks(tenant, instance).await?;

@@ -34,7 +34,7 @@ pub(super) enum SecretCommand {
 
 pub(super) async fn run(dir: &Path, command: SecretCommand) -> anyhow::Result<()> {
     let cfg = load_config(dir)?;
-    let (_, secrets) = open_state(&cfg)?;
+    let (_, secrets) = open_state(&cfg).await?;
     match command {
         SecretCommand::Set { tenant, name } => {
             known_tenant(&cfg, &tenant)?;

@@ -30,7 +30,7 @@ pub(super) async fn run(config: &Path, listen: Option<SocketAddr>) -> anyhow::Re
         );
     }
     let _lock = crate::boot::lock_data_dir(&cfg)?;
-    let (db, secrets) = open_state(&cfg)?;
+    let (db, secrets) = open_state(&cfg).await?;
     let clock = crate::boot::clock_from_env(cfg.mode)?;
     let rt = Arc::new(crate::boot::runtime_with_clock(cfg.wasm_slots(), clock)?);
     let live = Live::start(&cfg, &problems, rt, db, Arc::new(secrets)).await?;

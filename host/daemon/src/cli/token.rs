@@ -43,7 +43,7 @@ pub(super) enum TokenCommand {
 
 pub(super) async fn run(dir: &Path, command: TokenCommand) -> anyhow::Result<()> {
     let cfg = load_config(dir)?;
-    let (db, _) = open_state(&cfg)?;
+    let (db, _) = open_state(&cfg).await?;
     match command {
         TokenCommand::CreateOperator { label } => {
             let (info, token) = db.create_token(OPERATOR, &label).await?;

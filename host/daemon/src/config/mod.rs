@@ -69,7 +69,7 @@ pub(crate) use self::schema::Report;
 pub use self::schema::{
     Config, CredentialConfig, InstanceConfig, InvocationsConfig, JobConfig, JobsConfig, Mode,
     RetentionConfig, SignatureScheme, StorageConfig, TenantConfig, WebhookConfig, is_id,
-    merge_limits, parse_net,
+    merge_limits, parse_net, storage_password_rules,
 };
 use self::schema::{MANIFEST_SLOTS, ServerFile, TenantFile};
 pub use self::secrets::SecretRef;
@@ -139,6 +139,11 @@ impl Config {
                 if value == 0 {
                     report.at(&jobs.span(), field, "must be at least 1");
                 }
+            }
+        }
+        if let Some(st) = server.as_ref().and_then(|s| s.storage.as_ref()) {
+            for (field, why) in st.get_ref().problems(mode) {
+                report.at(&st.span(), field, why);
             }
         }
         if let Some(inv) = server.as_ref().and_then(|s| s.invocations.as_ref()) {
@@ -244,7 +249,7 @@ impl Config {
             data_dir: dir.join(server.data_dir),
             plugin_dir: dir.join(server.plugin_dir),
             mode,
-            storage: server.storage,
+            storage: server.storage.map(Spanned::into_inner).unwrap_or_default(),
             jobs: server.jobs.map(Spanned::into_inner).unwrap_or_default(),
             invocations: server
                 .invocations

@@ -37,7 +37,7 @@ pub(crate) struct ServerFile {
     #[serde(default)]
     pub(crate) mode: Mode,
     #[serde(default)]
-    pub(crate) storage: StorageConfig,
+    pub(crate) storage: Option<Spanned<StorageConfig>>,
     #[serde(default)]
     pub(crate) jobs: Option<Spanned<JobsConfig>>,
     #[serde(default)]
@@ -60,6 +60,82 @@ pub enum StorageConfig {
         #[serde(default = "default_sqlite_path")]
         path: PathBuf,
     },
+    /// A PostgreSQL database that several daemons share.
+    Postgres {
+        /// Connection string (`postgres://user@host:port/database`), without
+        /// the password in production mode.
+        url: String,
+        /// The password: `env:VAR` or `file:PATH` (a literal only in
+        /// development mode; `secret:` cannot be, the secrets live in
+        /// this database).
+        #[serde(default)]
+        password: Option<SecretRef>,
+        /// Connections this daemon opens at most.
+        #[serde(default = "default_pool_size")]
+        pool_size: usize,
+        /// Longest a statement may run, in milliseconds (0: the server's).
+        #[serde(default = "default_statement_timeout_ms")]
+        statement_timeout_ms: u64,
+        /// Schema the tables live in (default `public`).
+        #[serde(default)]
+        schema: Option<String>,
+    },
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_statement_timeout_ms() -> u64 {
+    30_000
+}
+
+impl StorageConfig {
+    /// What is wrong with these settings, as `(field, why)`; nothing is
+    /// connected to.
+    pub fn problems(&self, mode: Mode) -> Vec<(String, String)> {
+        let Self::Postgres {
+            url,
+            password,
+            pool_size,
+            schema,
+            ..
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut settings = switchyard_store::PgSettings::new(url.clone());
+        settings.pool_size = *pool_size;
+        settings.schema = schema.clone();
+        for (field, why) in settings.problems() {
+            out.push((format!("storage.{field}"), why));
+        }
+        if mode == Mode::Production && switchyard_store::url_has_password(url) {
+            out.push((
+                "storage.url".into(),
+                "holds a password, which production mode does not allow in a file: \
+                 set `password = \"env:VAR\"` or `file:PATH`"
+                    .into(),
+            ));
+        }
+        if let Some(p) = password
+            && let Some(why) = p.problem(&storage_password_rules(mode))
+        {
+            out.push(("storage.password".into(), why));
+        }
+        out
+    }
+}
+
+/// Which references the database password may be.
+pub fn storage_password_rules(mode: Mode) -> super::secrets::Allowed {
+    super::secrets::Allowed {
+        store: false,
+        literals: mode == Mode::Development,
+        literal_message: "a literal password is not allowed in production mode; use `env:VAR` \
+                          or `file:PATH`",
+    }
 }
 
 impl Default for StorageConfig {
@@ -687,6 +763,9 @@ mod reference {
         let mut storage =
             accepted::<ServerFile>(&format!("[storage]\nbackend = \"sqlite\"\n{unknown}"));
         storage.push("backend".into());
+        storage.extend(accepted::<ServerFile>(&format!(
+            "[storage]\nbackend = \"postgres\"\nurl = \"\"\n{unknown}"
+        )));
         assert_documented("### `[storage]`", &storage);
         for table in ["jobs", "invocations", "retention", "limits"] {
             assert_documented(&format!("### `[{table}]`"), &server(table));
