@@ -52,22 +52,6 @@ impl Drop for Schema {
     }
 }
 
-/// How many times echo-1 processed event `id`, asked through `d`.
-async fn processed(d: &Daemon, token: &str, id: &str) -> u64 {
-    let (status, body) = post(
-        d,
-        "/v1/tenants/acme/instances/echo-1/actions/storage",
-        Some(token),
-        &[],
-        &json!({"input": {"ops": [{"op": "get", "key": format!("events/{id}")}]},
-                "actor": {"id": "test"}})
-        .to_string(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["output"][0].as_str().map_or(0, |s| s.parse().unwrap())
-}
-
 #[tokio::test]
 async fn two_daemons_share_one_database() {
     let schema = Schema(format!("it_{}", std::process::id()));
@@ -112,7 +96,7 @@ async fn two_daemons_share_one_database() {
     loop {
         let mut counts = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            counts.push(processed(if i % 2 == 0 { &db } else { &da }, &api, id).await);
+            counts.push(echo_processed(if i % 2 == 0 { &db } else { &da }, &api, id).await);
         }
         if counts.iter().all(|c| *c > 0) {
             assert!(counts.iter().all(|c| *c == 1), "{counts:?}");

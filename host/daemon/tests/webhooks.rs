@@ -53,28 +53,12 @@ fn sign(body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// How many times the plugin processed event `id` (0 if never).
-async fn processed(d: &Daemon, token: &str, id: &str) -> u64 {
-    let (status, body) = post(
-        d,
-        "/v1/tenants/acme/instances/echo-1/actions/storage",
-        Some(token),
-        &[],
-        &json!({"input": {"ops": [{"op": "get", "key": format!("events/{id}")}]},
-                "actor": {"id": "test"}})
-        .to_string(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["output"][0].as_str().map_or(0, |s| s.parse().unwrap())
-}
-
 async fn wait_processed(d: &Daemon, token: &str, ids: &[String]) -> Vec<u64> {
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
         let mut counts = Vec::new();
         for id in ids {
-            counts.push(processed(d, token, id).await);
+            counts.push(echo_processed(d, token, id).await);
         }
         if counts.iter().all(|c| *c > 0) || Instant::now() > give_up {
             return counts;
@@ -313,5 +297,5 @@ async fn status_shows_the_progress_of_a_running_job() {
         st["running"].as_array().unwrap().is_empty().then_some(())
     })
     .await;
-    assert_eq!(processed(&d, &api, "slow-1").await, 1);
+    assert_eq!(echo_processed(&d, &api, "slow-1").await, 1);
 }

@@ -129,6 +129,24 @@ pub struct RunRecord {
 }
 
 /// Counts `run` in the run statistics, inside the caller's transaction.
+impl RunRecord {
+    /// The record of a run that returned no summary, from
+    /// [`InstanceStore::record_run`]'s arguments: `[tenant, instance,
+    /// kind, name, outcome]` and the error.
+    pub(crate) fn without_summary(fields: [&str; 5], error: Option<&str>) -> Self {
+        let [tenant, instance, kind, name, outcome] = fields.map(str::to_owned);
+        Self {
+            tenant,
+            instance,
+            kind,
+            name,
+            outcome,
+            error: error.map(str::to_owned),
+            summary: None,
+        }
+    }
+}
+
 pub(crate) fn record_run_in(
     c: &rusqlite::Connection,
     run: &RunRecord,
@@ -442,15 +460,7 @@ impl InstanceStore for SqliteStore {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let run = RunRecord {
-            tenant: tenant.to_owned(),
-            instance: instance.to_owned(),
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            outcome: outcome.to_owned(),
-            error: error.map(str::to_owned),
-            summary: None,
-        };
+        let run = RunRecord::without_summary([tenant, instance, kind, name, outcome], error);
         self.with_conn(move |c| record_run_in(c, &run, now_ms))
             .await
     }

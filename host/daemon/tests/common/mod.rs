@@ -355,3 +355,20 @@ pub async fn scheduler_passes(d: &Daemon, passes: f64) {
     })
     .await;
 }
+
+/// How many times instance `echo-1` of acme processed webhook event `id`
+/// (0 if never), read through its `storage` action on `d`.
+pub async fn echo_processed(d: &Daemon, token: &str, id: &str) -> u64 {
+    let (status, body) = post(
+        d,
+        "/v1/tenants/acme/instances/echo-1/actions/storage",
+        Some(token),
+        &[],
+        &serde_json::json!({"input": {"ops": [{"op": "get", "key": format!("events/{id}")}]},
+                "actor": {"id": "test"}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["output"][0].as_str().map_or(0, |s| s.parse().unwrap())
+}

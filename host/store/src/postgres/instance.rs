@@ -250,15 +250,7 @@ impl InstanceStore for PgStore {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let run = RunRecord {
-            tenant: tenant.to_owned(),
-            instance: instance.to_owned(),
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            outcome: outcome.to_owned(),
-            error: error.map(str::to_owned),
-            summary: None,
-        };
+        let run = RunRecord::without_summary([tenant, instance, kind, name, outcome], error);
         let c = self.conn().await?;
         record_run_in(self, &c, &run, now_ms).await
     }
