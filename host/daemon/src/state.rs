@@ -244,8 +244,6 @@ pub struct AppState {
     catalog: Arc<Catalog>,
     /// Instances the tenant files start paused.
     paused_by_config: std::collections::BTreeSet<switchyard_store::InstanceKey>,
-    /// The longest invocation deadline of any instance (ms).
-    max_deadline_ms: i64,
     /// Instances that could not be built, and why.
     failed: BTreeMap<(String, String), Vec<String>>,
     /// Tenants whose file has errors, and which.
@@ -372,17 +370,10 @@ impl AppState {
                     .map(move |(i, _)| (t.clone(), i.clone()))
             })
             .collect();
-        let max_deadline_ms = tenants
-            .values()
-            .flat_map(|t| t.instances.values())
-            .map(|i| i.instance.limits().deadline.as_millis() as i64)
-            .max()
-            .unwrap_or(30_000);
         Ok(Self {
             tenants,
             rebuilt,
             paused_by_config,
-            max_deadline_ms,
             shared,
             jobs: cfg.jobs,
             concurrency: cfg.tenant_concurrency(),
@@ -628,11 +619,6 @@ impl AppState {
     /// The installed plugins (every version).
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
-    }
-
-    /// The longest invocation deadline of any instance, in milliseconds.
-    pub fn max_deadline_ms(&self) -> i64 {
-        self.max_deadline_ms
     }
 
     /// `(tenants, instances)` configured.

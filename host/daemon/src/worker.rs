@@ -139,11 +139,11 @@ impl Drain for Worker {
     async fn lease(&self, free: usize) -> Vec<Job> {
         let st = self.live.current();
         let skip = st.paused_instances();
-        // The lease outlives the longest invocation, so a live worker's job
-        // is never handed to another.
+        // Short leases, renewed while the job runs (see `heartbeat`): a
+        // live worker's job is never handed to another, a dead one's soon.
         let req = LeaseRequest {
             owner: &self.owner,
-            lease_ms: st.max_deadline_ms() + 30_000,
+            lease_ms: st.jobs.lease_ms(),
             limit: free,
             per_tenant: &st.concurrency,
             skip: &skip,
@@ -293,30 +293,33 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
         ..CallOptions::default()
     };
     let mut summary = None;
-    let (settled, report) = match job.kind.as_str() {
-        "webhook" => match StoredDelivery::decode(&job.payload) {
-            Err(e) => (
-                Settle::Fail {
-                    message: format!("unreadable stored delivery: {e}"),
-                    retry: Retry::Never,
-                },
-                None,
-            ),
-            Ok(req) => {
-                let inv = inst.handle_webhook(&job.name, req, opts).await;
-                let result = inv.result.as_ref().map(|r| Some(r.status));
+    let run = async {
+        match job.kind.as_str() {
+            "webhook" => match StoredDelivery::decode(&job.payload) {
+                Err(e) => (
+                    Settle::Fail {
+                        message: format!("unreadable stored delivery: {e}"),
+                        retry: Retry::Never,
+                    },
+                    None,
+                ),
+                Ok(req) => {
+                    let inv = inst.handle_webhook(&job.name, req, opts).await;
+                    let result = inv.result.as_ref().map(|r| Some(r.status));
+                    let settled = settle(result, inv.report.retry, max_retry_after_ms);
+                    (settled, Some(inv.report))
+                }
+            },
+            _ => {
+                let inv = inst.run_job(&job.name, opts).await;
+                summary = inv.result.as_ref().ok().cloned();
+                let result = inv.result.as_ref().map(|_| None);
                 let settled = settle(result, inv.report.retry, max_retry_after_ms);
                 (settled, Some(inv.report))
             }
-        },
-        _ => {
-            let inv = inst.run_job(&job.name, opts).await;
-            summary = inv.result.as_ref().ok().cloned();
-            let result = inv.result.as_ref().map(|_| None);
-            let settled = settle(result, inv.report.retry, max_retry_after_ms);
-            (settled, Some(inv.report))
         }
     };
+    let (settled, report) = heartbeat(st, attempt, run).await;
     let outcome = match settled {
         Settle::Release => {
             // Not an attempt: nothing ran. It is looked at again shortly.
@@ -382,7 +385,7 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
         ),
         egress: record::egress_audit(&job.tenant, &job.instance, "", &report),
         next: (!st.shared.stopping()).then(|| NextLease {
-            lease_ms: st.max_deadline_ms() + 30_000,
+            lease_ms: st.jobs.lease_ms(),
             per_tenant: st.concurrency.clone(),
             skip: st.paused_instances(),
         }),
@@ -404,6 +407,39 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
         Err(e) => {
             tracing::error!(error = %e, job = job.id, "recording a finished job");
             None
+        }
+    }
+}
+
+/// Runs `work` while renewing `attempt`'s lease every third of its length,
+/// so a job may run longer than one lease and is still never taken over
+/// while this daemon lives. A renewal that finds the lease gone (the
+/// database was out of reach for a whole lease, and another worker took the
+/// job over) is logged; the attempt runs on, and fencing ignores its outcome.
+async fn heartbeat<T>(st: &AppState, attempt: Attempt<'_>, work: impl Future<Output = T>) -> T {
+    let lease_ms = st.jobs.lease_ms();
+    let every = Duration::from_millis((lease_ms / 3).max(1) as u64);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    let mut held = true;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = beat.tick(), if held => {
+                match st.db().extend_lease(attempt, now_ms() + lease_ms).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        held = false;
+                        tracing::warn!(
+                            job = attempt.id,
+                            attempt = attempt.attempt,
+                            "lost the lease of a running job; another attempt took it over"
+                        );
+                    }
+                    // Tried again at the next beat; the lease has two more.
+                    Err(e) => tracing::error!(error = %e, job = attempt.id, "renewing a job's lease"),
+                }
+            }
         }
     }
 }

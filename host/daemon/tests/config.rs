@@ -298,6 +298,14 @@ fn broken_configurations_are_reported_with_file_line_and_field() {
             &[],
             &["switchyard.toml:1: jobs.workers: must be at least 1"],
         ),
+        (
+            "a lease too short to renew",
+            "[jobs]\nlease_secs = 2\n",
+            &[],
+            &[
+                "switchyard.toml:1: jobs.lease_secs: must be at least 3: a running job renews its lease every third of it",
+            ],
+        ),
     ];
     for (what, server, tenants, needles) in cases {
         let dir = config_dir(server, tenants);

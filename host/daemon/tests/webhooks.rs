@@ -34,7 +34,12 @@ allowed_ips = ["10.0.0.0/8"]
 "#;
 
 fn setup() -> (tempfile::TempDir, String) {
-    let dir = config_dir("data_dir = \"data\"\n", &[("acme", TENANT)]);
+    setup_with("data_dir = \"data\"\n")
+}
+
+/// The tenant and its secrets, with `server` as `switchyard.toml`.
+fn setup_with(server: &str) -> (tempfile::TempDir, String) {
+    let dir = config_dir(server, &[("acme", TENANT)]);
     let cfg = dir.path().to_str().unwrap().to_owned();
     cli(
         &["secret", "--config", &cfg, "set", "acme", "hook-token"],
@@ -298,4 +303,33 @@ async fn status_shows_the_progress_of_a_running_job() {
     })
     .await;
     assert_eq!(echo_processed(&d, &api, "slow-1").await, 1);
+}
+
+/// Issue 20 (heartbeat): a job that runs for more than two leases is
+/// renewed while it runs, so nobody (here: the same daemon's worker, which
+/// leases expired jobs) starts a second attempt of it.
+#[tokio::test]
+async fn a_job_longer_than_its_lease_runs_once() {
+    let (dir, cfg) = setup_with("data_dir = \"data\"\n[jobs]\nlease_secs = 3\n");
+    let api = token(dir.path(), "acme");
+    let d = start(dir.path());
+    let body = json!({"id": "long-1", "delay_ms": 7500}).to_string();
+    let (status, r) = post(
+        &d,
+        "/hooks/acme/echo-1/events",
+        None,
+        &[("x-switchyard-token", "hook-t0ken")],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let done = eventually("the long job to finish", || async {
+        jobs(&cfg, "done").pop()
+    })
+    .await;
+    // Without the heartbeat the lease ends at 3 s and the worker, which
+    // wakes for expired leases, would run the job a second time.
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert_eq!(echo_processed(&d, &api, "long-1").await, 1);
+    assert!(jobs(&cfg, "running").is_empty() && jobs(&cfg, "queued").is_empty());
 }

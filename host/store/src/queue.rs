@@ -375,6 +375,14 @@ pub trait JobQueue: Send + Sync {
     /// spends one write per job on the queue, not two.
     async fn finish_job(&self, f: Finish<'_>, now_ms: i64) -> Result<Finished, StoreError>;
 
+    /// Extends the lease of a running attempt to at least `until_ms`: the
+    /// worker's heartbeat while the job runs, so that a lease can be short
+    /// (a dead daemon's jobs are taken over soon) and still never expire
+    /// under a live one. False when `attempt` no longer holds the lease:
+    /// another worker took the job over and this attempt's outcome will not
+    /// be recorded.
+    async fn extend_lease(&self, attempt: Attempt<'_>, until_ms: i64) -> Result<bool, StoreError>;
+
     /// Puts a leased job back without counting the attempt (it could not
     /// run: no capacity), to be leased again from `run_after_ms`. False
     /// when `attempt` no longer holds the lease.
@@ -641,6 +649,20 @@ impl JobQueue for SqliteStore {
             };
             tx.commit().map_err(backend)?;
             Ok(Finished { settled, next })
+        })
+        .await
+    }
+
+    async fn extend_lease(&self, attempt: Attempt<'_>, until_ms: i64) -> Result<bool, StoreError> {
+        let (id, n, owner) = (attempt.id, attempt.attempt, attempt.owner.to_owned());
+        self.with_conn(move |c| {
+            c.execute(
+                "UPDATE jobs SET lease_until=max(lease_until, ?4)
+                 WHERE id=?1 AND attempts=?2 AND owner=?3 AND state='running'",
+                params![id, n, owner, until_ms],
+            )
+            .map(|changed| changed == 1)
+            .map_err(backend)
         })
         .await
     }
@@ -1131,6 +1153,32 @@ mod tests {
             assert!(lease(&db, 999, 1000, 10, 10).await.is_empty());
             let again = lease(&db, 1001, 1000, 10, 10).await;
             assert_eq!((again[0].id, again[0].attempts), (e.id, 2));
+        }
+    }
+
+    backend_tests! {
+        /// Issue 20: a running job's heartbeat keeps it from being taken
+        /// over past its first lease; a worker that lost the lease cannot
+        /// extend it again.
+        async fn a_heartbeat_keeps_a_lease_and_only_its_holder_extends_it(db) {
+            let per = TenantConcurrency::uniform(10);
+            let e = db.enqueue(job("acme", None), 0).await.unwrap();
+            let held = lease_as(&db, "a", 0, 1000, 1, &per).await.remove(0);
+            assert!(db.extend_lease(held.attempt("a"), 1900).await.unwrap());
+            // Past the first lease, before the extended one: nobody takes it.
+            assert!(lease_as(&db, "b", 1500, 1000, 1, &per).await.is_empty());
+            // An older heartbeat arriving late never shortens the lease.
+            assert!(db.extend_lease(held.attempt("a"), 1200).await.unwrap());
+            assert!(lease_as(&db, "b", 1800, 1000, 1, &per).await.is_empty());
+            // No heartbeat for too long: b takes it over, and a's lease is gone.
+            let fresh = lease_as(&db, "b", 1901, 1000, 1, &per).await.remove(0);
+            assert_eq!((fresh.id, fresh.attempts), (e.id, 2));
+            assert!(!db.extend_lease(held.attempt("a"), 5000).await.unwrap());
+            assert!(!db.extend_lease(fresh.attempt("a"), 5000).await.unwrap());
+            assert!(db.extend_lease(fresh.attempt("b"), 5000).await.unwrap());
+            assert!(db.complete_job(fresh.attempt("b"), 2000).await.unwrap());
+            // A finished job has no lease to extend.
+            assert!(!db.extend_lease(fresh.attempt("b"), 9000).await.unwrap());
         }
     }
 

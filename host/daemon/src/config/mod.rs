@@ -8,13 +8,14 @@
 //! plugin_dir = "plugins"      # extra .wasm plugins; bundled ones are always there
 //! mode = "production"         # or "development": allows literal secrets
 //! [storage]
-//! backend = "sqlite"          # the embedded default (the only backend so far)
+//! backend = "sqlite"          # the embedded default, or "postgres" (docs/configuration.md)
 //! path = "switchyard.db"      # relative to data_dir
 //! drain_timeout_secs = 30     # on SIGTERM, then exit; unfinished jobs stay queued
 //! [jobs]
 //! workers = 16                # jobs running at once in this daemon
 //! per_tenant = 4              # jobs one tenant may run at once (fairness)
 //! max_retry_after_secs = 600  # an upstream's Retry-After is cut to this
+//! lease_secs = 30            # a dead daemon's running jobs are taken over after this
 //! [invocations]              # synchronous calls (actions, synchronous webhooks)
 //! max_concurrent = 64         # in the daemon
 //! per_tenant = 8              # a tenant over its share gets 429
@@ -139,6 +140,13 @@ impl Config {
                 if value == 0 {
                     report.at(&jobs.span(), field, "must be at least 1");
                 }
+            }
+            if jobs.get_ref().lease_secs < 3 {
+                report.at(
+                    &jobs.span(),
+                    "jobs.lease_secs",
+                    "must be at least 3: a running job renews its lease every third of it",
+                );
             }
         }
         if let Some(st) = server.as_ref().and_then(|s| s.storage.as_ref()) {

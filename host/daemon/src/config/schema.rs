@@ -165,6 +165,12 @@ pub struct JobsConfig {
     /// before its next attempt, in seconds (a longer one is cut to this).
     #[serde(default = "default_max_retry_after")]
     pub max_retry_after_secs: u32,
+    /// How long a leased job stays this daemon's without a heartbeat, in
+    /// seconds. A running job's lease is renewed every third of it, so
+    /// this bounds how long the jobs of a daemon that died wait before
+    /// another daemon (or this one, restarted) takes them over.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u32,
 }
 
 impl Default for JobsConfig {
@@ -173,12 +179,24 @@ impl Default for JobsConfig {
             workers: default_workers(),
             per_tenant: default_per_tenant(),
             max_retry_after_secs: default_max_retry_after(),
+            lease_secs: default_lease_secs(),
         }
     }
 }
 
 fn default_max_retry_after() -> u32 {
     600
+}
+
+fn default_lease_secs() -> u32 {
+    30
+}
+
+impl JobsConfig {
+    /// A lease's length, in ms.
+    pub fn lease_ms(&self) -> i64 {
+        i64::from(self.lease_secs) * 1000
+    }
 }
 
 /// How many synchronous invocations (actions, synchronous webhooks) run at

@@ -293,6 +293,24 @@ impl JobQueue for PgStore {
         }))
     }
 
+    async fn extend_lease(&self, attempt: Attempt<'_>, until_ms: i64) -> Result<bool, StoreError> {
+        let c = self.conn().await?;
+        let n = c
+            .execute(
+                "UPDATE jobs SET lease_until=greatest(lease_until, $4)
+                 WHERE id=$1 AND attempts=$2 AND owner=$3 AND state='running'",
+                &[
+                    &attempt.id,
+                    &i64::from(attempt.attempt),
+                    &attempt.owner,
+                    &until_ms,
+                ],
+            )
+            .await
+            .map_err(|e| self.fail("extending a lease", e))?;
+        Ok(n == 1)
+    }
+
     async fn release_job(
         &self,
         attempt: Attempt<'_>,
