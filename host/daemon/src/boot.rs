@@ -124,7 +124,7 @@ pub async fn open_state(cfg: &Config) -> anyhow::Result<(Db, SecretStore)> {
 }
 
 /// The PostgreSQL settings of `[storage]`, its password resolved.
-async fn postgres_settings(cfg: &Config) -> anyhow::Result<PgSettings> {
+pub async fn postgres_settings(cfg: &Config) -> anyhow::Result<PgSettings> {
     let StorageConfig::Postgres {
         url,
         password,

@@ -79,6 +79,7 @@ pub async fn serve_on(
         .sync_schedules(state.wanted_schedules(), now_ms())
         .await?;
     drop(state);
+    let _following = live.shared().follow_other_daemons();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::worker::worker(live.clone(), stop_rx.clone()));
     let scheduler = tokio::spawn(crate::scheduler::scheduler(live.clone(), stop_rx.clone()));

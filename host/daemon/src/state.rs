@@ -92,6 +92,15 @@ impl Pauses {
             .collect()
     }
 
+    /// Replaces every API pause and resume with `states` (read from the
+    /// store, which another daemon may have changed).
+    pub fn replace_all(&self, states: Vec<(String, String, bool)>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = states
+            .into_iter()
+            .map(|(t, i, paused)| ((t, i), paused))
+            .collect();
+    }
+
     /// Records an API pause or resume (already persisted by the caller).
     pub fn set(&self, tenant: &str, instance: &str, paused: bool) {
         self.0
@@ -206,6 +215,37 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Follows the changes other daemons sharing the store make, for as
+    /// long as the result lives: a job they queue wakes this daemon's
+    /// worker, and their pauses and resumes replace the cached ones. None
+    /// for a store this daemon has to itself (SQLite).
+    pub fn follow_other_daemons(self: &Arc<Self>) -> Option<switchyard_store::Watching> {
+        let shared = Arc::downgrade(self);
+        self.db.watch(Box::new(move |change| {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            match change {
+                switchyard_store::Change::JobsQueued => shared.wake.notify_one(),
+                switchyard_store::Change::PausesChanged | switchyard_store::Change::Missed => {
+                    tokio::spawn(async move {
+                        match shared.db.paused_states().await {
+                            Ok(states) => shared.pauses.replace_all(states),
+                            Err(e) => tracing::warn!(
+                                error = %e,
+                                "re-reading pauses another daemon set; the queue still skips \
+                                 paused instances, calls follow at the next announcement"
+                            ),
+                        }
+                        // Resumed instances' jobs, and jobs announced while
+                        // nobody listened.
+                        shared.wake.notify_one();
+                    });
+                }
+            }
+        }))
+    }
+
     /// Whether shutdown has begun.
     pub fn stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)

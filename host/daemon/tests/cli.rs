@@ -492,3 +492,35 @@ fn greet_scaffolded(wasm: &str, dir: &std::path::Path) {
         text(&greet.stdout)
     );
 }
+
+/// `switchyard migrate --check` on the embedded SQLite database: pending
+/// (exit 3) before the database exists, nothing created by the check;
+/// `migrate` creates and migrates it; then the check passes.
+#[test]
+fn migrate_check_reports_pending_then_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("switchyard.toml"), "data_dir = \"data\"\n").unwrap();
+    std::fs::create_dir(dir.path().join("tenants")).unwrap();
+    let cfg = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = switchyard(args);
+        (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+    };
+    let (code, out) = run(&["migrate", "--config", cfg, "--check"]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("is at schema version 0"), "{out}");
+    assert!(
+        !dir.path().join("data/switchyard.db").exists(),
+        "a check changes nothing"
+    );
+    let (code, out) = run(&["migrate", "--config", cfg]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("migrated to"), "{out}");
+    assert!(
+        !dir.path().join("data/master.key").exists(),
+        "migrating makes no key"
+    );
+    let (code, out) = run(&["migrate", "--config", cfg, "--check"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("up to date"), "{out}");
+}

@@ -1,14 +1,18 @@
-//! The daemon on the PostgreSQL backend: two daemons, each with its own
-//! data directory, share one database. A token and secrets made through
-//! one work on the other, and webhook deliveries sent to both are each
-//! processed once, whichever daemon's worker leases them.
+//! The daemon on the PostgreSQL backend: several daemons, each with its
+//! own data directory, share one database and act as one. Tokens and
+//! secrets made through one work on all; webhook deliveries sent to any are
+//! each processed, whichever daemon's worker leases them, and none is lost
+//! while daemons are killed (`kill -9`) and restarted; a schedule fires
+//! once across all of them; a pause set through one holds on the others;
+//! the per-tenant limits and fairness hold across the deployment; and
+//! `switchyard migrate --check` tells an operator where the schema stands.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The server the tests use (as the store's own tests).
 fn postgres_url() -> String {
@@ -52,51 +56,114 @@ impl Drop for Schema {
     }
 }
 
+/// Configuration directories of daemons that share one schema: the
+/// secrets are set through the first, and every one gets its master key.
+struct Cluster {
+    dirs: Vec<tempfile::TempDir>,
+    /// A tenant token of acme (tokens live in the database).
+    api: String,
+    // Dropped last: the daemons are gone by then.
+    _schema: Schema,
+}
+
+impl Cluster {
+    /// `n` directories with `extra` appended to `switchyard.toml`, each
+    /// tenant of `tenants` with the webhook token `hook-t0ken`.
+    fn new(name: &str, n: usize, extra: &str, tenants: &[(&str, &str)]) -> Self {
+        let schema = Schema(format!("it_{name}_{}", std::process::id()));
+        let server = format!(
+            "data_dir = \"data\"\n{extra}\n[storage]\nbackend = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\npool_size = 4\n",
+            postgres_url(),
+            schema.0
+        );
+        let dirs: Vec<_> = (0..n).map(|_| config_dir(&server, tenants)).collect();
+        let first = dirs[0].path().to_str().unwrap();
+        for (tenant, _) in tenants {
+            cli(
+                &["secret", "--config", first, "set", tenant, "hook-token"],
+                Some("hook-t0ken"),
+            );
+        }
+        // The secrets are in the database; the key that seals them is each
+        // daemon's to hold.
+        for d in &dirs[1..] {
+            std::fs::create_dir_all(d.path().join("data")).unwrap();
+            std::fs::copy(
+                dirs[0].path().join("data/master.key"),
+                d.path().join("data/master.key"),
+            )
+            .unwrap();
+        }
+        let api = token(dirs[0].path(), "acme");
+        Self {
+            dirs,
+            api,
+            _schema: schema,
+        }
+    }
+
+    fn start(&self, i: usize) -> Daemon {
+        start(self.dirs[i].path())
+    }
+
+    fn cfg(&self) -> &str {
+        self.dirs[0].path().to_str().unwrap()
+    }
+
+    /// Jobs of `tenant` in `state`, read through the CLI.
+    fn jobs(&self, tenant: &str, state: &str) -> Vec<Value> {
+        cli(
+            &[
+                "jobs",
+                "--config",
+                self.cfg(),
+                "list",
+                tenant,
+                "--state",
+                state,
+                "--limit",
+                "10000",
+            ],
+            None,
+        )
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+    }
+}
+
+/// Sends event `id` to `tenant`'s echo-1 through `d`.
+async fn deliver(d: &Daemon, tenant: &str, event: Value) -> Value {
+    let (status, body) = post(
+        d,
+        &format!("/hooks/{tenant}/echo-1/events"),
+        None,
+        &[("x-switchyard-token", "hook-t0ken")],
+        &event.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 #[tokio::test]
 async fn two_daemons_share_one_database() {
-    let schema = Schema(format!("it_{}", std::process::id()));
-    let server = format!(
-        "data_dir = \"data\"\n\n[storage]\nbackend = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\npool_size = 4\n",
-        postgres_url(),
-        schema.0
-    );
-    let a = config_dir(&server, &[("acme", TENANT)]);
-    let b = config_dir(&server, &[("acme", TENANT)]);
-    let cfg_a = a.path().to_str().unwrap();
-    cli(
-        &["secret", "--config", cfg_a, "set", "acme", "hook-token"],
-        Some("hook-t0ken"),
-    );
-    // The secrets are in the database; the key that seals them is each
-    // daemon's to hold.
-    std::fs::create_dir_all(b.path().join("data")).unwrap();
-    std::fs::copy(
-        a.path().join("data/master.key"),
-        b.path().join("data/master.key"),
-    )
-    .unwrap();
-    let api = token(a.path(), "acme");
-    let (da, db) = (start(a.path()), start(b.path()));
+    let c = Cluster::new("two", 2, "", &[("acme", TENANT)]);
+    let (da, db) = (c.start(0), c.start(1));
+    let api = &c.api;
 
     let ids: Vec<String> = (0..20).map(|i| format!("e-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
         let d = if i % 2 == 0 { &da } else { &db };
-        let (status, body) = post(
-            d,
-            "/hooks/acme/echo-1/events",
-            None,
-            &[("x-switchyard-token", "hook-t0ken")],
-            &json!({"id": id}).to_string(),
-        )
-        .await;
-        assert_eq!((status, &body["queued"]), (200, &json!(true)), "{body}");
+        let body = deliver(d, "acme", json!({"id": id})).await;
+        assert_eq!(body["queued"], json!(true), "{body}");
     }
     // Each delivery once, seen from either daemon.
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
         let mut counts = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            counts.push(echo_processed(if i % 2 == 0 { &db } else { &da }, &api, id).await);
+            counts.push(echo_processed(if i % 2 == 0 { &db } else { &da }, api, id).await);
         }
         if counts.iter().all(|c| *c > 0) {
             assert!(counts.iter().all(|c| *c == 1), "{counts:?}");
@@ -106,18 +173,320 @@ async fn two_daemons_share_one_database() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The same delivery again, through the other daemon: a duplicate.
-    let (status, body) = post(
-        &db,
-        "/hooks/acme/echo-1/events",
-        None,
-        &[("x-switchyard-token", "hook-t0ken")],
-        &json!({"id": "e-0"}).to_string(),
-    )
-    .await;
+    let body = deliver(&db, "acme", json!({"id": "e-0"})).await;
     assert_eq!(
-        (status, &body["duplicate"]),
-        (200, &json!(true)),
+        body["duplicate"],
+        json!(true),
         "a duplicate is acknowledged, not queued: {body}"
     );
     drop((da, db));
+}
+
+/// Issue 20: three daemons, deliveries sent round-robin (each one twice,
+/// through two daemons), and one daemon `kill -9`ed in the middle of its
+/// work and restarted, round after round. Every accepted delivery is
+/// processed; each is one job (the second copy is a duplicate); a delivery
+/// runs again only when a kill cut its run short; nothing is left queued,
+/// running or dead.
+#[tokio::test]
+async fn three_daemons_lose_no_delivery_while_one_is_killed_again_and_again() {
+    const WORKERS: usize = 4;
+    const ROUNDS: usize = 6;
+    const PER_ROUND: usize = 12;
+    let c = Cluster::new(
+        "kill",
+        3,
+        &format!("[jobs]\nworkers = {WORKERS}\nper_tenant = 12\nlease_secs = 3\n"),
+        &[("acme", TENANT)],
+    );
+    let mut daemons: Vec<Daemon> = (0..3).map(|i| c.start(i)).collect();
+    let status_path = "/v1/tenants/acme/instances/echo-1/status";
+    let mut ids = Vec::new();
+    let mut cut = 0;
+    for round in 0..ROUNDS {
+        for k in 0..PER_ROUND {
+            let id = format!("r{round}-{k}");
+            let event = json!({"id": id, "delay_ms": 600});
+            let first = deliver(&daemons[k % 3], "acme", event.clone()).await;
+            assert_eq!(first["queued"], json!(true), "{first}");
+            let again = deliver(&daemons[(k + 1) % 3], "acme", event).await;
+            assert_eq!(again["duplicate"], json!(true), "{again}");
+            ids.push(id);
+        }
+        // Kill a daemon while it runs jobs (so the kill cuts work short),
+        // and start it again at once.
+        let victim = round % 3;
+        let running = eventually("the victim to run a job", || async {
+            let (_, st) = get(&daemons[victim], status_path, Some(&c.api)).await;
+            let n = st["running"].as_array().map_or(0, Vec::len);
+            (n > 0).then_some(n)
+        })
+        .await;
+        cut += running;
+        daemons[victim].child.kill().unwrap();
+        daemons[victim].child.wait().unwrap();
+        daemons[victim] = c.start(victim);
+    }
+
+    // Every accepted delivery is processed (read through any daemon).
+    let give_up = Instant::now() + Duration::from_secs(120);
+    let counts = loop {
+        let mut counts = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            counts.push(echo_processed(&daemons[i % 3], &c.api, id).await);
+        }
+        if counts.iter().all(|n| *n > 0) {
+            break counts;
+        }
+        let lost: Vec<_> = ids.iter().zip(&counts).filter(|(_, n)| **n == 0).collect();
+        assert!(Instant::now() < give_up, "not processed: {lost:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // A delivery runs twice only when a kill cut its first run short.
+    let again: u64 = counts.iter().map(|n| n - 1).sum();
+    assert!(
+        again as usize <= ROUNDS * WORKERS,
+        "{again} extra runs for {ROUNDS} kills of {WORKERS} workers: {counts:?}"
+    );
+    let done = eventually("every job settled", || async {
+        let done = c.jobs("acme", "done");
+        (done.len() == ids.len()).then_some(done)
+    })
+    .await;
+    for state in ["queued", "running", "dead"] {
+        assert!(c.jobs("acme", state).is_empty(), "{state} jobs left");
+    }
+    // The kills did cut runs short: those jobs were taken over by another
+    // attempt once their lease ran out.
+    let retaken = done
+        .iter()
+        .filter(|j| j["attempts"].as_u64() > Some(1))
+        .count();
+    assert!(
+        retaken > 0 && cut > 0,
+        "no job was cut short ({cut} running at the kills)"
+    );
+}
+
+const TICKING: &str = r#"[[instance]]
+id = "echo-1"
+plugin = "echo"
+
+[instance.webhooks.events]
+token = "secret:hook-token"
+event_id_field = "id"
+
+[instance.jobs.tick]
+interval = 3600
+"#;
+
+/// Issue 20: three daemons start together; the new schedule is due at
+/// once, each daemon's scheduler sees it, and it fires once. A pause set
+/// through one daemon holds on the others: their actions are refused and
+/// their workers leave the instance's deliveries queued; a resume through
+/// another runs them.
+#[tokio::test]
+async fn three_daemons_fire_a_schedule_once_and_share_a_pause() {
+    let c = Cluster::new("pause", 3, "", &[("acme", TICKING)]);
+    let daemons: Vec<Daemon> = (0..3).map(|i| c.start(i)).collect();
+    let base = "/v1/tenants/acme/instances/echo-1";
+    eventually("the first tick", || async {
+        (c.jobs("acme", "done").len() == 1).then_some(())
+    })
+    .await;
+    // Every scheduler has looked twice since: the slot had its chance to
+    // fire on each.
+    for d in &daemons {
+        scheduler_passes(d, 2.0).await;
+    }
+    let ticks = c.jobs("acme", "done");
+    assert_eq!(ticks.len(), 1, "one run per slot: {ticks:?}");
+    assert_eq!(ticks[0]["name"], "tick");
+    assert!(c.jobs("acme", "queued").is_empty() && c.jobs("acme", "running").is_empty());
+
+    // Pause through the first daemon.
+    let (status, body) = post(&daemons[0], &format!("{base}/pause"), Some(&c.api), &[], "").await;
+    assert_eq!(status, 200, "{body}");
+    let echo = r#"{"input": {}, "actor": {"id": "t"}}"#;
+    for d in &daemons[1..] {
+        eventually("the pause to reach another daemon", || async {
+            let (status, _) =
+                post(d, &format!("{base}/actions/echo"), Some(&c.api), &[], echo).await;
+            (status == 409).then_some(())
+        })
+        .await;
+        let (_, st) = get(d, &format!("{base}/status"), Some(&c.api)).await;
+        assert_eq!(st["paused"], true, "{st}");
+    }
+    let leases: Vec<f64> = {
+        let mut v = Vec::new();
+        for d in &daemons {
+            v.push(metric(d, "switchyard_worker_leases_total").await);
+        }
+        v
+    };
+    deliver(&daemons[2], "acme", json!({"id": "held"})).await;
+    // Every worker has looked at the queue twice since (one of those looks
+    // began after the delivery was stored) and left it there.
+    for (d, before) in daemons.iter().zip(&leases) {
+        eventually("each worker's look at the queue", || async {
+            (metric(d, "switchyard_worker_leases_total").await >= before + 2.0).then_some(())
+        })
+        .await;
+    }
+    let queued = c.jobs("acme", "queued");
+    assert_eq!(queued.len(), 1, "held while paused: {queued:?}");
+
+    // Resume through the second: the held delivery runs, and actions work
+    // on every daemon again.
+    let (status, _) = post(
+        &daemons[1],
+        &format!("{base}/resume"),
+        Some(&c.api),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually("the held delivery to run", || async {
+        (echo_processed(&daemons[0], &c.api, "held").await == 1).then_some(())
+    })
+    .await;
+    for d in [&daemons[0], &daemons[2]] {
+        eventually("the resume to reach another daemon", || async {
+            let (status, _) =
+                post(d, &format!("{base}/actions/echo"), Some(&c.api), &[], echo).await;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Issue 20: the per-tenant limit counts every daemon's running jobs, and a
+/// tenant with a deep backlog does not hold up another tenant's few
+/// deliveries, whichever daemons they arrive at.
+#[tokio::test]
+async fn the_queue_is_fair_across_three_daemons() {
+    const PER_TENANT: usize = 3;
+    const BACKLOG: usize = 120;
+    let c = Cluster::new(
+        "fair",
+        3,
+        &format!("[jobs]\nworkers = 4\nper_tenant = {PER_TENANT}\n"),
+        &[("acme", TENANT), ("globex", TENANT)],
+    );
+    let daemons: Vec<Daemon> = (0..3).map(|i| c.start(i)).collect();
+    for k in 0..BACKLOG {
+        deliver(
+            &daemons[k % 3],
+            "acme",
+            json!({"id": format!("big-{k}"), "delay_ms": 250}),
+        )
+        .await;
+    }
+    for k in 0..5 {
+        deliver(
+            &daemons[k % 3],
+            "globex",
+            json!({"id": format!("small-{k}"), "delay_ms": 100}),
+        )
+        .await;
+    }
+    // While acme's backlog drains, never more than its limit runs at once
+    // across the three daemons.
+    let mut most = 0;
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let small_done_at = loop {
+        assert!(
+            Instant::now() < give_up,
+            "globex's deliveries did not finish"
+        );
+        let running = c.jobs("acme", "running").len();
+        assert!(running <= PER_TENANT, "{running} acme jobs running at once");
+        most = most.max(running);
+        if c.jobs("globex", "done").len() == 5 {
+            break c.jobs("acme", "done").len();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("globex done after {small_done_at} of acme's {BACKLOG}");
+    assert!(
+        small_done_at < BACKLOG / 2,
+        "globex waited for acme's backlog: {small_done_at} of {BACKLOG} acme jobs done first"
+    );
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while c.jobs("acme", "done").len() < BACKLOG {
+        let running = c.jobs("acme", "running").len();
+        assert!(running <= PER_TENANT, "{running} acme jobs running at once");
+        most = most.max(running);
+        assert!(Instant::now() < give_up, "acme's backlog did not drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        most > 1,
+        "the limit was never approached (at most {most} running)"
+    );
+}
+
+/// `switchyard migrate --check` on a schema nobody has migrated says what
+/// is pending (exit 3); `migrate` applies it; then the check passes; a
+/// schema newer than the binary is an error (exit 1) saying so.
+#[tokio::test]
+async fn migrate_check_tells_pending_current_and_newer_apart() {
+    let schema = Schema(format!("it_migrate_{}", std::process::id()));
+    let server = format!(
+        "data_dir = \"data\"\n[storage]\nbackend = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\n",
+        postgres_url(),
+        schema.0
+    );
+    let dir = config_dir(&server, &[]);
+    let cfg = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = bin().args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = run(&["migrate", "--config", cfg, "--check"]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("is at schema version 0") && out.contains("pending"),
+        "{out}"
+    );
+    let (code, out) = run(&["migrate", "--config", cfg]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("migrated to"), "{out}");
+    let (code, out) = run(&["migrate", "--config", cfg, "--check"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("up to date"), "{out}");
+    // A newer switchyard migrated this database.
+    let url = postgres_url();
+    let sql = format!(
+        "INSERT INTO {}.switchyard_schema (version, applied_at) VALUES (999, 0)",
+        schema.0
+    );
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(&sql).await.unwrap();
+        });
+    })
+    .join()
+    .unwrap();
+    let (code, out) = run(&["migrate", "--config", cfg, "--check"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("schema version 999, newer than this switchyard"),
+        "{out}"
+    );
+    assert!(!out.contains("password"), "{out}");
 }

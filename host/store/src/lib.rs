@@ -42,8 +42,8 @@ pub use kv::{
 };
 pub use postgres::{PgSettings, PgStore, describe_url, url_has_password};
 pub use queue::{
-    Attempt, Enqueued, Finish, Finished, Job, JobQueue, JobState, LeaseRequest, NewJob, NextLease,
-    Outcome, QueueDepth, Retry, Settled, TenantConcurrency, backoff_ms,
+    Attempt, Change, Enqueued, Finish, Finished, Job, JobQueue, JobState, LeaseRequest, NewJob,
+    NextLease, Outcome, QueueDepth, Retry, Settled, TenantConcurrency, Watching, backoff_ms,
 };
 pub use schedule::{
     Fired, InstanceStats, InstanceStore, MAX_SUMMARY_CHARS, PluginLock, RunRecord, Schedule,

@@ -332,9 +332,48 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+/// A change another process sharing the store made, announced to this one
+/// (see [`JobQueue::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A job was queued: idle workers should look at the queue.
+    JobsQueued,
+    /// An instance was paused or resumed.
+    PausesChanged,
+    /// Announcements may have been lost (the store's connection was down
+    /// and is back, or was just opened): re-read whatever is cached.
+    Missed,
+}
+
+/// The task that delivers [`Change`]s; it stops when this is dropped.
+#[derive(Debug)]
+pub struct Watching(tokio::task::JoinHandle<()>);
+
+impl Watching {
+    pub(crate) fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Self(task)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The durable job queue (see the module docs for its guarantees).
 #[async_trait]
 pub trait JobQueue: Send + Sync {
+    /// Calls `on_change` whenever another process sharing this store
+    /// queues a job or pauses an instance, for as long as the returned
+    /// handle lives. None for a store only one process uses (SQLite), where
+    /// nothing changes behind this process's back. Must be called within a
+    /// Tokio runtime; `on_change` runs on the store's task and must not block.
+    fn watch(&self, on_change: Box<dyn Fn(Change) + Send + Sync>) -> Option<Watching> {
+        let _ = on_change;
+        None
+    }
+
     /// Stores a job, ready now. A repeated idempotency key adds nothing.
     async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<Enqueued, StoreError>;
 

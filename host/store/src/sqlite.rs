@@ -258,6 +258,26 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// `(schema version of the database at path, newest this binary
+    /// knows)`, read without changing anything; version 0 when there is no
+    /// database there yet (`switchyard migrate --check`).
+    pub fn schema_version(path: &Path) -> Result<(usize, usize), StoreError> {
+        if !path.exists() {
+            return Ok((0, MIGRATIONS.len()));
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot open SQLite database {}: {e}",
+                    path.display()
+                ))
+            })?;
+        let have: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend)?;
+        Ok((have as usize, MIGRATIONS.len()))
+    }
+
     /// Opens a private in-memory database (tests, `plugin run`).
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory().map_err(backend)?)

@@ -7,6 +7,7 @@
 //! - `switchyard serve --config DIR`: the daemon ([`serve`]);
 //! - `switchyard check`: validate a configuration directory ([`check`]);
 //! - `switchyard secret|token|jobs|audit|invoke`: operate it;
+//! - `switchyard migrate [--check]`: the state database's schema ([`migrate`]);
 //! - `switchyard demo`: the daemon with a sample tenant and a scenario.
 
 mod audit;
@@ -14,6 +15,7 @@ mod check;
 mod common;
 mod invoke;
 mod jobs;
+mod migrate;
 mod plugin;
 mod scaffold;
 mod secret;
@@ -123,6 +125,18 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Apply the state database's schema migrations (`serve` applies them
+    /// too), or with --check only say whether any are pending: exit status
+    /// 0 up to date, 3 pending, 1 when it cannot tell (unreachable, or a
+    /// schema newer than this binary).
+    Migrate {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        /// Change nothing; report, and exit 3 when migrations are pending.
+        #[arg(long)]
+        check: bool,
+    },
     /// Manage a tenant's API tokens (stored hashed).
     Token {
         /// The configuration directory.
@@ -217,6 +231,10 @@ pub fn main() -> std::process::ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<migrate::Pending>() => {
+            eprintln!("{e}");
+            std::process::ExitCode::from(migrate::PENDING_STATUS)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -232,6 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, listen } => serve::run(&config, listen).await,
         Command::Token { config, command } => token::run(&config, command).await,
         Command::Jobs { config, command } => jobs::run(&config, command).await,
+        Command::Migrate { config, check } => migrate::run(&config, check).await,
         Command::Audit {
             config,
             tenant,

@@ -202,7 +202,17 @@ impl InstanceStore for PgStore {
                             .await
                             .map_err(fail)?;
                         match inserted {
-                            Some(r) => Fired::Queued(r.get(0)),
+                            Some(r) => {
+                                // Sent at commit: a daemon with a free
+                                // worker runs it, not only this one.
+                                tx.execute(
+                                    "SELECT pg_notify($1, $2)",
+                                    &[&&*self.channel, &super::listen::JOBS],
+                                )
+                                .await
+                                .map_err(fail)?;
+                                Fired::Queued(r.get(0))
+                            }
                             None => Fired::AlreadyFired,
                         }
                     }
@@ -218,10 +228,20 @@ impl InstanceStore for PgStore {
         paused: bool,
     ) -> Result<(), StoreError> {
         let c = self.conn().await?;
+        // Other daemons refresh their cached pauses when this commits.
         c.execute(
-            "INSERT INTO instance_state (tenant, instance, paused) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant, instance) DO UPDATE SET paused = excluded.paused",
-            &[&tenant, &instance, &paused],
+            "WITH up AS (
+                INSERT INTO instance_state (tenant, instance, paused) VALUES ($1, $2, $3)
+                ON CONFLICT (tenant, instance) DO UPDATE SET paused = excluded.paused
+                RETURNING 1)
+             SELECT pg_notify($4, $5) FROM up",
+            &[
+                &tenant,
+                &instance,
+                &paused,
+                &&*self.channel,
+                &super::listen::PAUSES,
+            ],
         )
         .await
         .map_err(|e| self.fail("recording a pause", e))?;

@@ -13,7 +13,10 @@
 //!   transaction-level advisory lock while it walks the queue, and claims
 //!   rows with `FOR UPDATE SKIP LOCKED`; the per-tenant limits count every
 //!   daemon's running jobs. Completion is fenced by (job, attempt, owner)
-//!   as in SQLite.
+//!   as in SQLite, and a running job's worker renews its lease.
+//! - **Wake-ups across daemons.** A new job or a pause is announced with
+//!   `NOTIFY`; each daemon listens on a connection of its own and falls
+//!   back to polling while that connection is down.
 //! - **Nothing secret in the database's hands.** Sealed secrets arrive
 //!   encrypted by [`crate::SecretStore`]; the connection password is a
 //!   [`SecretString`] and never appears in an error.
@@ -29,6 +32,7 @@
 mod admin;
 mod instance;
 mod kv;
+mod listen;
 mod queue;
 mod secrets;
 
@@ -143,6 +147,10 @@ pub struct PgStore {
     /// Where this process's last lease stopped (round-robin across
     /// instances, as in SQLite; each daemon keeps its own).
     lease_cursor: Arc<Mutex<Option<InstanceKey>>>,
+    /// How to open the listening connection (see `listen`).
+    config: Arc<tokio_postgres::Config>,
+    /// The `LISTEN/NOTIFY` channel of this deployment (one per schema).
+    channel: Arc<str>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -203,8 +211,12 @@ impl PgStore {
             pg.options(options.trim());
         }
         pg.connect_timeout(Duration::from_secs(10));
+        // A dead peer is noticed in about a minute, not the kernel's two
+        // hours: the listening connection is otherwise silent.
+        pg.keepalives_idle(Duration::from_secs(30));
+        let channel = format!("switchyard_{}", s.schema.as_deref().unwrap_or("public"));
         let mgr = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -218,6 +230,8 @@ impl PgStore {
             pool,
             target: target.into(),
             lease_cursor: Arc::default(),
+            config: Arc::new(pg),
+            channel: channel.into(),
         };
         // Reach the server now, so that a wrong address is reported at
         // start-up and not at the first request.
@@ -579,6 +593,75 @@ mod tests {
         let running = pg.store.queue_counts("acme", "i").await.unwrap().1;
         assert_eq!(running, 25);
         other.close();
+        pg.close(&[]).await;
+    }
+
+    /// Issue 20: a daemon hears the jobs and pauses another one makes, and
+    /// after its listening connection is cut, it reconnects, says it may
+    /// have missed something, and hears again.
+    #[tokio::test]
+    async fn daemons_hear_each_others_jobs_and_pauses_across_reconnects() {
+        use crate::{Change, InstanceStore};
+        let pg = TestPg::new().await;
+        let other = PgStore::connect(&TestPg::settings(&pg.schema))
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let _watching = pg
+            .store
+            .watch(Box::new(move |c| {
+                let _ = tx.send(c);
+            }))
+            .expect("PostgreSQL announces changes");
+        let next = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Change>| {
+            tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+                .await
+                .expect("a change within 20 s")
+                .unwrap()
+        };
+        assert_eq!(next(&mut rx).await, Change::Missed, "connected");
+        other.enqueue(job("acme"), 0).await.unwrap();
+        assert_eq!(next(&mut rx).await, Change::JobsQueued);
+        // A duplicate adds no job and wakes nobody: the pause comes next.
+        let mut keyed = job("acme");
+        keyed.idempotency_key = Some("k".into());
+        other.enqueue(keyed.clone(), 0).await.unwrap();
+        assert_eq!(next(&mut rx).await, Change::JobsQueued);
+        other.enqueue(keyed, 0).await.unwrap();
+        other.set_paused("acme", "i", true).await.unwrap();
+        assert_eq!(next(&mut rx).await, Change::PausesChanged);
+
+        // Cut the listening connection, as a restarted server or a broken
+        // network would.
+        let c = pg.store.conn().await.unwrap();
+        let cut = c
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE query = $1",
+                &[&format!("LISTEN \"switchyard_{}\"", pg.schema)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(cut, 1, "one listening connection");
+        drop(c);
+        assert_eq!(next(&mut rx).await, Change::Missed, "reconnected");
+        other.enqueue(job("acme"), 0).await.unwrap();
+        assert_eq!(next(&mut rx).await, Change::JobsQueued);
+        other.close();
+        pg.close(&[]).await;
+    }
+
+    /// A pause recorded in the database holds for every daemon's leases,
+    /// whatever a daemon has cached.
+    #[tokio::test]
+    async fn a_paused_instance_is_not_leased_by_any_daemon() {
+        use crate::InstanceStore;
+        let pg = TestPg::new().await;
+        pg.store.enqueue(job("acme"), 0).await.unwrap();
+        pg.store.set_paused("acme", "i", true).await.unwrap();
+        assert_eq!(lease(&pg.store, "a", 0, 10, 10).await, 0);
+        pg.store.set_paused("acme", "i", false).await.unwrap();
+        assert_eq!(lease(&pg.store, "a", 0, 10, 10).await, 1);
         pg.close(&[]).await;
     }
 

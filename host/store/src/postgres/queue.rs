@@ -20,8 +20,9 @@ use crate::admin::PRUNE_BATCH;
 use crate::queue::{JOB_COLUMNS, LEASE_VISITS, backoff_ms};
 use crate::schedule::cut_summary;
 use crate::{
-    Attempt, Enqueued, Finish, Finished, InstanceKey, Job, JobQueue, JobState, LeaseRequest,
-    NewJob, Outcome, QueueDepth, Retry, Settled, StoreError, TenantConcurrency,
+    Attempt, Change, Enqueued, Finish, Finished, InstanceKey, Job, JobQueue, JobState,
+    LeaseRequest, NewJob, Outcome, QueueDepth, Retry, Settled, StoreError, TenantConcurrency,
+    Watching,
 };
 
 fn job(r: &Row) -> Job {
@@ -142,16 +143,24 @@ async fn again_in(
 
 #[async_trait]
 impl JobQueue for PgStore {
+    fn watch(&self, on_change: Box<dyn Fn(Change) + Send + Sync>) -> Option<Watching> {
+        Some(self.listen(on_change))
+    }
+
     async fn enqueue(&self, j: NewJob, now_ms: i64) -> Result<Enqueued, StoreError> {
         let c = self.conn().await?;
         let fail = |e| self.fail("queueing a job", e);
         let inserted = c
             .query_opt(
-                "INSERT INTO jobs (tenant, instance, kind, name, payload, idempotency_key,
-                                   state, attempts, max_attempts, run_after, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, $8)
-                 ON CONFLICT (tenant, instance, idempotency_key) DO NOTHING
-                 RETURNING id",
+                // The notification is sent when the insert commits, and
+                // only for a new job (a duplicate returns no row).
+                "WITH new AS (
+                    INSERT INTO jobs (tenant, instance, kind, name, payload, idempotency_key,
+                                      state, attempts, max_attempts, run_after, created_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, $8)
+                    ON CONFLICT (tenant, instance, idempotency_key) DO NOTHING
+                    RETURNING id)
+                 SELECT id, pg_notify($9, $10) FROM new",
                 &[
                     &j.tenant,
                     &j.instance,
@@ -161,6 +170,8 @@ impl JobQueue for PgStore {
                     &j.idempotency_key,
                     &i64::from(j.max_attempts.max(1)),
                     &now_ms,
+                    &&*self.channel,
+                    &super::listen::JOBS,
                 ],
             )
             .await
@@ -338,9 +349,11 @@ impl JobQueue for PgStore {
         let c = self.conn().await?;
         let n = c
             .execute(
-                "UPDATE jobs SET state='queued', attempts=0, run_after=$3
-                 WHERE id=$1 AND tenant=$2 AND state='dead'",
-                &[&id, &tenant, &now_ms],
+                "WITH back AS (
+                    UPDATE jobs SET state='queued', attempts=0, run_after=$3
+                    WHERE id=$1 AND tenant=$2 AND state='dead' RETURNING id)
+                 SELECT pg_notify($4, $5) FROM back",
+                &[&id, &tenant, &now_ms, &&*self.channel, &super::listen::JOBS],
             )
             .await
             .map_err(|e| self.fail("retrying a job", e))?;
@@ -610,6 +623,8 @@ impl<C: GenericClient + Sync> Leasing<'_, C> {
                      WHERE id = (
                         SELECT id FROM jobs WHERE state='queued' AND tenant=$1 AND instance=$2
                           AND run_after <= $3
+                          AND NOT EXISTS (SELECT 1 FROM instance_state s
+                                          WHERE s.tenant=$1 AND s.instance=$2 AND s.paused)
                         ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED)
                      RETURNING {JOB_COLUMNS}"
                 ),

@@ -1,0 +1,101 @@
+//! Changes other daemons make, pushed with `LISTEN/NOTIFY`.
+//!
+//! Every daemon sharing the database keeps one extra connection (outside
+//! the pool) that listens on the deployment's channel. A new job sends
+//! `jobs` (in the enqueue's own statement, so only a committed job wakes
+//! anyone) and a pause or resume sends `pauses`. Notifications are not
+//! durable: while the connection is down they are lost, so each
+//! (re)connection reports [`Change::Missed`] and the daemon re-reads what
+//! it caches. The worker's polling stays as the fallback for jobs.
+
+use std::time::Duration;
+
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::PgStore;
+use crate::{Change, Watching};
+
+/// The payloads sent on the channel.
+pub(super) const JOBS: &str = "jobs";
+pub(super) const PAUSES: &str = "pauses";
+
+const CLOSED: &str = "the server closed the connection";
+
+/// The longest wait between two attempts to reconnect.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl PgStore {
+    /// Starts the listener task: `on_change` is called for every change
+    /// another process (or this one) announces, and with
+    /// [`Change::Missed`] after each (re)connection.
+    pub(super) fn listen(&self, on_change: Box<dyn Fn(Change) + Send + Sync>) -> Watching {
+        let config = self.config.clone();
+        let channel = self.channel.clone();
+        let target = self.target.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let mut listened = false;
+                let e = session(&config, &channel, &*on_change, &mut listened).await;
+                if listened {
+                    backoff = Duration::from_millis(500);
+                }
+                tracing::warn!(
+                    server = %target,
+                    error = %e,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "not listening for other daemons' changes; polling until reconnected"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        });
+        Watching::new(task)
+    }
+}
+
+/// One listening connection, until it fails (the result says why). Sets
+/// `listened` once the `LISTEN` took effect.
+async fn session(
+    config: &tokio_postgres::Config,
+    channel: &str,
+    on_change: &(dyn Fn(Change) + Send + Sync),
+    listened: &mut bool,
+) -> String {
+    let (client, mut conn) = match config.connect(NoTls).await {
+        Ok(c) => c,
+        Err(e) => return super::pg_error(&e),
+    };
+    let sql = format!("LISTEN \"{channel}\"");
+    // The LISTEN is answered through the connection, which makes progress
+    // only while it is polled.
+    let mut listen = std::pin::pin!(client.batch_execute(&sql));
+    loop {
+        tokio::select! {
+            r = &mut listen => match r {
+                Ok(()) => break,
+                Err(e) => return super::pg_error(&e),
+            },
+            m = std::future::poll_fn(|cx| conn.poll_message(cx)) => match m {
+                Some(Err(e)) => return super::pg_error(&e),
+                Some(Ok(_)) => {}
+                None => return CLOSED.into(),
+            },
+        }
+    }
+    *listened = true;
+    // Anything announced before now was not heard.
+    on_change(Change::Missed);
+    loop {
+        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(n))) => match n.payload() {
+                JOBS => on_change(Change::JobsQueued),
+                PAUSES => on_change(Change::PausesChanged),
+                _ => {}
+            },
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return super::pg_error(&e),
+            None => return CLOSED.into(),
+        }
+    }
+}
