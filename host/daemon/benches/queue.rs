@@ -23,12 +23,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
 use common::*;
-use serde_json::json;
 
 const TENANT: &str = r#"[[instance]]
 id = "echo-1"
@@ -85,74 +80,26 @@ async fn run(n: usize, tenants: usize, route: &str) {
         assert_eq!(status, 200);
     }
 
-    let urls: Arc<Vec<String>> = Arc::new(
-        names
-            .iter()
-            .map(|t| format!("{}/hooks/{t}/echo-1/{route}", d.base))
-            .collect(),
-    );
-    let next = Arc::new(AtomicUsize::new(0));
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    let senders: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (urls, next, client) = (urls.clone(), next.clone(), client.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        return;
-                    }
-                    let resp = client
-                        .post(urls[i % urls.len()].as_str())
-                        .header("x-switchyard-token", "hook-t0ken")
-                        .json(&json!({"id": format!("bench-{i}")}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(resp.status().as_u16(), 200);
-                }
-            })
-        })
+    let urls: Vec<String> = names
+        .iter()
+        .map(|t| format!("{}/hooks/{t}/echo-1/{route}", d.base))
         .collect();
-    for s in senders {
-        s.await.unwrap();
-    }
-    let ingest = started.elapsed().as_secs_f64();
+    // One client for everything: building one per request loads the TLS
+    // roots each time, CPU the daemon's drain would lose to the bench.
+    let client = reqwest::Client::new();
+    let (ingest, _) = send_deliveries(&client, urls, n, CLIENTS).await;
+    let ingest = ingest.as_secs_f64();
 
     for (t, api) in names.iter().zip(&apis) {
         let (status, _) = post(&d, &format!("{}/resume", base(t)), Some(api), &[], "").await;
         assert_eq!(status, 200);
     }
-    let started = Instant::now();
-    // One client for the polling: building one per request loads the TLS
-    // roots each time, CPU the daemon's drain would lose to the bench.
-    let mut left: Vec<usize> = (0..tenants).collect();
-    while !left.is_empty() {
-        let mut still = Vec::new();
-        for i in left {
-            let st: serde_json::Value = client
-                .get(format!("{}{}/status", d.base, base(&names[i])))
-                .bearer_auth(&apis[i])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let q = &st["queue"];
-            if q["queued"] == 0 && q["running"] == 0 {
-                assert_eq!(q["dead"], 0, "{st}");
-            } else {
-                still.push(i);
-            }
-        }
-        left = still;
-        if !left.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    let drain = started.elapsed().as_secs_f64();
+    let statuses: Vec<(String, String)> = names
+        .iter()
+        .zip(&apis)
+        .map(|(t, api)| (format!("{}{}/status", d.base, base(t)), api.clone()))
+        .collect();
+    let drain = wait_drained(&client, &statuses).await.as_secs_f64();
     let (ingest_rate, drain_rate) = (n as f64 / ingest, n as f64 / drain);
     println!(
         "{n} deliveries to `{route}` of {tenants} tenant(s): ingest {ingest:.2} s \

@@ -14,12 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-/// The server the tests use (as the store's own tests).
-fn postgres_url() -> String {
-    std::env::var("SWITCHYARD_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 const TENANT: &str = r#"[[instance]]
 id = "echo-1"
 plugin = "echo"
@@ -28,109 +22,6 @@ plugin = "echo"
 token = "secret:hook-token"
 event_id_field = "id"
 "#;
-
-/// Drops the test's schema when the test ends, however it ends.
-struct Schema(String);
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let schema = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let (client, conn) =
-                    tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
-                        .await
-                        .unwrap();
-                tokio::spawn(conn);
-                client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .await
-                    .unwrap();
-            });
-        })
-        .join();
-    }
-}
-
-/// Configuration directories of daemons that share one schema: the
-/// secrets are set through the first, and every one gets its master key.
-struct Cluster {
-    dirs: Vec<tempfile::TempDir>,
-    /// A tenant token of acme (tokens live in the database).
-    api: String,
-    // Dropped last: the daemons are gone by then.
-    _schema: Schema,
-}
-
-impl Cluster {
-    /// `n` directories with `extra` appended to `switchyard.toml`, each
-    /// tenant of `tenants` with the webhook token `hook-t0ken`.
-    fn new(name: &str, n: usize, extra: &str, tenants: &[(&str, &str)]) -> Self {
-        let schema = Schema(format!("it_{name}_{}", std::process::id()));
-        let server = format!(
-            "data_dir = \"data\"\n{extra}\n[storage]\nbackend = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\npool_size = 4\n",
-            postgres_url(),
-            schema.0
-        );
-        let dirs: Vec<_> = (0..n).map(|_| config_dir(&server, tenants)).collect();
-        let first = dirs[0].path().to_str().unwrap();
-        for (tenant, _) in tenants {
-            cli(
-                &["secret", "--config", first, "set", tenant, "hook-token"],
-                Some("hook-t0ken"),
-            );
-        }
-        // The secrets are in the database; the key that seals them is each
-        // daemon's to hold.
-        for d in &dirs[1..] {
-            std::fs::create_dir_all(d.path().join("data")).unwrap();
-            std::fs::copy(
-                dirs[0].path().join("data/master.key"),
-                d.path().join("data/master.key"),
-            )
-            .unwrap();
-        }
-        let api = token(dirs[0].path(), "acme");
-        Self {
-            dirs,
-            api,
-            _schema: schema,
-        }
-    }
-
-    fn start(&self, i: usize) -> Daemon {
-        start(self.dirs[i].path())
-    }
-
-    fn cfg(&self) -> &str {
-        self.dirs[0].path().to_str().unwrap()
-    }
-
-    /// Jobs of `tenant` in `state`, read through the CLI.
-    fn jobs(&self, tenant: &str, state: &str) -> Vec<Value> {
-        cli(
-            &[
-                "jobs",
-                "--config",
-                self.cfg(),
-                "list",
-                tenant,
-                "--state",
-                state,
-                "--limit",
-                "10000",
-            ],
-            None,
-        )
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-    }
-}
 
 /// Sends event `id` to `tenant`'s echo-1 through `d`.
 async fn deliver(d: &Daemon, tenant: &str, event: Value) -> Value {
@@ -148,9 +39,9 @@ async fn deliver(d: &Daemon, tenant: &str, event: Value) -> Value {
 
 #[tokio::test]
 async fn two_daemons_share_one_database() {
-    let c = Cluster::new("two", 2, "", &[("acme", TENANT)]);
+    let c = Cluster::postgres("two", 2, "", &[("acme", TENANT)]);
     let (da, db) = (c.start(0), c.start(1));
-    let api = &c.api;
+    let api = &c.token("acme");
 
     let ids: Vec<String> = (0..20).map(|i| format!("e-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
@@ -193,12 +84,13 @@ async fn three_daemons_lose_no_delivery_while_one_is_killed_again_and_again() {
     const WORKERS: usize = 4;
     const ROUNDS: usize = 6;
     const PER_ROUND: usize = 12;
-    let c = Cluster::new(
+    let c = Cluster::postgres(
         "kill",
         3,
         &format!("[jobs]\nworkers = {WORKERS}\nper_tenant = 12\nlease_secs = 3\n"),
         &[("acme", TENANT)],
     );
+    let api = &c.token("acme");
     let mut daemons: Vec<Daemon> = (0..3).map(|i| c.start(i)).collect();
     let status_path = "/v1/tenants/acme/instances/echo-1/status";
     let mut ids = Vec::new();
@@ -217,7 +109,7 @@ async fn three_daemons_lose_no_delivery_while_one_is_killed_again_and_again() {
         // and start it again at once.
         let victim = round % 3;
         let running = eventually("the victim to run a job", || async {
-            let (_, st) = get(&daemons[victim], status_path, Some(&c.api)).await;
+            let (_, st) = get(&daemons[victim], status_path, Some(api)).await;
             let n = st["running"].as_array().map_or(0, Vec::len);
             (n > 0).then_some(n)
         })
@@ -233,7 +125,7 @@ async fn three_daemons_lose_no_delivery_while_one_is_killed_again_and_again() {
     let counts = loop {
         let mut counts = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            counts.push(echo_processed(&daemons[i % 3], &c.api, id).await);
+            counts.push(echo_processed(&daemons[i % 3], api, id).await);
         }
         if counts.iter().all(|n| *n > 0) {
             break counts;
@@ -287,7 +179,8 @@ interval = 3600
 /// another runs them.
 #[tokio::test]
 async fn three_daemons_fire_a_schedule_once_and_share_a_pause() {
-    let c = Cluster::new("pause", 3, "", &[("acme", TICKING)]);
+    let c = Cluster::postgres("pause", 3, "", &[("acme", TICKING)]);
+    let api = &c.token("acme");
     let daemons: Vec<Daemon> = (0..3).map(|i| c.start(i)).collect();
     let base = "/v1/tenants/acme/instances/echo-1";
     eventually("the first tick", || async {
@@ -305,17 +198,16 @@ async fn three_daemons_fire_a_schedule_once_and_share_a_pause() {
     assert!(c.jobs("acme", "queued").is_empty() && c.jobs("acme", "running").is_empty());
 
     // Pause through the first daemon.
-    let (status, body) = post(&daemons[0], &format!("{base}/pause"), Some(&c.api), &[], "").await;
+    let (status, body) = post(&daemons[0], &format!("{base}/pause"), Some(api), &[], "").await;
     assert_eq!(status, 200, "{body}");
     let echo = r#"{"input": {}, "actor": {"id": "t"}}"#;
     for d in &daemons[1..] {
         eventually("the pause to reach another daemon", || async {
-            let (status, _) =
-                post(d, &format!("{base}/actions/echo"), Some(&c.api), &[], echo).await;
+            let (status, _) = post(d, &format!("{base}/actions/echo"), Some(api), &[], echo).await;
             (status == 409).then_some(())
         })
         .await;
-        let (_, st) = get(d, &format!("{base}/status"), Some(&c.api)).await;
+        let (_, st) = get(d, &format!("{base}/status"), Some(api)).await;
         assert_eq!(st["paused"], true, "{st}");
     }
     let leases: Vec<f64> = {
@@ -339,23 +231,15 @@ async fn three_daemons_fire_a_schedule_once_and_share_a_pause() {
 
     // Resume through the second: the held delivery runs, and actions work
     // on every daemon again.
-    let (status, _) = post(
-        &daemons[1],
-        &format!("{base}/resume"),
-        Some(&c.api),
-        &[],
-        "",
-    )
-    .await;
+    let (status, _) = post(&daemons[1], &format!("{base}/resume"), Some(api), &[], "").await;
     assert_eq!(status, 200);
     eventually("the held delivery to run", || async {
-        (echo_processed(&daemons[0], &c.api, "held").await == 1).then_some(())
+        (echo_processed(&daemons[0], api, "held").await == 1).then_some(())
     })
     .await;
     for d in [&daemons[0], &daemons[2]] {
         eventually("the resume to reach another daemon", || async {
-            let (status, _) =
-                post(d, &format!("{base}/actions/echo"), Some(&c.api), &[], echo).await;
+            let (status, _) = post(d, &format!("{base}/actions/echo"), Some(api), &[], echo).await;
             (status == 200).then_some(())
         })
         .await;
@@ -369,7 +253,7 @@ async fn three_daemons_fire_a_schedule_once_and_share_a_pause() {
 async fn the_queue_is_fair_across_three_daemons() {
     const PER_TENANT: usize = 3;
     const BACKLOG: usize = 120;
-    let c = Cluster::new(
+    let c = Cluster::postgres(
         "fair",
         3,
         &format!("[jobs]\nworkers = 4\nper_tenant = {PER_TENANT}\n"),
@@ -462,25 +346,10 @@ async fn migrate_check_tells_pending_current_and_newer_apart() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("up to date"), "{out}");
     // A newer switchyard migrated this database.
-    let url = postgres_url();
-    let sql = format!(
+    postgres_execute(format!(
         "INSERT INTO {}.switchyard_schema (version, applied_at) VALUES (999, 0)",
         schema.0
-    );
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            client.batch_execute(&sql).await.unwrap();
-        });
-    })
-    .join()
+    ))
     .unwrap();
     let (code, out) = run(&["migrate", "--config", cfg, "--check"]);
     assert_eq!(code, Some(1), "{out}");

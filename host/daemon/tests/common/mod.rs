@@ -372,3 +372,223 @@ pub async fn echo_processed(d: &Daemon, token: &str, id: &str) -> u64 {
     assert_eq!(status, 200, "{body}");
     body["output"][0].as_str().map_or(0, |s| s.parse().unwrap())
 }
+
+/// The PostgreSQL server the tests use (as the store's own tests):
+/// `SWITCHYARD_TEST_POSTGRES`, by default the machine's, trust auth.
+pub fn postgres_url() -> String {
+    std::env::var("SWITCHYARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Runs `sql` on the test server, on a thread (and runtime) of its own, so
+/// that sync and async code alike can call it.
+pub fn postgres_execute(sql: String) -> Result<(), String> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            client.batch_execute(&sql).await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// A schema of the test server, dropped when this is, however the test
+/// ends.
+pub struct Schema(pub String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = postgres_execute(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
+    }
+}
+
+/// Configuration directories of daemons that share one state database:
+/// one SQLite daemon, or several on one PostgreSQL schema. Every tenant's
+/// webhook token `hook-token` is `hook-t0ken`, set through the first
+/// directory; every directory holds the same master key.
+pub struct Cluster {
+    pub dirs: Vec<tempfile::TempDir>,
+    // Dropped last: the daemons are gone by then.
+    _schema: Option<Schema>,
+}
+
+impl Cluster {
+    /// `n` daemons on a new schema named after `name`, with `extra` in
+    /// `switchyard.toml`.
+    /// Each daemon opens 4 connections at most (tests run in parallel).
+    pub fn postgres(name: &str, n: usize, extra: &str, tenants: &[(&str, &str)]) -> Self {
+        Self::postgres_pool(name, n, 4, extra, tenants)
+    }
+
+    /// [`Cluster::postgres`] with `pool` connections per daemon.
+    pub fn postgres_pool(
+        name: &str,
+        n: usize,
+        pool: usize,
+        extra: &str,
+        tenants: &[(&str, &str)],
+    ) -> Self {
+        let schema = Schema(format!("it_{name}_{}", std::process::id()));
+        let server = format!(
+            "data_dir = \"data\"\n{extra}\n[storage]\nbackend = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\npool_size = {pool}\n",
+            postgres_url(),
+            schema.0
+        );
+        Self::new(&server, n, tenants, Some(schema))
+    }
+
+    /// One daemon on the embedded SQLite database.
+    pub fn sqlite(extra: &str, tenants: &[(&str, &str)]) -> Self {
+        Self::new(&format!("data_dir = \"data\"\n{extra}"), 1, tenants, None)
+    }
+
+    fn new(server: &str, n: usize, tenants: &[(&str, &str)], schema: Option<Schema>) -> Self {
+        let dirs: Vec<_> = (0..n).map(|_| config_dir(server, tenants)).collect();
+        let first = dirs[0].path().to_str().unwrap();
+        for (tenant, _) in tenants {
+            cli(
+                &["secret", "--config", first, "set", tenant, "hook-token"],
+                Some("hook-t0ken"),
+            );
+        }
+        // The secrets are in the database; the key that seals them is each
+        // daemon's to hold.
+        for d in &dirs[1..] {
+            std::fs::create_dir_all(d.path().join("data")).unwrap();
+            std::fs::copy(
+                dirs[0].path().join("data/master.key"),
+                d.path().join("data/master.key"),
+            )
+            .unwrap();
+        }
+        Self {
+            dirs,
+            _schema: schema,
+        }
+    }
+
+    /// Starts daemon `i`.
+    pub fn start(&self, i: usize) -> Daemon {
+        start(self.dirs[i].path())
+    }
+
+    /// The first configuration directory (for the CLI).
+    pub fn cfg(&self) -> &str {
+        self.dirs[0].path().to_str().unwrap()
+    }
+
+    /// A tenant token (tokens live in the shared database).
+    pub fn token(&self, tenant: &str) -> String {
+        token(self.dirs[0].path(), tenant)
+    }
+
+    /// Jobs of `tenant` in `state`, read through the CLI.
+    pub fn jobs(&self, tenant: &str, state: &str) -> Vec<Value> {
+        cli(
+            &[
+                "jobs",
+                "--config",
+                self.cfg(),
+                "list",
+                tenant,
+                "--state",
+                state,
+                "--limit",
+                "10000",
+            ],
+            None,
+        )
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+    }
+}
+
+/// Posts `n` webhook deliveries `{"id": "bench-<i>"}` with the token
+/// `hook-t0ken`, delivery `i` to `urls[i % urls.len()]`, from `clients`
+/// concurrent senders; each must be accepted (200). Returns how long it
+/// took and each delivery's latency (benchmarks).
+pub async fn send_deliveries(
+    client: &reqwest::Client,
+    urls: Vec<String>,
+    n: usize,
+    clients: usize,
+) -> (std::time::Duration, Vec<std::time::Duration>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let urls = Arc::new(urls);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let senders: Vec<_> = (0..clients)
+        .map(|_| {
+            let (urls, next, client) = (urls.clone(), next.clone(), client.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return latencies;
+                    }
+                    let sent = std::time::Instant::now();
+                    let resp = client
+                        .post(urls[i % urls.len()].as_str())
+                        .header("x-switchyard-token", "hook-t0ken")
+                        .json(&serde_json::json!({"id": format!("bench-{i}")}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status().as_u16(), 200);
+                    latencies.push(sent.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    for s in senders {
+        latencies.extend(s.await.unwrap());
+    }
+    (started.elapsed(), latencies)
+}
+
+/// Waits until every `(status URL, token)` reports an empty queue (nothing
+/// queued or running, nothing dead); returns how long that took.
+pub async fn wait_drained(
+    client: &reqwest::Client,
+    statuses: &[(String, String)],
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let mut left: Vec<&(String, String)> = statuses.iter().collect();
+    while !left.is_empty() {
+        let mut still = Vec::new();
+        for s in left {
+            let st: Value = client
+                .get(&s.0)
+                .bearer_auth(&s.1)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let q = &st["queue"];
+            if q["queued"] == 0 && q["running"] == 0 {
+                assert_eq!(q["dead"], 0, "{st}");
+            } else {
+                still.push(s);
+            }
+        }
+        left = still;
+        if !left.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    started.elapsed()
+}

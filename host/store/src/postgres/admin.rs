@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use secrecy::SecretString;
 
-use super::{NOW_SECS, PgStore, in_tx};
+use super::{Cached, NOW_SECS, PgStore, in_tx};
 use crate::admin::{PRUNE_BATCH, lookup_hash, new_token};
 use crate::{AdminStore, AuditEntry, StoreError, TokenInfo};
 
@@ -18,7 +18,7 @@ pub(super) async fn append_audit_in(
         return Ok(());
     }
     let st = tx
-        .prepare(&format!(
+        .prepare_cached(&format!(
             "INSERT INTO audit (time, tenant, instance, actor, kind, what, outcome,
                                 duration_ms, request_id)
              VALUES ({NOW_SECS}, $1, $2, $3, $4, $5, $6, $7, $8)"
@@ -55,7 +55,7 @@ impl AdminStore for PgStore {
         let (token, hash, id) = new_token();
         let c = self.conn().await?;
         let created_at: i64 = c
-            .query_one(
+            .row(
                 &format!(
                     "INSERT INTO api_tokens (hash, id, tenant, label, created_at)
                      VALUES ($1, $2, $3, $4, {NOW_SECS}) RETURNING created_at"
@@ -82,7 +82,7 @@ impl AdminStore for PgStore {
         };
         let c = self.conn().await?;
         Ok(
-            c.query_opt("SELECT tenant FROM api_tokens WHERE hash = $1", &[&hash])
+            c.row_opt("SELECT tenant FROM api_tokens WHERE hash = $1", &[&hash])
                 .await
                 .map_err(|e| self.fail("checking a token", e))?
                 .map(|r| r.get(0)),
@@ -92,7 +92,7 @@ impl AdminStore for PgStore {
     async fn list_tokens(&self, tenant: &str) -> Result<Vec<TokenInfo>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 "SELECT id, tenant, label, created_at FROM api_tokens
                  WHERE tenant = $1 ORDER BY created_at, id",
                 &[&tenant],
@@ -113,7 +113,7 @@ impl AdminStore for PgStore {
     async fn revoke_token(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let c = self.conn().await?;
         let n = c
-            .execute(
+            .exec(
                 "DELETE FROM api_tokens WHERE tenant = $1 AND id = $2",
                 &[&tenant, &id],
             )
@@ -130,7 +130,7 @@ impl AdminStore for PgStore {
     ) -> Result<bool, StoreError> {
         let c = self.conn().await?;
         let n = c
-            .execute(
+            .exec(
                 &format!(
                     "INSERT INTO seen_events (tenant, instance, key, seen_at)
                      VALUES ($1, $2, $3, {NOW_SECS}) ON CONFLICT DO NOTHING"
@@ -149,7 +149,7 @@ impl AdminStore for PgStore {
         key: &str,
     ) -> Result<(), StoreError> {
         let c = self.conn().await?;
-        c.execute(
+        c.exec(
             "DELETE FROM seen_events WHERE tenant = $1 AND instance = $2 AND key = $3",
             &[&tenant, &instance, &key],
         )
@@ -172,7 +172,7 @@ impl AdminStore for PgStore {
         let limit = i64::from(limit.clamp(1, 10_000));
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 "SELECT seq, time, tenant, instance, actor, kind, what, outcome,
                         duration_ms, request_id
                  FROM audit WHERE tenant = $1 ORDER BY seq DESC LIMIT $2",
@@ -199,7 +199,7 @@ impl AdminStore for PgStore {
 
     async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
         let c = self.conn().await?;
-        c.execute(
+        c.exec(
             "DELETE FROM audit WHERE seq IN (
                 SELECT seq FROM audit WHERE time < $1 LIMIT $2)",
             &[&(before_ms / 1000), &PRUNE_BATCH],
@@ -210,7 +210,7 @@ impl AdminStore for PgStore {
 
     async fn prune_seen_events(&self, before_ms: i64) -> Result<u64, StoreError> {
         let c = self.conn().await?;
-        c.execute(
+        c.exec(
             "DELETE FROM seen_events WHERE (tenant, instance, key) IN (
                 SELECT tenant, instance, key FROM seen_events WHERE seen_at < $1 LIMIT $2)",
             &[&(before_ms / 1000), &PRUNE_BATCH],

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{PgStore, in_tx};
+use super::{Cached, PgStore, in_tx};
 use crate::schedule::{MAX_ERROR_CHARS, cut_summary};
 use crate::{
     Fired, InstanceStats, InstanceStore, PluginLock, RunRecord, Schedule, StoreError,
@@ -24,7 +24,7 @@ pub(super) async fn record_run_in(
         .map(|e| e.chars().take(MAX_ERROR_CHARS).collect());
     let summary = run.summary.as_deref().map(cut_summary);
     let errors = i64::from(error.is_some());
-    c.execute(
+    c.exec(
         "INSERT INTO run_stats AS r (tenant, instance, kind, name, runs, errors, last_run,
                                      last_outcome, last_error, last_error_at, last_summary)
          VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8,
@@ -76,7 +76,7 @@ impl InstanceStore for PgStore {
         in_tx!(self, doing, |tx| {
             let fail = |e| self.fail(doing, e);
             let upsert = tx
-                .prepare(
+                .prepare_cached(
                     "INSERT INTO schedules AS s (tenant, instance, job, interval_ms, next_run)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (tenant, instance, job) DO UPDATE SET
@@ -97,7 +97,7 @@ impl InstanceStore for PgStore {
             let tenants: Vec<&str> = wanted.iter().map(|w| w.tenant.as_str()).collect();
             let instances: Vec<&str> = wanted.iter().map(|w| w.instance.as_str()).collect();
             let jobs: Vec<&str> = wanted.iter().map(|w| w.job.as_str()).collect();
-            tx.execute(
+            tx.exec(
                 "DELETE FROM schedules WHERE (tenant, instance, job) NOT IN
                  (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
                 &[&tenants, &instances, &jobs],
@@ -111,7 +111,7 @@ impl InstanceStore for PgStore {
     async fn due_schedules(&self, now_ms: i64) -> Result<Vec<Schedule>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 &format!(
                     "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_run <= $1 ORDER BY next_run"
                 ),
@@ -125,7 +125,7 @@ impl InstanceStore for PgStore {
     async fn schedules(&self, tenant: &str, instance: &str) -> Result<Vec<Schedule>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 &format!(
                     "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant=$1 AND instance=$2
                      ORDER BY job"
@@ -149,7 +149,7 @@ impl InstanceStore for PgStore {
             // The row update is the claim: of several daemons firing the
             // same slot, one moves `next_run` and the others match nothing.
             let moved = tx
-                .execute(
+                .exec(
                     "UPDATE schedules SET next_run = $5, last_fired = $6
                      WHERE tenant=$1 AND instance=$2 AND job=$3 AND next_run=$4",
                     &[
@@ -169,7 +169,7 @@ impl InstanceStore for PgStore {
                 let prefix = format!("schedule:{}:", s.job);
                 let upper = format!("schedule:{};", s.job);
                 let pending = tx
-                    .query_opt(
+                    .row_opt(
                         "SELECT id FROM jobs WHERE tenant=$1 AND instance=$2
                            AND idempotency_key >= $3 AND idempotency_key < $4
                            AND state IN ('queued', 'running')
@@ -183,7 +183,7 @@ impl InstanceStore for PgStore {
                     None => {
                         let key = format!("{prefix}{}", s.next_run_ms);
                         let inserted = tx
-                            .query_opt(
+                            .row_opt(
                                 "INSERT INTO jobs (tenant, instance, kind, name, payload,
                                                    idempotency_key, state, attempts,
                                                    max_attempts, run_after, created_at)
@@ -205,7 +205,7 @@ impl InstanceStore for PgStore {
                             Some(r) => {
                                 // Sent at commit: a daemon with a free
                                 // worker runs it, not only this one.
-                                tx.execute(
+                                tx.exec(
                                     "SELECT pg_notify($1, $2)",
                                     &[&&*self.channel, &super::listen::JOBS],
                                 )
@@ -229,7 +229,7 @@ impl InstanceStore for PgStore {
     ) -> Result<(), StoreError> {
         let c = self.conn().await?;
         // Other daemons refresh their cached pauses when this commits.
-        c.execute(
+        c.exec(
             "WITH up AS (
                 INSERT INTO instance_state (tenant, instance, paused) VALUES ($1, $2, $3)
                 ON CONFLICT (tenant, instance) DO UPDATE SET paused = excluded.paused
@@ -251,7 +251,7 @@ impl InstanceStore for PgStore {
     async fn paused_states(&self) -> Result<Vec<(String, String, bool)>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query("SELECT tenant, instance, paused FROM instance_state", &[])
+            .rows("SELECT tenant, instance, paused FROM instance_state", &[])
             .await
             .map_err(|e| self.fail("reading pause states", e))?;
         Ok(rows
@@ -282,7 +282,7 @@ impl InstanceStore for PgStore {
     ) -> Result<Vec<InstanceStats>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 "SELECT kind, name, runs, errors, last_run, last_outcome, last_error,
                         last_error_at, last_summary
                  FROM run_stats WHERE tenant=$1 AND instance=$2 ORDER BY kind, name",
@@ -309,7 +309,7 @@ impl InstanceStore for PgStore {
     async fn plugin_locks(&self) -> Result<Vec<PluginLock>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 "SELECT tenant, instance, plugin, version, digest, locked_at FROM plugin_locks",
                 &[],
             )
@@ -335,7 +335,7 @@ impl InstanceStore for PgStore {
         let doing = "recording plugin locks";
         in_tx!(self, doing, |tx| {
             let st = tx
-                .prepare(
+                .prepare_cached(
                     "INSERT INTO plugin_locks (tenant, instance, plugin, version, digest, locked_at)
                      VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (tenant, instance) DO UPDATE SET plugin = excluded.plugin,
@@ -369,7 +369,7 @@ impl InstanceStore for PgStore {
         instance: Option<&str>,
     ) -> Result<u64, StoreError> {
         let c = self.conn().await?;
-        c.execute(
+        c.exec(
             "DELETE FROM plugin_locks WHERE tenant = $1 AND ($2::text IS NULL OR instance = $2)",
             &[&tenant, &instance],
         )

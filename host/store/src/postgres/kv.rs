@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
-use super::{PgStore, in_tx};
+use super::{Cached, PgStore, in_tx};
 use crate::kv::validate_value;
 use crate::{KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, validate_key};
 
@@ -23,7 +23,7 @@ async fn apply(
     let fail = |e| store.fail("writing plugin storage", e);
     lock_namespace(store, tx, ns).await?;
     let row = tx
-        .query_one(
+        .row(
             "SELECT bytes, keys FROM kv_usage WHERE tenant=$1 AND instance=$2",
             &[&ns.tenant, &ns.instance],
         )
@@ -35,7 +35,7 @@ async fn apply(
     };
     let k = key.as_bytes();
     let old_len: Option<i32> = tx
-        .query_opt(
+        .row_opt(
             "SELECT length(value) FROM kv WHERE tenant=$1 AND instance=$2 AND key=$3",
             &[&ns.tenant, &ns.instance, &k],
         )
@@ -50,7 +50,7 @@ async fn apply(
     crate::kv::check_quota(ns, quota, usage, bytes, keys)?;
     match new {
         Some(value) => {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO kv (tenant, instance, key, value) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (tenant, instance, key) DO UPDATE SET value = excluded.value",
                 &[&ns.tenant, &ns.instance, &k, &value],
@@ -58,7 +58,7 @@ async fn apply(
             .await
         }
         None => {
-            tx.execute(
+            tx.exec(
                 "DELETE FROM kv WHERE tenant=$1 AND instance=$2 AND key=$3",
                 &[&ns.tenant, &ns.instance, &k],
             )
@@ -66,7 +66,7 @@ async fn apply(
         }
     }
     .map_err(fail)?;
-    tx.execute(
+    tx.exec(
         "UPDATE kv_usage SET bytes=$3, keys=$4 WHERE tenant=$1 AND instance=$2",
         &[&ns.tenant, &ns.instance, &(bytes as i64), &(keys as i64)],
     )
@@ -89,7 +89,7 @@ async fn read_value(
         "SELECT value FROM kv WHERE tenant=$1 AND instance=$2 AND key=$3"
     };
     let k = key.as_bytes();
-    Ok(c.query_opt(sql, &[&ns.tenant, &ns.instance, &k])
+    Ok(c.row_opt(sql, &[&ns.tenant, &ns.instance, &k])
         .await
         .map_err(|e| store.fail("reading plugin storage", e))?
         .map(|r| r.get(0)))
@@ -104,14 +104,14 @@ async fn lock_namespace(
     ns: &Namespace,
 ) -> Result<(), StoreError> {
     let fail = |e| store.fail("writing plugin storage", e);
-    tx.execute(
+    tx.exec(
         "INSERT INTO kv_usage (tenant, instance, bytes, keys) VALUES ($1, $2, 0, 0)
          ON CONFLICT (tenant, instance) DO NOTHING",
         &[&ns.tenant, &ns.instance],
     )
     .await
     .map_err(fail)?;
-    tx.execute(
+    tx.exec(
         "SELECT 1 FROM kv_usage WHERE tenant=$1 AND instance=$2 FOR UPDATE",
         &[&ns.tenant, &ns.instance],
     )
@@ -170,7 +170,7 @@ impl KvBackend for PgStore {
         let after = after.map(|a| a.as_bytes().to_vec());
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 "SELECT key FROM kv WHERE tenant=$1 AND instance=$2
                  AND key >= $3 AND key < $4 AND ($5::bytea IS NULL OR key > $5)
                  ORDER BY key LIMIT $6",
@@ -214,7 +214,7 @@ impl KvBackend for PgStore {
 
     async fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError> {
         let c = self.conn().await?;
-        Ok(c.query_opt(
+        Ok(c.row_opt(
             "SELECT bytes, keys FROM kv_usage WHERE tenant=$1 AND instance=$2",
             &[&ns.tenant, &ns.instance],
         )

@@ -151,6 +151,9 @@ pub struct PgStore {
     config: Arc<tokio_postgres::Config>,
     /// The `LISTEN/NOTIFY` channel of this deployment (one per schema).
     channel: Arc<str>,
+    /// Asks the announcer task to tell the other daemons that jobs were
+    /// queued (see `listen::announcer`).
+    announce: tokio::sync::mpsc::Sender<()>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -226,12 +229,15 @@ impl PgStore {
             .max_size(s.pool_size.max(1))
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}")))?;
+        let channel: Arc<str> = channel.into();
+        let announce = listen::announcer(pool.clone(), channel.clone());
         let store = Self {
             pool,
             target: target.into(),
             lease_cursor: Arc::default(),
             config: Arc::new(pg),
-            channel: channel.into(),
+            channel,
+            announce,
         };
         // Reach the server now, so that a wrong address is reported at
         // start-up and not at the first request.
@@ -240,7 +246,7 @@ impl PgStore {
             // `IF NOT EXISTS` alone races when daemons start together.
             let doing = "creating the schema";
             let tx = c.transaction().await.map_err(|e| store.fail(doing, e))?;
-            tx.execute(
+            tx.exec(
                 "SELECT pg_advisory_xact_lock(hashtext('switchyard-schema:' || $1::text))",
                 &[schema],
             )
@@ -297,7 +303,7 @@ impl PgStore {
                 .map_err(|e| self.fail("migrating", e))?;
             // Held until this transaction ends: a second daemon waits here,
             // then finds the migration applied.
-            tx.execute(
+            tx.exec(
                 "SELECT pg_advisory_xact_lock(hashtext('switchyard-migrate:' || current_schema()))",
                 &[],
             )
@@ -320,7 +326,7 @@ impl PgStore {
             tx.batch_execute(sql)
                 .await
                 .map_err(|e| self.fail(&format!("migrating to schema {}", have + 1), e))?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO switchyard_schema (version, applied_at)
                  VALUES ($1, (extract(epoch from now()) * 1000)::bigint)",
                 &[&((have + 1) as i64)],
@@ -339,14 +345,14 @@ async fn current_version(
     c: &impl deadpool_postgres::GenericClient,
 ) -> Result<usize, tokio_postgres::Error> {
     let exists: bool = c
-        .query_one("SELECT to_regclass('switchyard_schema') IS NOT NULL", &[])
+        .row("SELECT to_regclass('switchyard_schema') IS NOT NULL", &[])
         .await?
         .get(0);
     if !exists {
         return Ok(0);
     }
     let v: Option<i64> = c
-        .query_one("SELECT max(version) FROM switchyard_schema", &[])
+        .row("SELECT max(version) FROM switchyard_schema", &[])
         .await?
         .get(0);
     Ok(v.unwrap_or(0) as usize)
@@ -370,6 +376,55 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
         None => e.to_string(),
     }
 }
+
+/// Queries through the connection's statement cache. A query given as
+/// text is parsed by the server at every call, a round trip of its own
+/// before the one that runs it; a cached statement is parsed once per
+/// pooled connection. Every query of this backend goes through these.
+#[async_trait::async_trait]
+pub(super) trait Cached: deadpool_postgres::GenericClient {
+    /// `execute`, cached.
+    async fn exec(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.execute(&st, params).await
+    }
+
+    /// `query`, cached.
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query(&st, params).await
+    }
+
+    /// `query_opt`, cached.
+    async fn row_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_opt(&st, params).await
+    }
+
+    /// `query_one`, cached.
+    async fn row(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_one(&st, params).await
+    }
+}
+
+impl<T: deadpool_postgres::GenericClient + ?Sized> Cached for T {}
 
 /// Runs `$body` with `$tx` a transaction of a pooled connection of
 /// `$store`, committing when the body returns `Ok`.
@@ -525,6 +580,7 @@ const NOW_SECS: &str = "extract(epoch from now())::bigint";
 mod tests {
     use std::collections::BTreeSet;
 
+    use super::Cached;
     use crate::testing::TestPg;
     use crate::{JobQueue, LeaseRequest, NewJob, PgSettings, PgStore, TenantConcurrency};
 
@@ -635,7 +691,7 @@ mod tests {
         // network would.
         let c = pg.store.conn().await.unwrap();
         let cut = c
-            .execute(
+            .exec(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                  WHERE query = $1",
                 &[&format!("LISTEN \"switchyard_{}\"", pg.schema)],
@@ -677,7 +733,7 @@ mod tests {
         let (have, known) = a.schema_version().await.unwrap();
         assert_eq!(have, known);
         let c = a.conn().await.unwrap();
-        c.execute(
+        c.exec(
             "INSERT INTO switchyard_schema (version, applied_at) VALUES ($1, 0)",
             &[&((known + 1) as i64)],
         )

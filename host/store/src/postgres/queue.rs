@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
+use super::Cached;
 use super::admin::append_audit_in;
 use super::instance::record_run_in;
 use super::{PgStore, in_tx};
@@ -42,17 +43,6 @@ fn job(r: &Row) -> Job {
     }
 }
 
-/// Takes the deployment-wide lease lock until the transaction ends.
-async fn lease_lock(store: &PgStore, tx: &impl GenericClient) -> Result<(), StoreError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('switchyard-lease:' || current_schema()))",
-        &[],
-    )
-    .await
-    .map_err(|e| store.fail("waiting for the lease lock", e))?;
-    Ok(())
-}
-
 /// Marks attempt `n` of job `id` done if `owner` still holds its lease.
 async fn complete_in(
     store: &PgStore,
@@ -63,7 +53,7 @@ async fn complete_in(
 ) -> Result<bool, StoreError> {
     let summary = summary.map(cut_summary);
     let n = c
-        .execute(
+        .exec(
             "UPDATE jobs SET state='done', lease_until=NULL, owner=NULL, last_error=NULL,
                              finished_at=$4, summary=$5
              WHERE id=$1 AND attempts=$2 AND owner=$3 AND state='running'",
@@ -87,7 +77,7 @@ async fn fail_in(
     let fail = |e| store.fail("recording a failed job", e);
     let error: String = error.chars().take(2000).collect();
     let held = tx
-        .query_opt(
+        .row_opt(
             "SELECT max_attempts FROM jobs
              WHERE id=$1 AND attempts=$2 AND owner=$3 AND state='running' FOR UPDATE",
             &[&a.id, &i64::from(a.attempt), &a.owner],
@@ -106,7 +96,7 @@ async fn fail_in(
         ),
     };
     let finished = (state == JobState::Dead).then_some(now_ms);
-    tx.execute(
+    tx.exec(
         "UPDATE jobs SET state=$2, lease_until=NULL, owner=NULL, last_error=$3,
                          run_after=$4, finished_at=$5
          WHERE id=$1",
@@ -126,7 +116,7 @@ async fn again_in(
     at_ms: i64,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO jobs (tenant, instance, kind, name, payload, idempotency_key,
                            state, attempts, max_attempts, run_after, created_at)
          SELECT tenant, instance, 'job', name, '\\x'::bytea,
@@ -151,16 +141,12 @@ impl JobQueue for PgStore {
         let c = self.conn().await?;
         let fail = |e| self.fail("queueing a job", e);
         let inserted = c
-            .query_opt(
-                // The notification is sent when the insert commits, and
-                // only for a new job (a duplicate returns no row).
-                "WITH new AS (
-                    INSERT INTO jobs (tenant, instance, kind, name, payload, idempotency_key,
-                                      state, attempts, max_attempts, run_after, created_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, $8)
-                    ON CONFLICT (tenant, instance, idempotency_key) DO NOTHING
-                    RETURNING id)
-                 SELECT id, pg_notify($9, $10) FROM new",
+            .row_opt(
+                "INSERT INTO jobs (tenant, instance, kind, name, payload, idempotency_key,
+                                   state, attempts, max_attempts, run_after, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, $8)
+                 ON CONFLICT (tenant, instance, idempotency_key) DO NOTHING
+                 RETURNING id",
                 &[
                     &j.tenant,
                     &j.instance,
@@ -170,20 +156,20 @@ impl JobQueue for PgStore {
                     &j.idempotency_key,
                     &i64::from(j.max_attempts.max(1)),
                     &now_ms,
-                    &&*self.channel,
-                    &super::listen::JOBS,
                 ],
             )
             .await
             .map_err(fail)?;
         if let Some(r) = inserted {
+            // Committed: now the other daemons may look for it.
+            self.announce_jobs();
             return Ok(Enqueued {
                 id: r.get(0),
                 duplicate: false,
             });
         }
         let id = c
-            .query_one(
+            .row(
                 "SELECT id FROM jobs WHERE tenant=$1 AND instance=$2 AND idempotency_key=$3",
                 &[&j.tenant, &j.instance, &j.idempotency_key],
             )
@@ -198,7 +184,6 @@ impl JobQueue for PgStore {
 
     async fn lease(&self, now_ms: i64, req: LeaseRequest<'_>) -> Result<Vec<Job>, StoreError> {
         Ok(in_tx!(self, "leasing jobs", |tx| {
-            lease_lock(self, &tx).await?;
             let mut lease = Leasing {
                 store: self,
                 tx: &tx,
@@ -221,7 +206,7 @@ impl JobQueue for PgStore {
     async fn reclaim_running_jobs(&self, now_ms: i64) -> Result<usize, StoreError> {
         let c = self.conn().await?;
         let n = c
-            .execute(
+            .exec(
                 "UPDATE jobs SET state='queued', lease_until=NULL, owner=NULL
                  WHERE state='running' AND lease_until < $1",
                 &[&now_ms],
@@ -285,7 +270,6 @@ impl JobQueue for PgStore {
             let next = match &next {
                 None => None,
                 Some(n) => {
-                    lease_lock(self, &tx).await?;
                     let mut lease = Leasing {
                         store: self,
                         tx: &tx,
@@ -307,7 +291,7 @@ impl JobQueue for PgStore {
     async fn extend_lease(&self, attempt: Attempt<'_>, until_ms: i64) -> Result<bool, StoreError> {
         let c = self.conn().await?;
         let n = c
-            .execute(
+            .exec(
                 "UPDATE jobs SET lease_until=greatest(lease_until, $4)
                  WHERE id=$1 AND attempts=$2 AND owner=$3 AND state='running'",
                 &[
@@ -329,7 +313,7 @@ impl JobQueue for PgStore {
     ) -> Result<bool, StoreError> {
         let c = self.conn().await?;
         let n = c
-            .execute(
+            .exec(
                 "UPDATE jobs SET state='queued', lease_until=NULL, owner=NULL,
                                  attempts=greatest(attempts-1, 0), run_after=$4
                  WHERE id=$1 AND attempts=$2 AND owner=$3 AND state='running'",
@@ -348,7 +332,7 @@ impl JobQueue for PgStore {
     async fn retry_job(&self, tenant: &str, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         let c = self.conn().await?;
         let n = c
-            .execute(
+            .exec(
                 "WITH back AS (
                     UPDATE jobs SET state='queued', attempts=0, run_after=$3
                     WHERE id=$1 AND tenant=$2 AND state='dead' RETURNING id)
@@ -362,7 +346,7 @@ impl JobQueue for PgStore {
 
     async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         let c = self.conn().await?;
-        Ok(c.query_opt(
+        Ok(c.row_opt(
             &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id=$1"),
             &[&id],
         )
@@ -380,7 +364,7 @@ impl JobQueue for PgStore {
     ) -> Result<Vec<Job>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 &format!(
                     "SELECT {JOB_COLUMNS} FROM jobs
                      WHERE tenant=$1 AND ($2::text IS NULL OR state=$2)
@@ -404,7 +388,7 @@ impl JobQueue for PgStore {
     ) -> Result<(i64, i64, i64), StoreError> {
         let c = self.conn().await?;
         let r = c
-            .query_one(
+            .row(
                 "SELECT count(*) FILTER (WHERE state='queued'),
                         count(*) FILTER (WHERE state='running'),
                         count(*) FILTER (WHERE state='dead')
@@ -420,7 +404,7 @@ impl JobQueue for PgStore {
     async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 "SELECT tenant, instance, count(*) FILTER (WHERE state='queued'),
                         count(*) FILTER (WHERE state='running'),
                         count(*) FILTER (WHERE state='dead')
@@ -444,7 +428,7 @@ impl JobQueue for PgStore {
 
     async fn next_wake_ms(&self) -> Result<Option<i64>, StoreError> {
         let c = self.conn().await?;
-        Ok(c.query_one(
+        Ok(c.row(
             "SELECT least(
                     (SELECT min(run_after) FROM jobs WHERE state='queued'),
                     (SELECT min(lease_until) FROM jobs WHERE state='running'))",
@@ -457,7 +441,7 @@ impl JobQueue for PgStore {
 
     async fn prune_done_jobs(&self, before_ms: i64) -> Result<u64, StoreError> {
         let c = self.conn().await?;
-        c.execute(
+        c.exec(
             "DELETE FROM jobs WHERE id IN (
                 SELECT id FROM jobs WHERE state='done' AND finished_at < $1 LIMIT $2)",
             &[&before_ms, &PRUNE_BATCH],
@@ -488,23 +472,31 @@ impl<C: GenericClient + Sync> Leasing<'_, C> {
     }
 
     async fn run(&mut self, limit: usize) -> Result<Vec<Job>, StoreError> {
-        self.tx
-            .execute(
+        // The deployment-wide lease lock, held until the transaction ends:
+        // leases of all daemons take turns, so the per-tenant counts below
+        // stay true while this walk uses them. The three statements are
+        // sent at once (pipelined, in this order), so waiting for the lock
+        // and reading the counts cost one round trip.
+        let now: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&self.now_ms];
+        let (locked, reclaimed, running) = tokio::join!(
+            biased;
+            self.tx.exec(
+                "SELECT pg_advisory_xact_lock(hashtext('switchyard-lease:' || current_schema()))",
+                &[],
+            ),
+            self.tx.exec(
                 "UPDATE jobs SET state='queued', lease_until=NULL, owner=NULL
                  WHERE state='running' AND lease_until < $1",
-                &[&self.now_ms],
-            )
-            .await
-            .map_err(|e| self.fail(e))?;
-        for r in self
-            .tx
-            .query(
+                &now,
+            ),
+            self.tx.rows(
                 "SELECT tenant, count(*) FROM jobs WHERE state='running' GROUP BY tenant",
                 &[],
-            )
-            .await
-            .map_err(|e| self.fail(e))?
-        {
+            ),
+        );
+        locked.map_err(|e| self.store.fail("waiting for the lease lock", e))?;
+        reclaimed.map_err(|e| self.fail(e))?;
+        for r in running.map_err(|e| self.fail(e))? {
             self.running.insert(r.get(0), r.get::<_, i64>(1) as usize);
         }
         let start = self
@@ -577,7 +569,7 @@ impl<C: GenericClient + Sync> Leasing<'_, C> {
         let row = match pos {
             None => {
                 self.tx
-                    .query_opt(
+                    .row_opt(
                         "SELECT tenant, instance FROM jobs WHERE state='queued'
                      ORDER BY tenant, instance LIMIT 1",
                         &[],
@@ -586,7 +578,7 @@ impl<C: GenericClient + Sync> Leasing<'_, C> {
             }
             Some((t, i)) => {
                 self.tx
-                    .query_opt(
+                    .row_opt(
                         "SELECT tenant, instance FROM jobs WHERE state='queued'
                        AND (tenant, instance) > ($1, $2)
                      ORDER BY tenant, instance LIMIT 1",
@@ -617,7 +609,7 @@ impl<C: GenericClient + Sync> Leasing<'_, C> {
         }
         let row = self
             .tx
-            .query_opt(
+            .row_opt(
                 &format!(
                     "UPDATE jobs SET state='running', attempts=attempts+1, lease_until=$4, owner=$5
                      WHERE id = (

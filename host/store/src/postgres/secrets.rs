@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use super::{NOW_SECS, PgStore};
+use super::{Cached, NOW_SECS, PgStore};
 use crate::{SecretMeta, SecretRows, StoreError};
 
 #[async_trait]
 impl SecretRows for PgStore {
     async fn wrapped_key(&self, tenant: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let c = self.conn().await?;
-        Ok(c.query_opt(
+        Ok(c.row_opt(
             "SELECT wrapped FROM tenant_keys WHERE tenant = $1",
             &[&tenant],
         )
@@ -28,13 +28,13 @@ impl SecretRows for PgStore {
     ) -> Result<Vec<u8>, StoreError> {
         let c = self.conn().await?;
         let fail = |e| self.fail("storing a tenant key", e);
-        c.execute(
+        c.exec(
             "INSERT INTO tenant_keys (tenant, wrapped) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&tenant, &wrapped],
         )
         .await
         .map_err(fail)?;
-        Ok(c.query_one(
+        Ok(c.row(
             "SELECT wrapped FROM tenant_keys WHERE tenant = $1",
             &[&tenant],
         )
@@ -50,7 +50,7 @@ impl SecretRows for PgStore {
         sealed: Vec<u8>,
     ) -> Result<(), StoreError> {
         let c = self.conn().await?;
-        c.execute(
+        c.exec(
             &format!(
                 "INSERT INTO secrets (tenant, name, sealed, updated_at)
                  VALUES ($1, $2, $3, {NOW_SECS})
@@ -66,7 +66,7 @@ impl SecretRows for PgStore {
 
     async fn sealed(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let c = self.conn().await?;
-        Ok(c.query_opt(
+        Ok(c.row_opt(
             "SELECT sealed FROM secrets WHERE tenant = $1 AND name = $2",
             &[&tenant, &name],
         )
@@ -78,7 +78,7 @@ impl SecretRows for PgStore {
     async fn secret_names(&self, tenant: &str) -> Result<Vec<SecretMeta>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 "SELECT name, updated_at FROM secrets WHERE tenant = $1 ORDER BY name",
                 &[&tenant],
             )
@@ -96,7 +96,7 @@ impl SecretRows for PgStore {
     async fn delete_sealed(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
         let c = self.conn().await?;
         let n = c
-            .execute(
+            .exec(
                 "DELETE FROM secrets WHERE tenant = $1 AND name = $2",
                 &[&tenant, &name],
             )
@@ -108,7 +108,7 @@ impl SecretRows for PgStore {
     async fn secret_fingerprints(&self) -> Result<BTreeMap<String, String>, StoreError> {
         let c = self.conn().await?;
         let rows = c
-            .query(
+            .rows(
                 "SELECT tenant, string_agg(name || ':' || upper(encode(substr(sealed, 1, 12), 'hex')),
                                            ',' ORDER BY name)
                  FROM secrets GROUP BY tenant",
