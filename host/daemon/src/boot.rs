@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use switchyard_runtime::{Runtime, RuntimeConfig};
-use switchyard_store::{MasterKey, PgSettings, PgStore, SecretStore, SqliteStore, describe_url};
+use switchyard_store::{
+    MasterKey, PgSettings, PgStore, SecretError, SecretStore, SqliteStore, describe_url,
+};
 
 use crate::config::secrets::Resolver;
 use crate::config::{Config, StorageConfig, storage_password_rules};
@@ -105,6 +107,26 @@ pub fn load_config(dir: &Path) -> anyhow::Result<Config> {
 /// The environment variable that may hold the master key.
 const MASTER_KEY_VAR: &str = "SWITCHYARD_MASTER_KEY";
 
+/// During a master key rotation, the key being replaced: in this variable,
+/// or in this file of the data directory. Never created.
+pub const PREVIOUS_VAR: &str = "SWITCHYARD_MASTER_KEY_PREVIOUS";
+/// See [`PREVIOUS_VAR`].
+pub const PREVIOUS_FILE: &str = "master.key.previous";
+
+/// Whether a previous master key is there (a rotation in progress).
+pub fn previous_key_configured(cfg: &Config) -> bool {
+    std::env::var_os(PREVIOUS_VAR).is_some() || cfg.data_dir.join(PREVIOUS_FILE).exists()
+}
+
+/// The secret store over `db`: the master key, and the previous one if a
+/// rotation is in progress.
+fn secret_store(cfg: &Config, db: Db) -> Result<SecretStore, SecretError> {
+    let master = MasterKey::from_env_or_file(MASTER_KEY_VAR, &cfg.data_dir.join("master.key"))?;
+    let previous =
+        MasterKey::optional_from_env_or_file(PREVIOUS_VAR, &cfg.data_dir.join(PREVIOUS_FILE))?;
+    Ok(SecretStore::new(db, master).with_previous(previous))
+}
+
 /// Opens the configured state backend and the secret store, whose master
 /// key comes from `SWITCHYARD_MASTER_KEY` or `<data_dir>/master.key`
 /// (created 0600 on first use).
@@ -119,8 +141,8 @@ pub async fn open_state(cfg: &Config) -> anyhow::Result<(Db, SecretStore)> {
                 .context("opening the PostgreSQL state database ([storage] in switchyard.toml)")?,
         ),
     };
-    let master = MasterKey::from_env_or_file(MASTER_KEY_VAR, &cfg.data_dir.join("master.key"))?;
-    Ok((db.clone(), SecretStore::new(db, master)))
+    let secrets = secret_store(cfg, db.clone())?;
+    Ok((db, secrets))
 }
 
 /// The PostgreSQL settings of `[storage]`, its password resolved.
@@ -199,9 +221,7 @@ pub async fn existing_secret_store(cfg: &Config) -> Result<SecretStore, String> 
             Arc::new(store)
         }
     };
-    let master =
-        MasterKey::from_env_or_file(MASTER_KEY_VAR, &key_path).map_err(|e| e.to_string())?;
-    Ok(SecretStore::new(db, master))
+    secret_store(cfg, db).map_err(|e| e.to_string())
 }
 
 /// Holds the data directory for this process: the embedded store belongs

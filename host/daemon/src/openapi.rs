@@ -150,7 +150,7 @@ pub fn document() -> Value {
                                                "422": { "$ref": "#/components/responses/Error" } } } },
             METRICS: { "get": { "summary": "Prometheus metrics", "responses": text("Text exposition format") } },
             HEALTHZ: { "get": { "summary": "Liveness", "responses": text("ok") } },
-            READYZ: { "get": { "summary": "Readiness", "responses": text("ready") } },
+            READYZ: { "get": { "summary": "Readiness: 503 with the reason while shutting down or while the state database does not answer", "responses": text("ready") } },
             OPENAPI: { "get": { "summary": "This document", "responses": { "200": ok_json("OpenAPI 3.1") } } }
         }
     })

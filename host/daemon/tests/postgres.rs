@@ -359,3 +359,33 @@ async fn migrate_check_tells_pending_current_and_newer_apart() {
     );
     assert!(!out.contains("password"), "{out}");
 }
+
+/// `/readyz` answers 503 while the state database does not answer (here:
+/// a table the check reads is locked), so a load balancer sends requests
+/// elsewhere, and 200 again once it does.
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    let c = Cluster::postgres("ready", 1, "", &[("acme", TENANT)]);
+    let d = c.start(0);
+    let (status, body) = get(&d, "/readyz", None).await;
+    assert_eq!((status, body), (200, json!("ready")));
+
+    let (client, conn) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let schema = format!("it_ready_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {schema}.jobs IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    let (status, body) = get(&d, "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, json!("the state database did not answer within 2 s"));
+    assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let (status, _) = get(&d, "/readyz", None).await;
+    assert_eq!(status, 200);
+}

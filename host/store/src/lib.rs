@@ -49,7 +49,7 @@ pub use schedule::{
     Fired, InstanceStats, InstanceStore, MAX_SUMMARY_CHARS, PluginLock, RunRecord, Schedule,
     WantedSchedule,
 };
-pub use secrets::{MasterKey, SecretError, SecretMeta, SecretRows, SecretStore};
+pub use secrets::{MasterKey, Rewrapped, SecretError, SecretMeta, SecretRows, SecretStore};
 pub use sqlite::SqliteStore;
 
 /// Everything the daemon persists, as one object: plugin storage, the job

@@ -460,6 +460,11 @@ pub trait JobQueue: Send + Sync {
     /// queue holds neither. A read; workers sleep until then.
     async fn next_wake_ms(&self) -> Result<Option<i64>, StoreError>;
 
+    /// Whether the store answers: a cheap read (readiness checks).
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.next_wake_ms().await.map(drop)
+    }
+
     /// Deletes up to a batch of jobs that finished before `before_ms`;
     /// returns how many (call again while it returns a full batch).
     async fn prune_done_jobs(&self, before_ms: i64) -> Result<u64, StoreError>;

@@ -139,6 +139,26 @@ impl MasterKey {
         }
     }
 
+    /// The key from environment variable `var` if set, else from the key
+    /// file at `path` if there is one; None when neither is there (never
+    /// created). For the previous key during a rotation.
+    pub fn optional_from_env_or_file(var: &str, path: &Path) -> Result<Option<Self>, SecretError> {
+        if std::env::var_os(var).is_some() || path.exists() {
+            Self::from_env_or_file(var, path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Writes a new random key to `path` (mode 0600), refusing to replace
+    /// a file that is there.
+    pub fn create_new_file(path: &Path) -> Result<(), SecretError> {
+        let key = Self::generate();
+        let text = base64::engine::general_purpose::STANDARD.encode(key.0.as_slice());
+        write_private(path, text.as_bytes())
+            .map_err(|e| SecretError::MasterKey(format!("creating {}: {e}", path.display())))
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(&self.0)
     }
@@ -231,6 +251,18 @@ pub trait SecretRows: Send + Sync {
         wrapped: Vec<u8>,
     ) -> Result<Vec<u8>, StoreError>;
 
+    /// Every tenant's wrapped data key (a master key rotation).
+    async fn wrapped_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Replaces `tenant`'s wrapped data key with `new` if it is still `old`;
+    /// returns whether it did.
+    async fn replace_wrapped_key(
+        &self,
+        tenant: &str,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError>;
+
     /// Stores (or replaces) a sealed secret.
     async fn put_sealed(&self, tenant: &str, name: &str, sealed: Vec<u8>)
     -> Result<(), StoreError>;
@@ -310,6 +342,37 @@ impl SecretRows for SqliteStore {
         .await
     }
 
+    async fn wrapped_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.with_read(|c| {
+            let mut st = c
+                .prepare("SELECT tenant, wrapped FROM tenant_keys ORDER BY tenant")
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn replace_wrapped_key(
+        &self,
+        tenant: &str,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let t = tenant.to_owned();
+        self.with_conn(move |c| {
+            c.execute(
+                "UPDATE tenant_keys SET wrapped = ?3 WHERE tenant = ?1 AND wrapped = ?2",
+                params![t, old, new],
+            )
+            .map(|n| n == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn put_sealed(
         &self,
         tenant: &str,
@@ -383,6 +446,18 @@ impl SecretRows for SqliteStore {
 pub struct SecretStore {
     db: Arc<dyn SecretRows>,
     master: Arc<MasterKey>,
+    /// During a master key rotation, the key being replaced: data keys it
+    /// wrapped are still read (see [`SecretStore::rewrap`]).
+    previous: Option<Arc<MasterKey>>,
+}
+
+/// What [`SecretStore::rewrap`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrapped {
+    /// Data keys moved from the previous master key to the current one.
+    pub rewrapped: usize,
+    /// Data keys the current master key already wrapped.
+    pub current: usize,
 }
 
 impl SecretStore {
@@ -391,7 +466,70 @@ impl SecretStore {
         Self {
             db,
             master: Arc::new(master),
+            previous: None,
         }
+    }
+
+    /// Also reads data keys wrapped by `previous` (a master key rotation in
+    /// progress). New data keys are always wrapped by the current key.
+    pub fn with_previous(mut self, previous: Option<MasterKey>) -> Self {
+        self.previous = previous.map(Arc::new);
+        self
+    }
+
+    /// Opens a wrapped data key with the current master key, else the
+    /// previous one; which one did it (true: the current one).
+    fn unwrap_key(&self, tenant: &str, wrapped: &[u8]) -> Option<(Vec<u8>, bool)> {
+        let aad = data_key_aad(tenant);
+        let valid = |k: &Vec<u8>| k.len() == KEY_LEN;
+        if let Some(k) = open(&self.master.cipher(), wrapped, &aad).filter(valid) {
+            return Some((k, true));
+        }
+        let previous = self.previous.as_ref()?;
+        open(&previous.cipher(), wrapped, &aad)
+            .filter(valid)
+            .map(|k| (k, false))
+    }
+
+    /// Re-wraps, under the current master key, every tenant's data key the
+    /// previous one wrapped: the last step of a master key rotation. The
+    /// secrets themselves are untouched (the data keys do not change).
+    /// Each tenant's key is replaced on its own, only if nobody changed it
+    /// meanwhile, so running it again (or beside daemons) is harmless. A
+    /// data key neither key opens fails the whole call, naming its tenants,
+    /// after the others are done.
+    pub async fn rewrap(&self) -> Result<Rewrapped, SecretError> {
+        let mut done = Rewrapped {
+            rewrapped: 0,
+            current: 0,
+        };
+        let mut unreadable = Vec::new();
+        for (tenant, wrapped) in self.db.wrapped_keys().await? {
+            match self.unwrap_key(&tenant, &wrapped) {
+                Some((_, true)) => done.current += 1,
+                Some((key, false)) => {
+                    let again = seal(&self.master.cipher(), &key, &data_key_aad(&tenant));
+                    if self.db.replace_wrapped_key(&tenant, wrapped, again).await? {
+                        done.rewrapped += 1;
+                    } else {
+                        // Changed meanwhile (another rotation run): look
+                        // again at what is there now.
+                        unreadable.push(tenant);
+                    }
+                }
+                None => unreadable.push(tenant),
+            }
+        }
+        if unreadable.is_empty() {
+            return Ok(done);
+        }
+        Err(SecretError::MasterKey(format!(
+            "{} data key(s) re-wrapped, but neither the current nor the previous master key \
+             opens the data key of tenant(s) {}: run this again, and if it persists, their \
+             secrets were made with another key",
+            done.rewrapped,
+            unreadable.join(", ")
+        )))
     }
 
     /// The tenant's data key, created on first use.
@@ -405,14 +543,12 @@ impl SecretStore {
                 self.db.insert_wrapped_key(tenant, wrapped).await?
             }
         };
-        let key = open(&self.master.cipher(), &wrapped, &data_key_aad(tenant))
-            .filter(|k| k.len() == KEY_LEN)
-            .ok_or_else(|| {
-                SecretError::MasterKey(format!(
-                    "the data key of tenant `{tenant}` cannot be unwrapped: \
-                     this is not the master key it was created with"
-                ))
-            })?;
+        let (key, _) = self.unwrap_key(tenant, &wrapped).ok_or_else(|| {
+            SecretError::MasterKey(format!(
+                "the data key of tenant `{tenant}` cannot be unwrapped: \
+                 this is not the master key it was created with"
+            ))
+        })?;
         Ok(Some(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key))))
     }
 
@@ -610,6 +746,53 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(err.to_string().contains("not the master key"), "{err}");
+        }
+    }
+
+    backend_tests! {
+        /// Issue 20 (operations): a master key rotation. Daemons holding the
+        /// new key and the previous one read every secret and wrap new data
+        /// keys with the new key; `rewrap` moves the rest; then the new key
+        /// alone reads everything, and the old one nothing.
+        async fn a_master_key_rotation_keeps_every_secret(db) {
+            use base64::Engine;
+            let text = |k: &MasterKey| base64::engine::general_purpose::STANDARD.encode(k.0.as_slice());
+            let (a, b) = (MasterKey::generate(), MasterKey::generate());
+            let key = |t: &String| MasterKey::from_base64(&SecretString::from(t.clone())).unwrap();
+            let (a, b) = (text(&a), text(&b));
+            let db: Arc<dyn SecretRows> = Arc::new(db);
+            let old = SecretStore::new(db.clone(), key(&a));
+            old.set("acme", "pw", &s("one")).await.unwrap();
+            old.set("globex", "pw", &s("two")).await.unwrap();
+
+            let during = SecretStore::new(db.clone(), key(&b)).with_previous(Some(key(&a)));
+            let read = |st: SecretStore, t: &'static str| async move {
+                st.get(t, "pw").await.map(|v| v.map(|v| v.expose_secret().to_owned()))
+            };
+            assert_eq!(read(during.clone(), "acme").await.unwrap().as_deref(), Some("one"));
+            during.set("initech", "pw", &s("three")).await.unwrap();
+            let only_new = SecretStore::new(db.clone(), key(&b));
+            assert!(read(only_new.clone(), "acme").await.is_err(), "not re-wrapped yet");
+            assert_eq!(read(only_new.clone(), "initech").await.unwrap().as_deref(), Some("three"));
+
+            let done = during.rewrap().await.unwrap();
+            assert_eq!(done, Rewrapped { rewrapped: 2, current: 1 });
+            for (t, v) in [("acme", "one"), ("globex", "two"), ("initech", "three")] {
+                assert_eq!(read(only_new.clone(), t).await.unwrap().as_deref(), Some(v));
+            }
+            assert_eq!(
+                during.rewrap().await.unwrap(),
+                Rewrapped { rewrapped: 0, current: 3 },
+                "running it again changes nothing"
+            );
+            let err = read(SecretStore::new(db.clone(), key(&a)), "acme").await.unwrap_err();
+            assert!(err.to_string().contains("not the master key"), "{err}");
+
+            // A data key that no key opens is named, after the others.
+            let stray = SecretStore::new(db.clone(), MasterKey::generate());
+            stray.set("umbrella", "pw", &s("four")).await.unwrap();
+            let err = during.rewrap().await.unwrap_err().to_string();
+            assert!(err.contains("umbrella") && !err.contains("acme"), "{err}");
         }
     }
 

@@ -28,6 +28,33 @@ pub async fn reload(op: Operator, State(live): State<Arc<Live>>) -> Response {
     }
 }
 
+/// How long `/readyz` waits for the state database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /readyz`: 200 `ready` when this daemon can take work; 503 with the
+/// reason while it shuts down or while its state database does not answer
+/// (within 2 s), so that a load balancer sends requests elsewhere.
+pub async fn readyz(State(live): State<Arc<Live>>) -> Response {
+    let shared = live.shared();
+    let unready = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    if shared.stopping() {
+        return unready("shutting down".into());
+    }
+    match tokio::time::timeout(READY_TIMEOUT, shared.db.ping()).await {
+        Ok(Ok(())) => "ready".into_response(),
+        Ok(Err(e)) => {
+            // The details (the server's address among them) go to the log,
+            // not to whoever asks: this endpoint needs no token.
+            tracing::warn!(error = %e, "readiness: the state database failed");
+            unready("the state database failed; the daemon's log says why".into())
+        }
+        Err(_) => unready(format!(
+            "the state database did not answer within {} s",
+            READY_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 /// `GET /metrics`: Prometheus text format (queue depth read at scrape).
 pub async fn metrics(State(live): State<Arc<Live>>) -> Response {
     let st = live.current();

@@ -28,7 +28,7 @@ use crate::state::Live;
 pub fn router(live: Arc<Live>) -> Router {
     Router::new()
         .route(openapi::HEALTHZ, get(|| async { "ok" }))
-        .route(openapi::READYZ, get(|| async { "ready" }))
+        .route(openapi::READYZ, get(admin::readyz))
         .route(
             openapi::OPENAPI,
             get(

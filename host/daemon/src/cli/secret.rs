@@ -1,5 +1,7 @@
 //! `switchyard secret set|list|delete`: a tenant's secrets, encrypted at
 //! rest; values are read from standard input and never printed.
+//! `generate-master-key` and `rotate-master-key`: replacing the master key
+//! (docs/operations.md, "Rotating the master key").
 
 use std::path::Path;
 
@@ -7,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use super::common::known_tenant;
-use crate::boot::{load_config, open_state};
+use crate::boot::{PREVIOUS_FILE, PREVIOUS_VAR, load_config, open_state, previous_key_configured};
 
 #[derive(Subcommand)]
 pub(super) enum SecretCommand {
@@ -30,10 +32,32 @@ pub(super) enum SecretCommand {
         /// Secret name.
         name: String,
     },
+    /// Write a new random master key to a file (mode 0600), the first step
+    /// of a rotation. An existing file is never replaced.
+    GenerateMasterKey {
+        /// Where to write it.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Re-wrap every tenant's data key under the current master key, the
+    /// last step of a rotation: the key being replaced must be the previous
+    /// one ($SWITCHYARD_MASTER_KEY_PREVIOUS or <data_dir>/master.key.previous).
+    RotateMasterKey,
 }
 
 pub(super) async fn run(dir: &Path, command: SecretCommand) -> anyhow::Result<()> {
     let cfg = load_config(dir)?;
+    if let SecretCommand::GenerateMasterKey { out } = &command {
+        // No state: the key goes to a file, to be installed by the operator.
+        switchyard_store::MasterKey::create_new_file(out)?;
+        eprintln!(
+            "wrote a new master key to {} (mode 0600); install it on every daemon as the \
+             master key, with the current one as the previous key, then run \
+             `switchyard secret rotate-master-key`",
+            out.display()
+        );
+        return Ok(());
+    }
     let (_, secrets) = open_state(&cfg).await?;
     match command {
         SecretCommand::Set { tenant, name } => {
@@ -68,6 +92,22 @@ pub(super) async fn run(dir: &Path, command: SecretCommand) -> anyhow::Result<()
                 bail!("tenant `{tenant}` has no secret `{name}`");
             }
             eprintln!("deleted secret `{name}` of tenant `{tenant}`");
+        }
+        SecretCommand::GenerateMasterKey { .. } => unreachable!("handled above"),
+        SecretCommand::RotateMasterKey => {
+            if !previous_key_configured(&cfg) {
+                bail!(
+                    "there is no previous master key to rotate from: put the key being replaced \
+                     in ${PREVIOUS_VAR} or {}, and the new one in place of the master key",
+                    cfg.data_dir.join(PREVIOUS_FILE).display()
+                );
+            }
+            let done = secrets.rewrap().await?;
+            println!(
+                "re-wrapped {} tenant data key(s) under the current master key ({} already were); \
+                 the previous key can now be removed from every daemon",
+                done.rewrapped, done.current
+            );
         }
     }
     Ok(())

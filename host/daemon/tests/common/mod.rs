@@ -14,7 +14,8 @@ pub fn bin() -> Command {
         "SWITCHYARD_CACHE_DIR",
         Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
     )
-    .env_remove("SWITCHYARD_MASTER_KEY");
+    .env_remove("SWITCHYARD_MASTER_KEY")
+    .env_remove("SWITCHYARD_MASTER_KEY_PREVIOUS");
     c
 }
 

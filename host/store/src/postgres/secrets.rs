@@ -21,6 +21,35 @@ impl SecretRows for PgStore {
         .map(|r| r.get(0)))
     }
 
+    async fn wrapped_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let c = self.conn().await?;
+        let rows = c
+            .rows(
+                "SELECT tenant, wrapped FROM tenant_keys ORDER BY tenant",
+                &[],
+            )
+            .await
+            .map_err(|e| self.fail("reading the data keys", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn replace_wrapped_key(
+        &self,
+        tenant: &str,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let c = self.conn().await?;
+        let n = c
+            .exec(
+                "UPDATE tenant_keys SET wrapped = $3 WHERE tenant = $1 AND wrapped = $2",
+                &[&tenant, &old, &new],
+            )
+            .await
+            .map_err(|e| self.fail("re-wrapping a data key", e))?;
+        Ok(n == 1)
+    }
+
     async fn insert_wrapped_key(
         &self,
         tenant: &str,
