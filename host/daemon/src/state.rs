@@ -214,36 +214,70 @@ pub struct Shared {
     runtime: Arc<Runtime>,
 }
 
+/// What [`Shared::follow_other_daemons`] runs; stops when dropped.
+pub struct Following {
+    _watching: switchyard_store::Watching,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
 impl Shared {
     /// Follows the changes other daemons sharing the store make, for as
     /// long as the result lives: a job they queue wakes this daemon's
     /// worker, and their pauses and resumes replace the cached ones. None
     /// for a store this daemon has to itself (SQLite).
-    pub fn follow_other_daemons(self: &Arc<Self>) -> Option<switchyard_store::Watching> {
-        let shared = Arc::downgrade(self);
-        self.db.watch(Box::new(move |change| {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            match change {
-                switchyard_store::Change::JobsQueued => shared.wake.notify_one(),
-                switchyard_store::Change::PausesChanged | switchyard_store::Change::Missed => {
-                    tokio::spawn(async move {
-                        match shared.db.paused_states().await {
-                            Ok(states) => shared.pauses.replace_all(states),
-                            Err(e) => tracing::warn!(
-                                error = %e,
-                                "re-reading pauses another daemon set; the queue still skips \
-                                 paused instances, calls follow at the next announcement"
-                            ),
-                        }
-                        // Resumed instances' jobs, and jobs announced while
-                        // nobody listened.
-                        shared.wake.notify_one();
-                    });
+    pub fn follow_other_daemons(self: &Arc<Self>) -> Option<Following> {
+        // One task re-reads the pauses, one read at a time, again after any
+        // announcement that arrived during a read: reads are applied in the
+        // order they were made, and the last one follows the last change.
+        let reread = Arc::new(tokio::sync::Notify::new());
+        let weak = Arc::downgrade(self);
+        let poke = reread.clone();
+        let refresher = tokio::spawn(async move {
+            loop {
+                poke.notified().await;
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                match shared.db.paused_states().await {
+                    Ok(states) => shared.pauses.replace_all(states),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "re-reading pauses another daemon set; the queue still skips paused \
+                         instances, calls follow at the next announcement"
+                    ),
+                }
+                // Resumed instances' jobs, and jobs announced while nobody
+                // listened.
+                shared.wake.notify_one();
+            }
+        });
+        let weak = Arc::downgrade(self);
+        let watching = self.db.watch(Box::new(move |change| match change {
+            switchyard_store::Change::JobsQueued => {
+                if let Some(shared) = weak.upgrade() {
+                    shared.wake.notify_one();
                 }
             }
-        }))
+            switchyard_store::Change::PausesChanged | switchyard_store::Change::Missed => {
+                reread.notify_one();
+            }
+        }));
+        match watching {
+            Some(watching) => Some(Following {
+                _watching: watching,
+                refresher,
+            }),
+            None => {
+                refresher.abort();
+                None
+            }
+        }
     }
 
     /// Whether shutdown has begun.

@@ -413,35 +413,50 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
 
 /// Runs `work` while renewing `attempt`'s lease every third of its length,
 /// so a job may run longer than one lease and is still never taken over
-/// while this daemon lives. A renewal that finds the lease gone (the
-/// database was out of reach for a whole lease, and another worker took the
-/// job over) is logged; the attempt runs on, and fencing ignores its outcome.
+/// while this daemon lives. The renewals run in a task of their own: the
+/// job goes on while one waits for the database. A renewal that finds the
+/// lease gone (the database was out of reach for a whole lease, and another
+/// worker took the job over) is logged; the attempt runs on, and fencing
+/// ignores its outcome.
 async fn heartbeat<T>(st: &AppState, attempt: Attempt<'_>, work: impl Future<Output = T>) -> T {
     let lease_ms = st.jobs.lease_ms();
     let every = Duration::from_millis((lease_ms / 3).max(1) as u64);
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tokio::pin!(work);
-    let mut held = true;
-    loop {
-        tokio::select! {
-            out = &mut work => return out,
-            _ = beat.tick(), if held => {
-                match st.db().extend_lease(attempt, now_ms() + lease_ms).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        held = false;
-                        tracing::warn!(
-                            job = attempt.id,
-                            attempt = attempt.attempt,
-                            "lost the lease of a running job; another attempt took it over"
-                        );
-                    }
-                    // Tried again at the next beat; the lease has two more.
-                    Err(e) => tracing::error!(error = %e, job = attempt.id, "renewing a job's lease"),
+    let db = st.db().clone();
+    let (id, n, owner) = (attempt.id, attempt.attempt, attempt.owner.to_owned());
+    let beats = tokio::spawn(async move {
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            beat.tick().await;
+            let attempt = Attempt {
+                id,
+                attempt: n,
+                owner: &owner,
+            };
+            match db.extend_lease(attempt, now_ms() + lease_ms).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        job = id,
+                        attempt = n,
+                        "lost the lease of a running job; another attempt took it over"
+                    );
+                    return;
                 }
+                // Tried again at the next beat; the lease lasts two more.
+                Err(e) => tracing::error!(error = %e, job = id, "renewing a job's lease"),
             }
         }
+    });
+    // Stopped however the job ends, even when it is cancelled: a lease
+    // must never outlive its job here.
+    struct Stop(tokio::task::JoinHandle<()>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
     }
+    let _stop = Stop(beats);
+    work.await
 }
 
 /// Lists a job among the running ones for as long as it lives, so that the

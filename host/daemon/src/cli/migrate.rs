@@ -6,7 +6,7 @@ use std::path::Path;
 
 use switchyard_store::{PgStore, SqliteStore, describe_url};
 
-use crate::boot::{load_config, postgres_settings};
+use crate::boot::{load_config, lock_data_dir, postgres_settings};
 use crate::config::StorageConfig;
 
 /// `--check` found migrations this binary would apply: exit status 3, so
@@ -67,7 +67,8 @@ pub(super) async fn run(dir: &Path, check: bool) -> anyhow::Result<()> {
     // master key is made: migrations never touch a secret.
     match &cfg.storage {
         StorageConfig::Sqlite { path } => {
-            std::fs::create_dir_all(&cfg.data_dir)?;
+            // The daemon's lock: never migrate under a running daemon.
+            let _lock = lock_data_dir(&cfg)?;
             SqliteStore::open(&cfg.data_dir.join(path))?;
         }
         StorageConfig::Postgres { .. } => {

@@ -144,7 +144,7 @@ impl InstanceStore for PgStore {
         now_ms: i64,
     ) -> Result<Fired, StoreError> {
         let doing = "firing a schedule";
-        Ok(in_tx!(self, doing, |tx| {
+        let fired = in_tx!(self, doing, |tx| {
             let fail = |e| self.fail(doing, e);
             // The row update is the claim: of several daemons firing the
             // same slot, one moves `next_run` and the others match nothing.
@@ -202,23 +202,18 @@ impl InstanceStore for PgStore {
                             .await
                             .map_err(fail)?;
                         match inserted {
-                            Some(r) => {
-                                // Sent at commit: a daemon with a free
-                                // worker runs it, not only this one.
-                                tx.exec(
-                                    "SELECT pg_notify($1, $2)",
-                                    &[&&*self.channel, &super::listen::JOBS],
-                                )
-                                .await
-                                .map_err(fail)?;
-                                Fired::Queued(r.get(0))
-                            }
+                            Some(r) => Fired::Queued(r.get(0)),
                             None => Fired::AlreadyFired,
                         }
                     }
                 }
             }
-        }))
+        });
+        if matches!(fired, Fired::Queued(_)) {
+            // Committed: a daemon with a free worker may run it.
+            self.announce_jobs();
+        }
+        Ok(fired)
     }
 
     async fn set_paused(
@@ -235,13 +230,7 @@ impl InstanceStore for PgStore {
                 ON CONFLICT (tenant, instance) DO UPDATE SET paused = excluded.paused
                 RETURNING 1)
              SELECT pg_notify($4, $5) FROM up",
-            &[
-                &tenant,
-                &instance,
-                &paused,
-                &&*self.channel,
-                &super::listen::PAUSES,
-            ],
+            &[&tenant, &instance, &paused, &&*self.channel, &super::PAUSES],
         )
         .await
         .map_err(|e| self.fail("recording a pause", e))?;

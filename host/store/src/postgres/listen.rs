@@ -11,55 +11,8 @@ use std::time::Duration;
 
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::PgStore;
+use super::{JOBS, PAUSES, PgStore};
 use crate::{Change, Watching};
-
-/// Starts the task that sends `jobs` for webhook deliveries, after they
-/// committed. A `NOTIFY` serialises the commits of every transaction that
-/// sends one (PostgreSQL holds a database-wide lock from the notification
-/// until the commit), so deliveries do not send it themselves: they poke
-/// this task, which sends one notification at a time, in a transaction of
-/// its own, and folds every poke that arrives meanwhile into the next one.
-/// A daemon therefore sends at most one `jobs` per round trip however fast
-/// deliveries arrive, and listeners still hear of every job after it
-/// committed. The task ends when the last store clone is dropped.
-pub(super) fn announcer(
-    pool: deadpool_postgres::Pool,
-    channel: std::sync::Arc<str>,
-) -> tokio::sync::mpsc::Sender<()> {
-    // One slot: a poke while one is pending is already covered by it.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            let sent = match pool.get().await {
-                Ok(c) => c
-                    .execute("SELECT pg_notify($1, $2)", &[&&*channel, &JOBS])
-                    .await
-                    .map(drop)
-                    .map_err(|e| super::pg_error(&e)),
-                Err(e) => Err(super::pool_error(&e)),
-            };
-            if let Err(e) = sent {
-                // The other daemons' workers find the jobs by polling.
-                tracing::warn!(error = %e, "announcing queued jobs to the other daemons");
-            }
-        }
-    });
-    tx
-}
-
-impl PgStore {
-    /// Tells the other daemons, soon, that jobs were queued (see
-    /// [`announcer`]).
-    pub(super) fn announce_jobs(&self) {
-        // Full: an announcement is already due, and covers this job too.
-        let _ = self.announce.try_send(());
-    }
-}
-
-/// The payloads sent on the channel.
-pub(super) const JOBS: &str = "jobs";
-pub(super) const PAUSES: &str = "pauses";
 
 const CLOSED: &str = "the server closed the connection";
 

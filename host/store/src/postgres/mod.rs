@@ -139,6 +139,56 @@ pub fn describe_url(url: &str) -> String {
     }
 }
 
+/// The payloads sent on the channel.
+const JOBS: &str = "jobs";
+const PAUSES: &str = "pauses";
+
+/// Starts the task that sends `jobs` for webhook deliveries, after they
+/// committed. A `NOTIFY` serialises the commits of every transaction that
+/// sends one (PostgreSQL holds a database-wide lock from the notification
+/// until the commit), so deliveries do not send it themselves: they poke
+/// this task, which sends one notification at a time, in a transaction of
+/// its own, and folds every poke that arrives meanwhile into the next one.
+/// A daemon therefore sends at most one `jobs` per round trip however fast
+/// deliveries arrive, and listeners still hear of every job after it
+/// committed. The task ends when the last store clone is dropped.
+fn announcer(
+    pool: deadpool_postgres::Pool,
+    channel: std::sync::Arc<str>,
+) -> tokio::sync::mpsc::Sender<()> {
+    // One slot: a poke while one is pending is already covered by it.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            let sent = match pool.get().await {
+                Ok(c) => c
+                    .execute("SELECT pg_notify($1, $2)", &[&&*channel, &JOBS])
+                    .await
+                    .map(drop)
+                    .map_err(|e| pg_error(&e)),
+                Err(e) => Err(pool_error(&e)),
+            };
+            if let Err(e) = sent {
+                // The other daemons' workers find the jobs by polling.
+                tracing::warn!(error = %e, "announcing queued jobs to the other daemons");
+            }
+        }
+    });
+    tx
+}
+
+impl PgStore {
+    /// Tells the other daemons, soon, that jobs were queued (see
+    /// `announcer`).
+    fn announce_jobs(&self) {
+        // Full: an announcement is already due, and covers this job too.
+        let _ = self.announce.try_send(());
+    }
+}
+
+/// The longest wait for a free pooled connection.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
 /// The PostgreSQL backend. Cheap to clone; clones share the pool.
 #[derive(Clone)]
 pub struct PgStore {
@@ -152,7 +202,7 @@ pub struct PgStore {
     /// The `LISTEN/NOTIFY` channel of this deployment (one per schema).
     channel: Arc<str>,
     /// Asks the announcer task to tell the other daemons that jobs were
-    /// queued (see `listen::announcer`).
+    /// queued (see `announcer`).
     announce: tokio::sync::mpsc::Sender<()>,
 }
 
@@ -166,14 +216,16 @@ impl std::fmt::Debug for PgStore {
 /// it can be put in SQL without quoting doubts.
 fn check_schema_name(s: &str) -> Result<(), StoreError> {
     let ok = !s.is_empty()
-        && s.len() <= 63
+        // The notification channel is `switchyard_<schema>`, and channel
+        // names are identifiers of at most 63 bytes.
+        && s.len() <= 52
         && !s.starts_with(|c: char| c.is_ascii_digit())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
         Ok(())
     } else {
         Err(StoreError::Backend(format!(
-            "schema name `{s}` is not allowed: use letters, digits and _ (at most 63, not starting with a digit)"
+            "schema name `{s}` is not allowed: use letters, digits and _ (at most 52, not starting with a digit)"
         )))
     }
 }
@@ -184,11 +236,15 @@ impl PgStore {
     /// together apply each once).
     pub async fn connect(s: &PgSettings) -> Result<Self, StoreError> {
         let store = Self::connect_only(s).await?;
+        if let Some(schema) = &s.schema {
+            store.create_schema(schema).await?;
+        }
         store.migrate().await?;
         Ok(store)
     }
 
-    /// Connects without touching the schema (`switchyard migrate --check`).
+    /// Connects and changes nothing (`switchyard migrate --check`, `check`):
+    /// a schema that does not exist yet reads as version 0.
     pub async fn connect_only(s: &PgSettings) -> Result<Self, StoreError> {
         let target = describe_url(&s.url);
         let mut pg: tokio_postgres::Config = s.url.parse().map_err(|e| {
@@ -214,9 +270,12 @@ impl PgStore {
             pg.options(options.trim());
         }
         pg.connect_timeout(Duration::from_secs(10));
-        // A dead peer is noticed in about a minute, not the kernel's two
-        // hours: the listening connection is otherwise silent.
+        // A dead peer is noticed within a minute (30 s idle, then three
+        // probes 10 s apart), not the kernel's two hours and more: the
+        // listening connection is otherwise silent.
         pg.keepalives_idle(Duration::from_secs(30));
+        pg.keepalives_interval(Duration::from_secs(10));
+        pg.keepalives_retries(3);
         let channel = format!("switchyard_{}", s.schema.as_deref().unwrap_or("public"));
         let mgr = Manager::from_config(
             pg.clone(),
@@ -227,10 +286,15 @@ impl PgStore {
         );
         let pool = Pool::builder(mgr)
             .max_size(s.pool_size.max(1))
+            // A wait for a free connection fails, naming the pool, rather
+            // than hanging: the pool is too small or the server stuck.
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}")))?;
         let channel: Arc<str> = channel.into();
-        let announce = listen::announcer(pool.clone(), channel.clone());
+        let announce = announcer(pool.clone(), channel.clone());
         let store = Self {
             pool,
             target: target.into(),
@@ -241,23 +305,26 @@ impl PgStore {
         };
         // Reach the server now, so that a wrong address is reported at
         // start-up and not at the first request.
-        let mut c = store.conn().await?;
-        if let Some(schema) = &s.schema {
-            // `IF NOT EXISTS` alone races when daemons start together.
-            let doing = "creating the schema";
-            let tx = c.transaction().await.map_err(|e| store.fail(doing, e))?;
-            tx.exec(
-                "SELECT pg_advisory_xact_lock(hashtext('switchyard-schema:' || $1::text))",
-                &[schema],
-            )
-            .await
-            .map_err(|e| store.fail(doing, e))?;
-            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                .await
-                .map_err(|e| store.fail(doing, e))?;
-            tx.commit().await.map_err(|e| store.fail(doing, e))?;
-        }
+        drop(store.conn().await?);
         Ok(store)
+    }
+
+    /// Creates `schema` if it is missing.
+    async fn create_schema(&self, schema: &str) -> Result<(), StoreError> {
+        let doing = "creating the schema";
+        let mut c = self.conn().await?;
+        // `IF NOT EXISTS` alone races when daemons start together.
+        let tx = c.transaction().await.map_err(|e| self.fail(doing, e))?;
+        tx.exec(
+            "SELECT pg_advisory_xact_lock(hashtext('switchyard-schema:' || $1::text))",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| self.fail(doing, e))?;
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .map_err(|e| self.fail(doing, e))?;
+        tx.commit().await.map_err(|e| self.fail(doing, e))
     }
 
     /// Closes the pool: its connections end as they come back.
@@ -361,6 +428,11 @@ async fn current_version(
 fn pool_error(e: &deadpool_postgres::PoolError) -> String {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+        deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => format!(
+            "no pooled connection came free within {} s: every one is busy \
+             (a larger [storage] pool_size, or a slow server)",
+            POOL_WAIT.as_secs()
+        ),
         other => other.to_string(),
     }
 }

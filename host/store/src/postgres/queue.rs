@@ -337,7 +337,7 @@ impl JobQueue for PgStore {
                     UPDATE jobs SET state='queued', attempts=0, run_after=$3
                     WHERE id=$1 AND tenant=$2 AND state='dead' RETURNING id)
                  SELECT pg_notify($4, $5) FROM back",
-                &[&id, &tenant, &now_ms, &&*self.channel, &super::listen::JOBS],
+                &[&id, &tenant, &now_ms, &&*self.channel, &super::JOBS],
             )
             .await
             .map_err(|e| self.fail("retrying a job", e))?;
