@@ -33,19 +33,6 @@ use std::time::Duration;
 
 use common::*;
 
-const TENANT: &str = r#"[[instance]]
-id = "echo-1"
-plugin = "echo"
-
-[instance.webhooks.events]
-token = "secret:hook-token"
-event_id_field = "id"
-
-[instance.webhooks.sink]
-token = "secret:hook-token"
-event_id_field = "id"
-"#;
-
 const CLIENTS: usize = 32;
 
 /// Every setup gets the same limits: enough per tenant that three daemons
@@ -74,7 +61,7 @@ async fn main() {
     // compare-and-swap); `sink` does nothing: the queue's own cost.
     let route = std::env::var("ROUTE").unwrap_or_else(|_| "events".into());
     let names: Vec<String> = (0..tenants).map(|t| format!("t{t}")).collect();
-    let files: Vec<(&str, &str)> = names.iter().map(|t| (t.as_str(), TENANT)).collect();
+    let files: Vec<(&str, &str)> = names.iter().map(|t| (t.as_str(), ECHO_QUEUED)).collect();
 
     println!("{n} deliveries to `{route}` of {tenants} tenants, {CLIENTS} concurrent senders");
     println!(

@@ -25,19 +25,6 @@ mod common;
 
 use common::*;
 
-const TENANT: &str = r#"[[instance]]
-id = "echo-1"
-plugin = "echo"
-
-[instance.webhooks.events]
-token = "secret:hook-token"
-event_id_field = "id"
-
-[instance.webhooks.sink]
-token = "secret:hook-token"
-event_id_field = "id"
-"#;
-
 const CLIENTS: usize = 32;
 
 #[tokio::main]
@@ -62,7 +49,7 @@ async fn main() {
 async fn run(n: usize, tenants: usize, route: &str) {
     let server = std::env::var("SERVER").unwrap_or_else(|_| "data_dir = \"data\"\n".into());
     let names: Vec<String> = (0..tenants).map(|t| format!("t{t}")).collect();
-    let files: Vec<(&str, &str)> = names.iter().map(|t| (t.as_str(), TENANT)).collect();
+    let files: Vec<(&str, &str)> = names.iter().map(|t| (t.as_str(), ECHO_QUEUED)).collect();
     let dir = config_dir(&server, &files);
     let cfg = dir.path().to_str().unwrap();
     let mut apis = Vec::new();

@@ -237,28 +237,16 @@ async fn the_master_key_is_rotated_without_losing_a_secret() {
         Some("hook-t0ken"),
     );
     let new = dir.path().join("new.key");
-    cli(
-        &[
-            "secret",
-            "--config",
-            cfg,
-            "generate-master-key",
-            "--out",
-            new.to_str().unwrap(),
-        ],
-        None,
-    );
-    let again = bin()
-        .args([
-            "secret",
-            "--config",
-            cfg,
-            "generate-master-key",
-            "--out",
-            new.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let generate = [
+        "secret",
+        "--config",
+        cfg,
+        "generate-master-key",
+        "--out",
+        new.to_str().unwrap(),
+    ];
+    cli(&generate, None);
+    let again = bin().args(generate).output().unwrap();
     assert!(
         !again.status.success(),
         "an existing key file is never replaced"

@@ -12,34 +12,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{Value, json};
-
-const TENANT: &str = r#"[[instance]]
-id = "echo-1"
-plugin = "echo"
-
-[instance.webhooks.events]
-token = "secret:hook-token"
-event_id_field = "id"
-"#;
-
-/// Sends event `id` to `tenant`'s echo-1 through `d`.
-async fn deliver(d: &Daemon, tenant: &str, event: Value) -> Value {
-    let (status, body) = post(
-        d,
-        &format!("/hooks/{tenant}/echo-1/events"),
-        None,
-        &[("x-switchyard-token", "hook-t0ken")],
-        &event.to_string(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn two_daemons_share_one_database() {
-    let c = Cluster::postgres("two", 2, "", &[("acme", TENANT)]);
+    let c = Cluster::postgres("two", 2, "", &[("acme", ECHO_QUEUED)]);
     let (da, db) = (c.start(0), c.start(1));
     let api = &c.token("acme");
 
@@ -88,7 +65,7 @@ async fn three_daemons_lose_no_delivery_while_one_is_killed_again_and_again() {
         "kill",
         3,
         &format!("[jobs]\nworkers = {WORKERS}\nper_tenant = 12\nlease_secs = 3\n"),
-        &[("acme", TENANT)],
+        &[("acme", ECHO_QUEUED)],
     );
     let api = &c.token("acme");
     let mut daemons: Vec<Daemon> = (0..3).map(|i| c.start(i)).collect();
@@ -165,17 +142,10 @@ async fn three_daemons_lose_no_delivery_while_one_is_killed_again_and_again() {
     );
 }
 
-const TICKING: &str = r#"[[instance]]
-id = "echo-1"
-plugin = "echo"
-
-[instance.webhooks.events]
-token = "secret:hook-token"
-event_id_field = "id"
-
-[instance.jobs.tick]
-interval = 3600
-"#;
+/// [`ECHO_QUEUED`] with the `tick` job.
+fn ticking() -> String {
+    format!("{ECHO_QUEUED}\n[instance.jobs.tick]\ninterval = 3600\n")
+}
 
 /// Issue 20: three daemons start together; the new schedule is due at
 /// once, each daemon's scheduler sees it, and it fires once. A pause set
@@ -184,7 +154,8 @@ interval = 3600
 /// another runs them.
 #[tokio::test]
 async fn three_daemons_fire_a_schedule_once_and_share_a_pause() {
-    let c = Cluster::postgres("pause", 3, "", &[("acme", TICKING)]);
+    let tenant = ticking();
+    let c = Cluster::postgres("pause", 3, "", &[("acme", &tenant)]);
     let api = &c.token("acme");
     let daemons: Vec<Daemon> = (0..3).map(|i| c.start(i)).collect();
     let base = "/v1/tenants/acme/instances/echo-1";
@@ -262,7 +233,7 @@ async fn the_queue_is_fair_across_three_daemons() {
         "fair",
         3,
         &format!("[jobs]\nworkers = 4\nper_tenant = {PER_TENANT}\n"),
-        &[("acme", TENANT), ("globex", TENANT)],
+        &[("acme", ECHO_QUEUED), ("globex", ECHO_QUEUED)],
     );
     let daemons: Vec<Daemon> = (0..3).map(|i| c.start(i)).collect();
     for k in 0..BACKLOG {
@@ -390,7 +361,7 @@ async fn migrate_check_tells_pending_current_and_newer_apart() {
 /// elsewhere, and 200 again once it does.
 #[tokio::test]
 async fn readiness_follows_the_database() {
-    let c = Cluster::postgres("ready", 1, "", &[("acme", TENANT)]);
+    let c = Cluster::postgres("ready", 1, "", &[("acme", ECHO_QUEUED)]);
     let d = c.start(0);
     let (status, body) = get(&d, "/readyz", None).await;
     assert_eq!((status, body), (200, json!("ready")));

@@ -275,16 +275,7 @@ async fn status_shows_the_progress_of_a_running_job() {
     let (dir, _cfg) = setup();
     let api = token(dir.path(), "acme");
     let d = start(dir.path());
-    let body = json!({"id": "slow-1", "delay_ms": 2000}).to_string();
-    let (status, queued) = post(
-        &d,
-        "/hooks/acme/echo-1/events",
-        None,
-        &[("x-switchyard-token", "hook-t0ken")],
-        &body,
-    )
-    .await;
-    assert_eq!(status, 200, "{queued}");
+    let queued = deliver(&d, "acme", json!({"id": "slow-1", "delay_ms": 2000})).await;
     let status_path = "/v1/tenants/acme/instances/echo-1/status";
     let running = eventually("the job to report progress", || async {
         let (_, st) = get(&d, status_path, Some(&api)).await;
@@ -313,16 +304,7 @@ async fn a_job_longer_than_its_lease_runs_once() {
     let (dir, cfg) = setup_with("data_dir = \"data\"\n[jobs]\nlease_secs = 3\n");
     let api = token(dir.path(), "acme");
     let d = start(dir.path());
-    let body = json!({"id": "long-1", "delay_ms": 7500}).to_string();
-    let (status, r) = post(
-        &d,
-        "/hooks/acme/echo-1/events",
-        None,
-        &[("x-switchyard-token", "hook-t0ken")],
-        &body,
-    )
-    .await;
-    assert_eq!(status, 200, "{r}");
+    deliver(&d, "acme", json!({"id": "long-1", "delay_ms": 7500})).await;
     let done = eventually("the long job to finish", || async {
         jobs(&cfg, "done").pop()
     })

@@ -593,3 +593,35 @@ pub async fn wait_drained(
     }
     started.elapsed()
 }
+
+/// A tenant file with instance `echo-1` of the bundled `echo` plugin and
+/// two queued webhook routes with the token `secret:hook-token`: `events`
+/// (the plugin counts each event in storage) and `sink` (it does nothing).
+pub const ECHO_QUEUED: &str = r#"[[instance]]
+id = "echo-1"
+plugin = "echo"
+
+[instance.webhooks.events]
+token = "secret:hook-token"
+event_id_field = "id"
+
+[instance.webhooks.sink]
+token = "secret:hook-token"
+event_id_field = "id"
+"#;
+
+/// Sends webhook event `event` to `tenant`'s `echo-1` route `events`
+/// through `d`, with the token `hook-t0ken`; it must be accepted (200).
+/// Returns the answer.
+pub async fn deliver(d: &Daemon, tenant: &str, event: Value) -> Value {
+    let (status, body) = post(
+        d,
+        &format!("/hooks/{tenant}/echo-1/events"),
+        None,
+        &[("x-switchyard-token", "hook-t0ken")],
+        &event.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
