@@ -779,6 +779,73 @@ mod tests {
         pg.close(&[]).await;
     }
 
+    /// Issue 20: three daemons whose schedulers look at the same due slot
+    /// at the same moment, slot after slot: each slot queues one run, and
+    /// the other two are told it already fired.
+    #[tokio::test]
+    async fn three_daemons_fire_each_slot_once() {
+        use crate::{Fired, InstanceStore, WantedSchedule};
+        let pg = TestPg::new().await;
+        let others = [
+            PgStore::connect(&TestPg::settings(&pg.schema))
+                .await
+                .unwrap(),
+            PgStore::connect(&TestPg::settings(&pg.schema))
+                .await
+                .unwrap(),
+        ];
+        let daemons = [&pg.store, &others[0], &others[1]];
+        let wanted = WantedSchedule {
+            tenant: "acme".into(),
+            instance: "i".into(),
+            job: "tick".into(),
+            interval_ms: 60_000,
+        };
+        // Each starts and syncs the same schedules.
+        for d in daemons {
+            d.sync_schedules(vec![wanted.clone()], 0).await.unwrap();
+        }
+        const SLOTS: i64 = 20;
+        for slot in 0..SLOTS {
+            let now = slot * 60_000;
+            let mut due = Vec::new();
+            for d in daemons {
+                due.push(d.due_schedules(now).await.unwrap().remove(0));
+            }
+            let (a, b, c) = tokio::join!(
+                daemons[0].fire_schedule(&due[0], 3, now),
+                daemons[1].fire_schedule(&due[1], 3, now),
+                daemons[2].fire_schedule(&due[2], 3, now),
+            );
+            let fired = [a.unwrap(), b.unwrap(), c.unwrap()];
+            let queued = fired
+                .iter()
+                .filter(|f| matches!(f, Fired::Queued(_)))
+                .count();
+            let already = fired.iter().filter(|f| **f == Fired::AlreadyFired).count();
+            assert_eq!((queued, already), (1, 2), "slot {slot}: {fired:?}");
+            // The run finishes before the next slot.
+            let per = TenantConcurrency::uniform(10);
+            let skip = BTreeSet::new();
+            let req = LeaseRequest {
+                owner: "w",
+                lease_ms: 1000,
+                limit: 10,
+                per_tenant: &per,
+                skip: &skip,
+            };
+            for job in pg.store.lease(now, req).await.unwrap() {
+                assert!(pg.store.complete_job(job.attempt("w"), now).await.unwrap());
+            }
+        }
+        let runs = pg.store.list_jobs("acme", None, 100).await.unwrap();
+        assert_eq!(runs.len() as i64, SLOTS, "one run per slot");
+        for o in others {
+            o.close();
+        }
+        pg.close(&[]).await;
+    }
+
     /// A pause recorded in the database holds for every daemon's leases,
     /// whatever a daemon has cached.
     #[tokio::test]
