@@ -1047,3 +1047,93 @@ async fn unenrolled_devices_old_versions_and_unknown_answers_are_named() {
         .await;
     assert_eq!(status, 200, "a lookup still finds it: {out}");
 }
+
+/// Issue 19, uem-actions 3: an action launched from a ServiceNow
+/// configuration item finds the device by the item's serial number, is
+/// judged by the item's OS, and says which item it came from; an item
+/// without a serial number, an unknown item, an item whose OS contradicts
+/// UEM, and an instance without ServiceNow are refused, each saying why.
+#[tokio::test]
+async fn a_configuration_item_names_the_device_by_its_serial_number() {
+    let env = setup().await;
+    let laptop = env.device("WinRT");
+    let ci = |name: &str, serial: &str, os: &str| {
+        env.sn.insert(
+            "cmdb_ci",
+            &[("name", name), ("serial_number", serial), ("os", os)],
+        )["sys_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let item = ci("LAPTOP-7", &laptop.serial, "Windows 11 Enterprise");
+    let (status, out) = env
+        .act(
+            "lock-device",
+            &["ITIL Agent"],
+            json!({"device": {"ci": item}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let out = &out["output"];
+    assert_eq!(out["device"]["id"], laptop.id);
+    assert_eq!(out["configuration_item"]["sys_id"], item.as_str());
+    assert_eq!(out["configuration_item"]["name"], "LAPTOP-7");
+    assert_eq!(out["configuration_item"]["os_family"], "windows");
+    let commands = env.uem.control().requests_to("/commands");
+    assert_eq!(
+        commands.last().unwrap().path,
+        format!("/api/mdm/devices/{}/commands", laptop.id)
+    );
+    // The item's OS decides what applies: a recovery key for Windows.
+    let (status, out) = env
+        .act(
+            "view-recovery-key",
+            &["ITIL Agent"],
+            json!({"device": {"ci": item}}),
+        )
+        .await;
+    assert_ne!(status, 409, "{out}");
+
+    let sent = env.uem.control().requests_to("/commands").len();
+    let refusals = [
+        (
+            json!({"ci": ci("NO-SERIAL", "", "Windows 10")}),
+            409,
+            "has no serial number",
+        ),
+        (
+            json!({"ci": "0123456789abcdef0123456789abcdef"}),
+            404,
+            "ServiceNow has no configuration item 0123456789abcdef0123456789abcdef",
+        ),
+        (
+            json!({"ci": ci("WRONG-OS", &laptop.serial, "Mac OS X 14")}),
+            409,
+            "configuration item WRONG-OS says macOS but UEM device",
+        ),
+        (json!({"ci": "sys_id!=0"}), 422, "/device/ci"),
+    ];
+    for (device, want, needle) in refusals {
+        let (status, out) = env
+            .act("lock-device", &["ITIL Agent"], json!({"device": device}))
+            .await;
+        assert_eq!(status, want, "{device}: {out}");
+        assert!(out.to_string().contains(needle), "{device}: {out}");
+    }
+    assert_eq!(
+        env.uem.control().requests_to("/commands").len(),
+        sent,
+        "no refused item reached UEM"
+    );
+    // An instance that does not reach ServiceNow cannot read an item.
+    let (status, out) = env
+        .act_globex(
+            "lock-device",
+            json!({"id": "agent.smith", "roles": ["Agent"]}),
+            json!({"device": {"ci": item}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{out}");
+    assert!(out.to_string().contains("servicenow_url"), "{out}");
+}

@@ -15,8 +15,8 @@ use crate::{actor_email, actor_name, admit, device_action, find_devices, same_em
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(crate = "switchyard_sdk::schemars")]
 pub struct Target {
-    /// The device.
-    pub device: Selector,
+    /// The device (by UEM, or by a ServiceNow configuration item).
+    pub device: crate::ci::DeviceRef,
     /// The incident the action is taken from: its caller must be the
     /// device's user (unless exempt), and a work note records the action.
     // Not an Option: a schema of "Incident or null" would make a wrong
@@ -502,7 +502,10 @@ mod tests {
         );
         let wipe: WipeInput =
             serde_json::from_value(json!({"device": {"id": "5"}, "confirm": true})).unwrap();
-        assert_eq!(wipe.target.device, Selector::Id(5));
+        assert_eq!(
+            wipe.target.device,
+            crate::ci::DeviceRef::Uem(Selector::Id(5))
+        );
         assert!(
             serde_json::from_value::<LogInput>(json!({"device": {"id": 1}, "source": "Kernel"}))
                 .is_err()

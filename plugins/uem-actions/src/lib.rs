@@ -6,11 +6,16 @@
 //! or Basic with the `aw-tenant-code` header); this plugin never sees them.
 //!
 //! ## Actions
-//! Every device action takes `{"device": {"id" | "serial" | "udid" | "email":
-//! …}, "incident"?: {"sys_id"? , "number"?, "caller_email"?}, …}` and answers
-//! `{"action", "device", "result", "audit_note", "work_note"}`. A device named
-//! by email must be unique: a user with several devices gets 409 with the
-//! list (pick one by id), or use `find-devices` first.
+//! Every device action takes `{"device": {"id" | "serial" | "udid" | "email"
+//! | "ci": …}, "incident"?: {"sys_id"? , "number"?, "caller_email"?}, …}` and
+//! answers `{"action", "device", "result", "audit_note", "work_note",
+//! "configuration_item"?}`. A device named by email must be unique: a user
+//! with several devices gets 409 with the list (pick one by id), or use
+//! `find-devices` first. `ci` is the sys_id of a ServiceNow configuration
+//! item (`cmdb_ci`), as the seed launches actions from a CI record: its
+//! `serial_number` names the device, and its `os`, when set, the OS family
+//! the action is judged by (a UEM device of another family is refused with
+//! 409: the item's serial number would be wrong). See [`ci`].
 //!
 //! Each action's input is a type (see `actions.rs`): its JSON Schema is
 //! generated into the manifest, and the host refuses input that does not
@@ -73,6 +78,7 @@
 //! "FriendlyName", "Ownership", "PlatformId", "SerialNumber"?, "MessageType"}`.
 
 mod actions;
+mod ci;
 mod incident;
 mod os;
 pub mod roles;
@@ -428,15 +434,10 @@ fn device_action(
     if let (Some(sn), Some(inc)) = (&snow, incident.as_mut()) {
         inc.load(sn)?;
     }
-    let device = uem.resolve_one(&target.device)?;
+    let (device, item) = ci::resolve(&uem, snow.as_ref(), &target.device)?;
     check_policy(ctx, grant, &device, incident.as_ref())?;
     check_enrolled(action, &device)?;
-    let family = device.os_family.ok_or_else(|| {
-        Error::conflict(format!(
-            "cannot tell the OS family of device {} (OperatingSystem `{}`, Platform `{}`)",
-            device.id, device.os, device.platform
-        ))
-    })?;
+    let family = ci::family(&device, item.as_ref())?;
     if !os::supports(family, action) {
         return Err(Error::conflict(format!(
             "{label} does not apply to {} devices (device {})",
@@ -493,13 +494,17 @@ fn device_action(
         _ => "skipped: no incident".into(),
     };
     let result = outcome?;
-    Ok(json!({
+    let mut answer = json!({
         "action": action,
         "device": device,
         "result": result,
         "audit_note": audit_note,
         "work_note": work_note,
-    }))
+    });
+    if let Some(item) = item {
+        answer["configuration_item"] = json!(item);
+    }
+    Ok(answer)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@
 //!   real Table API; what was written is in `sys_journal_field`.
 //! - Unknown tables answer 400 "Invalid table"; the known ones are
 //!   `incident`, `problem`, `change_request`, `sc_request`, `sc_req_item`,
-//!   `sys_user`, `sys_journal_field`, `task` (read-only union) plus
+//!   `sys_user`, `sys_journal_field`, `cmdb_ci`, `task` (read-only union) plus
 //!   [`ServiceNowConfig::extra_tables`].
 //! - The app-approval endpoint creates one `sc_request` per `RequestId`; a
 //!   repeated `RequestId` answers 200 with the existing request.
@@ -102,6 +102,9 @@ const STANDARD_TABLES: &[&str] = &[
     "sc_req_item",
     "sys_user",
     "sys_journal_field",
+    // Configuration items (`name`, `serial_number`, `os`, …), for actions
+    // launched from a CI record.
+    "cmdb_ci",
 ];
 
 /// Tables that extend `task` (a `task` query spans them).
