@@ -8,11 +8,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use switchyard_runtime::{Runtime, RuntimeConfig};
 use switchyard_store::{
-    MasterKey, PgSettings, PgStore, SecretError, SecretStore, SqliteStore, describe_url,
+    MasterKey, PgSettings, PgStore, PgTls, SecretError, SecretStore, SqliteStore, describe_url,
 };
 
 use crate::config::secrets::Resolver;
-use crate::config::{Config, StorageConfig, storage_password_rules};
+use crate::config::{Config, PgTlsMode, StorageConfig, storage_password_rules};
 use crate::problem;
 use crate::state::Db;
 
@@ -153,6 +153,8 @@ pub async fn postgres_settings(cfg: &Config) -> anyhow::Result<PgSettings> {
         pool_size,
         statement_timeout_ms,
         schema,
+        tls,
+        ca_file,
     } = &cfg.storage
     else {
         anyhow::bail!("[storage] is not PostgreSQL");
@@ -161,6 +163,19 @@ pub async fn postgres_settings(cfg: &Config) -> anyhow::Result<PgSettings> {
     s.pool_size = *pool_size;
     s.statement_timeout_ms = *statement_timeout_ms;
     s.schema = schema.clone();
+    let tls = tls
+        .as_deref()
+        .map(PgTlsMode::parse)
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("storage.tls: {why}"))?;
+    s.tls = match (tls, ca_file) {
+        (Some(PgTlsMode::Off), _) => PgTls::Off,
+        // A CA file alone asks for verification, wherever the server is.
+        (Some(PgTlsMode::Verify), ca) | (None, ca @ Some(_)) => PgTls::Verify {
+            ca_file: ca.as_ref().map(|p| cfg.dir.join(p)),
+        },
+        (None, None) => PgTls::default_for(url),
+    };
     if let Some(p) = password {
         let resolver = Resolver {
             base: cfg.dir.clone(),

@@ -181,13 +181,22 @@ fn broken_configurations_are_reported_with_file_line_and_field() {
             "PostgreSQL storage settings",
             "data_dir = \"data\"\n\n[storage]\nbackend = \"postgres\"\n\
              url = \"postgres://sy:hunter2@db.internal/sy\"\npassword = \"hunter3\"\n\
-             pool_size = 0\nschema = \"1x; drop\"\n",
+             pool_size = 0\nschema = \"1x; drop\"\ntls = \"off\"\nca_file = \"ca.pem\"\n",
             &[],
             &[
+                "switchyard.toml:3: storage.ca_file: is for verifying the server's certificate, but `tls = \"off\"`",
                 "switchyard.toml:3: storage.pool_size: must be at least 1",
                 "switchyard.toml:3: storage.schema: ",
                 "switchyard.toml:3: storage.url: holds a password, which production mode does not allow in a file",
                 "switchyard.toml:3: storage.password: a literal password is not allowed in production mode",
+            ],
+        ),
+        (
+            "an unknown TLS mode",
+            "[storage]\nbackend = \"postgres\"\nurl = \"postgres://sy@db.internal/sy\"\ntls = \"maybe\"\n",
+            &[],
+            &[
+                "switchyard.toml:1: storage.tls: `maybe` is not a TLS mode: use \"verify\" (encrypted, certificate checked) or \"off\"",
             ],
         ),
         (

@@ -385,3 +385,47 @@ async fn readiness_follows_the_database() {
     let (status, _) = get(&d, "/readyz", None).await;
     assert_eq!(status, 200);
 }
+
+/// `[storage] tls = "verify"` with a `ca_file` reaches this machine's
+/// server over TLS (its certificate is for `localhost`); the same for
+/// 127.0.0.1 is refused, naming the certificate's problem.
+#[test]
+fn storage_tls_settings_reach_the_server_or_say_why_not() {
+    let base: tokio_postgres::Config = postgres_url().parse().unwrap();
+    let server = |host: &str| {
+        format!(
+            "data_dir = \"data\"\n[storage]\nbackend = \"postgres\"\n\
+             url = \"postgres://{}@{host}:{}/{}\"\nschema = \"it_tls_{}\"\n\
+             tls = \"verify\"\nca_file = \"/etc/ssl/certs/ssl-cert-snakeoil.pem\"\n",
+            base.get_user().unwrap_or("postgres"),
+            base.get_ports().first().copied().unwrap_or(5432),
+            base.get_dbname().unwrap_or("test"),
+            std::process::id(),
+        )
+    };
+    let check = |host: &str| {
+        let dir = config_dir(&server(host), &[]);
+        let out = bin()
+            .args([
+                "migrate",
+                "--config",
+                dir.path().to_str().unwrap(),
+                "--check",
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = check("localhost");
+    assert_eq!(code, Some(3), "reached over TLS, nothing migrated: {out}");
+    let (code, out) = check("127.0.0.1");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("certificate not valid for name \"127.0.0.1\""),
+        "{out}"
+    );
+}

@@ -40,7 +40,7 @@ pub use error::StoreError;
 pub use kv::{
     InstanceKey, KvBackend, MAX_KEY_BYTES, MAX_LIST_LIMIT, Namespace, Quota, Usage, validate_key,
 };
-pub use postgres::{PgSettings, PgStore, describe_url, url_has_password};
+pub use postgres::{PgSettings, PgStore, PgTls, describe_url, url_has_password};
 pub use queue::{
     Attempt, Change, Enqueued, Finish, Finished, Job, JobQueue, JobState, LeaseRequest, NewJob,
     NextLease, Outcome, QueueDepth, Retry, Settled, TenantConcurrency, Watching, backoff_ms,

@@ -69,7 +69,7 @@ use toml::Spanned;
 pub(crate) use self::schema::Report;
 pub use self::schema::{
     Config, CredentialConfig, InstanceConfig, InvocationsConfig, JobConfig, JobsConfig, Mode,
-    RetentionConfig, SignatureScheme, StorageConfig, TenantConfig, WebhookConfig, is_id,
+    PgTlsMode, RetentionConfig, SignatureScheme, StorageConfig, TenantConfig, WebhookConfig, is_id,
     merge_limits, parse_net, storage_password_rules,
 };
 use self::schema::{MANIFEST_SLOTS, ServerFile, TenantFile};

@@ -79,7 +79,39 @@ pub enum StorageConfig {
         /// Schema the tables live in (default `public`).
         #[serde(default)]
         schema: Option<String>,
+        /// TLS to the server; by default verified for any host not on
+        /// this machine, off for loopback and Unix sockets.
+        // Text, checked in `problems`: inside the tagged `[storage]` table
+        // serde would report a wrong value without its field or line.
+        #[serde(default)]
+        tls: Option<String>,
+        /// Extra authorities (PEM) the server's certificate may be signed
+        /// by, relative to the configuration directory.
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
+}
+
+/// `[storage] tls` for PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgTlsMode {
+    /// Encrypted, with the server's certificate verified for its host name.
+    Verify,
+    /// Unencrypted.
+    Off,
+}
+
+impl PgTlsMode {
+    /// `verify` or `off`; anything else says what is allowed.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "verify" => Ok(Self::Verify),
+            "off" => Ok(Self::Off),
+            other => Err(format!(
+                "`{other}` is not a TLS mode: use \"verify\" (encrypted, certificate checked) or \"off\""
+            )),
+        }
+    }
 }
 
 fn default_pool_size() -> usize {
@@ -99,12 +131,24 @@ impl StorageConfig {
             password,
             pool_size,
             schema,
+            tls,
+            ca_file,
             ..
         } = self
         else {
             return Vec::new();
         };
         let mut out = Vec::new();
+        let tls = tls.as_deref().map(PgTlsMode::parse).transpose();
+        if let Err(why) = &tls {
+            out.push(("storage.tls".into(), why.clone()));
+        }
+        if tls == Ok(Some(PgTlsMode::Off)) && ca_file.is_some() {
+            out.push((
+                "storage.ca_file".into(),
+                "is for verifying the server's certificate, but `tls = \"off\"`".into(),
+            ));
+        }
         let mut settings = switchyard_store::PgSettings::new(url.clone());
         settings.pool_size = *pool_size;
         settings.schema = schema.clone();

@@ -25,13 +25,14 @@ impl PgStore {
     /// [`Change::Missed`] after each (re)connection.
     pub(super) fn listen(&self, on_change: Box<dyn Fn(Change) + Send + Sync>) -> Watching {
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let channel = self.channel.clone();
         let target = self.target.clone();
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(500);
             loop {
                 let mut listened = false;
-                let e = session(&config, &channel, &*on_change, &mut listened).await;
+                let e = session(&config, tls.as_ref(), &channel, &*on_change, &mut listened).await;
                 if listened {
                     backoff = Duration::from_millis(500);
                 }
@@ -53,14 +54,35 @@ impl PgStore {
 /// `listened` once the `LISTEN` took effect.
 async fn session(
     config: &tokio_postgres::Config,
+    tls: Option<&tokio_postgres_rustls::MakeRustlsConnect>,
     channel: &str,
     on_change: &(dyn Fn(Change) + Send + Sync),
     listened: &mut bool,
 ) -> String {
-    let (client, mut conn) = match config.connect(NoTls).await {
-        Ok(c) => c,
-        Err(e) => return super::pg_error(&e),
-    };
+    match tls {
+        Some(tls) => match config.connect(tls.clone()).await {
+            Ok((client, conn)) => listen_on(client, conn, channel, on_change, listened).await,
+            Err(e) => super::pg_error(&e),
+        },
+        None => match config.connect(NoTls).await {
+            Ok((client, conn)) => listen_on(client, conn, channel, on_change, listened).await,
+            Err(e) => super::pg_error(&e),
+        },
+    }
+}
+
+/// [`session`] on an open connection, plain or encrypted.
+async fn listen_on<S, T>(
+    client: tokio_postgres::Client,
+    mut conn: tokio_postgres::Connection<S, T>,
+    channel: &str,
+    on_change: &(dyn Fn(Change) + Send + Sync),
+    listened: &mut bool,
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let sql = format!("LISTEN \"{channel}\"");
     // The LISTEN is answered through the connection, which makes progress
     // only while it is polled.

@@ -17,6 +17,8 @@
 //! - **Wake-ups across daemons.** A new job or a pause is announced with
 //!   `NOTIFY`; each daemon listens on a connection of its own and falls
 //!   back to polling while that connection is down.
+//! - **TLS** through rustls, verifying the server's certificate, by
+//!   default for any server not on this machine ([`PgTls`]).
 //! - **Nothing secret in the database's hands.** Sealed secrets arrive
 //!   encrypted by [`crate::SecretStore`]; the connection password is a
 //!   [`SecretString`] and never appears in an error.
@@ -61,18 +63,102 @@ pub struct PgSettings {
     /// The schema the tables live in (`public` when None). Tests use one
     /// schema each; operators may put several deployments in one database.
     pub schema: Option<String>,
+    /// Whether connections are encrypted, and whom the server's
+    /// certificate must be signed by.
+    pub tls: PgTls,
+}
+
+/// TLS to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgTls {
+    /// Unencrypted: for a server on this machine or a Unix socket.
+    Off,
+    /// Encrypted, and the server's certificate must be valid for the host
+    /// named in the URL and signed by a public authority (webpki's roots),
+    /// an authority this system trusts, or one in `ca_file` (PEM).
+    Verify {
+        /// Extra authorities, e.g. a cloud provider's database CA bundle.
+        ca_file: Option<std::path::PathBuf>,
+    },
+}
+
+impl PgTls {
+    /// What a URL gets by default: off for a server on this machine
+    /// (loopback or a Unix socket), verified for any other host.
+    pub fn default_for(url: &str) -> Self {
+        let local = url.parse::<tokio_postgres::Config>().is_ok_and(|c| {
+            c.get_hosts().iter().all(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => {
+                    h == "localhost"
+                        || h.trim_matches(['[', ']'])
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                }
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(_) => true,
+            })
+        });
+        if local {
+            Self::Off
+        } else {
+            Self::Verify { ca_file: None }
+        }
+    }
+
+    /// The connector for these settings.
+    fn connector(&self) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, StoreError> {
+        let Self::Verify { ca_file } = self else {
+            return Ok(None);
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // The system's store may be missing or partly unreadable; what it
+        // has is added, and webpki's roots are there regardless.
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = ca_file {
+            use rustls_pki_types::pem::PemObject;
+            let bad = |why: String| {
+                StoreError::Backend(format!(
+                    "PostgreSQL TLS: the CA file {}: {why}",
+                    path.display()
+                ))
+            };
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("holds no PEM certificate".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Backend(format!("PostgreSQL TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
+    }
 }
 
 impl PgSettings {
     /// Settings for `url` with the defaults: 16 connections, 30 s
     /// statements, the `public` schema.
     pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
         Self {
-            url: url.into(),
+            url: url.clone(),
             password: None,
             pool_size: 16,
             statement_timeout_ms: 30_000,
             schema: None,
+            tls: PgTls::default_for(&url),
         }
     }
 }
@@ -111,6 +197,7 @@ impl std::fmt::Debug for PgSettings {
             .field("pool_size", &self.pool_size)
             .field("statement_timeout_ms", &self.statement_timeout_ms)
             .field("schema", &self.schema)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -199,6 +286,8 @@ pub struct PgStore {
     lease_cursor: Arc<Mutex<Option<InstanceKey>>>,
     /// How to open the listening connection (see `listen`).
     config: Arc<tokio_postgres::Config>,
+    /// TLS for that connection, as for the pool's.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// The `LISTEN/NOTIFY` channel of this deployment (one per schema).
     channel: Arc<str>,
     /// Asks the announcer task to tell the other daemons that jobs were
@@ -277,13 +366,17 @@ impl PgStore {
         pg.keepalives_interval(Duration::from_secs(10));
         pg.keepalives_retries(3);
         let channel = format!("switchyard_{}", s.schema.as_deref().unwrap_or("public"));
-        let mgr = Manager::from_config(
-            pg.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = s.tls.connector()?;
+        if tls.is_some() {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match &tls {
+            Some(t) => Manager::from_config(pg.clone(), t.clone(), manager_config),
+            None => Manager::from_config(pg.clone(), NoTls, manager_config),
+        };
         let pool = Pool::builder(mgr)
             .max_size(s.pool_size.max(1))
             // A wait for a free connection fails, naming the pool, rather
@@ -300,6 +393,7 @@ impl PgStore {
             target: target.into(),
             lease_cursor: Arc::default(),
             config: Arc::new(pg),
+            tls,
             channel,
             announce,
         };
@@ -904,5 +998,89 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn tls_is_verified_by_default_except_on_this_machine() {
+        use super::PgTls;
+        for local in [
+            "postgres://u@127.0.0.1:5432/db",
+            "postgres://u@localhost/db",
+            "postgres://u@[::1]:5432/db",
+            "host=/var/run/postgresql user=u",
+        ] {
+            assert_eq!(PgTls::default_for(local), PgTls::Off, "{local}");
+        }
+        for remote in [
+            "postgres://u@db.internal/db",
+            "postgres://u@10.0.0.5/db",
+            "host=localhost,db.internal user=u",
+        ] {
+            assert!(
+                matches!(PgTls::default_for(remote), PgTls::Verify { ca_file: None }),
+                "{remote}"
+            );
+        }
+    }
+
+    /// This machine's server speaks TLS with a self-signed certificate for
+    /// `localhost` (Debian's snakeoil one, which the system's store in
+    /// /etc/ssl/certs also trusts): the connection is encrypted; for
+    /// another name it is refused, saying why; a CA file that cannot be
+    /// read or holds no certificate is named.
+    #[tokio::test]
+    async fn tls_connects_only_to_a_server_it_can_verify() {
+        use super::PgTls;
+        const CA: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+        let base: tokio_postgres::Config = crate::testing::postgres_url().parse().unwrap();
+        let at = |host: &str, ca: Option<&str>| {
+            let mut s = PgSettings::new(format!(
+                "host={host} port={} user={} dbname={}",
+                base.get_ports().first().copied().unwrap_or(5432),
+                base.get_user().unwrap_or("postgres"),
+                base.get_dbname().unwrap_or("test"),
+            ));
+            s.pool_size = 1;
+            s.tls = PgTls::Verify {
+                ca_file: ca.map(Into::into),
+            };
+            s
+        };
+        let db = PgStore::connect_only(&at("localhost", Some(CA)))
+            .await
+            .unwrap();
+        let c = db.conn().await.unwrap();
+        let encrypted: bool = c
+            .row(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(encrypted);
+        drop(c);
+        db.close();
+
+        let e = PgStore::connect_only(&at("127.0.0.1", Some(CA)))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("certificate not valid for name \"127.0.0.1\""),
+            "{e}"
+        );
+        let e = PgStore::connect_only(&at("localhost", Some("/nonexistent/ca.pem")))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the CA file /nonexistent/ca.pem"), "{e}");
+        let junk = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(junk.path(), "not a certificate\n").unwrap();
+        let e = PgStore::connect_only(&at("localhost", junk.path().to_str()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
     }
 }
