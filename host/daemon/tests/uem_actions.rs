@@ -1085,6 +1085,16 @@ async fn a_configuration_item_names_the_device_by_its_serial_number() {
         commands.last().unwrap().path,
         format!("/api/mdm/devices/{}/commands", laptop.id)
     );
+    // find-devices takes an item too.
+    let (status, out) = env
+        .act(
+            "find-devices",
+            &["ITIL Agent"],
+            json!({"device": {"ci": item}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["output"]["devices"][0]["id"], laptop.id, "{out}");
     // The item's OS decides what applies: a recovery key for Windows.
     let (status, out) = env
         .act(

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_sdk::schemars::JsonSchema;
 use switchyard_sdk::{Context, Error, Result, config, log};
-use switchyard_uem::{Device, OsFamily, Selector, Uem, segment};
+use switchyard_uem::{Device, OsFamily, Uem, segment};
 
 use crate::incident::Incident;
 use crate::roles::{self, Grant};
@@ -152,7 +152,7 @@ pub struct AddDeviceInput {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(crate = "switchyard_sdk::schemars")]
 pub struct FindDevicesInput {
-    /// Which devices (agents: `id`, `serial`, `udid` or `email`);
+    /// Which devices (agents: `id`, `serial`, `udid`, `email` or `ci`);
     /// self-service lists the actor's own whatever this says.
     #[serde(default)]
     device: Option<serde_json::Map<String, Value>>,
@@ -270,7 +270,10 @@ switchyard_sdk::actions! {
     FindDevices = "find-devices", "Find Devices" => |ctx, input: FindDevicesInput| -> Value {
         let (grant, uem) = admit(ctx, Self::NAME)?;
         let device = match (grant, input.device) {
-            (Grant::Agent, Some(d)) => Some(Selector::parse(&Value::Object(d))?),
+            (Grant::Agent, Some(d)) => Some(
+                serde_json::from_value::<crate::ci::DeviceRef>(Value::Object(d))
+                    .map_err(|e| Error::invalid_input(e.to_string()))?,
+            ),
             _ => None,
         };
         find_devices(ctx, grant, &uem, device.as_ref())
@@ -459,6 +462,8 @@ fn add_device(ctx: &Context, grant: Grant, uem: &Uem, input: AddDeviceInput) -> 
 
 #[cfg(test)]
 mod tests {
+    use switchyard_uem::Selector;
+
     use super::*;
 
     /// The typed actions are exactly the actions the role model knows, with

@@ -88,7 +88,7 @@ use switchyard_sdk::{
     ConfigSpec, Context, CredentialKind, Error, Manifest, Plugin, Result, config, credentials, log,
 };
 use switchyard_servicenow::ServiceNow;
-use switchyard_uem::{Device, OsFamily, Selector, Uem};
+use switchyard_uem::{Device, OsFamily, Uem};
 
 use incident::Incident;
 use roles::Grant;
@@ -342,15 +342,19 @@ fn find_devices(
     ctx: &Context,
     grant: Grant,
     uem: &Uem,
-    device: Option<&Selector>,
+    device: Option<&ci::DeviceRef>,
 ) -> Result<Value> {
     let devices = match (grant, device) {
         // Employees see only their own devices, whatever they ask for.
         (Grant::OwnDevices, _) => uem.devices_of(&actor_email(ctx)?)?,
-        (Grant::Agent, Some(sel)) => uem.resolve(sel)?,
+        (Grant::Agent, Some(ci::DeviceRef::Uem(sel))) => uem.resolve(sel)?,
+        (Grant::Agent, Some(r @ ci::DeviceRef::Ci(_))) => {
+            let snow = ServiceNow::configured(config::get("servicenow_url"));
+            vec![ci::resolve(uem, snow.as_ref(), r)?.0]
+        }
         (Grant::Agent, None) => {
             return Err(Error::invalid_input(
-                "`device` must name the device by `id`, `serial`, `udid` or `email`",
+                "`device` must name the device by `id`, `serial`, `udid`, `email` or `ci`",
             ));
         }
     };
