@@ -39,6 +39,7 @@ const CLIENTS: usize = 32;
 /// can all work for every tenant at once.
 const JOBS: &str = "[jobs]\nper_tenant = 16\n";
 
+#[derive(Clone, Copy)]
 struct Figures {
     ingest_rate: f64,
     p50: Duration,
@@ -81,7 +82,7 @@ async fn main() {
             Cluster::postgres_pool(&format!("bench{daemons}"), daemons, 16, JOBS, &files)
         };
         let f = run(&cluster, daemons.max(1), &names, n, &route).await;
-        let base = baseline.get_or_insert(Figures { ..f });
+        let base = baseline.get_or_insert(f);
         println!(
             "{label:<22} {:>10.0} {:>9.2} {:>9.2} {:>10.0} {:>14.2} {:>13.2}",
             f.ingest_rate,

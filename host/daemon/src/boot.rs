@@ -8,11 +8,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use switchyard_runtime::{Runtime, RuntimeConfig};
 use switchyard_store::{
-    MasterKey, PgSettings, PgStore, PgTls, SecretError, SecretStore, SqliteStore, describe_url,
+    MasterKey, PgSettings, PgStore, SecretError, SecretStore, SqliteStore, describe_url,
 };
 
 use crate::config::secrets::Resolver;
-use crate::config::{Config, PgTlsMode, StorageConfig, storage_password_rules};
+use crate::config::{Config, StorageConfig, pg_tls, storage_password_rules};
 use crate::problem;
 use crate::state::Db;
 
@@ -113,11 +113,6 @@ pub const PREVIOUS_VAR: &str = "SWITCHYARD_MASTER_KEY_PREVIOUS";
 /// See [`PREVIOUS_VAR`].
 pub const PREVIOUS_FILE: &str = "master.key.previous";
 
-/// Whether a previous master key is there (a rotation in progress).
-pub fn previous_key_configured(cfg: &Config) -> bool {
-    std::env::var_os(PREVIOUS_VAR).is_some() || cfg.data_dir.join(PREVIOUS_FILE).exists()
-}
-
 /// The secret store over `db`: the master key, and the previous one if a
 /// rotation is in progress.
 fn secret_store(cfg: &Config, db: Db) -> Result<SecretStore, SecretError> {
@@ -163,19 +158,8 @@ pub async fn postgres_settings(cfg: &Config) -> anyhow::Result<PgSettings> {
     s.pool_size = *pool_size;
     s.statement_timeout_ms = *statement_timeout_ms;
     s.schema = schema.clone();
-    let tls = tls
-        .as_deref()
-        .map(PgTlsMode::parse)
-        .transpose()
-        .map_err(|why| anyhow::anyhow!("storage.tls: {why}"))?;
-    s.tls = match (tls, ca_file) {
-        (Some(PgTlsMode::Off), _) => PgTls::Off,
-        // A CA file alone asks for verification, wherever the server is.
-        (Some(PgTlsMode::Verify), ca) | (None, ca @ Some(_)) => PgTls::Verify {
-            ca_file: ca.as_ref().map(|p| cfg.dir.join(p)),
-        },
-        (None, None) => PgTls::default_for(url),
-    };
+    s.tls = pg_tls(url, tls.as_deref(), ca_file.as_deref(), &cfg.dir)
+        .map_err(|(field, why)| anyhow::anyhow!("{field}: {why}"))?;
     if let Some(p) = password {
         let resolver = Resolver {
             base: cfg.dir.clone(),

@@ -214,16 +214,20 @@ pub struct Shared {
     runtime: Arc<Runtime>,
 }
 
+/// A background task that ends when this is dropped, however its owner
+/// ends (a job's lease heartbeat, the pause re-reader).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What [`Shared::follow_other_daemons`] runs; stops when dropped.
 pub struct Following {
     _watching: switchyard_store::Watching,
-    refresher: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Following {
-    fn drop(&mut self) {
-        self.refresher.abort();
-    }
+    _refresher: AbortOnDrop,
 }
 
 impl Shared {
@@ -238,9 +242,20 @@ impl Shared {
         let reread = Arc::new(tokio::sync::Notify::new());
         let weak = Arc::downgrade(self);
         let poke = reread.clone();
+        let watching = self.db.watch(Box::new(move |change| match change {
+            switchyard_store::Change::JobsQueued => {
+                if let Some(shared) = weak.upgrade() {
+                    shared.wake.notify_one();
+                }
+            }
+            switchyard_store::Change::PausesChanged | switchyard_store::Change::Missed => {
+                poke.notify_one();
+            }
+        }))?;
+        let weak = Arc::downgrade(self);
         let refresher = tokio::spawn(async move {
             loop {
-                poke.notified().await;
+                reread.notified().await;
                 let Some(shared) = weak.upgrade() else {
                     return;
                 };
@@ -257,27 +272,10 @@ impl Shared {
                 shared.wake.notify_one();
             }
         });
-        let weak = Arc::downgrade(self);
-        let watching = self.db.watch(Box::new(move |change| match change {
-            switchyard_store::Change::JobsQueued => {
-                if let Some(shared) = weak.upgrade() {
-                    shared.wake.notify_one();
-                }
-            }
-            switchyard_store::Change::PausesChanged | switchyard_store::Change::Missed => {
-                reread.notify_one();
-            }
-        }));
-        match watching {
-            Some(watching) => Some(Following {
-                _watching: watching,
-                refresher,
-            }),
-            None => {
-                refresher.abort();
-                None
-            }
-        }
+        Some(Following {
+            _watching: watching,
+            _refresher: AbortOnDrop(refresher),
+        })
     }
 
     /// Whether shutdown has begun.

@@ -19,7 +19,7 @@ use switchyard_store::{
 
 use crate::clock::{now_ms, request_id};
 use crate::record::{self, Subject};
-use crate::state::{AppState, Live, RunningJob};
+use crate::state::{AbortOnDrop, AppState, Live, RunningJob};
 use crate::webhook::delivery::StoredDelivery;
 
 /// The longest the worker sleeps without looking at the queue.
@@ -449,13 +449,7 @@ async fn heartbeat<T>(st: &AppState, attempt: Attempt<'_>, work: impl Future<Out
     });
     // Stopped however the job ends, even when it is cancelled: a lease
     // must never outlive its job here.
-    struct Stop(tokio::task::JoinHandle<()>);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let _stop = Stop(beats);
+    let _beats = AbortOnDrop(beats);
     work.await
 }
 

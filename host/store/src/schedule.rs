@@ -575,7 +575,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::backend_tests;
+    use crate::testing::{backend_tests, finish_all};
     use crate::{JobQueue, LeaseRequest, TenantConcurrency};
 
     fn want(job: &str, interval_ms: i64) -> WantedSchedule {
@@ -616,22 +616,6 @@ mod tests {
                 721_000
             );
             assert_eq!(db.list_jobs("acme", None, 10).await.unwrap().len(), 2);
-        }
-    }
-
-    /// Leases and completes every ready job.
-    async fn finish_all(db: &impl crate::StateBackend, now: i64) {
-        let per = TenantConcurrency::uniform(100);
-        let skip = Default::default();
-        let req = LeaseRequest {
-            owner: "w",
-            lease_ms: 1000,
-            limit: 100,
-            per_tenant: &per,
-            skip: &skip,
-        };
-        for job in db.lease(now, req).await.unwrap() {
-            assert!(db.complete_job(job.attempt("w"), now).await.unwrap());
         }
     }
 

@@ -477,6 +477,11 @@ impl SecretStore {
         self
     }
 
+    /// Whether a previous master key was given (a rotation in progress).
+    pub fn has_previous(&self) -> bool {
+        self.previous.is_some()
+    }
+
     /// Opens a wrapped data key with the current master key, else the
     /// previous one; which one did it (true: the current one).
     fn unwrap_key(&self, tenant: &str, wrapped: &[u8]) -> Option<(Vec<u8>, bool)> {

@@ -9,6 +9,22 @@
 
 use crate::{PgSettings, PgStore};
 
+/// Leases and completes every ready job, as a worker would.
+pub(crate) async fn finish_all(db: &impl crate::StateBackend, now: i64) {
+    let per = crate::TenantConcurrency::uniform(100);
+    let skip = Default::default();
+    let req = crate::LeaseRequest {
+        owner: "w",
+        lease_ms: 1000,
+        limit: 100,
+        per_tenant: &per,
+        skip: &skip,
+    };
+    for job in db.lease(now, req).await.unwrap() {
+        assert!(db.complete_job(job.attempt("w"), now).await.unwrap());
+    }
+}
+
 /// The PostgreSQL server the tests use.
 pub(crate) fn postgres_url() -> String {
     std::env::var("SWITCHYARD_TEST_POSTGRES")

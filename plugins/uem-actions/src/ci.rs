@@ -49,25 +49,29 @@ impl JsonSchema for DeviceRef {
     fn inline_schema() -> bool {
         true
     }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "object",
-            "description": "The device, by UEM id, serial number, UDID, the enrolled user's email, or a ServiceNow configuration item",
-            "properties": {
-                "id": {"type": ["integer", "string"], "description": "UEM device id"},
-                "serial": {"type": "string", "description": "Serial number"},
-                "udid": {"type": "string", "description": "UDID"},
-                "email": {"type": "string", "description": "The enrolled user's email (must match one device)"},
-                "ci": {"type": "string", "pattern": "^\\s*[0-9a-fA-F]{32}\\s*$", "description": "sys_id of a ServiceNow configuration item (cmdb_ci) whose serial number names the device"},
-            },
-            "anyOf": [
-                {"required": ["id"]},
-                {"required": ["serial"]},
-                {"required": ["udid"]},
-                {"required": ["email"]},
-                {"required": ["ci"]},
-            ],
-        })
+    /// UEM's selector (the client's schema), plus `ci`.
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = Selector::json_schema(generator);
+        schema.insert(
+            "description".into(),
+            "The device, by UEM id, serial number, UDID, the enrolled user's email, or a \
+             ServiceNow configuration item"
+                .into(),
+        );
+        if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+            properties.insert(
+                "ci".into(),
+                serde_json::json!({
+                    "type": "string",
+                    "pattern": "^\\s*[0-9a-fA-F]{32}\\s*$",
+                    "description": "sys_id of a ServiceNow configuration item (cmdb_ci) whose serial number names the device",
+                }),
+            );
+        }
+        if let Some(Value::Array(any_of)) = schema.get_mut("anyOf") {
+            any_of.push(serde_json::json!({"required": ["ci"]}));
+        }
+        schema
     }
 }
 
@@ -159,5 +163,17 @@ mod tests {
         assert_eq!(id, DeviceRef::Uem(Selector::Id(5)));
         let bad = serde_json::from_value::<DeviceRef>(json!({"ci": "x^ORsys_id!=0"})).unwrap_err();
         assert!(bad.to_string().contains("device.ci"), "{bad}");
+    }
+
+    #[test]
+    fn the_schema_is_the_selectors_plus_ci() {
+        let schema = serde_json::to_value(
+            schemars::SchemaGenerator::default().into_root_schema_for::<DeviceRef>(),
+        )
+        .unwrap();
+        let names: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(names, ["ci", "email", "id", "serial", "udid"]);
+        assert_eq!(schema["anyOf"].as_array().unwrap().len(), 5);
+        assert_eq!(schema["anyOf"][4], json!({"required": ["ci"]}));
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use super::common::known_tenant;
-use crate::boot::{PREVIOUS_FILE, PREVIOUS_VAR, load_config, open_state, previous_key_configured};
+use crate::boot::{PREVIOUS_FILE, PREVIOUS_VAR, load_config, open_state};
 
 #[derive(Subcommand)]
 pub(super) enum SecretCommand {
@@ -95,7 +95,7 @@ pub(super) async fn run(dir: &Path, command: SecretCommand) -> anyhow::Result<()
         }
         SecretCommand::GenerateMasterKey { .. } => unreachable!("handled above"),
         SecretCommand::RotateMasterKey => {
-            if !previous_key_configured(&cfg) {
+            if !secrets.has_previous() {
                 bail!(
                     "there is no previous master key to rotate from: put the key being replaced \
                      in ${PREVIOUS_VAR} or {}, and the new one in place of the master key",

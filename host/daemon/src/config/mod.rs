@@ -69,8 +69,8 @@ use toml::Spanned;
 pub(crate) use self::schema::Report;
 pub use self::schema::{
     Config, CredentialConfig, InstanceConfig, InvocationsConfig, JobConfig, JobsConfig, Mode,
-    PgTlsMode, RetentionConfig, SignatureScheme, StorageConfig, TenantConfig, WebhookConfig, is_id,
-    merge_limits, parse_net, storage_password_rules,
+    RetentionConfig, SignatureScheme, StorageConfig, TenantConfig, WebhookConfig, is_id,
+    merge_limits, parse_net, pg_tls, storage_password_rules,
 };
 use self::schema::{MANIFEST_SLOTS, ServerFile, TenantFile};
 pub use self::secrets::SecretRef;

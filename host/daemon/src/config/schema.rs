@@ -101,6 +101,35 @@ pub enum PgTlsMode {
     Off,
 }
 
+/// `[storage] tls` and `ca_file` (relative to `base`) as the store's
+/// setting for `url`, or the `(field, why)` that is wrong.
+pub fn pg_tls(
+    url: &str,
+    tls: Option<&str>,
+    ca_file: Option<&Path>,
+    base: &Path,
+) -> Result<switchyard_store::PgTls, (String, String)> {
+    use switchyard_store::PgTls;
+    let mode = tls
+        .map(PgTlsMode::parse)
+        .transpose()
+        .map_err(|why| ("storage.tls".to_owned(), why))?;
+    Ok(match (mode, ca_file) {
+        (Some(PgTlsMode::Off), Some(_)) => {
+            return Err((
+                "storage.ca_file".into(),
+                "is for verifying the server's certificate, but `tls = \"off\"`".into(),
+            ));
+        }
+        (Some(PgTlsMode::Off), None) => PgTls::Off,
+        // A CA file alone asks for verification, wherever the server is.
+        (Some(PgTlsMode::Verify), ca) | (None, ca @ Some(_)) => PgTls::Verify {
+            ca_file: ca.map(|p| base.join(p)),
+        },
+        (None, None) => PgTls::default_for(url),
+    })
+}
+
 impl PgTlsMode {
     /// `verify` or `off`; anything else says what is allowed.
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -139,15 +168,8 @@ impl StorageConfig {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let tls = tls.as_deref().map(PgTlsMode::parse).transpose();
-        if let Err(why) = &tls {
-            out.push(("storage.tls".into(), why.clone()));
-        }
-        if tls == Ok(Some(PgTlsMode::Off)) && ca_file.is_some() {
-            out.push((
-                "storage.ca_file".into(),
-                "is for verifying the server's certificate, but `tls = \"off\"`".into(),
-            ));
+        if let Err(problem) = pg_tls(url, tls.as_deref(), ca_file.as_deref(), Path::new("")) {
+            out.push(problem);
         }
         let mut settings = switchyard_store::PgSettings::new(url.clone());
         settings.pool_size = *pool_size;

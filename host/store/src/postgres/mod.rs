@@ -919,18 +919,7 @@ mod tests {
             let already = fired.iter().filter(|f| **f == Fired::AlreadyFired).count();
             assert_eq!((queued, already), (1, 2), "slot {slot}: {fired:?}");
             // The run finishes before the next slot.
-            let per = TenantConcurrency::uniform(10);
-            let skip = BTreeSet::new();
-            let req = LeaseRequest {
-                owner: "w",
-                lease_ms: 1000,
-                limit: 10,
-                per_tenant: &per,
-                skip: &skip,
-            };
-            for job in pg.store.lease(now, req).await.unwrap() {
-                assert!(pg.store.complete_job(job.attempt("w"), now).await.unwrap());
-            }
+            crate::testing::finish_all(&pg.store, now).await;
         }
         let runs = pg.store.list_jobs("acme", None, 100).await.unwrap();
         assert_eq!(runs.len() as i64, SLOTS, "one run per slot");
