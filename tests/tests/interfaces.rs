@@ -356,6 +356,13 @@ impl KvBackend for MapStore {
             keys: map.len() as u64,
         })
     }
+
+    async fn clear(&self, _: &Namespace) -> Result<u64, StoreError> {
+        let mut map = self.0.lock().unwrap();
+        let n = map.len() as u64;
+        map.clear();
+        Ok(n)
+    }
 }
 
 const SLOW: std::time::Duration = std::time::Duration::from_secs(11);
@@ -400,6 +407,10 @@ impl KvBackend for SlowWrites {
     }
     async fn usage(&self, ns: &Namespace) -> Result<switchyard_store::Usage, StoreError> {
         self.0.usage(ns).await
+    }
+
+    async fn clear(&self, ns: &Namespace) -> Result<u64, StoreError> {
+        self.0.clear(ns).await
     }
 }
 

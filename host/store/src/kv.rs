@@ -177,4 +177,8 @@ pub trait KvBackend: Send + Sync + 'static {
 
     /// Reports what the namespace holds.
     async fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError>;
+
+    /// Deletes everything the namespace holds (an instance removed with its
+    /// data); returns how many keys there were.
+    async fn clear(&self, ns: &Namespace) -> Result<u64, StoreError>;
 }

@@ -35,7 +35,10 @@ mod sqlite;
 mod testing;
 mod writer;
 
-pub use admin::{AdminStore, AuditEntry, TOKEN_PREFIX, TokenInfo};
+pub use admin::{
+    AdminStore, AuditEntry, AuditQuery, ConfigVersion, ConsoleSession, SESSION_PREFIX,
+    TOKEN_PREFIX, TokenInfo, random_secret,
+};
 pub use error::StoreError;
 pub use kv::{
     InstanceKey, KvBackend, MAX_KEY_BYTES, MAX_LIST_LIMIT, Namespace, Quota, Usage, validate_key,

@@ -120,6 +120,13 @@ impl JobState {
         }
     }
 
+    /// The state a person names (`queued`, `running`, `done`, `dead`).
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::Queued, Self::Running, Self::Done, Self::Dead]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+
     pub(crate) fn parse(s: &str) -> Self {
         match s {
             "running" => Self::Running,
@@ -340,6 +347,8 @@ pub enum Change {
     JobsQueued,
     /// An instance was paused or resumed.
     PausesChanged,
+    /// An API-managed tenant's configuration changed.
+    ConfigsChanged,
     /// Announcements may have been lost (the store's connection was down
     /// and is back, or was just opened): re-read whatever is cached.
     Missed,

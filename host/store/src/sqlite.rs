@@ -35,7 +35,9 @@ pub struct SqliteStore {
 /// a transaction, and the database remembers how far it got in
 /// `PRAGMA user_version`. Version 1 is the schema before versions existed
 /// (its `IF NOT EXISTS` makes it a no-op on such a database).
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -197,6 +199,29 @@ CREATE INDEX jobs_done ON jobs (finished_at) WHERE state = 'done';
 const SCHEMA_V5: &str = "
 ALTER TABLE jobs ADD COLUMN summary TEXT;
 ALTER TABLE run_stats ADD COLUMN last_summary TEXT;
+";
+
+/// Tenant admins: a token's role (tokens made before roles call actions),
+/// and the versions of tenants configured through the admin API.
+const SCHEMA_V6: &str = "
+ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'api';
+CREATE TABLE tenant_configs (
+    tenant     TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    text       TEXT NOT NULL,
+    author     TEXT NOT NULL,
+    comment    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, version)
+) WITHOUT ROWID;
+-- Web console sign-ins: a session lives as long as its token and its
+-- expiry (seconds since the epoch).
+CREATE TABLE console_sessions (
+    hash       BLOB PRIMARY KEY,
+    token_hash BLOB NOT NULL,
+    csrf       TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Applies the migrations `conn` has not seen yet.
@@ -580,6 +605,27 @@ impl KvBackend for SqliteStore {
         let ns = ns.clone();
         self.with_read(move |c| read_usage(c, &ns)).await
     }
+
+    async fn clear(&self, ns: &Namespace) -> Result<u64, StoreError> {
+        let ns = ns.clone();
+        self.with_conn(move |c| {
+            let tx = c.savepoint().map_err(backend)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM kv WHERE tenant = ?1 AND instance = ?2",
+                    params![ns.tenant, ns.instance],
+                )
+                .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM kv_usage WHERE tenant = ?1 AND instance = ?2",
+                params![ns.tenant, ns.instance],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(n as u64)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -589,6 +635,23 @@ mod tests {
 
     fn ns(t: &str) -> Namespace {
         Namespace::new(t, "inst")
+    }
+
+    backend_tests! {
+        async fn clearing_a_namespace_deletes_its_keys_only(s) {
+            let q = Quota::default();
+            s.set(&ns("a"), "k1", b"v", &q).await.unwrap();
+            s.set(&ns("a"), "k2", b"vv", &q).await.unwrap();
+            s.set(&ns("b"), "k1", b"v", &q).await.unwrap();
+            assert_eq!(s.clear(&ns("a")).await.unwrap(), 2);
+            assert_eq!(s.get(&ns("a"), "k1").await.unwrap(), None);
+            assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage::default());
+            assert_eq!(s.get(&ns("b"), "k1").await.unwrap(), Some(b"v".to_vec()));
+            // The quota counts from zero again.
+            s.set(&ns("a"), "k3", b"v", &q).await.unwrap();
+            // (Usage counts the key and the value.)
+            assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage { bytes: 3, keys: 1 });
+        }
     }
 
     backend_tests! {

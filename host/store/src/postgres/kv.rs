@@ -226,4 +226,24 @@ impl KvBackend for PgStore {
         })
         .unwrap_or_default())
     }
+
+    async fn clear(&self, ns: &Namespace) -> Result<u64, StoreError> {
+        Ok(in_tx!(self, "clearing plugin storage", |tx| {
+            lock_namespace(self, &tx, ns).await?;
+            let n = tx
+                .exec(
+                    "DELETE FROM kv WHERE tenant=$1 AND instance=$2",
+                    &[&ns.tenant, &ns.instance],
+                )
+                .await
+                .map_err(|e| self.fail("clearing plugin storage", e))?;
+            tx.exec(
+                "DELETE FROM kv_usage WHERE tenant=$1 AND instance=$2",
+                &[&ns.tenant, &ns.instance],
+            )
+            .await
+            .map_err(|e| self.fail("clearing plugin storage", e))?;
+            n
+        }))
+    }
 }

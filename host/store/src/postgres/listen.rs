@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{JOBS, PAUSES, PgStore};
+use super::{CONFIGS, JOBS, PAUSES, PgStore};
 use crate::{Change, Watching};
 
 const CLOSED: &str = "the server closed the connection";
@@ -108,6 +108,7 @@ where
             Some(Ok(AsyncMessage::Notification(n))) => match n.payload() {
                 JOBS => on_change(Change::JobsQueued),
                 PAUSES => on_change(Change::PausesChanged),
+                CONFIGS => on_change(Change::ConfigsChanged),
                 _ => {}
             },
             Some(Ok(_)) => {}

@@ -229,6 +229,7 @@ pub fn describe_url(url: &str) -> String {
 /// The payloads sent on the channel.
 const JOBS: &str = "jobs";
 const PAUSES: &str = "pauses";
+const CONFIGS: &str = "configs";
 
 /// Starts the task that sends `jobs` for webhook deliveries, after they
 /// committed. A `NOTIFY` serialises the commits of every transaction that
@@ -610,7 +611,7 @@ macro_rules! in_tx {
 pub(crate) use in_tx;
 
 /// The schema's versions, oldest first; each runs once, in a transaction.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// The schema of the SQLite backend at its version 5, in PostgreSQL's
 /// types: times are milliseconds (`bigint`) except `audit.time`,
@@ -736,6 +737,26 @@ CREATE TABLE plugin_locks (
     digest    text NOT NULL,
     locked_at bigint NOT NULL,
     PRIMARY KEY (tenant, instance)
+);
+";
+
+/// As SQLite's version 6: a token's role, and API-managed tenants.
+const SCHEMA_V2: &str = "
+ALTER TABLE api_tokens ADD COLUMN role text NOT NULL DEFAULT 'api';
+CREATE TABLE tenant_configs (
+    tenant     text NOT NULL,
+    version    bigint NOT NULL,
+    text       text NOT NULL,
+    author     text NOT NULL,
+    comment    text NOT NULL,
+    created_at bigint NOT NULL,
+    PRIMARY KEY (tenant, version)
+);
+CREATE TABLE console_sessions (
+    hash       bytea PRIMARY KEY,
+    token_hash bytea NOT NULL,
+    csrf       text NOT NULL,
+    expires_at bigint NOT NULL
 );
 ";
 
