@@ -158,3 +158,57 @@ mod tests {
         assert!(!c.tenants.contains_key("t"), "emptied counts are removed");
     }
 }
+
+/// Failed sign-ins one address may make per [`SIGN_IN_WINDOW`].
+pub const SIGN_IN_FAILURES: usize = 5;
+/// See [`SIGN_IN_FAILURES`].
+pub const SIGN_IN_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Recent failed console sign-ins by client address: a few failures per
+/// window, then the address waits.
+#[derive(Default)]
+pub struct SignInLimiter(
+    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Vec<std::time::Instant>>>,
+);
+
+impl SignInLimiter {
+    /// Seconds until `ip` may try again, if it may not now.
+    pub fn blocked(&self, ip: std::net::IpAddr, now: std::time::Instant) -> Option<u64> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let tries = map.entry(ip).or_default();
+        tries.retain(|t| now.duration_since(*t) < SIGN_IN_WINDOW);
+        (tries.len() >= SIGN_IN_FAILURES)
+            .then(|| (SIGN_IN_WINDOW - now.duration_since(tries[0])).as_secs() + 1)
+    }
+
+    /// Records a failed sign-in of `ip`.
+    pub fn failed(&self, ip: std::net::IpAddr, now: std::time::Instant) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: addresses with nothing recent are forgotten.
+        if map.len() > 10_000 {
+            map.retain(|_, v| v.iter().any(|t| now.duration_since(*t) < SIGN_IN_WINDOW));
+        }
+        map.entry(ip).or_default().push(now);
+    }
+}
+
+#[cfg(test)]
+mod sign_in_tests {
+    use super::*;
+
+    #[test]
+    fn failed_sign_ins_make_an_address_wait_out_the_window() {
+        let l = SignInLimiter::default();
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = std::time::Instant::now();
+        for _ in 0..SIGN_IN_FAILURES {
+            assert_eq!(l.blocked(a, t0), None);
+            l.failed(a, t0);
+        }
+        let wait = l.blocked(a, t0).unwrap();
+        assert!(wait > 0 && wait <= SIGN_IN_WINDOW.as_secs() + 1, "{wait}");
+        // Another address is not affected; the window passes.
+        assert_eq!(l.blocked(b, t0), None);
+        assert_eq!(l.blocked(a, t0 + SIGN_IN_WINDOW), None);
+    }
+}

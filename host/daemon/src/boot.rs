@@ -171,9 +171,10 @@ pub async fn postgres_settings(cfg: &Config) -> anyhow::Result<PgSettings> {
     Ok(s)
 }
 
-/// The secret store of an existing state database, for reading only what
-/// is there (`check`): nothing is created. Fails saying why there is none.
-pub async fn existing_secret_store(cfg: &Config) -> Result<SecretStore, String> {
+/// The state backend and secret store of an existing state database, for
+/// reading only what is there (`check`): nothing is created. Fails saying
+/// why there is none.
+pub async fn existing_state(cfg: &Config) -> Result<(Db, SecretStore), String> {
     let key_path = cfg.data_dir.join("master.key");
     let no_key = || {
         format!(
@@ -220,7 +221,8 @@ pub async fn existing_secret_store(cfg: &Config) -> Result<SecretStore, String> 
             Arc::new(store)
         }
     };
-    secret_store(cfg, db).map_err(|e| e.to_string())
+    let secrets = secret_store(cfg, db.clone()).map_err(|e| e.to_string())?;
+    Ok((db, secrets))
 }
 
 /// Holds the data directory for this process: the embedded store belongs

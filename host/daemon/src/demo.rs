@@ -462,7 +462,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
         let url = SecretString::from(slack.webhook_url(channel));
         secrets.set("acme", slot, &url).await?;
     }
-    let (_, api_token) = db.create_token("acme", "demo").await?;
+    let (_, api_token) = db.create_token("acme", "demo", "api").await?;
 
     let rt = Arc::new(runtime(cfg.wasm_slots())?);
     let state = Live::start(&cfg, &[], rt, db, Arc::new(secrets)).await?;

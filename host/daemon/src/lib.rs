@@ -16,6 +16,7 @@
 //! | [`webhook`] | the webhook handler |
 //! | [`worker`], [`scheduler`], [`janitor`] | the queue worker; firing schedules; retention |
 //! | [`api`] | the router and every other handler; authentication as extractors |
+//! | [`console`] | the web console for tenant admins (HTML on the admin API's functions) |
 //! | [`server`] | serving: listener, signals, worker and scheduler together |
 //! | [`boot`] | opening the runtime, the configuration and the state backend |
 //! | `demo` | `switchyard demo` (cargo feature `demo`, on by default) |
@@ -35,6 +36,7 @@ pub mod boot;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 #[cfg(feature = "demo")]
 mod demo;
 pub mod errors;

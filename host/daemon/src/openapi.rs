@@ -16,6 +16,27 @@ pub const STATUS: &str = "/v1/tenants/{tenant}/instances/{instance}/status";
 pub const RUN_JOB: &str = "/v1/tenants/{tenant}/instances/{instance}/jobs/{job}/run";
 /// `GET`: the tenant's audit log.
 pub const AUDIT: &str = "/v1/tenants/{tenant}/audit";
+/// `DELETE`: remove an instance of an API-managed tenant.
+pub const INSTANCE: &str = "/v1/tenants/{tenant}/instances/{instance}";
+/// `POST`: a new token or HMAC key for a webhook route, shown once.
+pub const WEBHOOK_SECRET: &str =
+    "/v1/tenants/{tenant}/instances/{instance}/webhooks/{route}/secret";
+/// `GET`: a tenant's jobs (`?state=dead` for the dead letters).
+pub const JOBS: &str = "/v1/tenants/{tenant}/jobs";
+/// `POST`: put a dead job back in the queue.
+pub const RETRY_JOB: &str = "/v1/tenants/{tenant}/jobs/{id}/retry";
+/// `GET`: a tenant's configuration; `PUT`: a new version (API-managed).
+pub const CONFIG: &str = "/v1/tenants/{tenant}/config";
+/// `GET`: the configuration versions, newest first.
+pub const CONFIG_VERSIONS: &str = "/v1/tenants/{tenant}/config/versions";
+/// `GET`: one version, with the diff from the one before.
+pub const CONFIG_VERSION: &str = "/v1/tenants/{tenant}/config/versions/{version}";
+/// `POST`: a new version with an old version's text.
+pub const CONFIG_ROLLBACK: &str = "/v1/tenants/{tenant}/config/versions/{version}/rollback";
+/// `GET`: the tenant's secret names.
+pub const SECRETS: &str = "/v1/tenants/{tenant}/secrets";
+/// `PUT`: set a secret; `DELETE`: delete it.
+pub const SECRET: &str = "/v1/tenants/{tenant}/secrets/{name}";
 /// Any method: a webhook delivery.
 pub const HOOK: &str = "/hooks/{tenant}/{instance}/{route}";
 /// `POST`: reload the configuration (operator token).
@@ -64,6 +85,8 @@ pub fn document() -> Value {
     admin_responses["200"] = ok_json("Done");
     let mut run_responses = errors(&["401", "403", "404", "503"]);
     run_responses["202"] = ok_json("Queued; `job_id` names it");
+    let mut retry_responses = errors(&["401", "403", "404", "503"]);
+    retry_responses["200"] = ok_json("Queued again; `retried` names it");
     let mut status_responses = errors(&["401", "403", "404", "503"]);
     status_responses["200"] = ok_json(
         "Plugin, paused, schedules with run counts, queue counts, running jobs, runs and errors per action/webhook/job, latest failure",
@@ -73,6 +96,20 @@ pub fn document() -> Value {
     let mut hook_responses = errors(&["400", "401", "403", "404", "413", "429", "503"]);
     hook_responses["200"] = json!({ "description": "Handled synchronously (the plugin's answer), \
         stored in the durable queue (`queued: true`, `job_id` names it), or a duplicate" });
+    let mut config_get = errors(&["401", "403", "404", "503"]);
+    config_get["200"] =
+        ok_json("`managed_by`, `read_only`, `version`, `toml`, `config`, `served`, `problems`");
+    let config_put = || {
+        let mut r = errors(&["400", "401", "403", "404", "409", "413", "503"]);
+        r["200"] = ok_json("Stored and applied: `version`, `warnings`");
+        r["422"] = json!({ "description": "Refused; nothing changed. `problems` lists each with its `field`, `line`, `message` and `severity`",
+                                "content": { "application/json": { "schema": { "type": "object" } } } });
+        r
+    };
+    let mut config_read = errors(&["401", "403", "404", "503"]);
+    config_read["200"] = ok_json("The history, a version, or the secret names");
+    let mut secret_change = errors(&["400", "401", "403", "404", "409", "413", "503"]);
+    secret_change["204"] = json!({ "description": "Done" });
     let text = |desc: &str| json!({ "200": { "description": desc, "content": { "text/plain": { "schema": { "type": "string" } } } } });
 
     json!({
@@ -127,8 +164,66 @@ pub fn document() -> Value {
             STATUS: { "get": { "summary": "Status of an instance", "security": auth, "parameters": [tenant, instance], "responses": status_responses } },
             RUN_JOB: { "post": { "summary": "Queue a run of a job now", "security": auth,
                                  "parameters": [tenant, instance, param("job", "Job name from the plugin's manifest")], "responses": run_responses } },
-            AUDIT: { "get": { "summary": "The tenant's audit log", "security": auth,
-                              "parameters": [tenant, { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 100 } }],
+            CONFIG: {
+                "get": { "summary": "The tenant's configuration (never a secret value): who manages it (`file` or `api`), its version, its text and JSON form",
+                         "security": auth, "parameters": [tenant], "responses": config_get },
+                "put": { "summary": "A new configuration version of an API-managed tenant, checked as `switchyard check` does and applied without a restart (tenant-admin; an operator with base_version 0 creates the tenant)",
+                         "security": auth, "parameters": [tenant],
+                         "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                             "type": "object", "required": ["base_version"],
+                             "properties": {
+                                 "toml": { "type": "string", "description": "The tenant file's text" },
+                                 "config": { "type": "object", "description": "The tenant file as JSON (instead of `toml`)" },
+                                 "base_version": { "type": "integer", "description": "The version the change was made from (409 when it is not the newest)" },
+                                 "comment": { "type": "string" }
+                             } } } } },
+                         "responses": config_put() }
+            },
+            INSTANCE: { "delete": { "summary": "Remove an instance of an API-managed tenant (a new configuration version)", "security": auth,
+                                    "parameters": [tenant, instance,
+                                        { "name": "base_version", "in": "query", "required": true, "schema": { "type": "integer" } },
+                                        { "name": "delete_storage", "in": "query", "required": true, "description": "true deletes what the instance stored; false keeps it for an instance added again with the same id", "schema": { "type": "boolean" } }],
+                                    "responses": config_put() } },
+            WEBHOOK_SECRET: { "post": { "summary": "Make a random token or HMAC key for a webhook route, store it as a secret and verify the route with it; the value is answered once", "security": auth,
+                                        "parameters": [tenant, instance, param("route", "Webhook route")],
+                                        "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                                            "type": "object", "required": ["kind", "base_version"],
+                                            "properties": { "kind": { "type": "string", "enum": ["token", "hmac"] }, "base_version": { "type": "integer" } } } } } },
+                                        "responses": config_put() } },
+            JOBS: { "get": { "summary": "The tenant's jobs, newest first (`state`: queued, running, done or dead; `limit` 1-1000, default 100)", "security": auth,
+                             "parameters": [tenant,
+                                 { "name": "state", "in": "query", "required": false, "schema": { "type": "string", "enum": ["queued", "running", "done", "dead"] } },
+                                 { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }],
+                             "responses": config_read } },
+            RETRY_JOB: { "post": { "summary": "Put a dead job back in the queue with fresh attempts (tenant-admin, api or operator)", "security": auth,
+                                   "parameters": [tenant, param("id", "Job id")], "responses": retry_responses } },
+            CONFIG_VERSIONS: { "get": { "summary": "The configuration versions, newest first (who, when, why)", "security": auth, "parameters": [tenant], "responses": config_read } },
+            CONFIG_VERSION: { "get": { "summary": "One configuration version with the unified diff from the one before", "security": auth,
+                                       "parameters": [tenant, param("version", "Version number")], "responses": config_read } },
+            CONFIG_ROLLBACK: { "post": { "summary": "Store an old version's text as the next version (checked again)", "security": auth,
+                                         "parameters": [tenant, param("version", "Version number")],
+                                         "requestBody": { "required": false, "content": { "application/json": { "schema": {
+                                             "type": "object", "properties": { "base_version": { "type": "integer" } } } } } },
+                                         "responses": config_put() } },
+            SECRETS: { "get": { "summary": "The tenant's secret names and when each was set (never a value)", "security": auth, "parameters": [tenant], "responses": config_read } },
+            SECRET: {
+                "put": { "summary": "Set or replace a secret (write-only; tenant-admin of an API-managed tenant)", "security": auth,
+                         "parameters": [tenant, param("name", "Secret name; reference it as secret:NAME")],
+                         "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                             "type": "object", "required": ["value"], "properties": { "value": { "type": "string" } } } } } },
+                         "responses": secret_change },
+                "delete": { "summary": "Delete a secret", "security": auth,
+                            "parameters": [tenant, param("name", "Secret name")], "responses": secret_change }
+            },
+            AUDIT: { "get": { "summary": "The tenant's audit log, newest first, filtered and paged (`next_before` is the `before` of the next page)", "security": auth,
+                              "parameters": [tenant,
+                                  { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 100 } },
+                                  { "name": "kind", "in": "query", "schema": { "type": "string", "enum": ["action", "webhook", "job", "egress", "admin"] } },
+                                  { "name": "instance", "in": "query", "schema": { "type": "string" } },
+                                  { "name": "outcome", "in": "query", "description": "An exact outcome, or `failed` for every one but `ok`", "schema": { "type": "string" } },
+                                  { "name": "since", "in": "query", "description": "Seconds since the epoch", "schema": { "type": "integer" } },
+                                  { "name": "until", "in": "query", "description": "Seconds since the epoch (exclusive)", "schema": { "type": "integer" } },
+                                  { "name": "before", "in": "query", "description": "Only entries older than this sequence number", "schema": { "type": "integer" } }],
                               "responses": audit_responses } },
             HOOK: { "post": { "summary": "Deliver a webhook (verified by token, HMAC and/or source address)",
                               "description": "Each route is verified as the tenant configures it. Token: the \
@@ -195,7 +290,27 @@ mod tests {
     fn every_route_is_documented_with_its_parameters() {
         let doc = document();
         for path in [
-            ACTION, PAUSE, RESUME, STATUS, RUN_JOB, AUDIT, RELOAD, HOOK, METRICS, HEALTHZ, READYZ,
+            ACTION,
+            PAUSE,
+            RESUME,
+            STATUS,
+            RUN_JOB,
+            AUDIT,
+            INSTANCE,
+            WEBHOOK_SECRET,
+            JOBS,
+            RETRY_JOB,
+            CONFIG,
+            CONFIG_VERSIONS,
+            CONFIG_VERSION,
+            CONFIG_ROLLBACK,
+            SECRETS,
+            SECRET,
+            RELOAD,
+            HOOK,
+            METRICS,
+            HEALTHZ,
+            READYZ,
             OPENAPI,
         ] {
             let item = &doc["paths"][path];
@@ -225,7 +340,7 @@ mod tests {
         }
         assert_eq!(
             doc["paths"].as_object().unwrap().len(),
-            12,
+            22,
             "a documented path has no route"
         );
     }

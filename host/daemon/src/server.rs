@@ -79,13 +79,14 @@ pub async fn serve_on(
         .sync_schedules(state.wanted_schedules(), now_ms())
         .await?;
     drop(state);
-    let _following = live.shared().follow_other_daemons();
+    let _following = live.follow_other_daemons();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::worker::worker(live.clone(), stop_rx.clone()));
     let scheduler = tokio::spawn(crate::scheduler::scheduler(live.clone(), stop_rx.clone()));
     let janitor = tokio::spawn(crate::janitor::janitor(live.clone(), stop_rx));
 
-    let router = crate::api::router(live.clone());
+    let router =
+        crate::api::router(live.clone()).merge(crate::console::router().with_state(live.clone()));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);

@@ -23,14 +23,6 @@ use crate::plugins::Catalog;
 use crate::problem::{self, Problem};
 use crate::webhook::verify::{RouteConfig, route_config};
 
-/// The tenant a problem's file belongs to: `tenants/<id>.toml`.
-fn tenant_of_file(file: &std::path::Path) -> Option<String> {
-    let parent = file.parent()?.file_name()?;
-    (parent == "tenants" && file.extension()? == "toml")
-        .then(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .flatten()
-}
-
 /// The state backend the daemon was configured with.
 pub type Db = Arc<dyn StateBackend>;
 
@@ -206,6 +198,8 @@ pub struct Shared {
     pub refusals: RefusalSampler,
     /// Set when shutdown begins: worker slots take no further jobs.
     stopping: std::sync::atomic::AtomicBool,
+    /// Recent failed console sign-ins.
+    pub sign_ins: crate::admission::SignInLimiter,
     /// Wakes the queue worker: something was queued, or an instance
     /// resumed. (Other processes' enqueues are found by its fallback poll.)
     pub wake: tokio::sync::Notify,
@@ -228,31 +222,38 @@ impl Drop for AbortOnDrop {
 pub struct Following {
     _watching: switchyard_store::Watching,
     _refresher: AbortOnDrop,
+    _reloader: AbortOnDrop,
 }
 
-impl Shared {
+impl Live {
     /// Follows the changes other daemons sharing the store make, for as
     /// long as the result lives: a job they queue wakes this daemon's
-    /// worker, and their pauses and resumes replace the cached ones. None
-    /// for a store this daemon has to itself (SQLite).
+    /// worker, their pauses and resumes replace the cached ones, and a
+    /// tenant they reconfigured through the admin API is reloaded here.
+    /// None for a store this daemon has to itself (SQLite).
     pub fn follow_other_daemons(self: &Arc<Self>) -> Option<Following> {
         // One task re-reads the pauses, one read at a time, again after any
         // announcement that arrived during a read: reads are applied in the
         // order they were made, and the last one follows the last change.
+        // Configuration changes are followed the same way by a reload.
         let reread = Arc::new(tokio::sync::Notify::new());
-        let weak = Arc::downgrade(self);
-        let poke = reread.clone();
-        let watching = self.db.watch(Box::new(move |change| match change {
+        let reconfigure = Arc::new(tokio::sync::Notify::new());
+        let weak = Arc::downgrade(&self.shared);
+        let (poke, poke_config) = (reread.clone(), reconfigure.clone());
+        let watching = self.shared.db.watch(Box::new(move |change| match change {
             switchyard_store::Change::JobsQueued => {
                 if let Some(shared) = weak.upgrade() {
                     shared.wake.notify_one();
                 }
             }
-            switchyard_store::Change::PausesChanged | switchyard_store::Change::Missed => {
+            switchyard_store::Change::PausesChanged => poke.notify_one(),
+            switchyard_store::Change::ConfigsChanged => poke_config.notify_one(),
+            switchyard_store::Change::Missed => {
                 poke.notify_one();
+                poke_config.notify_one();
             }
         }))?;
-        let weak = Arc::downgrade(self);
+        let weak = Arc::downgrade(&self.shared);
         let refresher = tokio::spawn(async move {
             loop {
                 reread.notified().await;
@@ -272,10 +273,35 @@ impl Shared {
                 shared.wake.notify_one();
             }
         });
+        let weak = Arc::downgrade(self);
+        let reloader = tokio::spawn(async move {
+            loop {
+                reconfigure.notified().await;
+                let Some(live) = weak.upgrade() else {
+                    return;
+                };
+                // Unchanged tenants are kept as they are, so a change this
+                // daemon made itself (and hears announced) costs a re-read.
+                if let Err(e) = live.reload().await {
+                    tracing::error!(
+                        "applying a configuration change another daemon stored: {e}; the \
+                         running configuration is kept"
+                    );
+                }
+            }
+        });
         Some(Following {
             _watching: watching,
             _refresher: AbortOnDrop(refresher),
+            _reloader: AbortOnDrop(reloader),
         })
+    }
+}
+
+impl Shared {
+    /// The secret store.
+    pub fn secrets(&self) -> &SecretStore {
+        &self.secrets
     }
 
     /// Whether shutdown has begun.
@@ -313,6 +339,9 @@ pub struct AppState {
     pub retention: RetentionConfig,
     /// How long a shutdown waits for in-flight work.
     pub drain_timeout: std::time::Duration,
+    /// The configuration directory.
+    pub config_dir: std::path::PathBuf,
+    mode: crate::config::Mode,
     catalog: Arc<Catalog>,
     /// Instances the tenant files start paused.
     paused_by_config: std::collections::BTreeSet<switchyard_store::InstanceKey>,
@@ -358,7 +387,7 @@ impl AppState {
                 tracing::warn!("{p}");
                 continue;
             }
-            if let Some(tenant) = tenant_of_file(&p.file) {
+            if let Some(tenant) = crate::config::managed::tenant_of_path(&p.file) {
                 failed_tenants
                     .entry(tenant)
                     .or_default()
@@ -457,6 +486,8 @@ impl AppState {
                 .collect(),
             retention: cfg.retention,
             drain_timeout: cfg.drain_timeout,
+            config_dir: cfg.dir.clone(),
+            mode: cfg.mode,
             catalog,
             failed,
             failed_tenants,
@@ -587,6 +618,32 @@ impl AppState {
             std::mem::take(&mut *self.pending_locks.lock().unwrap_or_else(|p| p.into_inner()));
         self.shared.db.set_plugin_locks(locks).await?;
         Ok(())
+    }
+
+    /// Tenant `id`'s text parsed on its own (for showing it), or None when
+    /// it does not parse.
+    pub fn parse_tenant_text(&self, id: &str, text: String) -> Option<crate::config::TenantConfig> {
+        let source = crate::config::TenantSource {
+            mode: self.mode,
+            limits: None,
+            dir: &self.config_dir,
+            managed: None,
+        };
+        source.parse(
+            id.to_owned(),
+            std::path::PathBuf::from("tenants").join(format!("{id}.toml")),
+            text,
+            &mut Vec::new(),
+        )
+    }
+
+    /// The instances of `tenant` that could not be built.
+    pub fn failed_instances(&self, tenant: &str) -> Vec<String> {
+        self.failed
+            .keys()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, i)| i.clone())
+            .collect()
     }
 
     /// The state backend.
@@ -729,6 +786,7 @@ impl Live {
             running: RunningJobs::default(),
             pauses,
             refusals: RefusalSampler::default(),
+            sign_ins: Default::default(),
             admission: Default::default(),
             slots: cfg.wasm_slots(),
             wake: tokio::sync::Notify::new(),
@@ -758,24 +816,71 @@ impl Live {
         &self.shared
     }
 
-    /// Loads the configuration directory again and swaps it in, or returns
-    /// every problem and keeps the running state.
+    /// Loads the configuration directory (and the API-managed tenants)
+    /// again and swaps it in, or returns every problem and keeps the
+    /// running state.
     pub async fn reload(&self) -> Result<String, String> {
+        match self.rebuild(None).await {
+            Ok(done) => Ok(done.summary),
+            Err(ApplyError::Failed(why)) => Err(why),
+            Err(other) => Err(format!("{other:?}")),
+        }
+    }
+
+    /// Checks `change` exactly as `switchyard check` would, stores it as
+    /// the tenant's next configuration version and applies it; or changes
+    /// nothing and says why.
+    pub async fn apply(&self, change: ConfigChange<'_>) -> Result<Applied, ApplyError> {
+        self.rebuild(Some(change)).await
+    }
+
+    async fn rebuild(&self, change: Option<ConfigChange<'_>>) -> Result<Applied, ApplyError> {
         let _one_at_a_time = self.reloading.lock().await;
         let dir = self.dir.clone();
         // Reading the files blocks; keep it off the executor's workers.
-        let cfg = tokio::task::spawn_blocking(move || Config::load(&dir))
+        let mut cfg = tokio::task::spawn_blocking(move || Config::load(&dir))
             .await
-            .map_err(|e| format!("reading the configuration failed: {e}"))?
-            .map_err(|problems| problem::render(&problems))?;
+            .map_err(|e| ApplyError::Failed(format!("reading the configuration failed: {e}")))?
+            .map_err(|problems| ApplyError::Failed(problem::render(&problems)))?;
         if cfg.wasm_slots() > self.shared.slots {
-            return Err(format!(
+            return Err(ApplyError::Failed(format!(
                 "[jobs] workers + [invocations] max_concurrent need {} wasm slots; this daemon \
                  was started with {}: restart it to raise them",
                 cfg.wasm_slots(),
                 self.shared.slots
-            ));
+            )));
         }
+        let mut managed = self
+            .shared
+            .db
+            .managed_configs()
+            .await
+            .map_err(|e| ApplyError::Failed(format!("reading API-managed tenants: {e}")))?;
+        let mut before = None;
+        if let Some(ch) = &change {
+            if let Some(t) = cfg.tenants.get(ch.tenant) {
+                return Err(ApplyError::FileManaged(t.file.clone()));
+            }
+            let at = managed.iter().position(|v| v.tenant == ch.tenant);
+            let current = at.map_or(0, |i| managed[i].version);
+            if current != ch.expected {
+                return Err(ApplyError::Conflict(current));
+            }
+            let next = switchyard_store::ConfigVersion {
+                tenant: ch.tenant.to_owned(),
+                version: current + 1,
+                text: ch.text.clone(),
+                author: ch.author.to_owned(),
+                comment: ch.comment.to_owned(),
+                created_at: 0,
+            };
+            match at {
+                Some(i) => before = Some(std::mem::replace(&mut managed[i], next)),
+                None => managed.push(next),
+            }
+        }
+        let mut problems = Vec::new();
+        cfg.add_managed(&managed, &mut problems);
         let previous = self.current();
         let catalog = Arc::new(
             Catalog::load(
@@ -785,34 +890,158 @@ impl Live {
             )
             .await,
         );
+        let mut warnings = Vec::new();
+        let mut version = None;
+        if let Some(ch) = &change {
+            let mine = self
+                .check_change(ch, &cfg, &catalog, before, &mut problems)
+                .await;
+            if mine.iter().any(Problem::is_error) {
+                return Err(ApplyError::Invalid(mine));
+            }
+            warnings = mine;
+        }
+        // An API-managed tenant whose stored version no longer passes (a
+        // plugin it names was removed) is not served; the others are.
         let state = AppState::build(
             &cfg,
-            &[],
+            &problems,
             self.shared.clone(),
             catalog,
             true,
             Some(&previous),
         )
         .await
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| match &change {
+            // The change passed its checks but an instance of it cannot be
+            // built (a setting the plugin itself refuses): the change's
+            // fault, and nothing is stored.
+            Some(ch) => ApplyError::Invalid(vec![Problem::file(
+                crate::config::managed::path_of(ch.tenant),
+                "(tenant)",
+                format!("{e:#}"),
+            )]),
+            None => ApplyError::Failed(format!("{e:#}")),
+        })?;
         drop(previous);
+        if let Some(ch) = &change {
+            // Stored only once it is known to build; a change stored by
+            // someone else meanwhile wins and this one is refused.
+            version = Some(
+                self.shared
+                    .db
+                    .put_config(ch.tenant, ch.expected, &ch.text, ch.author, ch.comment)
+                    .await
+                    .map_err(|e| ApplyError::Failed(format!("storing the configuration: {e}")))?
+                    .ok_or(ApplyError::Conflict(ch.expected + 1))?,
+            );
+        }
         self.shared
             .db
             .sync_schedules(state.wanted_schedules(), now_ms())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ApplyError::Failed(e.to_string()))?;
         let (tenants, instances) = state.counts();
         let state = Arc::new(state);
         self.state.store(state.clone());
-        state.commit_locks().await.map_err(|e| format!("{e:#}"))?;
+        state
+            .commit_locks()
+            .await
+            .map_err(|e| ApplyError::Failed(format!("{e:#}")))?;
         let rebuilt = state.rebuilt;
         drop(cfg);
         release_freed_memory();
         tracing::info!(tenants, instances, rebuilt, "configuration reloaded");
-        Ok(format!(
-            "{tenants} tenant(s), {instances} instance(s); {rebuilt} tenant(s) rebuilt"
-        ))
+        Ok(Applied {
+            summary: format!(
+                "{tenants} tenant(s), {instances} instance(s); {rebuilt} tenant(s) rebuilt"
+            ),
+            version,
+            warnings,
+        })
     }
+
+    /// Every problem of the changed tenant: its own checks (already in
+    /// `problems`) and [`Config::check_managed_change`].
+    async fn check_change(
+        &self,
+        ch: &ConfigChange<'_>,
+        cfg: &Config,
+        catalog: &Catalog,
+        before: Option<switchyard_store::ConfigVersion>,
+        problems: &mut [Problem],
+    ) -> Vec<Problem> {
+        let mut mine: Vec<Problem> = problems
+            .iter()
+            .filter(|p| {
+                crate::config::managed::tenant_of_path(&p.file).as_deref() == Some(ch.tenant)
+            })
+            .cloned()
+            .collect();
+        let Some(t) = cfg.tenants.get(ch.tenant) else {
+            return mine; // it did not parse
+        };
+        let before = if ch.by_operator {
+            None
+        } else {
+            Some(before.and_then(|v| cfg.parse_managed(&v)))
+        };
+        mine.extend(
+            cfg.check_managed_change(
+                t,
+                catalog,
+                &self.shared.secrets,
+                before.as_ref().map(Option::as_ref),
+            )
+            .await,
+        );
+        mine
+    }
+}
+
+/// A new configuration for an API-managed tenant (see [`Live::apply`]).
+pub struct ConfigChange<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The version the change was made from (0: the tenant is new).
+    pub expected: i64,
+    /// The tenant file's text.
+    pub text: String,
+    /// Who (see `Caller::author`).
+    pub author: &'a str,
+    /// Why.
+    pub comment: &'a str,
+    /// Whether an operator made it: only operators may change what
+    /// `managed::operator_only_changes` lists.
+    pub by_operator: bool,
+}
+
+/// A change applied by [`Live::apply`].
+#[derive(Debug)]
+pub struct Applied {
+    /// What runs now, for people.
+    pub summary: String,
+    /// The tenant's new configuration version.
+    pub version: Option<i64>,
+    /// Warnings about the changed tenant.
+    pub warnings: Vec<Problem>,
+}
+
+/// Why [`Live::apply`] changed nothing.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The configuration has problems (each with its field).
+    Invalid(Vec<Problem>),
+    /// The tenant's newest version is this one, not the one the change was
+    /// made from.
+    Conflict(i64),
+    /// The tenant has this file: the API may not change it.
+    FileManaged(std::path::PathBuf),
+    /// The tenant is not managed through the API, and only an operator
+    /// may bring it under it.
+    NotManaged,
+    /// Something else failed (the operator's files, the store).
+    Failed(String),
 }
 
 /// Returns the heap memory freed after a (re)load to the system. Loading

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use switchyard_runtime::{Actor, CallOptions};
 
-use super::auth::Caller;
+use super::auth::{Caller, Invoke};
 use crate::errors::{error, invoke_error_code, invoke_error_response, refused};
 use crate::record::{self, Outcome, Subject};
 
@@ -66,7 +66,7 @@ fn invoke_refused_code(why: crate::admission::Refused) -> &'static str {
 
 /// The handler.
 pub async fn action(
-    caller: Caller,
+    caller: Caller<Invoke>,
     Path((tenant, instance, action)): Path<(String, String, String)>,
     body: Body,
 ) -> Response {
@@ -140,35 +140,111 @@ pub async fn action(
             rid,
         );
     }
-    let _admitted = match st.admit(&tenant, &instance) {
+    let actor = Actor {
+        roles,
+        ..req.actor.clone()
+    };
+    let call = Call {
+        tenant: &tenant,
+        instance: &instance,
+        action: &action,
+        input: &req.input,
+        actor,
+        request_id: rid,
+        started,
+    };
+    let inv = match call_admitted(st, &inst.instance, call).await {
+        Ok(inv) => inv,
+        Err(why) => return refused(why, rid),
+    };
+    match inv {
+        Ok(out) => (
+            StatusCode::OK,
+            axum::Json(ActionAnswer {
+                request_id: rid,
+                output: &out,
+            }),
+        )
+            .into_response(),
+        Err(e) => invoke_error_response(&e, rid),
+    }
+}
+
+/// One action call whose actor is authorised (see [`call_admitted`]).
+pub struct Call<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Instance.
+    pub instance: &'a str,
+    /// Action name.
+    pub action: &'a str,
+    /// The input (JSON).
+    pub input: &'a RawValue,
+    /// The actor, with plugin roles.
+    pub actor: Actor,
+    /// This request's id.
+    pub request_id: &'a str,
+    /// When the request began (for the audit entry's duration).
+    pub started: Instant,
+}
+
+/// Runs `call` if the tenant's and the instance's shares of synchronous
+/// calls allow it, and records it (metrics, run statistics, audit). A
+/// refusal is counted and sampled for the audit log.
+pub async fn call_admitted(
+    st: &crate::state::AppState,
+    inst: &switchyard_runtime::Instance,
+    call: Call<'_>,
+) -> Result<Result<Box<RawValue>, switchyard_runtime::InvokeError>, crate::admission::Refused> {
+    let Call {
+        tenant,
+        instance,
+        action,
+        input,
+        actor,
+        request_id: rid,
+        started,
+    } = call;
+    let manifest = inst.plugin().manifest();
+    let actor_id = actor.id.clone();
+    let who = Subject {
+        tenant,
+        instance: Some(instance),
+        actor: &actor_id,
+        request_id: rid,
+    };
+    let audit = |outcome: &str| {
+        who.entry(
+            "action",
+            action,
+            outcome,
+            started.elapsed().as_millis() as i64,
+        )
+    };
+    let _admitted = match st.admit(tenant, instance) {
         Ok(a) => a,
         Err(why) => {
             let code = invoke_refused_code(why);
             let shared = &st.shared;
             shared
                 .metrics
-                .count_call(&tenant, &instance, &manifest.id, "action", code);
+                .count_call(tenant, instance, &manifest.id, "action", code);
             // Asking again at once costs the caller nothing: one audit
             // entry per minute and kind stands for the rest.
             if let Some(more) = shared
                 .refusals
-                .sample("action", &tenant, &instance, &action, code)
+                .sample("action", tenant, instance, action, code)
             {
                 let outcome = crate::state::RefusalSampler::outcome(code, more);
                 record::append_audit(shared, vec![audit(&outcome)], rid).await;
             }
-            return refused(why, rid);
+            return Err(why);
         }
     };
-    let actor = Actor {
-        roles,
-        ..req.actor.clone()
-    };
     let inv = inst
-        .instance
         .invoke_json(
-            &action,
-            &req.input,
+            action,
+            input,
             CallOptions {
                 request_id: rid.to_owned(),
                 actor: Some(actor),
@@ -184,30 +260,20 @@ pub async fn action(
     record::record(
         &st.shared,
         Outcome {
-            tenant: &tenant,
-            instance: &instance,
+            tenant,
+            instance,
             plugin: &manifest.id,
             kind: "action",
-            name: &action,
+            name: action,
             outcome,
             error: message.as_deref(),
-            actor: &req.actor.id,
+            actor: &actor_id,
         },
         &inv.report,
         vec![audit(outcome)],
     )
     .await;
-    match inv.result {
-        Ok(out) => (
-            StatusCode::OK,
-            axum::Json(ActionAnswer {
-                request_id: rid,
-                output: &out,
-            }),
-        )
-            .into_response(),
-        Err(e) => invoke_error_response(&e, rid),
-    }
+    Ok(inv.result)
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 //! - [`actions`]: running an action;
 //! - [`operations`]: pause, resume, status, run a job now;
 //! - [`audit`]: reading the audit log;
+//! - [`config`]: a tenant's configuration, its versions, and its secrets;
+//! - [`jobs`]: its queued and dead work, and retrying it;
+//! - [`instances`]: removing an instance, a webhook route's secret;
 //! - [`admin`]: reload, metrics;
 //! - webhooks are routed here too, handled by [`crate::webhook`].
 //!
@@ -13,13 +16,16 @@ pub mod actions;
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod config;
+pub mod instances;
+pub mod jobs;
 pub mod operations;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post, put};
 
 use crate::openapi;
 use crate::state::Live;
@@ -46,6 +52,22 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(openapi::STATUS, get(operations::status))
         .route(openapi::RUN_JOB, post(operations::run_now))
         .route(openapi::AUDIT, get(audit::audit))
+        .route(
+            openapi::CONFIG,
+            get(config::get_config).put(config::put_config),
+        )
+        .route(openapi::INSTANCE, delete(instances::delete))
+        .route(openapi::WEBHOOK_SECRET, post(instances::webhook_secret))
+        .route(openapi::JOBS, get(jobs::list))
+        .route(openapi::RETRY_JOB, post(jobs::retry))
+        .route(openapi::CONFIG_VERSIONS, get(config::list_versions))
+        .route(openapi::CONFIG_VERSION, get(config::get_version))
+        .route(openapi::CONFIG_ROLLBACK, post(config::rollback))
+        .route(openapi::SECRETS, get(config::list_secrets))
+        .route(
+            openapi::SECRET,
+            put(config::put_secret).delete(config::delete_secret),
+        )
         .route(openapi::RELOAD, post(admin::reload))
         .route(openapi::METRICS, get(admin::metrics))
         .route(openapi::HOOK, any(crate::webhook::handle))

@@ -5,55 +5,80 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::auth::Caller;
+use super::auth::{Caller, Operate, Read};
 use crate::clock::now_ms;
 use crate::errors::{error, unavailable};
 use crate::record::{self, Subject};
+use crate::state::AppState;
 
-/// `POST .../pause` and `.../resume`: persisted, and shared with every
-/// snapshot of the state (a reload does not undo it).
-pub async fn set_paused(caller: Caller, instance: String, paused: bool) -> Response {
-    let rid = caller.request_id.as_str();
-    if let Err(e) = caller.instance(&instance) {
-        return e.into_response();
-    }
-    let shared = &caller.st.shared;
-    if let Err(e) = shared
-        .db
-        .set_paused(&caller.tenant, &instance, paused)
-        .await
-    {
-        return unavailable("recording the change", &e, rid);
-    }
-    shared.pauses.set(&caller.tenant, &instance, paused);
+/// Pauses or resumes an instance: persisted, shared with every snapshot of
+/// the state (a reload does not undo it), and audited.
+pub async fn pause_instance(
+    shared: &crate::state::Shared,
+    tenant: &str,
+    instance: &str,
+    paused: bool,
+    author: &str,
+    rid: &str,
+) -> Result<(), switchyard_store::StoreError> {
+    shared.db.set_paused(tenant, instance, paused).await?;
+    shared.pauses.set(tenant, instance, paused);
     if !paused {
         // Its queued jobs may run now.
         shared.wake_worker();
     }
     let who = Subject {
-        tenant: &caller.tenant,
-        instance: Some(&instance),
-        actor: "",
+        tenant,
+        instance: Some(instance),
+        actor: author,
         request_id: rid,
     };
     let what = if paused { "pause" } else { "resume" };
     record::append_audit(shared, vec![who.entry("admin", what, "ok", 0)], rid).await;
-    axum::Json(json!({ "request_id": rid, "paused": paused })).into_response()
+    Ok(())
+}
+
+/// `POST .../pause` and `.../resume`.
+pub async fn set_paused(caller: Caller<Operate>, instance: String, paused: bool) -> Response {
+    let rid = caller.request_id.as_str();
+    if let Err(e) = caller.instance(&instance) {
+        return e.into_response();
+    }
+    let author = caller.author();
+    match pause_instance(
+        &caller.st.shared,
+        &caller.tenant,
+        &instance,
+        paused,
+        &author,
+        rid,
+    )
+    .await
+    {
+        Ok(()) => axum::Json(json!({ "request_id": rid, "paused": paused })).into_response(),
+        Err(e) => unavailable("recording the change", &e, rid),
+    }
 }
 
 /// `POST .../pause`.
-pub async fn pause(caller: Caller, Path((_, instance)): Path<(String, String)>) -> Response {
+pub async fn pause(
+    caller: Caller<Operate>,
+    Path((_, instance)): Path<(String, String)>,
+) -> Response {
     set_paused(caller, instance, true).await
 }
 
 /// `POST .../resume`.
-pub async fn resume(caller: Caller, Path((_, instance)): Path<(String, String)>) -> Response {
+pub async fn resume(
+    caller: Caller<Operate>,
+    Path((_, instance)): Path<(String, String)>,
+) -> Response {
     set_paused(caller, instance, false).await
 }
 
 /// `POST .../jobs/{job}/run`: queues a run now.
 pub async fn run_now(
-    caller: Caller,
+    caller: Caller<Operate>,
     Path((_, instance, job)): Path<(String, String, String)>,
 ) -> Response {
     let rid = caller.request_id.as_str();
@@ -92,34 +117,47 @@ pub async fn run_now(
 }
 
 /// `GET .../status`: paused, plugin, schedules, queue and recent failures.
-pub async fn status(caller: Caller, Path((_, instance)): Path<(String, String)>) -> Response {
+pub async fn status(caller: Caller<Read>, Path((_, instance)): Path<(String, String)>) -> Response {
     let rid = caller.request_id.as_str();
-    let tenant = caller.tenant.as_str();
+    if caller.st.failure(&caller.tenant, &instance).is_none()
+        && let Err(e) = caller.instance(&instance)
+    {
+        return e.into_response();
+    }
+    match instance_status(&caller.st, &caller.tenant, &instance).await {
+        Ok(mut status) => {
+            status["request_id"] = json!(rid);
+            axum::Json(status).into_response()
+        }
+        Err(e) => unavailable("reading the status", &e, rid),
+    }
+}
+
+/// The status of a configured instance (served or failed), as
+/// `GET .../status` answers it, for the API and the console.
+pub async fn instance_status(
+    st: &AppState,
+    tenant: &str,
+    instance: &str,
+) -> Result<Value, switchyard_store::StoreError> {
     // An instance that is not served still has a status: why.
-    if let Some(problems) = caller.st.failure(tenant, &instance) {
-        return axum::Json(json!({
-            "request_id": rid,
+    if let Some(problems) = st.failure(tenant, instance) {
+        return Ok(json!({
             "tenant": tenant,
             "instance": instance,
             "state": "failed",
             "problems": problems,
-        }))
-        .into_response();
+        }));
     }
-    let inst = match caller.instance(&instance) {
-        Ok(i) => &i.instance,
-        Err(e) => return e.into_response(),
+    let Some(inst) = st.instance(tenant, instance) else {
+        return Ok(json!({ "tenant": tenant, "instance": instance, "state": "unknown" }));
     };
-    let st = &caller.st;
     let db = st.db();
-    let (schedules, counts, stats) = match tokio::try_join!(
-        db.schedules(tenant, &instance),
-        db.queue_counts(tenant, &instance),
-        db.run_stats(tenant, &instance),
-    ) {
-        Ok(v) => v,
-        Err(e) => return unavailable("reading the status", &e, rid),
-    };
+    let (schedules, counts, stats) = tokio::try_join!(
+        db.schedules(tenant, instance),
+        db.queue_counts(tenant, instance),
+        db.run_stats(tenant, instance),
+    )?;
     let m = inst.plugin().manifest();
     let running: Vec<Value> = st
         .shared
@@ -148,13 +186,12 @@ pub async fn status(caller: Caller, Path((_, instance)): Path<(String, String)>)
             })
         });
     let job_stats = |name: &str| stats.iter().find(|s| s.kind == "job" && s.name == name);
-    axum::Json(json!({
-        "request_id": rid,
+    Ok(json!({
         "tenant": tenant,
         "instance": instance,
         "state": "serving",
         "plugin": { "id": m.id, "version": m.version, "digest": inst.plugin().digest() },
-        "paused": st.is_paused(tenant, &instance),
+        "paused": st.is_paused(tenant, instance),
         "jobs": schedules.iter().map(|s| {
             let run = job_stats(&s.job);
             json!({
@@ -170,10 +207,9 @@ pub async fn status(caller: Caller, Path((_, instance)): Path<(String, String)>)
             })
         }).collect::<Vec<_>>(),
         "queue": { "queued": counts.0, "running": counts.1, "dead": counts.2 },
-        "logs_dropped": st.shared.metrics.logs_dropped(tenant, &instance),
+        "logs_dropped": st.shared.metrics.logs_dropped(tenant, instance),
         "running": running,
         "invocations": stats,
         "last_error": last_error,
     }))
-    .into_response()
 }

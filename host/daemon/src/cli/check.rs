@@ -11,22 +11,28 @@ use crate::plugins::Catalog;
 use crate::problem::{self, Problem};
 
 pub(super) async fn run(dir: &Path) -> anyhow::Result<()> {
-    let (cfg, mut problems) = match Config::parse(dir) {
+    let (mut cfg, mut problems) = match Config::parse(dir) {
         Err(problems) => {
             println!("{}", problem::render(&problems));
             bail!("{} problem(s) in {}", problems.len(), dir.display());
         }
         Ok(parsed) => parsed,
     };
+    // The tenants managed through the admin API are checked too, when
+    // there is a state backend to read them from.
+    let state = crate::boot::existing_state(&cfg).await;
+    if let Ok((db, _)) = &state {
+        match db.managed_configs().await {
+            Ok(versions) => cfg.add_managed(&versions, &mut problems),
+            Err(e) => bail!("reading the tenants managed through the admin API: {e}"),
+        }
+    }
     let rt = runtime(CLI_SLOTS)?;
     let catalog = Catalog::load(&rt, &cfg.plugin_dir, None).await;
     problems.extend(catalog.problems().iter().cloned());
     problems.extend(cfg.check_against(&catalog));
-    let store = crate::boot::existing_secret_store(&cfg).await;
-    problems.extend(
-        cfg.check_references(store.as_ref().map_err(String::as_str))
-            .await,
-    );
+    let store = state.as_ref().map(|(_, s)| s);
+    problems.extend(cfg.check_references(store.map_err(String::as_str)).await);
     if !problems.is_empty() {
         println!("{}", problem::render(&problems));
     }

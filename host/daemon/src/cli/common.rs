@@ -4,14 +4,19 @@
 use switchyard_runtime::{Actor, CallOptions, Instance};
 
 use crate::config::Config;
+use crate::state::Db;
 
 /// Fails unless `tenant` has a file (even one with problems: its tokens
-/// and secrets can be managed while it is being fixed).
-pub(super) fn known_tenant(cfg: &Config, tenant: &str) -> anyhow::Result<()> {
+/// and secrets can be managed while it is being fixed) or is managed
+/// through the admin API.
+pub(super) async fn known_tenant(cfg: &Config, db: &Db, tenant: &str) -> anyhow::Result<()> {
     let file = cfg.dir.join("tenants").join(format!("{tenant}.toml"));
+    if cfg.tenants.contains_key(tenant) || (crate::config::is_id(tenant) && file.is_file()) {
+        return Ok(());
+    }
     anyhow::ensure!(
-        cfg.tenants.contains_key(tenant) || (crate::config::is_id(tenant) && file.is_file()),
-        "no tenant `{tenant}` in {}",
+        !db.config_versions(tenant).await?.is_empty(),
+        "no tenant `{tenant}` in {} or managed through the admin API",
         cfg.dir.display()
     );
     Ok(())

@@ -43,13 +43,10 @@ pub(super) async fn run(dir: &Path, command: JobsCommand) -> anyhow::Result<()> 
         } => {
             let state = match state.as_deref() {
                 None => None,
-                Some("queued") => Some(JobState::Queued),
-                Some("running") => Some(JobState::Running),
-                Some("done") => Some(JobState::Done),
-                Some("dead") => Some(JobState::Dead),
-                Some(other) => {
-                    bail!("unknown job state `{other}`: use queued, running, done or dead")
-                }
+                Some(name) => match JobState::from_name(name) {
+                    Some(s) => Some(s),
+                    None => bail!("unknown job state `{name}`: use queued, running, done or dead"),
+                },
             };
             for job in db.list_jobs(&tenant, state, limit).await? {
                 println!("{}", serde_json::to_string(&job)?);

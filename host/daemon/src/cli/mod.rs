@@ -7,6 +7,7 @@
 //! - `switchyard serve --config DIR`: the daemon ([`serve`]);
 //! - `switchyard check`: validate a configuration directory ([`check`]);
 //! - `switchyard secret|token|jobs|audit|invoke`: operate it;
+//! - `switchyard tenant`: tenants managed through the admin API ([`tenant`]);
 //! - `switchyard migrate [--check]`: the state database's schema ([`migrate`]);
 //! - `switchyard demo`: the daemon with a sample tenant and a scenario.
 
@@ -20,6 +21,7 @@ mod plugin;
 mod scaffold;
 mod secret;
 mod serve;
+mod tenant;
 mod token;
 
 use std::path::PathBuf;
@@ -137,6 +139,15 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Tenants managed through the admin API: list, import, export,
+    /// history, remove.
+    Tenant {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+    },
     /// Manage a tenant's API tokens (stored hashed).
     Token {
         /// The configuration directory.
@@ -249,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { config } => check::run(&config).await,
         Command::Serve { config, listen } => serve::run(&config, listen).await,
         Command::Token { config, command } => token::run(&config, command).await,
+        Command::Tenant { config, command } => tenant::run(&config, command).await,
         Command::Jobs { config, command } => jobs::run(&config, command).await,
         Command::Migrate { config, check } => migrate::run(&config, check).await,
         Command::Audit {

@@ -58,10 +58,10 @@ pub(super) async fn run(dir: &Path, command: SecretCommand) -> anyhow::Result<()
         );
         return Ok(());
     }
-    let (_, secrets) = open_state(&cfg).await?;
+    let (db, secrets) = open_state(&cfg).await?;
     match command {
         SecretCommand::Set { tenant, name } => {
-            known_tenant(&cfg, &tenant)?;
+            known_tenant(&cfg, &db, &tenant).await?;
             let mut value = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
                 .context("reading the secret from standard input")?;
@@ -81,13 +81,13 @@ pub(super) async fn run(dir: &Path, command: SecretCommand) -> anyhow::Result<()
             );
         }
         SecretCommand::List { tenant } => {
-            known_tenant(&cfg, &tenant)?;
+            known_tenant(&cfg, &db, &tenant).await?;
             for m in secrets.list(&tenant).await? {
                 println!("{}\tupdated {}", m.name, m.updated_at);
             }
         }
         SecretCommand::Delete { tenant, name } => {
-            known_tenant(&cfg, &tenant)?;
+            known_tenant(&cfg, &db, &tenant).await?;
             if !secrets.delete(&tenant, &name).await? {
                 bail!("tenant `{tenant}` has no secret `{name}`");
             }

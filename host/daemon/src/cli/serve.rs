@@ -16,12 +16,15 @@ use crate::problem::{self, Problem};
 use crate::state::Live;
 
 pub(super) async fn run(config: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let (cfg, problems) = Config::parse(config).map_err(|problems| {
+    let (mut cfg, mut problems) = Config::parse(config).map_err(|problems| {
         anyhow::anyhow!(
             "invalid switchyard.toml (run `switchyard check`):\n{}",
             problem::render(&problems)
         )
     })?;
+    let _lock = crate::boot::lock_data_dir(&cfg)?;
+    let (db, secrets) = open_state(&cfg).await?;
+    cfg.add_managed(&db.managed_configs().await?, &mut problems);
     let errors: Vec<Problem> = problems.iter().filter(|p| p.is_error()).cloned().collect();
     if !errors.is_empty() {
         eprintln!(
@@ -29,8 +32,6 @@ pub(super) async fn run(config: &Path, listen: Option<SocketAddr>) -> anyhow::Re
             problem::render(&errors)
         );
     }
-    let _lock = crate::boot::lock_data_dir(&cfg)?;
-    let (db, secrets) = open_state(&cfg).await?;
     let clock = crate::boot::clock_from_env(cfg.mode)?;
     let rt = Arc::new(crate::boot::runtime_with_clock(cfg.wasm_slots(), clock)?);
     let live = Live::start(&cfg, &problems, rt, db, Arc::new(secrets)).await?;

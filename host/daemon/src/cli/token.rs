@@ -8,7 +8,7 @@ use clap::Subcommand;
 use secrecy::ExposeSecret;
 
 use super::common::known_tenant;
-use crate::api::auth::OPERATOR;
+use crate::api::auth::{OPERATOR, Role};
 use crate::boot::{load_config, open_state};
 
 #[derive(Subcommand)]
@@ -26,6 +26,12 @@ pub(super) enum TokenCommand {
         /// What the token is for.
         #[arg(long, default_value = "")]
         label: String,
+        /// What it may do: `api` (an integration calling actions),
+        /// `tenant-admin` (a person who configures the tenant) or
+        /// `tenant-viewer` (a person who reads its status, audit and
+        /// configuration).
+        #[arg(long, default_value = "api", value_parser = clap::builder::PossibleValuesParser::new(Role::TENANT_ROLES))]
+        role: String,
     },
     /// List a tenant's tokens (ids and labels).
     List {
@@ -46,30 +52,37 @@ pub(super) async fn run(dir: &Path, command: TokenCommand) -> anyhow::Result<()>
     let (db, _) = open_state(&cfg).await?;
     match command {
         TokenCommand::CreateOperator { label } => {
-            let (info, token) = db.create_token(OPERATOR, &label).await?;
+            let (info, token) = db.create_token(OPERATOR, &label, "operator").await?;
             println!("{}", token.expose_secret());
             eprintln!(
                 "created operator token {}; it is shown only this once",
                 info.id
             );
         }
-        TokenCommand::Create { tenant, label } => {
-            known_tenant(&cfg, &tenant)?;
-            let (info, token) = db.create_token(&tenant, &label).await?;
+        TokenCommand::Create {
+            tenant,
+            label,
+            role,
+        } => {
+            known_tenant(&cfg, &db, &tenant).await?;
+            let (info, token) = db.create_token(&tenant, &label, &role).await?;
             println!("{}", token.expose_secret());
             eprintln!(
-                "created token {} for tenant `{tenant}`; it is shown only this once",
+                "created {role} token {} for tenant `{tenant}`; it is shown only this once",
                 info.id
             );
         }
         TokenCommand::List { tenant } => {
-            known_tenant(&cfg, &tenant)?;
+            known_tenant(&cfg, &db, &tenant).await?;
             for t in db.list_tokens(&tenant).await? {
-                println!("{}\t{}\tcreated {}", t.id, t.label, t.created_at);
+                println!(
+                    "{}\t{}\t{}\tcreated {}",
+                    t.id, t.role, t.label, t.created_at
+                );
             }
         }
         TokenCommand::Revoke { tenant, id } => {
-            known_tenant(&cfg, &tenant)?;
+            known_tenant(&cfg, &db, &tenant).await?;
             if !db.revoke_token(&tenant, &id).await? {
                 bail!("tenant `{tenant}` has no token `{id}`");
             }

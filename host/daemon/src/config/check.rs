@@ -48,6 +48,19 @@ pub(super) fn check_tenant(
             report.at(&n.span(), field, "must be at least 1");
         }
     }
+    for (j, e) in t.private_egress.iter().enumerate() {
+        let field = format!("private_egress[{j}]");
+        match EgressPolicy::parse(&[e.get_ref().trim()]) {
+            Err(err) => report.at(&e.span(), field, err.to_string()),
+            Ok(p) if !p.has_ip_rules() => report.at(
+                &e.span(),
+                field,
+                "holds IP addresses and ranges only (an instance may name any public host \
+                 without a grant)",
+            ),
+            Ok(_) => {}
+        }
+    }
     let allowed = secret_rules(mode);
     let mut seen = BTreeMap::new();
     for (i, inst) in t.instances.iter().enumerate() {
@@ -179,16 +192,24 @@ impl Config {
     /// would run. Errors and warnings both come back; only errors stop an
     /// instance.
     pub fn check_against(&self, catalog: &Catalog) -> Vec<Problem> {
+        self.tenants
+            .values()
+            .flat_map(|t| t.check_against(catalog))
+            .collect()
+    }
+}
+
+impl TenantConfig {
+    /// [`Config::check_against`] for this tenant alone.
+    pub fn check_against(&self, catalog: &Catalog) -> Vec<Problem> {
         let mut problems = Vec::new();
-        for tenant in self.tenants.values() {
-            let mut report = Report {
-                file: &tenant.file,
-                text: &tenant.text,
-                problems: &mut problems,
-            };
-            for (i, inst) in tenant.instances.iter().enumerate() {
-                check_instance(i, inst.get_ref(), catalog, &mut report);
-            }
+        let mut report = Report {
+            file: &self.file,
+            text: &self.text,
+            problems: &mut problems,
+        };
+        for (i, inst) in self.instances.iter().enumerate() {
+            check_instance(i, inst.get_ref(), catalog, &mut report);
         }
         problems
     }
@@ -272,41 +293,52 @@ impl Config {
     /// the secret store, or why there is none to read (then every
     /// `secret:` reference is a problem).
     pub async fn check_references(&self, store: Result<&SecretStore, &str>) -> Vec<Problem> {
-        let allowed = secret_rules(self.mode);
         let mut problems = Vec::new();
         for t in self.tenants.values() {
-            let mut report = Report {
-                file: &t.file,
-                text: &t.text,
-                problems: &mut problems,
-            };
-            let resolver = Resolver {
-                base: self.dir.clone(),
-                store: store.ok().map(|s| (s, t.id.as_str())),
-                allowed,
-            };
-            for (i, inst) in t.instances.iter().enumerate() {
-                for (field, span, r) in inst.get_ref().secret_refs() {
-                    // A reference of a kind not allowed here is reported by
-                    // the file's own checks.
-                    if r.problem(&allowed).is_some() {
-                        continue;
+            problems.extend(self.check_tenant_references(t, store).await);
+        }
+        problems
+    }
+
+    /// [`Config::check_references`] for tenant `t` alone.
+    pub async fn check_tenant_references(
+        &self,
+        t: &TenantConfig,
+        store: Result<&SecretStore, &str>,
+    ) -> Vec<Problem> {
+        let allowed = secret_rules(self.mode);
+        let mut problems = Vec::new();
+        let mut report = Report {
+            file: &t.file,
+            text: &t.text,
+            problems: &mut problems,
+        };
+        let resolver = Resolver {
+            base: self.dir.clone(),
+            store: store.ok().map(|s| (s, t.id.as_str())),
+            allowed,
+        };
+        for (i, inst) in t.instances.iter().enumerate() {
+            for (field, span, r) in inst.get_ref().secret_refs() {
+                // A reference of a kind not allowed here is reported by
+                // the file's own checks.
+                if r.problem(&allowed).is_some() {
+                    continue;
+                }
+                let field = format!("instance[{i}].{field}");
+                let failed = match (r.source(), store) {
+                    (SecretSource::Store(name), Err(why)) => {
+                        Some(format!("secret `{name}` cannot be read: {why}"))
                     }
-                    let field = format!("instance[{i}].{field}");
-                    let failed = match (r.source(), store) {
-                        (SecretSource::Store(name), Err(why)) => {
-                            Some(format!("secret `{name}` cannot be read: {why}"))
-                        }
-                        _ => resolver.resolve(r, &field).await.err().map(|e| {
-                            let m = format!("{e:#}");
-                            m.strip_prefix(&format!("{field}: "))
-                                .map(str::to_owned)
-                                .unwrap_or(m)
-                        }),
-                    };
-                    if let Some(message) = failed {
-                        report.at(&span, field, message);
-                    }
+                    _ => resolver.resolve(r, &field).await.err().map(|e| {
+                        let m = format!("{e:#}");
+                        m.strip_prefix(&format!("{field}: "))
+                            .map(str::to_owned)
+                            .unwrap_or(m)
+                    }),
+                };
+                if let Some(message) = failed {
+                    report.at(&span, field, message);
                 }
             }
         }

@@ -55,6 +55,7 @@
 //! [`spec`] turns an instance into what the runtime needs.
 
 pub mod check;
+pub mod managed;
 mod schema;
 pub mod secrets;
 pub mod spec;
@@ -196,6 +197,7 @@ impl Config {
             Err(_) => Vec::new(),
         };
         files.sort();
+        let limits = server.as_ref().map(|s| &s.limits);
         for path in files {
             let rel = PathBuf::from("tenants").join(path.file_name().unwrap());
             let id = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -206,47 +208,15 @@ impl Config {
                     continue;
                 }
             };
-            let mut report = Report {
-                file: &rel,
-                text: &text,
-                problems: &mut problems,
-            };
-            if !is_id(&id) {
-                report.at(
-                    &(0..0),
-                    "(file name)",
-                    format!("tenant id `{id}` must be 1-64 characters of a-z, 0-9, - and _"),
-                );
-            }
-            let parsed: TenantFile = match toml::from_str(&text) {
-                Ok(t) => t,
-                Err(e) => {
-                    report.parse_error(&e);
-                    continue;
-                }
-            };
-            check::check_tenant(
-                &parsed,
+            let source = TenantSource {
                 mode,
-                server.as_ref().map(|s| &s.limits),
+                limits,
                 dir,
-                &mut report,
-            );
-            tenants.insert(
-                id.clone(),
-                TenantConfig {
-                    id,
-                    file: rel,
-                    max_concurrent_jobs: parsed.max_concurrent_jobs.map(Spanned::into_inner),
-                    max_concurrent_invocations: parsed
-                        .max_concurrent_invocations
-                        .map(Spanned::into_inner),
-                    roles: parsed.roles,
-                    instances: parsed.instances,
-                    digest: Sha256::digest(text.as_bytes()).into(),
-                    text,
-                },
-            );
+                managed: None,
+            };
+            if let Some(t) = source.parse(id, rel, text, &mut problems) {
+                tenants.insert(t.id.clone(), t);
+            }
         }
         let Some(server) = server else {
             return Err(problems);
@@ -273,6 +243,79 @@ impl Config {
             server_digest: Sha256::digest(server_text.as_bytes()).into(),
         };
         Ok((config, problems))
+    }
+
+    /// Adds the tenants configured through the admin API (the newest
+    /// version of each), checked like files. A tenant that also has a file
+    /// is refused: one tenant has one home.
+    pub fn add_managed(
+        &mut self,
+        versions: &[switchyard_store::ConfigVersion],
+        problems: &mut Vec<Problem>,
+    ) {
+        for v in versions {
+            let rel = managed::path_of(&v.tenant);
+            if let Some(file) = self.tenants.get(&v.tenant) {
+                problems.push(Problem::file(
+                    rel,
+                    "(tenant)",
+                    format!(
+                        "tenant `{}` has a file ({}) and is also managed through the admin API; \
+                         remove one of them (`switchyard tenant remove {}` forgets the API's)",
+                        v.tenant,
+                        file.file.display(),
+                        v.tenant
+                    ),
+                ));
+                continue;
+            }
+            let source = TenantSource {
+                mode: self.mode,
+                limits: Some(&self.limits),
+                dir: &self.dir,
+                managed: Some(v.version),
+            };
+            if let Some(t) = source.parse(v.tenant.clone(), rel, v.text.clone(), problems) {
+                self.tenants.insert(t.id.clone(), t);
+            }
+        }
+    }
+
+    /// One stored version of an API-managed tenant, parsed on its own;
+    /// None when it does not parse.
+    pub fn parse_managed(&self, v: &switchyard_store::ConfigVersion) -> Option<TenantConfig> {
+        let source = TenantSource {
+            mode: self.mode,
+            limits: Some(&self.limits),
+            dir: &self.dir,
+            managed: Some(v.version),
+        };
+        source.parse(
+            v.tenant.clone(),
+            managed::path_of(&v.tenant),
+            v.text.clone(),
+            &mut Vec::new(),
+        )
+    }
+
+    /// What a new version of API-managed tenant `t` must pass besides its
+    /// own checks: the plugins' manifests and its secrets, as `check` does,
+    /// and, unless an operator made it (`before` None), nothing only an
+    /// operator may change compared with `before` (its current version, if
+    /// any).
+    pub async fn check_managed_change(
+        &self,
+        t: &TenantConfig,
+        catalog: &crate::plugins::Catalog,
+        secrets: &switchyard_store::SecretStore,
+        before: Option<Option<&TenantConfig>>,
+    ) -> Vec<Problem> {
+        let mut problems = t.check_against(catalog);
+        problems.extend(self.check_tenant_references(t, Ok(secrets)).await);
+        if let Some(before) = before {
+            problems.extend(managed::operator_only_changes(before, t));
+        }
+        problems
     }
 
     /// Wasm slots a daemon serving this configuration needs: one per queue
@@ -339,6 +382,67 @@ impl Config {
             }
         }
         out
+    }
+}
+
+/// What checking one tenant's text needs besides the text.
+pub(crate) struct TenantSource<'a> {
+    pub(crate) mode: Mode,
+    pub(crate) limits: Option<&'a switchyard_runtime::Limits>,
+    pub(crate) dir: &'a Path,
+    /// The version, for a tenant managed through the admin API.
+    pub(crate) managed: Option<i64>,
+}
+
+impl TenantSource<'_> {
+    /// Parses and checks tenant `id`'s text on its own, reporting into
+    /// `problems`; None when it does not parse at all.
+    pub(crate) fn parse(
+        &self,
+        id: String,
+        rel: PathBuf,
+        text: String,
+        problems: &mut Vec<Problem>,
+    ) -> Option<TenantConfig> {
+        let mut report = Report {
+            file: &rel,
+            text: &text,
+            problems,
+        };
+        if !is_id(&id) {
+            report.at(
+                &(0..0),
+                "(file name)",
+                format!("tenant id `{id}` must be 1-64 characters of a-z, 0-9, - and _"),
+            );
+        }
+        let parsed: TenantFile = match toml::from_str(&text) {
+            Ok(t) => t,
+            Err(e) => {
+                report.parse_error(&e);
+                return None;
+            }
+        };
+        check::check_tenant(&parsed, self.mode, self.limits, self.dir, &mut report);
+        if self.managed.is_some() {
+            managed::check_managed(&parsed, &mut report);
+        }
+        Some(TenantConfig {
+            id,
+            file: rel,
+            managed: self.managed,
+            max_concurrent_jobs: parsed.max_concurrent_jobs.map(Spanned::into_inner),
+            max_concurrent_invocations: parsed.max_concurrent_invocations.map(Spanned::into_inner),
+            roles: parsed.roles,
+            private_egress: parsed
+                .private_egress
+                .iter()
+                .map(|e| e.get_ref().trim().to_owned())
+                .collect(),
+            instances: parsed.instances,
+            digest: Sha256::digest(text.as_bytes()).into(),
+            text,
+        })
     }
 }
 

@@ -549,6 +549,8 @@ pub(crate) struct TenantFile {
     pub(crate) max_concurrent_invocations: Option<Spanned<usize>>,
     #[serde(default)]
     pub(crate) roles: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub(crate) private_egress: Vec<Spanned<String>>,
     #[serde(default, rename = "instance")]
     pub(crate) instances: Vec<Spanned<InstanceConfig>>,
 }
@@ -558,8 +560,12 @@ pub(crate) struct TenantFile {
 pub struct TenantConfig {
     /// Tenant id (the file name without `.toml`).
     pub id: String,
-    /// The file, relative to the config directory.
+    /// The file, relative to the config directory; `api/<id>.toml` for a
+    /// tenant managed through the admin API, which has no file.
     pub file: PathBuf,
+    /// The configuration version, for a tenant managed through the admin
+    /// API; None for a tenant file.
+    pub managed: Option<i64>,
     /// Jobs this tenant may run at once (None: the `[jobs]` default).
     pub max_concurrent_jobs: Option<usize>,
     /// Synchronous calls this tenant may run at once (None: the
@@ -567,6 +573,9 @@ pub struct TenantConfig {
     pub max_concurrent_invocations: Option<usize>,
     /// Tenant role → plugin roles.
     pub roles: BTreeMap<String, Vec<String>>,
+    /// IP addresses and ranges (egress entries) the instances of an
+    /// API-managed tenant may name in their egress; set by an operator.
+    pub private_egress: Vec<String>,
     /// Enabled instances.
     pub instances: Vec<Spanned<InstanceConfig>>,
     /// The file's text, to turn spans into lines.
