@@ -27,26 +27,6 @@ greeting = "{greeting}"
     )
 }
 
-/// A token of `role` for `tenant`, made with the CLI.
-fn role_token(cfg: &std::path::Path, tenant: &str, role: &str) -> String {
-    cli(
-        &[
-            "token",
-            "--config",
-            cfg.to_str().unwrap(),
-            "create",
-            tenant,
-            "--role",
-            role,
-            "--label",
-            role,
-        ],
-        None,
-    )
-    .trim()
-    .to_owned()
-}
-
 /// Sends `body` with `method` to `path`; every answer is kept in `seen`
 /// (to check afterwards that no secret value ever came back).
 async fn send(

@@ -79,25 +79,10 @@ async fn tenant_admins_work_in_the_console_and_viewers_only_look() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-    let token_of = |role: &str| {
-        cli(
-            &[
-                "token",
-                "--config",
-                cfg.to_str().unwrap(),
-                "create",
-                "acme",
-                "--role",
-                role,
-                "--label",
-                role,
-            ],
-            None,
-        )
-        .trim()
-        .to_owned()
-    };
-    let (admin, viewer) = (token_of("tenant-admin"), token_of("tenant-viewer"));
+    let (admin, viewer) = (
+        role_token(cfg, "acme", "tenant-admin"),
+        role_token(cfg, "acme", "tenant-viewer"),
+    );
     // A delivery the plugin refuses for good: a dead letter to retry.
     let resp = http
         .post(format!("{}/hooks/acme/echo-1/events", d.base))

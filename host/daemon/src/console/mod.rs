@@ -245,12 +245,10 @@ async fn overview(who: Signed<Read>) -> Response {
         }
     }
     let operate = who.may(Access::Operate);
-    let managed = !st
-        .db()
-        .config_versions(&who.tenant)
-        .await
-        .unwrap_or_default()
-        .is_empty();
+    let managed = match who.versions().await {
+        Ok(v) => !v.is_empty(),
+        Err(r) => return r.into_response(),
+    };
     let remove = managed && who.may(Access::Configure);
     let tenant_problems = st.tenant_failure(&who.tenant).unwrap_or_default();
     page(
@@ -314,12 +312,10 @@ async fn remove_page(
     who: Signed<Configure>,
     Path((_, instance)): Path<(String, String)>,
 ) -> Response {
-    let versions = who
-        .st
-        .db()
-        .config_versions(&who.tenant)
-        .await
-        .unwrap_or_default();
+    let versions = match who.versions().await {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
     let Some(newest) = versions.first() else {
         return pages::message(
             StatusCode::CONFLICT,
@@ -456,13 +452,9 @@ async fn render_config(
     refused: Option<(&str, &[crate::problem::Problem])>,
     notice: Option<String>,
 ) -> Response {
-    let db = who.st.db();
-    let versions = match db.config_versions(&who.tenant).await {
+    let versions = match who.versions().await {
         Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "reading configuration versions");
-            return session::Refused::Unavailable.into_response();
-        }
+        Err(r) => return r.into_response(),
     };
     let configure = who.may(Access::Configure);
     let body = match versions.first() {
@@ -613,9 +605,9 @@ async fn save_config(posted: Posted<Configure>) -> Response {
 
 /// `GET /console/t/{tenant}/config/{version}`: the diff and a rollback.
 async fn version_page(who: Signed<Read>, Path((_, version)): Path<(String, i64)>) -> Response {
-    let versions = match who.st.db().config_versions(&who.tenant).await {
+    let versions = match who.versions().await {
         Ok(v) => v,
-        Err(_) => return session::Refused::Unavailable.into_response(),
+        Err(r) => return r.into_response(),
     };
     let Some(at) = versions.iter().position(|v| v.version == version) else {
         return pages::message(StatusCode::NOT_FOUND, "Not found", "No such version.");
@@ -657,9 +649,9 @@ async fn rollback(Path((_, version)): Path<(String, i64)>, posted: Posted<Config
         .and_then(|v| v.parse().ok())
         .unwrap_or(-1);
     let who = posted.who;
-    let text = match who.st.db().config_versions(&who.tenant).await {
+    let text = match who.versions().await {
         Ok(v) => v.into_iter().find(|v| v.version == version).map(|v| v.text),
-        Err(_) => return session::Refused::Unavailable.into_response(),
+        Err(r) => return r.into_response(),
     };
     let Some(text) = text else {
         return pages::message(StatusCode::NOT_FOUND, "Not found", "No such version.");

@@ -253,12 +253,10 @@ async fn render_roles(
     error: Option<String>,
     text: Option<String>,
 ) -> Response {
-    let versions = who
-        .st
-        .db()
-        .config_versions(&who.tenant)
-        .await
-        .unwrap_or_default();
+    let versions = match who.versions().await {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
     let mapping = who
         .st
         .tenant(&who.tenant)
@@ -349,9 +347,9 @@ pub async fn save_roles(posted: Posted<Configure>) -> Response {
             .await;
         }
     };
-    let newest = match who.st.db().config_versions(&who.tenant).await {
+    let newest = match who.versions().await {
         Ok(v) => v.into_iter().next(),
-        Err(_) => return Refused::Unavailable.into_response(),
+        Err(r) => return r.into_response(),
     };
     let Some(newest) = newest else {
         return Refused::Forbidden("this tenant is configured by a file".into()).into_response();

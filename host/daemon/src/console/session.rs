@@ -101,6 +101,19 @@ impl<N: Need> Signed<N> {
         format!("{} token {}{label} (console)", self.role.name(), t.id)
     }
 
+    /// The tenant's configuration versions, newest first (none: the
+    /// tenant has a file); a store failure is logged and refused.
+    pub async fn versions(&self) -> Result<Vec<switchyard_store::ConfigVersion>, Refused> {
+        self.st
+            .db()
+            .config_versions(&self.tenant)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "reading configuration versions for the console");
+                Refused::Unavailable
+            })
+    }
+
     /// The page header for this person.
     pub fn nav(&self) -> super::pages::Nav<'_> {
         let t = &self.session.token;

@@ -108,15 +108,7 @@ struct Setup {
 }
 
 async fn load(who: &Signed<Read>, instance: &str, plugin: Option<&str>) -> Result<Setup, Response> {
-    let versions = who
-        .st
-        .db()
-        .config_versions(&who.tenant)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "reading configuration versions");
-            Refused::Unavailable.into_response()
-        })?;
+    let versions = who.versions().await.map_err(IntoResponse::into_response)?;
     let Some(newest) = versions.first() else {
         return Err(pages::message(
             StatusCode::CONFLICT,
@@ -178,12 +170,10 @@ fn str_at<'a>(t: &'a toml::Table, path: &[&str]) -> Option<&'a str> {
 
 /// `GET /console/t/{tenant}/setup`: the instances, and adding one.
 pub async fn index(who: Signed<Read>) -> Response {
-    let versions = who
-        .st
-        .db()
-        .config_versions(&who.tenant)
-        .await
-        .unwrap_or_default();
+    let versions = match who.versions().await {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
     let instances: Vec<(String, String)> = versions
         .first()
         .and_then(|v| v.text.parse::<toml::Table>().ok())
@@ -643,9 +633,9 @@ async fn save_table(
     table: toml::Table,
     comment: &str,
 ) -> Response {
-    let versions = match who.st.db().config_versions(&who.tenant).await {
+    let versions = match who.versions().await {
         Ok(v) => v,
-        Err(_) => return Refused::Unavailable.into_response(),
+        Err(r) => return r.into_response(),
     };
     let Some(newest) = versions.first() else {
         return Refused::Forbidden("this tenant is configured by a file".into()).into_response();

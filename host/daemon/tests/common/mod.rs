@@ -141,6 +141,27 @@ pub fn token(cfg: &Path, tenant: &str) -> String {
     .to_owned()
 }
 
+/// A token of `role` (`api`, `tenant-admin`, `tenant-viewer`) for
+/// `tenant`, labelled with its role.
+pub fn role_token(cfg: &Path, tenant: &str, role: &str) -> String {
+    cli(
+        &[
+            "token",
+            "--config",
+            cfg.to_str().unwrap(),
+            "create",
+            tenant,
+            "--role",
+            role,
+            "--label",
+            role,
+        ],
+        None,
+    )
+    .trim()
+    .to_owned()
+}
+
 /// POSTs `body` with optional bearer token and extra headers.
 pub async fn post(
     d: &Daemon,
