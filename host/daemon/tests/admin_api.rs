@@ -801,4 +801,117 @@ async fn instances_are_removed_with_or_without_their_storage_and_get_webhook_sec
     )
     .await;
     assert_eq!(status, 404);
+
+    // Dead letters: listed for any role, retried by an admin only.
+    let (status, out) = send(
+        &d,
+        &mut seen,
+        Method::POST,
+        "/v1/tenants/acme/instances/echo-1/webhooks/events/secret",
+        &admin,
+        Some(json!({"kind": "token", "base_version": 6})),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    let events_token = out["value"].as_str().unwrap().to_owned();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/hooks/acme/echo-1/events", d.base))
+        .header("x-switchyard-token", &events_token)
+        .json(&json!({"id": "e1", "fail_times": 99, "fail_as": "upstream-permanent"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let viewer = role_token(cfg, "acme", "tenant-viewer");
+    let dead = eventually("the delivery's death", || async {
+        let (status, out) = get(&d, "/v1/tenants/acme/jobs?state=dead", Some(&viewer)).await;
+        assert_eq!(status, 200, "{out}");
+        out["jobs"][0]["id"].as_i64()
+    })
+    .await;
+    let (status, out) = get(&d, "/v1/tenants/acme/jobs?state=buried", Some(&viewer)).await;
+    assert_eq!(status, 400, "{out}");
+    let retry = format!("/v1/tenants/acme/jobs/{dead}/retry");
+    assert_eq!(
+        send(&d, &mut seen, Method::POST, &retry, &viewer, None)
+            .await
+            .0,
+        403
+    );
+    let (status, out) = send(&d, &mut seen, Method::POST, &retry, &admin, None).await;
+    assert_eq!(
+        (status, out["retried"].as_i64()),
+        (200, Some(dead)),
+        "{out}"
+    );
+    // An unknown job is not retried.
+    let (status, _) = send(
+        &d,
+        &mut seen,
+        Method::POST,
+        "/v1/tenants/acme/jobs/999999/retry",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The audit log, filtered and paged.
+    let (status, page1) = get(
+        &d,
+        "/v1/tenants/acme/audit?kind=admin&limit=2",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(status, 200, "{page1}");
+    assert_eq!(page1["entries"].as_array().unwrap().len(), 2);
+    let before = page1["next_before"].as_i64().unwrap();
+    let (_, page2) = get(
+        &d,
+        &format!("/v1/tenants/acme/audit?kind=admin&limit=2&before={before}"),
+        Some(&viewer),
+    )
+    .await;
+    let seqs: Vec<i64> = page1["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(page2["entries"].as_array().unwrap())
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no repeats: {seqs:?}"
+    );
+    assert!(
+        page1["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"] == "admin"),
+        "{page1}"
+    );
+    assert!(
+        page1["entries"][0]["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("retry job")
+    );
+    let (_, failed) = get(
+        &d,
+        "/v1/tenants/acme/audit?kind=webhook&outcome=failed",
+        Some(&viewer),
+    )
+    .await;
+    let failed = failed["entries"].as_array().unwrap();
+    assert!(!failed.is_empty() && failed.iter().all(|e| e["outcome"] != "ok"));
+    let (status, _) = get(&d, "/v1/tenants/acme/audit?since=yesterday", Some(&viewer)).await;
+    assert_eq!(status, 400);
+    for token in [&value, &events_token] {
+        assert_eq!(
+            seen.matches(token.as_str()).count(),
+            1,
+            "answered once, when made"
+        );
+    }
 }
