@@ -402,14 +402,14 @@ async fn risk_changes_move_tags_and_wait_for_unsynced_devices() {
         .await
         .unwrap();
     assert_eq!(n.outcome, Ok(200), "{n:?}");
-    eventually("the risk tag", || async {
-        (env.tagged("CHKP_Risk_High") == BTreeSet::from([device])).then_some(())
+    // The risk tag and the threat tag are separate UEM requests: wait for
+    // both (the first alone was seen while the second was in flight).
+    eventually("the risk and threat tags", || async {
+        (env.tagged("CHKP_Risk_High") == BTreeSet::from([device])
+            && env.tagged("CHKP_Threat_jailbreak") == BTreeSet::from([device]))
+        .then_some(())
     })
     .await;
-    assert_eq!(
-        env.tagged("CHKP_Threat_jailbreak"),
-        BTreeSet::from([device])
-    );
     // Lower risk: the high tag and the threat tag go, the low one comes.
     env.mtd
         .set_risk(&device.to_string(), "low", &[])
