@@ -285,8 +285,16 @@ async fn a_lost_insert_answer_makes_no_second_ticket() {
 /// less often.
 #[tokio::test]
 async fn polling_is_batched_and_backs_off() {
-    // Quiet for six runs: read every fourth run only.
-    let env = setup(2_000, "backoff_after_runs = \"6\"\nbackoff_every = \"4\"").await;
+    // Quiet for six runs: read every fourth run only. A run makes up to
+    // 2,000 requests; in a debug build on a loaded two-core machine that
+    // once took longer than the default 30 s deadline, which this test is
+    // not about.
+    let env = setup_with(
+        2_000,
+        "backoff_after_runs = \"6\"\nbackoff_every = \"4\"",
+        "deadline = 120000",
+    )
+    .await;
     // 2,000 inserts and 2,000 reports do not fit one run's 2,000 requests:
     // each run creates what it can and leaves the rest for the next.
     let first = env.sync().await;
