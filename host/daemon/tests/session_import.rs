@@ -673,11 +673,17 @@ allowed_ips = ["127.0.0.1"]
         assert_eq!(e.statuses, [200], "every event was answered 200 at once");
     }
 
-    // A duplicate event changes nothing.
+    // A duplicate event changes nothing. (The first event's work note is
+    // written after its record: wait for it, so that it is not mistaken
+    // for the duplicate's.)
     let inc = env.incident("INC0010007");
-    let notes = env
-        .sn
-        .work_notes("incident", inc["sys_id"].as_str().unwrap());
+    let notes = eventually("the first event's work note", || async {
+        let n = env
+            .sn
+            .work_notes("incident", inc["sys_id"].as_str().unwrap());
+        (!n.is_empty()).then_some(n)
+    })
+    .await;
     env.bt
         .send_event("support_conference_end", &keyed, Some("INC0010007"));
     eventually("the duplicate delivered", || async {
