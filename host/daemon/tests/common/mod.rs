@@ -221,12 +221,25 @@ pub async fn get(d: &Daemon, path: &str, token: Option<&str>) -> (u16, Value) {
 }
 
 /// Polls `check` every 100 ms until it returns Some, for at most 30 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    eventually_within(what, std::time::Duration::from_secs(30), check).await
+}
+
+/// [`eventually`] for at most `patience`.
+pub async fn eventually_within<T, F, Fut>(
+    what: &str,
+    patience: std::time::Duration,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let give_up = std::time::Instant::now() + patience;
     loop {
         if let Some(v) = check().await {
             return v;
@@ -267,7 +280,10 @@ pub async fn run_job(d: &Daemon, token: &str, base: &str, job: &str) -> Value {
         .as_i64()
         .unwrap_or(0);
     start_job(d, token, base, job).await;
-    eventually(&format!("the `{job}` run"), || async {
+    // A run ends by itself or at its deadline (30 s unless the test sets a
+    // longer one): wait past the longest a test sets.
+    let patience = std::time::Duration::from_secs(150);
+    eventually_within(&format!("the `{job}` run"), patience, || async {
         let j = job_stats(d, token, base, job).await;
         (j["runs"].as_i64().unwrap_or(0) > before).then_some(j)
     })
