@@ -154,11 +154,9 @@ async fn config_includes_defaults() {
 #[tokio::test]
 async fn storage_round_trip_and_typed_errors() {
     let mut spec = InstanceSpec::new("acme", "e");
-    spec.quota = Quota {
-        max_value_bytes: 1000,
-        max_total_bytes: 3000,
-        max_keys: 100,
-    };
+    spec.limits.storage_value_bytes = 1000;
+    spec.limits.storage_bytes = 3000;
+    spec.limits.storage_keys = 100;
     let inst = instance(load(guests::PLUGIN_ECHO).await, spec);
     let out = ok(
         &inst,

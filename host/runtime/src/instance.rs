@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use switchyard_store::{KvBackend, Namespace, Quota};
+use switchyard_store::{KvBackend, Namespace};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -49,10 +49,8 @@ pub struct InstanceSpec {
     pub ca_certs_pem: Vec<String>,
     /// Bound credentials.
     pub credentials: Vec<CredentialSpec>,
-    /// Execution limits.
+    /// Execution limits, the storage quota among them.
     pub limits: Limits,
-    /// Storage quota.
-    pub quota: Quota,
 }
 
 impl InstanceSpec {
@@ -66,7 +64,6 @@ impl InstanceSpec {
             ca_certs_pem: Vec::new(),
             credentials: Vec::new(),
             limits: Limits::default(),
-            quota: Quota::default(),
         }
     }
 }
@@ -236,7 +233,7 @@ impl Instance {
         let storage = StorageCtx::new(
             backend,
             Namespace::new(&spec.tenant, &spec.instance),
-            spec.quota,
+            spec.limits.quota(),
         )
         .paced_by(budgets.clone());
         Ok(Self {

@@ -72,4 +72,4 @@ pub use limits::Limits;
 pub use manifest::{
     ActionSpec, ConfigSpec, CredentialSlot, EgressNeed, JobSpec, Manifest, ValueSchema, WebhookSpec,
 };
-pub use runtime::{LoadError, Plugin, Runtime, RuntimeConfig};
+pub use runtime::{Compiled, LoadError, Plugin, Runtime, RuntimeConfig, SUPPORTED_IMPORTS};

@@ -35,6 +35,23 @@ pub struct Limits {
     pub input_bytes: usize,
     /// Largest action output a plugin may return, in bytes.
     pub output_bytes: usize,
+    /// Largest value one storage key may hold, in bytes.
+    pub storage_value_bytes: usize,
+    /// Key and value bytes the instance's storage may hold in all.
+    pub storage_bytes: u64,
+    /// Keys the instance's storage may hold.
+    pub storage_keys: u64,
+}
+
+impl Limits {
+    /// The storage quota these limits set.
+    pub fn quota(&self) -> switchyard_store::Quota {
+        switchyard_store::Quota {
+            max_value_bytes: self.storage_value_bytes,
+            max_total_bytes: self.storage_bytes,
+            max_keys: self.storage_keys,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -51,6 +68,9 @@ impl Default for Limits {
             log_records: 1_000,
             input_bytes: 4 << 20,
             output_bytes: 8 << 20,
+            storage_value_bytes: 1 << 20,
+            storage_bytes: 64 << 20,
+            storage_keys: 100_000,
         }
     }
 }

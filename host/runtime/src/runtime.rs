@@ -157,6 +157,7 @@ pub struct Plugin {
     pub(crate) pre: PluginPre<StoreState>,
     manifest: Manifest,
     digest: String,
+    compiled: Compiled,
     /// The actions' input schemas, compiled once (see `schema`).
     pub(crate) schemas: crate::schema::Schemas,
 }
@@ -171,6 +172,81 @@ impl Plugin {
     pub fn digest(&self) -> &str {
         &self.digest
     }
+
+    /// How the component was made ready: its size, and the time spent
+    /// compiling it or loading it from the compile cache.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+}
+
+/// How a component was made ready to run (for `plugin inspect` and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compiled {
+    /// Size of the component, in bytes.
+    pub component_bytes: usize,
+    /// Time spent compiling it, or loading it from the cache.
+    pub took: Duration,
+    /// Whether it came from the compile cache.
+    pub from_cache: bool,
+}
+
+/// The imports a plugin may have, by package and major version: its own
+/// world, and the WASI 0.2 interfaces that language runtimes import (Rust's
+/// std, componentize-py, ComponentizeJS). Each Store's `WasiCtx` grants
+/// nothing of them but clocks, random and a captured stderr (see
+/// `instance::new_store`); `wasi:http` is not among them, because a plugin's
+/// HTTP goes through `switchyard:plugin/http`, where egress and credentials
+/// are checked.
+pub const SUPPORTED_IMPORTS: &[(&str, &str)] = &[
+    ("switchyard:plugin", "0.1"),
+    ("wasi:io", "0.2"),
+    ("wasi:clocks", "0.2"),
+    ("wasi:random", "0.2"),
+    ("wasi:cli", "0.2"),
+    ("wasi:filesystem", "0.2"),
+    ("wasi:sockets", "0.2"),
+];
+
+/// Whether an import name (`ns:pkg/iface@1.2.3`) is in [`SUPPORTED_IMPORTS`].
+fn supported_import(name: &str) -> bool {
+    let Some((path, version)) = name.split_once('@') else {
+        return false;
+    };
+    let package = path.split_once('/').map_or(path, |(p, _)| p);
+    SUPPORTED_IMPORTS.iter().any(|(p, major)| {
+        *p == package
+            && version
+                .strip_prefix(major)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// Refuses a component that imports anything the host does not provide,
+/// naming every such import: wasmtime's own error names only the first,
+/// and says nothing of what a plugin may import instead.
+fn check_imports(component: &Component, engine: &Engine) -> Result<(), LoadError> {
+    let missing: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| !supported_import(name))
+        .map(|name| format!("`{name}`"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let allowed: Vec<String> = SUPPORTED_IMPORTS
+        .iter()
+        .map(|(p, v)| format!("{p}@{v}.x"))
+        .collect();
+    Err(LoadError::World(format!(
+        "the component imports {}, which Switchyard does not provide; a plugin may import only {} \
+         (an HTTP request goes through switchyard:plugin/http: build without wasi:http, e.g. \
+         ComponentizeJS with disableFeatures: [\"http\", \"fetch-event\"])",
+        missing.join(", "),
+        allowed.join(", ")
+    )))
 }
 
 struct EpochTicker {
@@ -305,10 +381,28 @@ impl Runtime {
         let engine = self.engine.clone();
         let cache = self.cache_path(&digest);
         let bytes = wasm.to_vec();
-        // Compilation is seconds of CPU: keep it off the async workers.
-        let component = tokio::task::spawn_blocking(move || compile_cached(&engine, &bytes, cache))
-            .await
-            .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))??;
+        let started = Instant::now();
+        // Compilation is seconds of CPU (an 18 MB Python component takes
+        // 10-16 s here): keep it off the async workers, so that the daemon
+        // goes on serving while a reload compiles.
+        let (component, from_cache) =
+            tokio::task::spawn_blocking(move || compile_cached(&engine, &bytes, cache))
+                .await
+                .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))??;
+        let compiled = Compiled {
+            component_bytes: wasm.len(),
+            took: started.elapsed(),
+            from_cache,
+        };
+        if !from_cache {
+            tracing::info!(
+                sha256 = %digest,
+                bytes = wasm.len(),
+                ms = compiled.took.as_millis() as u64,
+                "compiled a plugin component"
+            );
+        }
+        check_imports(&component, &self.engine)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -323,6 +417,7 @@ impl Runtime {
             pre,
             manifest,
             digest,
+            compiled,
             schemas,
         }))
     }
@@ -476,13 +571,16 @@ fn prepare_cache_dir(dir: &Path) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// The compiled component, and whether it came from the cache.
 fn compile_cached(
     engine: &Engine,
     wasm: &[u8],
     cache: Option<PathBuf>,
-) -> Result<Component, LoadError> {
+) -> Result<(Component, bool), LoadError> {
     let Some(path) = cache else {
-        return Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
+        return Component::new(engine, wasm)
+            .map(|c| (c, false))
+            .map_err(|e| LoadError::Compile(format!("{e:#}")));
     };
     if path.exists() {
         // SAFETY: the file was written by `write_cache` below from
@@ -490,7 +588,7 @@ fn compile_cached(
         // (its name carries the compatibility hash), in a directory only the
         // daemon writes to.
         match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok(c),
+            Ok(c) => return Ok((c, true)),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cache entry")
             }
@@ -502,6 +600,7 @@ fn compile_cached(
     write_cache(&path, &compiled)?;
     // SAFETY: the bytes were just produced by this engine.
     unsafe { Component::deserialize(engine, &compiled) }
+        .map(|c| (c, false))
         .map_err(|e| LoadError::Compile(format!("{e:#}")))
 }
 
@@ -515,6 +614,24 @@ fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| LoadError::Cache(format!("writing {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod import_tests {
+    use super::supported_import;
+
+    #[test]
+    fn imports_are_matched_by_package_and_major_version() {
+        assert!(supported_import("switchyard:plugin/http@0.1.4"));
+        assert!(supported_import("switchyard:plugin/http@0.1.9"));
+        assert!(supported_import("wasi:io/poll@0.2.12"));
+        assert!(supported_import("wasi:sockets/tcp@0.2.0"));
+        assert!(!supported_import("wasi:http/types@0.2.9"));
+        assert!(!supported_import("switchyard:plugin/http@0.2.0"));
+        assert!(!supported_import("wasi:io/poll@0.20.0"));
+        assert!(!supported_import("wasi:io/poll"));
+        assert!(!supported_import("acme:evil/steal@0.1.0"));
+    }
 }
 
 #[cfg(all(test, unix))]

@@ -87,7 +87,8 @@ async fn load(runtime: &Runtime, source: &str) -> anyhow::Result<Arc<Plugin>> {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(super) enum PluginCommand {
-    /// Print a plugin's manifest as JSON.
+    /// Print a plugin's manifest as JSON, and on standard error its size
+    /// and how long it took to compile (or to load from the compile cache).
     Inspect {
         /// A `.wasm` component or `bundled:<name>`.
         plugin: String,
@@ -216,9 +217,22 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        PluginCommand::Inspect { plugin } => {
-            let plugin = load(&rt, &plugin).await?;
+        PluginCommand::Inspect { plugin: source } => {
+            let plugin = load(&rt, &source).await?;
             println!("{}", serde_json::to_string_pretty(plugin.manifest())?);
+            // On stderr, so that stdout stays the manifest alone.
+            let c = plugin.compiled();
+            eprintln!(
+                "{source}: {:.1} MB component, sha256 {}; {} in {} ms",
+                c.component_bytes as f64 / 1e6,
+                plugin.digest(),
+                if c.from_cache {
+                    "loaded from the compile cache"
+                } else {
+                    "compiled"
+                },
+                c.took.as_millis()
+            );
             Ok(())
         }
         PluginCommand::Run {
