@@ -8,6 +8,9 @@ const GUESTS: &[&str] = &[
     "guest-trivial",
     "guest-compat-0-1-0",
     "guest-clients",
+    // The Rust twin of the Python and JavaScript examples (host/daemon's
+    // polyglot tests and benchmark).
+    "example-rust-incident-watch",
 ];
 
 fn main() {

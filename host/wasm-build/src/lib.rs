@@ -32,14 +32,19 @@ pub fn workspace_root() -> PathBuf {
 }
 
 fn package_dir(root: &Path, package: &str) -> PathBuf {
-    // Guest crates live in plugins/<name> (package `plugin-<name>`) or
+    // Guest crates live in plugins/<name> (package `plugin-<name>`),
+    // plugins/examples/<name> (package `example-<name>`) or
     // tests/guests/<name> (package `guest-<name>`).
     if let Some(name) = package.strip_prefix("plugin-") {
         root.join("plugins").join(name)
+    } else if let Some(name) = package.strip_prefix("example-") {
+        root.join("plugins/examples").join(name)
     } else if let Some(name) = package.strip_prefix("guest-") {
         root.join("tests/guests").join(name)
     } else {
-        panic!("guest package `{package}` must be named plugin-<name> or guest-<name>")
+        panic!(
+            "guest package `{package}` must be named plugin-<name>, example-<name> or guest-<name>"
+        )
     }
 }
 
