@@ -121,8 +121,9 @@ struct Env {
 
 /// Per language `<lang>`: the instance `<lang>` (the happy path), `<lang>-
 /// denied` (its ServiceNow URL is outside the egress allowlist),
-/// `<lang>-quota` (at most two storage keys) and `<lang>-slow` (a ServiceNow
-/// that answers after 5 s, a 1 s deadline).
+/// `<lang>-quota` (at most two storage keys), `<lang>-slow` (a ServiceNow
+/// that answers after 5 s, a 1 s deadline) and `<lang>-paced` (three
+/// outbound requests per call).
 async fn setup() -> Env {
     let plugins = plugin_files();
     let sn = ServiceNow::start(ServiceNowConfig::default(), 1, 2, 0)
@@ -137,7 +138,7 @@ async fn setup() -> Env {
     ));
     let channels: Vec<String> = LANGS
         .iter()
-        .flat_map(|(l, _)| [(*l).to_owned(), format!("{l}-other")])
+        .flat_map(|(l, _)| [(*l).to_owned(), format!("{l}-other"), format!("{l}-paced")])
         .collect();
     let slack = Slack::start(SlackConfig {
         channels: channels.clone(),
@@ -177,6 +178,15 @@ async fn setup() -> Env {
             &slack,
             &other,
             "limits = { deadline = 1000 }\n",
+        );
+        tenant += &instance(
+            &format!("{lang}-paced"),
+            plugin,
+            &sn,
+            &sn.url(),
+            &slack,
+            &format!("{lang}-paced"),
+            "limits = { http_requests = 3 }\n",
         );
     }
     let mut secrets = vec![
@@ -393,6 +403,28 @@ async fn the_sandbox_holds_for_each_language() {
             env.slow.control().requests().len() > before,
             "{lang}: the request never reached ServiceNow"
         );
+    }
+
+    // The invocation interface: with three requests a call, a poll run
+    // looks up and announces one incident, sees it has one request left,
+    // and asks to run again; the runs it asked for announce the rest.
+    for (lang, _) in LANGS {
+        let paced = base(&format!("{lang}-paced"));
+        let job = run_job(&env.d, &env.token, &paced, "poll").await;
+        let summary = job["last_summary"].as_str().unwrap();
+        assert!(
+            summary.starts_with("announced 1 of 3 "),
+            "{lang}: {summary}"
+        );
+        let channel = format!("{lang}-paced");
+        eventually(&format!("{lang}: the runs asked for"), || async {
+            (env.texts(&channel).len() == 3).then_some(())
+        })
+        .await;
+        let runs = job_stats(&env.d, &env.token, &paced, "poll").await["runs"]
+            .as_i64()
+            .unwrap();
+        assert!(runs >= 3, "{lang}: {runs} runs");
     }
 
     // The credentials: ServiceNow saw the Basic credential on every request

@@ -19,6 +19,7 @@
 import * as config from 'switchyard:plugin/config@0.1.4';
 import * as credentials from 'switchyard:plugin/credentials@0.1.4';
 import * as http from 'switchyard:plugin/http@0.1.4';
+import * as invocation from 'switchyard:plugin/invocation@0.1.4';
 import * as log from 'switchyard:plugin/log@0.1.4';
 import * as storage from 'switchyard:plugin/storage@0.1.4';
 
@@ -176,6 +177,12 @@ function poll() {
   const found = incidents(`${query}^ORDERBYsys_updated_on`);
   let announced = 0;
   for (const inc of found) {
+    // Near the deadline (or out of requests), stop and ask to run again
+    // soon: the cursor keeps what was done. (`remainingMs` is a u64: BigInt.)
+    if (invocation.remainingMs() < 2000n || invocation.remainingRequests() < 2) {
+      invocation.runAgain(1);
+      break;
+    }
     if (announce(inc)) announced += 1;
     const updated = inc.sys_updated_on ?? '';
     if (updated > cursor) cursor = updated;

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import config, credentials, http, log, storage, types
+from wit_world.imports import config, credentials, http, invocation, log, storage, types
 
 VERSION = "0.1.0"
 FIELDS = "sys_id,number,short_description,priority,sys_updated_on"
@@ -176,6 +176,11 @@ def poll():
     found = incidents(query + "^ORDERBYsys_updated_on")
     announced = 0
     for inc in found:
+        # Near the deadline (or out of requests), stop and ask to run again
+        # soon: the cursor keeps what was done.
+        if invocation.remaining_ms() < 2000 or invocation.remaining_requests() < 2:
+            invocation.run_again(1)
+            break
         if announce(inc):
             announced += 1
         cursor = max(cursor, inc.get("sys_updated_on") or "")

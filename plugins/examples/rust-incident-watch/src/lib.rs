@@ -20,12 +20,14 @@
 //! assert_eq!(m.id, "rs-incident-watch");
 //! ```
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use switchyard_sdk::http::Request;
 use switchyard_sdk::{
     ActionSpec, ConfigSpec, Context, CredentialKind, CredentialSlot, Error, Header, JobSpec,
     Manifest, Plugin, Result, WebhookRequest, WebhookResponse, WebhookSpec, config, credentials,
-    log, storage,
+    invocation, log, storage,
 };
 
 const FIELDS: &str = "sys_id,number,short_description,priority,sys_updated_on";
@@ -173,6 +175,13 @@ fn poll() -> Result<String> {
     let found = incidents(&(query + "^ORDERBYsys_updated_on"))?;
     let mut announced = 0;
     for inc in &found {
+        // Near the deadline (or out of requests), stop and ask to run again
+        // soon: the cursor keeps what was done.
+        if invocation::remaining() < Duration::from_secs(2) || invocation::remaining_requests() < 2
+        {
+            invocation::run_again(Duration::from_secs(1));
+            break;
+        }
         if announce(inc)? {
             announced += 1;
         }
