@@ -218,8 +218,7 @@ async fn setup() -> Env {
 
 /// Starts `serve` with its standard error (the log) in `log`.
 fn start_logging_to(cfg: &Path, log: &Path) -> Daemon {
-    use std::io::{BufRead, BufReader};
-    let mut child = bin()
+    let child = bin()
         .args(["serve", "--config", cfg.to_str().unwrap(), "--listen"])
         .arg("127.0.0.1:0")
         .env("RUST_LOG", "info")
@@ -227,21 +226,7 @@ fn start_logging_to(cfg: &Path, log: &Path) -> Daemon {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("switchyard listening on ")
-        .unwrap_or_else(|| {
-            panic!(
-                "unexpected first line {line:?}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        })
-        .to_owned();
-    Daemon { child, base }
+    listening(child)
 }
 
 impl Env {

@@ -60,7 +60,7 @@ pub fn start_with(cfg: &Path, listen: &str, env: &[(&str, &str)]) -> Daemon {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd
+    let child = cmd
         .args([
             "serve",
             "--config",
@@ -72,6 +72,12 @@ pub fn start_with(cfg: &Path, listen: &str, env: &[(&str, &str)]) -> Daemon {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    listening(child)
+}
+
+/// The daemon `child` (`serve` with stdout piped), once it says where it
+/// listens.
+pub fn listening(mut child: Child) -> Daemon {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
