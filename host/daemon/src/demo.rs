@@ -465,7 +465,7 @@ pub async fn run(once: bool, listen: SocketAddr) -> anyhow::Result<()> {
     let (_, api_token) = db.create_token("acme", "demo", "api").await?;
 
     let rt = Arc::new(runtime(cfg.wasm_slots())?);
-    let state = Live::start(&cfg, &[], rt, db, Arc::new(secrets)).await?;
+    let state = Live::start(&cfg, &[], rt, db, Arc::new(secrets), false).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {

@@ -156,6 +156,24 @@ pub fn not_served(instance: &str, problems: &[String], request_id: &str) -> ApiE
     .retry_after(60)
 }
 
+/// A 503 for an instance whose plugin is still being compiled: it will be
+/// served in seconds, with nothing to fix.
+pub fn compiling(instance: &str, problems: &[String], request_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "plugin_compiling",
+        format!(
+            "instance `{instance}` is not served yet: {}",
+            problems.join("; ")
+        ),
+        request_id,
+    )
+    .retry_after(COMPILING_RETRY_SECS)
+}
+
+/// How long a caller of an instance whose plugin compiles is asked to wait.
+const COMPILING_RETRY_SECS: u32 = 5;
+
 /// A 503 for a failed read or write of the daemon's own state: the caller
 /// may retry; the details go to the log.
 pub fn unavailable(what: &str, e: &dyn std::fmt::Display, request_id: &str) -> Response {

@@ -55,6 +55,8 @@ pub struct Metrics {
     plugin_files_refused: Gauge,
     tenants_failed: Gauge,
     instances_failed: Gauge,
+    plugins_compiling: Gauge,
+    instances_compiling: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +90,8 @@ impl Default for Metrics {
         let plugin_files_refused = Gauge::default();
         let tenants_failed = Gauge::default();
         let instances_failed = Gauge::default();
+        let plugins_compiling = Gauge::default();
+        let instances_compiling = Gauge::default();
         let mut registry = Registry::with_prefix("switchyard");
         registry.register(
             "invocations",
@@ -150,8 +154,20 @@ impl Default for Metrics {
             "Instances not served because they could not be built (see the log or their status)",
             instances_failed.clone(),
         );
+        registry.register(
+            "plugins_compiling",
+            "Plugin components being compiled in the background (not in the compile cache at start)",
+            plugins_compiling.clone(),
+        );
+        registry.register(
+            "instances_compiling",
+            "Instances not served yet because their plugin is being compiled",
+            instances_compiling.clone(),
+        );
         Self {
             registry,
+            plugins_compiling,
+            instances_compiling,
             plugin_files_refused,
             tenants_failed,
             instances_failed,
@@ -292,6 +308,13 @@ impl Metrics {
     pub fn set_failed(&self, tenants: usize, instances: usize) {
         self.tenants_failed.set(tenants as i64);
         self.instances_failed.set(instances as i64);
+    }
+
+    /// Sets how many plugins compile in the background, and how many
+    /// instances wait for them.
+    pub fn set_compiling(&self, plugins: usize, instances: usize) {
+        self.plugins_compiling.set(plugins as i64);
+        self.instances_compiling.set(instances as i64);
     }
 
     /// Counts one pass of the scheduler.

@@ -245,7 +245,10 @@ pub fn document() -> Value {
                                                "422": { "$ref": "#/components/responses/Error" } } } },
             METRICS: { "get": { "summary": "Prometheus metrics", "responses": text("Text exposition format") } },
             HEALTHZ: { "get": { "summary": "Liveness", "responses": text("ok") } },
-            READYZ: { "get": { "summary": "Readiness: 503 with the reason while shutting down or while the state database does not answer", "responses": text("ready") } },
+            READYZ: { "get": { "summary": "Readiness: 503 with the reason while shutting down or while the state database does not answer; the body names plugins still compiling",
+                               "parameters": [{ "name": "plugins", "in": "query", "required": false, "schema": { "type": "string", "enum": ["all"] },
+                                                "description": "`all`: also 503 while a plugin compiles in the background (its instances are not served yet)" }],
+                               "responses": text("ready") } },
             OPENAPI: { "get": { "summary": "This document", "responses": { "200": ok_json("OpenAPI 3.1") } } }
         }
     })

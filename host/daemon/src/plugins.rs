@@ -25,6 +25,11 @@
 //! the code an instance runs until the operator moves it on
 //! (`switchyard plugin upgrade`, or a pin that excludes the old version).
 //!
+//! `serve` starts without compiling what is not in the compile cache
+//! ([`Catalog::load_with`]): such a plugin is [`Pending`], an instance of
+//! its id waits (rather than settling on an older installed version), and
+//! the daemon swaps it in once it has compiled in the background.
+//!
 //! ```no_run
 //! # async fn demo(rt: &switchyard_runtime::Runtime) {
 //! let catalog = switchyard::plugins::Catalog::load(rt, "plugins".as_ref(), None).await;
@@ -85,12 +90,32 @@ impl Entry {
     }
 }
 
+/// A plugin not compiled yet: its code is not in the compile cache, and
+/// `serve` compiles it in the background rather than before serving the
+/// other tenants ([`Catalog::load_with`] with `defer_cold`).
+#[derive(Clone)]
+pub struct Pending {
+    /// Where it comes from.
+    pub source: Source,
+    /// The id its place says it has (its file or directory name, or the
+    /// bundled plugin's name); the manifest is only read once it compiles.
+    pub id: String,
+    /// The SHA-256 of the component, hex.
+    pub digest: String,
+    /// The component.
+    pub bytes: Arc<[u8]>,
+}
+
+/// What an earlier compile of a pending plugin produced, by digest.
+pub type Compiled = (String, Result<Arc<Plugin>, String>);
+
 /// Every usable plugin by id, and the problems of those that are not.
 #[derive(Default)]
 pub struct Catalog {
     /// Versions of each plugin, lowest first.
     by_id: BTreeMap<String, Vec<Entry>>,
     problems: Vec<Problem>,
+    pending: Vec<Pending>,
 }
 
 /// A candidate before the rules are applied.
@@ -163,36 +188,69 @@ impl Catalog {
     /// Plugins already in `previous` (same bytes) are reused, not compiled
     /// or instantiated again: a reload costs what changed.
     pub async fn load(rt: &Runtime, plugin_dir: &Path, previous: Option<&Catalog>) -> Self {
-        let known: BTreeMap<&str, &Arc<Plugin>> = previous
+        Self::load_with(rt, plugin_dir, previous, &[], false).await
+    }
+
+    /// [`Catalog::load`], also reusing the plugins in `compiled`; with
+    /// `defer_cold`, a component that is in neither and not in the compile
+    /// cache is not compiled but listed in [`Catalog::pending`]: compiling a
+    /// large one takes seconds (an 18 MB Python component, 5-15 s), and
+    /// `serve` must not keep every other tenant waiting for it.
+    pub async fn load_with(
+        rt: &Runtime,
+        plugin_dir: &Path,
+        previous: Option<&Catalog>,
+        compiled: &[Compiled],
+        defer_cold: bool,
+    ) -> Self {
+        let mut known: BTreeMap<&str, Result<&Arc<Plugin>, &String>> = previous
             .map(|c| {
                 c.by_id
                     .values()
                     .flatten()
-                    .map(|e| (e.plugin.digest(), &e.plugin))
+                    .map(|e| (e.plugin.digest(), Ok(&e.plugin)))
                     .collect()
             })
             .unwrap_or_default();
-        let load = async |bytes: &[u8]| -> Result<Arc<Plugin>, String> {
+        known.extend(compiled.iter().map(|(d, r)| (d.as_str(), r.as_ref())));
+        enum Loaded {
+            Ready(Arc<Plugin>),
+            Deferred(String),
+            Failed(String),
+        }
+        let load = async |bytes: &[u8]| -> Loaded {
             let digest = hex::encode(Sha256::digest(bytes));
             match known.get(digest.as_str()) {
-                Some(p) => Ok((*p).clone()),
-                None => rt.load(bytes).await.map_err(|e| e.to_string()),
+                Some(Ok(p)) => Loaded::Ready((*p).clone()),
+                Some(Err(e)) => Loaded::Failed((*e).clone()),
+                None if defer_cold && !rt.is_cached(bytes) => Loaded::Deferred(digest),
+                None => match rt.load(bytes).await {
+                    Ok(p) => Loaded::Ready(p),
+                    Err(e) => Loaded::Failed(e.to_string()),
+                },
             }
         };
         let mut catalog = Self::default();
         let mut candidates = Vec::new();
         for (name, bytes) in switchyard_bundled::ALL {
+            let source = Source::Bundled(name);
             match load(bytes).await {
-                Ok(plugin) => candidates.push(Candidate {
+                Loaded::Ready(plugin) => candidates.push(Candidate {
                     plugin,
-                    source: Source::Bundled(name),
+                    source,
                     expected_id: None,
                     versions_dir: false,
                 }),
-                Err(e) => {
+                Loaded::Deferred(digest) => catalog.pending.push(Pending {
+                    source,
+                    id: (*name).to_owned(),
+                    digest,
+                    bytes: Arc::from(*bytes),
+                }),
+                Loaded::Failed(e) => {
                     catalog
                         .problems
-                        .push(Problem::file(format!("bundled:{name}"), "(plugin)", e))
+                        .push(Problem::file(source.to_string(), "(plugin)", e))
                 }
             }
         }
@@ -203,16 +261,22 @@ impl Catalog {
         for f in files {
             let loaded = match &f.bytes {
                 Ok(bytes) => load(bytes).await,
-                Err(e) => Err(format!("cannot read: {e}")),
+                Err(e) => Loaded::Failed(format!("cannot read: {e}")),
             };
             match loaded {
-                Ok(plugin) => candidates.push(Candidate {
+                Loaded::Ready(plugin) => candidates.push(Candidate {
                     plugin,
                     source: Source::File(f.path),
                     expected_id: Some(f.expected_id),
                     versions_dir: f.versions_dir,
                 }),
-                Err(message) => catalog
+                Loaded::Deferred(digest) => catalog.pending.push(Pending {
+                    bytes: Arc::from(f.bytes.unwrap_or_default()),
+                    source: Source::File(f.path),
+                    id: f.expected_id,
+                    digest,
+                }),
+                Loaded::Failed(message) => catalog
                     .problems
                     .push(Problem::file(f.path, "(plugin)", message)),
             }
@@ -312,6 +376,18 @@ impl Catalog {
         &self.problems
     }
 
+    /// Plugins waiting to be compiled (see [`Catalog::load_with`]).
+    pub fn pending(&self) -> &[Pending] {
+        &self.pending
+    }
+
+    /// A version of `id` still being compiled, if any: until it is ready,
+    /// which version an instance of `id` would run is not known, so such
+    /// an instance waits rather than settling on an older version.
+    pub fn compiling(&self, id: &str) -> Option<&Pending> {
+        self.pending.iter().find(|p| p.id == id)
+    }
+
     /// Installed plugin ids, sorted.
     pub fn ids(&self) -> Vec<&str> {
         self.by_id.keys().map(String::as_str).collect()
@@ -329,6 +405,14 @@ impl Catalog {
 
     /// The highest installed version of `id` that `pin` allows.
     pub fn resolve(&self, id: &str, pin: Option<&VersionReq>) -> Result<&Entry, String> {
+        if let Some(p) = self.compiling(id) {
+            return Err(format!(
+                "plugin `{id}` ({}, {:.1} MB) is being compiled; the instance is served once it \
+                 is ready",
+                p.source,
+                p.bytes.len() as f64 / 1e6
+            ));
+        }
         let versions = self.versions(id);
         if versions.is_empty() {
             return Err(format!(

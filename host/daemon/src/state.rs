@@ -347,6 +347,9 @@ pub struct AppState {
     paused_by_config: std::collections::BTreeSet<switchyard_store::InstanceKey>,
     /// Instances that could not be built, and why.
     failed: BTreeMap<(String, String), Vec<String>>,
+    /// Those of `failed` that wait for their plugin to compile (served
+    /// once it has, without anyone fixing anything).
+    compiling: std::collections::BTreeSet<(String, String)>,
     /// Tenants whose file has errors, and which.
     failed_tenants: BTreeMap<String, Vec<String>>,
     /// Plugin builds to record once this state runs.
@@ -405,6 +408,7 @@ impl AppState {
         let mut tenants = BTreeMap::new();
         let mut rebuilt = 0;
         let mut failed = BTreeMap::new();
+        let mut compiling = std::collections::BTreeSet::new();
         let mut pending_locks = Vec::new();
         for (tid, t) in &cfg.tenants {
             if failed_tenants.contains_key(tid) {
@@ -434,6 +438,13 @@ impl AppState {
                         instances.insert(iid, state);
                     }
                     Err(problems) => {
+                        let ic = t.instances[index].get_ref();
+                        if ic
+                            .plugin_ref()
+                            .is_ok_and(|(id, _)| catalog.compiling(&id).is_some())
+                        {
+                            compiling.insert((tid.clone(), iid.clone()));
+                        }
                         failed.insert((tid.clone(), iid), problems);
                     }
                 }
@@ -457,11 +468,18 @@ impl AppState {
             tracing::error!(tenant = %t, "tenant not served: {}", problems.join("; "));
         }
         for ((t, i), problems) in &failed {
-            tracing::error!(tenant = %t, instance = %i, "instance not served: {}", problems.join("; "));
+            if compiling.contains(&(t.clone(), i.clone())) {
+                tracing::info!(tenant = %t, instance = %i, "instance waits: {}", problems.join("; "));
+            } else {
+                tracing::error!(tenant = %t, instance = %i, "instance not served: {}", problems.join("; "));
+            }
         }
         shared
             .metrics
-            .set_failed(failed_tenants.len(), failed.len());
+            .set_failed(failed_tenants.len(), failed.len() - compiling.len());
+        shared
+            .metrics
+            .set_compiling(catalog.pending().len(), compiling.len());
         let paused_by_config = tenants
             .iter()
             .flat_map(|(t, ts)| {
@@ -490,6 +508,7 @@ impl AppState {
             mode: cfg.mode,
             catalog,
             failed,
+            compiling,
             failed_tenants,
             pending_locks: std::sync::Mutex::new(pending_locks),
         })
@@ -604,6 +623,29 @@ impl AppState {
             .get(tenant)
             .or_else(|| self.failed.get(&(tenant.to_owned(), instance.to_owned())))
             .map(Vec::as_slice)
+    }
+
+    /// Whether `instance` waits for its plugin to compile (see
+    /// [`Live::start`]); [`AppState::failure`] says which plugin.
+    pub fn is_compiling(&self, tenant: &str, instance: &str) -> bool {
+        self.compiling
+            .contains(&(tenant.to_owned(), instance.to_owned()))
+    }
+
+    /// The answer to a call of an instance that is not served: 503, with
+    /// a short `Retry-After` while its plugin compiles.
+    pub fn unserved(
+        &self,
+        tenant: &str,
+        instance: &str,
+        request_id: &str,
+    ) -> Option<crate::errors::ApiError> {
+        let problems = self.failure(tenant, instance)?;
+        Some(if self.is_compiling(tenant, instance) {
+            crate::errors::compiling(instance, problems, request_id)
+        } else {
+            crate::errors::not_served(instance, problems, request_id)
+        })
     }
 
     /// Why a tenant is not served, if it is not.
@@ -769,12 +811,20 @@ impl Live {
     /// Builds the first state from `cfg` (loaded from `cfg.dir`).
     /// `file_problems` are what [`Config::parse`] found: tenants with
     /// errors are not served (see [`AppState::failures`]).
+    ///
+    /// With `compile_in_background`, a plugin that is not in the compile
+    /// cache is compiled after this returns, smallest first, and each is
+    /// swapped in (as a reload would) when it is ready: the other tenants
+    /// are served meanwhile, and the instances that wait for it answer
+    /// 503 `plugin_compiling` with `Retry-After`. Without it, every plugin
+    /// is compiled before this returns.
     pub async fn start(
         cfg: &Config,
         file_problems: &[Problem],
         runtime: Arc<Runtime>,
         db: Db,
         secrets: Arc<SecretStore>,
+        compile_in_background: bool,
     ) -> anyhow::Result<Arc<Self>> {
         let pauses = Pauses::default();
         for (t, i, paused) in db.paused_states().await? {
@@ -794,16 +844,86 @@ impl Live {
             secrets,
             runtime,
         });
-        let catalog = Arc::new(Catalog::load(&shared.runtime, &cfg.plugin_dir, None).await);
+        let catalog = Arc::new(
+            Catalog::load_with(
+                &shared.runtime,
+                &cfg.plugin_dir,
+                None,
+                &[],
+                compile_in_background,
+            )
+            .await,
+        );
         let state =
             AppState::build(cfg, file_problems, shared.clone(), catalog, false, None).await?;
         state.commit_locks().await?;
-        Ok(Arc::new(Self {
+        let live = Arc::new(Self {
             state: arc_swap::ArcSwap::from_pointee(state),
             dir: cfg.dir.clone(),
             shared,
             reloading: tokio::sync::Mutex::new(()),
-        }))
+        });
+        if !live.current().catalog().pending().is_empty() {
+            tokio::spawn(live.clone().compile_pending());
+        }
+        Ok(live)
+    }
+
+    /// Compiles the plugins the running state waits for, smallest first
+    /// (so that small plugins are not kept waiting behind a large one),
+    /// and swaps each in when it is ready.
+    ///
+    /// The swap is a reload that reads the configuration again, in the
+    /// manner of a start: a tenant that cannot be built is reported and
+    /// the others are served (a strict reload would refuse the whole
+    /// configuration for a tenant that already failed at start).
+    async fn compile_pending(self: Arc<Self>) {
+        let mut done: Vec<crate::plugins::Compiled> = Vec::new();
+        loop {
+            if self.shared.stopping() {
+                return;
+            }
+            let st = self.current();
+            let next = st
+                .catalog()
+                .pending()
+                .iter()
+                .filter(|p| !done.iter().any(|(d, _)| d == &p.digest))
+                .min_by_key(|p| p.bytes.len())
+                .cloned();
+            drop(st);
+            let Some(next) = next else { return };
+            tracing::info!(
+                plugin = %next.id,
+                source = %next.source,
+                bytes = next.bytes.len(),
+                "compiling a plugin in the background; its instances are served once it is ready"
+            );
+            let result = self
+                .shared
+                .runtime
+                .load(&next.bytes)
+                .await
+                .map_err(|e| e.to_string());
+            done.push((next.digest.clone(), result));
+            match self.rebuild(None, Some(&done)).await {
+                Ok(applied) => tracing::info!(
+                    plugin = %next.id,
+                    "swapped in a compiled plugin: {}",
+                    applied.summary
+                ),
+                Err(e) => {
+                    // The running state stays; the operator's next reload
+                    // picks the plugin up from the compile cache.
+                    tracing::error!(
+                        plugin = %next.id,
+                        "a compiled plugin is not swapped in, because the configuration does \
+                         not load now (fix it and reload): {e:?}"
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     /// The current state.
@@ -820,7 +940,7 @@ impl Live {
     /// again and swaps it in, or returns every problem and keeps the
     /// running state.
     pub async fn reload(&self) -> Result<String, String> {
-        match self.rebuild(None).await {
+        match self.rebuild(None, None).await {
             Ok(done) => Ok(done.summary),
             Err(ApplyError::Failed(why)) => Err(why),
             Err(other) => Err(format!("{other:?}")),
@@ -831,17 +951,36 @@ impl Live {
     /// the tenant's next configuration version and applies it; or changes
     /// nothing and says why.
     pub async fn apply(&self, change: ConfigChange<'_>) -> Result<Applied, ApplyError> {
-        self.rebuild(Some(change)).await
+        self.rebuild(Some(change), None).await
     }
 
-    async fn rebuild(&self, change: Option<ConfigChange<'_>>) -> Result<Applied, ApplyError> {
+    /// Reads the configuration again and swaps in the state it builds: a
+    /// reload (every plugin compiled now, any problem refuses the whole
+    /// configuration), or with `compiled`, the swap of
+    /// [`Live::compile_pending`].
+    async fn rebuild(
+        &self,
+        change: Option<ConfigChange<'_>>,
+        compiled: Option<&[crate::plugins::Compiled]>,
+    ) -> Result<Applied, ApplyError> {
         let _one_at_a_time = self.reloading.lock().await;
         let dir = self.dir.clone();
         // Reading the files blocks; keep it off the executor's workers.
-        let mut cfg = tokio::task::spawn_blocking(move || Config::load(&dir))
-            .await
-            .map_err(|e| ApplyError::Failed(format!("reading the configuration failed: {e}")))?
-            .map_err(|problems| ApplyError::Failed(problem::render(&problems)))?;
+        // A swap reads the files as a start does: tenants whose file has
+        // errors are reported and not served.
+        let strict = compiled.is_none();
+        let (mut cfg, mut problems) = tokio::task::spawn_blocking(move || {
+            Config::parse(&dir).and_then(|(cfg, problems)| {
+                if strict && problems.iter().any(Problem::is_error) {
+                    Err(problems)
+                } else {
+                    Ok((cfg, problems))
+                }
+            })
+        })
+        .await
+        .map_err(|e| ApplyError::Failed(format!("reading the configuration failed: {e}")))?
+        .map_err(|problems| ApplyError::Failed(problem::render(&problems)))?;
         if cfg.wasm_slots() > self.shared.slots {
             return Err(ApplyError::Failed(format!(
                 "[jobs] workers + [invocations] max_concurrent need {} wasm slots; this daemon \
@@ -879,14 +1018,15 @@ impl Live {
                 None => managed.push(next),
             }
         }
-        let mut problems = Vec::new();
         cfg.add_managed(&managed, &mut problems);
         let previous = self.current();
         let catalog = Arc::new(
-            Catalog::load(
+            Catalog::load_with(
                 &self.shared.runtime,
                 &cfg.plugin_dir,
                 Some(&previous.catalog),
+                compiled.unwrap_or_default(),
+                !strict,
             )
             .await,
         );
@@ -908,7 +1048,7 @@ impl Live {
             &problems,
             self.shared.clone(),
             catalog,
-            true,
+            strict,
             Some(&previous),
         )
         .await

@@ -272,10 +272,17 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
     let rid = request_id();
     let max_retry_after_ms = i64::from(st.jobs.max_retry_after_secs) * 1000;
     let Some(inst) = st.instance(&job.tenant, &job.instance) else {
-        if st.tenant_failure(&job.tenant).is_some() {
-            // The tenant's file is broken: its work waits for the fix.
-            if let Err(e) = db.release_job(attempt, now_ms() + 60_000).await {
-                tracing::error!(error = %e, job = job.id, "holding a job of a tenant not served");
+        if st.failure(&job.tenant, &job.instance).is_some() {
+            // The instance is configured but not served (its tenant's file
+            // is broken, it cannot be built, or its plugin is compiling):
+            // its work waits for the fix rather than being dead-lettered.
+            let wait = if st.is_compiling(&job.tenant, &job.instance) {
+                5_000
+            } else {
+                60_000
+            };
+            if let Err(e) = db.release_job(attempt, now_ms() + wait).await {
+                tracing::error!(error = %e, job = job.id, "holding a job of an instance not served");
             }
             return None;
         }

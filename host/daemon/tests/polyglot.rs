@@ -493,3 +493,128 @@ fn a_component_importing_wasi_http_is_refused_naming_the_import() {
         "{err}"
     );
 }
+
+/// With an empty compile cache, `serve` answers at once: the bundled
+/// plugins and the 19 MB Python component compile in the background,
+/// smallest first. Meanwhile another tenant's small plugin is served while
+/// the Python instance answers 503 `plugin_compiling` with `Retry-After`,
+/// its status says `compiling`, and `/readyz` is 200 (`?plugins=all`: 503);
+/// then the Python instance is swapped in and serves, with nothing else
+/// done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_compile_does_not_hold_up_other_tenants() {
+    let built = plugin_files();
+    let sn = ServiceNow::start(ServiceNowConfig::default(), 3, 2, 0)
+        .await
+        .unwrap();
+    let slack = Slack::start(SlackConfig {
+        channels: vec!["py".into()],
+        archived: Vec::new(),
+        burst: 100,
+        per_second: 100.0,
+    })
+    .await
+    .unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        built.join("py-incident-watch.wasm"),
+        plugins.path().join("py-incident-watch.wasm"),
+    )
+    .unwrap();
+    let server = format!(
+        "data_dir = \"data\"\nplugin_dir = \"{}\"\n",
+        plugins.path().display()
+    );
+    let tenant = instance("py", "py-incident-watch", &sn, &sn.url(), &slack, "py", "");
+    let secrets = [
+        ("sn-password", sn.config().password.clone()),
+        ("hook-token", "hook-t0ken".to_owned()),
+        ("slack-py", slack.webhook_url("py")),
+    ];
+    let (dir, acme) = acme_with_server(&server, &tenant, &secrets);
+    std::fs::write(
+        dir.path().join("tenants/other.toml"),
+        "[[instance]]\nid = \"echo\"\nplugin = \"echo\"\n",
+    )
+    .unwrap();
+    let other = token(dir.path(), "other");
+    let cache = tempfile::tempdir().unwrap();
+    let child = bin()
+        .args([
+            "serve",
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--listen",
+        ])
+        .arg("127.0.0.1:0")
+        .env("SWITCHYARD_CACHE_DIR", cache.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = listening_now(child);
+
+    // The other tenant's echo (the smallest plugin, compiled first) serves.
+    let echo = "/v1/tenants/other/instances/echo/actions/echo";
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let (status, out) = act(&d, &other, echo, &[], json!({"hi": 1})).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{out}");
+        assert_eq!(out["error"]["code"], "plugin_compiling", "{out}");
+        assert!(std::time::Instant::now() < until, "echo never served");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // ... while Python still compiles: its instance waits, visibly.
+    let announce = format!("{}/actions/announce", base("py"));
+    let resp = reqwest::Client::new()
+        .post(format!("{}{announce}", d.base))
+        .bearer_auth(&acme)
+        .json(&json!({"input": {"number": "INC0000001"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    let out: Value = resp.json().await.unwrap();
+    assert_eq!(out["error"]["code"], "plugin_compiling", "{out}");
+    assert!(
+        out.to_string().contains("plugin `py-incident-watch` (")
+            && out.to_string().contains("is being compiled"),
+        "{out}"
+    );
+    let (_, status) = get(&d, &format!("{}/status", base("py")), Some(&acme)).await;
+    assert_eq!(status["state"], "compiling", "{status}");
+    // (Python and the bundled plugins larger than echo.)
+    let (code, body) = get_blocking(&d.base, "/readyz");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.starts_with("ready; compiling ") && body.ends_with(" plugin(s)"),
+        "{body}"
+    );
+    assert_eq!(get_blocking(&d.base, "/readyz?plugins=all").0, 503);
+
+    // Once compiled it is swapped in and serves, with nothing else done.
+    let urgent = incident(&sn, "1", "Mail is down");
+    let number = urgent["number"].as_str().unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let out = loop {
+        let (status, out) = act(&d, &acme, &announce, &[], json!({ "number": number })).await;
+        if status != 503 {
+            assert_eq!(status, 200, "{out}");
+            break out;
+        }
+        assert_eq!(out["error"]["code"], "plugin_compiling", "{out}");
+        assert!(std::time::Instant::now() < until, "Python never served");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(out["output"]["announced"], true, "{out}");
+    assert_eq!(get_blocking(&d.base, "/readyz"), (200, "ready".to_owned()));
+    assert_eq!(get_blocking(&d.base, "/readyz?plugins=all").0, 200);
+    assert!(
+        std::fs::read_dir(cache.path()).unwrap().count() >= 2,
+        "the compiled plugins are in the cache"
+    );
+}

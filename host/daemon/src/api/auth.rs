@@ -268,12 +268,8 @@ impl<N: Need> Caller<N> {
 
     /// The instance `instance` of the caller's tenant, or a 404.
     pub fn instance(&self, instance: &str) -> Result<&crate::state::InstanceState, ApiError> {
-        if let Some(problems) = self.st.failure(&self.tenant, instance) {
-            return Err(crate::errors::not_served(
-                instance,
-                problems,
-                &self.request_id,
-            ));
+        if let Some(e) = self.st.unserved(&self.tenant, instance, &self.request_id) {
+            return Err(e);
         }
         self.st
             .instance_state(&self.tenant, instance)

@@ -142,10 +142,15 @@ pub async fn instance_status(
 ) -> Result<Value, switchyard_store::StoreError> {
     // An instance that is not served still has a status: why.
     if let Some(problems) = st.failure(tenant, instance) {
+        let state = if st.is_compiling(tenant, instance) {
+            "compiling"
+        } else {
+            "failed"
+        };
         return Ok(json!({
             "tenant": tenant,
             "instance": instance,
-            "state": "failed",
+            "state": state,
             "problems": problems,
         }));
     }

@@ -34,7 +34,7 @@ pub(super) async fn run(config: &Path, listen: Option<SocketAddr>) -> anyhow::Re
     }
     let clock = crate::boot::clock_from_env(cfg.mode)?;
     let rt = Arc::new(crate::boot::runtime_with_clock(cfg.wasm_slots(), clock)?);
-    let live = Live::start(&cfg, &problems, rt, db, Arc::new(secrets)).await?;
+    let live = Live::start(&cfg, &problems, rt, db, Arc::new(secrets), true).await?;
     let listen = listen.unwrap_or(cfg.listen);
     // The parsed files are not needed once the instances are built (a
     // reload reads them again); with 10,000 tenants they are megabytes.

@@ -48,10 +48,10 @@ pub async fn handle(
     let started = Instant::now();
     let rid = request_id();
     let st = live.current();
-    if let Some(problems) = st.failure(&tenant, &instance) {
-        // The sender should hold the delivery and retry: the operator is
-        // expected to fix the configuration.
-        return crate::errors::not_served(&instance, problems, &rid).into_response();
+    if let Some(e) = st.unserved(&tenant, &instance, &rid) {
+        // The sender should hold the delivery and retry: the plugin is
+        // compiling, or the operator is expected to fix the configuration.
+        return e.into_response();
     }
     let Some(inst_state) = st.instance_state(&tenant, &instance) else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such webhook", &rid);

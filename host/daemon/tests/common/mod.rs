@@ -76,8 +76,27 @@ pub fn start_with(cfg: &Path, listen: &str, env: &[(&str, &str)]) -> Daemon {
 }
 
 /// The daemon `child` (`serve` with stdout piped), once it says where it
-/// listens.
-pub fn listening(mut child: Child) -> Daemon {
+/// listens and every plugin is compiled (`/readyz?plugins=all`): with a
+/// cold compile cache, `serve` compiles plugins in the background.
+pub fn listening(child: Child) -> Daemon {
+    let d = listening_now(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let (status, body) = get_blocking(&d.base, "/readyz?plugins=all");
+        if status == 200 {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready after 10 minutes: {status} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The daemon `child` once it says where it listens, perhaps still
+/// compiling plugins.
+pub fn listening_now(mut child: Child) -> Daemon {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -88,6 +107,27 @@ pub fn listening(mut child: Child) -> Daemon {
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned();
     Daemon { child, base }
+}
+
+/// A plain HTTP/1.1 GET without an async runtime: status and body.
+pub fn get_blocking(base: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base.strip_prefix("http://").unwrap_or(base);
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {out:?}"));
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
 }
 
 /// Runs the CLI and returns stdout, panicking on failure.
