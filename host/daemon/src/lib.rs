@@ -47,6 +47,7 @@ pub mod openapi;
 pub mod plugins;
 pub mod problem;
 pub mod record;
+pub mod release;
 pub mod scheduler;
 pub mod server;
 pub mod state;

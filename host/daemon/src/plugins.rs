@@ -32,7 +32,8 @@
 //!
 //! ```no_run
 //! # async fn demo(rt: &switchyard_runtime::Runtime) {
-//! let catalog = switchyard::plugins::Catalog::load(rt, "plugins".as_ref(), None).await;
+//! let trust = switchyard::plugins::Trust::default();
+//! let catalog = switchyard::plugins::Catalog::load(rt, "plugins".as_ref(), &trust, None).await;
 //! for p in catalog.problems() {
 //!     eprintln!("{p}");
 //! }
@@ -53,6 +54,7 @@ use switchyard_runtime::{Plugin, Runtime};
 use switchyard_store::PluginLock;
 
 use crate::problem::Problem;
+use crate::release::{Publishers, SignedRelease};
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +83,81 @@ pub struct Entry {
     pub version: Version,
     /// Where it came from.
     pub source: Source,
+    /// Who vouches for it.
+    pub signer: Signer,
+}
+
+/// Who vouches for a plugin build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// Bundled: built into the switchyard binary the operator installed,
+    /// so it carries that binary's provenance and no signature of its own.
+    BuiltIn,
+    /// A file with no signature (`X.wasm` without `X.wasm.sig`).
+    Unsigned,
+    /// A file whose release is signed by this trusted publisher.
+    Publisher(String),
+}
+
+impl fmt::Display for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BuiltIn => write!(f, "built in"),
+            Self::Unsigned => write!(f, "unsigned"),
+            Self::Publisher(p) => write!(f, "signed by `{p}`"),
+        }
+    }
+}
+
+/// The operator's `[trust]`: the publishers whose signatures count, and
+/// whether every tenant requires them.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// Every tenant runs only signed (or bundled) plugins.
+    pub require_signed: bool,
+    /// Trusted publishers by name.
+    pub publishers: Publishers,
+}
+
+/// Which builds a tenant accepts: [`Catalog::policy`].
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Only signed (or bundled) builds.
+    pub require_signed: bool,
+    /// Only builds signed by these publishers (or bundled). None: any
+    /// trusted publisher.
+    pub publishers: Option<Vec<String>>,
+}
+
+impl Policy {
+    /// Whether `e` may run under this policy, or why not. Bundled plugins
+    /// always may: they are part of the binary.
+    pub fn allows(&self, e: &Entry) -> Result<(), String> {
+        match (&e.signer, &self.publishers) {
+            (Signer::BuiltIn, _) => Ok(()),
+            (Signer::Unsigned, Some(list)) => Err(format!(
+                "is not signed, and the tenant trusts only plugins signed by {}",
+                names(list)
+            )),
+            (Signer::Unsigned, None) if self.require_signed => {
+                Err("is not signed, and signed plugins are required (require_signed)".to_owned())
+            }
+            (Signer::Publisher(p), Some(list)) if !list.contains(p) => Err(format!(
+                "is signed by `{p}`, and the tenant trusts only plugins signed by {}",
+                names(list)
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn names(list: &[String]) -> String {
+    let quoted: Vec<String> = list.iter().map(|n| format!("`{n}`")).collect();
+    if quoted.is_empty() {
+        "no publisher".to_owned()
+    } else {
+        quoted.join(", ")
+    }
 }
 
 impl Entry {
@@ -116,6 +193,8 @@ pub struct Catalog {
     by_id: BTreeMap<String, Vec<Entry>>,
     problems: Vec<Problem>,
     pending: Vec<Pending>,
+    require_signed: bool,
+    publishers: Vec<String>,
 }
 
 /// A candidate before the rules are applied.
@@ -126,6 +205,8 @@ struct Candidate {
     expected_id: Option<String>,
     /// Whether it came from `<id>/` (versions side by side).
     versions_dir: bool,
+    /// Its verified release, and the publisher who signed it.
+    release: Option<(SignedRelease, String)>,
 }
 
 /// A plugin file's bytes, read off the async executor.
@@ -134,6 +215,14 @@ struct FileBytes {
     expected_id: String,
     versions_dir: bool,
     bytes: std::io::Result<Vec<u8>>,
+    /// `<file>.sig`, when there is one.
+    signature: Option<std::io::Result<String>>,
+}
+
+/// `<file>.sig`, read when it exists.
+fn read_signature(file: &Path) -> Option<std::io::Result<String>> {
+    let path = crate::release::signature_path(file);
+    path.exists().then(|| std::fs::read_to_string(&path))
 }
 
 /// Lists `<dir>/*.wasm` and `<dir>/*/*.wasm` and reads them.
@@ -154,6 +243,7 @@ fn read_plugin_dir(dir: &Path) -> Vec<FileBytes> {
         if wasm(&path) {
             out.push(FileBytes {
                 bytes: std::fs::read(&path),
+                signature: read_signature(&path),
                 path,
                 expected_id: stem,
                 versions_dir: false,
@@ -173,6 +263,7 @@ fn read_plugin_dir(dir: &Path) -> Vec<FileBytes> {
             for file in files {
                 out.push(FileBytes {
                     bytes: std::fs::read(&file),
+                    signature: read_signature(&file),
                     path: file,
                     expected_id: id.clone(),
                     versions_dir: true,
@@ -187,8 +278,13 @@ impl Catalog {
     /// Loads the bundled plugins and every plugin file in `plugin_dir`.
     /// Plugins already in `previous` (same bytes) are reused, not compiled
     /// or instantiated again: a reload costs what changed.
-    pub async fn load(rt: &Runtime, plugin_dir: &Path, previous: Option<&Catalog>) -> Self {
-        Self::load_with(rt, plugin_dir, previous, &[], false).await
+    pub async fn load(
+        rt: &Runtime,
+        plugin_dir: &Path,
+        trust: &Trust,
+        previous: Option<&Catalog>,
+    ) -> Self {
+        Self::load_with(rt, plugin_dir, trust, previous, &[], false).await
     }
 
     /// [`Catalog::load`], also reusing the plugins in `compiled`; with
@@ -199,6 +295,7 @@ impl Catalog {
     pub async fn load_with(
         rt: &Runtime,
         plugin_dir: &Path,
+        trust: &Trust,
         previous: Option<&Catalog>,
         compiled: &[Compiled],
         defer_cold: bool,
@@ -230,7 +327,11 @@ impl Catalog {
                 },
             }
         };
-        let mut catalog = Self::default();
+        let mut catalog = Self {
+            require_signed: trust.require_signed,
+            publishers: trust.publishers.keys().cloned().collect(),
+            ..Self::default()
+        };
         let mut candidates = Vec::new();
         for (name, bytes) in switchyard_bundled::ALL {
             let source = Source::Bundled(name);
@@ -240,6 +341,7 @@ impl Catalog {
                     source,
                     expected_id: None,
                     versions_dir: false,
+                    release: None,
                 }),
                 Loaded::Deferred(digest) => catalog.pending.push(Pending {
                     source,
@@ -259,6 +361,22 @@ impl Catalog {
             .await
             .unwrap_or_default();
         for f in files {
+            // The signature is checked on the bytes just read, before they
+            // are compiled or matched to a compiled (or cached) build.
+            let release = match (&f.bytes, &f.signature) {
+                (_, None) | (Err(_), _) => Ok(None),
+                (_, Some(Err(e))) => Err(format!("cannot read its signature file: {e}")),
+                (Ok(bytes), Some(Ok(text))) => SignedRelease::parse(text)
+                    .and_then(|s| Ok(Some((s.verify(bytes, &trust.publishers)?, s))))
+                    .map_err(|e| format!("refused: its signature: {e}")),
+            };
+            let release = match release {
+                Ok(r) => r.map(|(who, s)| (s, who)),
+                Err(e) => {
+                    catalog.problems.push(Problem::file(f.path, "(plugin)", e));
+                    continue;
+                }
+            };
             let loaded = match &f.bytes {
                 Ok(bytes) => load(bytes).await,
                 Err(e) => Loaded::Failed(format!("cannot read: {e}")),
@@ -269,6 +387,7 @@ impl Catalog {
                     source: Source::File(f.path),
                     expected_id: Some(f.expected_id),
                     versions_dir: f.versions_dir,
+                    release,
                 }),
                 Loaded::Deferred(digest) => catalog.pending.push(Pending {
                     bytes: Arc::from(f.bytes.unwrap_or_default()),
@@ -344,6 +463,13 @@ impl Catalog {
                     continue;
                 }
             }
+            if let Some((signed, _)) = &c.release
+                && let Err(e) = signed.matches(&m.id, &m.version, c.plugin.world())
+            {
+                self.problems
+                    .push(refuse(format!("refused: its signature: {e}")));
+                continue;
+            }
             let version = match Version::parse(&m.version) {
                 Ok(v) => v,
                 Err(e) => {
@@ -362,10 +488,16 @@ impl Catalog {
                 )));
                 continue;
             }
+            let signer = match (&c.source, c.release) {
+                (Source::Bundled(_), _) => Signer::BuiltIn,
+                (_, Some((_, publisher))) => Signer::Publisher(publisher),
+                (_, None) => Signer::Unsigned,
+            };
             versions.push(Entry {
                 plugin: c.plugin.clone(),
                 version,
                 source: c.source,
+                signer,
             });
             versions.sort_by(|a, b| a.version.cmp(&b.version));
         }
@@ -374,6 +506,11 @@ impl Catalog {
     /// Problems of plugin files that are not served.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
+    }
+
+    /// The names of the trusted publishers.
+    pub fn publishers(&self) -> &[String] {
+        &self.publishers
     }
 
     /// Plugins waiting to be compiled (see [`Catalog::load_with`]).
@@ -405,6 +542,25 @@ impl Catalog {
 
     /// The highest installed version of `id` that `pin` allows.
     pub fn resolve(&self, id: &str, pin: Option<&VersionReq>) -> Result<&Entry, String> {
+        self.resolve_for(id, pin, &Policy::default())
+    }
+
+    /// What tenant `t` accepts: the operator's `[trust] require_signed`
+    /// and the tenant's own `require_signed` and `trusted_publishers`.
+    pub fn policy(&self, t: &crate::config::TenantConfig) -> Policy {
+        Policy {
+            require_signed: self.require_signed || t.require_signed,
+            publishers: t.trusted_publishers.clone(),
+        }
+    }
+
+    /// The highest installed version of `id` that `pin` and `policy` allow.
+    pub fn resolve_for(
+        &self,
+        id: &str,
+        pin: Option<&VersionReq>,
+        policy: &Policy,
+    ) -> Result<&Entry, String> {
         if let Some(p) = self.compiling(id) {
             return Err(format!(
                 "plugin `{id}` ({}, {:.1} MB) is being compiled; the instance is served once it \
@@ -420,18 +576,37 @@ impl Catalog {
                 self.ids().join(", ")
             ));
         }
-        versions
+        let matching: Vec<&Entry> = versions
             .iter()
             .rev()
-            .find(|e| pin.is_none_or(|r| r.matches(&e.version)))
-            .ok_or_else(|| {
-                let have: Vec<String> = versions.iter().map(|e| e.version.to_string()).collect();
+            .filter(|e| pin.is_none_or(|r| r.matches(&e.version)))
+            .collect();
+        if matching.is_empty() {
+            let have: Vec<String> = versions.iter().map(|e| e.version.to_string()).collect();
+            return Err(format!(
+                "no installed version of plugin `{id}` matches {} (installed: {})",
+                pin.map(ToString::to_string).unwrap_or_default(),
+                have.join(", ")
+            ));
+        }
+        if let Some(e) = matching.iter().find(|e| policy.allows(e).is_ok()) {
+            return Ok(e);
+        }
+        let why: Vec<String> = matching
+            .iter()
+            .map(|e| {
                 format!(
-                    "no installed version of plugin `{id}` matches {} (installed: {})",
-                    pin.map(ToString::to_string).unwrap_or_default(),
-                    have.join(", ")
+                    "{} ({}) {}",
+                    e.version,
+                    e.source,
+                    policy.allows(e).unwrap_err()
                 )
             })
+            .collect();
+        Err(format!(
+            "no installed version of plugin `{id}` is one this tenant trusts: {}",
+            why.join("; ")
+        ))
     }
 }
 
@@ -462,6 +637,7 @@ impl Catalog {
         id: &str,
         pin: Option<&VersionReq>,
         lock: Option<&PluginLock>,
+        policy: &Policy,
     ) -> Result<Resolved<'_>, String> {
         let record = |e: &Entry| PluginLock {
             tenant: tenant.to_owned(),
@@ -477,6 +653,16 @@ impl Catalog {
             pin.is_none_or(|p| p.matches(&v)).then_some((l, e))
         });
         if let Some((l, e)) = locked {
+            // The build an instance was set up with may no longer be one
+            // its tenant trusts (a key removed, a policy tightened): then
+            // it does not run, and the instance is reported, rather than
+            // silently moved to another version.
+            policy.allows(e).map_err(|why| {
+                format!(
+                    "plugin `{id}` {} ({}), the build this instance was set up with, {why}",
+                    e.version, e.source
+                )
+            })?;
             if e.digest() == l.digest {
                 return Ok(Resolved {
                     entry: e,
@@ -505,7 +691,7 @@ impl Catalog {
                 )),
             };
         }
-        let e = self.resolve(id, pin)?;
+        let e = self.resolve_for(id, pin, policy)?;
         let note = lock.filter(|l| l.plugin == id).map(|l| {
             format!(
                 "moves from {id} {} to {} ({} {} is no longer installed, or the pin excludes it)",

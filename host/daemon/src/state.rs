@@ -534,7 +534,7 @@ impl AppState {
             };
             let lock = locks.get(&(tid.to_owned(), iid.clone()));
             catalog
-                .resolve_locked(tid, iid, &id, pin.as_ref(), lock)
+                .resolve_locked(tid, iid, &id, pin.as_ref(), lock, &catalog.policy(t))
                 .is_ok_and(|r| {
                     r.record.is_none() && r.entry.digest() == built.instance.plugin().digest()
                 })
@@ -561,7 +561,14 @@ impl AppState {
         };
         let (id, pin) = ic.plugin_ref().map_err(at)?;
         let resolved = catalog
-            .resolve_locked(tid, ic.id.get_ref(), &id, pin.as_ref(), lock)
+            .resolve_locked(
+                tid,
+                ic.id.get_ref(),
+                &id,
+                pin.as_ref(),
+                lock,
+                &catalog.policy(t),
+            )
             .map_err(at)?;
         if let Some(note) = &resolved.note {
             tracing::warn!(tenant = %tid, instance = %ic.id.get_ref(), "{note}");
@@ -848,6 +855,7 @@ impl Live {
             Catalog::load_with(
                 &shared.runtime,
                 &cfg.plugin_dir,
+                &cfg.trust,
                 None,
                 &[],
                 compile_in_background,
@@ -1024,6 +1032,7 @@ impl Live {
             Catalog::load_with(
                 &self.shared.runtime,
                 &cfg.plugin_dir,
+                &cfg.trust,
                 Some(&previous.catalog),
                 compiled.unwrap_or_default(),
                 !strict,
@@ -1076,9 +1085,32 @@ impl Live {
                     .ok_or(ApplyError::Conflict(ch.expected + 1))?,
             );
         }
+        let mut wanted = state.wanted_schedules();
+        if !strict {
+            // An instance that is configured but not served now (its plugin
+            // compiles, or it cannot be built) keeps its schedule as it is:
+            // it is not due again merely because of this swap.
+            let stored = self
+                .shared
+                .db
+                .due_schedules(i64::MAX)
+                .await
+                .map_err(|e| ApplyError::Failed(e.to_string()))?;
+            wanted.extend(
+                stored
+                    .into_iter()
+                    .filter(|s| state.failure(&s.tenant, &s.instance).is_some())
+                    .map(|s| WantedSchedule {
+                        tenant: s.tenant,
+                        instance: s.instance,
+                        job: s.job,
+                        interval_ms: s.interval_ms,
+                    }),
+            );
+        }
         self.shared
             .db
-            .sync_schedules(state.wanted_schedules(), now_ms())
+            .sync_schedules(wanted, now_ms())
             .await
             .map_err(|e| ApplyError::Failed(e.to_string()))?;
         let (tenants, instances) = state.counts();

@@ -157,6 +157,7 @@ pub struct Plugin {
     pub(crate) pre: PluginPre<StoreState>,
     manifest: Manifest,
     digest: String,
+    world: String,
     compiled: Compiled,
     /// The actions' input schemas, compiled once (see `schema`).
     pub(crate) schemas: crate::schema::Schemas,
@@ -171,6 +172,14 @@ impl Plugin {
     /// SHA-256 of the component bytes, hex.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// The WIT world the component targets, read from its imports and
+    /// exports: `switchyard:plugin/plugin@0.1.4` (or
+    /// `plugin-with-settings`), with the newest `switchyard:plugin`
+    /// version it imports. A signed release names it.
+    pub fn world(&self) -> &str {
+        &self.world
     }
 
     /// How the component was made ready: its size, and the time spent
@@ -247,6 +256,30 @@ fn check_imports(component: &Component, engine: &Engine) -> Result<(), LoadError
         missing.join(", "),
         allowed.join(", ")
     )))
+}
+
+/// See [`Plugin::world`].
+fn world_of(component: &Component, engine: &Engine) -> String {
+    let ty = component.component_type();
+    let version = ty
+        .imports(engine)
+        .filter_map(|(name, _)| {
+            let (_, v) = name.strip_prefix("switchyard:plugin/")?.split_once('@')?;
+            semver::Version::parse(v).ok()
+        })
+        .max();
+    let with_settings = ty
+        .exports(engine)
+        .any(|(name, _)| name == SETTINGS_SCHEMA_EXPORT);
+    let world = if with_settings {
+        "plugin-with-settings"
+    } else {
+        "plugin"
+    };
+    match version {
+        Some(v) => format!("switchyard:plugin/{world}@{v}"),
+        None => format!("switchyard:plugin/{world}"),
+    }
 }
 
 struct EpochTicker {
@@ -410,6 +443,7 @@ impl Runtime {
             );
         }
         check_imports(&component, &self.engine)?;
+        let world = world_of(&component, &self.engine);
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -424,6 +458,7 @@ impl Runtime {
             pre,
             manifest,
             digest,
+            world,
             compiled,
             schemas,
         }))

@@ -28,7 +28,7 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<()> {
         }
     }
     let rt = runtime(CLI_SLOTS)?;
-    let catalog = Catalog::load(&rt, &cfg.plugin_dir, None).await;
+    let catalog = Catalog::load(&rt, &cfg.plugin_dir, &cfg.trust, None).await;
     problems.extend(catalog.problems().iter().cloned());
     problems.extend(cfg.check_against(&catalog));
     let store = state.as_ref().map(|(_, s)| s);

@@ -37,9 +37,9 @@ pub(super) async fn run(
         .plugin_ref()
         .map_err(anyhow::Error::msg)?;
     let rt = runtime(CLI_SLOTS)?;
-    let catalog = Catalog::load(&rt, &cfg.plugin_dir, None).await;
+    let catalog = Catalog::load(&rt, &cfg.plugin_dir, &cfg.trust, None).await;
     let plugin = catalog
-        .resolve(&id, pin.as_ref())
+        .resolve_for(&id, pin.as_ref(), &catalog.policy(t))
         .map_err(|e| anyhow::anyhow!("instance `{instance}`: {e}; run `switchyard check`"))?
         .plugin
         .clone();

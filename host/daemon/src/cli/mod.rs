@@ -18,6 +18,7 @@ mod invoke;
 mod jobs;
 mod migrate;
 mod plugin;
+mod release;
 mod scaffold;
 mod secret;
 mod serve;

@@ -1,6 +1,8 @@
-//! `switchyard plugin new|inspect|run|upgrade`, for plugin authors: a new
-//! plugin crate (see `scaffold`), a plugin's manifest, one action, webhook
-//! delivery or job run locally, and upgrades of configured instances.
+//! `switchyard plugin new|inspect|run|upgrade|keygen|sign|verify|list`: for
+//! plugin authors, a new plugin crate (see `scaffold`), a plugin's manifest,
+//! one action, webhook delivery or job run locally, and signed releases (see
+//! `release`); for operators, upgrades of configured instances and what is
+//! installed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ async fn upgrade(
     }
     let (db, _) = open_state(&cfg).await?;
     let locks = db.plugin_locks().await?;
-    let catalog = crate::plugins::Catalog::load(rt, &cfg.plugin_dir, None).await;
+    let catalog = crate::plugins::Catalog::load(rt, &cfg.plugin_dir, &cfg.trust, None).await;
     db.forget_plugin_locks(tenant, instance).await?;
     for x in &t.instances {
         let ic = x.get_ref();
@@ -53,7 +55,7 @@ async fn upgrade(
             });
         let will = match ic.plugin_ref() {
             Err(e) => e,
-            Ok((pid, pin)) => match catalog.resolve(&pid, pin.as_ref()) {
+            Ok((pid, pin)) => match catalog.resolve_for(&pid, pin.as_ref(), &catalog.policy(t)) {
                 Ok(e) => format!("{pid} {}", e.version),
                 Err(e) => e,
             },
@@ -163,6 +165,51 @@ pub(super) enum PluginCommand {
         #[arg(long, requires = "sdk_git")]
         sdk_rev: Option<String>,
     },
+    /// Make a publisher key pair: NAME.key (the signing key, readable by
+    /// you only) and NAME.pub (the public key operators trust).
+    Keygen {
+        /// The publisher's name (as operators will list it).
+        name: String,
+        /// Where to write the two files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign a component: writes FILE.sig with its plugin id, version, WIT
+    /// world and SHA-256, signed with your key.
+    Sign {
+        /// The `.wasm` component.
+        plugin: PathBuf,
+        /// Your signing key (from `switchyard plugin keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the signature (default: FILE.sig).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a component against its signature (FILE.sig) and the keys you
+    /// trust; exits non-zero naming the reason when it does not hold.
+    Verify {
+        /// The `.wasm` component.
+        plugin: PathBuf,
+        /// The signature file (default: FILE.sig).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// A trusted public key: a `.pub` file or `ed25519:…` (repeatable).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// Also trust the publishers of this configuration's
+        /// `[trust.publishers]`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List installed plugin versions: who vouches for each (built in,
+    /// unsigned, or the publisher that signed it) and which instances run
+    /// it; then the plugin files that are refused, and why.
+    List {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Move a tenant's instances (or one) on to the highest installed
     /// version their pins allow, at the next reload or restart. Until then
     /// an instance keeps the build it was set up with, whatever is
@@ -181,6 +228,20 @@ pub(super) enum PluginCommand {
 pub(super) async fn run(command: PluginCommand) -> anyhow::Result<()> {
     let rt = runtime(CLI_SLOTS)?;
     match command {
+        PluginCommand::Keygen { name, dir } => super::release::keygen(&name, &dir),
+        PluginCommand::Sign { plugin, key, out } => {
+            super::release::sign(&rt, &plugin, &key, out.as_deref()).await
+        }
+        PluginCommand::Verify {
+            plugin,
+            signature,
+            keys,
+            config,
+        } => {
+            super::release::verify(&rt, &plugin, signature.as_deref(), &keys, config.as_deref())
+                .await
+        }
+        PluginCommand::List { config } => super::release::list(&rt, &config).await,
         PluginCommand::Upgrade {
             config,
             tenant,

@@ -110,7 +110,7 @@ pub(super) async fn run(dir: &Path, command: TenantCommand) -> anyhow::Result<()
             cfg.add_managed(std::slice::from_ref(&next), &mut problems);
             if let Some(t) = cfg.tenants.get(&id) {
                 let rt = runtime(CLI_SLOTS)?;
-                let catalog = Catalog::load(&rt, &cfg.plugin_dir, None).await;
+                let catalog = Catalog::load(&rt, &cfg.plugin_dir, &cfg.trust, None).await;
                 problems.extend(cfg.check_managed_change(t, &catalog, &secrets, None).await);
             }
             if !problems.is_empty() {

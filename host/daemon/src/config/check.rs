@@ -208,8 +208,35 @@ impl TenantConfig {
             text: &self.text,
             problems: &mut problems,
         };
+        let policy = catalog.policy(self);
+        for name in self.trusted_publishers.iter().flatten() {
+            if !catalog.publishers().iter().any(|p| p == name) {
+                let line = self
+                    .text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("trusted_publishers"))
+                    .map_or(0, |n| n + 1);
+                let known: Vec<&str> = catalog.publishers().iter().map(String::as_str).collect();
+                report.problems.push(Problem {
+                    line,
+                    ..Problem::file(
+                        self.file.clone(),
+                        "trusted_publishers",
+                        format!(
+                            "`{name}` is not a publisher in switchyard.toml's [trust.publishers] \
+                             (there: {})",
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    )
+                });
+            }
+        }
         for (i, inst) in self.instances.iter().enumerate() {
-            check_instance(i, inst.get_ref(), catalog, &mut report);
+            check_instance(i, inst.get_ref(), catalog, &policy, &mut report);
         }
         problems
     }
@@ -242,12 +269,18 @@ pub fn grant_of<'a>(inst: &'a InstanceConfig, egress: Option<&'a EgressPolicy>) 
     }
 }
 
-fn check_instance(i: usize, inst: &InstanceConfig, catalog: &Catalog, report: &mut Report<'_>) {
+fn check_instance(
+    i: usize,
+    inst: &InstanceConfig,
+    catalog: &Catalog,
+    policy: &crate::plugins::Policy,
+    report: &mut Report<'_>,
+) {
     let f = |field: &str| format!("instance[{i}].{field}");
     let Ok((id, pin)) = inst.plugin_ref() else {
         return; // reported by check_tenant
     };
-    let entry = match catalog.resolve(&id, pin.as_ref()) {
+    let entry = match catalog.resolve_for(&id, pin.as_ref(), policy) {
         Ok(e) => e,
         Err(e) => {
             let (span, field) = match &inst.version {

@@ -112,6 +112,12 @@ fn operator_fields(t: Option<&TenantConfig>) -> BTreeMap<String, String> {
     if let Some(n) = t.max_concurrent_invocations {
         put("max_concurrent_invocations".into(), n.to_string());
     }
+    if t.require_signed {
+        put("require_signed".into(), "true".into());
+    }
+    if let Some(list) = &t.trusted_publishers {
+        put("trusted_publishers".into(), list.join(", "));
+    }
     if !t.private_egress.is_empty() {
         let mut ips = t.private_egress.clone();
         ips.sort_unstable();

@@ -26,12 +26,18 @@
 //! audit_days = 90
 //! [limits]                    # defaults for every instance
 //! deadline = 30000
+//! [trust]                     # signed plugin releases (docs/plugin-releases.md)
+//! require_signed = false      # true: every tenant runs only signed or bundled plugins
+//! [trust.publishers]
+//! acme = "ed25519:…"          # from `switchyard plugin keygen`
 //! ```
 //!
 //! ```toml
 //! # tenants/acme.toml — the tenant id is the file name
 //! max_concurrent_jobs = 8     # optional: overrides [jobs] per_tenant
 //! max_concurrent_invocations = 16  # optional: overrides [invocations] per_tenant
+//! require_signed = true       # optional: only signed (or bundled) plugins
+//! trusted_publishers = ["acme"]  # optional: only these publishers' (or bundled) plugins
 //! [roles]                     # tenant role → plugin roles
 //! "ITIL Agent" = ["operator"]
 //!
@@ -186,6 +192,34 @@ impl Config {
                 }
             }
         }
+        let mut trust = crate::plugins::Trust::default();
+        if let Some(t) = server.as_ref().and_then(|s| s.trust.as_ref()) {
+            trust.require_signed = t.get_ref().require_signed;
+            for (name, key) in &t.get_ref().publishers {
+                let field = format!("trust.publishers.{name}");
+                if !is_id(name) {
+                    report.at(
+                        &key.span(),
+                        &field,
+                        "a publisher name is lowercase letters, digits, `-` and `_`",
+                    );
+                    continue;
+                }
+                match crate::release::PublicKey::parse(key.get_ref()) {
+                    Ok(k) => {
+                        if let Some((other, _)) = trust.publishers.iter().find(|(_, o)| **o == k) {
+                            report.at(
+                                &key.span(),
+                                &field,
+                                format!("the same key as publisher `{other}`"),
+                            );
+                        }
+                        trust.publishers.insert(name.clone(), k);
+                    }
+                    Err(e) => report.at(&key.span(), &field, e),
+                }
+            }
+        }
 
         let mut tenants = BTreeMap::new();
         let tenants_dir = dir.join("tenants");
@@ -239,6 +273,7 @@ impl Config {
                 .unwrap_or_default(),
             drain_timeout: std::time::Duration::from_secs(server.drain_timeout_secs.into()),
             limits: server.limits,
+            trust,
             tenants,
             server_digest: Sha256::digest(server_text.as_bytes()).into(),
         };
@@ -439,6 +474,8 @@ impl TenantSource<'_> {
                 .iter()
                 .map(|e| e.get_ref().trim().to_owned())
                 .collect(),
+            require_signed: parsed.require_signed,
+            trusted_publishers: parsed.trusted_publishers.map(Spanned::into_inner),
             instances: parsed.instances,
             digest: Sha256::digest(text.as_bytes()).into(),
             text,

@@ -48,6 +48,20 @@ pub(crate) struct ServerFile {
     pub(crate) drain_timeout_secs: u32,
     #[serde(default)]
     pub(crate) limits: Limits,
+    #[serde(default)]
+    pub(crate) trust: Option<Spanned<TrustFile>>,
+}
+
+/// `[trust]`: whose signed plugin releases count, and whether every tenant
+/// requires them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrustFile {
+    #[serde(default)]
+    pub(crate) require_signed: bool,
+    /// Publisher name → `ed25519:<base64>` public key.
+    #[serde(default)]
+    pub(crate) publishers: BTreeMap<String, Spanned<String>>,
 }
 
 /// Where the daemon keeps its state.
@@ -551,6 +565,10 @@ pub(crate) struct TenantFile {
     pub(crate) roles: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub(crate) private_egress: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) require_signed: bool,
+    #[serde(default)]
+    pub(crate) trusted_publishers: Option<Spanned<Vec<String>>>,
     #[serde(default, rename = "instance")]
     pub(crate) instances: Vec<Spanned<InstanceConfig>>,
 }
@@ -576,6 +594,12 @@ pub struct TenantConfig {
     /// IP addresses and ranges (egress entries) the instances of an
     /// API-managed tenant may name in their egress; set by an operator.
     pub private_egress: Vec<String>,
+    /// Whether the tenant runs only signed (or bundled) plugins.
+    pub require_signed: bool,
+    /// The only publishers whose plugins the tenant runs (besides the
+    /// bundled ones); None: any trusted publisher, or unsigned plugins
+    /// unless signatures are required.
+    pub trusted_publishers: Option<Vec<String>>,
     /// Enabled instances.
     pub instances: Vec<Spanned<InstanceConfig>>,
     /// The file's text, to turn spans into lines.
@@ -625,6 +649,8 @@ pub struct Config {
     pub drain_timeout: std::time::Duration,
     /// Default limits.
     pub limits: Limits,
+    /// Trusted publishers, and whether every tenant requires signatures.
+    pub trust: crate::plugins::Trust,
     /// Tenants by id.
     pub tenants: BTreeMap<String, TenantConfig>,
     /// SHA-256 of `switchyard.toml`: when it changes, a reload rebuilds
@@ -860,7 +886,7 @@ mod reference {
             "[storage]\nbackend = \"postgres\"\nurl = \"\"\n{unknown}"
         )));
         assert_documented("### `[storage]`", &storage);
-        for table in ["jobs", "invocations", "retention", "limits"] {
+        for table in ["jobs", "invocations", "retention", "limits", "trust"] {
             assert_documented(&format!("### `[{table}]`"), &server(table));
         }
         assert_documented(

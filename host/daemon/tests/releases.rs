@@ -1,0 +1,379 @@
+//! Signed plugin releases through the real binary: keygen, sign and
+//! verify; every refusal named; the daemon loads only verified files and
+//! runs for each tenant only what that tenant trusts; a compiled-cache
+//! entry never stands in for changed bytes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+use serde_json::json;
+use switchyard::release::{KeyPair, Release, SignedRelease, sha256_hex};
+use switchyard_tests::{guests, patch_slot};
+
+/// The hostile guest claiming `id` at `version` (a distinct component for
+/// each pair).
+fn claiming(id: &str, version: &str) -> Vec<u8> {
+    let wasm = std::fs::read(guests::GUEST_HOSTILE).unwrap();
+    patch_slot(&patch_slot(&wasm, "SY-ID", id), "SY-VERSION", version)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `verify` of `file` against `acme.pub` in `dir` fails naming `reason`.
+fn refused(dir: &Path, file: &Path, reason: &str) {
+    let out = run(&[
+        "plugin",
+        "verify",
+        s(file),
+        "--key",
+        s(&dir.join("acme.pub")),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("refused") && t.contains(reason),
+        "expected `{reason}` in:\n{t}"
+    );
+}
+
+#[test]
+fn a_release_is_signed_and_verified_and_each_refusal_names_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(&["plugin", "keygen", "acme", "--dir", s(d)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ed25519:"));
+    assert!(text(&out).contains("[trust.publishers]\n  acme = \"ed25519:"));
+    // A second keygen under the same name refuses to overwrite.
+    assert!(
+        !run(&["plugin", "keygen", "acme", "--dir", s(d)])
+            .status
+            .success()
+    );
+
+    let notes = d.join("notes.wasm");
+    std::fs::write(&notes, claiming("notes", "1.0.0")).unwrap();
+    let out = run(&["plugin", "sign", s(&notes), "--key", s(&d.join("acme.key"))]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sig = d.join("notes.wasm.sig");
+    let signed = SignedRelease::read(&sig).unwrap();
+    assert_eq!(
+        (
+            signed.release.plugin.as_str(),
+            signed.release.version.as_str()
+        ),
+        ("notes", "1.0.0")
+    );
+    assert!(
+        signed
+            .release
+            .world
+            .starts_with("switchyard:plugin/plugin-with-settings@0.1."),
+        "{:?}",
+        signed.release
+    );
+    let out = run(&[
+        "plugin",
+        "verify",
+        s(&notes),
+        "--key",
+        s(&d.join("acme.pub")),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("notes 1.0.0 (switchyard:plugin/plugin-with-settings@0.1.")
+            && text(&out).contains("signed by `acme`"),
+        "{}",
+        text(&out)
+    );
+
+    // A tampered component.
+    let tampered = d.join("tampered.wasm");
+    let changed = claiming("notes", "1.0.1");
+    std::fs::write(&tampered, &changed).unwrap();
+    std::fs::copy(&sig, d.join("tampered.wasm.sig")).unwrap();
+    refused(d, &tampered, "the file was changed after it was signed");
+
+    // The signed digest edited to match the new bytes: the signature is
+    // over the old digest.
+    let mut moved = signed.clone();
+    moved.release.sha256 = sha256_hex(&changed);
+    std::fs::write(d.join("tampered.wasm.sig"), moved.to_json()).unwrap();
+    refused(d, &tampered, "the signature does not verify");
+
+    // A good signature by a key nobody trusts.
+    run(&["plugin", "keygen", "mallory", "--dir", s(d)]);
+    let out = run(&[
+        "plugin",
+        "sign",
+        s(&notes),
+        "--key",
+        s(&d.join("mallory.key")),
+        "--out",
+        s(&d.join("mallory.sig")),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&[
+        "plugin",
+        "verify",
+        s(&notes),
+        "--signature",
+        s(&d.join("mallory.sig")),
+        "--key",
+        s(&d.join("acme.pub")),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("which is not a trusted publisher key"),
+        "{}",
+        text(&out)
+    );
+
+    // A correctly signed release that names another version or plugin
+    // than the component declares.
+    let acme = KeyPair::read(&d.join("acme.key")).unwrap();
+    for (plugin, version, reason) in [
+        (
+            "notes",
+            "2.0.0",
+            "signed for version `2.0.0`, but the component declares `1.0.0`",
+        ),
+        (
+            "other",
+            "1.0.0",
+            "signed for plugin id `other`, but the component declares `notes`",
+        ),
+    ] {
+        let lie = acme.sign(Release {
+            plugin: plugin.into(),
+            version: version.into(),
+            ..signed.release.clone()
+        });
+        std::fs::write(&sig, lie.to_json()).unwrap();
+        refused(d, &notes, reason);
+    }
+
+    // Nothing to trust: a clear error, not a pass.
+    let out = run(&["plugin", "verify", s(&notes)]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("say whose signatures to trust"));
+}
+
+/// A publisher's key pair in `dir`, and its public key as text.
+fn publisher(dir: &Path, name: &str) -> String {
+    let out = run(&["plugin", "keygen", name, "--dir", s(dir)]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Writes `plugins/<rel>` with `bytes`, signed with `key` when given.
+fn install(root: &Path, rel: &str, bytes: &[u8], key: Option<&Path>) {
+    let path = root.join("plugins").join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    if let Some(key) = key {
+        let out = run(&["plugin", "sign", s(&path), "--key", s(key)]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_runs_for_each_tenant_only_what_it_trusts() {
+    let keys = tempfile::tempdir().unwrap();
+    let acme_pub = publisher(keys.path(), "acme");
+    let other_pub = publisher(keys.path(), "other");
+    let mallory = keys.path().join("mallory.key");
+    publisher(keys.path(), "mallory");
+    let acme = keys.path().join("acme.key");
+    let server = format!(
+        "data_dir = \"data\"\n[trust.publishers]\nacme = \"{acme_pub}\"\nother = \"{other_pub}\"\n"
+    );
+    let one = |plugin: &str| format!("[[instance]]\nid = \"n\"\nplugin = \"{plugin}\"\n");
+    let dir = config_dir(
+        &server,
+        &[
+            ("open", &one("notes")),
+            (
+                "strict",
+                &format!("require_signed = true\n{}", one("notes")),
+            ),
+            (
+                "picky",
+                &format!("trusted_publishers = [\"other\"]\n{}", one("notes")),
+            ),
+        ],
+    );
+    let root = dir.path();
+    // notes 1.0.0 signed by acme, 1.1.0 unsigned.
+    install(
+        root,
+        "notes/1.0.0.wasm",
+        &claiming("notes", "1.0.0"),
+        Some(&acme),
+    );
+    install(root, "notes/1.1.0.wasm", &claiming("notes", "1.1.0"), None);
+    // Refused files: changed after signing, signed by an untrusted key, a
+    // release naming another version.
+    install(
+        root,
+        "forged/1.0.0.wasm",
+        &claiming("forged", "1.0.0"),
+        Some(&acme),
+    );
+    std::fs::write(
+        root.join("plugins/forged/1.0.0.wasm"),
+        claiming("forged", "1.0.9"),
+    )
+    .unwrap();
+    install(
+        root,
+        "stranger.wasm",
+        &claiming("stranger", "1.0.0"),
+        Some(&mallory),
+    );
+    install(root, "liar.wasm", &claiming("liar", "1.0.0"), None);
+    let lie = KeyPair::read(&acme).unwrap().sign(Release {
+        plugin: "liar".into(),
+        version: "3.0.0".into(),
+        world: "switchyard:plugin/plugin@0.1.4".into(),
+        sha256: sha256_hex(&claiming("liar", "1.0.0")),
+    });
+    std::fs::write(root.join("plugins/liar.wasm.sig"), lie.to_json()).unwrap();
+
+    let out = run(&["check", "--config", s(root)]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    for needle in [
+        "plugins/forged/1.0.0.wasm:0: (plugin): refused: its signature: the component's SHA-256 is",
+        "plugins/stranger.wasm:0: (plugin): refused: its signature: signed by key",
+        "plugins/liar.wasm:0: (plugin): refused: its signature: the release is signed for version `3.0.0`, but the component declares `1.0.0`",
+        "instance[0].plugin: no installed version of plugin `notes` is one this tenant trusts: 1.1.0 (",
+        "is not signed, and the tenant trusts only plugins signed by `other`",
+        "1.0.0 (",
+        "is signed by `acme`, and the tenant trusts only plugins signed by `other`",
+    ] {
+        assert!(t.contains(needle), "missing `{needle}` in:\n{t}");
+    }
+    assert!(
+        !t.contains("tenants/open.toml") && !t.contains("tenants/strict.toml"),
+        "{t}"
+    );
+
+    // The daemon serves every tenant the highest version it trusts, and
+    // the tenant that trusts none of them is told why.
+    let d = start(root);
+    for (tenant, version) in [("open", "1.1.0"), ("strict", "1.0.0")] {
+        let api = token(root, tenant);
+        let path = format!("/v1/tenants/{tenant}/instances/n/status");
+        let (status, st) = get(&d, &path, Some(&api)).await;
+        assert_eq!(status, 200, "{st}");
+        assert_eq!(st["plugin"]["version"], version, "{tenant}: {st}");
+    }
+    let picky = token(root, "picky");
+    let (status, out) = act(
+        &d,
+        &picky,
+        "/v1/tenants/picky/instances/n/actions/whoami",
+        &[],
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 503, "{out}");
+    assert_eq!(out["error"]["code"], "instance_failed", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is one this tenant trusts"),
+        "{out}"
+    );
+
+    // `plugin list`: who vouches for each version, and who runs it.
+    let out = run(&["plugin", "list", "--config", s(root)]);
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("notes\t1.0.0\tsigned by `acme`\t"), "{t}");
+    assert!(t.contains("\tstrict/n\n"), "{t}");
+    assert!(t.contains("notes\t1.1.0\tunsigned\t"), "{t}");
+    assert!(t.contains("\topen/n\n"), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("echo\t") && l.contains("\tbuilt in\tbundled:echo\t")),
+        "{t}"
+    );
+    assert!(!out.status.success(), "three files are refused");
+    assert!(
+        text(&out).contains("3 plugin file(s) refused"),
+        "{}",
+        text(&out)
+    );
+
+    // The signed build changes on disk under the running daemon: the
+    // reload that would load it is refused as a whole, naming the reason,
+    // and the verified build that is running keeps serving.
+    std::fs::write(
+        root.join("plugins/notes/1.0.0.wasm"),
+        claiming("notes", "1.0.7"),
+    )
+    .unwrap();
+    let op = operator_token(root);
+    let (status, out) = post(&d, "/v1/admin/reload", Some(&op), &[], "").await;
+    assert_eq!(status, 422, "{out}");
+    assert!(
+        out.to_string()
+            .contains("no installed version of plugin `notes` is one this tenant trusts"),
+        "{out}"
+    );
+    let strict = token(root, "strict");
+    let (status, st) = get(&d, "/v1/tenants/strict/instances/n/status", Some(&strict)).await;
+    assert_eq!(
+        (status, &st["plugin"]["version"]),
+        (200, &json!("1.0.0")),
+        "{st}"
+    );
+}
+
+/// A compiled-cache entry is found only by the digest of the bytes being
+/// loaded: changed bytes are compiled anew, never served from the entry of
+/// the bytes they replaced.
+#[test]
+fn a_cache_entry_never_stands_in_for_changed_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.wasm");
+    let inspect = || {
+        let out = bin()
+            .env("SWITCHYARD_CACHE_DIR", cache.path())
+            .args(["plugin", "inspect", s(&file)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    std::fs::write(&file, claiming("p", "1.0.0")).unwrap();
+    assert!(inspect().contains("; compiled in"));
+    assert!(inspect().contains("loaded from the compile cache"));
+    std::fs::write(&file, claiming("p", "1.0.1")).unwrap();
+    let third = inspect();
+    assert!(third.contains("; compiled in"), "{third}");
+    assert!(
+        third.contains(&sha256_hex(&claiming("p", "1.0.1"))),
+        "{third}"
+    );
+}
