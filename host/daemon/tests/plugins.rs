@@ -8,13 +8,7 @@ use std::path::Path;
 
 use common::*;
 use serde_json::json;
-use switchyard_tests::{guests, patch_slot};
-
-/// The hostile guest claiming `id` at `version`.
-fn claiming(id: &str, version: &str) -> Vec<u8> {
-    let wasm = std::fs::read(guests::GUEST_HOSTILE).unwrap();
-    patch_slot(&patch_slot(&wasm, "SY-ID", id), "SY-VERSION", version)
-}
+use switchyard_tests::patch_slot;
 
 fn install(dir: &Path, rel: &str, bytes: &[u8]) {
     let path = dir.join("plugins").join(rel);

@@ -11,14 +11,6 @@ use std::process::Output;
 use common::*;
 use serde_json::json;
 use switchyard::release::{KeyPair, Release, SignedRelease, sha256_hex};
-use switchyard_tests::{guests, patch_slot};
-
-/// The hostile guest claiming `id` at `version` (a distinct component for
-/// each pair).
-fn claiming(id: &str, version: &str) -> Vec<u8> {
-    let wasm = std::fs::read(guests::GUEST_HOSTILE).unwrap();
-    patch_slot(&patch_slot(&wasm, "SY-ID", id), "SY-VERSION", version)
-}
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
@@ -376,4 +368,86 @@ fn a_cache_entry_never_stands_in_for_changed_bytes() {
         third.contains(&sha256_hex(&claiming("p", "1.0.1"))),
         "{third}"
     );
+}
+
+/// `plugin install` checks a release as the daemon will and copies it
+/// whole into `plugins/<id>/<version>.wasm`, or copies nothing.
+#[test]
+fn install_checks_a_release_before_it_copies_anything() {
+    let keys = tempfile::tempdir().unwrap();
+    let acme_pub = publisher(keys.path(), "acme");
+    let acme = keys.path().join("acme.key");
+    let dir = config_dir(
+        &format!(
+            "data_dir = \"data\"\n[trust]\nrequire_signed = true\n[trust.publishers]\nacme = \"{acme_pub}\"\n"
+        ),
+        &[],
+    );
+    let root = dir.path();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("notes.wasm");
+    let install = |f: &Path| run(&["plugin", "install", s(f), "--config", s(root)]);
+    let installed = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root.join("plugins/notes"))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+
+    // Unsigned, where signatures are required: refused, nothing copied.
+    std::fs::write(&file, claiming("notes", "1.0.0")).unwrap();
+    let out = install(&file);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("requires signed plugins"),
+        "{}",
+        text(&out)
+    );
+    assert!(installed().is_empty());
+
+    // Signed, then changed: refused, nothing copied.
+    run(&["plugin", "sign", s(&file), "--key", s(&acme)]);
+    std::fs::write(&file, claiming("notes", "1.0.1")).unwrap();
+    let out = install(&file);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("the file was changed after it was signed"),
+        "{}",
+        text(&out)
+    );
+    assert!(installed().is_empty());
+
+    // A good release: copied with its signature, and served as signed.
+    std::fs::write(&file, claiming("notes", "1.0.0")).unwrap();
+    let out = install(&file);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("installed notes 1.0.0 (signed by `acme`)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(installed(), ["1.0.0.wasm", "1.0.0.wasm.sig"]);
+    let out = run(&["plugin", "list", "--config", s(root)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("notes\t1.0.0\tsigned by `acme`\t"),
+        "{}",
+        text(&out)
+    );
+    // Again: nothing to do. The same version with other bytes: refused.
+    assert!(text(&install(&file)).contains("already installed"));
+    let other = work.path().join("other.wasm");
+    let mut bytes = claiming("notes", "1.0.0");
+    // A trailing custom section: the same plugin and version, other bytes.
+    bytes.extend_from_slice(&[0, 4, 3, b'x', b'y', b'z']);
+    std::fs::write(&other, &bytes).unwrap();
+    run(&["plugin", "sign", s(&other), "--key", s(&acme)]);
+    let out = install(&other);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("with other bytes"), "{}", text(&out));
+    assert_eq!(installed(), ["1.0.0.wasm", "1.0.0.wasm.sig"]);
 }

@@ -1,4 +1,4 @@
-//! `switchyard plugin new|inspect|run|upgrade|keygen|sign|verify|list`: for
+//! `switchyard plugin new|inspect|run|upgrade|keygen|sign|verify|install|list`: for
 //! plugin authors, a new plugin crate (see `scaffold`), a plugin's manifest,
 //! one action, webhook delivery or job run locally, and signed releases (see
 //! `release`); for operators, upgrades of configured instances and what is
@@ -202,6 +202,20 @@ pub(super) enum PluginCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Install a plugin release: check it as the daemon will (its
+    /// signature FILE.sig against [trust.publishers], or whether unsigned
+    /// plugins are allowed), then copy it to PLUGIN_DIR/<id>/<version>.wasm
+    /// with its signature. Nothing is copied when a check fails.
+    Install {
+        /// The `.wasm` component.
+        plugin: PathBuf,
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        /// The signature file (default: FILE.sig, when it exists).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+    },
     /// List installed plugin versions: who vouches for each (built in,
     /// unsigned, or the publisher that signed it) and which instances run
     /// it; then the plugin files that are refused, and why.
@@ -242,6 +256,11 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<()> {
                 .await
         }
         PluginCommand::List { config } => super::release::list(&rt, &config).await,
+        PluginCommand::Install {
+            plugin,
+            config,
+            signature,
+        } => super::release::install(&rt, &config, &plugin, signature.as_deref()).await,
         PluginCommand::Upgrade {
             config,
             tenant,

@@ -708,3 +708,11 @@ pub async fn deliver(d: &Daemon, tenant: &str, event: Value) -> Value {
     assert_eq!(status, 200, "{body}");
     body
 }
+
+/// The hostile guest component claiming plugin `id` at `version` (a
+/// distinct component for each pair).
+pub fn claiming(id: &str, version: &str) -> Vec<u8> {
+    use switchyard_tests::{guests, patch_slot};
+    let wasm = std::fs::read(guests::GUEST_HOSTILE).unwrap();
+    patch_slot(&patch_slot(&wasm, "SY-ID", id), "SY-VERSION", version)
+}
