@@ -32,7 +32,7 @@
 //!
 //! ```no_run
 //! # async fn demo(rt: &switchyard_runtime::Runtime) {
-//! let trust = switchyard::plugins::Trust::default();
+//! let trust = switchyard::release::Trust::default();
 //! let catalog = switchyard::plugins::Catalog::load(rt, "plugins".as_ref(), &trust, None).await;
 //! for p in catalog.problems() {
 //!     eprintln!("{p}");
@@ -54,7 +54,7 @@ use switchyard_runtime::{Plugin, Runtime};
 use switchyard_store::PluginLock;
 
 use crate::problem::Problem;
-use crate::release::{Publishers, SignedRelease};
+use crate::release::{SignedRelease, Trust};
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,17 +109,7 @@ impl fmt::Display for Signer {
     }
 }
 
-/// The operator's `[trust]`: the publishers whose signatures count, and
-/// whether every tenant requires them.
-#[derive(Debug, Clone, Default)]
-pub struct Trust {
-    /// Every tenant runs only signed (or bundled) plugins.
-    pub require_signed: bool,
-    /// Trusted publishers by name.
-    pub publishers: Publishers,
-}
-
-/// Which builds a tenant accepts: [`Catalog::policy`].
+/// Which builds a tenant accepts (`TenantConfig::policy`).
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// Only signed (or bundled) builds.
@@ -545,13 +535,10 @@ impl Catalog {
         self.resolve_for(id, pin, &Policy::default())
     }
 
-    /// What tenant `t` accepts: the operator's `[trust] require_signed`
-    /// and the tenant's own `require_signed` and `trusted_publishers`.
-    pub fn policy(&self, t: &crate::config::TenantConfig) -> Policy {
-        Policy {
-            require_signed: self.require_signed || t.require_signed,
-            publishers: t.trusted_publishers.clone(),
-        }
+    /// Whether the operator requires signed plugins of every tenant
+    /// (`[trust] require_signed`).
+    pub fn require_signed(&self) -> bool {
+        self.require_signed
     }
 
     /// The highest installed version of `id` that `pin` and `policy` allow.

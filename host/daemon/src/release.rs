@@ -152,6 +152,16 @@ impl fmt::Debug for PublicKey {
 /// Trusted publishers: name → key (`[trust.publishers]`).
 pub type Publishers = BTreeMap<String, PublicKey>;
 
+/// The operator's `[trust]`: the publishers whose signatures count, and
+/// whether every tenant requires them.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// Every tenant runs only signed (or bundled) plugins.
+    pub require_signed: bool,
+    /// Trusted publishers by name.
+    pub publishers: Publishers,
+}
+
 /// A signing key (its secret half never leaves this struct but to its
 /// file).
 pub struct KeyPair(SigningKey);

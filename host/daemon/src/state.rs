@@ -534,7 +534,7 @@ impl AppState {
             };
             let lock = locks.get(&(tid.to_owned(), iid.clone()));
             catalog
-                .resolve_locked(tid, iid, &id, pin.as_ref(), lock, &catalog.policy(t))
+                .resolve_locked(tid, iid, &id, pin.as_ref(), lock, &t.policy(catalog))
                 .is_ok_and(|r| {
                     r.record.is_none() && r.entry.digest() == built.instance.plugin().digest()
                 })
@@ -567,7 +567,7 @@ impl AppState {
                 &id,
                 pin.as_ref(),
                 lock,
-                &catalog.policy(t),
+                &t.policy(catalog),
             )
             .map_err(at)?;
         if let Some(note) = &resolved.note {

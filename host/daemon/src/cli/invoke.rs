@@ -39,7 +39,7 @@ pub(super) async fn run(
     let rt = runtime(CLI_SLOTS)?;
     let catalog = Catalog::load(&rt, &cfg.plugin_dir, &cfg.trust, None).await;
     let plugin = catalog
-        .resolve_for(&id, pin.as_ref(), &catalog.policy(t))
+        .resolve_for(&id, pin.as_ref(), &t.policy(&catalog))
         .map_err(|e| anyhow::anyhow!("instance `{instance}`: {e}; run `switchyard check`"))?
         .plugin
         .clone();

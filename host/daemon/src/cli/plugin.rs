@@ -55,7 +55,7 @@ async fn upgrade(
             });
         let will = match ic.plugin_ref() {
             Err(e) => e,
-            Ok((pid, pin)) => match catalog.resolve_for(&pid, pin.as_ref(), &catalog.policy(t)) {
+            Ok((pid, pin)) => match catalog.resolve_for(&pid, pin.as_ref(), &t.policy(&catalog)) {
                 Ok(e) => format!("{pid} {}", e.version),
                 Err(e) => e,
             },

@@ -208,7 +208,7 @@ impl TenantConfig {
             text: &self.text,
             problems: &mut problems,
         };
-        let policy = catalog.policy(self);
+        let policy = self.policy(catalog);
         for name in self.trusted_publishers.iter().flatten() {
             if !catalog.publishers().iter().any(|p| p == name) {
                 let line = self

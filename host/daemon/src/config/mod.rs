@@ -192,7 +192,7 @@ impl Config {
                 }
             }
         }
-        let mut trust = crate::plugins::Trust::default();
+        let mut trust = crate::release::Trust::default();
         if let Some(t) = server.as_ref().and_then(|s| s.trust.as_ref()) {
             trust.require_signed = t.get_ref().require_signed;
             for (name, key) in &t.get_ref().publishers {

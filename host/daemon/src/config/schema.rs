@@ -650,7 +650,7 @@ pub struct Config {
     /// Default limits.
     pub limits: Limits,
     /// Trusted publishers, and whether every tenant requires signatures.
-    pub trust: crate::plugins::Trust,
+    pub trust: crate::release::Trust,
     /// Tenants by id.
     pub tenants: BTreeMap<String, TenantConfig>,
     /// SHA-256 of `switchyard.toml`: when it changes, a reload rebuilds
@@ -660,6 +660,18 @@ pub struct Config {
 
 pub(crate) fn line_of(text: &str, span: &Range<usize>) -> usize {
     text[..span.start.min(text.len())].matches('\n').count() + 1
+}
+
+impl TenantConfig {
+    /// The builds this tenant accepts: the operator's `[trust]
+    /// require_signed` and the tenant's own `require_signed` and
+    /// `trusted_publishers`.
+    pub fn policy(&self, catalog: &crate::plugins::Catalog) -> crate::plugins::Policy {
+        crate::plugins::Policy {
+            require_signed: catalog.require_signed() || self.require_signed,
+            publishers: self.trusted_publishers.clone(),
+        }
+    }
 }
 
 /// Whether `s` is a valid tenant or instance id.
