@@ -82,7 +82,11 @@ async fn bad_calls_are_refused_before_the_plugin_runs() {
     );
     let inv = inst.invoke("nope", "{}", CallOptions::default()).await;
     let err = inv.result.unwrap_err();
-    assert_eq!(err.to_string(), "plugin `echo` has no action named `nope`");
+    let version = &inst.plugin().manifest().version;
+    assert_eq!(
+        err.to_string(),
+        format!("plugin `echo` {version} has no action named `nope`")
+    );
     assert!(matches!(err, InvokeError::Unknown { .. }), "{err:?}");
     let inv = inst
         .invoke("echo", "{not json", CallOptions::default())

@@ -104,7 +104,7 @@ fn run_prints_output_and_reports_errors_clearly() {
 
     let out = switchyard(&["plugin", "run", "bundled:echo", "nope"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("plugin `echo` has no action named `nope`"));
+    assert!(text(&out.stderr).contains("has no action named `nope`"));
 
     let out = switchyard(&["plugin", "inspect", "/nonexistent.wasm"]);
     assert!(!out.status.success());
@@ -187,7 +187,7 @@ fn run_delivers_webhooks_runs_jobs_and_enforces_roles() {
     let out = switchyard(&["plugin", "run", "bundled:echo", "--job", "nope"]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("plugin `echo` has no job named `nope`"),
+        text(&out.stderr).contains("has no job named `nope`"),
         "{}",
         text(&out.stderr)
     );

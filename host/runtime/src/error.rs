@@ -79,10 +79,13 @@ impl From<types::PluginError> for PluginError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvokeError {
     /// The manifest has no such action, route or job.
-    #[error("plugin `{plugin}` has no {what} named `{name}`")]
+    #[error("plugin `{plugin}` {version} has no {what} named `{name}`")]
     Unknown {
         /// Plugin id.
         plugin: String,
+        /// Its version: after an upgrade, a queued job the new version no
+        /// longer declares is dead-lettered with this reason.
+        version: String,
         /// `action`, `webhook route` or `job`.
         what: &'static str,
         /// The name asked for.

@@ -365,6 +365,7 @@ impl Instance {
     fn unknown(&self, what: &'static str, name: &str) -> InvokeError {
         InvokeError::Unknown {
             plugin: self.plugin.manifest().id.clone(),
+            version: self.plugin.manifest().version.clone(),
             what,
             name: name.to_owned(),
         }

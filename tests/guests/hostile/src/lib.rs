@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 use switchyard_sdk::http::{self, Request};
-use switchyard_sdk::{ActionSpec, Context, Error, Manifest, Plugin, Result, log, storage};
+use switchyard_sdk::{ActionSpec, Context, Error, JobSpec, Manifest, Plugin, Result, log, storage};
 
 struct Hostile;
 
@@ -60,6 +60,7 @@ const ACTIONS: &[&str] = &[
     "log-forge",
     "http-flood",
     "huge-output",
+    "remember",
 ];
 
 impl Plugin for Hostile {
@@ -80,7 +81,32 @@ impl Plugin for Hostile {
             _ => {}
         }
         let (id, version) = (read_slot(&ID), read_slot(&VERSION));
-        ACTIONS.iter().fold(
+        // Versions before 2.0.0 also declare `legacy`: a job queued under
+        // one of them and run after an upgrade to 2.x is not declared any
+        // more (the host dead-letters it).
+        let before_2 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            < Some(2);
+        let wait = JobSpec::new(
+            "wait",
+            "waits for the remembered URL to answer, then says which version ran",
+            60,
+            3600,
+            86400,
+        );
+        let mut jobs = vec![wait];
+        if before_2 {
+            jobs.push(JobSpec::new(
+                "legacy",
+                "only in versions before 2.0.0",
+                60,
+                3600,
+                86400,
+            ));
+        }
+        let manifest = ACTIONS.iter().fold(
             Manifest::new(&id, &version, "Attacks the host's limits, for tests")
                 .egress(None, "whatever URLs a test passes in")
                 .credential(
@@ -95,7 +121,25 @@ impl Plugin for Hostile {
                     .optional(),
                 ),
             |m, a| m.action(ActionSpec::new(a, "attack")),
-        )
+        );
+        jobs.into_iter().fold(manifest, Manifest::job)
+    }
+
+    fn run_job(_ctx: &Context, job: &str) -> Result<String> {
+        let version = read_slot(&VERSION);
+        match job {
+            "wait" => {
+                let url = storage::get("wait-url")?
+                    .map(|u| String::from_utf8_lossy(&u).into_owned())
+                    .ok_or_else(|| Error::invalid_input("call `remember` with a url first"))?;
+                let r = Request::get(&url)
+                    .timeout(std::time::Duration::from_secs(3600))
+                    .send()?;
+                Ok(format!("{version} waited: {}", r.status))
+            }
+            "legacy" => Ok(format!("legacy ran on {version}")),
+            other => Err(Error::not_found(format!("no job `{other}`"))),
+        }
     }
 
     fn invoke(_ctx: &Context, action: &str, input: Value) -> Result<Value> {
@@ -136,6 +180,13 @@ impl Plugin for Hostile {
                 }
             }
             "egress" => Ok(try_urls(&input)),
+            // Kept across upgrades: the instance's storage is the plugin's,
+            // whichever version runs.
+            "remember" => {
+                let url = input["url"].as_str().unwrap_or_default();
+                storage::set("wait-url", url.as_bytes())?;
+                Ok(json!({ "remembered": url, "version": read_slot(&VERSION) }))
+            }
             "credential-misuse" => Ok(credential_misuse(&input)),
             "storage-escape" => storage_escape(),
             "log-flood" => {

@@ -1,0 +1,168 @@
+//! Upgrading an instance to a new plugin version under load: new calls use
+//! the new version at once, a job already running finishes on the old one,
+//! a job queued under the old version runs on the new one (or, when the new
+//! version no longer declares it, is dead-lettered saying so), the
+//! instance's storage is kept, and nothing is lost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An upstream that holds every request until `release` is set, and counts
+/// the requests that arrived.
+async fn held_upstream() -> (
+    String,
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::watch::Receiver<usize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (arrived_tx, arrived) = tokio::sync::watch::channel(0usize);
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut released = released.clone();
+            let arrived_tx = arrived_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                arrived_tx.send_modify(|n| *n += 1);
+                let _ = released.wait_for(|r| *r).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, release, arrived)
+}
+
+async fn jobs(d: &Daemon, token: &str) -> Vec<Value> {
+    let (status, out) = get(d, "/v1/tenants/acme/jobs", Some(token)).await;
+    assert_eq!(status, 200, "{out}");
+    out["jobs"].as_array().unwrap().clone()
+}
+
+/// Waits until job `id` is in `state`, and returns it.
+async fn job_in(d: &Daemon, token: &str, id: i64, state: &str) -> Value {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = jobs(d, token).await;
+        if let Some(j) = all.iter().find(|j| j["id"] == id && j["state"] == state) {
+            return j.clone();
+        }
+        assert!(Instant::now() < until, "job {id} never {state}: {all:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_job(d: &Daemon, token: &str, job: &str) -> i64 {
+    let path = format!("/v1/tenants/acme/instances/n/jobs/{job}/run");
+    let (status, out) = post(d, &path, Some(token), &[], "").await;
+    assert_eq!(status, 202, "{out}");
+    out["job_id"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_drains_running_work_and_loses_nothing() {
+    let (upstream, release, mut arrived) = held_upstream().await;
+    // One worker: a job queued while the running one holds it waits.
+    let server = "data_dir = \"data\"\n[jobs]\nworkers = 1\n";
+    let tenant =
+        format!("[[instance]]\nid = \"n\"\nplugin = \"notes\"\negress = [\"{upstream}\"]\n");
+    let dir = config_dir(server, &[("acme", &tenant)]);
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("plugins/notes")).unwrap();
+    std::fs::write(
+        root.join("plugins/notes/1.0.0.wasm"),
+        claiming("notes", "1.0.0"),
+    )
+    .unwrap();
+    let api = token(root, "acme");
+    let op = operator_token(root);
+    let d = start(root);
+    let call = |action: &'static str, input: Value| {
+        let (d, api) = (&d, &api);
+        async move {
+            let path = format!("/v1/tenants/acme/instances/n/actions/{action}");
+            let (status, out) = act(d, api, &path, &[], input).await;
+            assert_eq!(status, 200, "{out}");
+            out["output"].clone()
+        }
+    };
+    let out = call("remember", json!({ "url": format!("{upstream}/slow") })).await;
+    assert_eq!(out["version"], "1.0.0", "{out}");
+
+    // A job running on 1.0.0 (held by the upstream), and one queued
+    // behind it that 2.0.0 no longer declares.
+    let running = run_job(&d, &api, "wait").await;
+    arrived.wait_for(|n| *n == 1).await.unwrap();
+    job_in(&d, &api, running, "running").await;
+    let legacy = run_job(&d, &api, "legacy").await;
+    job_in(&d, &api, legacy, "queued").await;
+
+    // Install 2.0.0 and move the instance on to it.
+    std::fs::write(
+        root.join("plugins/notes/2.0.0.wasm"),
+        claiming("notes", "2.0.0"),
+    )
+    .unwrap();
+    let moved = cli(
+        &[
+            "plugin",
+            "upgrade",
+            "--config",
+            root.to_str().unwrap(),
+            "acme",
+            "n",
+        ],
+        None,
+    );
+    assert!(
+        moved.contains("acme/n: notes 1.0.0 -> notes 2.0.0"),
+        "{moved}"
+    );
+    let (status, out) = post(&d, "/v1/admin/reload", Some(&op), &[], "").await;
+    assert_eq!(status, 200, "{out}");
+
+    // New calls: 2.0.0 at once, with the storage 1.0.0 wrote.
+    let out = call("echo", json!({})).await;
+    assert_eq!(out["version"], "2.0.0", "{out}");
+    assert_eq!(out["storage"], json!(["wait-url"]), "{out}");
+    // The job that was running is still running (on 1.0.0) ...
+    job_in(&d, &api, running, "running").await;
+
+    // ... and finishes there once its upstream answers.
+    release.send(true).unwrap();
+    let done = job_in(&d, &api, running, "done").await;
+    assert_eq!(done["summary"], "1.0.0 waited: 200", "{done}");
+    // The queued job ran on 2.0.0, which has no such job: dead-lettered,
+    // saying why, not retried.
+    let dead = job_in(&d, &api, legacy, "dead").await;
+    let why = dead["last_error"].as_str().unwrap();
+    assert!(
+        why.contains("plugin `notes` 2.0.0 has no job named `legacy`")
+            && why.contains("will not be retried"),
+        "{dead}"
+    );
+    assert_eq!(dead["attempts"], 1, "{dead}");
+    // A job queued now runs on 2.0.0.
+    let after = run_job(&d, &api, "wait").await;
+    let done = job_in(&d, &api, after, "done").await;
+    assert_eq!(done["summary"], "2.0.0 waited: 200", "{done}");
+    // Nothing lost: every job is done or dead with its reason.
+    let all = jobs(&d, &api).await;
+    assert_eq!(all.len(), 3, "{all:?}");
+}
