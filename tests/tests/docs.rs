@@ -13,7 +13,12 @@ fn wit_names(text: &str) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     let mut in_variant = false;
     for line in text.lines().map(str::trim) {
-        if line.starts_with("//") || line.is_empty() || line.starts_with("package ") {
+        // Gates such as `@since(version = 0.1.1)` mark the item below.
+        if line.starts_with("//")
+            || line.is_empty()
+            || line.starts_with("package ")
+            || line.starts_with('@')
+        {
             continue;
         }
         if let Some(rest) = line

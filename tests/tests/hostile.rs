@@ -169,6 +169,16 @@ fn cases(up: &Recorder) -> Vec<Case> {
             input: json!({"bytes": 2_000_000}),
             expect: Expect::BadOutput("limit"),
         },
+        // Not an attack: what the `wait` job (host/daemon/tests/upgrade.rs)
+        // reads, kept in the instance's own storage.
+        Case {
+            action: "remember",
+            input: json!({"url": up.url("/later")}),
+            expect: Expect::Returns(|out, _| {
+                assert!(out["remembered"].as_str().unwrap().ends_with("/later"));
+                assert_eq!(out["version"], "0.1.0");
+            }),
+        },
     ]
 }
 

@@ -229,9 +229,11 @@ impl KeyPair {
     }
 }
 
+/// The fields of a signature file.
+const FIELDS: [&str; 6] = ["plugin", "version", "world", "sha256", "key", "signature"];
+
 /// A release with its publisher's signature: the content of `X.wasm.sig`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SignedRelease {
     /// What is signed.
     #[serde(flatten)]
@@ -245,8 +247,21 @@ pub struct SignedRelease {
 impl SignedRelease {
     /// Parses a signature file's text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let s: Self = serde_json::from_str(text)
-            .map_err(|e| format!("not a release signature (from `switchyard plugin sign`): {e}"))?;
+        let not_one =
+            |e: String| format!("not a release signature (from `switchyard plugin sign`): {e}");
+        // Every field, and nothing else: a field added by hand (an expiry,
+        // a scope) would look enforced and is not signed. (Serde's
+        // `deny_unknown_fields` does not work with `flatten`.)
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| not_one(e.to_string()))?;
+        if let Some(extra) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(not_one(format!(
+                "unknown field `{extra}` (expected {})",
+                FIELDS.join(", ")
+            )));
+        }
+        let s: Self = serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| not_one(e.to_string()))?;
         s.release.check_fields()?;
         Ok(s)
     }
@@ -396,6 +411,11 @@ mod tests {
         assert!(e.contains("`version` must be one word"), "{e}");
         let e = SignedRelease::parse("{\"plugin\":\"a\"}").unwrap_err();
         assert!(e.contains("not a release signature"), "{e}");
+        let mut extra: serde_json::Value =
+            serde_json::from_str(&k.sign(release(b"x")).to_json()).unwrap();
+        extra["expires"] = "2027-01-01".into();
+        let e = SignedRelease::parse(&extra.to_string()).unwrap_err();
+        assert!(e.contains("unknown field `expires`"), "{e}");
     }
 
     #[test]
