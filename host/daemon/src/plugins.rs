@@ -49,7 +49,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use semver::{Version, VersionReq};
-use sha2::{Digest, Sha256};
 use switchyard_runtime::{Plugin, Runtime};
 use switchyard_store::PluginLock;
 
@@ -306,11 +305,11 @@ impl Catalog {
             Failed(String),
         }
         let load = async |bytes: &[u8]| -> Loaded {
-            let digest = hex::encode(Sha256::digest(bytes));
+            let digest = crate::release::sha256_hex(bytes);
             match known.get(digest.as_str()) {
                 Some(Ok(p)) => Loaded::Ready((*p).clone()),
                 Some(Err(e)) => Loaded::Failed((*e).clone()),
-                None if defer_cold && !rt.is_cached(bytes) => Loaded::Deferred(digest),
+                None if defer_cold && !rt.is_cached(&digest) => Loaded::Deferred(digest),
                 None => match rt.load(bytes).await {
                     Ok(p) => Loaded::Ready(p),
                     Err(e) => Loaded::Failed(e.to_string()),

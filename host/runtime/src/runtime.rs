@@ -407,11 +407,11 @@ impl Runtime {
         })
     }
 
-    /// Whether [`Runtime::load`] would find `wasm` compiled in the on-disk
-    /// cache (and so take milliseconds rather than seconds).
-    pub fn is_cached(&self, wasm: &[u8]) -> bool {
-        let digest = hex::encode(Sha256::digest(wasm));
-        self.cache_path(&digest).is_some_and(|p| p.is_file())
+    /// Whether [`Runtime::load`] would find the component whose SHA-256
+    /// (hex) is `digest` compiled in the on-disk cache (and so take
+    /// milliseconds rather than seconds).
+    pub fn is_cached(&self, digest: &str) -> bool {
+        self.cache_path(digest).is_some_and(|p| p.is_file())
     }
 
     /// Compiles (or loads from the cache), links and pre-instantiates a
