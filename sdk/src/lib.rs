@@ -313,6 +313,36 @@ pub trait Plugin {
         let _ = ctx;
         Err(Error::not_found(format!("this plugin has no job `{job}`")))
     }
+
+    /// Brings the instance's storage into the shape this version reads.
+    /// The host calls it once per instance, before this version's first
+    /// invocation, when the instance's storage holds data that another
+    /// version of the plugin wrote (`previous`: that version; `None` when
+    /// the host does not know which). Every invocation of the instance
+    /// waits for it; on an error the host tries again later (5 s, doubling
+    /// up to 5 min), so it must be idempotent: a step interrupted half-way
+    /// runs again. `previous` may be newer than this version (a
+    /// downgrade). Returns a one-line summary for the audit log. The
+    /// default does nothing.
+    ///
+    /// ```no_run
+    /// # use switchyard_sdk::{Context, Result, storage};
+    /// // Version 2 keeps each note under `note/<id>` instead of one list.
+    /// fn migrate_storage(_ctx: &Context, previous: Option<&str>) -> Result<String> {
+    ///     let Some(old) = storage::get_json::<Vec<String>>("notes")? else {
+    ///         return Ok(format!("nothing to move (was {previous:?})"));
+    ///     };
+    ///     for (i, note) in old.iter().enumerate() {
+    ///         storage::set_json(&format!("note/{i}"), note)?;
+    ///     }
+    ///     storage::delete("notes")?;
+    ///     Ok(format!("moved {} notes", old.len()))
+    /// }
+    /// ```
+    fn migrate_storage(ctx: &Context, previous: Option<&str>) -> Result<String> {
+        let _ = (ctx, previous);
+        Ok("nothing to migrate".into())
+    }
 }
 
 /// Exports a [`Plugin`] implementation as the component's entry points.
@@ -364,6 +394,13 @@ macro_rules! register {
                 <$plugin as $crate::Plugin>::run_job(&ctx, &job)
                     .map_err($crate::__private::export_error)
             }
+            fn migrate_storage(
+                ctx: $crate::Context,
+                previous: Option<String>,
+            ) -> Result<String, $crate::__private::PluginError> {
+                <$plugin as $crate::Plugin>::migrate_storage(&ctx, previous.as_deref())
+                    .map_err($crate::__private::export_error)
+            }
         }
 
         $crate::__private::bindings::__export_plugin_world!(__SwitchyardExports);
@@ -377,7 +414,7 @@ pub mod __private {
     pub mod bindings {
         wit_bindgen::generate!({
             path: "../wit",
-            world: "plugin-with-settings",
+            world: "plugin-with-migration",
             pub_export_macro: true,
             export_macro_name: "__export_plugin_world",
             default_bindings_module: "switchyard_sdk::__private::bindings",

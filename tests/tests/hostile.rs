@@ -179,6 +179,13 @@ fn cases(up: &Recorder) -> Vec<Case> {
                 assert_eq!(out["version"], "0.1.0");
             }),
         },
+        // Not an attack: makes the next tries of a version's storage
+        // migration step fail (tests/tests/migration.rs, upgrade.rs).
+        Case {
+            action: "fail-migrations",
+            input: json!({"count": 0}),
+            expect: Expect::Returns(|out, _| assert_eq!(out["failing"], 0)),
+        },
     ]
 }
 
@@ -283,10 +290,19 @@ async fn attacks_are_stopped_and_the_host_keeps_working() {
         )
         .await
         .unwrap();
-    store
-        .set(&Namespace::new("attacker", "hostile"), "mine", b"x", &q)
-        .await
-        .unwrap();
+    let mine = Namespace::new("attacker", "hostile");
+    store.set(&mine, "mine", b"x", &q).await.unwrap();
+    // Written by this very version: no storage migration step runs first.
+    let this_version = switchyard_store::StorageVersion {
+        plugin: "hostile".into(),
+        version: "0.1.0".into(),
+    };
+    assert!(
+        store
+            .record_storage_version(&mine, None, &this_version)
+            .await
+            .unwrap()
+    );
     let inst = hostile_instance("attacker", &up, store.clone()).await;
     for case in cases(&up) {
         let inv = inst
@@ -381,15 +397,15 @@ async fn a_manifest_that_calls_an_import_or_spins_is_refused() {
     for (mode, needle) in [
         (
             "storage",
-            "called the host import `switchyard:plugin/storage@0.1.4#get`",
+            "called the host import `switchyard:plugin/storage@0.1.5#get`",
         ),
         (
             "log",
-            "called the host import `switchyard:plugin/log@0.1.4#emit`",
+            "called the host import `switchyard:plugin/log@0.1.5#emit`",
         ),
         (
             "http",
-            "called the host import `switchyard:plugin/http@0.1.4#send`",
+            "called the host import `switchyard:plugin/http@0.1.5#send`",
         ),
         ("spin", "did not return within 1000 ms"),
     ] {

@@ -7,7 +7,7 @@ use serde_json::json;
 use switchyard_runtime::{
     Actor, CallOptions, InstanceSpec, InvokeError, WebhookHeader, WebhookRequest,
 };
-use switchyard_store::{KvBackend, Namespace, Quota, StoreError};
+use switchyard_store::{KvBackend, Namespace, Quota, StorageVersion, StoreError};
 use switchyard_tests::guests;
 
 #[tokio::test]
@@ -295,7 +295,10 @@ struct SlowWrites(std::sync::Arc<dyn KvBackend>);
 /// but timers, and SQLite's writer thread is such a wait. The host's
 /// storage interface is the same over any backend.
 #[derive(Default)]
-struct MapStore(std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>);
+struct MapStore(
+    std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+    std::sync::Mutex<Option<StorageVersion>>,
+);
 
 #[async_trait::async_trait]
 impl KvBackend for MapStore {
@@ -365,6 +368,22 @@ impl KvBackend for MapStore {
         map.clear();
         Ok(n)
     }
+    async fn storage_version(&self, _: &Namespace) -> Result<Option<StorageVersion>, StoreError> {
+        Ok(self.1.lock().unwrap().clone())
+    }
+    async fn record_storage_version(
+        &self,
+        _: &Namespace,
+        expected: Option<&StorageVersion>,
+        new: &StorageVersion,
+    ) -> Result<bool, StoreError> {
+        let mut recorded = self.1.lock().unwrap();
+        if recorded.as_ref() != expected {
+            return Ok(false);
+        }
+        *recorded = Some(new.clone());
+        Ok(true)
+    }
 }
 
 const SLOW: std::time::Duration = std::time::Duration::from_secs(11);
@@ -413,6 +432,17 @@ impl KvBackend for SlowWrites {
 
     async fn clear(&self, ns: &Namespace) -> Result<u64, StoreError> {
         self.0.clear(ns).await
+    }
+    async fn storage_version(&self, ns: &Namespace) -> Result<Option<StorageVersion>, StoreError> {
+        self.0.storage_version(ns).await
+    }
+    async fn record_storage_version(
+        &self,
+        ns: &Namespace,
+        expected: Option<&StorageVersion>,
+        new: &StorageVersion,
+    ) -> Result<bool, StoreError> {
+        self.0.record_storage_version(ns, expected, new).await
     }
 }
 

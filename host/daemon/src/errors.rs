@@ -102,6 +102,9 @@ pub fn invoke_error_status(e: &InvokeError) -> (StatusCode, &'static str) {
         InvokeError::LimitExceeded(_) => (StatusCode::INTERNAL_SERVER_ERROR, "limit_exceeded"),
         InvokeError::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_crashed"),
         InvokeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        InvokeError::Migration { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_migration_failed")
+        }
     }
 }
 
@@ -110,18 +113,16 @@ pub fn invoke_error_code(e: &InvokeError) -> &'static str {
     invoke_error_status(e).1
 }
 
-/// The caller's answer for a failed invocation. An upstream's retry time
-/// travels on as `Retry-After`, so the caller (a ServiceNow flow, an agent's
-/// UI) can wait instead of hammering.
+/// The caller's answer for a failed invocation. An upstream's retry time,
+/// or the next try of a failed storage migration, travels on as
+/// `Retry-After`, so the caller (a ServiceNow flow, an agent's UI) can wait
+/// instead of hammering.
 pub fn invoke_error_response(e: &InvokeError, request_id: &str) -> Response {
     let (status, code) = invoke_error_status(e);
     let err = ApiError::new(status, code, e.to_string(), request_id);
-    match e {
-        InvokeError::Plugin(PluginError::Upstream {
-            retry_after_secs: Some(secs),
-            ..
-        }) => err.retry_after(*secs),
-        _ => err,
+    match e.retry_after() {
+        Some(wait) => err.retry_after(wait.as_secs().try_into().unwrap_or(u32::MAX)),
+        None => err,
     }
     .into_response()
 }
@@ -264,6 +265,7 @@ mod tests {
             ),
             (InvokeError::Busy("x".into()), 503, "busy"),
             (InvokeError::Trap("x".into()), 500, "plugin_crashed"),
+            (migration(), 503, "storage_migration_failed"),
         ] {
             assert_eq!(
                 invoke_error_status(&e),
@@ -273,5 +275,18 @@ mod tests {
         // An upstream's retry time reaches the caller.
         let resp = invoke_error_response(&upstream(Some(429)), "r");
         assert_eq!(resp.headers()[header::RETRY_AFTER], "7");
+        // So does the time until a failed storage migration runs again.
+        let resp = invoke_error_response(&migration(), "r");
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "20");
+    }
+
+    fn migration() -> InvokeError {
+        InvokeError::Migration {
+            plugin: "notes".into(),
+            version: "2.0.0".into(),
+            from: Some("1.0.0".into()),
+            reason: "the plugin failed".into(),
+            retry_after: std::time::Duration::from_secs(20),
+        }
     }
 }

@@ -115,7 +115,8 @@ impl Default for Metrics {
         );
         registry.register(
             "jobs_released",
-            "Leased jobs put back without running (no wasm slot was free); not counted as attempts",
+            "Leased jobs put back without running (no wasm slot was free, or the instance's \
+             storage migration is failing); not counted as attempts",
             released.clone(),
         );
         registry.register(
@@ -289,7 +290,8 @@ impl Metrics {
         self.leases.inc();
     }
 
-    /// Counts a job put back because no wasm slot was free.
+    /// Counts a job put back without running (no wasm slot was free, or its
+    /// instance's storage migration is failing).
     pub fn job_released(&self, tenant: &str, instance: &str) {
         self.released
             .get_or_create(&Instance {

@@ -47,19 +47,28 @@ impl Subject<'_> {
     }
 }
 
-/// Audit entries for the egress requests an invocation made: one per
-/// itemised request, and one that counts the rest by outcome.
-pub fn egress_audit(tenant: &str, instance: &str, actor: &str, report: &Report) -> Vec<AuditEntry> {
+/// Audit entries for what an invocation did besides its result: the
+/// storage migration step it waited for, if one ran, and the egress
+/// requests (one per itemised request, and one that counts the rest by
+/// outcome).
+pub fn report_audit(tenant: &str, instance: &str, actor: &str, report: &Report) -> Vec<AuditEntry> {
     let who = Subject {
         tenant,
         instance: Some(instance),
         actor,
         request_id: &report.request_id,
     };
-    let mut out: Vec<AuditEntry> = report
-        .egress
-        .iter()
-        .map(|e| {
+    let migrated = report.migrated.iter().map(|m| {
+        let from = m.from.as_deref().unwrap_or("an unrecorded version");
+        who.entry(
+            "migration",
+            format!("storage from {from} to {}: {}", m.to, m.summary),
+            "ok",
+            m.duration_ms as i64,
+        )
+    });
+    let mut out: Vec<AuditEntry> = migrated
+        .chain(report.egress.iter().map(|e| {
             who.entry(
                 "egress",
                 format!("{} {}{}", e.method, e.destination, e.path),
@@ -67,7 +76,7 @@ pub fn egress_audit(tenant: &str, instance: &str, actor: &str, report: &Report) 
                     .map_or_else(|| e.outcome.clone(), |s| s.to_string()),
                 e.duration_ms as i64,
             )
-        })
+        }))
         .collect();
     if !report.egress_omitted.is_empty() {
         let total: u64 = report.egress_omitted.values().sum();
@@ -126,7 +135,7 @@ pub async fn record(
     shared
         .metrics
         .record(o.tenant, o.instance, o.plugin, o.kind, o.outcome, report);
-    entries.extend(egress_audit(o.tenant, o.instance, o.actor, report));
+    entries.extend(report_audit(o.tenant, o.instance, o.actor, report));
     // Both at once, so that they share the writer's next commit: the
     // caller waits for one commit, not two in a row.
     let run = async {

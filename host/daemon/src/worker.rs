@@ -196,8 +196,11 @@ pub async fn worker(live: Arc<Live>, stop: tokio::sync::watch::Receiver<bool>) {
 #[derive(Debug, PartialEq, Eq)]
 enum Settle {
     Done,
-    /// Could not run (no wasm slot free): not an attempt.
-    Release,
+    /// Could not run (no wasm slot free, or the instance's storage is not
+    /// migrated yet): not an attempt. Looked at again after this long.
+    Release {
+        after_ms: i64,
+    },
     Fail {
         message: String,
         retry: Retry,
@@ -246,7 +249,12 @@ fn settle(
         Ok(Some(status)) => permanent(format!(
             "the plugin refused the delivery with HTTP {status}; it will not be retried"
         )),
-        Err(E::Busy(_)) => Settle::Release,
+        Err(E::Busy(_)) => Settle::Release {
+            after_ms: BUSY_RETRY_MS,
+        },
+        Err(E::Migration { retry_after, .. }) => Settle::Release {
+            after_ms: retry_after.as_millis() as i64,
+        },
         Err(e @ E::Plugin(_)) if mark == Some(RetryMark::Permanent) => permanent(format!(
             "{e}; the plugin marked it permanent, so it will not be retried"
         )),
@@ -328,9 +336,17 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
     };
     let (settled, report) = heartbeat(st, attempt, run).await;
     let outcome = match settled {
-        Settle::Release => {
-            // Not an attempt: nothing ran. It is looked at again shortly.
-            if let Err(e) = db.release_job(attempt, now_ms() + BUSY_RETRY_MS).await {
+        Settle::Release { after_ms } => {
+            // Not an attempt: the job did not run (though a migration step
+            // may have, and what it sent is audited). It is looked at again
+            // later.
+            if let Some(r) = &report {
+                let entries = record::report_audit(&job.tenant, &job.instance, "", r);
+                if !entries.is_empty() {
+                    record::append_audit(&st.shared, entries, &r.request_id).await;
+                }
+            }
+            if let Err(e) = db.release_job(attempt, now_ms() + after_ms).await {
                 tracing::error!(error = %e, job = job.id, "releasing a job");
             }
             st.shared.metrics.job_released(&job.tenant, &job.instance);
@@ -390,7 +406,7 @@ async fn run_job(st: &AppState, job: &Job, attempt: Attempt<'_>) -> Option<Job> 
             "",
             started.elapsed().as_millis() as i64,
         ),
-        egress: record::egress_audit(&job.tenant, &job.instance, "", &report),
+        egress: record::report_audit(&job.tenant, &job.instance, "", &report),
         next: (!st.shared.stopping()).then(|| NextLease {
             lease_ms: st.jobs.lease_ms(),
             per_tenant: st.concurrency.clone(),
@@ -572,7 +588,22 @@ mod tests {
         // No wasm slot: not an attempt (item 19).
         assert_eq!(
             settle(Err(&InvokeError::Busy("full".into())), None, 600_000),
-            Settle::Release
+            Settle::Release {
+                after_ms: BUSY_RETRY_MS
+            }
+        );
+        // Nor is a call that waited for a storage migration that failed:
+        // the job waits for the migration's next try.
+        let migration = InvokeError::Migration {
+            plugin: "notes".into(),
+            version: "2.0.0".into(),
+            from: None,
+            reason: "failed".into(),
+            retry_after: std::time::Duration::from_secs(10),
+        };
+        assert_eq!(
+            settle(Err(&migration), None, 600_000),
+            Settle::Release { after_ms: 10_000 }
         );
         // A trap is retried.
         assert!(matches!(

@@ -77,7 +77,7 @@ fn a_release_is_signed_and_verified_and_each_refusal_names_its_reason() {
         signed
             .release
             .world
-            .starts_with("switchyard:plugin/plugin-with-settings@0.1."),
+            .starts_with("switchyard:plugin/plugin-with-migration@0.1."),
         "{:?}",
         signed.release
     );
@@ -90,7 +90,7 @@ fn a_release_is_signed_and_verified_and_each_refusal_names_its_reason() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("notes 1.0.0 (switchyard:plugin/plugin-with-settings@0.1.")
+        text(&out).contains("notes 1.0.0 (switchyard:plugin/plugin-with-migration@0.1.")
             && text(&out).contains("signed by `acme`"),
         "{}",
         text(&out)

@@ -137,10 +137,28 @@ async fn an_upgrade_drains_running_work_and_loses_nothing() {
     let (status, out) = post(&d, "/v1/admin/reload", Some(&op), &[], "").await;
     assert_eq!(status, 200, "{out}");
 
-    // New calls: 2.0.0 at once, with the storage 1.0.0 wrote.
+    // New calls: 2.0.0 at once, with the storage 1.0.0 wrote, after
+    // 2.0.0's migration step ran once (its two keys), audited.
     let out = call("echo", json!({})).await;
     assert_eq!(out["version"], "2.0.0", "{out}");
-    assert_eq!(out["storage"], json!(["wait-url"]), "{out}");
+    assert_eq!(
+        out["storage"],
+        json!(["migration-tries", "migrations", "wait-url"]),
+        "{out}"
+    );
+    let (status, out) = get(&d, "/v1/tenants/acme/audit?kind=migration", Some(&op)).await;
+    assert_eq!(status, 200, "{out}");
+    let migrations: Vec<&str> = out["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        migrations,
+        ["storage from 1.0.0 to 2.0.0: migrated from 1.0.0 to 2.0.0"],
+        "{out}"
+    );
     // The job that was running is still running (on 1.0.0) ...
     job_in(&d, &api, running, "running").await;
 
@@ -165,4 +183,102 @@ async fn an_upgrade_drains_running_work_and_loses_nothing() {
     // Nothing lost: every job is done or dead with its reason.
     let all = jobs(&d, &api).await;
     assert_eq!(all.len(), 3, "{all:?}");
+}
+
+/// A new version whose storage migration step fails: the instance's calls
+/// answer 503 `storage_migration_failed` with `Retry-After` and do not run,
+/// its status says why, and a queued job is put back without counting an
+/// attempt (the step's retries on an injected clock are in
+/// tests/tests/migration.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_storage_migration_holds_the_instance_without_losing_work() {
+    let tenant = "[[instance]]\nid = \"n\"\nplugin = \"notes\"\n";
+    let dir = config_dir("data_dir = \"data\"\n", &[("acme", tenant)]);
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("plugins/notes")).unwrap();
+    std::fs::write(
+        root.join("plugins/notes/1.0.0.wasm"),
+        claiming("notes", "1.0.0"),
+    )
+    .unwrap();
+    let api = token(root, "acme");
+    let op = operator_token(root);
+    let d = start(root);
+    let path = |action: &str| format!("/v1/tenants/acme/instances/n/actions/{action}");
+    let (status, out) = act(
+        &d,
+        &api,
+        &path("fail-migrations"),
+        &[],
+        json!({"count": 1000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+
+    std::fs::write(
+        root.join("plugins/notes/2.0.0.wasm"),
+        claiming("notes", "2.0.0"),
+    )
+    .unwrap();
+    cli(
+        &[
+            "plugin",
+            "upgrade",
+            "--config",
+            root.to_str().unwrap(),
+            "acme",
+            "n",
+        ],
+        None,
+    );
+    let (status, out) = post(&d, "/v1/admin/reload", Some(&op), &[], "").await;
+    assert_eq!(status, 200, "{out}");
+
+    let resp = reqwest::Client::new()
+        .post(format!("{}{}", d.base, path("remember")))
+        .bearer_auth(&api)
+        .json(&json!({
+            "input": {"url": "http://upstream.test/"},
+            "actor": {"id": "agent.smith", "roles": []},
+        }))
+        .send()
+        .await
+        .unwrap();
+    let (status, retry_after) = (resp.status(), resp.headers().get("retry-after").cloned());
+    let out: Value = resp.json().await.unwrap();
+    assert_eq!(status, 503, "{out}");
+    assert_eq!(retry_after.unwrap(), "5");
+    assert_eq!(out["error"]["code"], "storage_migration_failed", "{out}");
+    let message = out["error"]["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("plugin `notes` 2.0.0 could not migrate the instance's storage from 1.0.0")
+            && message.contains("failing on purpose"),
+        "{message}"
+    );
+
+    let (status, out) = get(&d, "/v1/tenants/acme/instances/n/status", Some(&api)).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["storage_migration"]["state"], "failed", "{out}");
+    assert!(
+        out["storage_migration"]["retry_after_secs"]
+            .as_u64()
+            .unwrap()
+            <= 5
+    );
+
+    // A job leased meanwhile is put back, not attempted.
+    let id = run_job(&d, &api, "wait").await;
+    eventually("the job to be leased and put back", || async {
+        (metric(
+            &d,
+            "switchyard_jobs_released_total{tenant=\"acme\",instance=\"n\"}",
+        )
+        .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    let job = job_in(&d, &api, id, "queued").await;
+    assert_eq!(job["attempts"], 0, "{job}");
 }

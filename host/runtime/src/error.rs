@@ -117,6 +117,42 @@ pub enum InvokeError {
     /// Every invocation slot is in use.
     #[error("the host is at its concurrency limit; retry shortly ({0})")]
     Busy(String),
+    /// The instance's storage could not be migrated to this plugin version
+    /// (see `migration`); nothing runs until it is. Not the caller's doing:
+    /// a queued job waits without counting an attempt.
+    #[error(
+        "plugin `{plugin}` {version} could not migrate the instance's storage{}: {reason}; \
+         it tries again in {} s",
+        from.as_ref().map(|f| format!(" from {f}")).unwrap_or_default(),
+        retry_after.as_secs()
+    )]
+    Migration {
+        /// Plugin id.
+        plugin: String,
+        /// The version whose migration step failed.
+        version: String,
+        /// The version the storage was recorded for, when known.
+        from: Option<String>,
+        /// The step's error, or the store's.
+        reason: String,
+        /// When the step runs again (whole seconds, at least 1).
+        retry_after: Duration,
+    },
+}
+
+impl InvokeError {
+    /// When the caller may try again, when the error says: an upstream's
+    /// `Retry-After`, or the next try of a failed storage migration.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            InvokeError::Plugin(PluginError::Upstream {
+                retry_after_secs: Some(secs),
+                ..
+            }) => Some(Duration::from_secs(u64::from(*secs))),
+            InvokeError::Migration { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
 }
 
 /// Turns what a call into the guest failed with into an [`InvokeError`].

@@ -135,6 +135,28 @@ pub struct Report {
     /// When a job asked to run again (`invocation.run-again`): after this
     /// many seconds (at most [`crate::invocation::MAX_RUN_AGAIN_SECS`]).
     pub run_again_secs: Option<u32>,
+    /// The storage migration step this call waited for, when it ran one
+    /// (its egress and log records come first in this report's).
+    pub migrated: Option<crate::migration::Migrated>,
+}
+
+impl Report {
+    /// Puts what the migration step before a call did in front of what the
+    /// call did.
+    fn after(mut self, first: Report, migrated: crate::migration::Migrated) -> Report {
+        let mut egress = first.egress;
+        egress.append(&mut self.egress);
+        self.egress = egress;
+        for (outcome, n) in first.egress_omitted {
+            *self.egress_omitted.entry(outcome).or_default() += n;
+        }
+        let mut logs = first.logs;
+        logs.append(&mut self.logs);
+        self.logs = logs;
+        self.logs_dropped += first.logs_dropped;
+        self.migrated = Some(migrated);
+        self
+    }
 }
 
 /// The result of a call and its report (which exists even when it failed:
@@ -148,6 +170,17 @@ pub struct Invocation<T> {
 }
 
 impl<T> Invocation<T> {
+    /// This invocation, after the migration step `before` (if one ran).
+    fn after(self, before: Option<(Report, crate::migration::Migrated)>) -> Self {
+        match before {
+            None => self,
+            Some((first, migrated)) => Invocation {
+                result: self.result,
+                report: self.report.after(first, migrated),
+            },
+        }
+    }
+
     /// The same invocation with its result passed through `f`.
     fn map<U>(self, f: impl FnOnce(T) -> Result<U, InvokeError>) -> Invocation<U> {
         Invocation {
@@ -195,6 +228,8 @@ pub struct Instance {
     engine: Engine,
     plugin: Arc<Plugin>,
     ctx: Arc<InstanceCtx>,
+    /// Whether the storage is this version's yet (see `migration`).
+    migration: Arc<crate::migration::Gate>,
 }
 
 impl Instance {
@@ -251,6 +286,7 @@ impl Instance {
                 long_runners: runtime.long_runners.handle().clone(),
                 clock: runtime.clock.clone(),
             }),
+            migration: Arc::default(),
         })
     }
 
@@ -298,13 +334,18 @@ impl Instance {
         if let Err(problems) = self.plugin.schemas.check(action, input) {
             return self.refused(opts, InvokeError::InputSchema(problems));
         }
+        let (opts, before) = match self.storage_current(opts).await {
+            Ok(ready) => ready,
+            Err(failed) => return failed.into(),
+        };
         let output_limit = self.ctx.limits.output_bytes;
         let (action, input) = (action.to_owned(), input.get().to_owned());
         let inv = self
-            .call(opts, move |b, store, ctx| {
+            .call(opts, move |b, _, store, ctx| {
                 Box::pin(async move { b.call_invoke(store, &ctx, &action, &input).await })
             })
-            .await;
+            .await
+            .after(before);
         inv.map(|out| {
             if out.len() > output_limit {
                 return Err(InvokeError::BadOutput(format!(
@@ -342,11 +383,16 @@ impl Instance {
         if !manifest.webhooks.iter().any(|w| w.route == route) {
             return self.refused(opts, self.unknown("webhook route", route));
         }
+        let (opts, before) = match self.storage_current(opts).await {
+            Ok(ready) => ready,
+            Err(failed) => return failed.into(),
+        };
         let route = route.to_owned();
-        self.call(opts, move |b, store, ctx| {
+        self.call(opts, move |b, _, store, ctx| {
             Box::pin(async move { b.call_handle_webhook(store, &ctx, &route, &request).await })
         })
         .await
+        .after(before)
     }
 
     /// Runs job `job` once.
@@ -355,11 +401,195 @@ impl Instance {
         if !manifest.jobs.iter().any(|j| j.name == job) {
             return self.refused(opts, self.unknown("job", job));
         }
+        let (opts, before) = match self.storage_current(opts).await {
+            Ok(ready) => ready,
+            Err(failed) => return failed.into(),
+        };
         let job = job.to_owned();
-        self.call(opts, move |b, store, ctx| {
+        self.call(opts, move |b, _, store, ctx| {
             Box::pin(async move { b.call_run_job(store, &ctx, &job).await })
         })
         .await
+        .after(before)
+    }
+
+    /// Brings the instance's storage up to this plugin version before a
+    /// call (see `migration`): at once when it is known to be current;
+    /// otherwise the first caller checks the recorded version and runs the
+    /// plugin's migration step if needed, while concurrent callers wait.
+    /// Returns the options to call with (their request id filled in) and
+    /// what the step did, if it ran.
+    async fn storage_current(
+        &self,
+        mut opts: CallOptions,
+    ) -> Result<(CallOptions, Option<(Report, crate::migration::Migrated)>), Failed> {
+        use crate::migration::Failure;
+        if self.migration.is_current() {
+            return Ok((opts, None));
+        }
+        opts.request_id = request_id(std::mem::take(&mut opts.request_id));
+        let mut failed = self.migration.state.lock().await;
+        if self.migration.is_current() {
+            return Ok((opts, None));
+        }
+        let now = self.ctx.clock.now();
+        if let Some(f) = failed.as_ref().filter(|f| now < f.retry_at) {
+            let error = self.migration_error(f, now);
+            return Err(Failed::new(error, opts.request_id));
+        }
+        match self.migrate_storage(&opts.request_id).await {
+            Ok(ran) => {
+                if let Some((_, m)) = &ran {
+                    tracing::info!(
+                        tenant = %self.ctx.tenant,
+                        instance = %self.ctx.instance,
+                        plugin = %self.plugin.manifest().id,
+                        from = m.from.as_deref().unwrap_or("unrecorded"),
+                        to = %m.to,
+                        summary = %m.summary,
+                        "migrated the instance's storage"
+                    );
+                }
+                self.migration.set_current();
+                *failed = None;
+                Ok((opts, ran))
+            }
+            Err((from, reason, report)) => {
+                let failures = failed.as_ref().map_or(0, |f| f.failures) + 1;
+                let f = Failure {
+                    from,
+                    reason,
+                    failures,
+                    retry_at: now + Failure::backoff(failures),
+                };
+                let error = self.migration_error(&f, now);
+                tracing::warn!(
+                    tenant = %self.ctx.tenant,
+                    instance = %self.ctx.instance,
+                    error = %error,
+                    "the storage migration step failed; the instance's calls wait for it"
+                );
+                *failed = Some(f);
+                let mut report = report.unwrap_or_default();
+                report.request_id = opts.request_id;
+                Err(Failed { error, report })
+            }
+        }
+    }
+
+    /// Checks the recorded storage version, runs the migration step when
+    /// needed, and records this version. On failure: the version the
+    /// storage was recorded for, why, and the step's report if it ran.
+    async fn migrate_storage(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(Report, crate::migration::Migrated)>, MigrationFailed> {
+        let manifest = self.plugin.manifest();
+        let want = switchyard_store::StorageVersion {
+            plugin: manifest.id.clone(),
+            version: manifest.version.clone(),
+        };
+        let (backend, ns) = self.ctx.storage.scope();
+        let store_failed = |from: Option<String>, doing: &str, e: switchyard_store::StoreError| {
+            tracing::warn!(namespace = %ns, error = %e, "{doing} failed");
+            (
+                from,
+                format!("{doing} failed; the store is unavailable"),
+                None,
+            )
+        };
+        let recorded = backend
+            .storage_version(ns)
+            .await
+            .map_err(|e| store_failed(None, "reading the storage version", e))?;
+        if recorded.as_ref() == Some(&want) {
+            return Ok(None);
+        }
+        let from = recorded
+            .as_ref()
+            .filter(|r| r.plugin == want.plugin)
+            .map(|r| r.version.clone());
+        let mut ran = None;
+        if let Some(export) = self.plugin.migrate {
+            // Storage that was never recorded and holds nothing is new: there
+            // is nothing to migrate.
+            let holds_data = recorded.is_some()
+                || backend
+                    .usage(ns)
+                    .await
+                    .map_err(|e| store_failed(from.clone(), "reading the storage usage", e))?
+                    .keys
+                    > 0;
+            if holds_data {
+                let opts = CallOptions {
+                    request_id: request_id.to_owned(),
+                    ..CallOptions::default()
+                };
+                let previous = from.clone();
+                let inv = self
+                    .call(opts, move |_, instance, store, ctx| {
+                        Box::pin(async move {
+                            let f = instance
+                                .get_func(&mut *store, export)
+                                .ok_or_else(|| {
+                                    wasmtime::format_err!(
+                                        "`{}` is missing",
+                                        crate::migration::EXPORT
+                                    )
+                                })?
+                                .typed::<crate::migration::Params, crate::migration::Results>(
+                                    &*store,
+                                )?;
+                            Ok(f.call_async(&mut *store, (ctx, previous)).await?.0)
+                        })
+                    })
+                    .await;
+                match inv.result {
+                    Ok(summary) => {
+                        let migrated = crate::migration::Migrated {
+                            from: from.clone(),
+                            to: want.version.clone(),
+                            summary,
+                            duration_ms: inv.report.duration_ms,
+                        };
+                        ran = Some((inv.report, migrated));
+                    }
+                    Err(e) => return Err((from, e.to_string(), Some(inv.report))),
+                }
+            }
+        }
+        // Not recorded (false) when another daemon recorded a version
+        // meanwhile: it ran the same check, and this one's step (if any) ran
+        // too; migration steps are idempotent.
+        backend
+            .record_storage_version(ns, recorded.as_ref(), &want)
+            .await
+            .map_err(|e| store_failed(from, "recording the storage version", e))?;
+        Ok(ran)
+    }
+
+    fn migration_error(&self, f: &crate::migration::Failure, now: Instant) -> InvokeError {
+        let manifest = self.plugin.manifest();
+        let wait = f.retry_at.saturating_duration_since(now);
+        InvokeError::Migration {
+            plugin: manifest.id.clone(),
+            version: manifest.version.clone(),
+            from: f.from.clone(),
+            reason: f.reason.clone(),
+            retry_after: Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64),
+        }
+    }
+
+    /// Why the instance's storage is not this version's yet, while its
+    /// migration step is failing (for status pages); None otherwise, and
+    /// while the step runs.
+    pub fn storage_migration_error(&self) -> Option<InvokeError> {
+        if self.migration.is_current() {
+            return None;
+        }
+        let failed = self.migration.state.try_lock().ok()?;
+        let now = self.ctx.clock.now();
+        failed.as_ref().map(|f| self.migration_error(f, now))
     }
 
     fn unknown(&self, what: &'static str, name: &str) -> InvokeError {
@@ -388,6 +618,7 @@ impl Instance {
             + 'static
             + for<'a> FnOnce(
                 Bindings,
+                wasmtime::component::Instance,
                 &'a mut Store<StoreState>,
                 types::Context,
             ) -> Pin<
@@ -434,8 +665,13 @@ impl Instance {
         let rid = request_id.clone();
         let task = async move {
             let run = async {
-                let bindings = plugin.pre.instantiate_async(&mut store).await?;
-                f(bindings, &mut store, context).await
+                let instance = plugin
+                    .pre
+                    .instance_pre()
+                    .instantiate_async(&mut store)
+                    .await?;
+                let bindings = plugin.indices.load(&mut store, &instance)?;
+                f(bindings, instance, &mut store, context).await
             };
             // The epoch deadline stops a guest that computes; this timeout
             // stops one that waits in a host call. Dropping the future
@@ -461,6 +697,7 @@ impl Instance {
                     progress: call.progress,
                     retry: call.retry,
                     run_again_secs: call.run_again,
+                    migrated: None,
                 },
             }
         };
@@ -475,6 +712,37 @@ impl Instance {
                     ..Report::default()
                 },
             },
+        }
+    }
+}
+
+/// What a failed migration step returns: the version the storage was
+/// recorded for, why, and the step's report when it ran.
+type MigrationFailed = (Option<String>, String, Option<Report>);
+
+/// A call that did not run because the storage is not current.
+struct Failed {
+    error: InvokeError,
+    report: Report,
+}
+
+impl Failed {
+    fn new(error: InvokeError, request_id: String) -> Self {
+        Self {
+            error,
+            report: Report {
+                request_id,
+                ..Report::default()
+            },
+        }
+    }
+}
+
+impl<T> From<Failed> for Invocation<T> {
+    fn from(f: Failed) -> Self {
+        Invocation {
+            result: Err(f.error),
+            report: f.report,
         }
     }
 }

@@ -56,6 +56,7 @@ pub mod invocation;
 mod limits;
 pub mod log;
 mod manifest;
+mod migration;
 mod net;
 mod runtime;
 mod sched;
@@ -72,4 +73,5 @@ pub use limits::Limits;
 pub use manifest::{
     ActionSpec, ConfigSpec, CredentialSlot, EgressNeed, JobSpec, Manifest, ValueSchema, WebhookSpec,
 };
+pub use migration::Migrated;
 pub use runtime::{Compiled, LoadError, Plugin, Runtime, RuntimeConfig, SUPPORTED_IMPORTS};

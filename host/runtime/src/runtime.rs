@@ -18,7 +18,7 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::PluginPre;
+use crate::bindings::{PluginIndices, PluginPre};
 use crate::limits::{Limiter, Limits};
 use crate::manifest::Manifest;
 use crate::state::StoreState;
@@ -155,6 +155,10 @@ pub enum LoadError {
 /// every tenant that enables it.
 pub struct Plugin {
     pub(crate) pre: PluginPre<StoreState>,
+    /// Finds the world's exports in an instance of `pre`.
+    pub(crate) indices: PluginIndices,
+    /// The optional `migrate-storage` export (see `migration`).
+    pub(crate) migrate: Option<wasmtime::component::ComponentExportIndex>,
     manifest: Manifest,
     digest: String,
     world: String,
@@ -175,11 +179,16 @@ impl Plugin {
     }
 
     /// The WIT world the component targets, read from its imports and
-    /// exports: `switchyard:plugin/plugin@0.1.4` (or
-    /// `plugin-with-settings`), with the newest `switchyard:plugin`
-    /// version it imports. A signed release names it.
+    /// exports: `switchyard:plugin/plugin@0.1.5` (or
+    /// `plugin-with-settings`, `plugin-with-migration`), with the newest
+    /// `switchyard:plugin` version it imports. A signed release names it.
     pub fn world(&self) -> &str {
         &self.world
+    }
+
+    /// Whether the plugin has a storage migration step (`migrate-storage`).
+    pub fn migrates_storage(&self) -> bool {
+        self.migrate.is_some()
     }
 
     /// How the component was made ready: its size, and the time spent
@@ -268,10 +277,10 @@ fn world_of(component: &Component, engine: &Engine) -> String {
             semver::Version::parse(v).ok()
         })
         .max();
-    let with_settings = ty
-        .exports(engine)
-        .any(|(name, _)| name == SETTINGS_SCHEMA_EXPORT);
-    let world = if with_settings {
+    let has = |export: &str| ty.exports(engine).any(|(name, _)| name == export);
+    let world = if has(crate::migration::EXPORT) {
+        "plugin-with-migration"
+    } else if has(SETTINGS_SCHEMA_EXPORT) {
         "plugin-with-settings"
     } else {
         "plugin"
@@ -449,6 +458,9 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::World(format!("{e:#}")))?;
         let pre = PluginPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let indices = PluginIndices::new(pre.instance_pre())
+            .map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let migrate = component.get_export_index(None, crate::migration::EXPORT);
         let manifest = self
             .read_manifest(&component)
             .await
@@ -456,6 +468,8 @@ impl Runtime {
         let schemas = crate::schema::compile(&manifest).map_err(LoadError::Manifest)?;
         Ok(Arc::new(Plugin {
             pre,
+            indices,
+            migrate,
             manifest,
             digest,
             world,
@@ -517,6 +531,18 @@ impl Runtime {
                     Some(f.call_async(&mut store, ()).await?.0)
                 }
             };
+            // Optional (0.1.5), and not called here: only its type is checked,
+            // so that a wrong one refuses the plugin now, not at an upgrade.
+            if let Some(f) = instance.get_func(&mut store, crate::migration::EXPORT) {
+                f.typed::<crate::migration::Params, crate::migration::Results>(&store)
+                    .map_err(|e| {
+                        wasmtime::format_err!(
+                            "the export `{}` must be `func(ctx: context, previous: \
+                             option<string>) -> result<string, plugin-error>`: {e}",
+                            crate::migration::EXPORT
+                        )
+                    })?;
+            }
             wasmtime::Result::<_>::Ok((manifest, schema))
         };
         let too_slow = || {

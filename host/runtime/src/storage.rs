@@ -46,6 +46,12 @@ impl StorageCtx {
         self
     }
 
+    /// The backend and the namespace this context is scoped to (for the
+    /// host's own records about the namespace, never for guest keys).
+    pub(crate) fn scope(&self) -> (&Arc<dyn KvBackend>, &Namespace) {
+        (&self.backend, &self.namespace)
+    }
+
     /// Waits until the tenant may write `bytes` more.
     async fn pace(&self, bytes: usize) {
         if let Some(b) = &self.budgets {

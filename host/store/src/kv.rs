@@ -136,6 +136,17 @@ pub(crate) fn validate_value(value: &[u8], quota: &Quota) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Which plugin version a namespace's data was last brought up to date
+/// for: the host records it once a version's storage migration step (if
+/// any) has run, so that the step runs once per version, not per call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageVersion {
+    /// Plugin id.
+    pub plugin: String,
+    /// Plugin version.
+    pub version: String,
+}
+
 /// A key-value backend shared by all tenants; every call names its namespace.
 #[async_trait]
 pub trait KvBackend: Send + Sync + 'static {
@@ -179,6 +190,20 @@ pub trait KvBackend: Send + Sync + 'static {
     async fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError>;
 
     /// Deletes everything the namespace holds (an instance removed with its
-    /// data); returns how many keys there were.
+    /// data), its recorded storage version included; returns how many keys
+    /// there were.
     async fn clear(&self, ns: &Namespace) -> Result<u64, StoreError>;
+
+    /// The plugin version the namespace's data was last recorded for.
+    async fn storage_version(&self, ns: &Namespace) -> Result<Option<StorageVersion>, StoreError>;
+
+    /// Records `new` as the namespace's storage version if the recorded one
+    /// is still `expected` (None: nothing recorded); returns whether it
+    /// did. Two daemons upgrading one instance at once record it once.
+    async fn record_storage_version(
+        &self,
+        ns: &Namespace,
+        expected: Option<&StorageVersion>,
+        new: &StorageVersion,
+    ) -> Result<bool, StoreError>;
 }

@@ -41,7 +41,8 @@ pub use admin::{
 };
 pub use error::StoreError;
 pub use kv::{
-    InstanceKey, KvBackend, MAX_KEY_BYTES, MAX_LIST_LIMIT, Namespace, Quota, Usage, validate_key,
+    InstanceKey, KvBackend, MAX_KEY_BYTES, MAX_LIST_LIMIT, Namespace, Quota, StorageVersion, Usage,
+    validate_key,
 };
 pub use postgres::{PgSettings, PgStore, PgTls, describe_url, url_has_password};
 pub use queue::{

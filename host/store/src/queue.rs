@@ -244,7 +244,8 @@ pub struct Finish<'a> {
     pub run: crate::schedule::RunRecord,
     /// Its audit entry (the outcome is filled in).
     pub job_entry: AuditEntry,
-    /// The audit entries of its egress requests.
+    /// The audit entries of what it did besides its result: its egress
+    /// requests, and the storage migration step it waited for.
     pub egress: Vec<AuditEntry>,
     /// Lease the worker slot's next job in the same transaction.
     pub next: Option<NextLease>,

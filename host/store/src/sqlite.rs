@@ -9,7 +9,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::kv::validate_value;
 use crate::writer::Writer;
-use crate::{KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, validate_key};
+use crate::{
+    KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StorageVersion, StoreError, Usage, validate_key,
+};
 
 /// SQLite-backed store. Cheap to clone; clones share the connections: one
 /// writer, and a few readers for a database file.
@@ -36,7 +38,7 @@ pub struct SqliteStore {
 /// `PRAGMA user_version`. Version 1 is the schema before versions existed
 /// (its `IF NOT EXISTS` makes it a no-op on such a database).
 const MIGRATIONS: &[&str] = &[
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
 ];
 
 const SCHEMA_V1: &str = "
@@ -221,6 +223,19 @@ CREATE TABLE console_sessions (
     token_hash BLOB NOT NULL,
     csrf       TEXT NOT NULL,
     expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Which plugin version each instance's storage was last brought up to
+/// date for (see kv.rs, `StorageVersion`).
+const SCHEMA_V7: &str = "
+CREATE TABLE kv_versions (
+    tenant      TEXT NOT NULL,
+    instance    TEXT NOT NULL,
+    plugin      TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, instance)
 ) WITHOUT ROWID;
 ";
 
@@ -616,16 +631,66 @@ impl KvBackend for SqliteStore {
                     params![ns.tenant, ns.instance],
                 )
                 .map_err(backend)?;
-            tx.execute(
-                "DELETE FROM kv_usage WHERE tenant = ?1 AND instance = ?2",
-                params![ns.tenant, ns.instance],
-            )
-            .map_err(backend)?;
+            for table in ["kv_usage", "kv_versions"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE tenant = ?1 AND instance = ?2"),
+                    params![ns.tenant, ns.instance],
+                )
+                .map_err(backend)?;
+            }
             tx.commit().map_err(backend)?;
             Ok(n as u64)
         })
         .await
     }
+
+    async fn storage_version(&self, ns: &Namespace) -> Result<Option<StorageVersion>, StoreError> {
+        let ns = ns.clone();
+        self.with_read(move |c| read_storage_version(c, &ns)).await
+    }
+
+    async fn record_storage_version(
+        &self,
+        ns: &Namespace,
+        expected: Option<&StorageVersion>,
+        new: &StorageVersion,
+    ) -> Result<bool, StoreError> {
+        let (ns, expected, new) = (ns.clone(), expected.cloned(), new.clone());
+        self.with_conn(move |c| {
+            let tx = c.savepoint().map_err(backend)?;
+            if read_storage_version(&tx, &ns)? != expected {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO kv_versions (tenant, instance, plugin, version, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, unixepoch())
+                 ON CONFLICT (tenant, instance) DO UPDATE SET plugin = excluded.plugin,
+                     version = excluded.version, recorded_at = excluded.recorded_at",
+                params![ns.tenant, ns.instance, new.plugin, new.version],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+fn read_storage_version(
+    conn: &Connection,
+    ns: &Namespace,
+) -> Result<Option<StorageVersion>, StoreError> {
+    conn.prepare_cached("SELECT plugin, version FROM kv_versions WHERE tenant=?1 AND instance=?2")
+        .and_then(|mut st| {
+            st.query_row(params![ns.tenant, ns.instance], |r| {
+                Ok(StorageVersion {
+                    plugin: r.get(0)?,
+                    version: r.get(1)?,
+                })
+            })
+        })
+        .optional()
+        .map_err(backend)
 }
 
 #[cfg(test)]
@@ -651,6 +716,33 @@ mod tests {
             s.set(&ns("a"), "k3", b"v", &q).await.unwrap();
             // (Usage counts the key and the value.)
             assert_eq!(s.usage(&ns("a")).await.unwrap(), Usage { bytes: 3, keys: 1 });
+        }
+    }
+
+    backend_tests! {
+        async fn a_storage_version_is_recorded_only_over_the_expected_one(s) {
+            let v = |version: &str| StorageVersion {
+                plugin: "notes".into(),
+                version: version.into(),
+            };
+            assert_eq!(s.storage_version(&ns("a")).await.unwrap(), None);
+            assert!(s.record_storage_version(&ns("a"), None, &v("1.0.0")).await.unwrap());
+            // A second daemon that read "nothing recorded" loses the race.
+            assert!(!s.record_storage_version(&ns("a"), None, &v("1.0.0")).await.unwrap());
+            assert!(!s
+                .record_storage_version(&ns("a"), Some(&v("0.9.0")), &v("2.0.0"))
+                .await
+                .unwrap());
+            assert!(s
+                .record_storage_version(&ns("a"), Some(&v("1.0.0")), &v("2.0.0"))
+                .await
+                .unwrap());
+            assert_eq!(s.storage_version(&ns("a")).await.unwrap(), Some(v("2.0.0")));
+            assert_eq!(s.storage_version(&ns("b")).await.unwrap(), None);
+            // An instance removed with its data forgets its version too.
+            s.set(&ns("a"), "k", b"v", &Quota::default()).await.unwrap();
+            s.clear(&ns("a")).await.unwrap();
+            assert_eq!(s.storage_version(&ns("a")).await.unwrap(), None);
         }
     }
 

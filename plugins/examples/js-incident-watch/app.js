@@ -16,12 +16,12 @@
 // The plugin never sees a secret: it names the credential (`servicenow`,
 // `slack`) on each request and the host attaches it.
 
-import * as config from 'switchyard:plugin/config@0.1.4';
-import * as credentials from 'switchyard:plugin/credentials@0.1.4';
-import * as http from 'switchyard:plugin/http@0.1.4';
-import * as invocation from 'switchyard:plugin/invocation@0.1.4';
-import * as log from 'switchyard:plugin/log@0.1.4';
-import * as storage from 'switchyard:plugin/storage@0.1.4';
+import * as config from 'switchyard:plugin/config@0.1.5';
+import * as credentials from 'switchyard:plugin/credentials@0.1.5';
+import * as http from 'switchyard:plugin/http@0.1.5';
+import * as invocation from 'switchyard:plugin/invocation@0.1.5';
+import * as log from 'switchyard:plugin/log@0.1.5';
+import * as storage from 'switchyard:plugin/storage@0.1.5';
 
 const VERSION = '0.1.0';
 const FIELDS = 'sys_id,number,short_description,priority,sys_updated_on';

@@ -212,6 +212,13 @@ pub async fn instance_status(
             })
         }).collect::<Vec<_>>(),
         "queue": { "queued": counts.0, "running": counts.1, "dead": counts.2 },
+        // While the plugin version's storage migration step fails, nothing
+        // of the instance runs: why, and when it is tried again.
+        "storage_migration": inst.storage_migration_error().map(|e| json!({
+            "state": "failed",
+            "message": e.to_string(),
+            "retry_after_secs": e.retry_after().map(|d| d.as_secs()),
+        })),
         "logs_dropped": st.shared.metrics.logs_dropped(tenant, instance),
         "running": running,
         "invocations": stats,

@@ -10,7 +10,7 @@ use super::common::{print_output, run_action};
 use crate::boot::{CLI_SLOTS, load_config, open_state, runtime};
 use crate::errors::invoke_error_code;
 use crate::plugins::Catalog;
-use crate::record::{Subject, egress_audit};
+use crate::record::{Subject, report_audit};
 
 pub(super) async fn run(
     dir: &Path,
@@ -66,7 +66,7 @@ pub(super) async fn run(
         outcome,
         started.elapsed().as_millis() as i64,
     )];
-    entries.extend(egress_audit(tenant, instance, &actor_id, &inv.report));
+    entries.extend(report_audit(tenant, instance, &actor_id, &inv.report));
     db.append_audit(entries)
         .await
         .map_err(|e| anyhow::anyhow!("writing the audit log: {e}"))?;

@@ -4,9 +4,11 @@
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
-use super::{Cached, PgStore, in_tx};
+use super::{Cached, NOW_SECS, PgStore, in_tx};
 use crate::kv::validate_value;
-use crate::{KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StoreError, Usage, validate_key};
+use crate::{
+    KvBackend, MAX_LIST_LIMIT, Namespace, Quota, StorageVersion, StoreError, Usage, validate_key,
+};
 
 /// Writes `new` (None deletes) under `key` inside `tx`, keeping kv_usage
 /// exact and refusing growth past `quota` (shrinking is always allowed).
@@ -237,13 +239,67 @@ impl KvBackend for PgStore {
                 )
                 .await
                 .map_err(|e| self.fail("clearing plugin storage", e))?;
-            tx.exec(
-                "DELETE FROM kv_usage WHERE tenant=$1 AND instance=$2",
-                &[&ns.tenant, &ns.instance],
-            )
-            .await
-            .map_err(|e| self.fail("clearing plugin storage", e))?;
+            for table in ["kv_usage", "kv_versions"] {
+                tx.exec(
+                    &format!("DELETE FROM {table} WHERE tenant=$1 AND instance=$2"),
+                    &[&ns.tenant, &ns.instance],
+                )
+                .await
+                .map_err(|e| self.fail("clearing plugin storage", e))?;
+            }
             n
         }))
     }
+
+    async fn storage_version(&self, ns: &Namespace) -> Result<Option<StorageVersion>, StoreError> {
+        let c = self.conn().await?;
+        read_storage_version(self, &c, ns).await
+    }
+
+    async fn record_storage_version(
+        &self,
+        ns: &Namespace,
+        expected: Option<&StorageVersion>,
+        new: &StorageVersion,
+    ) -> Result<bool, StoreError> {
+        let what = "recording a storage version";
+        Ok(in_tx!(self, what, |tx| {
+            // The namespace lock orders two daemons recording at once: the
+            // second reads what the first committed.
+            lock_namespace(self, &tx, ns).await?;
+            if read_storage_version(self, &tx, ns).await?.as_ref() != expected {
+                false
+            } else {
+                tx.exec(
+                    &format!(
+                        "INSERT INTO kv_versions (tenant, instance, plugin, version, recorded_at)
+                         VALUES ($1, $2, $3, $4, {NOW_SECS})
+                         ON CONFLICT (tenant, instance) DO UPDATE SET plugin = excluded.plugin,
+                             version = excluded.version, recorded_at = excluded.recorded_at"
+                    ),
+                    &[&ns.tenant, &ns.instance, &new.plugin, &new.version],
+                )
+                .await
+                .map_err(|e| self.fail(what, e))?;
+                true
+            }
+        }))
+    }
+}
+
+async fn read_storage_version(
+    store: &PgStore,
+    c: &impl GenericClient,
+    ns: &Namespace,
+) -> Result<Option<StorageVersion>, StoreError> {
+    Ok(c.row_opt(
+        "SELECT plugin, version FROM kv_versions WHERE tenant=$1 AND instance=$2",
+        &[&ns.tenant, &ns.instance],
+    )
+    .await
+    .map_err(|e| store.fail("reading a storage version", e))?
+    .map(|r| StorageVersion {
+        plugin: r.get(0),
+        version: r.get(1),
+    }))
 }

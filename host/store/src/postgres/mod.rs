@@ -611,7 +611,7 @@ macro_rules! in_tx {
 pub(crate) use in_tx;
 
 /// The schema's versions, oldest first; each runs once, in a transaction.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The schema of the SQLite backend at its version 5, in PostgreSQL's
 /// types: times are milliseconds (`bigint`) except `audit.time`,
@@ -757,6 +757,19 @@ CREATE TABLE console_sessions (
     token_hash bytea NOT NULL,
     csrf       text NOT NULL,
     expires_at bigint NOT NULL
+);
+";
+
+/// As SQLite's version 7: which plugin version each instance's storage was
+/// last brought up to date for.
+const SCHEMA_V3: &str = "
+CREATE TABLE kv_versions (
+    tenant      text NOT NULL,
+    instance    text NOT NULL,
+    plugin      text NOT NULL,
+    version     text NOT NULL,
+    recorded_at bigint NOT NULL,
+    PRIMARY KEY (tenant, instance)
 );
 ";
 

@@ -61,6 +61,7 @@ const ACTIONS: &[&str] = &[
     "http-flood",
     "huge-output",
     "remember",
+    "fail-migrations",
 ];
 
 impl Plugin for Hostile {
@@ -125,6 +126,27 @@ impl Plugin for Hostile {
         jobs.into_iter().fold(manifest, Manifest::job)
     }
 
+    /// Not hostile: records each try (`migration-tries`) and each success
+    /// (`migrations`, as `from->to`), and fails while `fail-migrations`
+    /// counts down, so tests see how often and when the host called it.
+    fn migrate_storage(_ctx: &Context, previous: Option<&str>) -> Result<String> {
+        let version = read_slot(&VERSION);
+        let tries = storage::get_json::<u32>("migration-tries")?.unwrap_or(0) + 1;
+        storage::set_json("migration-tries", &tries)?;
+        if let Some(n) = storage::get_json::<u32>("fail-migrations")?.filter(|n| *n > 0) {
+            storage::set_json("fail-migrations", &(n - 1))?;
+            return Err(Error::internal(format!(
+                "failing on purpose ({} more)",
+                n - 1
+            )));
+        }
+        let from = previous.unwrap_or("unrecorded");
+        let mut done = storage::get_json::<Vec<String>>("migrations")?.unwrap_or_default();
+        done.push(format!("{from}->{version}"));
+        storage::set_json("migrations", &done)?;
+        Ok(format!("migrated from {from} to {version}"))
+    }
+
     fn run_job(_ctx: &Context, job: &str) -> Result<String> {
         let version = read_slot(&VERSION);
         match job {
@@ -186,6 +208,12 @@ impl Plugin for Hostile {
                 let url = input["url"].as_str().unwrap_or_default();
                 storage::set("wait-url", url.as_bytes())?;
                 Ok(json!({ "remembered": url, "version": read_slot(&VERSION) }))
+            }
+            // The next `count` tries of a version's migration step fail.
+            "fail-migrations" => {
+                let count = input["count"].as_u64().unwrap_or(0);
+                storage::set_json("fail-migrations", &count)?;
+                Ok(json!({ "failing": count }))
             }
             "credential-misuse" => Ok(credential_misuse(&input)),
             "storage-escape" => storage_escape(),
