@@ -162,7 +162,8 @@ pub(super) async fn install(
         Some((signed, publisher))
     } else if cfg.trust.require_signed {
         return Err(refused(format!(
-            "it is not signed (no {}), and switchyard.toml requires signed plugins              ([trust] require_signed)",
+            "it is not signed (no {}), and switchyard.toml requires signed plugins \
+             ([trust] require_signed)",
             sig_path.display()
         )));
     } else {
@@ -193,7 +194,8 @@ pub(super) async fn install(
     let single = cfg.plugin_dir.join(format!("{}.wasm", m.id));
     anyhow::ensure!(
         !single.exists(),
-        "{} holds plugin `{}` as a single file; move it to {}/ (as <version>.wasm) before          installing versions side by side",
+        "{} holds plugin `{}` as a single file; move it to {}/ (as <version>.wasm) before \
+         installing versions side by side",
         single.display(),
         m.id,
         cfg.plugin_dir.join(&m.id).display()
@@ -211,7 +213,8 @@ pub(super) async fn install(
             return Ok(());
         }
         bail!(
-            "{} {} is already installed ({}) with other bytes; a version's code must not              change under the instances that run it: give the new build a new version",
+            "{} {} is already installed ({}) with other bytes; a version's code must not \
+             change under the instances that run it: give the new build a new version",
             m.id,
             m.version,
             target.display()
@@ -240,7 +243,8 @@ pub(super) async fn install(
         target.display()
     );
     eprintln!(
-        "reload the daemon (SIGHUP) to serve it; instances already set up stay on their          version until `switchyard plugin upgrade`"
+        "reload the daemon (SIGHUP) to serve it; instances already set up stay on their \
+         version until `switchyard plugin upgrade`"
     );
     Ok(())
 }
