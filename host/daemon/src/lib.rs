@@ -40,6 +40,7 @@ pub mod console;
 #[cfg(feature = "demo")]
 mod demo;
 pub mod errors;
+pub mod install;
 pub mod instance_file;
 pub mod janitor;
 pub mod metrics;

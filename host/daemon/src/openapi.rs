@@ -41,6 +41,8 @@ pub const SECRET: &str = "/v1/tenants/{tenant}/secrets/{name}";
 pub const HOOK: &str = "/hooks/{tenant}/{instance}/{route}";
 /// `POST`: reload the configuration (operator token).
 pub const RELOAD: &str = "/v1/admin/reload";
+/// `GET`: installed plugins; `POST`: install a release (operator token).
+pub const PLUGINS: &str = "/v1/admin/plugins";
 /// `GET`: Prometheus metrics.
 pub const METRICS: &str = "/metrics";
 /// `GET`: liveness.
@@ -243,6 +245,23 @@ pub fn document() -> Value {
                                 "responses": { "200": ok_json("`reloaded`: what now runs"), "401": { "$ref": "#/components/responses/Error" },
                                                "403": { "$ref": "#/components/responses/Error" },
                                                "422": { "$ref": "#/components/responses/Error" } } } },
+            PLUGINS: {
+                "get": { "summary": "Installed plugin versions: who vouches for each (`signer`), which instances run it, the refused files and the plugins still compiling (operator token)",
+                         "security": auth,
+                         "responses": { "200": ok_json("`plugins`, `refused`, `compiling`"), "401": { "$ref": "#/components/responses/Error" },
+                                        "403": { "$ref": "#/components/responses/Error" } } },
+                "post": { "summary": "Install a plugin release into the plugin directory, checked as the daemon will load it; a reload serves it (operator token)",
+                          "description": "The body is the component. A signed release sends its signature file (`X.wasm.sig`) base64-encoded in the \
+                              `switchyard-release-signature` header. 201 when installed, 200 when exactly these bytes were installed \
+                              already, 422 `invalid_release` with the reason when refused (unsigned where signatures are required, \
+                              a signature that does not verify or names another plugin, version or world, a bundled id, not a component), \
+                              409 `conflict` when the version is installed with other bytes.",
+                          "security": auth,
+                          "requestBody": { "required": true, "content": { "application/wasm": {} } },
+                          "responses": { "200": ok_json("`installed`, `already_installed`: true"), "201": ok_json("`installed`: id, version, signer, path"),
+                                         "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" },
+                                         "409": { "$ref": "#/components/responses/Error" }, "413": { "$ref": "#/components/responses/Error" },
+                                         "422": { "$ref": "#/components/responses/Error" } } } },
             METRICS: { "get": { "summary": "Prometheus metrics", "responses": text("Text exposition format") } },
             HEALTHZ: { "get": { "summary": "Liveness", "responses": text("ok") } },
             READYZ: { "get": { "summary": "Readiness: 503 with the reason while shutting down or while the state database does not answer; the body names plugins still compiling",
@@ -310,6 +329,7 @@ mod tests {
             SECRETS,
             SECRET,
             RELOAD,
+            PLUGINS,
             HOOK,
             METRICS,
             HEALTHZ,
@@ -343,7 +363,7 @@ mod tests {
         }
         assert_eq!(
             doc["paths"].as_object().unwrap().len(),
-            22,
+            23,
             "a documented path has no route"
         );
     }

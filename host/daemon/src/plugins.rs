@@ -497,6 +497,25 @@ impl Catalog {
         &self.problems
     }
 
+    /// The problem of the refused file that would hold `id` `version`:
+    /// `<id>/<version>.wasm`, or `<id>.wasm`, which may hold any version.
+    /// None for a bundled plugin's id, which no file may hold (an impostor
+    /// file, refused, must not stop the bundled plugin's instances).
+    fn refused_build(&self, id: &str, version: &str) -> Option<&Problem> {
+        if self
+            .versions(id)
+            .iter()
+            .any(|e| matches!(e.source, Source::Bundled(_)))
+        {
+            return None;
+        }
+        let versioned = Path::new(id).join(format!("{version}.wasm"));
+        let single = format!("{id}.wasm");
+        self.problems
+            .iter()
+            .find(|p| p.file.ends_with(&versioned) || p.file.ends_with(&single))
+    }
+
     /// The names of the trusted publishers.
     pub fn publishers(&self) -> &[String] {
         &self.publishers
@@ -676,6 +695,25 @@ impl Catalog {
                     &e.digest()[..12]
                 )),
             };
+        }
+        // The build it was set up with is still there but refused (changed
+        // after signing, signed by a key no longer trusted, unreadable): the
+        // instance is reported and does not run, rather than moved to
+        // another version nobody chose for it. (A version removed from the
+        // plugin directory, or excluded by a new pin, is the operator's
+        // choice: the instance moves, as below.)
+        if let Some(l) = lock.filter(|l| l.plugin == id)
+            && pin.is_none_or(|p| Version::parse(&l.version).is_ok_and(|v| p.matches(&v)))
+            && let Some(refused) = self.refused_build(id, &l.version)
+        {
+            return Err(format!(
+                "plugin `{id}` {}, the build this instance was set up with, is refused ({}: \
+                 {}). Fix or restore the file, or move the instance to another version with \
+                 `switchyard plugin upgrade --config DIR {tenant} {instance}`",
+                l.version,
+                refused.file.display(),
+                refused.message
+            ));
         }
         let e = self.resolve_for(id, pin, policy)?;
         let note = lock.filter(|l| l.plugin == id).map(|l| {

@@ -7,7 +7,7 @@
 //!
 //! ```json
 //! { "plugin": "acme-notes", "version": "1.2.0",
-//!   "world": "switchyard:plugin/plugin@0.1.4",
+//!   "world": "switchyard:plugin/plugin@0.1.5",
 //!   "sha256": "…64 hex…", "key": "ed25519:…base64…", "signature": "…base64…" }
 //! ```
 //!
@@ -23,7 +23,7 @@
 //! let release = Release {
 //!     plugin: "acme-notes".into(),
 //!     version: "1.2.0".into(),
-//!     world: "switchyard:plugin/plugin@0.1.4".into(),
+//!     world: "switchyard:plugin/plugin@0.1.5".into(),
 //!     sha256: switchyard::release::sha256_hex(b"\0asm..."),
 //! };
 //! let signed = keys.sign(release);
@@ -346,7 +346,7 @@ mod tests {
         Release {
             plugin: "notes".into(),
             version: "1.0.0".into(),
-            world: "switchyard:plugin/plugin@0.1.4".into(),
+            world: "switchyard:plugin/plugin@0.1.5".into(),
             sha256: sha256_hex(bytes),
         }
     }
@@ -358,7 +358,7 @@ mod tests {
         let trusted: Publishers = [("acme".to_owned(), k.public())].into();
         let back = SignedRelease::parse(&signed.to_json()).unwrap();
         assert_eq!(back.verify(b"component", &trusted).unwrap(), "acme");
-        back.matches("notes", "1.0.0", "switchyard:plugin/plugin@0.1.4")
+        back.matches("notes", "1.0.0", "switchyard:plugin/plugin@0.1.5")
             .unwrap();
     }
 
@@ -390,14 +390,14 @@ mod tests {
         assert!(e.contains("not a trusted publisher key"), "{e}");
         // The component is not what the release says.
         let e = signed
-            .matches("notes", "1.0.1", "switchyard:plugin/plugin@0.1.4")
+            .matches("notes", "1.0.1", "switchyard:plugin/plugin@0.1.5")
             .unwrap_err();
         assert!(
             e.contains("version `1.0.0`") && e.contains("`1.0.1`"),
             "{e}"
         );
         let e = signed
-            .matches("other", "1.0.0", "switchyard:plugin/plugin@0.1.4")
+            .matches("other", "1.0.0", "switchyard:plugin/plugin@0.1.5")
             .unwrap_err();
         assert!(e.contains("plugin id"), "{e}");
     }

@@ -299,6 +299,11 @@ impl Live {
 }
 
 impl Shared {
+    /// The wasm runtime every instance runs on.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// The secret store.
     pub fn secrets(&self) -> &SecretStore {
         &self.secrets
@@ -341,6 +346,10 @@ pub struct AppState {
     pub drain_timeout: std::time::Duration,
     /// The configuration directory.
     pub config_dir: std::path::PathBuf,
+    /// Where plugin files are installed.
+    pub plugin_dir: std::path::PathBuf,
+    /// Whose plugin signatures are trusted.
+    pub trust: crate::release::Trust,
     mode: crate::config::Mode,
     catalog: Arc<Catalog>,
     /// Instances the tenant files start paused.
@@ -505,6 +514,8 @@ impl AppState {
             retention: cfg.retention,
             drain_timeout: cfg.drain_timeout,
             config_dir: cfg.dir.clone(),
+            plugin_dir: cfg.plugin_dir.clone(),
+            trust: cfg.trust.clone(),
             mode: cfg.mode,
             catalog,
             failed,

@@ -244,7 +244,7 @@ async fn the_daemon_runs_for_each_tenant_only_what_it_trusts() {
     let lie = KeyPair::read(&acme).unwrap().sign(Release {
         plugin: "liar".into(),
         version: "3.0.0".into(),
-        world: "switchyard:plugin/plugin@0.1.4".into(),
+        world: "switchyard:plugin/plugin@0.1.5".into(),
         sha256: sha256_hex(&claiming("liar", "1.0.0")),
     });
     std::fs::write(root.join("plugins/liar.wasm.sig"), lie.to_json()).unwrap();
@@ -317,8 +317,10 @@ async fn the_daemon_runs_for_each_tenant_only_what_it_trusts() {
     );
 
     // The signed build changes on disk under the running daemon: the
-    // reload that would load it is refused as a whole, naming the reason,
-    // and the verified build that is running keeps serving.
+    // reload that would load it is refused as a whole, naming the build the
+    // instance was set up with and why it is refused (not moving the
+    // instance to another version), and the verified build that is running
+    // keeps serving.
     std::fs::write(
         root.join("plugins/notes/1.0.0.wasm"),
         claiming("notes", "1.0.7"),
@@ -327,9 +329,10 @@ async fn the_daemon_runs_for_each_tenant_only_what_it_trusts() {
     let op = operator_token(root);
     let (status, out) = post(&d, "/v1/admin/reload", Some(&op), &[], "").await;
     assert_eq!(status, 422, "{out}");
+    let text = out.to_string();
     assert!(
-        out.to_string()
-            .contains("no installed version of plugin `notes` is one this tenant trusts"),
+        text.contains("plugin `notes` 1.0.0, the build this instance was set up with, is refused")
+            && text.contains("the component's SHA-256 is"),
         "{out}"
     );
     let strict = token(root, "strict");
@@ -450,4 +453,140 @@ fn install_checks_a_release_before_it_copies_anything() {
     assert!(!out.status.success());
     assert!(text(&out).contains("with other bytes"), "{}", text(&out));
     assert_eq!(installed(), ["1.0.0.wasm", "1.0.0.wasm.sig"]);
+}
+
+/// `POST /v1/admin/plugins` installs a release as `plugin install` does
+/// (checked first, nothing written when refused), a reload serves it, and
+/// `GET /v1/admin/plugins` says who vouches for it and who runs it.
+#[tokio::test]
+async fn the_admin_api_installs_a_release_and_lists_who_runs_it() {
+    use base64::Engine as _;
+    let keys = tempfile::tempdir().unwrap();
+    let acme_pub = publisher(keys.path(), "acme");
+    let acme = keys.path().join("acme.key");
+    let server = format!("data_dir = \"data\"\n[trust.publishers]\nacme = \"{acme_pub}\"\n");
+    // The instance names a plugin not installed yet: reported, not served.
+    let tenant = "[[instance]]\nid = \"n\"\nplugin = \"notes\"\n";
+    let dir = config_dir(&server, &[("acme", tenant)]);
+    let root = dir.path();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("notes.wasm");
+    // 8 MiB more in a custom section: above the action API's 4 MiB body
+    // limit, as large plugins are (a Python one is about 20 MB).
+    let bytes = with_custom_section(claiming("notes", "1.0.0"), 8 << 20);
+    std::fs::write(&file, &bytes).unwrap();
+    let out = run(&["plugin", "sign", s(&file), "--key", s(&acme)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let signature = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(work.path().join("notes.wasm.sig")).unwrap());
+    let d = start(root);
+    let (op, api) = (operator_token(root), token(root, "acme"));
+    let upload = |token: &str, body: Vec<u8>, signature: Option<&str>| {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/v1/admin/plugins", d.base))
+            .bearer_auth(token)
+            .header("content-type", "application/wasm")
+            .body(body);
+        if let Some(sig) = signature {
+            req = req.header("switchyard-release-signature", sig);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+            (status, json)
+        }
+    };
+    let installed = || root.join("plugins/notes").exists();
+
+    // Operators only. (A small body: the refusal comes before the body is
+    // read, and the connection may close under a large one.)
+    let (status, out) = upload(&api, b"\0asm".to_vec(), Some(&signature)).await;
+    assert_eq!(status, 403, "{out}");
+    assert!(out["error"]["code"].is_string(), "{out}");
+    // Bytes other than the signed ones: refused, nothing written.
+    let (status, out) = upload(&op, claiming("notes", "1.0.1"), Some(&signature)).await;
+    assert_eq!(status, 422, "{out}");
+    assert_eq!(out["error"]["code"], "invalid_release", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the file was changed after it was signed"),
+        "{out}"
+    );
+    assert!(!installed());
+    // A header that is not a signature file: refused, naming the header.
+    let (status, out) = upload(&op, bytes.clone(), Some("not base64!")).await;
+    assert_eq!(status, 422, "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("switchyard-release-signature"),
+        "{out}"
+    );
+
+    // The release: installed with its signature.
+    let (status, out) = upload(&op, bytes.clone(), Some(&signature)).await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(
+        (
+            &out["installed"]["id"],
+            &out["installed"]["version"],
+            &out["installed"]["signer"]
+        ),
+        (&json!("notes"), &json!("1.0.0"), &json!("acme")),
+        "{out}"
+    );
+    assert!(root.join("plugins/notes/1.0.0.wasm.sig").is_file());
+    let (status, out) = upload(&op, bytes.clone(), Some(&signature)).await;
+    assert_eq!(
+        (status, &out["already_installed"]),
+        (200, &json!(true)),
+        "{out}"
+    );
+
+    // A reload serves it to the instance that waited for it.
+    let (status, out) = post(&d, "/v1/admin/reload", Some(&op), &[], "").await;
+    assert_eq!(status, 200, "{out}");
+    let (status, st) = get(&d, "/v1/tenants/acme/instances/n/status", Some(&api)).await;
+    assert_eq!(
+        (status, &st["plugin"]["version"]),
+        (200, &json!("1.0.0")),
+        "{st}"
+    );
+    let (status, out) = get(&d, "/v1/admin/plugins", Some(&op)).await;
+    assert_eq!(status, 200, "{out}");
+    let notes: Vec<&serde_json::Value> = out["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"] == "notes")
+        .collect();
+    assert_eq!(notes.len(), 1, "{out}");
+    assert_eq!(notes[0]["signer"], "signed by `acme`", "{out}");
+    assert_eq!(notes[0]["instances"], json!(["acme/n"]), "{out}");
+    assert_eq!(notes[0]["sha256"], sha256_hex(&bytes), "{out}");
+}
+
+/// `component` with a custom section of `len` zero bytes appended: the same
+/// plugin, more bytes.
+fn with_custom_section(mut component: Vec<u8>, len: usize) -> Vec<u8> {
+    let mut content = vec![1, b'x'];
+    content.resize(2 + len, 0);
+    let mut size = content.len();
+    component.push(0);
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            component.push(byte);
+            break;
+        }
+        component.push(byte | 0x80);
+    }
+    component.extend_from_slice(&content);
+    component
 }

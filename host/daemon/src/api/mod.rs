@@ -8,6 +8,7 @@
 //! - [`jobs`]: its queued and dead work, and retrying it;
 //! - [`instances`]: removing an instance, a webhook route's secret;
 //! - [`admin`]: reload, metrics;
+//! - [`plugins`]: installed plugins, installing a release;
 //! - webhooks are routed here too, handled by [`crate::webhook`].
 //!
 //! Paths are the constants of [`crate::openapi`], which documents them.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod instances;
 pub mod jobs;
 pub mod operations;
+pub mod plugins;
 
 use std::sync::Arc;
 
@@ -69,6 +71,12 @@ pub fn router(live: Arc<Live>) -> Router {
             put(config::put_secret).delete(config::delete_secret),
         )
         .route(openapi::RELOAD, post(admin::reload))
+        .route(
+            openapi::PLUGINS,
+            get(plugins::list)
+                .post(plugins::install)
+                .layer(DefaultBodyLimit::max(plugins::MAX_COMPONENT_BYTES)),
+        )
         .route(openapi::METRICS, get(admin::metrics))
         .route(openapi::HOOK, any(crate::webhook::handle))
         .layer(DefaultBodyLimit::max(actions::MAX_ACTION_BODY))

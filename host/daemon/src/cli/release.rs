@@ -152,95 +152,32 @@ pub(super) async fn install(
     let cfg = load_config(config)?;
     let bytes =
         std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
-    let refused = |e: String| anyhow::anyhow!("{}: refused: {e}", component.display());
     let sig_path = signature.map_or_else(|| signature_path(component), Path::to_path_buf);
     let signed = if signature.is_some() || sig_path.exists() {
-        let signed = SignedRelease::read(&sig_path).map_err(anyhow::Error::msg)?;
-        let publisher = signed
-            .verify(&bytes, &cfg.trust.publishers)
-            .map_err(refused)?;
-        Some((signed, publisher))
-    } else if cfg.trust.require_signed {
-        return Err(refused(format!(
-            "it is not signed (no {}), and switchyard.toml requires signed plugins \
-             ([trust] require_signed)",
-            sig_path.display()
-        )));
+        Some(SignedRelease::read(&sig_path).map_err(anyhow::Error::msg)?)
     } else {
         None
     };
-    // Compiling it also fills the compile cache the daemon will read.
-    let plugin = rt
-        .load(&bytes)
+    let done = crate::install::install(rt, &cfg.plugin_dir, &cfg.trust, &bytes, signed)
         .await
-        .with_context(|| format!("loading {}", component.display()))?;
-    let m = plugin.manifest();
-    if let Some((s, _)) = &signed {
-        s.matches(&m.id, &m.version, plugin.world())
-            .map_err(refused)?;
-    }
-    semver::Version::parse(&m.version).map_err(|e| {
-        refused(format!(
-            "version `{}` is not a semantic version: {e}",
-            m.version
-        ))
-    })?;
-    if switchyard_bundled::ALL.iter().any(|(n, _)| *n == m.id) {
-        return Err(refused(format!(
-            "plugin id `{}` is reserved by the bundled plugin",
-            m.id
-        )));
-    }
-    let single = cfg.plugin_dir.join(format!("{}.wasm", m.id));
-    anyhow::ensure!(
-        !single.exists(),
-        "{} holds plugin `{}` as a single file; move it to {}/ (as <version>.wasm) before \
-         installing versions side by side",
-        single.display(),
-        m.id,
-        cfg.plugin_dir.join(&m.id).display()
-    );
-    let dir = cfg.plugin_dir.join(&m.id);
-    let target = dir.join(format!("{}.wasm", m.version));
-    if let Ok(existing) = std::fs::read(&target) {
-        if existing == bytes {
-            println!(
-                "{} {} is already installed: {}",
-                m.id,
-                m.version,
-                target.display()
-            );
-            return Ok(());
-        }
-        bail!(
-            "{} {} is already installed ({}) with other bytes; a version's code must not \
-             change under the instances that run it: give the new build a new version",
-            m.id,
-            m.version,
-            target.display()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", component.display()))?;
+    if done.already {
+        println!(
+            "{} {} is already installed: {}",
+            done.id,
+            done.version,
+            done.path.display()
         );
+        return Ok(());
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The signature goes first and the component last, each by rename: a
-    // daemon reloading meanwhile sees the release whole or not at all.
-    let put = |to: &Path, data: &[u8]| -> anyhow::Result<()> {
-        let tmp = to.with_extension("installing");
-        std::fs::write(&tmp, data)
-            .and_then(|()| std::fs::rename(&tmp, to))
-            .with_context(|| format!("writing {}", to.display()))
-    };
-    if let Some((s, _)) = &signed {
-        put(&signature_path(&target), s.to_json().as_bytes())?;
-    }
-    put(&target, &bytes)?;
     println!(
         "installed {} {} ({}) as {}",
-        m.id,
-        m.version,
-        signed
+        done.id,
+        done.version,
+        done.signer
             .as_ref()
-            .map_or("unsigned".to_owned(), |(_, p)| format!("signed by `{p}`")),
-        target.display()
+            .map_or("unsigned".to_owned(), |p| format!("signed by `{p}`")),
+        done.path.display()
     );
     eprintln!(
         "reload the daemon (SIGHUP) to serve it; instances already set up stay on their \

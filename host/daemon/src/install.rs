@@ -1,0 +1,167 @@
+//! Installing a plugin release into the plugin directory, for `switchyard
+//! plugin install` and `POST /v1/admin/plugins`: the checks the daemon will
+//! make when it loads the file, then the files, whole or not at all.
+//!
+//! A release goes to `<plugin_dir>/<id>/<version>.wasm` (and `.wasm.sig`),
+//! beside the other versions of the plugin. Nothing that is served changes:
+//! a reload serves the new version to instances set up after it, and moves
+//! an existing instance only when the operator says so (`switchyard plugin
+//! upgrade`, or a pin).
+
+use std::path::{Path, PathBuf};
+
+use switchyard_runtime::Runtime;
+
+use crate::release::{SignedRelease, Trust, signature_path};
+
+/// A release that is now in the plugin directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// Plugin id.
+    pub id: String,
+    /// Version.
+    pub version: String,
+    /// The publisher who signed it; None for an unsigned release.
+    pub signer: Option<String>,
+    /// Where the component is.
+    pub path: PathBuf,
+    /// Whether exactly these bytes were installed already.
+    pub already: bool,
+}
+
+/// Why a release was not installed. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallError {
+    /// The release is not one the daemon would serve.
+    Refused(String),
+    /// The version is installed with other bytes, or the plugin sits in
+    /// the directory as a single file.
+    Conflict(String),
+    /// The plugin directory could not be written.
+    Io(String),
+}
+
+impl std::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(why) => write!(f, "refused: {why}"),
+            Self::Conflict(why) | Self::Io(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for InstallError {}
+
+/// Checks `bytes` (with `signed`, its release signature, if any) as the
+/// daemon will, then writes it to `<plugin_dir>/<id>/<version>.wasm`.
+/// Compiling it also fills the compile cache the daemon reads.
+pub async fn install(
+    rt: &Runtime,
+    plugin_dir: &Path,
+    trust: &Trust,
+    bytes: &[u8],
+    signed: Option<SignedRelease>,
+) -> Result<Installed, InstallError> {
+    use InstallError::Refused;
+    let signer = match &signed {
+        Some(s) => Some(
+            s.verify(bytes, &trust.publishers)
+                .map_err(|e| Refused(format!("its signature: {e}")))?,
+        ),
+        None if trust.require_signed => {
+            return Err(Refused(
+                "it is not signed, and switchyard.toml requires signed plugins ([trust] \
+                 require_signed)"
+                    .into(),
+            ));
+        }
+        None => None,
+    };
+    let plugin = rt
+        .load(bytes)
+        .await
+        .map_err(|e| Refused(format!("it does not load: {e}")))?;
+    let m = plugin.manifest();
+    if let Some(s) = &signed {
+        s.matches(&m.id, &m.version, plugin.world())
+            .map_err(|e| Refused(format!("its signature: {e}")))?;
+    }
+    semver::Version::parse(&m.version).map_err(|e| {
+        Refused(format!(
+            "version `{}` is not a semantic version: {e}",
+            m.version
+        ))
+    })?;
+    if switchyard_bundled::ALL.iter().any(|(n, _)| *n == m.id) {
+        return Err(Refused(format!(
+            "plugin id `{}` is reserved by the bundled plugin",
+            m.id
+        )));
+    }
+    let (id, version) = (m.id.clone(), m.version.clone());
+    let target = plugin_dir.join(&id).join(format!("{version}.wasm"));
+    let (dir, to, bytes) = (plugin_dir.to_owned(), target.clone(), bytes.to_vec());
+    let sig = signed.as_ref().map(SignedRelease::to_json);
+    let placed = tokio::task::spawn_blocking(move || place(&dir, &id, &to, &bytes, sig))
+        .await
+        .map_err(|e| InstallError::Io(format!("the install task failed: {e}")))??;
+    Ok(Installed {
+        id: m.id.clone(),
+        version,
+        signer,
+        path: target,
+        already: placed == Placed::Already,
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Placed {
+    New,
+    Already,
+}
+
+/// Writes the release's files (off the async executor: a component can be
+/// tens of megabytes).
+fn place(
+    plugin_dir: &Path,
+    id: &str,
+    target: &Path,
+    bytes: &[u8],
+    signature: Option<String>,
+) -> Result<Placed, InstallError> {
+    use InstallError::{Conflict, Io};
+    let single = plugin_dir.join(format!("{id}.wasm"));
+    if single.exists() {
+        return Err(Conflict(format!(
+            "{} holds plugin `{id}` as a single file; move it to {}/ (as <version>.wasm) \
+             before installing versions side by side",
+            single.display(),
+            plugin_dir.join(id).display()
+        )));
+    }
+    if let Ok(existing) = std::fs::read(target) {
+        if existing == bytes {
+            return Ok(Placed::Already);
+        }
+        return Err(Conflict(format!(
+            "{id} is already installed as {} with other bytes; a version's code must not \
+             change under the instances that run it: give the new build a new version",
+            target.display()
+        )));
+    }
+    let dir = target.parent().unwrap_or(plugin_dir);
+    std::fs::create_dir_all(dir).map_err(|e| Io(format!("creating {}: {e}", dir.display())))?;
+    // The signature goes first and the component last, each by rename: a
+    // daemon reloading meanwhile sees the release whole or not at all.
+    let put = |to: &Path, data: &[u8]| {
+        let tmp = to.with_extension("installing");
+        std::fs::write(&tmp, data)
+            .and_then(|()| std::fs::rename(&tmp, to))
+            .map_err(|e| Io(format!("writing {}: {e}", to.display())))
+    };
+    if let Some(sig) = signature {
+        put(&signature_path(target), sig.as_bytes())?;
+    }
+    put(target, bytes)?;
+    Ok(Placed::New)
+}
