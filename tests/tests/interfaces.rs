@@ -384,6 +384,19 @@ impl KvBackend for MapStore {
         *recorded = Some(new.clone());
         Ok(true)
     }
+    // One process: every claim is granted.
+    async fn claim_storage_migration(
+        &self,
+        _: &Namespace,
+        _: &str,
+        _: i64,
+        _: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+    async fn release_storage_migration(&self, _: &Namespace, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 const SLOW: std::time::Duration = std::time::Duration::from_secs(11);
@@ -443,6 +456,24 @@ impl KvBackend for SlowWrites {
         new: &StorageVersion,
     ) -> Result<bool, StoreError> {
         self.0.record_storage_version(ns, expected, new).await
+    }
+    async fn claim_storage_migration(
+        &self,
+        ns: &Namespace,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.0
+            .claim_storage_migration(ns, owner, now_ms, until_ms)
+            .await
+    }
+    async fn release_storage_migration(
+        &self,
+        ns: &Namespace,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        self.0.release_storage_migration(ns, owner).await
     }
 }
 

@@ -17,7 +17,7 @@ use switchyard_runtime::{
     RuntimeConfig,
 };
 use switchyard_store::{KvBackend, Namespace, Quota, SqliteStore, StorageVersion};
-use switchyard_tests::{guests, patch_slot};
+use switchyard_tests::{Recorder, guests, patch_slot};
 
 fn ns() -> Namespace {
     Namespace::new("acme", "n")
@@ -41,13 +41,19 @@ async fn notes(rt: &Runtime, v: &str) -> Arc<Plugin> {
 }
 
 fn instance_of(rt: &Runtime, plugin: &Arc<Plugin>, store: &Arc<dyn KvBackend>) -> Instance {
-    Instance::new(
-        rt,
-        plugin.clone(),
-        InstanceSpec::new("acme", "n"),
-        store.clone(),
-    )
-    .unwrap()
+    reaching(rt, plugin, store, &[])
+}
+
+/// [`instance_of`], allowed to reach `egress`.
+fn reaching(
+    rt: &Runtime,
+    plugin: &Arc<Plugin>,
+    store: &Arc<dyn KvBackend>,
+    egress: &[String],
+) -> Instance {
+    let mut spec = InstanceSpec::new("acme", "n");
+    spec.egress = egress.to_vec();
+    Instance::new(rt, plugin.clone(), spec, store.clone()).unwrap()
 }
 
 async fn stored(store: &Arc<dyn KvBackend>, key: &str) -> Option<Value> {
@@ -65,6 +71,12 @@ async fn remember(inst: &Instance, url: &str) -> switchyard_runtime::Invocation<
 }
 
 fn migration_wait(inv: &switchyard_runtime::Invocation<String>) -> Duration {
+    waited_for(inv, "failing on purpose")
+}
+
+/// How long the failed call says to wait, after checking that it failed
+/// for `why` before 2.0.0's storage migration from 1.0.0.
+fn waited_for(inv: &switchyard_runtime::Invocation<String>, why: &str) -> Duration {
     match &inv.result {
         Err(InvokeError::Migration {
             plugin,
@@ -75,11 +87,27 @@ fn migration_wait(inv: &switchyard_runtime::Invocation<String>) -> Duration {
         }) => {
             assert_eq!((plugin.as_str(), version.as_str()), ("notes", "2.0.0"));
             assert_eq!(from.as_deref(), Some("1.0.0"));
-            assert!(reason.contains("failing on purpose"), "{reason}");
+            assert!(reason.contains(why), "{reason}");
             *retry_after
         }
         other => panic!("expected a failed migration, got {other:?}"),
     }
+}
+
+/// A store whose instance `acme/n` holds 1.0.0's data.
+async fn left_by_1_0_0() -> Arc<dyn KvBackend> {
+    let store: Arc<dyn KvBackend> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    store
+        .set(&ns(), "notes", b"[]", &Quota::default())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record_storage_version(&ns(), None, &version("1.0.0"))
+            .await
+            .unwrap()
+    );
+    store
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,6 +145,7 @@ async fn a_new_version_migrates_the_storage_once_before_its_first_call() {
             from: Some("1.0.0".into()),
             to: "2.0.0".into(),
             summary: "migrated from 1.0.0 to 2.0.0".into(),
+            error: None,
             duration_ms: ran[0].duration_ms,
         }]
     );
@@ -176,9 +205,14 @@ async fn a_failing_migration_is_retried_after_a_backoff_and_nothing_runs_meanwhi
     assert_eq!(store.get(&ns(), "wait-url").await.unwrap(), None);
     assert!(inst.storage_migration_error().is_some());
 
-    // Within the backoff, calls fail at once without a second try.
+    // Within the backoff, calls fail at once without a second try; so do
+    // those of the instance built again by a reload.
     let inv = remember(&inst, "http://upstream.test/").await;
     assert!(migration_wait(&inv) <= Duration::from_secs(5));
+    let rebuilt = instance_of(&rt, inst.plugin(), &store);
+    let inv = remember(&rebuilt, "http://upstream.test/").await;
+    assert!(migration_wait(&inv) <= Duration::from_secs(5));
+    assert!(rebuilt.storage_migration_error().is_some());
     assert_eq!(stored(&store, "migration-tries").await, Some(json!(1)));
 
     // Once it has passed, the step runs again; the wait doubles.
@@ -237,4 +271,94 @@ async fn a_component_without_the_step_records_its_version_and_runs() {
             version: "0.1.0".into(),
         })
     );
+}
+
+/// Another daemon's step (its claim in the store) holds this one off: its
+/// calls wait without running a second step beside it, and the wait is not
+/// counted as a failure of the step.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_daemons_step_holds_this_one_off_without_counting_a_failure() {
+    let clock = Clock::default();
+    let rt = runtime_with(RuntimeConfig {
+        clock: clock.clone(),
+        ..RuntimeConfig::default()
+    });
+    let store = left_by_1_0_0().await;
+    let now_ms = clock.wall().as_millis() as i64;
+    let claim = store
+        .claim_storage_migration(&ns(), "another-daemon", now_ms, now_ms + 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(claim, None);
+    let inst = instance_of(&rt, &notes(&rt, "2.0.0").await, &store);
+
+    let inv = remember(&inst, "http://upstream.test/").await;
+    assert!(
+        waited_for(&inv, "another daemon is running the migration step") <= Duration::from_secs(5)
+    );
+    assert_eq!(stored(&store, "migration-tries").await, None);
+
+    // That daemon is done (its step failed, say); this one's first try
+    // fails: a first failure, waiting 5 s, not a second one.
+    store
+        .release_storage_migration(&ns(), "another-daemon")
+        .await
+        .unwrap();
+    store
+        .set(&ns(), "fail-migrations", b"1", &Quota::default())
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(5));
+    let inv = remember(&inst, "http://upstream.test/").await;
+    assert_eq!(migration_wait(&inv), Duration::from_secs(5));
+    clock.advance(Duration::from_secs(5));
+    let inv = remember(&inst, "http://upstream.test/").await;
+    assert!(inv.result.is_ok(), "{:?}", inv.result);
+    assert_eq!(stored(&store, "migration-tries").await, Some(json!(2)));
+    // Its claim is given back.
+    assert_eq!(
+        store
+            .claim_storage_migration(&ns(), "another-daemon", now_ms, now_ms + 1)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// A caller that goes away while the step runs (a client that hangs up)
+/// does not stop it half-way: it finishes, once, and is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_goes_away_does_not_stop_the_step() {
+    let rt = runtime_with(RuntimeConfig::default());
+    let up = Recorder::start().await;
+    let store = left_by_1_0_0().await;
+    let slow = up.url("/slow?ms=1500");
+    store
+        .set(&ns(), "migration-url", slow.as_bytes(), &Quota::default())
+        .await
+        .unwrap();
+    let inst = reaching(&rt, &notes(&rt, "2.0.0").await, &store, &[up.origin()]);
+    let caller = {
+        let inst = inst.clone();
+        tokio::spawn(async move { remember(&inst, "http://upstream.test/").await })
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while up.requests_to("/slow").is_empty() {
+        assert!(std::time::Instant::now() < until, "the step never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    while store.storage_version(&ns()).await.unwrap() != Some(version("2.0.0")) {
+        assert!(std::time::Instant::now() < until, "the step never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stored(&store, "migration-tries").await, Some(json!(1)));
+    assert_eq!(
+        stored(&store, "migrations").await,
+        Some(json!(["1.0.0->2.0.0"]))
+    );
+    let inv = remember(&inst, "http://upstream.test/").await;
+    assert!(inv.result.is_ok(), "{:?}", inv.result);
+    assert_eq!(inv.report.migrated, None);
 }

@@ -9,6 +9,7 @@
 //! upgrade`, or a pin).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use switchyard_runtime::Runtime;
 
@@ -27,6 +28,8 @@ pub struct Installed {
     pub path: PathBuf,
     /// Whether exactly these bytes were installed already.
     pub already: bool,
+    /// Whether they were, and the signature given replaced theirs.
+    pub signature_replaced: bool,
 }
 
 /// Why a release was not installed. Nothing was written.
@@ -102,6 +105,10 @@ pub async fn install(
     let target = plugin_dir.join(&id).join(format!("{version}.wasm"));
     let (dir, to, bytes) = (plugin_dir.to_owned(), target.clone(), bytes.to_vec());
     let sig = signed.as_ref().map(SignedRelease::to_json);
+    // One install at a time in this process; across processes (the CLI
+    // beside the daemon) the final step never replaces a component.
+    static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = INSTALLING.lock().await;
     let placed = tokio::task::spawn_blocking(move || place(&dir, &id, &to, &bytes, sig))
         .await
         .map_err(|e| InstallError::Io(format!("the install task failed: {e}")))??;
@@ -110,7 +117,8 @@ pub async fn install(
         version,
         signer,
         path: target,
-        already: placed == Placed::Already,
+        already: placed != Placed::New,
+        signature_replaced: placed == Placed::Resigned,
     })
 }
 
@@ -118,6 +126,8 @@ pub async fn install(
 enum Placed {
     New,
     Already,
+    /// The same bytes, with a signature other than the installed one.
+    Resigned,
 }
 
 /// Writes the release's files (off the async executor: a component can be
@@ -139,29 +149,66 @@ fn place(
             plugin_dir.join(id).display()
         )));
     }
-    if let Ok(existing) = std::fs::read(target) {
-        if existing == bytes {
-            return Ok(Placed::Already);
-        }
-        return Err(Conflict(format!(
+    let sig_path = signature_path(target);
+    let other_bytes = || {
+        Conflict(format!(
             "{id} is already installed as {} with other bytes; a version's code must not \
              change under the instances that run it: give the new build a new version",
             target.display()
-        )));
+        ))
+    };
+    // Each write goes to a name of its own, then into place by rename (or,
+    // for the component, by a link that fails rather than replace one).
+    let temp = |to: &Path, data: &[u8]| -> Result<PathBuf, InstallError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = to.with_extension(format!(
+            "installing-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&tmp, data).map_err(|e| Io(format!("writing {}: {e}", tmp.display())))?;
+        Ok(tmp)
+    };
+    let put = |to: &Path, data: &[u8]| -> Result<(), InstallError> {
+        let tmp = temp(to, data)?;
+        std::fs::rename(&tmp, to).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Io(format!("writing {}: {e}", to.display()))
+        })
+    };
+    if let Ok(existing) = std::fs::read(target) {
+        if existing != bytes {
+            return Err(other_bytes());
+        }
+        // The same code: a new signature (another trusted key, say) may
+        // replace the one it came with.
+        return match signature {
+            Some(sig) if std::fs::read_to_string(&sig_path).ok().as_deref() != Some(&sig) => {
+                put(&sig_path, sig.as_bytes())?;
+                Ok(Placed::Resigned)
+            }
+            _ => Ok(Placed::Already),
+        };
     }
     let dir = target.parent().unwrap_or(plugin_dir);
     std::fs::create_dir_all(dir).map_err(|e| Io(format!("creating {}: {e}", dir.display())))?;
-    // The signature goes first and the component last, each by rename: a
-    // daemon reloading meanwhile sees the release whole or not at all.
-    let put = |to: &Path, data: &[u8]| {
-        let tmp = to.with_extension("installing");
-        std::fs::write(&tmp, data)
-            .and_then(|()| std::fs::rename(&tmp, to))
-            .map_err(|e| Io(format!("writing {}: {e}", to.display())))
-    };
-    if let Some(sig) = signature {
-        put(&signature_path(target), sig.as_bytes())?;
+    // The signature goes first and the component last: a daemon reloading
+    // meanwhile sees the release whole or not at all.
+    if let Some(sig) = &signature {
+        put(&sig_path, sig.as_bytes())?;
     }
-    put(target, bytes)?;
-    Ok(Placed::New)
+    let tmp = temp(target, bytes)?;
+    let linked = std::fs::hard_link(&tmp, target);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(Placed::New),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another process installed it meanwhile.
+            match std::fs::read(target) {
+                Ok(existing) if existing == bytes => Ok(Placed::Already),
+                _ => Err(other_bytes()),
+            }
+        }
+        Err(e) => Err(Io(format!("writing {}: {e}", target.display()))),
+    }
 }

@@ -706,10 +706,16 @@ impl Catalog {
             && pin.is_none_or(|p| Version::parse(&l.version).is_ok_and(|v| p.matches(&v)))
             && let Some(refused) = self.refused_build(id, &l.version)
         {
+            // `<id>.wasm` may hold any version: it may be this one.
+            let which = if refused.file.ends_with(format!("{id}.wasm")) {
+                ", which may hold it,"
+            } else {
+                ""
+            };
             return Err(format!(
-                "plugin `{id}` {}, the build this instance was set up with, is refused ({}: \
-                 {}). Fix or restore the file, or move the instance to another version with \
-                 `switchyard plugin upgrade --config DIR {tenant} {instance}`",
+                "plugin `{id}` {}, the build this instance was set up with, is not served: {}{which} \
+                 is refused ({}). Fix or restore the file, or move the instance to another \
+                 version with `switchyard plugin upgrade --config DIR {tenant} {instance}`",
                 l.version,
                 refused.file.display(),
                 refused.message

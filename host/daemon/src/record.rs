@@ -60,10 +60,14 @@ pub fn report_audit(tenant: &str, instance: &str, actor: &str, report: &Report) 
     };
     let migrated = report.migrated.iter().map(|m| {
         let from = m.from.as_deref().unwrap_or("an unrecorded version");
+        let (said, outcome) = match &m.error {
+            None => (&m.summary, "ok"),
+            Some(e) => (e, "failed"),
+        };
         who.entry(
             "migration",
-            format!("storage from {from} to {}: {}", m.to, m.summary),
-            "ok",
+            format!("storage from {from} to {}: {said}", m.to),
+            outcome,
             m.duration_ms as i64,
         )
     });

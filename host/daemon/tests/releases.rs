@@ -331,8 +331,9 @@ async fn the_daemon_runs_for_each_tenant_only_what_it_trusts() {
     assert_eq!(status, 422, "{out}");
     let text = out.to_string();
     assert!(
-        text.contains("plugin `notes` 1.0.0, the build this instance was set up with, is refused")
-            && text.contains("the component's SHA-256 is"),
+        text.contains(
+            "plugin `notes` 1.0.0, the build this instance was set up with, is not served"
+        ) && text.contains("the component's SHA-256 is"),
         "{out}"
     );
     let strict = token(root, "strict");
@@ -566,7 +567,11 @@ async fn the_admin_api_installs_a_release_and_lists_who_runs_it() {
         .filter(|p| p["id"] == "notes")
         .collect();
     assert_eq!(notes.len(), 1, "{out}");
-    assert_eq!(notes[0]["signer"], "signed by `acme`", "{out}");
+    assert_eq!(
+        (&notes[0]["signer"], &notes[0]["built_in"]),
+        (&json!("acme"), &json!(false)),
+        "{out}"
+    );
     assert_eq!(notes[0]["instances"], json!(["acme/n"]), "{out}");
     assert_eq!(notes[0]["sha256"], sha256_hex(&bytes), "{out}");
 }

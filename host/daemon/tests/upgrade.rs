@@ -257,6 +257,20 @@ async fn a_failing_storage_migration_holds_the_instance_without_losing_work() {
         "{message}"
     );
 
+    // The failed step is audited once, the call that waited for it too.
+    let (status, out) = get(&d, "/v1/tenants/acme/audit?kind=migration", Some(&op)).await;
+    assert_eq!(status, 200, "{out}");
+    let entries = out["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{out}");
+    assert_eq!(entries[0]["outcome"], "failed", "{out}");
+    assert!(
+        entries[0]["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("storage from 1.0.0 to 2.0.0: "),
+        "{out}"
+    );
+
     let (status, out) = get(&d, "/v1/tenants/acme/instances/n/status", Some(&api)).await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["storage_migration"]["state"], "failed", "{out}");

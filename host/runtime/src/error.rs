@@ -122,7 +122,7 @@ pub enum InvokeError {
     /// a queued job waits without counting an attempt.
     #[error(
         "plugin `{plugin}` {version} could not migrate the instance's storage{}: {reason}; \
-         it tries again in {} s",
+         the instance's first call after {} s tries again",
         from.as_ref().map(|f| format!(" from {f}")).unwrap_or_default(),
         retry_after.as_secs()
     )]

@@ -25,6 +25,7 @@ use crate::error::{InvokeError, classify_error};
 use crate::http::HttpCtx;
 use crate::limits::{Limiter, Limits};
 use crate::manifest::Manifest;
+use crate::migration::Migrated;
 use crate::runtime::{Plugin, Runtime};
 use crate::state::{InstanceCtx, StoreState};
 use crate::storage::StorageCtx;
@@ -137,13 +138,13 @@ pub struct Report {
     pub run_again_secs: Option<u32>,
     /// The storage migration step this call waited for, when it ran one
     /// (its egress and log records come first in this report's).
-    pub migrated: Option<crate::migration::Migrated>,
+    pub migrated: Option<Migrated>,
 }
 
 impl Report {
     /// Puts what the migration step before a call did in front of what the
     /// call did.
-    fn after(mut self, first: Report, migrated: crate::migration::Migrated) -> Report {
+    fn after(mut self, first: Report, migrated: Migrated) -> Report {
         let mut egress = first.egress;
         egress.append(&mut self.egress);
         self.egress = egress;
@@ -171,7 +172,7 @@ pub struct Invocation<T> {
 
 impl<T> Invocation<T> {
     /// This invocation, after the migration step `before` (if one ran).
-    fn after(self, before: Option<(Report, crate::migration::Migrated)>) -> Self {
+    fn after(self, before: Option<(Report, Migrated)>) -> Self {
         match before {
             None => self,
             Some((first, migrated)) => Invocation {
@@ -230,6 +231,8 @@ pub struct Instance {
     ctx: Arc<InstanceCtx>,
     /// Whether the storage is this version's yet (see `migration`).
     migration: Arc<crate::migration::Gate>,
+    /// The runtime's gates, told when this build records its version.
+    gates: Arc<crate::migration::Gates>,
 }
 
 impl Instance {
@@ -271,6 +274,9 @@ impl Instance {
             spec.limits.quota(),
         )
         .paced_by(budgets.clone());
+        let migration = runtime
+            .migration_gates
+            .get(&spec.tenant, &spec.instance, plugin.digest());
         Ok(Self {
             engine: runtime.engine.clone(),
             plugin,
@@ -286,7 +292,8 @@ impl Instance {
                 long_runners: runtime.long_runners.handle().clone(),
                 clock: runtime.clock.clone(),
             }),
-            migration: Arc::default(),
+            migration,
+            gates: runtime.migration_gates.clone(),
         })
     }
 
@@ -422,14 +429,14 @@ impl Instance {
     async fn storage_current(
         &self,
         mut opts: CallOptions,
-    ) -> Result<(CallOptions, Option<(Report, crate::migration::Migrated)>), Failed> {
-        use crate::migration::Failure;
+    ) -> Result<(CallOptions, Option<(Report, Migrated)>), Failed> {
         if self.migration.is_current() {
             return Ok((opts, None));
         }
         opts.request_id = request_id(std::mem::take(&mut opts.request_id));
-        let mut failed = self.migration.state.lock().await;
-        if self.migration.is_current() {
+        let gate = self.migration.clone();
+        let failed = gate.state.clone().lock_owned().await;
+        if gate.is_current() {
             return Ok((opts, None));
         }
         let now = self.ctx.clock.now();
@@ -437,7 +444,32 @@ impl Instance {
             let error = self.migration_error(f, now);
             return Err(Failed::new(error, opts.request_id));
         }
-        match self.migrate_storage(&opts.request_id).await {
+        // A task of its own, which holds the gate until the step is over: a
+        // caller that goes away (a client that hangs up) neither stops the
+        // step half-way nor lets the next caller start a second one.
+        let (this, rid) = (self.clone(), opts.request_id.clone());
+        let step = tokio::spawn(async move { this.bring_up_to_date(failed, rid).await });
+        match step.await {
+            Ok(Ok(ran)) => Ok((opts, ran)),
+            Ok(Err(failed)) => Err(failed),
+            Err(e) => Err(Failed::new(
+                InvokeError::Trap(format!("the storage migration task failed: {e}")),
+                opts.request_id,
+            )),
+        }
+    }
+
+    /// [`Self::storage_current`]'s step, holding the gate (`failed`).
+    async fn bring_up_to_date(
+        &self,
+        mut failed: tokio::sync::OwnedMutexGuard<Option<crate::migration::Failure>>,
+        request_id: String,
+    ) -> Result<Option<(Report, Migrated)>, Failed> {
+        use crate::migration::{FIRST_RETRY, Failure};
+        let outcome = self.migrate_storage(&request_id).await;
+        let now = self.ctx.clock.now();
+        let so_far = failed.as_ref().map_or(0, |f| f.failures);
+        let (failure, mut report) = match outcome {
             Ok(ran) => {
                 if let Some((_, m)) = &ran {
                     tracing::info!(
@@ -452,56 +484,76 @@ impl Instance {
                 }
                 self.migration.set_current();
                 *failed = None;
-                Ok((opts, ran))
+                return Ok(ran);
             }
-            Err((from, reason, report)) => {
-                let failures = failed.as_ref().map_or(0, |f| f.failures) + 1;
+            // No wasm slot: the daemon is busy, and the step did not run.
+            Err(StepError::Busy(error, mut report)) => {
+                report.request_id = request_id;
+                return Err(Failed { error, report });
+            }
+            // The store, or another daemon running the step: not the
+            // step's failure, so the wait does not grow.
+            Err(StepError::Wait { from, reason, wait }) => (
+                Failure {
+                    from,
+                    reason,
+                    failures: so_far,
+                    retry_at: now + wait.min(FIRST_RETRY),
+                },
+                Report::default(),
+            ),
+            Err(StepError::Failed {
+                from,
+                reason,
+                report,
+            }) => {
+                let failures = so_far + 1;
                 let f = Failure {
                     from,
                     reason,
                     failures,
                     retry_at: now + Failure::backoff(failures),
                 };
-                let error = self.migration_error(&f, now);
-                tracing::warn!(
-                    tenant = %self.ctx.tenant,
-                    instance = %self.ctx.instance,
-                    error = %error,
-                    "the storage migration step failed; the instance's calls wait for it"
-                );
-                *failed = Some(f);
-                let mut report = report.unwrap_or_default();
-                report.request_id = opts.request_id;
-                Err(Failed { error, report })
+                (f, report)
             }
-        }
+        };
+        let error = self.migration_error(&failure, now);
+        tracing::warn!(
+            tenant = %self.ctx.tenant,
+            instance = %self.ctx.instance,
+            error = %error,
+            "the storage migration step did not complete; the instance's calls wait for it"
+        );
+        *failed = Some(failure);
+        report.request_id = request_id;
+        Err(Failed { error, report })
     }
 
-    /// Checks the recorded storage version, runs the migration step when
-    /// needed, and records this version. On failure: the version the
-    /// storage was recorded for, why, and the step's report if it ran.
+    /// Checks the recorded storage version and, when another version's
+    /// data is there, runs the migration step under a claim in the store;
+    /// then records this version.
     async fn migrate_storage(
         &self,
         request_id: &str,
-    ) -> Result<Option<(Report, crate::migration::Migrated)>, MigrationFailed> {
+    ) -> Result<Option<(Report, Migrated)>, StepError> {
         let manifest = self.plugin.manifest();
         let want = switchyard_store::StorageVersion {
             plugin: manifest.id.clone(),
             version: manifest.version.clone(),
         };
         let (backend, ns) = self.ctx.storage.scope();
-        let store_failed = |from: Option<String>, doing: &str, e: switchyard_store::StoreError| {
+        let unavailable = |from: Option<String>, doing: &str, e: switchyard_store::StoreError| {
             tracing::warn!(namespace = %ns, error = %e, "{doing} failed");
-            (
+            StepError::Wait {
                 from,
-                format!("{doing} failed; the store is unavailable"),
-                None,
-            )
+                reason: format!("{doing} failed; the store is unavailable"),
+                wait: crate::migration::FIRST_RETRY,
+            }
         };
         let recorded = backend
             .storage_version(ns)
             .await
-            .map_err(|e| store_failed(None, "reading the storage version", e))?;
+            .map_err(|e| unavailable(None, "reading the storage version", e))?;
         if recorded.as_ref() == Some(&want) {
             return Ok(None);
         }
@@ -509,63 +561,140 @@ impl Instance {
             .as_ref()
             .filter(|r| r.plugin == want.plugin)
             .map(|r| r.version.clone());
-        let mut ran = None;
-        if let Some(export) = self.plugin.migrate {
-            // Storage that was never recorded and holds nothing is new: there
-            // is nothing to migrate.
-            let holds_data = recorded.is_some()
-                || backend
-                    .usage(ns)
-                    .await
-                    .map_err(|e| store_failed(from.clone(), "reading the storage usage", e))?
-                    .keys
-                    > 0;
-            if holds_data {
-                let opts = CallOptions {
-                    request_id: request_id.to_owned(),
-                    ..CallOptions::default()
-                };
-                let previous = from.clone();
-                let inv = self
-                    .call(opts, move |_, instance, store, ctx| {
-                        Box::pin(async move {
-                            let f = instance
-                                .get_func(&mut *store, export)
-                                .ok_or_else(|| {
-                                    wasmtime::format_err!(
-                                        "`{}` is missing",
-                                        crate::migration::EXPORT
-                                    )
-                                })?
-                                .typed::<crate::migration::Params, crate::migration::Results>(
-                                    &*store,
-                                )?;
-                            Ok(f.call_async(&mut *store, (ctx, previous)).await?.0)
-                        })
-                    })
-                    .await;
-                match inv.result {
-                    Ok(summary) => {
-                        let migrated = crate::migration::Migrated {
-                            from: from.clone(),
-                            to: want.version.clone(),
-                            summary,
-                            duration_ms: inv.report.duration_ms,
-                        };
-                        ran = Some((inv.report, migrated));
-                    }
-                    Err(e) => return Err((from, e.to_string(), Some(inv.report))),
-                }
+        let Some(export) = self.plugin.migrate else {
+            return self.record(&want, recorded.as_ref(), from, None).await;
+        };
+        // Storage that was never recorded and holds nothing is new: there
+        // is nothing to migrate.
+        let holds_data = recorded.is_some()
+            || backend
+                .usage(ns)
+                .await
+                .map_err(|e| unavailable(from.clone(), "reading the storage usage", e))?
+                .keys
+                > 0;
+        if !holds_data {
+            return self.record(&want, recorded.as_ref(), from, None).await;
+        }
+        let owner = &self.migration.owner;
+        let wall_ms = |d: Duration| {
+            i64::try_from((self.ctx.clock.wall() + d).as_millis()).unwrap_or(i64::MAX)
+        };
+        let until = wall_ms(self.ctx.limits.deadline + crate::migration::CLAIM_MARGIN);
+        let now_ms = wall_ms(Duration::ZERO);
+        match backend
+            .claim_storage_migration(ns, owner, now_ms, until)
+            .await
+            .map_err(|e| unavailable(from.clone(), "claiming the storage migration", e))?
+        {
+            None => {}
+            Some(held_until) => {
+                return Err(StepError::Wait {
+                    from,
+                    reason: "another daemon is running the migration step".into(),
+                    wait: Duration::from_millis(held_until.saturating_sub(now_ms).max(0) as u64),
+                });
             }
         }
-        // Not recorded (false) when another daemon recorded a version
-        // meanwhile: it ran the same check, and this one's step (if any) ran
-        // too; migration steps are idempotent.
-        backend
-            .record_storage_version(ns, recorded.as_ref(), &want)
+        let opts = CallOptions {
+            request_id: request_id.to_owned(),
+            ..CallOptions::default()
+        };
+        let previous = from.clone();
+        let inv = self
+            .call(opts, move |_, instance, store, ctx| {
+                Box::pin(async move {
+                    let f = instance
+                        .get_func(&mut *store, export)
+                        .ok_or_else(|| {
+                            wasmtime::format_err!("`{}` is missing", crate::migration::EXPORT)
+                        })?
+                        .typed::<crate::migration::Params, crate::migration::Results>(&*store)?;
+                    Ok(f.call_async(&mut *store, (ctx, previous)).await?.0)
+                })
+            })
+            .await;
+        let duration_ms = inv.report.duration_ms;
+        let migrated = |summary: String, error: Option<String>| Migrated {
+            from: from.clone(),
+            to: want.version.clone(),
+            summary,
+            error,
+            duration_ms,
+        };
+        let outcome = match inv.result {
+            Ok(summary) => {
+                let m = migrated(summary, None);
+                self.record(
+                    &want,
+                    recorded.as_ref(),
+                    from.clone(),
+                    Some((inv.report, m)),
+                )
+                .await
+            }
+            Err(e @ InvokeError::Busy(_)) => Err(StepError::Busy(e, inv.report)),
+            Err(e) => {
+                let mut report = inv.report;
+                report.migrated = Some(migrated(String::new(), Some(e.to_string())));
+                Err(StepError::Failed {
+                    from: from.clone(),
+                    reason: e.to_string(),
+                    report,
+                })
+            }
+        };
+        if let Err(e) = backend.release_storage_migration(ns, owner).await {
+            // It runs out by itself (`CLAIM_MARGIN` past the deadline).
+            tracing::warn!(namespace = %ns, error = %e, "releasing a storage migration claim");
+        }
+        outcome
+    }
+
+    /// Records `want` over `recorded`. Lost to another writer (another
+    /// daemon), the storage is current only if that one recorded `want`
+    /// too.
+    async fn record(
+        &self,
+        want: &switchyard_store::StorageVersion,
+        recorded: Option<&switchyard_store::StorageVersion>,
+        from: Option<String>,
+        ran: Option<(Report, Migrated)>,
+    ) -> Result<Option<(Report, Migrated)>, StepError> {
+        let (backend, ns) = self.ctx.storage.scope();
+        let wait = |reason: String| StepError::Wait {
+            from: from.clone(),
+            reason,
+            wait: crate::migration::FIRST_RETRY,
+        };
+        let swapped = backend
+            .record_storage_version(ns, recorded, want)
             .await
-            .map_err(|e| store_failed(from, "recording the storage version", e))?;
-        Ok(ran)
+            .map_err(|e| {
+                tracing::warn!(namespace = %ns, error = %e, "recording the storage version failed");
+                wait("recording the storage version failed; the store is unavailable".into())
+            })?;
+        if swapped {
+            self.gates
+                .recorded(&self.ctx.tenant, &self.ctx.instance, self.plugin.digest());
+            return Ok(ran);
+        }
+        match backend.storage_version(ns).await {
+            Ok(Some(now)) if now == *want => Ok(ran),
+            Ok(other) => Err(wait(format!(
+                "another daemon recorded the storage as {} meanwhile",
+                other.map_or("nothing".to_owned(), |v| format!(
+                    "{} {}",
+                    v.plugin, v.version
+                ))
+            ))),
+            Err(e) => {
+                tracing::warn!(namespace = %ns, error = %e, "reading the storage version failed");
+                Err(wait(
+                    "reading the storage version failed; the store is unavailable".into(),
+                ))
+            }
+        }
     }
 
     fn migration_error(&self, f: &crate::migration::Failure, now: Instant) -> InvokeError {
@@ -716,9 +845,25 @@ impl Instance {
     }
 }
 
-/// What a failed migration step returns: the version the storage was
-/// recorded for, why, and the step's report when it ran.
-type MigrationFailed = (Option<String>, String, Option<Report>);
+/// Why [`Instance::storage_current`]'s step did not make the storage
+/// current.
+enum StepError {
+    /// No wasm slot was free: the step did not run.
+    Busy(InvokeError, Report),
+    /// Not the step's doing (the store, another daemon running the step):
+    /// try again after `wait` (at most `migration::FIRST_RETRY`).
+    Wait {
+        from: Option<String>,
+        reason: String,
+        wait: Duration,
+    },
+    /// The step failed: its error and report.
+    Failed {
+        from: Option<String>,
+        reason: String,
+        report: Report,
+    },
+}
 
 /// A call that did not run because the storage is not current.
 struct Failed {

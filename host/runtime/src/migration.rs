@@ -7,13 +7,18 @@
 //! last brought up to date for ([`switchyard_store::StorageVersion`]). An
 //! instance that finds another version recorded calls the step (when the
 //! plugin has one and the storage holds anything), then records its own.
-//! Each [`Instance`](crate::Instance) remembers once it is current, so the
-//! check costs one atomic load per call after the first. A step that fails
-//! is tried again after a backoff; until then the instance's calls fail with
+//! Each instance remembers once it is current ([`Gate`]), so the check
+//! costs one atomic load per call after the first. The step runs in a task
+//! of its own under a claim in the store: a caller that goes away does not
+//! stop it half-way, and no other caller, instance or daemon runs a second
+//! one beside it. A step that fails is tried again after a backoff; until
+//! then the instance's calls fail with
 //! [`InvokeError::Migration`](crate::InvokeError::Migration) without
 //! running, and a queued job is put back without counting an attempt.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -32,15 +37,21 @@ pub(crate) const FIRST_RETRY: Duration = Duration::from_secs(5);
 /// The longest wait between two tries.
 pub(crate) const MAX_RETRY: Duration = Duration::from_secs(300);
 
-/// A storage migration that ran before a call (in [`crate::Report`]).
+/// How much longer than the step's deadline a claim on it lasts: a daemon
+/// that dies mid-step holds the others off no longer than this.
+pub(crate) const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+
+/// A storage migration step that ran before a call (in [`crate::Report`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Migrated {
     /// The version the storage was recorded for, when the same plugin's.
     pub from: Option<String>,
-    /// The version that migrated it.
+    /// The version whose step ran.
     pub to: String,
-    /// What the plugin said it did.
+    /// What the plugin said it did (empty when it failed).
     pub summary: String,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
     /// How long the step took.
     pub duration_ms: u64,
 }
@@ -52,7 +63,8 @@ pub(crate) struct Failure {
     pub from: Option<String>,
     /// What went wrong (the plugin's error, or the store's).
     pub reason: String,
-    /// Failures in a row.
+    /// Failures of the step in a row (waits for the store or for another
+    /// daemon's step are not counted).
     pub failures: u32,
     /// When the step may run again.
     pub retry_at: Instant,
@@ -66,21 +78,87 @@ impl Failure {
     }
 }
 
-/// Per instance: whether its storage is known to be current, and the last
-/// failure. The mutex also makes concurrent first calls wait for one step.
-#[derive(Debug, Default)]
+/// Per instance, plugin build and process: whether its storage is known
+/// to be current, and the last failure. Shared by every [`crate::Instance`]
+/// built for the same (tenant, instance, build), so that one rebuilt by a
+/// reload neither forgets nor runs a second step beside the first. The
+/// mutex makes concurrent first calls wait for one step; `owner` names
+/// this process's claim in the store, which keeps other daemons out.
+#[derive(Debug)]
 pub(crate) struct Gate {
     current: AtomicBool,
-    pub state: tokio::sync::Mutex<Option<Failure>>,
+    pub state: Arc<tokio::sync::Mutex<Option<Failure>>>,
+    pub owner: String,
 }
 
 impl Gate {
+    pub fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Self {
+            current: AtomicBool::new(false),
+            state: Arc::default(),
+            owner: format!(
+                "{}-{started:x}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
     pub fn is_current(&self) -> bool {
         self.current.load(Ordering::Acquire)
     }
 
     pub fn set_current(&self) {
         self.current.store(true, Ordering::Release);
+    }
+}
+
+/// The gates of a runtime, by (tenant, instance), then plugin digest; an
+/// entry lives while an instance holds it.
+#[derive(Debug, Default)]
+pub(crate) struct Gates(Mutex<HashMap<(String, String), Builds>>);
+
+/// The gates of one instance's builds, by plugin digest.
+type Builds = Vec<(String, Weak<Gate>)>;
+
+impl Gates {
+    pub fn get(&self, tenant: &str, instance: &str, digest: &str) -> Arc<Gate> {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let builds = all
+            .entry((tenant.to_owned(), instance.to_owned()))
+            .or_default();
+        builds.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(g) = builds
+            .iter()
+            .find(|(d, _)| d == digest)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return g;
+        }
+        let g = Arc::new(Gate::new());
+        builds.push((digest.to_owned(), Arc::downgrade(&g)));
+        g
+    }
+
+    /// `digest`'s storage version was just recorded for (tenant,
+    /// instance): the gates of the instance's other builds (an older one
+    /// still draining, say) no longer know it current, so a build that
+    /// serves the instance again (a downgrade) checks and migrates anew.
+    pub fn recorded(&self, tenant: &str, instance: &str, digest: &str) {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (tenant.to_owned(), instance.to_owned());
+        for (d, gate) in all.get(&key).into_iter().flatten() {
+            if d != digest
+                && let Some(g) = gate.upgrade()
+            {
+                g.current.store(false, Ordering::Release);
+            }
+        }
     }
 }
 

@@ -349,6 +349,8 @@ pub struct Runtime {
     budgets: std::sync::Mutex<
         std::collections::HashMap<String, std::sync::Weak<crate::limits::TenantBudgets>>,
     >,
+    /// Each instance's storage migration gate (see `migration`).
+    pub(crate) migration_gates: Arc<crate::migration::Gates>,
     _ticker: EpochTicker,
 }
 
@@ -413,6 +415,7 @@ impl Runtime {
             long_runners: crate::sched::LongRunners::start(config.long_running_cpus)?,
             clock: config.clock,
             budgets: Default::default(),
+            migration_gates: Default::default(),
         })
     }
 

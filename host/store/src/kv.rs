@@ -206,4 +206,24 @@ pub trait KvBackend: Send + Sync + 'static {
         expected: Option<&StorageVersion>,
         new: &StorageVersion,
     ) -> Result<bool, StoreError>;
+
+    /// Claims the namespace's storage migration for `owner` until
+    /// `until_ms` (milliseconds since the epoch), so that two daemons never
+    /// run a migration step of one instance at the same time. Returns None
+    /// when `owner` holds the claim now, or when another owner's claim
+    /// ends (it is refused until then).
+    async fn claim_storage_migration(
+        &self,
+        ns: &Namespace,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Gives up `owner`'s claim, if it holds one.
+    async fn release_storage_migration(
+        &self,
+        ns: &Namespace,
+        owner: &str,
+    ) -> Result<(), StoreError>;
 }

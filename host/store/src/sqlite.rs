@@ -237,6 +237,14 @@ CREATE TABLE kv_versions (
     recorded_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, instance)
 ) WITHOUT ROWID;
+-- Who runs an instance's migration step now, until when (ms).
+CREATE TABLE kv_migrations (
+    tenant   TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    owner    TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, instance)
+) WITHOUT ROWID;
 ";
 
 /// Applies the migrations `conn` has not seen yet.
@@ -631,7 +639,7 @@ impl KvBackend for SqliteStore {
                     params![ns.tenant, ns.instance],
                 )
                 .map_err(backend)?;
-            for table in ["kv_usage", "kv_versions"] {
+            for table in ["kv_usage", "kv_versions", "kv_migrations"] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE tenant = ?1 AND instance = ?2"),
                     params![ns.tenant, ns.instance],
@@ -674,6 +682,65 @@ impl KvBackend for SqliteStore {
         })
         .await
     }
+
+    async fn claim_storage_migration(
+        &self,
+        ns: &Namespace,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (ns, owner) = (ns.clone(), owner.to_owned());
+        self.with_conn(move |c| {
+            let tx = c.savepoint().map_err(backend)?;
+            if let Some((holder, until)) = read_claim(&tx, &ns)?
+                && holder != owner
+                && until > now_ms
+            {
+                return Ok(Some(until));
+            }
+            tx.execute(
+                "INSERT INTO kv_migrations (tenant, instance, owner, until_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, instance) DO UPDATE SET owner = excluded.owner,
+                     until_ms = excluded.until_ms",
+                params![ns.tenant, ns.instance, owner, until_ms],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn release_storage_migration(
+        &self,
+        ns: &Namespace,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let (ns, owner) = (ns.clone(), owner.to_owned());
+        self.with_conn(move |c| {
+            c.execute(
+                "DELETE FROM kv_migrations WHERE tenant = ?1 AND instance = ?2 AND owner = ?3",
+                params![ns.tenant, ns.instance, owner],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The claim on `ns`'s migration: (owner, until_ms).
+fn read_claim(conn: &Connection, ns: &Namespace) -> Result<Option<(String, i64)>, StoreError> {
+    conn.prepare_cached("SELECT owner, until_ms FROM kv_migrations WHERE tenant=?1 AND instance=?2")
+        .and_then(|mut st| {
+            st.query_row(params![ns.tenant, ns.instance], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .optional()
+        .map_err(backend)
 }
 
 fn read_storage_version(
@@ -743,6 +810,35 @@ mod tests {
             s.set(&ns("a"), "k", b"v", &Quota::default()).await.unwrap();
             s.clear(&ns("a")).await.unwrap();
             assert_eq!(s.storage_version(&ns("a")).await.unwrap(), None);
+        }
+    }
+
+    backend_tests! {
+        async fn one_owner_at_a_time_claims_a_storage_migration(s) {
+            let n = ns("a");
+            assert_eq!(s.claim_storage_migration(&n, "d1", 1_000, 5_000).await.unwrap(), None);
+            // Another daemon waits until the claim ends; the holder renews it.
+            assert_eq!(
+                s.claim_storage_migration(&n, "d2", 2_000, 6_000).await.unwrap(),
+                Some(5_000)
+            );
+            assert_eq!(s.claim_storage_migration(&n, "d1", 2_000, 7_000).await.unwrap(), None);
+            assert_eq!(
+                s.claim_storage_migration(&n, "d2", 3_000, 8_000).await.unwrap(),
+                Some(7_000)
+            );
+            // Another namespace is free.
+            assert_eq!(s.claim_storage_migration(&ns("b"), "d2", 3_000, 8_000).await.unwrap(), None);
+            // Released, or run out (a daemon that died): the other takes it.
+            s.release_storage_migration(&n, "d2").await.unwrap();
+            assert_eq!(
+                s.claim_storage_migration(&n, "d2", 3_000, 8_000).await.unwrap(),
+                Some(7_000),
+                "only the holder releases a claim"
+            );
+            s.release_storage_migration(&n, "d1").await.unwrap();
+            assert_eq!(s.claim_storage_migration(&n, "d2", 3_000, 8_000).await.unwrap(), None);
+            assert_eq!(s.claim_storage_migration(&n, "d1", 8_000, 9_000).await.unwrap(), None);
         }
     }
 

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::auth::Operator;
 use crate::errors::error;
 use crate::install::InstallError;
+use crate::plugins::Signer;
 use crate::release::SignedRelease;
 use crate::state::Live;
 
@@ -57,7 +58,13 @@ pub async fn list(op: Operator, State(live): State<Arc<Live>>) -> Response {
             json!({
                 "id": m.id,
                 "version": version,
-                "signer": e.signer.to_string(),
+                // The publisher, as POST answers it; none for a bundled
+                // (`built_in`) or an unsigned build.
+                "signer": match &e.signer {
+                    Signer::Publisher(p) => Some(p.as_str()),
+                    Signer::BuiltIn | Signer::Unsigned => None,
+                },
+                "built_in": e.signer == Signer::BuiltIn,
                 "source": e.source.to_string(),
                 "world": e.plugin.world(),
                 "sha256": e.plugin.digest(),
@@ -137,6 +144,7 @@ pub async fn install(
                 signer = done.signer.as_deref().unwrap_or("unsigned"),
                 path = %done.path.display(),
                 already = done.already,
+                signature_replaced = done.signature_replaced,
                 "installed a plugin release through the admin API"
             );
             let status = if done.already {
@@ -153,6 +161,7 @@ pub async fn install(
                     "path": done.path.display().to_string(),
                 },
                 "already_installed": done.already,
+                "signature_replaced": done.signature_replaced,
                 "next": "reload (POST /v1/admin/reload) to serve it; instances already set up \
                          stay on their version until `switchyard plugin upgrade`",
             });

@@ -54,6 +54,16 @@ pub(super) fn print_output(inv: switchyard_runtime::Invocation<String>) -> anyho
 /// Prints what a call did (logs, egress) to stderr, leaving stdout for the
 /// plugin's JSON output.
 pub(super) fn print_report(report: &switchyard_runtime::Report) {
+    if let Some(m) = &report.migrated {
+        let from = m.from.as_deref().unwrap_or("an unrecorded version");
+        match &m.error {
+            None => eprintln!(
+                "storage migrated from {from} to {} first: {} ({} ms)",
+                m.to, m.summary, m.duration_ms
+            ),
+            Some(e) => eprintln!("storage migration from {from} to {} failed: {e}", m.to),
+        }
+    }
     for log in &report.logs {
         let fields: Vec<String> = log.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!("[{}] {} {}", log.level, log.message, fields.join(" "));

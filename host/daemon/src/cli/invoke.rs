@@ -38,11 +38,36 @@ pub(super) async fn run(
         .map_err(anyhow::Error::msg)?;
     let rt = runtime(CLI_SLOTS)?;
     let catalog = Catalog::load(&rt, &cfg.plugin_dir, &cfg.trust, None).await;
-    let plugin = catalog
-        .resolve_for(&id, pin.as_ref(), &t.policy(&catalog))
-        .map_err(|e| anyhow::anyhow!("instance `{instance}`: {e}; run `switchyard check`"))?
-        .plugin
-        .clone();
+    // The build the daemon runs for this instance (its lock), not merely
+    // the newest: a call must not run, or migrate the storage to, a
+    // version the instance was never moved to.
+    let locks = db.plugin_locks().await?;
+    let lock = locks
+        .iter()
+        .find(|l| l.tenant == tenant && l.instance == instance);
+    let resolved = catalog
+        .resolve_locked(
+            tenant,
+            instance,
+            &id,
+            pin.as_ref(),
+            lock,
+            &t.policy(&catalog),
+        )
+        .map_err(|e| anyhow::anyhow!("instance `{instance}`: {e}; run `switchyard check`"))?;
+    let moves =
+        lock.is_some_and(|l| l.plugin != id || l.version != resolved.entry.version.to_string());
+    anyhow::ensure!(
+        !moves,
+        "instance `{instance}` would move to {id} {} ({}); the daemon moves it at its next \
+         start or reload, or `switchyard plugin upgrade` does: run the call after that",
+        resolved.entry.version,
+        resolved
+            .note
+            .as_deref()
+            .unwrap_or("its locked version changed"),
+    );
+    let plugin = resolved.entry.plugin.clone();
     let spec = cfg.instance_spec(t, index, &secrets).await?;
     let inst = Instance::new(&rt, plugin, spec, db.clone())?;
     let started = std::time::Instant::now();

@@ -162,8 +162,13 @@ pub(super) async fn install(
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", component.display()))?;
     if done.already {
+        let resigned = if done.signature_replaced {
+            "; its signature was replaced by this one"
+        } else {
+            ""
+        };
         println!(
-            "{} {} is already installed: {}",
+            "{} {} is already installed: {}{resigned}",
             done.id,
             done.version,
             done.path.display()

@@ -151,7 +151,11 @@ pub fn instance_card(
     let base = format!("/console/t/{tenant}/i/{id}");
     let failed = status["state"] == "failed";
     let paused = status["paused"] == true;
+    // A new plugin version's storage migration step that fails holds all
+    // of the instance's work.
+    let migration = status["storage_migration"]["message"].as_str();
     let failing = failed
+        || migration.is_some()
         || status["jobs"].as_array().is_some_and(|j| {
             j.iter()
                 .any(|j| j["last_outcome"].as_str().is_some_and(|o| o != "ok"))
@@ -182,6 +186,9 @@ pub fn instance_card(
                     }
                 }
             } @else {
+                @if let Some(m) = migration {
+                    p.error { "Storage migration failing, nothing of this instance runs until it succeeds: " (m) }
+                }
                 @let q = &status["queue"];
                 p { "Queue: " (q["queued"]) " queued, " (q["running"]) " running, " (q["dead"]) " dead" }
                 @if let Some(e) = status["last_error"].as_object() {
@@ -242,5 +249,35 @@ pub fn diff(text: &str) -> Markup {
                 span class=(class) { (line) } (PreEscaped("\n"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_storage_migration_shows_on_the_card() {
+        let status = serde_json::json!({
+            "instance": "n",
+            "state": "serving",
+            "plugin": {"id": "notes", "version": "2.0.0"},
+            "paused": false,
+            "queue": {"queued": 1, "running": 0, "dead": 0},
+            "jobs": [],
+            "storage_migration": {"state": "failed", "message": "plugin `notes` 2.0.0 could not migrate", "retry_after_secs": 5},
+        });
+        let html = instance_card("acme", &status, false, false, "csrf").into_string();
+        assert!(html.contains(r#"data-state="failing""#), "{html}");
+        assert!(html.contains("Storage migration failing"), "{html}");
+        assert!(
+            html.contains("plugin `notes` 2.0.0 could not migrate"),
+            "{html}"
+        );
+        // Without one, the same instance is running.
+        let mut fine = status.clone();
+        fine["storage_migration"] = serde_json::Value::Null;
+        let html = instance_card("acme", &fine, false, false, "csrf").into_string();
+        assert!(html.contains(r#"data-state="running""#), "{html}");
     }
 }

@@ -239,7 +239,7 @@ impl KvBackend for PgStore {
                 )
                 .await
                 .map_err(|e| self.fail("clearing plugin storage", e))?;
-            for table in ["kv_usage", "kv_versions"] {
+            for table in ["kv_usage", "kv_versions", "kv_migrations"] {
                 tx.exec(
                     &format!("DELETE FROM {table} WHERE tenant=$1 AND instance=$2"),
                     &[&ns.tenant, &ns.instance],
@@ -284,6 +284,58 @@ impl KvBackend for PgStore {
                 true
             }
         }))
+    }
+
+    async fn claim_storage_migration(
+        &self,
+        ns: &Namespace,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let what = "claiming a storage migration";
+        // One statement: the row is taken over only when it is this
+        // owner's or its claim has ended; otherwise the holder's end is read.
+        let c = self.conn().await?;
+        let taken = c
+            .row_opt(
+                "INSERT INTO kv_migrations (tenant, instance, owner, until_ms)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, instance) DO UPDATE SET owner = excluded.owner,
+                     until_ms = excluded.until_ms
+                 WHERE kv_migrations.owner = excluded.owner OR kv_migrations.until_ms <= $5
+                 RETURNING owner",
+                &[&ns.tenant, &ns.instance, &owner, &until_ms, &now_ms],
+            )
+            .await
+            .map_err(|e| self.fail(what, e))?;
+        if taken.is_some() {
+            return Ok(None);
+        }
+        let held = c
+            .row_opt(
+                "SELECT until_ms FROM kv_migrations WHERE tenant=$1 AND instance=$2",
+                &[&ns.tenant, &ns.instance],
+            )
+            .await
+            .map_err(|e| self.fail(what, e))?;
+        // (Released between the two statements: free now; the next try takes it.)
+        Ok(Some(held.map_or(now_ms, |r| r.get(0))))
+    }
+
+    async fn release_storage_migration(
+        &self,
+        ns: &Namespace,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        c.exec(
+            "DELETE FROM kv_migrations WHERE tenant=$1 AND instance=$2 AND owner=$3",
+            &[&ns.tenant, &ns.instance, &owner],
+        )
+        .await
+        .map_err(|e| self.fail("releasing a storage migration", e))?;
+        Ok(())
     }
 }
 

@@ -761,7 +761,7 @@ CREATE TABLE console_sessions (
 ";
 
 /// As SQLite's version 7: which plugin version each instance's storage was
-/// last brought up to date for.
+/// last brought up to date for, and who runs its migration step now.
 const SCHEMA_V3: &str = "
 CREATE TABLE kv_versions (
     tenant      text NOT NULL,
@@ -769,6 +769,13 @@ CREATE TABLE kv_versions (
     plugin      text NOT NULL,
     version     text NOT NULL,
     recorded_at bigint NOT NULL,
+    PRIMARY KEY (tenant, instance)
+);
+CREATE TABLE kv_migrations (
+    tenant   text NOT NULL,
+    instance text NOT NULL,
+    owner    text NOT NULL,
+    until_ms bigint NOT NULL,
     PRIMARY KEY (tenant, instance)
 );
 ";

@@ -127,12 +127,17 @@ impl Plugin for Hostile {
     }
 
     /// Not hostile: records each try (`migration-tries`) and each success
-    /// (`migrations`, as `from->to`), and fails while `fail-migrations`
-    /// counts down, so tests see how often and when the host called it.
+    /// (`migrations`, as `from->to`), fails while `fail-migrations` counts
+    /// down, and first fetches `migration-url` when one is stored (a step
+    /// that takes a while), so tests see how often and when the host
+    /// called it.
     fn migrate_storage(_ctx: &Context, previous: Option<&str>) -> Result<String> {
         let version = read_slot(&VERSION);
         let tries = storage::get_json::<u32>("migration-tries")?.unwrap_or(0) + 1;
         storage::set_json("migration-tries", &tries)?;
+        if let Some(url) = storage::get("migration-url")? {
+            Request::get(String::from_utf8_lossy(&url).into_owned()).send()?;
+        }
         if let Some(n) = storage::get_json::<u32>("fail-migrations")?.filter(|n| *n > 0) {
             storage::set_json("fail-migrations", &(n - 1))?;
             return Err(Error::internal(format!(
