@@ -102,14 +102,29 @@ impl Mtd {
 
     /// Upserts (`{"id", …fields}`) and deletes, at most [`BULK`] in all, in
     /// one request; one result per item, upserts first.
-    pub fn bulk(&self, upserts: Vec<Value>, deletes: &[String]) -> Result<Vec<BulkResult>> {
+    pub fn bulk(&self, upserts: &[Value], deletes: &[String]) -> Result<Vec<BulkResult>> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            upsert: &'a [Value],
+            delete: &'a [String],
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            results: Vec<BulkResult>,
+        }
         let n = upserts.len() + deletes.len();
-        let body = serde_json::json!({"upsert": upserts, "delete": deletes});
+        let body = Body {
+            upsert: upserts,
+            delete: deletes,
+        };
         let r =
             self.send(Request::post(format!("{}/api/v1/devices/bulk", self.base)).json(&body)?)?;
-        let v: Value = check(r, &format!("storing or deleting {n} devices"))?.json()?;
-        let results: Vec<BulkResult> = serde_json::from_value(v["results"].clone())
-            .map_err(|e| Error::upstream(format!("the MTD bulk answer is malformed: {e}")))?;
+        let r = check(r, &format!("storing or deleting {n} devices"))?;
+        // Read straight into the results: a whole `Value` of the answer,
+        // then a copy of its list, cost time and memory at every page.
+        let results = serde_json::from_slice::<Answer>(&r.body)
+            .map_err(|e| Error::upstream(format!("the MTD bulk answer is malformed: {e}")))?
+            .results;
         if results.len() != n {
             return Err(Error::upstream(format!(
                 "the MTD service answered {} results for {n} bulk items",
@@ -122,11 +137,16 @@ impl Mtd {
     /// Page `page` (from 0) of the inventory, and the next page's number.
     pub fn page(&self, page: usize) -> Result<(Vec<MtdDevice>, Option<usize>)> {
         let url = format!("{}/api/v1/devices?page={page}&page_size={PAGE}", self.base);
+        #[derive(Deserialize)]
+        struct Answer {
+            devices: Vec<MtdDevice>,
+            #[serde(default)]
+            next_page: Option<u64>,
+        }
         let r = check(self.send(Request::get(url))?, "listing devices")?;
-        let v: Value = r.json()?;
-        let devices: Vec<MtdDevice> = serde_json::from_value(v["devices"].clone())
+        let Answer { devices, next_page } = serde_json::from_slice(&r.body)
             .map_err(|e| Error::upstream(format!("the MTD device list is malformed: {e}")))?;
-        let next = match v["next_page"].as_u64() {
+        let next = match next_page {
             Some(next) if !devices.is_empty() && next as usize > page => Some(next as usize),
             _ => None,
         };

@@ -44,7 +44,7 @@ use switchyard_uem::{Device, Uem};
 
 use crate::mtd::{self, Mtd, MtdDevice};
 use crate::settings::Settings;
-use crate::table::{self, Dev, Header, Mask};
+use crate::table::{self, Dev, DevRef, Header, Mask};
 
 /// Devices per bulk tag call.
 const BULK: usize = 500;
@@ -345,6 +345,8 @@ struct Sync<'a> {
     seen: HashMap<i64, Seen>,
     /// (MTD id, syncs missed), for the inventory read so far.
     missing: Vec<(String, u32)>,
+    /// The ids of `missing`, to find one without a walk of the list.
+    missing_ids: HashSet<String>,
     budget: Budget,
 }
 
@@ -361,14 +363,17 @@ impl<'a> Sync<'a> {
         let mtd = Mtd::new(&s.mtd_url);
         if let Some(run) = storage::get_json::<Run>("run")? {
             if run.lists == lists_of(s) && now() - run.started < STALE_RUN_SECS {
-                let seen = table::load_list::<Seen>(
+                // Chunk by chunk into the map: a whole list beside the map
+                // would double the memory a large fleet needs.
+                let mut seen = HashMap::with_capacity(run.report.devices);
+                table::for_each_in_list::<Seen>(
                     &format!("run/{}/seen", run.generation),
                     run.seen_chunks,
-                )?
-                .into_iter()
-                .map(|e| (e.0, e))
-                .collect();
-                let missing = table::load_list(
+                    |e| {
+                        seen.insert(e.0, e);
+                    },
+                )?;
+                let missing: Vec<(String, u32)> = table::load_list(
                     &format!("run/{}/missing", run.generation),
                     run.missing_chunks,
                 )?;
@@ -378,6 +383,7 @@ impl<'a> Sync<'a> {
                     mtd,
                     run,
                     seen,
+                    missing_ids: missing.iter().map(|(id, _)| id.clone()).collect(),
                     missing,
                     budget: Budget::new(),
                 });
@@ -447,6 +453,7 @@ impl<'a> Sync<'a> {
             run,
             seen: HashMap::new(),
             missing: Vec::new(),
+            missing_ids: HashSet::new(),
             budget: Budget::new(),
         })
     }
@@ -499,28 +506,34 @@ impl<'a> Sync<'a> {
     /// whether it was the group's last page.
     fn devices_page(&mut self, list: usize, page: usize) -> Result<bool> {
         let (kind, g) = self.run.lists[list].clone();
+        // The page's devices, taken out of the answer (not copied).
+        let devices = |v: &mut Value| match v.get_mut("Devices").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
         let (items, last) = if kind == "org" {
-            let v = self
+            let mut v = self
                 .uem
                 .get(
                     &format!("/mdm/devices/search?lgid={g}&page={page}&pagesize={PAGE}"),
                     &format!("the devices of group {g}"),
                 )?
                 .unwrap_or(Value::Null);
-            let items = v["Devices"].as_array().cloned().unwrap_or_default();
+            let items = devices(&mut v);
             let total = v["Total"].as_u64().unwrap_or(0) as usize;
             let last = items.len() < PAGE || (page + 1) * PAGE >= total;
             (items, last)
         } else {
-            let v = self
+            let mut v = self
                 .uem
                 .get(
                     &format!("/mdm/smartgroups/{g}/devices"),
                     &format!("the devices of smart group {g}"),
                 )?
                 .unwrap_or(Value::Null);
-            (v["Devices"].as_array().cloned().unwrap_or_default(), true)
+            (devices(&mut v), true)
         };
+        let mut labels: HashMap<u32, BTreeSet<String>> = HashMap::new();
         let mut upserts = Vec::new();
         let mut first = HashSet::new();
         for v in &items {
@@ -537,7 +550,10 @@ impl<'a> Sync<'a> {
                     self.intern(groups)
                 }
             };
-            let mut record = mtd_record(&d, &self.group_labels(set), self.s.import_pii);
+            let groups = labels
+                .entry(set)
+                .or_insert_with(|| self.group_labels(set));
+            let mut record = mtd_record(&d, groups, self.s.import_pii);
             record["id"] = json!(d.id.to_string());
             upserts.push(record);
             let ios = d.os_family == Some(switchyard_uem::OsFamily::IOs);
@@ -549,7 +565,7 @@ impl<'a> Sync<'a> {
             entry.4 = ios.then(|| d.udid.clone());
         }
         for chunk in upserts.chunks(mtd::BULK) {
-            for r in self.mtd.bulk(chunk.to_vec(), &[])? {
+            for r in self.mtd.bulk(chunk, &[])? {
                 let Some(id) = r.id.as_deref().and_then(|i| i.parse::<i64>().ok()) else {
                     continue;
                 };
@@ -590,7 +606,7 @@ impl<'a> Sync<'a> {
             else {
                 // (A page that shifted between invocations may show a
                 // device twice.)
-                if self.missing.iter().all(|(id, _)| *id != m.id) {
+                if self.missing_ids.insert(m.id.clone()) {
                     self.run.report.missing += 1;
                     let count = before.get(&m.id).copied().unwrap_or(0) + 1;
                     self.missing.push((m.id, count));
@@ -660,7 +676,7 @@ impl<'a> Sync<'a> {
             if self.budget.low() {
                 return Ok(false);
             }
-            let results = self.mtd.bulk(Vec::new(), chunk)?;
+            let results = self.mtd.bulk(&[], chunk)?;
             let gone: HashSet<&str> = results
                 .iter()
                 .filter(|r| matches!(r.status, 204 | 404))
@@ -676,6 +692,7 @@ impl<'a> Sync<'a> {
                 ));
             }
             self.missing.retain(|(id, _)| !gone.contains(id.as_str()));
+            self.missing_ids.retain(|id| !gone.contains(id.as_str()));
         }
         Ok(true)
     }
@@ -762,7 +779,7 @@ impl<'a> Sync<'a> {
             .seen
             .values()
             .filter(|e| e.5 & GONE == 0)
-            .map(|e| Dev(e.0, e.3, e.4.clone()));
+            .map(|e| DevRef(e.0, e.3, e.4.as_deref()));
         // Devices that left but still carry a tag this plugin manages
         // (UEM refused to remove it): the next sync tries again.
         let managed: Mask = (0..self.run.names.len())
@@ -884,10 +901,10 @@ fn migrate_v0() -> Result<()> {
         }
     }
     let devs = synced.iter().map(|id| {
-        Dev(
+        DevRef(
             *id,
             masks.get(id).copied().unwrap_or(0),
-            ios.get(id).cloned(),
+            ios.get(id).map(String::as_str),
         )
     });
     let missing: Vec<(String, u32)> = missing.into_iter().collect();

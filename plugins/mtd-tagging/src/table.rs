@@ -34,6 +34,11 @@ pub type Mask = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dev(pub i64, pub Mask, pub Option<String>);
 
+/// A [`Dev`] to be written, borrowing its UDID: a whole fleet's table is
+/// written without copying each device.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DevRef<'a>(pub i64, pub Mask, pub Option<&'a str>);
+
 /// The table's header.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -109,7 +114,7 @@ pub fn load_bucket(generation: u64, b: i64) -> Result<Vec<Dev>> {
 }
 
 /// Rewrites one bucket of generation `generation` in place.
-pub fn save_bucket(generation: u64, b: i64, devs: &[Dev]) -> Result<()> {
+pub fn save_bucket<T: Serialize>(generation: u64, b: i64, devs: &[T]) -> Result<()> {
     storage::set_json(&bucket_key(generation, b), devs)
 }
 
@@ -126,15 +131,15 @@ pub fn for_each_dev(h: &Header, mut f: impl FnMut(Dev) -> Result<()>) -> Result<
 /// Writes a whole new table: the devices, the missing and departed
 /// lists, then the header that makes them current; then deletes the old
 /// generation.
-pub fn save_table(
+pub fn save_table<'a>(
     old: Option<&Header>,
     names: Vec<String>,
-    devs: impl IntoIterator<Item = Dev>,
+    devs: impl IntoIterator<Item = DevRef<'a>>,
     missing: &[(String, u32)],
     departed: &[(i64, Mask)],
 ) -> Result<Header> {
     let generation = old.map_or(1, |h| h.generation + 1);
-    let mut buckets: HashMap<i64, Vec<Dev>> = HashMap::new();
+    let mut buckets: HashMap<i64, Vec<DevRef<'a>>> = HashMap::new();
     for d in devs {
         buckets.entry(bucket_of(d.0)).or_default().push(d);
     }
@@ -193,13 +198,24 @@ pub fn save_list<T: Serialize>(prefix: &str, items: &[T]) -> Result<usize> {
 /// Reads the `chunks` chunks of a list saved by [`save_list`].
 pub fn load_list<T: DeserializeOwned>(prefix: &str, chunks: usize) -> Result<Vec<T>> {
     let mut out = Vec::new();
+    for_each_in_list(prefix, chunks, |item| out.push(item))?;
+    Ok(out)
+}
+
+/// Hands each item of a list saved by [`save_list`] to `f`, one chunk in
+/// memory at a time.
+pub fn for_each_in_list<T: DeserializeOwned>(
+    prefix: &str,
+    chunks: usize,
+    mut f: impl FnMut(T),
+) -> Result<()> {
     for n in 0..chunks {
         let part: Vec<T> = storage::get_json(&format!("{prefix}/{n}"))?.ok_or_else(|| {
             Error::internal(format!("stored list `{prefix}` lacks its chunk {n}"))
         })?;
-        out.extend(part);
+        part.into_iter().for_each(&mut f);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Deletes the chunks of a list.
