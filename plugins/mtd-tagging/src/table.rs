@@ -12,8 +12,6 @@
 //!   values of at most [`CHUNK`] items, for a sync's own state between its
 //!   invocations and for the missing-device counts.
 
-use std::collections::HashMap;
-
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchyard_sdk::{Error, Result, storage};
@@ -139,23 +137,29 @@ pub fn save_table<'a>(
     departed: &[(i64, Mask)],
 ) -> Result<Header> {
     let generation = old.map_or(1, |h| h.generation + 1);
-    let mut buckets: HashMap<i64, Vec<DevRef<'a>>> = HashMap::new();
-    for d in devs {
-        buckets.entry(bucket_of(d.0)).or_default().push(d);
-    }
+    // One list in bucket order (exactly as long as the table), written a
+    // bucket at a time: no list per bucket growing by doubling.
+    let devs = devs.into_iter();
+    let mut devs: Vec<DevRef<'a>> = {
+        let mut v = Vec::with_capacity(devs.size_hint().1.unwrap_or(0));
+        v.extend(devs);
+        v
+    };
+    devs.sort_unstable_by_key(|d| (bucket_of(d.0), d.0));
+    let mut rest = devs.as_slice();
     for b in 0..BUCKETS {
-        match buckets.get_mut(&b) {
-            Some(devs) => {
-                devs.sort_by_key(|d| d.0);
-                save_bucket(generation, b, devs)?;
-            }
+        let n = rest.iter().take_while(|d| bucket_of(d.0) == b).count();
+        let (bucket, after) = rest.split_at(n);
+        rest = after;
+        if bucket.is_empty() {
             // A crashed earlier save may have left this generation's
             // bucket behind.
-            None => {
-                storage::delete(&bucket_key(generation, b))?;
-            }
+            storage::delete(&bucket_key(generation, b))?;
+        } else {
+            save_bucket(generation, b, bucket)?;
         }
     }
+    drop(devs);
     let header = Header {
         generation,
         names,
