@@ -150,10 +150,7 @@ fn fmt(d: Duration) -> String {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
-    // of interest. Either way, run once, quickly if only smoke-testing.
-    let quick =
-        std::env::args().any(|a| a == "--quick") || !std::env::args().any(|a| a == "--bench");
+    let quick = switchyard_tests::bench_is_quick();
     let (rounds, iters) = if quick { (3, 20) } else { (30, 200) };
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -107,14 +107,9 @@ async fn webhook(inst: &Instance) {
 }
 
 fn main() {
-    let quick =
-        std::env::args().any(|a| a == "--quick") || !std::env::args().any(|a| a == "--bench");
+    let quick = switchyard_tests::bench_is_quick();
     let (rounds, iters) = if quick { (3, 5) } else { (15, 40) };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = switchyard_tests::bench_runtime();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let py = dir.path().join("py.wasm");

@@ -82,14 +82,9 @@ impl Native {
 }
 
 fn main() {
-    let quick =
-        std::env::args().any(|a| a == "--quick") || !std::env::args().any(|a| a == "--bench");
+    let quick = switchyard_tests::bench_is_quick();
     let (rounds, iters) = if quick { (3, 5) } else { (20, 50) };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = switchyard_tests::bench_runtime();
     rt.block_on(async move {
         let cfg = UemConfig {
             rate_limit_per_minute: u32::MAX,

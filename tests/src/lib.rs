@@ -290,6 +290,23 @@ async fn token(shared: &Shared, rec: &Recorded) -> Response {
         .into_response()
 }
 
+/// Whether a benchmark of `tests/benches` runs in its short form: under
+/// `cargo test --benches` (which passes no `--bench`, only smoke-testing
+/// it) or with `--quick`; `cargo bench` runs it in full.
+pub fn bench_is_quick() -> bool {
+    std::env::args().any(|a| a == "--quick") || !std::env::args().any(|a| a == "--bench")
+}
+
+/// The runtime a benchmark drives the host from: two workers, as many as
+/// the cores of the machine the figures in the README come from.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the benchmark's tokio runtime")
+}
+
 /// A copy of a component with the patchable slot `marker` (e.g. `SY-ID`,
 /// `SY-VERSION`, `SY-MANIFEST` of the hostile guest) set to `value`.
 ///

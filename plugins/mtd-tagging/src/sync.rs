@@ -550,9 +550,7 @@ impl<'a> Sync<'a> {
                     self.intern(groups)
                 }
             };
-            let groups = labels
-                .entry(set)
-                .or_insert_with(|| self.group_labels(set));
+            let groups = labels.entry(set).or_insert_with(|| self.group_labels(set));
             let mut record = mtd_record(&d, groups, self.s.import_pii);
             record["id"] = json!(d.id.to_string());
             upserts.push(record);
