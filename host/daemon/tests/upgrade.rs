@@ -49,6 +49,18 @@ async fn held_upstream() -> (
     (url, release, arrived)
 }
 
+/// Puts the patched hostile guest, as `notes` `version`, in the plugin
+/// directory (a reload or `plugin upgrade` takes it up).
+fn install_notes(root: &std::path::Path, version: &str) {
+    let dir = root.join("plugins/notes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{version}.wasm")),
+        claiming("notes", version),
+    )
+    .unwrap();
+}
+
 async fn jobs(d: &Daemon, token: &str) -> Vec<Value> {
     let (status, out) = get(d, "/v1/tenants/acme/jobs", Some(token)).await;
     assert_eq!(status, 200, "{out}");
@@ -84,12 +96,7 @@ async fn an_upgrade_drains_running_work_and_loses_nothing() {
         format!("[[instance]]\nid = \"n\"\nplugin = \"notes\"\negress = [\"{upstream}\"]\n");
     let dir = config_dir(server, &[("acme", &tenant)]);
     let root = dir.path();
-    std::fs::create_dir_all(root.join("plugins/notes")).unwrap();
-    std::fs::write(
-        root.join("plugins/notes/1.0.0.wasm"),
-        claiming("notes", "1.0.0"),
-    )
-    .unwrap();
+    install_notes(root, "1.0.0");
     let api = token(root, "acme");
     let op = operator_token(root);
     let d = start(root);
@@ -114,11 +121,7 @@ async fn an_upgrade_drains_running_work_and_loses_nothing() {
     job_in(&d, &api, legacy, "queued").await;
 
     // Install 2.0.0 and move the instance on to it.
-    std::fs::write(
-        root.join("plugins/notes/2.0.0.wasm"),
-        claiming("notes", "2.0.0"),
-    )
-    .unwrap();
+    install_notes(root, "2.0.0");
     let moved = cli(
         &[
             "plugin",
@@ -195,12 +198,7 @@ async fn a_failing_storage_migration_holds_the_instance_without_losing_work() {
     let tenant = "[[instance]]\nid = \"n\"\nplugin = \"notes\"\n";
     let dir = config_dir("data_dir = \"data\"\n", &[("acme", tenant)]);
     let root = dir.path();
-    std::fs::create_dir_all(root.join("plugins/notes")).unwrap();
-    std::fs::write(
-        root.join("plugins/notes/1.0.0.wasm"),
-        claiming("notes", "1.0.0"),
-    )
-    .unwrap();
+    install_notes(root, "1.0.0");
     let api = token(root, "acme");
     let op = operator_token(root);
     let d = start(root);
@@ -215,11 +213,7 @@ async fn a_failing_storage_migration_holds_the_instance_without_losing_work() {
     .await;
     assert_eq!(status, 200, "{out}");
 
-    std::fs::write(
-        root.join("plugins/notes/2.0.0.wasm"),
-        claiming("notes", "2.0.0"),
-    )
-    .unwrap();
+    install_notes(root, "2.0.0");
     cli(
         &[
             "plugin",
