@@ -61,6 +61,23 @@ fn install_notes(root: &std::path::Path, version: &str) {
     .unwrap();
 }
 
+/// Installs notes `version`, moves instance `acme/n` on to it from 1.0.0
+/// (`plugin upgrade`) and reloads the daemon.
+async fn upgrade_to(d: &Daemon, root: &std::path::Path, operator: &str, version: &str) {
+    install_notes(root, version);
+    let config = root.to_str().unwrap();
+    let moved = cli(
+        &["plugin", "upgrade", "--config", config, "acme", "n"],
+        None,
+    );
+    assert!(
+        moved.contains(&format!("acme/n: notes 1.0.0 -> notes {version}")),
+        "{moved}"
+    );
+    let (status, out) = post(d, "/v1/admin/reload", Some(operator), &[], "").await;
+    assert_eq!(status, 200, "{out}");
+}
+
 async fn jobs(d: &Daemon, token: &str) -> Vec<Value> {
     let (status, out) = get(d, "/v1/tenants/acme/jobs", Some(token)).await;
     assert_eq!(status, 200, "{out}");
@@ -121,24 +138,7 @@ async fn an_upgrade_drains_running_work_and_loses_nothing() {
     job_in(&d, &api, legacy, "queued").await;
 
     // Install 2.0.0 and move the instance on to it.
-    install_notes(root, "2.0.0");
-    let moved = cli(
-        &[
-            "plugin",
-            "upgrade",
-            "--config",
-            root.to_str().unwrap(),
-            "acme",
-            "n",
-        ],
-        None,
-    );
-    assert!(
-        moved.contains("acme/n: notes 1.0.0 -> notes 2.0.0"),
-        "{moved}"
-    );
-    let (status, out) = post(&d, "/v1/admin/reload", Some(&op), &[], "").await;
-    assert_eq!(status, 200, "{out}");
+    upgrade_to(&d, root, &op, "2.0.0").await;
 
     // New calls: 2.0.0 at once, with the storage 1.0.0 wrote, after
     // 2.0.0's migration step ran once (its two keys), audited.
@@ -213,20 +213,7 @@ async fn a_failing_storage_migration_holds_the_instance_without_losing_work() {
     .await;
     assert_eq!(status, 200, "{out}");
 
-    install_notes(root, "2.0.0");
-    cli(
-        &[
-            "plugin",
-            "upgrade",
-            "--config",
-            root.to_str().unwrap(),
-            "acme",
-            "n",
-        ],
-        None,
-    );
-    let (status, out) = post(&d, "/v1/admin/reload", Some(&op), &[], "").await;
-    assert_eq!(status, 200, "{out}");
+    upgrade_to(&d, root, &op, "2.0.0").await;
 
     let resp = reqwest::Client::new()
         .post(format!("{}{}", d.base, path("remember")))
