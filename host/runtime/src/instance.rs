@@ -615,11 +615,13 @@ impl Instance {
             })
             .await;
         let duration_ms = inv.report.duration_ms;
+        // The plugin's text goes to the audit log and the status: cut as a
+        // job's summary is.
         let migrated = |summary: String, error: Option<String>| Migrated {
             from: from.clone(),
             to: want.version.clone(),
-            summary,
-            error,
+            summary: switchyard_store::cut_summary(&summary),
+            error: error.as_deref().map(switchyard_store::cut_summary),
             duration_ms,
         };
         let outcome = match inv.result {

@@ -51,7 +51,7 @@ pub use queue::{
 };
 pub use schedule::{
     Fired, InstanceStats, InstanceStore, MAX_SUMMARY_CHARS, PluginLock, RunRecord, Schedule,
-    WantedSchedule,
+    WantedSchedule, cut_summary,
 };
 pub use secrets::{MasterKey, Rewrapped, SecretError, SecretMeta, SecretRows, SecretStore};
 pub use sqlite::SqliteStore;

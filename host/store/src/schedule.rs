@@ -195,7 +195,7 @@ pub(crate) const MAX_ERROR_CHARS: usize = 1000;
 pub const MAX_SUMMARY_CHARS: usize = 2000;
 
 /// `summary`, cut to [`MAX_SUMMARY_CHARS`] (marked with `…` when it was).
-pub(crate) fn cut_summary(summary: &str) -> String {
+pub fn cut_summary(summary: &str) -> String {
     match summary.char_indices().nth(MAX_SUMMARY_CHARS) {
         None => summary.to_owned(),
         Some((at, _)) => format!("{}…", &summary[..at]),
