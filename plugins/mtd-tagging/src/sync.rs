@@ -275,11 +275,28 @@ impl Budget {
     }
 }
 
-/// A device of a sync in progress: id, group set (index into
-/// [`Run::sets`]), wanted and present tags (bits of [`Run::names`]), UDID
-/// of an iOS device, flags ([`GONE`], [`IN_INVENTORY`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Seen(i64, u32, Mask, Mask, Option<String>, u8);
+/// A device of a sync in progress, as [`Sync::seen`] holds it under its
+/// id: wanted and present tags (bits of [`Run::names`]), the UDID of an
+/// iOS device, its group set (index into [`Run::sets`]) and flags
+/// ([`GONE`], [`IN_INVENTORY`]). A sync holds one per device, so it is
+/// kept small: 32 bytes and the UDID.
+#[derive(Debug, Clone)]
+struct Seen {
+    want: Mask,
+    have: Mask,
+    udid: Option<Box<str>>,
+    set: u32,
+    flags: u8,
+}
+
+/// A [`Seen`] as a sync saves it between invocations:
+/// `[id, set, want, have, udid, flags]`.
+#[derive(Deserialize)]
+struct SavedSeen(i64, u32, Mask, Mask, Option<String>, u8);
+
+/// A [`SavedSeen`] to be written, borrowing its UDID.
+#[derive(Serialize)]
+struct SavingSeen<'a>(i64, u32, Mask, Mask, Option<&'a str>, u8);
 
 /// In the last table but no longer in the chosen groups: its tags go.
 const GONE: u8 = 1;
@@ -366,11 +383,21 @@ impl<'a> Sync<'a> {
                 // Chunk by chunk into the map: a whole list beside the map
                 // would double the memory a large fleet needs.
                 let mut seen = HashMap::with_capacity(run.report.devices);
-                table::for_each_in_list::<Seen>(
+                table::for_each_in_list(
                     &format!("run/{}/seen", run.generation),
                     run.seen_chunks,
-                    |e| {
-                        seen.insert(e.0, e);
+                    |SavedSeen(id, set, want, have, udid, flags)| {
+                        let udid = udid.map(String::into_boxed_str);
+                        seen.insert(
+                            id,
+                            Seen {
+                                want,
+                                have,
+                                udid,
+                                set,
+                                flags,
+                            },
+                        );
                     },
                 )?;
                 let missing: Vec<(String, u32)> = table::load_list(
@@ -467,8 +494,12 @@ impl<'a> Sync<'a> {
             self.run.missing_chunks,
         );
         let generation = old.0 + 1;
-        let mut seen: Vec<&Seen> = self.seen.values().collect();
-        seen.sort_by_key(|e| e.0);
+        let mut seen: Vec<SavingSeen> = self
+            .seen
+            .iter()
+            .map(|(id, e)| SavingSeen(*id, e.set, e.want, e.have, e.udid.as_deref(), e.flags))
+            .collect();
+        seen.sort_unstable_by_key(|e| e.0);
         self.run.seen_chunks = table::save_list(&format!("run/{generation}/seen"), &seen)?;
         self.run.missing_chunks =
             table::save_list(&format!("run/{generation}/missing"), &self.missing)?;
@@ -538,7 +569,7 @@ impl<'a> Sync<'a> {
         let mut first = HashSet::new();
         for v in &items {
             let d = Device::from_uem(v)?;
-            let set = match self.seen.get(&d.id).map(|e| e.1) {
+            let set = match self.seen.get(&d.id).map(|e| e.set) {
                 None => {
                     first.insert(d.id);
                     self.intern(vec![list as u16])
@@ -555,12 +586,15 @@ impl<'a> Sync<'a> {
             record["id"] = json!(d.id.to_string());
             upserts.push(record);
             let ios = d.os_family == Some(switchyard_uem::OsFamily::IOs);
-            let entry = self
-                .seen
-                .entry(d.id)
-                .or_insert(Seen(d.id, set, 0, 0, None, 0));
-            entry.1 = set;
-            entry.4 = ios.then(|| d.udid.clone());
+            let entry = self.seen.entry(d.id).or_insert(Seen {
+                want: 0,
+                have: 0,
+                udid: None,
+                set,
+                flags: 0,
+            });
+            entry.set = set;
+            entry.udid = ios.then(|| d.udid.as_str().into());
         }
         for chunk in upserts.chunks(mtd::BULK) {
             for r in self.mtd.bulk(chunk, &[])? {
@@ -627,8 +661,8 @@ impl<'a> Sync<'a> {
                 want |= table::bit_of(&mut self.run.names, &tag)?;
             }
             let e = self.seen.get_mut(&id).expect("checked above");
-            e.2 = want;
-            e.5 |= IN_INVENTORY;
+            e.want = want;
+            e.flags |= IN_INVENTORY;
         }
         Ok(next)
     }
@@ -709,14 +743,15 @@ impl<'a> Sync<'a> {
             for name in h.names_of(mask) {
                 have |= table::bit_of(names, name)?;
             }
-            seen.entry(id).and_modify(|e| e.3 = have).or_insert(Seen(
-                id,
-                u32::MAX,
-                0,
-                have,
-                None,
-                GONE,
-            ));
+            seen.entry(id)
+                .and_modify(|e| e.have = have)
+                .or_insert(Seen {
+                    want: 0,
+                    have,
+                    udid: None,
+                    set: u32::MAX,
+                    flags: GONE,
+                });
             Ok(())
         };
         table::for_each_dev(h, |Dev(id, mask, _)| merge(id, mask))?;
@@ -738,16 +773,16 @@ impl<'a> Sync<'a> {
             for add in [true, false] {
                 let mut todo: Vec<i64> = self
                     .seen
-                    .values()
+                    .iter()
                     // A device the inventory did not show (its pages moved
                     // between invocations) keeps its tags until next time;
                     // one that left loses them.
-                    .filter(|e| e.5 & (IN_INVENTORY | GONE) != 0)
-                    .filter(|e| {
-                        let (want, have) = (e.2 & m != 0, e.3 & m != 0);
+                    .filter(|(_, e)| e.flags & (IN_INVENTORY | GONE) != 0)
+                    .filter(|(_, e)| {
+                        let (want, have) = (e.want & m != 0, e.have & m != 0);
                         if add { want && !have } else { have && !want }
                     })
-                    .map(|e| e.0)
+                    .map(|(id, _)| *id)
                     .collect();
                 todo.sort_unstable();
                 for chunk in todo.chunks(BULK) {
@@ -757,7 +792,7 @@ impl<'a> Sync<'a> {
                     let done = ids.apply(self.s, &self.uem, &name, chunk, add)?;
                     for d in &done {
                         if let Some(e) = self.seen.get_mut(d) {
-                            e.3 = if add { e.3 | m } else { e.3 & !m };
+                            e.have = if add { e.have | m } else { e.have & !m };
                         }
                     }
                     if add {
@@ -775,9 +810,9 @@ impl<'a> Sync<'a> {
     fn finish(mut self, old: Option<&Header>) -> Result<Report> {
         let devs = self
             .seen
-            .values()
-            .filter(|e| e.5 & GONE == 0)
-            .map(|e| DevRef(e.0, e.3, e.4.as_deref()));
+            .iter()
+            .filter(|(_, e)| e.flags & GONE == 0)
+            .map(|(id, e)| DevRef(*id, e.have, e.udid.as_deref()));
         // Devices that left but still carry a tag this plugin manages
         // (UEM refused to remove it): the next sync tries again.
         let managed: Mask = (0..self.run.names.len())
@@ -785,9 +820,9 @@ impl<'a> Sync<'a> {
             .fold(0, |m, bit| m | 1 << bit);
         let mut departed: Vec<(i64, Mask)> = self
             .seen
-            .values()
-            .filter(|e| e.5 & GONE != 0 && e.3 & managed != 0)
-            .map(|e| (e.0, e.3 & managed))
+            .iter()
+            .filter(|(_, e)| e.flags & GONE != 0 && e.have & managed != 0)
+            .map(|(id, e)| (*id, e.have & managed))
             .collect();
         departed.sort_unstable();
         let mut header =
