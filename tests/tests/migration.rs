@@ -94,6 +94,19 @@ fn waited_for(inv: &switchyard_runtime::Invocation<String>, why: &str) -> Durati
     }
 }
 
+/// Waits until `ns`'s storage is recorded as `want`: a call that ran no
+/// step records its version in the background, not before it answers.
+async fn recorded_as(store: &Arc<dyn KvBackend>, ns: &Namespace, want: &StorageVersion) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while store.storage_version(ns).await.unwrap().as_ref() != Some(want) {
+        assert!(
+            std::time::Instant::now() < until,
+            "never recorded as {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A store whose instance `acme/n` holds 1.0.0's data.
 async fn left_by_1_0_0() -> Arc<dyn KvBackend> {
     let store: Arc<dyn KvBackend> = Arc::new(SqliteStore::open_in_memory().unwrap());
@@ -122,10 +135,7 @@ async fn a_new_version_migrates_the_storage_once_before_its_first_call() {
     assert!(inv.result.is_ok(), "{:?}", inv.result);
     assert_eq!(inv.report.migrated, None);
     assert_eq!(stored(&store, "migration-tries").await, None);
-    assert_eq!(
-        store.storage_version(&ns()).await.unwrap(),
-        Some(version("1.0.0"))
-    );
+    recorded_as(&store, &ns(), &version("1.0.0")).await;
 
     // The upgrade: eight first calls at once, one migration before all.
     let new = instance_of(&rt, &v2, &store);
@@ -264,13 +274,11 @@ async fn a_component_without_the_step_records_its_version_and_runs() {
     let inst = instance_with_store(plugin, InstanceSpec::new("acme", "old-1"), store.clone());
     let out = ok(&inst, "ping", json!(1)).await;
     assert_eq!(out["stored"], 42);
-    assert_eq!(
-        store.storage_version(&ns).await.unwrap(),
-        Some(StorageVersion {
-            plugin: "compat-0-1-0".into(),
-            version: "0.1.0".into(),
-        })
-    );
+    let now = StorageVersion {
+        plugin: "compat-0-1-0".into(),
+        version: "0.1.0".into(),
+    };
+    recorded_as(&store, &ns, &now).await;
 }
 
 /// Another daemon's step (its claim in the store) holds this one off: its

@@ -229,9 +229,8 @@ pub struct Instance {
     engine: Engine,
     plugin: Arc<Plugin>,
     ctx: Arc<InstanceCtx>,
-    /// Whether the storage is this version's yet (see `migration`).
-    migration: Arc<crate::migration::Gate>,
-    /// The runtime's gates, told when this build records its version.
+    /// The runtime's gates (see `migration`): this instance's is taken at
+    /// its first call, and the others are told when it records a version.
     gates: Arc<crate::migration::Gates>,
 }
 
@@ -274,9 +273,6 @@ impl Instance {
             spec.limits.quota(),
         )
         .paced_by(budgets.clone());
-        let migration = runtime
-            .migration_gates
-            .get(&spec.tenant, &spec.instance, plugin.digest());
         Ok(Self {
             engine: runtime.engine.clone(),
             plugin,
@@ -291,8 +287,8 @@ impl Instance {
                 budgets,
                 long_runners: runtime.long_runners.handle().clone(),
                 clock: runtime.clock.clone(),
+                migration: std::sync::OnceLock::new(),
             }),
-            migration,
             gates: runtime.migration_gates.clone(),
         })
     }
@@ -430,11 +426,11 @@ impl Instance {
         &self,
         mut opts: CallOptions,
     ) -> Result<(CallOptions, Option<(Report, Migrated)>), Failed> {
-        if self.migration.is_current() {
+        if self.migration_is_current() {
             return Ok((opts, None));
         }
         opts.request_id = request_id(std::mem::take(&mut opts.request_id));
-        let gate = self.migration.clone();
+        let gate = self.gate().clone();
         let failed = gate.state.clone().lock_owned().await;
         if gate.is_current() {
             return Ok((opts, None));
@@ -482,7 +478,7 @@ impl Instance {
                         "migrated the instance's storage"
                     );
                 }
-                self.migration.set_current();
+                self.gate().set_current();
                 *failed = None;
                 return Ok(ran);
             }
@@ -562,7 +558,7 @@ impl Instance {
             .filter(|r| r.plugin == want.plugin)
             .map(|r| r.version.clone());
         let Some(export) = self.plugin.migrate else {
-            return self.record(&want, recorded.as_ref(), from, None).await;
+            return Ok(self.record_later(want, recorded, from));
         };
         // Storage that was never recorded and holds nothing is new: there
         // is nothing to migrate.
@@ -574,9 +570,9 @@ impl Instance {
                 .keys
                 > 0;
         if !holds_data {
-            return self.record(&want, recorded.as_ref(), from, None).await;
+            return Ok(self.record_later(want, recorded, from));
         }
-        let owner = &self.migration.owner;
+        let owner = &self.gate().owner;
         let wall_ms = |d: Duration| {
             i64::try_from((self.ctx.clock.wall() + d).as_millis()).unwrap_or(i64::MAX)
         };
@@ -653,6 +649,38 @@ impl Instance {
         outcome
     }
 
+    /// Records `want` over `recorded` in the background, when no step ran:
+    /// the first call of an instance does not wait for a write. If the
+    /// record fails, the next call checks again.
+    fn record_later(
+        &self,
+        want: switchyard_store::StorageVersion,
+        recorded: Option<switchyard_store::StorageVersion>,
+        from: Option<String>,
+    ) -> Option<(Report, Migrated)> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Err(e) = this.record(&want, recorded.as_ref(), from, None).await else {
+                return;
+            };
+            let why = match e {
+                StepError::Wait { reason, .. } | StepError::Failed { reason, .. } => reason,
+                StepError::Busy(e, _) => e.to_string(),
+            };
+            tracing::warn!(
+                tenant = %this.ctx.tenant,
+                instance = %this.ctx.instance,
+                "recording the storage version: {why}; the next call checks again"
+            );
+            // After the caller marked the storage current (it holds the
+            // gate until then).
+            let gate = this.gate();
+            let _after = gate.state.lock().await;
+            gate.set_stale();
+        });
+        None
+    }
+
     /// Records `want` over `recorded`. Lost to another writer (another
     /// daemon), the storage is current only if that one recorded `want`
     /// too.
@@ -699,6 +727,20 @@ impl Instance {
         }
     }
 
+    /// Whether the storage is known to be this version's: the hot path of
+    /// every call, one load once the instance has been called.
+    fn migration_is_current(&self) -> bool {
+        self.ctx.migration.get().is_some_and(|g| g.is_current())
+    }
+
+    /// This instance's gate, taken from the runtime's at the first call.
+    fn gate(&self) -> &Arc<crate::migration::Gate> {
+        self.ctx.migration.get_or_init(|| {
+            self.gates
+                .get(&self.ctx.tenant, &self.ctx.instance, self.plugin.digest())
+        })
+    }
+
     fn migration_error(&self, f: &crate::migration::Failure, now: Instant) -> InvokeError {
         let manifest = self.plugin.manifest();
         let wait = f.retry_at.saturating_duration_since(now);
@@ -715,10 +757,11 @@ impl Instance {
     /// migration step is failing (for status pages); None otherwise, and
     /// while the step runs.
     pub fn storage_migration_error(&self) -> Option<InvokeError> {
-        if self.migration.is_current() {
+        let gate = self.ctx.migration.get()?;
+        if gate.is_current() {
             return None;
         }
-        let failed = self.migration.state.try_lock().ok()?;
+        let failed = gate.state.try_lock().ok()?;
         let now = self.ctx.clock.now();
         failed.as_ref().map(|f| self.migration_error(f, now))
     }

@@ -116,6 +116,11 @@ impl Gate {
     pub fn set_current(&self) {
         self.current.store(true, Ordering::Release);
     }
+
+    /// The next call checks the store again.
+    pub fn set_stale(&self) {
+        self.current.store(false, Ordering::Release);
+    }
 }
 
 /// The gates of a runtime, by (tenant, instance), then plugin digest; an
@@ -156,7 +161,7 @@ impl Gates {
             if d != digest
                 && let Some(g) = gate.upgrade()
             {
-                g.current.store(false, Ordering::Release);
+                g.set_stale();
             }
         }
     }

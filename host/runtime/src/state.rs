@@ -31,6 +31,10 @@ pub(crate) struct InstanceCtx {
     pub(crate) long_runners: tokio::runtime::Handle,
     /// The runtime's clock; the guest's WASI wall clock follows it.
     pub(crate) clock: crate::clock::Clock,
+    /// Whether the storage is this version's yet (see `migration`): taken
+    /// from the runtime's gates at the first call, so that an instance
+    /// never called costs nothing.
+    pub(crate) migration: std::sync::OnceLock<Arc<crate::migration::Gate>>,
 }
 
 pub(crate) struct StoreState {
