@@ -150,6 +150,17 @@ fn names(list: &[String]) -> String {
 }
 
 impl Entry {
+    /// The instances (`tenant/instance`) whose lock is this version, for
+    /// `plugin list` and `GET /v1/admin/plugins`.
+    pub fn instances_in(&self, locks: &[PluginLock]) -> Vec<String> {
+        let (id, version) = (&self.plugin.manifest().id, self.version.to_string());
+        locks
+            .iter()
+            .filter(|l| &l.plugin == id && l.version == version)
+            .map(|l| format!("{}/{}", l.tenant, l.instance))
+            .collect()
+    }
+
     /// The SHA-256 of the component, hex.
     pub fn digest(&self) -> &str {
         self.plugin.digest()

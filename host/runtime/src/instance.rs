@@ -538,14 +538,7 @@ impl Instance {
             version: manifest.version.clone(),
         };
         let (backend, ns) = self.ctx.storage.scope();
-        let unavailable = |from: Option<String>, doing: &str, e: switchyard_store::StoreError| {
-            tracing::warn!(namespace = %ns, error = %e, "{doing} failed");
-            StepError::Wait {
-                from,
-                reason: format!("{doing} failed; the store is unavailable"),
-                wait: crate::migration::FIRST_RETRY,
-            }
-        };
+        let unavailable = |from, doing: &str, e| store_failed(ns, from, doing, e);
         let recorded = backend
             .storage_version(ns)
             .await
@@ -692,18 +685,10 @@ impl Instance {
         ran: Option<(Report, Migrated)>,
     ) -> Result<Option<(Report, Migrated)>, StepError> {
         let (backend, ns) = self.ctx.storage.scope();
-        let wait = |reason: String| StepError::Wait {
-            from: from.clone(),
-            reason,
-            wait: crate::migration::FIRST_RETRY,
-        };
         let swapped = backend
             .record_storage_version(ns, recorded, want)
             .await
-            .map_err(|e| {
-                tracing::warn!(namespace = %ns, error = %e, "recording the storage version failed");
-                wait("recording the storage version failed; the store is unavailable".into())
-            })?;
+            .map_err(|e| store_failed(ns, from.clone(), "recording the storage version", e))?;
         if swapped {
             self.gates
                 .recorded(&self.ctx.tenant, &self.ctx.instance, self.plugin.digest());
@@ -711,19 +696,18 @@ impl Instance {
         }
         match backend.storage_version(ns).await {
             Ok(Some(now)) if now == *want => Ok(ran),
-            Ok(other) => Err(wait(format!(
-                "another daemon recorded the storage as {} meanwhile",
-                other.map_or("nothing".to_owned(), |v| format!(
-                    "{} {}",
-                    v.plugin, v.version
-                ))
-            ))),
-            Err(e) => {
-                tracing::warn!(namespace = %ns, error = %e, "reading the storage version failed");
-                Err(wait(
-                    "reading the storage version failed; the store is unavailable".into(),
-                ))
-            }
+            Ok(other) => Err(StepError::Wait {
+                from,
+                reason: format!(
+                    "another daemon recorded the storage as {} meanwhile",
+                    other.map_or("nothing".to_owned(), |v| format!(
+                        "{} {}",
+                        v.plugin, v.version
+                    ))
+                ),
+                wait: crate::migration::FIRST_RETRY,
+            }),
+            Err(e) => Err(store_failed(ns, from, "reading the storage version", e)),
         }
     }
 
@@ -908,6 +892,22 @@ enum StepError {
         reason: String,
         report: Report,
     },
+}
+
+/// The store failed while `doing` something for a migration: logged with
+/// the details, and the step waits (not the plugin's failure).
+fn store_failed(
+    ns: &Namespace,
+    from: Option<String>,
+    doing: &str,
+    e: switchyard_store::StoreError,
+) -> StepError {
+    tracing::warn!(namespace = %ns, error = %e, "{doing} failed");
+    StepError::Wait {
+        from,
+        reason: format!("{doing} failed; the store is unavailable"),
+        wait: crate::migration::FIRST_RETRY,
+    }
 }
 
 /// A call that did not run because the storage is not current.

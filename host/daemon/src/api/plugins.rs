@@ -50,11 +50,7 @@ pub async fn list(op: Operator, State(live): State<Arc<Live>>) -> Response {
         .map(|e| {
             let m = e.plugin.manifest();
             let version = e.version.to_string();
-            let instances: Vec<String> = locks
-                .iter()
-                .filter(|l| l.plugin == m.id && l.version == version)
-                .map(|l| format!("{}/{}", l.tenant, l.instance))
-                .collect();
+            let instances = e.instances_in(&locks);
             json!({
                 "id": m.id,
                 "version": version,

@@ -201,11 +201,7 @@ pub(super) async fn list(rt: &Runtime, config: &Path) -> anyhow::Result<()> {
     println!("PLUGIN\tVERSION\tSIGNER\tSOURCE\tINSTANCES");
     for e in catalog.entries() {
         let id = &e.plugin.manifest().id;
-        let users: Vec<String> = locks
-            .iter()
-            .filter(|l| &l.plugin == id && l.version == e.version.to_string())
-            .map(|l| format!("{}/{}", l.tenant, l.instance))
-            .collect();
+        let users = e.instances_in(&locks);
         println!(
             "{id}\t{}\t{}\t{}\t{}",
             e.version,
