@@ -528,3 +528,61 @@ async fn an_ip_entry_opens_no_other_port_through_a_name() {
     assert_eq!(out[0]["outcome"]["status"], 200, "{out}");
     assert_eq!(other.requests_to("/through-the-name").len(), 1);
 }
+
+/// A component loaded while every wasm slot is in use (here, by a call
+/// that waits in a host call) is not judged: the load says the host is
+/// busy, which `POST /v1/admin/plugins` answers with 503 and `Retry-After`,
+/// not that the component is invalid. Once the slot is free it loads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_while_every_slot_is_in_use_is_busy_not_refused() {
+    use switchyard_runtime::{LoadError, RuntimeConfig};
+    let rt = runtime_with(RuntimeConfig {
+        max_concurrent_invocations: 1,
+        ..RuntimeConfig::default()
+    });
+    let up = Recorder::start().await;
+    let hostile = rt
+        .load(&std::fs::read(guests::GUEST_HOSTILE).unwrap())
+        .await
+        .unwrap();
+    let holder = Instance::new(&rt, hostile, spec("holder", &up), memory_store()).unwrap();
+    let input = json!({"url": up.url("/slow?ms=60000")}).to_string();
+    let holding = tokio::spawn(async move {
+        holder
+            .invoke("sleep-in-host", &input, Default::default())
+            .await
+    });
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while up.requests_to("/slow").is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the holder never called out"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The slot is held now: the holder is inside its host call.
+    let echo = std::fs::read(guests::PLUGIN_ECHO).unwrap();
+    let err = rt
+        .load(&echo)
+        .await
+        .err()
+        .expect("a load with no free slot");
+    assert!(matches!(err, LoadError::Busy(_)), "{err}");
+    assert!(err.to_string().contains("try again"), "{err}");
+    holding.abort();
+    assert!(holding.await.unwrap_err().is_cancelled());
+    // Dropping the call gives its slot back.
+    loop {
+        match rt.load(&echo).await {
+            Ok(p) => break assert_eq!(p.manifest().id, "echo"),
+            Err(LoadError::Busy(_)) => {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "the slot never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

@@ -86,7 +86,10 @@ async fn run(n: usize) {
     // a virtual machine whatever waking up after an idle second costs.
     let client = reqwest::Client::new();
     let call = |instance: &str| {
-        let url = format!("{}/v1/tenants/t00001/instances/{instance}/actions/echo", d.base);
+        let url = format!(
+            "{}/v1/tenants/t00001/instances/{instance}/actions/echo",
+            d.base
+        );
         let (client, api) = (&client, &api);
         async move {
             let t = Instant::now();

@@ -42,13 +42,16 @@ pub enum InstallError {
     Conflict(String),
     /// The plugin directory could not be written.
     Io(String),
+    /// The daemon had no wasm slot free to read the release's manifest:
+    /// it was not judged, and the same request may succeed shortly.
+    Busy(String),
 }
 
 impl std::fmt::Display for InstallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Refused(why) => write!(f, "refused: {why}"),
-            Self::Conflict(why) | Self::Io(why) => f.write_str(why),
+            Self::Conflict(why) | Self::Io(why) | Self::Busy(why) => f.write_str(why),
         }
     }
 }
@@ -80,10 +83,16 @@ pub async fn install(
         }
         None => None,
     };
-    let plugin = rt
-        .load(bytes)
-        .await
-        .map_err(|e| Refused(format!("it does not load: {e}")))?;
+    // One install at a time in this process: an install reads the manifest
+    // in one of the few wasm slots kept for that, so installs alone never
+    // take them all from a reload. Across processes (the CLI beside the
+    // daemon) the final step never replaces a component.
+    static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = INSTALLING.lock().await;
+    let plugin = rt.load(bytes).await.map_err(|e| match e {
+        switchyard_runtime::LoadError::Busy(_) => InstallError::Busy(e.to_string()),
+        e => Refused(format!("it does not load: {e}")),
+    })?;
     let m = plugin.manifest();
     if let Some(s) = &signed {
         s.matches(&m.id, &m.version, plugin.world())
@@ -105,10 +114,6 @@ pub async fn install(
     let target = plugin_dir.join(&id).join(format!("{version}.wasm"));
     let (dir, to, bytes) = (plugin_dir.to_owned(), target.clone(), bytes.to_vec());
     let sig = signed.as_ref().map(SignedRelease::to_json);
-    // One install at a time in this process; across processes (the CLI
-    // beside the daemon) the final step never replaces a component.
-    static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _one = INSTALLING.lock().await;
     let placed = tokio::task::spawn_blocking(move || place(&dir, &id, &to, &bytes, sig))
         .await
         .map_err(|e| InstallError::Io(format!("the install task failed: {e}")))??;

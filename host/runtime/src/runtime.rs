@@ -149,6 +149,13 @@ pub enum LoadError {
     /// The compiled-code cache could not be written.
     #[error("compile cache: {0}")]
     Cache(String),
+    /// Every wasm slot was in use, so the manifest could not be read: the
+    /// component was not judged, and loading it again later may succeed.
+    #[error(
+        "no wasm slot was free to read the component's manifest (the host is busy); \
+         try again: {0}"
+    )]
+    Busy(String),
 }
 
 /// A compiled plugin version: compiled once, pre-instantiated, shared by
@@ -464,10 +471,7 @@ impl Runtime {
         let indices = PluginIndices::new(pre.instance_pre())
             .map_err(|e| LoadError::World(format!("{e:#}")))?;
         let migrate = component.get_export_index(None, crate::migration::EXPORT);
-        let manifest = self
-            .read_manifest(&component)
-            .await
-            .map_err(LoadError::Manifest)?;
+        let manifest = self.read_manifest(&component).await?;
         let schemas = crate::schema::compile(&manifest).map_err(LoadError::Manifest)?;
         Ok(Arc::new(Plugin {
             pre,
@@ -484,14 +488,15 @@ impl Runtime {
     /// Calls `manifest()` in a Store that grants nothing, with a short
     /// deadline: it runs once per plugin version before any tenant uses it,
     /// so it must neither call an import nor hold up start-up.
-    async fn read_manifest(&self, component: &Component) -> Result<Manifest, String> {
+    async fn read_manifest(&self, component: &Component) -> Result<Manifest, LoadError> {
+        let refused = LoadError::Manifest;
         let mut linker = self.manifest_linker.clone();
         stub_switchyard_imports(&mut linker, component, &self.engine)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| refused(format!("{e:#}")))?;
         let pre = linker
             .instantiate_pre(component)
             .and_then(PluginPre::new)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| refused(format!("{e:#}")))?;
         let limits = Limits {
             deadline: MANIFEST_DEADLINE,
             ..Limits::default()
@@ -549,21 +554,21 @@ impl Runtime {
             wasmtime::Result::<_>::Ok((manifest, schema))
         };
         let too_slow = || {
-            format!(
+            refused(format!(
                 "manifest() and settings-schema() did not return within {} ms; they must only \
                  describe the plugin",
                 MANIFEST_DEADLINE.as_millis()
-            )
+            ))
         };
         let (manifest, schema) = match tokio::time::timeout(MANIFEST_DEADLINE, run).await {
             Err(_) => return Err(too_slow()),
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 if let Some(import) = called_import(&e) {
-                    return Err(format!(
+                    return Err(refused(format!(
                         "{phase} called the host import `{import}`; it must not call any \
                          import (it runs once per plugin version, for no tenant)"
-                    ));
+                    )));
                 }
                 let err = crate::error::classify_error(
                     e,
@@ -574,11 +579,12 @@ impl Runtime {
                 );
                 return Err(match err {
                     crate::error::InvokeError::Deadline(_) => too_slow(),
-                    other => format!("{phase} failed: {other}"),
+                    crate::error::InvokeError::Busy(why) => LoadError::Busy(why),
+                    other => refused(format!("{phase} failed: {other}")),
                 });
             }
         };
-        Manifest::from_wit(manifest, schema)
+        Manifest::from_wit(manifest, schema).map_err(refused)
     }
 
     fn cache_path(&self, digest: &str) -> Option<PathBuf> {

@@ -92,7 +92,9 @@ pub async fn list(op: Operator, State(live): State<Arc<Live>>) -> Response {
 /// it is signed. The release is checked as the daemon will load it, then
 /// written to `<plugin_dir>/<id>/<version>.wasm`: 201, or 200 when exactly
 /// these bytes were installed already; 422 when it is refused, 409 when
-/// the version is installed with other bytes. A reload serves it.
+/// the version is installed with other bytes, 503 `busy` (with
+/// `Retry-After`) when no wasm slot was free to read its manifest. A
+/// reload serves it.
 pub async fn install(
     op: Operator,
     State(live): State<Arc<Live>>,
@@ -165,6 +167,11 @@ pub async fn install(
         }
         Err(e @ InstallError::Refused(_)) => refused(e.to_string()),
         Err(InstallError::Conflict(why)) => error(StatusCode::CONFLICT, "conflict", why, rid),
+        Err(InstallError::Busy(why)) => {
+            crate::errors::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why, rid)
+                .retry_after(1)
+                .into_response()
+        }
         Err(InstallError::Io(why)) => {
             tracing::error!(error = %why, "installing a plugin release");
             error(
