@@ -370,3 +370,60 @@ async fn a_caller_that_goes_away_does_not_stop_the_step() {
     assert!(inv.result.is_ok(), "{:?}", inv.result);
     assert_eq!(inv.report.migrated, None);
 }
+
+/// Another daemon records the storage version while this one's step runs
+/// (its claim had run out, say): the step's compare-and-set loses, and
+/// what was recorded decides. The same version: the call goes on, the step
+/// having run. Another version: the call fails and is tried again after
+/// the first backoff, and what the other daemon recorded stands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_that_loses_the_record_goes_by_what_was_recorded() {
+    for (other, same) in [("2.0.0", true), ("3.0.0", false)] {
+        let rt = runtime_with(RuntimeConfig::default());
+        let up = Recorder::start().await;
+        let store = left_by_1_0_0().await;
+        store
+            .set(
+                &ns(),
+                "migration-url",
+                up.url("/slow?ms=1000").as_bytes(),
+                &Quota::default(),
+            )
+            .await
+            .unwrap();
+        let inst = reaching(&rt, &notes(&rt, "2.0.0").await, &store, &[up.origin()]);
+        let caller = {
+            let inst = inst.clone();
+            tokio::spawn(async move { remember(&inst, "http://upstream.test/").await })
+        };
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while up.requests_to("/slow").is_empty() {
+            assert!(std::time::Instant::now() < until, "the step never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The step is waiting for its upstream: the other daemon records.
+        assert!(
+            store
+                .record_storage_version(&ns(), Some(&version("1.0.0")), &version(other))
+                .await
+                .unwrap()
+        );
+        let inv = caller.await.unwrap();
+        assert_eq!(stored(&store, "migration-tries").await, Some(json!(1)));
+        if same {
+            assert!(inv.result.is_ok(), "{other}: {:?}", inv.result);
+            let ran = inv.report.migrated.as_ref().expect("the step ran");
+            assert_eq!(ran.to, "2.0.0");
+        } else {
+            let wait = waited_for(
+                &inv,
+                "another daemon recorded the storage as notes 3.0.0 meanwhile",
+            );
+            assert_eq!(wait, Duration::from_secs(5));
+        }
+        assert_eq!(
+            store.storage_version(&ns()).await.unwrap(),
+            Some(version(other))
+        );
+    }
+}
