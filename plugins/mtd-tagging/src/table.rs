@@ -191,9 +191,19 @@ pub fn load_departed(h: &Header) -> Result<Vec<(i64, Mask)>> {
 /// returns how many chunks. Whoever records that number (in a value
 /// written after) makes the list current.
 pub fn save_list<T: Serialize>(prefix: &str, items: &[T]) -> Result<usize> {
+    save_chunks(prefix, items.chunks(CHUNK))
+}
+
+/// [`save_list`] of a list handed over a chunk (of at most [`CHUNK`]
+/// items) at a time, so that a list made from another structure is never
+/// whole in memory beside it.
+pub fn save_chunks<C: Serialize>(
+    prefix: &str,
+    chunks: impl IntoIterator<Item = C>,
+) -> Result<usize> {
     let mut n = 0;
-    for chunk in items.chunks(CHUNK) {
-        storage::set_json(&format!("{prefix}/{n}"), chunk)?;
+    for chunk in chunks {
+        storage::set_json(&format!("{prefix}/{n}"), &chunk)?;
         n += 1;
     }
     Ok(n)
