@@ -333,14 +333,22 @@ async fn another_daemons_step_holds_this_one_off_without_counting_a_failure() {
     );
 }
 
-/// A caller that goes away while the step runs (a client that hangs up)
-/// does not stop it half-way: it finishes, once, and is recorded.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_caller_that_goes_away_does_not_stop_the_step() {
+/// 2.0.0 over 1.0.0's data, with a call whose migration step is inside
+/// its request to an upstream that answers after `slow_ms`.
+struct Underway {
+    store: Arc<dyn KvBackend>,
+    inst: Instance,
+    caller: tokio::task::JoinHandle<switchyard_runtime::Invocation<String>>,
+    /// Kept for as long as the step may run.
+    _rt: Runtime,
+    _up: Recorder,
+}
+
+async fn step_underway(slow_ms: u64) -> Underway {
     let rt = runtime_with(RuntimeConfig::default());
     let up = Recorder::start().await;
     let store = left_by_1_0_0().await;
-    let slow = up.url("/slow?ms=1500");
+    let slow = up.url(&format!("/slow?ms={slow_ms}"));
     store
         .set(&ns(), "migration-url", slow.as_bytes(), &Quota::default())
         .await
@@ -355,6 +363,26 @@ async fn a_caller_that_goes_away_does_not_stop_the_step() {
         assert!(std::time::Instant::now() < until, "the step never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    Underway {
+        store,
+        inst,
+        caller,
+        _rt: rt,
+        _up: up,
+    }
+}
+
+/// A caller that goes away while the step runs (a client that hangs up)
+/// does not stop it half-way: it finishes, once, and is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_goes_away_does_not_stop_the_step() {
+    let Underway {
+        store,
+        inst,
+        caller,
+        ..
+    } = step_underway(1500).await;
+    let until = std::time::Instant::now() + Duration::from_secs(30);
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());
     while store.storage_version(&ns()).await.unwrap() != Some(version("2.0.0")) {
@@ -379,28 +407,7 @@ async fn a_caller_that_goes_away_does_not_stop_the_step() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_step_that_loses_the_record_goes_by_what_was_recorded() {
     for (other, same) in [("2.0.0", true), ("3.0.0", false)] {
-        let rt = runtime_with(RuntimeConfig::default());
-        let up = Recorder::start().await;
-        let store = left_by_1_0_0().await;
-        store
-            .set(
-                &ns(),
-                "migration-url",
-                up.url("/slow?ms=1000").as_bytes(),
-                &Quota::default(),
-            )
-            .await
-            .unwrap();
-        let inst = reaching(&rt, &notes(&rt, "2.0.0").await, &store, &[up.origin()]);
-        let caller = {
-            let inst = inst.clone();
-            tokio::spawn(async move { remember(&inst, "http://upstream.test/").await })
-        };
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        while up.requests_to("/slow").is_empty() {
-            assert!(std::time::Instant::now() < until, "the step never started");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let Underway { store, caller, .. } = step_underway(1000).await;
         // The step is waiting for its upstream: the other daemon records.
         assert!(
             store
