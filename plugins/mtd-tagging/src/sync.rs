@@ -815,11 +815,17 @@ impl<'a> Sync<'a> {
 
     /// Saves the new table and the report, and forgets the run.
     fn finish(mut self, old: Option<&Header>) -> Result<Report> {
-        let devs = self
+        let ids: Vec<i64> = self
             .seen
             .iter()
             .filter(|(_, e)| e.flags & GONE == 0)
-            .map(|(id, e)| DevRef(*id, e.have, e.udid.as_deref()));
+            .map(|(id, _)| *id)
+            .collect();
+        let seen = &self.seen;
+        let dev = |id| {
+            let e = &seen[&id];
+            DevRef(id, e.have, e.udid.as_deref())
+        };
         // Devices that left but still carry a tag this plugin manages
         // (UEM refused to remove it): the next sync tries again.
         let managed: Mask = (0..self.run.names.len())
@@ -832,8 +838,14 @@ impl<'a> Sync<'a> {
             .map(|(id, e)| (*id, e.have & managed))
             .collect();
         departed.sort_unstable();
-        let mut header =
-            table::save_table(old, self.run.names.clone(), devs, &self.missing, &departed)?;
+        let mut header = table::save_table(
+            old,
+            self.run.names.clone(),
+            ids,
+            dev,
+            &self.missing,
+            &departed,
+        )?;
         let report = wrap_up(&mut self.run)?;
         // Notices that came while the sync ran, for devices it synced.
         let uem = &self.uem;
@@ -940,20 +952,27 @@ fn migrate_v0() -> Result<()> {
             *masks.entry(*d).or_default() |= bit;
         }
     }
-    let devs = synced.iter().map(|id| {
+    let dev = |id| {
         DevRef(
-            *id,
-            masks.get(id).copied().unwrap_or(0),
-            ios.get(id).map(String::as_str),
+            id,
+            masks.get(&id).copied().unwrap_or(0),
+            ios.get(&id).map(String::as_str),
         )
-    });
+    };
     let missing: Vec<(String, u32)> = missing.into_iter().collect();
     // Notices first (a crash before the table is saved migrates again;
     // one after never loses them), without replacing newer ones.
     for (device, p) in pending {
         keep(&device, &p, "migrated")?;
     }
-    table::save_table(None, names, devs, &missing, &[])?;
+    table::save_table(
+        None,
+        names,
+        synced.iter().copied().collect(),
+        dev,
+        &missing,
+        &[],
+    )?;
     for key in ["synced", "tags", "ios", "missing", "pending"] {
         storage::delete(key)?;
     }

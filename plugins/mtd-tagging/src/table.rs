@@ -126,29 +126,24 @@ pub fn for_each_dev(h: &Header, mut f: impl FnMut(Dev) -> Result<()>) -> Result<
     Ok(())
 }
 
-/// Writes a whole new table: the devices, the missing and departed
-/// lists, then the header that makes them current; then deletes the old
-/// generation.
+/// Writes a whole new table: the devices (`ids`, each one's row made by
+/// `dev`), the missing and departed lists, then the header that makes them
+/// current; then deletes the old generation.
 pub fn save_table<'a>(
     old: Option<&Header>,
     names: Vec<String>,
-    devs: impl IntoIterator<Item = DevRef<'a>>,
+    mut ids: Vec<i64>,
+    dev: impl Fn(i64) -> DevRef<'a>,
     missing: &[(String, u32)],
     departed: &[(i64, Mask)],
 ) -> Result<Header> {
     let generation = old.map_or(1, |h| h.generation + 1);
-    // One list in bucket order (exactly as long as the table), written a
-    // bucket at a time: no list per bucket growing by doubling.
-    let devs = devs.into_iter();
-    let mut devs: Vec<DevRef<'a>> = {
-        let mut v = Vec::with_capacity(devs.size_hint().1.unwrap_or(0));
-        v.extend(devs);
-        v
-    };
-    devs.sort_unstable_by_key(|d| (bucket_of(d.0), d.0));
-    let mut rest = devs.as_slice();
+    // Only the ids are sorted into bucket order beside the caller's map
+    // (8 bytes a device); each bucket's rows are made as it is written.
+    ids.sort_unstable_by_key(|&id| (bucket_of(id), id));
+    let mut rest = ids.as_slice();
     for b in 0..BUCKETS {
-        let n = rest.iter().take_while(|d| bucket_of(d.0) == b).count();
+        let n = rest.iter().take_while(|&&id| bucket_of(id) == b).count();
         let (bucket, after) = rest.split_at(n);
         rest = after;
         if bucket.is_empty() {
@@ -156,10 +151,11 @@ pub fn save_table<'a>(
             // bucket behind.
             storage::delete(&bucket_key(generation, b))?;
         } else {
-            save_bucket(generation, b, bucket)?;
+            let rows: Vec<DevRef<'a>> = bucket.iter().map(|&id| dev(id)).collect();
+            save_bucket(generation, b, &rows)?;
         }
     }
-    drop(devs);
+    drop(ids);
     let header = Header {
         generation,
         names,
