@@ -586,3 +586,31 @@ async fn a_load_while_every_slot_is_in_use_is_busy_not_refused() {
         }
     }
 }
+
+/// Each call's report says how large its linear memory grew: a bomb stops
+/// within a step (1 MiB) of the instance's limit and never past it; echo
+/// stays far below.
+#[tokio::test]
+async fn a_call_reports_how_large_its_memory_grew() {
+    let up = Recorder::start().await;
+    let limit = spec("bomber", &up).limits.memory_bytes as u64;
+    let echo = instance(
+        load(guests::PLUGIN_ECHO).await,
+        InstanceSpec::new("quiet", "echo"),
+    );
+    let small = echo.invoke("echo", "{}", Default::default()).await;
+    assert!(small.result.is_ok(), "{:?}", small.result);
+    let bomber = hostile_instance("bomber", &up, memory_store()).await;
+    let bomb = bomber.invoke("memory-bomb", "{}", Default::default()).await;
+    assert!(
+        matches!(bomb.result, Err(InvokeError::LimitExceeded(_))),
+        "{:?}",
+        bomb.result
+    );
+    let (small, big) = (small.report.memory_bytes, bomb.report.memory_bytes);
+    assert!(small > 0 && small < limit / 4, "echo: {small}");
+    assert!(
+        big <= limit && big > limit - (2 << 20),
+        "bomb: {big} of {limit}"
+    );
+}

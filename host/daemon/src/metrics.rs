@@ -50,6 +50,7 @@ pub struct Metrics {
     released: Family<Instance, Counter>,
     deliveries: Family<Delivery, Counter>,
     logs_dropped: Family<Instance, Counter>,
+    memory: Family<Instance, Gauge>,
     leases: Counter,
     scheduler_passes: Counter,
     plugin_files_refused: Gauge,
@@ -85,6 +86,7 @@ impl Default for Metrics {
         let released = Family::<Instance, Counter>::default();
         let deliveries = Family::<Delivery, Counter>::default();
         let logs_dropped = Family::<Instance, Counter>::default();
+        let memory = Family::<Instance, Gauge>::default();
         let leases = Counter::default();
         let scheduler_passes = Counter::default();
         let plugin_files_refused = Gauge::default();
@@ -129,6 +131,12 @@ impl Default for Metrics {
             "plugin_log_records_dropped",
             "Plugin log records dropped: over an invocation's budget or the tenant's rate",
             logs_dropped.clone(),
+        );
+        registry.register(
+            "instance_memory_bytes",
+            "Size the largest linear memory of the instance's last invocation reached (bytes; \
+             the instance's memory limit bounds it)",
+            memory.clone(),
         );
         registry.register(
             "worker_leases",
@@ -179,6 +187,7 @@ impl Default for Metrics {
             released,
             deliveries,
             logs_dropped,
+            memory,
             leases,
             scheduler_passes,
         }
@@ -204,6 +213,15 @@ impl Metrics {
                 plugin: plugin.into(),
             })
             .observe(report.duration.as_secs_f64());
+        // A call that never instantiated (no wasm slot) says nothing of it.
+        if report.memory_bytes > 0 {
+            self.memory
+                .get_or_create(&Instance {
+                    tenant: tenant.into(),
+                    instance: instance.into(),
+                })
+                .set(i64::try_from(report.memory_bytes).unwrap_or(i64::MAX));
+        }
         if report.logs_dropped > 0 {
             self.logs_dropped
                 .get_or_create(&Instance {

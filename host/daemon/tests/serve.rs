@@ -221,6 +221,17 @@ async fn actions_are_authenticated_role_checked_and_audited() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+    // How large the instance's memory grew in its last call: some, and
+    // within the default 64 MiB limit.
+    let memory: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"switchyard_instance_memory_bytes{tenant="acme",instance="echo-1"} "#)
+        })
+        .unwrap_or_else(|| panic!("no memory gauge for acme/echo-1 in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!((1..=64 << 20).contains(&memory), "{memory}");
 }
 
 /// Issue 14: the log level and format are settable by flag or environment;

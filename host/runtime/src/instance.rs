@@ -136,6 +136,10 @@ pub struct Report {
     /// When a job asked to run again (`invocation.run-again`): after this
     /// many seconds (at most [`crate::invocation::MAX_RUN_AGAIN_SECS`]).
     pub run_again_secs: Option<u32>,
+    /// The size the call's largest linear memory reached, in bytes (its
+    /// initial size included): how close the plugin came to the memory
+    /// limit.
+    pub memory_bytes: u64,
     /// The storage migration step this call waited for, when it ran one
     /// (its egress and log records come first in this report's).
     pub migrated: Option<Migrated>,
@@ -841,7 +845,8 @@ impl Instance {
                 Ok(Ok(Err(e))) => Err(InvokeError::Plugin(e.into())),
                 Ok(Err(e)) => Err(classify(e, &store, &stderr, limits.deadline)),
             };
-            let call = store.into_data().call;
+            let data = store.into_data();
+            let (call, memory_bytes) = (data.call, data.limiter.memory_peak as u64);
             Invocation {
                 result,
                 report: Report {
@@ -855,6 +860,7 @@ impl Instance {
                     progress: call.progress,
                     retry: call.retry,
                     run_again_secs: call.run_again,
+                    memory_bytes,
                     migrated: None,
                 },
             }

@@ -229,6 +229,8 @@ pub(crate) struct Limiter {
     memory_bytes: usize,
     table_elements: usize,
     pub(crate) exceeded: Option<String>,
+    /// The size the largest linear memory was allowed to reach, in bytes.
+    pub(crate) memory_peak: usize,
     /// The tenant's memory growth budget (not for `manifest()`).
     growth: Option<std::sync::Arc<TenantBudgets>>,
 }
@@ -239,6 +241,7 @@ impl Limiter {
             memory_bytes: limits.memory_bytes,
             table_elements: limits.table_elements,
             exceeded: None,
+            memory_peak: 0,
             growth: None,
         }
     }
@@ -313,6 +316,7 @@ impl wasmtime::ResourceLimiter for Limiter {
                 self.memory_bytes
             ));
         }
+        self.memory_peak = self.memory_peak.max(desired);
         Ok(true)
     }
 
