@@ -13,8 +13,8 @@
 //!
 //! Prints both times, their ratio, the number of invocations, and the
 //! daemon's peak resident memory during the sync (VmHWM, reset after a
-//! warm-up), and at the end how the peak grew from the smallest fleet to
-//! the largest.
+//! warm-up) with the most linear memory the plugin grew to, and at the end
+//! how the peak grew from the smallest fleet to the largest.
 //!
 //! ```text
 //! cargo bench -p switchyard --bench mtd_sync            # DEVICES=10000,100000
@@ -209,6 +209,8 @@ struct Figures {
     plugin: f64,
     runs: u64,
     peak_kib: u64,
+    /// The most linear memory a call of the instance grew to.
+    guest_bytes: u64,
 }
 
 async fn run(n: usize) -> Figures {
@@ -326,6 +328,19 @@ key = "secret:mtd-key"
     };
     let plugin = t.elapsed().as_secs_f64();
     let peak = peak_kib(pid);
+    let metrics = reqwest::get(format!("{}/metrics", d.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let guest_bytes = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"switchyard_instance_memory_bytes{tenant="acme",instance="mtd"} "#)
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no memory gauge for acme/mtd in\n{metrics}"));
     assert_eq!(report["devices"], n, "{report}");
     assert_eq!(mtd.devices().len(), n);
     let tagged = uem
@@ -340,6 +355,7 @@ key = "secret:mtd-key"
         plugin,
         runs: report["runs"].as_u64().unwrap_or(0),
         peak_kib: peak,
+        guest_bytes,
     }
 }
 
@@ -354,13 +370,14 @@ async fn main() {
     for n in ns {
         let f = run(n).await;
         println!(
-            "{:>7} devices in {GROUPS} groups: native {:>6.2} s, plugin {:>6.2} s (ratio {:.2}, {} invocations); daemon peak RSS during the sync {} MiB",
+            "{:>7} devices in {GROUPS} groups: native {:>6.2} s, plugin {:>6.2} s (ratio {:.2}, {} invocations); daemon peak RSS during the sync {} MiB, the plugin's linear memory up to {:.1} MiB",
             f.devices,
             f.native,
             f.plugin,
             f.plugin / f.native,
             f.runs,
             f.peak_kib / 1024,
+            f.guest_bytes as f64 / f64::from(1 << 20),
         );
         all.push(f);
     }

@@ -134,8 +134,8 @@ impl Default for Metrics {
         );
         registry.register(
             "instance_memory_bytes",
-            "Size the largest linear memory of the instance's last invocation reached (bytes; \
-             the instance's memory limit bounds it)",
+            "The most linear memory any invocation of the instance grew to since the daemon \
+             started (bytes; the instance's memory limit bounds it)",
             memory.clone(),
         );
         registry.register(
@@ -220,7 +220,11 @@ impl Metrics {
                     tenant: tenant.into(),
                     instance: instance.into(),
                 })
-                .set(i64::try_from(report.memory_bytes).unwrap_or(i64::MAX));
+                .inner()
+                .fetch_max(
+                    i64::try_from(report.memory_bytes).unwrap_or(i64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
         }
         if report.logs_dropped > 0 {
             self.logs_dropped
@@ -389,6 +393,31 @@ mod tests {
         // Sub-millisecond calls still add up (seconds as floats).
         assert!(
             text.contains(r#"switchyard_invocation_duration_seconds_sum{tenant="acme",instance="echo-1",plugin="echo"} 0.0003"#),
+            "{text}"
+        );
+    }
+
+    /// The memory gauge keeps the most any call reached: a smaller call
+    /// after a larger one does not lower it, and a call that never ran
+    /// (0 bytes) leaves no series.
+    #[test]
+    fn the_memory_gauge_is_a_high_water_mark() {
+        let m = Metrics::default();
+        let call = |tenant: &str, memory_bytes| {
+            let report = switchyard_runtime::Report {
+                memory_bytes,
+                ..Default::default()
+            };
+            m.record(tenant, "i", "echo", "action", "ok", &report);
+        };
+        call("acme", 10 << 20);
+        call("acme", 1 << 20);
+        call("idle", 0);
+        let text = m.render();
+        let line = r#"switchyard_instance_memory_bytes{tenant="acme",instance="i"} 10485760"#;
+        assert!(text.contains(line), "{text}");
+        assert!(
+            !text.contains(r#"switchyard_instance_memory_bytes{tenant="idle""#),
             "{text}"
         );
     }

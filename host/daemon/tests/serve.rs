@@ -221,7 +221,7 @@ async fn actions_are_authenticated_role_checked_and_audited() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
-    // How large the instance's memory grew in its last call: some, and
+    // The most linear memory the instance's calls grew to: some, and
     // within the default 64 MiB limit.
     let memory: u64 = metrics
         .lines()
