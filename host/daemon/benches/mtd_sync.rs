@@ -328,19 +328,12 @@ key = "secret:mtd-key"
     };
     let plugin = t.elapsed().as_secs_f64();
     let peak = peak_kib(pid);
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let guest_bytes = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(r#"switchyard_instance_memory_bytes{tenant="acme",instance="mtd"} "#)
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no memory gauge for acme/mtd in\n{metrics}"));
+    let guest_bytes = metric(
+        &d,
+        r#"switchyard_instance_memory_bytes{tenant="acme",instance="mtd"}"#,
+    )
+    .await as u64;
+    assert!(guest_bytes > 0, "no memory gauge for acme/mtd");
     assert_eq!(report["devices"], n, "{report}");
     assert_eq!(mtd.devices().len(), n);
     let tagged = uem

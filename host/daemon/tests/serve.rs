@@ -223,14 +223,11 @@ async fn actions_are_authenticated_role_checked_and_audited() {
     }
     // The most linear memory the instance's calls grew to: some, and
     // within the default 64 MiB limit.
-    let memory: u64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(r#"switchyard_instance_memory_bytes{tenant="acme",instance="echo-1"} "#)
-        })
-        .unwrap_or_else(|| panic!("no memory gauge for acme/echo-1 in\n{metrics}"))
-        .parse()
-        .unwrap();
+    let memory = metric(
+        &d,
+        r#"switchyard_instance_memory_bytes{tenant="acme",instance="echo-1"}"#,
+    )
+    .await as u64;
     assert!((1..=64 << 20).contains(&memory), "{memory}");
 }
 
