@@ -159,6 +159,7 @@ impl Report {
         logs.append(&mut self.logs);
         self.logs = logs;
         self.logs_dropped += first.logs_dropped;
+        self.memory_bytes = self.memory_bytes.max(first.memory_bytes);
         self.migrated = Some(migrated);
         self
     }
