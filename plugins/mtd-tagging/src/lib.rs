@@ -186,27 +186,23 @@ impl Plugin for MtdTagging {
                 lease.release()?;
                 result
             }
-            // A sync that goes on across invocations applies the notice
-            // when it finishes: kept for it, rather than retried behind
-            // it. If the sync finished meanwhile (or this is a one-run
-            // sync), the notice is tried again once the lock is free.
+            // The sync that holds the lock applies the notice when it
+            // finishes: kept for it. A sync that goes on across
+            // invocations then answers for it; otherwise (a one-run sync,
+            // or one finishing now, which may have read its notices
+            // already) the notice is also tried again once the lock is
+            // free, and applying it twice changes nothing.
             Err(left) => {
-                let kept = if sync::in_progress()? {
-                    Some(sync::keep_while_busy(device, &notice)?)
-                } else {
-                    None
-                };
-                match kept {
-                    Some(kept) if sync::in_progress()? => Ok(kept),
-                    _ => {
-                        return Err(Error::Upstream {
-                            status: None,
-                            message: "a device sync holds the lock".into(),
-                            retry_after_secs: Some(left.as_secs().clamp(1, 60) as u32),
-                        }
-                        .transient());
+                let kept = sync::keep_while_busy(device, &notice)?;
+                if !sync::in_progress()? {
+                    return Err(Error::Upstream {
+                        status: None,
+                        message: "a device sync holds the lock".into(),
+                        retry_after_secs: Some(left.as_secs().clamp(1, 60) as u32),
                     }
+                    .transient());
                 }
+                Ok(kept)
             }
         };
         Ok(WebhookResponse {

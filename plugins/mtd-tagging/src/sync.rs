@@ -850,33 +850,45 @@ impl<'a> Sync<'a> {
         // Notices that came while the sync ran, for devices it synced.
         let uem = &self.uem;
         // (Listed after the run was dropped: a notice kept because the run
-        // was there is listed here; one that came later is applied by its
-        // webhook.) Moving a device's tags takes a request or two.
-        let listed = storage::list("pending/")?;
-        for (i, key) in listed.iter().enumerate() {
-            if invocation::remaining_requests() < 4 {
-                log::warn(format!(
-                    "{} risk notices wait for the next sync: this run's request budget is spent",
-                    listed.len() - i
-                ));
-                break;
-            }
-            let Some(raw) = storage::get(key)? else {
-                continue;
-            };
-            let Ok(p) = serde_json::from_slice::<Value>(&raw) else {
-                continue;
-            };
-            let device = &key["pending/".len()..];
-            // The sync is done: one notice's trouble is logged and the
-            // notice stays for the next sync or notice.
-            match apply_notice(self.s, uem, &mut header, device, &p) {
-                Ok(Some(message)) => {
-                    storage::compare_and_swap(key, Some(&raw), None)?;
-                    log::info(message);
+        // was there is listed here. A webhook that finds the lock held
+        // keeps its notice too, so the list is read again until it has
+        // nothing new; one kept after that is applied by its webhook's
+        // retry.) Moving a device's tags takes a request or two.
+        let mut tried: HashMap<String, Vec<u8>> = HashMap::new();
+        'passes: loop {
+            let mut fresh = 0;
+            for key in storage::list("pending/")? {
+                let Some(raw) = storage::get(&key)? else {
+                    continue;
+                };
+                if tried.get(&key) == Some(&raw) {
+                    continue;
                 }
-                Ok(None) => {}
-                Err(e) => log::warn(format!("risk notice for device {device}: {e}")),
+                if invocation::remaining_requests() < 4 {
+                    log::warn(
+                        "risk notices wait for the next sync: this run's request budget is spent",
+                    );
+                    break 'passes;
+                }
+                fresh += 1;
+                tried.insert(key.clone(), raw.clone());
+                let Ok(p) = serde_json::from_slice::<Value>(&raw) else {
+                    continue;
+                };
+                let device = &key["pending/".len()..];
+                // The sync is done: one notice's trouble is logged and the
+                // notice stays for the next sync or notice.
+                match apply_notice(self.s, uem, &mut header, device, &p) {
+                    Ok(Some(message)) => {
+                        storage::compare_and_swap(&key, Some(&raw), None)?;
+                        log::info(message);
+                    }
+                    Ok(None) => {}
+                    Err(e) => log::warn(format!("risk notice for device {device}: {e}")),
+                }
+            }
+            if fresh == 0 {
+                break;
             }
         }
         Ok(report)
