@@ -857,17 +857,19 @@ impl<'a> Sync<'a> {
         let mut tried: HashMap<String, Vec<u8>> = HashMap::new();
         'passes: loop {
             let mut fresh = 0;
-            for key in storage::list("pending/")? {
-                let Some(raw) = storage::get(&key)? else {
+            let listed = storage::list("pending/")?;
+            for (i, key) in listed.iter().enumerate() {
+                let Some(raw) = storage::get(key)? else {
                     continue;
                 };
-                if tried.get(&key) == Some(&raw) {
+                if tried.get(key) == Some(&raw) {
                     continue;
                 }
                 if invocation::remaining_requests() < 4 {
-                    log::warn(
-                        "risk notices wait for the next sync: this run's request budget is spent",
-                    );
+                    log::warn(format!(
+                        "{} risk notices wait for the next sync: this run's request budget is spent",
+                        listed.len() - i
+                    ));
                     break 'passes;
                 }
                 fresh += 1;
@@ -880,7 +882,7 @@ impl<'a> Sync<'a> {
                 // notice stays for the next sync or notice.
                 match apply_notice(self.s, uem, &mut header, device, &p) {
                     Ok(Some(message)) => {
-                        storage::compare_and_swap(&key, Some(&raw), None)?;
+                        storage::compare_and_swap(key, Some(&raw), None)?;
                         log::info(message);
                     }
                     Ok(None) => {}
